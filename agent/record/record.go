@@ -123,6 +123,8 @@ type Record struct {
 	TaskID              string    `json:"task_id,omitempty"`
 	Source              Source    `json:"source"`
 	DestinationHostUUID string    `json:"destination_host_uuid,omitempty"`
+	// SnapshotUUID is the snapshot a revert went back to.
+	SnapshotUUID string `json:"snapshot_uuid,omitempty"`
 	// Unknown names the fields the source could not reveal (for example the
 	// new VM of a clone seen only in xensource.log), so a consumer can tell
 	// "unknown" from "empty".

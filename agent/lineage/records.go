@@ -1,0 +1,111 @@
+package lineage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// Filter selects records. Zero fields select everything.
+type Filter struct {
+	PoolUUID string
+	VMUUID   string // records of this VM, or where it is the parent
+	Activity record.Activity
+	Since    time.Time // start >= Since
+	Until    time.Time // start < Until
+	AfterSeq int64     // only records stored after this sequence number
+	Limit    int
+}
+
+// StoredRecord is a record with its storage sequence number: the order in
+// which the store accepted it, which outputs use as their cursor.
+type StoredRecord struct {
+	Seq int64
+	record.Record
+}
+
+// Records returns the records matching f ordered by start time, then id.
+func (s *Store) Records(ctx context.Context, f Filter) ([]record.Record, error) {
+	sr, err := s.records(ctx, f, "start_ms, id")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]record.Record, len(sr))
+	for i := range sr {
+		out[i] = sr[i].Record
+	}
+	return out, nil
+}
+
+// RecordsAfter returns up to limit records stored after seq, in storage
+// order; an output reads the store this way from its committed cursor.
+func (s *Store) RecordsAfter(ctx context.Context, seq int64, limit int) ([]StoredRecord, error) {
+	return s.records(ctx, Filter{AfterSeq: seq, Limit: limit}, "seq")
+}
+
+// LastSeq is the sequence number of the newest record (0 when empty).
+func (s *Store) LastSeq(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq),0) FROM records").Scan(&n)
+	return n, err
+}
+
+// CountRecords returns how many records are stored.
+func (s *Store) CountRecords(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM records").Scan(&n)
+	return n, err
+}
+
+func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRecord, error) {
+	var where []string
+	var args []any
+	if f.PoolUUID != "" {
+		where, args = append(where, "pool_uuid=?"), append(args, f.PoolUUID)
+	}
+	if f.VMUUID != "" {
+		where, args = append(where, "(vm_uuid=? OR parent_vm_uuid=?)"), append(args, f.VMUUID, f.VMUUID)
+	}
+	if f.Activity != "" {
+		where, args = append(where, "activity=?"), append(args, string(f.Activity))
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "start_ms>=?"), append(args, ms(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "start_ms<?"), append(args, ms(f.Until))
+	}
+	if f.AfterSeq > 0 {
+		where, args = append(where, "seq>?"), append(args, f.AfterSeq)
+	}
+	q := "SELECT seq, json FROM records"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + order
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: query records: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredRecord
+	for rows.Next() {
+		var sr StoredRecord
+		var js string
+		if err := rows.Scan(&sr.Seq, &js); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(js), &sr.Record); err != nil {
+			return nil, fmt.Errorf("lineage: record #%d is corrupt: %w", sr.Seq, err)
+		}
+		out = append(out, sr)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,92 @@
+package lineage
+
+// schemaVersion is bumped with every change to schema; migrate() brings older
+// files forward so a store survives upgrades.
+const schemaVersion = 1
+
+// schema is documented table by table in README.md ("Forensics with sqlite3");
+// times are Unix milliseconds (UTC) so that sqlite3 users can write
+// datetime(start_ms/1000,'unixepoch').
+const schema = `
+CREATE TABLE IF NOT EXISTS records (
+  seq                   INTEGER PRIMARY KEY AUTOINCREMENT,
+  id                    TEXT NOT NULL UNIQUE,
+  pool_uuid             TEXT NOT NULL,
+  host_uuid             TEXT NOT NULL DEFAULT '',
+  host_name             TEXT NOT NULL DEFAULT '',
+  vm_uuid               TEXT NOT NULL DEFAULT '',
+  vm_name               TEXT NOT NULL DEFAULT '',
+  parent_vm_uuid        TEXT NOT NULL DEFAULT '',
+  activity              TEXT NOT NULL,
+  operation             TEXT NOT NULL DEFAULT '',
+  start_ms              INTEGER NOT NULL,
+  end_ms                INTEGER,
+  result                TEXT NOT NULL,
+  error                 TEXT NOT NULL DEFAULT '',
+  task_uuid             TEXT NOT NULL DEFAULT '',
+  task_id               TEXT NOT NULL DEFAULT '',
+  source                TEXT NOT NULL,
+  destination_host_uuid TEXT NOT NULL DEFAULT '',
+  json                  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_vm ON records(vm_uuid, start_ms);
+CREATE INDEX IF NOT EXISTS records_parent ON records(parent_vm_uuid);
+CREATE INDEX IF NOT EXISTS records_start ON records(start_ms);
+CREATE INDEX IF NOT EXISTS records_task ON records(pool_uuid, task_id);
+
+CREATE TABLE IF NOT EXISTS vms (
+  uuid          TEXT PRIMARY KEY,
+  pool_uuid     TEXT NOT NULL DEFAULT '',
+  name          TEXT NOT NULL DEFAULT '',
+  parent_uuid   TEXT NOT NULL DEFAULT '',
+  parent_via    TEXT NOT NULL DEFAULT '',
+  kind          TEXT NOT NULL DEFAULT 'vm',
+  power_state   TEXT NOT NULL DEFAULT '',
+  host_uuid     TEXT NOT NULL DEFAULT '',
+  first_seen_ms INTEGER NOT NULL,
+  last_seen_ms  INTEGER NOT NULL,
+  destroyed_ms  INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vms_parent ON vms(parent_uuid);
+CREATE INDEX IF NOT EXISTS vms_name ON vms(name);
+
+CREATE TABLE IF NOT EXISTS vm_states (
+  vm_uuid     TEXT NOT NULL,
+  from_ms     INTEGER NOT NULL,
+  to_ms       INTEGER,
+  power_state TEXT NOT NULL,
+  host_uuid   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS vm_states_vm ON vm_states(vm_uuid, from_ms);
+CREATE INDEX IF NOT EXISTS vm_states_open ON vm_states(to_ms) WHERE to_ms IS NULL;
+
+CREATE TABLE IF NOT EXISTS vm_attrs (
+  vm_uuid TEXT NOT NULL,
+  kind    TEXT NOT NULL,
+  value   TEXT NOT NULL,
+  from_ms INTEGER NOT NULL,
+  to_ms   INTEGER
+);
+CREATE INDEX IF NOT EXISTS vm_attrs_value ON vm_attrs(kind, value, from_ms);
+CREATE INDEX IF NOT EXISTS vm_attrs_vm ON vm_attrs(vm_uuid, kind) WHERE to_ms IS NULL;
+
+CREATE TABLE IF NOT EXISTS hosts (
+  uuid          TEXT PRIMARY KEY,
+  pool_uuid     TEXT NOT NULL DEFAULT '',
+  name          TEXT NOT NULL DEFAULT '',
+  address       TEXT NOT NULL DEFAULT '',
+  first_seen_ms INTEGER NOT NULL,
+  last_seen_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pools (
+  uuid TEXT PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  master_uuid TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS agent_state (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+`

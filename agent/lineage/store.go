@@ -1,0 +1,149 @@
+// Package lineage is vmlineage's embedded store: lifecycle records, the VM
+// family tree, each VM's power state, host, names and addresses over time,
+// and the agent's own state (event token, pending tasks, log offsets). It is
+// one SQLite file (modernc.org/sqlite, WAL) that a person can open with the
+// sqlite3 shell; README.md documents the tables.
+package lineage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Store is an open lineage store. It is safe for concurrent use: writes are
+// serialised by SQLite, reads run beside them (WAL).
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+// Open opens or creates the store at path. The directory is created with
+// mode 0750 when missing.
+func Open(path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("lineage: empty store path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("lineage: create store directory: %w", err)
+		}
+	}
+	q := url.Values{}
+	// WAL with synchronous=NORMAL survives a killed process (SIGKILL) without
+	// losing a committed transaction; only a power loss can drop the last few.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(0)", "temp_store(MEMORY)", "cache_size(-16000)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("lineage: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	s := &Store{db: db, path: path}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var v int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("lineage: %s is not a vmlineage store: %w", s.path, err)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("lineage: %s has schema version %d, newer than this vmlineage (%d)", s.path, v, schemaVersion)
+	}
+	if _, err := s.db.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("lineage: create schema in %s: %w", s.path, err)
+	}
+	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", schemaVersion)); err != nil {
+		return fmt.Errorf("lineage: set schema version: %w", err)
+	}
+	return nil
+}
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// DB exposes the database for read-only tooling (status, exports).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Update runs fn in one write transaction: everything fn does is committed
+// together or not at all. The tracer commits each event batch, its records
+// and its event token this way, so a killed agent resumes exactly.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("lineage: begin: %w", err)
+	}
+	tx := &Tx{tx: sqlTx, ctx: ctx}
+	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("lineage: commit: %w", err)
+	}
+	return nil
+}
+
+// AgentState returns the value stored under key, "" when absent.
+func (s *Store) AgentState(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, "SELECT value FROM agent_state WHERE key=?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("lineage: read state %q: %w", key, err)
+	}
+	return v, nil
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+func nullMS(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+func fromNullMS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMS(v.Int64)
+}
+
+// itoa keeps strconv out of callers' way for state keys.
+func itoa(i int64) string { return strconv.FormatInt(i, 10) }

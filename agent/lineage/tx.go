@@ -1,0 +1,235 @@
+package lineage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// Tx is a write transaction (see Store.Update).
+type Tx struct {
+	tx    *sql.Tx
+	ctx   context.Context
+	stmts map[string]*sql.Stmt
+}
+
+// exec runs a statement prepared once per transaction: the tracer writes
+// thousands of rows per batch and SQL parsing would otherwise dominate.
+func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(t.ctx, args...)
+}
+
+func (t *Tx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := t.stmts[q]; ok {
+		return st, nil
+	}
+	if t.stmts == nil {
+		t.stmts = map[string]*sql.Stmt{}
+	}
+	st, err := t.tx.PrepareContext(t.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	t.stmts[q] = st
+	return st, nil
+}
+
+func (t *Tx) queryRow(q string, args ...any) *sql.Row {
+	st, err := t.stmt(q)
+	if err != nil {
+		return t.tx.QueryRowContext(t.ctx, q, args...)
+	}
+	return st.QueryRowContext(t.ctx, args...)
+}
+
+// PutRecord stores r unless a record with the same id is already there (ids
+// are deterministic, so the same operation seen twice is stored once). It
+// reports whether r was new.
+func (t *Tx) PutRecord(r *record.Record) (bool, error) {
+	if err := r.Validate(); err != nil {
+		return false, fmt.Errorf("lineage: refusing record: %w", err)
+	}
+	js, err := json.Marshal(r)
+	if err != nil {
+		return false, err
+	}
+	res, err := t.exec(`INSERT INTO records(id,pool_uuid,host_uuid,host_name,vm_uuid,vm_name,parent_vm_uuid,activity,operation,
+		start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid,json)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`,
+		r.ID, r.PoolUUID, r.HostUUID, r.HostName, r.VMUUID, r.VMName, r.ParentVMUUID, string(r.Activity), r.Operation,
+		ms(r.Start), nullMS(r.End), string(r.Result), r.Error, r.TaskUUID, r.TaskID, string(r.Source), r.DestinationHostUUID, string(js))
+	if err != nil {
+		return false, fmt.Errorf("lineage: store record %s: %w", r.ID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// HasRecord reports whether a record with id is stored.
+func (t *Tx) HasRecord(id string) (bool, error) {
+	var one int
+	err := t.queryRow("SELECT 1 FROM records WHERE id=?", id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PutVM inserts or updates a VM's current facts. An empty ParentUUID never
+// erases a known parent; FirstSeen keeps the earliest value.
+func (t *Tx) PutVM(v *VM) error {
+	if v.UUID == "" {
+		return errors.New("lineage: VM without uuid")
+	}
+	kind := v.Kind
+	if kind == "" {
+		kind = KindVM
+	}
+	_, err := t.exec(`INSERT INTO vms(uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?)
+		ON CONFLICT(uuid) DO UPDATE SET
+		  pool_uuid=CASE WHEN excluded.pool_uuid<>'' THEN excluded.pool_uuid ELSE pool_uuid END,
+		  name=excluded.name,
+		  parent_uuid=CASE WHEN excluded.parent_uuid<>'' THEN excluded.parent_uuid ELSE parent_uuid END,
+		  parent_via=CASE WHEN excluded.parent_uuid<>'' THEN excluded.parent_via ELSE parent_via END,
+		  kind=excluded.kind, power_state=excluded.power_state, host_uuid=excluded.host_uuid,
+		  first_seen_ms=MIN(first_seen_ms, excluded.first_seen_ms),
+		  last_seen_ms=MAX(last_seen_ms, excluded.last_seen_ms),
+		  destroyed_ms=excluded.destroyed_ms`,
+		v.UUID, v.PoolUUID, v.Name, v.ParentUUID, v.ParentVia, kind, v.PowerState, v.HostUUID,
+		ms(v.FirstSeen), ms(v.LastSeen), nullMS(v.Destroyed))
+	if err != nil {
+		return fmt.Errorf("lineage: store VM %s: %w", v.UUID, err)
+	}
+	return nil
+}
+
+// SetState records that from time at the VM is in power state ps on host
+// (empty when not resident). The open span is closed at at; nothing is
+// written when the state is unchanged.
+func (t *Tx) SetState(vmUUID, ps, host string, at time.Time) error {
+	var curPS, curHost string
+	var from int64
+	err := t.queryRow("SELECT power_state,host_uuid,from_ms FROM vm_states WHERE vm_uuid=? AND to_ms IS NULL ORDER BY from_ms DESC LIMIT 1", vmUUID).Scan(&curPS, &curHost, &from)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("lineage: read state of %s: %w", vmUUID, err)
+	default:
+		if curPS == ps && curHost == host {
+			return nil
+		}
+		end := max(ms(at), from)
+		if _, err := t.exec("UPDATE vm_states SET to_ms=? WHERE vm_uuid=? AND to_ms IS NULL", end, vmUUID); err != nil {
+			return err
+		}
+		if end > ms(at) {
+			at = fromMS(end)
+		}
+	}
+	if ps == "" {
+		return nil
+	}
+	_, err = t.exec("INSERT INTO vm_states(vm_uuid,from_ms,to_ms,power_state,host_uuid) VALUES(?,?,NULL,?,?)", vmUUID, ms(at), ps, host)
+	return err
+}
+
+// SetAttrs records the set of values of one kind (AttrIP, AttrMAC, AttrName)
+// a VM holds from time at: spans of values it no longer holds are closed,
+// new values open spans. Values are compared exactly.
+func (t *Tx) SetAttrs(vmUUID, kind string, values []string, at time.Time) error {
+	st, err := t.stmt("SELECT value FROM vm_attrs WHERE vm_uuid=? AND kind=? AND to_ms IS NULL")
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(t.ctx, vmUUID, kind)
+	if err != nil {
+		return err
+	}
+	var open []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return err
+		}
+		open = append(open, v)
+	}
+	rows.Close()
+	for _, v := range open {
+		if !slices.Contains(values, v) {
+			if _, err := t.exec("UPDATE vm_attrs SET to_ms=? WHERE vm_uuid=? AND kind=? AND value=? AND to_ms IS NULL", ms(at), vmUUID, kind, v); err != nil {
+				return err
+			}
+		}
+	}
+	for _, v := range values {
+		if v == "" || slices.Contains(open, v) {
+			continue
+		}
+		open = append(open, v)
+		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, ms(at)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MarkDestroyed marks the VM destroyed at at and closes its open state and
+// attribute spans. The VM stays in the tree.
+func (t *Tx) MarkDestroyed(vmUUID string, at time.Time) error {
+	if _, err := t.exec("UPDATE vms SET destroyed_ms=?, power_state='Halted', host_uuid='', last_seen_ms=MAX(last_seen_ms,?) WHERE uuid=?", ms(at), ms(at), vmUUID); err != nil {
+		return err
+	}
+	if err := t.SetState(vmUUID, "", "", at); err != nil {
+		return err
+	}
+	_, err := t.exec("UPDATE vm_attrs SET to_ms=MAX(from_ms,?) WHERE vm_uuid=? AND to_ms IS NULL", ms(at), vmUUID)
+	return err
+}
+
+// PutHost inserts or updates a host.
+func (t *Tx) PutHost(h *Host) error {
+	_, err := t.exec(`INSERT INTO hosts(uuid,pool_uuid,name,address,first_seen_ms,last_seen_ms) VALUES(?,?,?,?,?,?)
+		ON CONFLICT(uuid) DO UPDATE SET pool_uuid=excluded.pool_uuid, name=excluded.name, address=excluded.address,
+		first_seen_ms=MIN(first_seen_ms,excluded.first_seen_ms), last_seen_ms=MAX(last_seen_ms,excluded.last_seen_ms)`,
+		h.UUID, h.PoolUUID, h.Name, h.Address, ms(h.FirstSeen), ms(h.LastSeen))
+	return err
+}
+
+// PutPool inserts or updates the pool.
+func (t *Tx) PutPool(p *Pool) error {
+	_, err := t.exec(`INSERT INTO pools(uuid,name,master_uuid) VALUES(?,?,?)
+		ON CONFLICT(uuid) DO UPDATE SET name=excluded.name, master_uuid=excluded.master_uuid`, p.UUID, p.Name, p.MasterUUID)
+	return err
+}
+
+// SetAgentState stores value under key.
+func (t *Tx) SetAgentState(key, value string) error {
+	_, err := t.exec("INSERT INTO agent_state(key,value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", key, value)
+	return err
+}
+
+// AgentState reads key inside the transaction.
+func (t *Tx) AgentState(key string) (string, error) {
+	var v string
+	err := t.queryRow("SELECT value FROM agent_state WHERE key=?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// normalizeMAC lower-cases a MAC so alerts match whatever case a sensor uses.
+func normalizeMAC(m string) string { return strings.ToLower(strings.TrimSpace(m)) }
