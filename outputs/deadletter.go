@@ -1,0 +1,98 @@
+package outputs
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// DeadLetter appends items an output gave up on to a JSON-lines file, one
+// object per item with the reason, so nothing is dropped silently. Each
+// write is fsynced before it returns: a dead-lettered item counts as handled.
+type DeadLetter struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+}
+
+// DeadLetterEntry is one line of the dead-letter file.
+type DeadLetterEntry struct {
+	Time   time.Time       `json:"time"`
+	Output string          `json:"output"`
+	ID     string          `json:"id"`
+	Error  string          `json:"error"`
+	Status int             `json:"status,omitempty"`
+	Event  json.RawMessage `json:"event,omitempty"`   // payload when it is JSON
+	Raw    string          `json:"payload,omitempty"` // payload otherwise
+}
+
+// OpenDeadLetter opens (creating) the file at path for appending.
+func OpenDeadLetter(path string) (*DeadLetter, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("dead letter: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("dead letter: %w", err)
+	}
+	return &DeadLetter{path: path, f: f}, nil
+}
+
+// Path is the file written to.
+func (d *DeadLetter) Path() string { return d.path }
+
+// Write records the entries and fsyncs.
+func (d *DeadLetter) Write(entries []DeadLetterEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, e := range entries {
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("dead letter %s: %w", d.path, err)
+		}
+		buf = append(append(buf, b...), '\n')
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f == nil {
+		return ErrClosed
+	}
+	if _, err := d.f.Write(buf); err != nil {
+		return fmt.Errorf("dead letter %s: %w", d.path, err)
+	}
+	if err := d.f.Sync(); err != nil {
+		return fmt.Errorf("dead letter %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// Entry builds a dead-letter entry for it, keeping a JSON payload as JSON.
+func Entry(output string, it Item, status int, reason string) DeadLetterEntry {
+	e := DeadLetterEntry{Output: output, ID: it.ID, Error: reason, Status: status}
+	if json.Valid(it.Payload) {
+		e.Event = json.RawMessage(it.Payload)
+	} else {
+		e.Raw = string(it.Payload)
+	}
+	return e
+}
+
+// Close closes the file.
+func (d *DeadLetter) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f == nil {
+		return nil
+	}
+	err := d.f.Close()
+	d.f = nil
+	return err
+}

@@ -1,0 +1,96 @@
+// Package outputs defines the contract between vmlineage's durable spool and
+// the places records are shipped to (Elasticsearch, syslog, files, stdout).
+// Outputs receive already-encoded payloads: encoding (ECS, CEF) lives in
+// formats/ and knows nothing of delivery.
+package outputs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Item is one encoded record on its way to an output.
+type Item struct {
+	// ID is the record id; Elasticsearch uses it as the document _id so a
+	// re-sent record is recognised (409) instead of doubled.
+	ID string
+	// Payload is the encoded record (ECS JSON, CEF line, ...), without a
+	// trailing newline.
+	Payload []byte
+	// Time is the record's event time (syslog header timestamp).
+	Time time.Time
+}
+
+// Output delivers items. Implementations are safe for one caller at a time;
+// the Pipeline is that caller.
+type Output interface {
+	// Name identifies the output in logs, health and dead letters.
+	Name() string
+	// Send returns nil only when every item is durably delivered or written
+	// to the dead-letter file. On error the caller sends the same items
+	// again later, so delivery is at-least-once; an output that can tell
+	// (Elasticsearch by _id) makes the repeat harmless.
+	Send(ctx context.Context, items []Item) error
+	// Close releases connections and files.
+	Close() error
+}
+
+// HealthReporter is implemented by outputs that count their work.
+type HealthReporter interface {
+	Health() Health
+}
+
+// Health is a snapshot of an output's counters.
+type Health struct {
+	Sent          uint64    `json:"sent"`
+	Failed        uint64    `json:"failed"`
+	Retried       uint64    `json:"retried"`
+	DeadLettered  uint64    `json:"dead_lettered"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitempty"`
+}
+
+// Counters accumulate Health; embed one in an output. Safe for concurrent use.
+type Counters struct {
+	sent, failed, retried, dead atomic.Uint64
+	mu                          sync.Mutex
+	lastErr                     string
+	lastErrTime                 time.Time
+}
+
+// AddSent counts n items delivered.
+func (c *Counters) AddSent(n int) { c.sent.Add(uint64(n)) }
+
+// AddRetried counts n items sent again.
+func (c *Counters) AddRetried(n int) { c.retried.Add(uint64(n)) }
+
+// AddDeadLettered counts n items written to the dead-letter file.
+func (c *Counters) AddDeadLettered(n int) { c.dead.Add(uint64(n)) }
+
+// Fail counts n items whose delivery attempt failed and remembers err.
+func (c *Counters) Fail(n int, err error) {
+	c.failed.Add(uint64(n))
+	if err == nil {
+		return
+	}
+	c.mu.Lock()
+	c.lastErr = err.Error()
+	c.lastErrTime = time.Now().UTC()
+	c.mu.Unlock()
+}
+
+// Health returns a snapshot.
+func (c *Counters) Health() Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Health{
+		Sent: c.sent.Load(), Failed: c.failed.Load(), Retried: c.retried.Load(),
+		DeadLettered: c.dead.Load(), LastError: c.lastErr, LastErrorTime: c.lastErrTime,
+	}
+}
+
+// ErrClosed is returned by an output or spool used after Close.
+var ErrClosed = errors.New("outputs: closed")
