@@ -12,44 +12,52 @@ func validIP(s string) bool {
 	return err == nil
 }
 
-func hasIP(xs []string) bool {
-	for _, x := range xs {
-		if validIP(x) {
-			return true
+// ipMask returns a bit per entry of xs (the first 64) that is a valid
+// address not seen earlier in xs, so each address is parsed once per record.
+func ipMask(xs []string) uint64 {
+	var m uint64
+	for i, x := range xs {
+		if i == 64 {
+			break
+		}
+		if validIP(x) && !containsStr(xs[:i], x) {
+			m |= 1 << i
 		}
 	}
-	return false
+	return m
 }
 
-// ipArray writes "k":[...] with the valid, distinct addresses of xs, a and c
-// (in that order), unless there are none. Invalid addresses are left out.
-func ipArray(b []byte, o *object, k string, xs []string, a, c string) []byte {
+// ipArray writes "k":[...] with the addresses of xs marked in mask, then a
+// and c when their ok flags are set and they are not repeats, unless there
+// are none.
+func ipArray(b []byte, o *object, k string, xs []string, mask uint64, a string, aok bool, c string, cok bool) []byte {
 	n := 0
-	write := func(s string) {
-		if n == 0 {
-			b = o.key(b, k)
-			b = append(b, '[')
-		} else {
-			b = append(b, ',')
+	for i := 0; mask != 0 && i < len(xs) && i < 64; i++ {
+		if mask&(1<<i) == 0 {
+			continue
 		}
-		n++
-		b = appendString(b, s)
+		b, n = ipItem(b, o, k, n, xs[i])
 	}
-	for i, x := range xs {
-		if validIP(x) && !containsStr(xs[:i], x) {
-			write(x)
-		}
+	if aok && !containsStr(xs, a) {
+		b, n = ipItem(b, o, k, n, a)
 	}
-	if validIP(a) && !containsStr(xs, a) {
-		write(a)
-	}
-	if validIP(c) && c != a && !containsStr(xs, c) {
-		write(c)
+	if cok && c != a && !containsStr(xs, c) {
+		b, n = ipItem(b, o, k, n, c)
 	}
 	if n > 0 {
 		b = append(b, ']')
 	}
 	return b
+}
+
+func ipItem(b []byte, o *object, k string, n int, s string) ([]byte, int) {
+	if n == 0 {
+		b = o.key(b, k)
+		b = append(b, '[')
+	} else {
+		b = append(b, ',')
+	}
+	return appendString(b, s), n + 1
 }
 
 func containsStr(xs []string, s string) bool {

@@ -27,14 +27,24 @@ func Marshal(r *record.Record, c *formats.Context) []byte {
 // object tracks whether a JSON object needs a comma before its next member.
 type object struct{ n int }
 
+// key writes the member name k, given quoted with its colon (`"name":`).
 func (o *object) key(b []byte, k string) []byte {
 	if o.n > 0 {
 		b = append(b, ',')
 	}
 	o.n++
+	return append(b, k...)
+}
+
+// raw writes "k":"v" for a v of ours that needs no escaping (a constant).
+func (o *object) raw(b []byte, k, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = o.key(b, k)
 	b = append(b, '"')
-	b = append(b, k...)
-	return append(b, '"', ':')
+	b = append(b, v...)
+	return append(b, '"')
 }
 
 // str writes "k":"v" unless v is empty.
@@ -75,6 +85,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		c = &formats.Context{}
 	}
 	sp := formats.SpecOf(r.Activity)
+	vmIPs := ipMask(c.VMIPs)
+	hostIPok, actorIPok := validIP(c.HostIP), validIP(c.ActorAddress)
 	b := dst
 	var top object
 	b = append(b, '{')
@@ -83,15 +95,15 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	if ts.IsZero() {
 		ts = r.Start
 	}
-	b = top.key(b, "@timestamp")
+	b = top.key(b, `"@timestamp":`)
 	b = appendTime(b, ts)
-	b = top.key(b, "ecs")
+	b = top.key(b, `"ecs":`)
 	b = append(b, `{"version":"`+Version+`"}`...)
 
 	// message: pieces escaped one by one, so it costs no allocation
 	var parts [formats.MaxMessageParts]string
 	n := formats.MessageParts(r, c, &parts)
-	b = top.key(b, "message")
+	b = top.key(b, `"message":`)
 	b = append(b, '"')
 	for _, p := range parts[:n] {
 		b = appendStringBody(b, p)
@@ -99,10 +111,10 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = append(b, '"')
 
 	// event
-	b = top.key(b, "event")
+	b = top.key(b, `"event":`)
 	var ev object
 	b = append(b, '{')
-	b = ev.str(b, "kind", "event")
+	b = ev.raw(b, `"kind":`, "event")
 	category, typ, reason := sp.Category, sp.Type, ""
 	switch r.Result {
 	case record.Denied:
@@ -111,30 +123,28 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	case record.Cancelled:
 		reason = "cancelled"
 	}
-	b = ev.key(b, "category")
-	b = append(b, '[')
-	b = appendString(b, category)
-	b = append(b, ']')
-	b = ev.key(b, "type")
-	b = append(b, '[')
-	b = appendString(b, typ)
-	b = append(b, ']')
-	b = ev.str(b, "action", sp.Action)
-	b = ev.str(b, "outcome", formats.Outcome(r.Result))
-	b = ev.str(b, "reason", reason)
-	b = ev.str(b, "id", r.ID)
-	b = ev.str(b, "dataset", formats.Dataset)
-	b = ev.str(b, "module", "vmlineage")
-	b = ev.str(b, "provider", Provider)
+	b = ev.key(b, `"category":["`)
+	b = append(b, category...)
+	b = append(b, `"],"type":["`...)
+	ev.n++
+	b = append(b, typ...)
+	b = append(b, '"', ']')
+	b = ev.raw(b, `"action":`, sp.Action)
+	b = ev.raw(b, `"outcome":`, formats.Outcome(r.Result))
+	b = ev.raw(b, `"reason":`, reason)
+	b = ev.str(b, `"id":`, r.ID)
+	b = ev.raw(b, `"dataset":`, formats.Dataset)
+	b = ev.raw(b, `"module":`, "vmlineage")
+	b = ev.raw(b, `"provider":`, Provider)
 	if !r.Start.IsZero() {
-		b = ev.key(b, "start")
+		b = ev.key(b, `"start":`)
 		b = appendTime(b, r.Start)
 	}
 	if !r.End.IsZero() {
-		b = ev.key(b, "end")
+		b = ev.key(b, `"end":`)
 		b = appendTime(b, r.End)
 		if !r.Start.IsZero() && !r.End.Before(r.Start) {
-			b = ev.key(b, "duration")
+			b = ev.key(b, `"duration":`)
 			b = appendInt(b, r.End.Sub(r.Start).Nanoseconds())
 		}
 	}
@@ -145,70 +155,69 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	if vmName == "" {
 		vmName = r.VMUUID // dashboards group by host.name
 	}
-	if vmName != "" || hasIP(c.VMIPs) || hasMAC(c.VMMACs) {
-		b = top.key(b, "host")
+	if vmName != "" || vmIPs != 0 || hasMAC(c.VMMACs) {
+		b = top.key(b, `"host":`)
 		var h object
 		b = append(b, '{')
-		b = h.str(b, "name", vmName)
-		b = h.str(b, "id", r.VMUUID)
-		b = h.str(b, "type", string(c.VMKind))
-		b = ipArray(b, &h, "ip", c.VMIPs, "", "")
-		b = macArray(b, &h, "mac", c.VMMACs)
+		b = h.str(b, `"name":`, vmName)
+		b = h.str(b, `"id":`, r.VMUUID)
+		b = h.str(b, `"type":`, string(c.VMKind))
+		b = ipArray(b, &h, `"ip":`, c.VMIPs, vmIPs, "", false, "", false)
+		b = macArray(b, &h, `"mac":`, c.VMMACs)
 		b = append(b, '}')
 	}
 	if r.VMUUID != "" || r.VMName != "" {
-		b = top.key(b, "cloud")
+		b = top.key(b, `"cloud":`)
 		b = append(b, `{"provider":"xen","instance":{`...)
 		var ci object
-		b = ci.str(b, "id", r.VMUUID)
-		b = ci.str(b, "name", r.VMName)
+		b = ci.str(b, `"id":`, r.VMUUID)
+		b = ci.str(b, `"name":`, r.VMName)
 		b = append(b, '}', '}')
 	}
 
 	// observer: the XAPI host that ran the task
 	hostName := formats.HostName(r, c)
-	b = top.key(b, "observer")
+	b = top.key(b, `"observer":`)
 	b = append(b, `{"type":"hypervisor","vendor":"Xen","product":"XAPI"`...)
 	ob := object{n: 1}
-	b = ob.str(b, "hostname", hostName)
-	b = ob.str(b, "name", hostName)
-	b = ipArray(b, &ob, "ip", nil, c.HostIP, "")
+	b = ob.str(b, `"hostname":`, hostName)
+	b = ipArray(b, &ob, `"ip":`, nil, 0, c.HostIP, hostIPok, "", false)
 	b = append(b, '}')
 
 	// orchestrator: the pool is the cluster, the VM the resource
-	b = top.key(b, "orchestrator")
+	b = top.key(b, `"orchestrator":`)
 	b = append(b, `{"type":"xapi"`...)
 	or := object{n: 1}
 	if r.PoolUUID != "" || c.PoolName != "" {
-		b = or.key(b, "cluster")
+		b = or.key(b, `"cluster":`)
 		var cl object
 		b = append(b, '{')
-		b = cl.str(b, "id", r.PoolUUID)
-		b = cl.str(b, "name", c.PoolName)
+		b = cl.str(b, `"id":`, r.PoolUUID)
+		b = cl.str(b, `"name":`, c.PoolName)
 		b = append(b, '}')
 	}
-	b = or.key(b, "resource")
+	b = or.key(b, `"resource":`)
 	b = append(b, `{"type":"vm"`...)
 	res := object{n: 1}
-	b = res.str(b, "id", r.VMUUID)
-	b = res.str(b, "name", r.VMName)
+	b = res.str(b, `"id":`, r.VMUUID)
+	b = res.str(b, `"name":`, r.VMName)
 	if r.ParentVMUUID != "" {
-		b = res.key(b, "parent")
+		b = res.key(b, `"parent":`)
 		b = append(b, `{"type":"vm"}`...)
 	}
 	b = append(b, '}', '}')
 
 	// user / source: who did it (issue 6)
 	if c.ActorName != "" || c.ActorID != "" {
-		b = top.key(b, "user")
+		b = top.key(b, `"user":`)
 		var u object
 		b = append(b, '{')
-		b = u.str(b, "name", c.ActorName)
-		b = u.str(b, "id", c.ActorID)
+		b = u.str(b, `"name":`, c.ActorName)
+		b = u.str(b, `"id":`, c.ActorID)
 		b = append(b, '}')
 	}
-	if validIP(c.ActorAddress) {
-		b = top.key(b, "source")
+	if actorIPok {
+		b = top.key(b, `"source":`)
 		b = append(b, `{"ip":`...)
 		b = appendString(b, c.ActorAddress)
 		b = append(b, '}')
@@ -217,8 +226,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	// related: every host name and address the event names
 	hosts := [...]string{vmName, hostName, c.DestinationHostName, c.ParentName}
 	if hosts[0] != "" || hosts[1] != "" || hosts[2] != "" || hosts[3] != "" ||
-		hasIP(c.VMIPs) || validIP(c.HostIP) || validIP(c.ActorAddress) || c.ActorName != "" {
-		b = top.key(b, "related")
+		vmIPs != 0 || hostIPok || actorIPok || c.ActorName != "" {
+		b = top.key(b, `"related":`)
 		var rel object
 		b = append(b, '{')
 		nh := 0
@@ -227,7 +236,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 				continue
 			}
 			if nh == 0 {
-				b = rel.key(b, "hosts")
+				b = rel.key(b, `"hosts":`)
 				b = append(b, '[')
 			} else {
 				b = append(b, ',')
@@ -238,9 +247,9 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		if nh > 0 {
 			b = append(b, ']')
 		}
-		b = ipArray(b, &rel, "ip", c.VMIPs, c.HostIP, c.ActorAddress)
+		b = ipArray(b, &rel, `"ip":`, c.VMIPs, vmIPs, c.HostIP, hostIPok, c.ActorAddress, actorIPok)
 		if c.ActorName != "" {
-			b = rel.key(b, "user")
+			b = rel.key(b, `"user":`)
 			b = append(b, '[')
 			b = appendString(b, c.ActorName)
 			b = append(b, ']')
@@ -250,73 +259,76 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 
 	// error
 	if r.Error != "" {
-		b = top.key(b, "error")
+		b = top.key(b, `"error":`)
 		var e object
 		b = append(b, '{')
-		b = e.str(b, "message", r.Error)
-		b = e.str(b, "code", formats.ErrorCode(r.Error))
+		b = e.str(b, `"message":`, r.Error)
+		b = e.str(b, `"code":`, formats.ErrorCode(r.Error))
 		b = append(b, '}')
 	}
 
 	// agent: this shipper
-	b = top.key(b, "agent")
+	b = top.key(b, `"agent":`)
 	b = append(b, `{"type":"vmlineage"`...)
 	ag := object{n: 1}
-	b = ag.str(b, "name", c.AgentName)
-	b = ag.str(b, "id", c.AgentID)
-	b = ag.str(b, "version", c.AgentVersion)
+	b = ag.str(b, `"name":`, c.AgentName)
+	b = ag.str(b, `"id":`, c.AgentID)
+	b = ag.str(b, `"version":`, c.AgentVersion)
 	b = append(b, '}')
 
 	// xen: facts of the Xen world with no ECS home
-	b = top.key(b, "xen")
+	b = top.key(b, `"xen":`)
 	var x object
 	b = append(b, '{')
-	b = x.str(b, "source", string(r.Source))
-	b = x.str(b, "operation", r.Operation)
-	b = x.str(b, "result", string(r.Result))
+	b = x.str(b, `"source":`, string(r.Source))
+	b = x.str(b, `"operation":`, r.Operation)
+	b = x.str(b, `"result":`, string(r.Result))
 	if r.TaskUUID != "" || r.TaskID != "" {
-		b = x.key(b, "task")
+		b = x.key(b, `"task":`)
 		var t object
 		b = append(b, '{')
-		b = t.str(b, "uuid", r.TaskUUID)
-		b = t.str(b, "id", r.TaskID)
+		b = t.str(b, `"uuid":`, r.TaskUUID)
+		b = t.str(b, `"id":`, r.TaskID)
 		b = append(b, '}')
 	}
-	b = pair(b, &x, "pool", r.PoolUUID, c.PoolName)
-	b = pair(b, &x, "host", r.HostUUID, hostName)
-	b = pair(b, &x, "destination_host", r.DestinationHostUUID, c.DestinationHostName)
-	if r.VMUUID != "" || r.VMName != "" || c.PowerState != "" {
-		b = x.key(b, "vm")
+	b = pair(b, &x, `"pool":`, r.PoolUUID, c.PoolName)
+	if r.HostUUID != "" {
+		b = x.key(b, `"host":`)
+		b = append(b, `{"uuid":`...)
+		b = appendString(b, r.HostUUID)
+		b = append(b, '}')
+	}
+	b = pair(b, &x, `"destination_host":`, r.DestinationHostUUID, c.DestinationHostName)
+	if c.PowerState != "" || r.SnapshotUUID != "" {
+		b = x.key(b, `"vm":`)
 		var v object
 		b = append(b, '{')
-		b = v.str(b, "uuid", r.VMUUID)
-		b = v.str(b, "name", r.VMName)
-		b = v.str(b, "power_state", c.PowerState)
+		b = v.str(b, `"power_state":`, c.PowerState)
+		b = v.str(b, `"snapshot_uuid":`, r.SnapshotUUID)
 		b = append(b, '}')
 	}
-	b = x.strs(b, "unknown", r.Unknown)
+	b = x.strs(b, `"unknown":`, r.Unknown)
 	b = append(b, '}')
 
 	// vmlineage: the family tree
-	b = top.key(b, "vmlineage")
+	b = top.key(b, `"vmlineage":`)
 	var l object
 	b = append(b, '{')
-	b = l.str(b, "record_id", r.ID)
-	b = l.str(b, "activity", string(r.Activity))
-	b = l.str(b, "kind", string(c.VMKind))
-	b = pair(b, &l, "parent", r.ParentVMUUID, c.ParentName)
-	b = l.strs(b, "ancestor_path", c.AncestorPath)
+	b = l.str(b, `"activity":`, string(r.Activity))
+	b = l.str(b, `"kind":`, string(c.VMKind))
+	b = pair(b, &l, `"parent":`, r.ParentVMUUID, c.ParentName)
+	b = l.strs(b, `"ancestor_path":`, c.AncestorPath)
 	if len(c.AncestorPath) > 0 {
-		b = l.key(b, "depth")
+		b = l.key(b, `"depth":`)
 		b = appendInt(b, int64(len(c.AncestorPath)))
 	}
-	b = l.str(b, "family_root", c.FamilyRoot)
+	b = l.str(b, `"family_root":`, c.FamilyRoot)
 	if c.ChainPrev != "" || c.ChainHash != "" {
-		b = l.key(b, "chain")
+		b = l.key(b, `"chain":`)
 		var ch object
 		b = append(b, '{')
-		b = ch.str(b, "prev", c.ChainPrev)
-		b = ch.str(b, "hash", c.ChainHash)
+		b = ch.str(b, `"prev":`, c.ChainPrev)
+		b = ch.str(b, `"hash":`, c.ChainHash)
 		b = append(b, '}')
 	}
 	b = append(b, '}')
@@ -326,7 +338,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	if ns == "" {
 		ns = formats.DefaultNamespace
 	}
-	b = top.key(b, "data_stream")
+	b = top.key(b, `"data_stream":`)
 	b = append(b, `{"type":"logs","dataset":"`+formats.Dataset+`","namespace":`...)
 	b = appendString(b, ns)
 	b = append(b, '}')
@@ -342,8 +354,8 @@ func pair(b []byte, o *object, k, uuid, name string) []byte {
 	b = o.key(b, k)
 	var p object
 	b = append(b, '{')
-	b = p.str(b, "uuid", uuid)
-	b = p.str(b, "name", name)
+	b = p.str(b, `"uuid":`, uuid)
+	b = p.str(b, `"name":`, name)
 	return append(b, '}')
 }
 

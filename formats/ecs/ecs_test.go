@@ -136,7 +136,6 @@ func TestRecordFields(t *testing.T) {
 				"xen.result":               string(r.Result),
 				"xen.task.uuid":            nilIfEmpty(r.TaskUUID),
 				"xen.pool.uuid":            r.PoolUUID,
-				"vmlineage.record_id":      r.ID,
 				"vmlineage.activity":       string(r.Activity),
 				"vmlineage.family_root":    nilIfEmpty(clean(c.FamilyRoot)),
 				"vmlineage.parent.uuid":    nilIfEmpty(r.ParentVMUUID),

@@ -26,21 +26,21 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendStringBody writes s as the inside of a JSON string. Invalid UTF-8 becomes U+FFFD.
-// Controls (C0, DEL, C1), U+2028/U+2029 (line breaks to JavaScript), the
-// bidirectional controls (a right-to-left override can make a log line read
-// differently than it is) and U+FEFF are written as \u escapes: they survive
-// decoding unchanged but never appear raw in the document.
+// appendStringBody writes s as the inside of a JSON string. Invalid UTF-8
+// becomes U+FFFD. Controls (C0, DEL, C1), U+2028/U+2029 (line breaks to
+// JavaScript), the bidirectional controls (a right-to-left override can make
+// a log line read differently than it is) and U+FEFF are written as \u
+// escapes: they survive decoding unchanged but never appear raw.
 func appendStringBody(b []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
+	for {
+		n := plainLen(s)
+		b = append(b, s[:n]...)
+		if n == len(s) {
+			return b
+		}
+		s = s[n:]
+		c := s[0]
 		if c < utf8.RuneSelf {
-			if safe[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
 				b = append(b, '\\', c)
@@ -53,28 +53,56 @@ func appendStringBody(b []byte, s string) []byte {
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}
-			i++
-			start = i
+			s = s[1:]
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
 			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if escapeRune(r) {
-			b = append(b, s[start:i]...)
+		case escapeRune(r):
 			b = append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
+		default:
+			b = append(b, s[:size]...)
 		}
-		i += size
+		s = s[size:]
 	}
-	return append(b, s[start:]...)
+}
+
+// plainLen returns how many leading bytes of s JSON writes as they are
+// (printable ASCII but '"' and '\\'), eight at a time while it can. Kept
+// small so that its loop runs in registers.
+func plainLen(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := s[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
+		if (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi != 0 {
+			break
+		}
+	}
+	for ; i < len(s) && safe[s[i]]; i++ {
+	}
+	return i
+}
+
+const (
+	lo7 = 0x0101010101010101
+	hi  = 0x8080808080808080
+)
+
+// plain8 reports whether the eight bytes of s (len >= 8) are all bytes JSON
+// writes as they are: no byte below 0x20, no '"', '\\', DEL or non-ASCII.
+// With no high bit set, (v - 0x01..) & ^v & 0x80.. is non-zero iff a byte
+// of v is zero, and (v - 0x20..) & ^v & 0x80.. iff a byte is below 0x20.
+func plain8(s string) bool {
+	_ = s[7]
+	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
+	return (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi == 0
 }
 
 // escapeRune reports whether a non-ASCII rune is written as a \u escape.
