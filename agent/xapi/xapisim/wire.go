@@ -1,0 +1,647 @@
+package xapisim
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Wire values. The encoder understands exactly these Go types, which mirror
+// ocaml-rpc's Rpc.t as xapi uses it:
+//
+//	string            untyped <value>text</value>
+//	Int               untyped <value>123</value> (XenAPI int, 64-bit)
+//	I4                <value><i4>12</i4></value> (only valid_ref_counts)
+//	bool              <boolean>
+//	float64           <double> printed %.16g
+//	time.Time         <dateTime.iso8601>YYYYMMDDTHH:MM:SSZ
+//	[]string, []any   <array>
+//	map[string]string <struct>, members sorted by name
+//	Struct            <struct>, members in the given order
+//	nil               <nil/> (xapi never sends it for API values)
+type (
+	// Int is a XenAPI int: sent untyped, as a string of digits.
+	Int int64
+	// I4 is a 32-bit int, sent typed (<i4>).
+	I4 int32
+	// Struct is an ordered XML-RPC struct.
+	Struct []Member
+	// Member is one struct member.
+	Member struct {
+		Name  string
+		Value any
+	}
+)
+
+// DateTimeLayout is xapi's datetime text (no hyphens, seconds, Z).
+const DateTimeLayout = "20060102T15:04:05Z"
+
+// FormatDateTime renders t as xapi does.
+func FormatDateTime(t time.Time) string { return t.UTC().Format(DateTimeLayout) }
+
+// Get returns the value of member name, or nil.
+func (s Struct) Get(name string) any {
+	for _, m := range s {
+		if m.Name == name {
+			return m.Value
+		}
+	}
+	return nil
+}
+
+// escapeText is ocaml-rpc's Xmlrpc.encode: < > & " escaped, control
+// characters other than tab, LF and CR dropped, every other byte kept.
+func escapeText(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '>':
+			b.WriteString("&gt;")
+		case c == '<':
+			b.WriteString("&lt;")
+		case c == '&':
+			b.WriteString("&amp;")
+		case c == '"':
+			b.WriteString("&quot;")
+		case c >= 0x20 || c == '\t' || c == '\n' || c == '\r':
+			b.WriteByte(c)
+		}
+	}
+}
+
+// formatDouble is C's %.16g, which Go's 'g' with precision 16 matches
+// (trailing zeros dropped, two-digit exponent).
+func formatDouble(f float64) string { return strconv.FormatFloat(f, 'g', 16, 64) }
+
+// writeXMLValue appends v as an ocaml-rpc <value>. Member names are written
+// as is, without escaping, as ocaml-rpc does.
+func writeXMLValue(b *bytes.Buffer, v any) {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("<value><nil/></value>")
+	case string:
+		b.WriteString("<value>")
+		escapeText(b, x)
+		b.WriteString("</value>")
+	case Int:
+		b.WriteString("<value>")
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+		b.WriteString("</value>")
+	case int:
+		writeXMLValue(b, Int(x))
+	case I4:
+		b.WriteString("<value><i4>")
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+		b.WriteString("</i4></value>")
+	case bool:
+		if x {
+			b.WriteString("<value><boolean>1</boolean></value>")
+		} else {
+			b.WriteString("<value><boolean>0</boolean></value>")
+		}
+	case float64:
+		b.WriteString("<value><double>")
+		b.WriteString(formatDouble(x))
+		b.WriteString("</double></value>")
+	case time.Time:
+		b.WriteString("<value><dateTime.iso8601>")
+		b.WriteString(FormatDateTime(x))
+		b.WriteString("</dateTime.iso8601></value>")
+	case []string:
+		b.WriteString("<value><array><data>")
+		for _, s := range x {
+			writeXMLValue(b, s)
+		}
+		b.WriteString("</data></array></value>")
+	case []any:
+		b.WriteString("<value><array><data>")
+		for _, e := range x {
+			writeXMLValue(b, e)
+		}
+		b.WriteString("</data></array></value>")
+	case map[string]string:
+		b.WriteString("<value><struct>")
+		for _, k := range sortedKeys(x) {
+			b.WriteString("<member><name>")
+			b.WriteString(k)
+			b.WriteString("</name>")
+			writeXMLValue(b, x[k])
+			b.WriteString("</member>")
+		}
+		b.WriteString("</struct></value>")
+	case Struct:
+		b.WriteString("<value><struct>")
+		for _, m := range x {
+			if m.Value == nil {
+				continue // absent field: member omitted
+			}
+			b.WriteString("<member><name>")
+			b.WriteString(m.Name)
+			b.WriteString("</name>")
+			writeXMLValue(b, m.Value)
+			b.WriteString("</member>")
+		}
+		b.WriteString("</struct></value>")
+	default:
+		panic(fmt.Sprintf("xapisim: cannot encode %T", v))
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+const xmlResponseHead = `<?xml version="1.0"?><methodResponse><params><param>`
+const xmlResponseTail = `</param></params></methodResponse>`
+
+// XMLSuccess renders xapi's success envelope {Status, Value}.
+func XMLSuccess(v any) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlResponseHead)
+	writeXMLValue(&b, Struct{{"Status", "Success"}, {"Value", v}})
+	b.WriteString(xmlResponseTail)
+	return b.Bytes()
+}
+
+// XMLFailure renders xapi's failure envelope {Status, ErrorDescription}.
+func XMLFailure(code string, params ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlResponseHead)
+	writeXMLValue(&b, Struct{{"Status", "Failure"}, {"ErrorDescription", append([]string{code}, params...)}})
+	b.WriteString(xmlResponseTail)
+	return b.Bytes()
+}
+
+// XMLBare renders a reply without the envelope (system.listMethods).
+func XMLBare(v any) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlResponseHead)
+	writeXMLValue(&b, v)
+	b.WriteString(xmlResponseTail)
+	return b.Bytes()
+}
+
+// XMLFragment is Xmlrpc.to_string: the value alone, as stored in task.result.
+func XMLFragment(v any) string {
+	var b bytes.Buffer
+	writeXMLValue(&b, v)
+	return b.String()
+}
+
+// writeJSONValue renders v for JSON-RPC: ints and floats as numbers,
+// datetimes as xapi's text, maps and structs as objects.
+func writeJSONValue(b *bytes.Buffer, v any) {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case string:
+		writeJSONString(b, x)
+	case Int:
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case int:
+		b.WriteString(strconv.Itoa(x))
+	case I4:
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case float64:
+		b.WriteString(formatDouble(x))
+	case time.Time:
+		writeJSONString(b, FormatDateTime(x))
+	case []string:
+		b.WriteByte('[')
+		for i, s := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONString(b, s)
+		}
+		b.WriteByte(']')
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONValue(b, e)
+		}
+		b.WriteByte(']')
+	case map[string]string:
+		b.WriteByte('{')
+		for i, k := range sortedKeys(x) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONString(b, k)
+			b.WriteByte(':')
+			writeJSONString(b, x[k])
+		}
+		b.WriteByte('}')
+	case Struct:
+		b.WriteByte('{')
+		first := true
+		for _, m := range x {
+			if m.Value == nil {
+				continue
+			}
+			if !first {
+				b.WriteByte(',')
+			}
+			first = false
+			writeJSONString(b, m.Name)
+			b.WriteByte(':')
+			writeJSONValue(b, m.Value)
+		}
+		b.WriteByte('}')
+	default:
+		panic(fmt.Sprintf("xapisim: cannot encode %T", v))
+	}
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc, _ := json.Marshal(s)
+	b.Write(enc)
+}
+
+// Request is a parsed XML-RPC or JSON-RPC call. Params hold string, int64,
+// bool, float64, []any, map[string]any or nil (typed and untyped values are
+// both accepted, as xapi's parser does; dateTime values arrive as strings).
+type Request struct {
+	Method string
+	Params []any
+	// JSON-RPC only.
+	JSONVersion string // "" for 1.0, "2.0"
+	ID          json.RawMessage
+}
+
+// ParseXMLRequest parses an XML-RPC methodCall.
+func ParseXMLRequest(r io.Reader) (*Request, error) {
+	d := xml.NewDecoder(r)
+	d.Strict = true
+	start, err := nextStart(d)
+	if err != nil {
+		return nil, err
+	}
+	if start.Name.Local != "methodCall" {
+		return nil, fmt.Errorf("expected methodCall, got %s", start.Name.Local)
+	}
+	req := &Request{}
+	for {
+		t, err := nextStartOrEnd(d)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := t.(xml.EndElement); ok {
+			break
+		}
+		se := t.(xml.StartElement)
+		switch se.Name.Local {
+		case "methodName":
+			s, err := charData(d)
+			if err != nil {
+				return nil, err
+			}
+			req.Method = strings.TrimSpace(s)
+		case "params":
+			for {
+				t, err := nextStartOrEnd(d)
+				if err != nil {
+					return nil, err
+				}
+				if _, ok := t.(xml.EndElement); ok {
+					break
+				}
+				if p := t.(xml.StartElement); p.Name.Local != "param" {
+					return nil, fmt.Errorf("expected param, got %s", p.Name.Local)
+				}
+				vs, err := nextStart(d)
+				if err != nil {
+					return nil, err
+				}
+				if vs.Name.Local != "value" {
+					return nil, fmt.Errorf("expected value, got %s", vs.Name.Local)
+				}
+				v, err := parseValue(d)
+				if err != nil {
+					return nil, err
+				}
+				req.Params = append(req.Params, v)
+				if err := endOf(d); err != nil { // </param>
+					return nil, err
+				}
+			}
+		default:
+			return nil, fmt.Errorf("unexpected element %s", se.Name.Local)
+		}
+	}
+	if req.Method == "" {
+		return nil, errors.New("missing methodName")
+	}
+	return req, nil
+}
+
+func nextStart(d *xml.Decoder) (xml.StartElement, error) {
+	t, err := nextStartOrEnd(d)
+	if err != nil {
+		return xml.StartElement{}, err
+	}
+	se, ok := t.(xml.StartElement)
+	if !ok {
+		return xml.StartElement{}, errors.New("unexpected end element")
+	}
+	return se, nil
+}
+
+// nextStartOrEnd skips whitespace, comments and the prolog; other text is an
+// error, as in ocaml-rpc's open_tag.
+func nextStartOrEnd(d *xml.Decoder) (xml.Token, error) {
+	for {
+		t, err := d.Token()
+		if err != nil {
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		switch x := t.(type) {
+		case xml.StartElement, xml.EndElement:
+			return x, nil
+		case xml.CharData:
+			if len(bytes.TrimSpace(x)) != 0 {
+				return nil, fmt.Errorf("unexpected text %q", string(x))
+			}
+		}
+	}
+}
+
+func endOf(d *xml.Decoder) error {
+	t, err := nextStartOrEnd(d)
+	if err != nil {
+		return err
+	}
+	if _, ok := t.(xml.EndElement); !ok {
+		return errors.New("expected end element")
+	}
+	return nil
+}
+
+// charData reads text up to the end of the current element.
+func charData(d *xml.Decoder) (string, error) {
+	var sb strings.Builder
+	for {
+		t, err := d.Token()
+		if err != nil {
+			return "", err
+		}
+		switch x := t.(type) {
+		case xml.CharData:
+			sb.Write(x)
+		case xml.EndElement:
+			return sb.String(), nil
+		case xml.StartElement:
+			return "", fmt.Errorf("unexpected element %s in text", x.Name.Local)
+		}
+	}
+}
+
+const maxDepth = 64
+
+// parseValue reads the content of a <value> whose start was consumed, and
+// its end tag.
+func parseValue(d *xml.Decoder) (any, error) { return parseValueDepth(d, 0) }
+
+func parseValueDepth(d *xml.Decoder, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, errors.New("value nested too deeply")
+	}
+	var text strings.Builder
+	for {
+		t, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch x := t.(type) {
+		case xml.CharData:
+			text.Write(x)
+		case xml.EndElement:
+			return text.String(), nil // untyped: a string
+		case xml.StartElement:
+			if len(strings.TrimSpace(text.String())) != 0 {
+				return nil, errors.New("text mixed with a typed value")
+			}
+			v, err := parseTyped(d, x.Name.Local, depth)
+			if err != nil {
+				return nil, err
+			}
+			return v, endOf(d) // </value>
+		}
+	}
+}
+
+func parseTyped(d *xml.Decoder, tag string, depth int) (any, error) {
+	switch tag {
+	case "string", "dateTime.iso8601", "base64":
+		return charData(d)
+	case "int", "i4", "i8":
+		s, err := charData(d)
+		if err != nil {
+			return nil, err
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad %s %q", tag, s)
+		}
+		return n, nil
+	case "boolean":
+		s, err := charData(d)
+		if err != nil {
+			return nil, err
+		}
+		return strings.TrimSpace(s) == "1", nil
+	case "double":
+		s, err := charData(d)
+		if err != nil {
+			return nil, err
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad double %q", s)
+		}
+		return f, nil
+	case "nil":
+		return nil, endOf(d)
+	case "array":
+		arr := []any{}
+		t, err := nextStartOrEnd(d)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := t.(xml.EndElement); ok {
+			return arr, nil // <array/>
+		}
+		if se := t.(xml.StartElement); se.Name.Local != "data" {
+			return nil, fmt.Errorf("expected data, got %s", se.Name.Local)
+		}
+		for {
+			t, err := nextStartOrEnd(d)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := t.(xml.EndElement); ok {
+				break
+			}
+			if se := t.(xml.StartElement); se.Name.Local != "value" {
+				return nil, fmt.Errorf("expected value, got %s", se.Name.Local)
+			}
+			v, err := parseValueDepth(d, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		return arr, endOf(d) // </array>
+	case "struct":
+		m := map[string]any{}
+		for {
+			t, err := nextStartOrEnd(d)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := t.(xml.EndElement); ok {
+				return m, nil
+			}
+			if se := t.(xml.StartElement); se.Name.Local != "member" {
+				return nil, fmt.Errorf("expected member, got %s", se.Name.Local)
+			}
+			ns, err := nextStart(d)
+			if err != nil {
+				return nil, err
+			}
+			if ns.Name.Local != "name" {
+				return nil, fmt.Errorf("expected name, got %s", ns.Name.Local)
+			}
+			name, err := charData(d)
+			if err != nil {
+				return nil, err
+			}
+			vs, err := nextStart(d)
+			if err != nil {
+				return nil, err
+			}
+			if vs.Name.Local != "value" {
+				return nil, fmt.Errorf("expected value, got %s", vs.Name.Local)
+			}
+			v, err := parseValueDepth(d, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			m[name] = v
+			if err := endOf(d); err != nil { // </member>
+				return nil, err
+			}
+		}
+	}
+	return nil, fmt.Errorf("unknown value type %s", tag)
+}
+
+// ParseJSONRequest parses a JSON-RPC 1.0 or 2.0 request. A missing or null
+// id is an error (xapi answers HTTP 500: no notifications).
+func ParseJSONRequest(r io.Reader) (*Request, error) {
+	var raw struct {
+		JSONRPC string          `json:"jsonrpc"`
+		Method  string          `json:"method"`
+		Params  json.RawMessage `json:"params"`
+		ID      json.RawMessage `json:"id"`
+	}
+	d := json.NewDecoder(r)
+	d.UseNumber()
+	if err := d.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("malformed JSON-RPC request: %w", err)
+	}
+	if raw.Method == "" {
+		return nil, errors.New("malformed JSON-RPC request: no method")
+	}
+	if len(raw.ID) == 0 || string(raw.ID) == "null" {
+		return nil, errors.New("malformed JSON-RPC request: id missing or null")
+	}
+	req := &Request{Method: raw.Method, JSONVersion: raw.JSONRPC, ID: raw.ID}
+	if len(raw.Params) > 0 && string(raw.Params) != "null" {
+		pd := json.NewDecoder(bytes.NewReader(raw.Params))
+		pd.UseNumber()
+		var ps []any
+		if err := pd.Decode(&ps); err != nil {
+			return nil, fmt.Errorf("malformed JSON-RPC request: params: %w", err)
+		}
+		for _, p := range ps {
+			req.Params = append(req.Params, fromJSON(p))
+		}
+	}
+	return req, nil
+}
+
+func fromJSON(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = fromJSON(x[i])
+		}
+		return x
+	case map[string]any:
+		for k := range x {
+			x[k] = fromJSON(x[k])
+		}
+		return x
+	}
+	return v
+}
+
+// JSONReply renders a JSON-RPC reply for req: a result, or an error list
+// (code first).
+func JSONReply(req *Request, result any, errDesc []string) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	if req.JSONVersion == "2.0" {
+		b.WriteString(`"jsonrpc":"2.0",`)
+		if errDesc != nil {
+			b.WriteString(`"error":{"code":1,"message":`)
+			writeJSONString(&b, errDesc[0])
+			b.WriteString(`,"data":`)
+			writeJSONValue(&b, append([]string{}, errDesc[1:]...))
+			b.WriteString(`}`)
+		} else {
+			b.WriteString(`"result":`)
+			writeJSONValue(&b, result)
+		}
+	} else {
+		if errDesc != nil {
+			b.WriteString(`"result":null,"error":`)
+			writeJSONValue(&b, errDesc)
+		} else {
+			b.WriteString(`"result":`)
+			writeJSONValue(&b, result)
+			b.WriteString(`,"error":null`)
+		}
+	}
+	b.WriteString(`,"id":`)
+	b.Write(req.ID)
+	b.WriteByte('}')
+	return b.Bytes()
+}
