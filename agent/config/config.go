@@ -1,0 +1,169 @@
+// Package config is vmlineage's configuration: a YAML file whose every key is
+// also a command-line flag (xapi.url ↔ --xapi-url), with secrets read only
+// from files or environment variables, never from the command line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole agent configuration. The yaml tags are the public
+// contract of the config file; flags are derived from them.
+type Config struct {
+	// DataDir holds the lineage store (lineage.db) and spools.
+	DataDir string `yaml:"data_dir" help:"directory for the lineage store and spools"`
+	Log     Log    `yaml:"log"`
+	XAPI    XAPI   `yaml:"xapi"`
+}
+
+// Log configures the agent's own logs (log/slog).
+type Log struct {
+	Level  string `yaml:"level" help:"debug, info, warn or error"`
+	Format string `yaml:"format" help:"text or json"`
+}
+
+// XAPI is how to reach the pool master.
+type XAPI struct {
+	URL string `yaml:"url" help:"pool master URL, e.g. https://xen1.example.org (a member is followed to the master)"`
+	// User to log in as; the password comes from PasswordFile or the
+	// environment variable named by PasswordEnv.
+	User             string   `yaml:"user" help:"XAPI user name"`
+	PasswordFile     string   `yaml:"password_file" help:"file holding the XAPI password (first line)"`
+	PasswordEnv      string   `yaml:"password_env" help:"environment variable holding the XAPI password"`
+	CAFile           string   `yaml:"ca_file" help:"PEM CA bundle to verify the pool's certificate"`
+	Fingerprint      string   `yaml:"fingerprint" help:"pinned SHA-256 fingerprint of the pool master's certificate"`
+	AllowHTTP        bool     `yaml:"allow_http" help:"allow plain http:// URLs (unencrypted; lab use only)"`
+	Transport        string   `yaml:"transport" help:"xmlrpc, jsonrpc or auto"`
+	Originator       string   `yaml:"originator" help:"session originator shown in XAPI's logs"`
+	EventTimeout     Duration `yaml:"event_timeout" help:"event.from timeout"`
+	CallTimeout      Duration `yaml:"call_timeout" help:"timeout of every other XAPI call"`
+	MaxResponseBytes int64    `yaml:"max_response_bytes" help:"largest XAPI response accepted, in bytes"`
+	BackoffMax       Duration `yaml:"backoff_max" help:"longest wait between reconnection attempts"`
+}
+
+// Default returns the configuration used when a key is not set.
+func Default() Config {
+	return Config{
+		DataDir: "/var/lib/vmlineage",
+		Log:     Log{Level: "info", Format: "text"},
+		XAPI: XAPI{User: "root", PasswordEnv: "VMLINEAGE_XAPI_PASSWORD", Transport: "xmlrpc", Originator: "vmlineage",
+			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
+			MaxResponseBytes: 512 << 20, BackoffMax: Duration(60 * time.Second)},
+	}
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses "30s", "5m", or a number of seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as text.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func parseDuration(s string) (time.Duration, error) {
+	if v, err := time.ParseDuration(s); err == nil {
+		return v, nil
+	}
+	var secs float64
+	if _, err := fmt.Sscanf(s, "%g", &secs); err == nil && !strings.ContainsAny(s, " \t") {
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	return 0, fmt.Errorf("invalid duration %q (want e.g. 30s, 5m)", s)
+}
+
+// Load reads a YAML file over the defaults. Unknown keys and wrong types are
+// errors that name the key and the line.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := Decode(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode reads YAML into cfg, refusing unknown keys.
+func Decode(b []byte, cfg *Config) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}
+
+// Password resolves the XAPI password from the file or the environment.
+func (x *XAPI) Password() (string, error) {
+	if x.PasswordFile != "" {
+		b, err := os.ReadFile(x.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("xapi.password_file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimRight(line, "\r"), nil
+	}
+	if x.PasswordEnv != "" {
+		if v, ok := os.LookupEnv(x.PasswordEnv); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("no XAPI password: set xapi.password_file or the environment variable named by xapi.password_env (" + x.PasswordEnv + ")")
+}
+
+// StorePath is the lineage store's file.
+func (c *Config) StorePath() string { return filepath.Join(c.DataDir, "lineage.db") }
+
+// Validate checks values a YAML decoder cannot.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: must not be empty"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not text or json", c.Log.Format))
+	}
+	switch c.XAPI.Transport {
+	case "xmlrpc", "jsonrpc", "auto":
+	default:
+		errs = append(errs, fmt.Errorf("xapi.transport: %q is not xmlrpc, jsonrpc or auto", c.XAPI.Transport))
+	}
+	if c.XAPI.URL != "" && !strings.HasPrefix(c.XAPI.URL, "https://") && !strings.HasPrefix(c.XAPI.URL, "http://") {
+		errs = append(errs, fmt.Errorf("xapi.url: %q must start with https:// (or http:// with xapi.allow_http)", c.XAPI.URL))
+	}
+	if strings.HasPrefix(c.XAPI.URL, "http://") && !c.XAPI.AllowHTTP {
+		errs = append(errs, fmt.Errorf("xapi.url: %q is plain HTTP; set xapi.allow_http: true to allow it", c.XAPI.URL))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,225 @@
+package lifecycle
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// pending is a record about to be written, with the VM facts it implies.
+type pending struct {
+	rec    record.Record
+	vmRef  string // VM the record is about, when it still exists
+	parent string // lineage edge to set: rec.VMUUID → parent
+}
+
+// commit finalises the batch's tasks and writes records, VM facts, pending
+// tasks and the token in one transaction.
+func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
+	// Keys that vanished from every VM without the task object ever being
+	// seen: a synchronous call that started and ended between two polls.
+	for k := range b.vanished {
+		tk := t.tasks[k]
+		if tk == nil || tk.Seen || tk.Recorded || t.keyHeld(k) {
+			continue
+		}
+		tk.Gone = true
+		b.finish[k] = true
+	}
+	refs := make([]string, 0, len(b.finish))
+	for r := range b.finish {
+		refs = append(refs, r)
+	}
+	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].sortKey() < t.tasks[refs[j]].sortKey() })
+	var out []pending
+	for _, r := range refs {
+		out = append(out, t.finalize(b, t.tasks[r])...)
+	}
+	if b.resync {
+		out = append(out, t.diff(b)...)
+	}
+	at := map[string]time.Time{}
+	for _, p := range out {
+		if p.rec.VMUUID != "" {
+			at[p.rec.VMUUID] = p.rec.End
+		}
+	}
+	var committed []*record.Record
+	err := t.store.Update(ctx, func(tx *lineage.Tx) error {
+		if b.hosts && t.pool.uuid != "" {
+			if err := t.writeHosts(tx); err != nil {
+				return err
+			}
+		}
+		if b.baseline {
+			if err := tx.SetAgentState(KeyBaseline+"."+t.pool.uuid, record.FormatTime(t.now())); err != nil {
+				return err
+			}
+		}
+		for i := range out {
+			p := &out[i]
+			if err := p.rec.Validate(); err != nil {
+				// One bad record must not stall the stream; say so loudly.
+				t.log.Error("dropping an invalid record", "err", err)
+				continue
+			}
+			isNew, err := tx.PutRecord(&p.rec)
+			if err != nil {
+				return err
+			}
+			if isNew {
+				committed = append(committed, &p.rec)
+			}
+			if p.parent != "" && p.rec.VMUUID != "" {
+				t.parents[p.rec.VMUUID] = p.parent
+			}
+		}
+		for _, p := range out {
+			if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
+				b.dirty[p.vmRef] = true
+			}
+		}
+		for ref := range b.dirty {
+			vi := t.vms[ref]
+			if vi == nil || vi.control || vi.uuid == "" {
+				continue
+			}
+			if err := t.writeVM(tx, vi, b.effective(at, vi.uuid)); err != nil {
+				return err
+			}
+		}
+		for _, vi := range b.deleted {
+			if vi.control || vi.uuid == "" {
+				continue
+			}
+			if _, alive := t.byUUID[vi.uuid]; alive {
+				continue // re-created under a new ref (revert of a destroyed VM)
+			}
+			when := b.effective(at, vi.uuid)
+			if !t.known[vi.uuid] {
+				if err := t.writeVM(tx, vi, when); err != nil {
+					return err
+				}
+			}
+			if err := tx.MarkDestroyed(vi.uuid, when); err != nil {
+				return err
+			}
+		}
+		if err := t.savePending(tx); err != nil {
+			return err
+		}
+		if t.pool.uuid != "" {
+			if err := tx.SetAgentState(KeyPool, t.pool.uuid); err != nil {
+				return err
+			}
+		}
+		if token != "" {
+			return tx.SetAgentState(KeyToken, token)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t.gc()
+	for _, r := range committed {
+		t.stats.Records++
+		if r.Source == record.SourceResync {
+			t.stats.ResyncRecords++
+		}
+		if t.OnRecord != nil {
+			t.OnRecord(r)
+		}
+	}
+	return nil
+}
+
+func (tk *taskInfo) sortKey() string {
+	ts := tk.Created
+	if ts.IsZero() {
+		ts = tk.FirstSeen
+	}
+	return ts.UTC().Format(time.RFC3339Nano) + tk.Ref
+}
+
+// keyHeld reports whether some VM still carries task key k.
+func (t *Tracer) keyHeld(k string) bool {
+	for _, vi := range t.vms {
+		if _, ok := vi.ops[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tracer) writeHosts(tx *lineage.Tx) error {
+	now := t.now()
+	for _, h := range t.hosts {
+		if h.uuid == "" {
+			continue
+		}
+		if err := tx.PutHost(&lineage.Host{UUID: h.uuid, PoolUUID: t.pool.uuid, Name: h.name, Address: h.address, FirstSeen: now, LastSeen: now}); err != nil {
+			return err
+		}
+	}
+	return tx.PutPool(&lineage.Pool{UUID: t.pool.uuid, Name: t.pool.name, MasterUUID: t.masterUUID()})
+}
+
+// writeVM stores a VM's current facts, effective at when.
+func (t *Tracer) writeVM(tx *lineage.Tx, vi *vmInfo, when time.Time) error {
+	v := &lineage.VM{UUID: vi.uuid, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: t.parents[vi.uuid],
+		Kind: vi.kind, PowerState: vi.power, HostUUID: t.hostUUID(vi.resident), FirstSeen: when, LastSeen: when}
+	if v.ParentUUID != "" {
+		v.ParentVia = t.via[vi.uuid]
+	}
+	if err := tx.PutVM(v); err != nil {
+		return err
+	}
+	t.known[vi.uuid] = true
+	if err := tx.SetState(vi.uuid, vi.power, v.HostUUID, when); err != nil {
+		return err
+	}
+	if err := tx.SetAttrs(vi.uuid, lineage.AttrName, []string{vi.name}, when); err != nil {
+		return err
+	}
+	var macs []string
+	for _, r := range vi.vifs {
+		if v, ok := t.vifs[r]; ok && v.mac != "" {
+			macs = appendUnique(macs, v.mac)
+		}
+	}
+	if err := tx.SetAttrs(vi.uuid, lineage.AttrMAC, macs, when); err != nil {
+		return err
+	}
+	return tx.SetAttrs(vi.uuid, lineage.AttrIP, t.gms[vi.guestMetrics], when)
+}
+
+// gc forgets recorded tasks that are gone, and bounds the memory of recorded
+// tasks whose deletion XAPI has not yet reported.
+func (t *Tracer) gc() {
+	const keep = 20000
+	var recorded []*taskInfo
+	for r, tk := range t.tasks {
+		if tk.Recorded && tk.Gone {
+			delete(t.tasks, r)
+		} else if tk.Recorded {
+			recorded = append(recorded, tk)
+		}
+	}
+	if len(recorded) > keep {
+		sort.Slice(recorded, func(i, j int) bool { return recorded[i].sortKey() < recorded[j].sortKey() })
+		for _, tk := range recorded[:len(recorded)-keep] {
+			delete(t.tasks, tk.Ref)
+		}
+	}
+}
+
+func (t *Tracer) vmByRef(b *batch, ref string) *vmInfo {
+	if vi := t.vms[ref]; vi != nil {
+		return vi
+	}
+	return b.deleted[ref]
+}

@@ -1,0 +1,244 @@
+package lifecycle
+
+import (
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// finalize turns a completed (or vanished) task into its records. Sub-tasks
+// fold into their parent and produce none.
+func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
+	if tk == nil || tk.Recorded {
+		return nil
+	}
+	if !tk.Done && !tk.Gone {
+		return nil
+	}
+	tk.Recorded = true
+	if tk.SubtaskOf != "" || t.nestedInRevert(b, tk) {
+		return nil
+	}
+	op := tk.mainOp()
+	act, ok := record.ActivityOf(op)
+	if !ok || op == "" {
+		return nil
+	}
+	class, _, _ := record.SplitTaskName(tk.Name)
+	if len(tk.VMs) == 0 && class != "VM" {
+		return nil // not a VM operation (VDI.clone, host.*, task.create …)
+	}
+	base := record.Record{
+		PoolUUID: t.pool.uuid, Activity: act, TaskUUID: tk.UUID, TaskID: shortID(tk.Ref),
+		Source: record.SourceXAPI, Start: tk.Created, End: tk.Finished,
+	}
+	if act == record.Other {
+		base.Operation = op
+	} else {
+		base.Operation = op
+	}
+	if base.Start.IsZero() {
+		base.Start = tk.FirstSeen
+		base.Unknown = append(base.Unknown, "start")
+	}
+	if base.End.IsZero() {
+		base.End = tk.GoneAt
+		if base.End.IsZero() {
+			base.End = t.now()
+		}
+		base.Unknown = append(base.Unknown, "end")
+	}
+	if base.End.Before(base.Start) {
+		base.End = base.Start
+	}
+	if tk.UUID == "" {
+		base.Unknown = append(base.Unknown, "task_uuid")
+	}
+	base.Error = errorText(tk.ErrorInfo)
+	if act.Creating() {
+		return t.creating(b, tk, base)
+	}
+	return t.acting(b, tk, base, op)
+}
+
+// nestedInRevert folds the hard_shutdown that VM.revert runs as a sub-task
+// when its task object was never seen (its subtask_of unknown).
+func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
+	if tk.Seen {
+		return false
+	}
+	for ref, op := range tk.VMs {
+		if op != "hard_shutdown" {
+			continue
+		}
+		vi := t.vmByRef(b, ref)
+		if vi == nil {
+			continue
+		}
+		for k, o := range vi.ops {
+			if k != tk.Ref && (o == "reverting" || o == "revert") {
+				return true
+			}
+		}
+		if bf, ok := b.before[ref]; ok {
+			for k, o := range bf.ops {
+				if k != tk.Ref && (o == "reverting" || o == "revert") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// creating handles clone, copy, snapshot, checkpoint, import and create: the
+// new VMs come from the task result or from the VMs created carrying the
+// task's key; the parent is the VM that held the key without being new.
+func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending {
+	newRefs := xapi.ParseResultRefs(tk.Result)
+	for _, r := range tk.NewVMs {
+		newRefs = appendUnique(newRefs, r)
+	}
+	isNew := map[string]bool{}
+	for _, r := range newRefs {
+		isNew[r] = true
+	}
+	var src *vmInfo
+	for ref := range tk.VMs {
+		if !isNew[ref] {
+			if vi := t.vmByRef(b, ref); vi != nil {
+				src = vi
+			}
+		}
+	}
+	var out []pending
+	for i, ref := range newRefs {
+		nv := t.vmByRef(b, ref)
+		if nv == nil || nv.control {
+			continue
+		}
+		r := base
+		r.Unknown = append([]string(nil), base.Unknown...)
+		r.ID = record.ID(t.pool.uuid, r.TaskID, i)
+		r.VMUUID, r.VMName = nv.uuid, nv.name
+		parent := ""
+		switch {
+		case base.Activity == record.Import || base.Activity == record.Create:
+		case src != nil:
+			parent = src.uuid
+		case nv.snapshotOf != "":
+			if sv := t.vmByRef(b, nv.snapshotOf); sv != nil {
+				parent = sv.uuid
+			}
+		}
+		if parent == "" && base.Activity != record.Import && base.Activity != record.Create {
+			r.Unknown = append(r.Unknown, "parent_vm_uuid")
+		}
+		r.ParentVMUUID = parent
+		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
+		r.Result, _ = t.outcome(tk, base.Activity, nv, true)
+		if r.Result == record.Success && base.Unknown != nil && !tk.Done {
+			r.Unknown = append(r.Unknown, "result")
+		}
+		t.via[nv.uuid] = string(base.Activity)
+		out = append(out, pending{rec: r, vmRef: ref, parent: parent})
+	}
+	if len(out) > 0 {
+		return out
+	}
+	// Nothing was created (a failure, or the result was never seen): the
+	// record is about the source VM.
+	r := base
+	r.ID = record.ID(t.pool.uuid, r.TaskID, 0)
+	if src == nil {
+		r.Unknown = append(r.Unknown, "vm_uuid")
+	} else {
+		r.VMUUID, r.VMName = src.uuid, src.name
+		r.ParentVMUUID = t.parents[src.uuid]
+	}
+	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
+	var inferred bool
+	r.Result, inferred = t.outcome(tk, base.Activity, src, false)
+	if inferred {
+		r.Unknown = append(r.Unknown, "result")
+	}
+	return []pending{{rec: r}}
+}
+
+// acting handles every activity that does not create a VM.
+func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) []pending {
+	var vm *vmInfo
+	var vmRef string
+	var snap *vmInfo
+	for ref, o := range tk.VMs {
+		vi := t.vmByRef(b, ref)
+		if vi == nil {
+			continue
+		}
+		switch {
+		case base.Activity == record.Revert && o == "revert":
+			snap = vi
+		default:
+			vm, vmRef = vi, ref
+		}
+	}
+	if vm == nil && base.Activity == record.Revert && snap != nil && snap.snapshotOf != "" {
+		vm, vmRef = t.vmByRef(b, snap.snapshotOf), snap.snapshotOf
+	}
+	if vm == nil {
+		for _, ref := range xapi.ParseResultRefs(tk.Result) { // migrate_send returns the VM
+			if vi := t.vmByRef(b, ref); vi != nil {
+				vm, vmRef = vi, ref
+			}
+		}
+	}
+	r := base
+	r.ID = record.ID(t.pool.uuid, r.TaskID, 0)
+	if vm == nil {
+		r.Unknown = append(r.Unknown, "vm_uuid")
+	} else {
+		r.VMUUID, r.VMName = vm.uuid, vm.name
+		r.ParentVMUUID = t.parents[vm.uuid]
+	}
+	if snap != nil {
+		r.SnapshotUUID = snap.uuid
+	}
+	var after *vmInfo
+	if vm != nil && t.vms[vmRef] != nil {
+		after = t.vms[vmRef]
+	}
+	r.HostUUID, r.HostName = t.hostFor(tk, vm, after)
+	var inferred bool
+	r.Result, inferred = t.outcome(tk, base.Activity, after, false)
+	if inferred {
+		r.Unknown = append(r.Unknown, "result")
+	}
+	if base.Activity == record.Migrate && after != nil {
+		if dst := t.hostUUID(after.resident); dst != "" && (dst != r.HostUUID || r.Result == record.Success) {
+			r.DestinationHostUUID = dst
+		}
+	}
+	return []pending{{rec: r, vmRef: vmRef}}
+}
+
+// hostFor applies the host rule of the README: the host the VM was resident
+// on when the operation began; else the host it is resident on after (start,
+// resume); else the pool master (operations on halted VMs, which XAPI runs on
+// the master or on a random host that sees the storage).
+func (t *Tracer) hostFor(tk *taskInfo, vm, after *vmInfo) (uuid, name string) {
+	uuid = tk.SrcHost
+	if uuid == "" && after != nil {
+		uuid = t.hostUUID(after.resident)
+	}
+	if uuid == "" && vm != nil && after == nil {
+		uuid = t.hostUUID(vm.resident)
+	}
+	if uuid == "" {
+		uuid = t.masterUUID()
+	}
+	for _, h := range t.hosts {
+		if h.uuid == uuid {
+			return uuid, h.name
+		}
+	}
+	return uuid, ""
+}

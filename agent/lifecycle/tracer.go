@@ -1,0 +1,182 @@
+// Package lifecycle is the tracer: it follows XAPI's event stream, pairs
+// each task from creation to completion (paper, section 3.3) and turns it
+// into a lifecycle record, ties tasks to VMs through VM.current_operations
+// and to the VMs they create through the task result, and keeps the VM
+// family tree and each VM's state, host and addresses in the lineage store.
+//
+// Every event batch is applied in one store transaction together with the
+// event token and the tracer's pending-task state, so an agent killed at any
+// moment resumes exactly where it stopped.
+package lifecycle
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// Agent-state keys in the lineage store.
+const (
+	KeyToken    = "xapi.token"
+	KeyPool     = "xapi.pool_uuid"
+	KeyPending  = "tracer.pending"
+	KeyBaseline = "tracer.baseline"
+)
+
+
+// Stats are the tracer's counters.
+type Stats struct {
+	Events, Batches, Records, ResyncRecords, Resyncs int64
+}
+
+// Tracer turns XAPI events into lifecycle records. It implements the
+// watcher's handler (Token, Events, Resync). It is not safe for concurrent
+// use: one watcher drives it.
+type Tracer struct {
+	store *lineage.Store
+	log   *slog.Logger
+	// OnRecord, when set, is called after each committed record (streaming
+	// detectors, stdout in demo).
+	OnRecord func(*record.Record)
+
+	pool     poolInfo
+	hosts    map[string]hostInfo
+	vms      map[string]*vmInfo // by ref
+	byUUID   map[string]string  // VM uuid → ref
+	tasks    map[string]*taskInfo
+	vifs     map[string]vifInfo
+	gms      map[string][]string // guest metrics ref → IPs
+	gmVM     map[string]string   // guest metrics ref → VM ref
+	parents  map[string]string   // VM uuid → lineage parent uuid (from the store)
+	via      map[string]string   // VM uuid → activity that made its parent edge
+	known    map[string]bool     // VM uuids the store holds (alive or destroyed)
+	serverAt time.Time           // newest time seen in the pool's own records
+	stats    Stats
+}
+
+type poolInfo struct{ ref, uuid, name, master string }
+
+type hostInfo struct{ uuid, name, address string }
+
+type vifInfo struct{ vm, mac string }
+
+type vmInfo struct {
+	ref, uuid, name, power, resident, kind, snapshotOf string
+	ops                                                map[string]string // task ref → vm operation
+	importTask, guestMetrics                           string
+	vifs                                               []string
+	control, template                                  bool
+}
+
+// New returns a tracer writing into store.
+func New(store *lineage.Store, log *slog.Logger) *Tracer {
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &Tracer{store: store, log: log}
+	t.reset()
+	return t
+}
+
+func (t *Tracer) reset() {
+	t.hosts = map[string]hostInfo{}
+	t.vms = map[string]*vmInfo{}
+	t.byUUID = map[string]string{}
+	t.vifs = map[string]vifInfo{}
+	t.gms = map[string][]string{}
+	t.gmVM = map[string]string{}
+	if t.tasks == nil {
+		t.tasks = map[string]*taskInfo{}
+	}
+}
+
+// Stats returns the counters.
+func (t *Tracer) Stats() Stats { return t.stats }
+
+// PoolUUID is the uuid of the pool being traced ("" before the first sync).
+func (t *Tracer) PoolUUID() string { return t.pool.uuid }
+
+// Token returns the persisted event token, and loads the tracer's persisted
+// state (pool, pending tasks) on first use.
+func (t *Tracer) Token(ctx context.Context) (string, error) {
+	if err := t.load(ctx); err != nil {
+		return "", err
+	}
+	return t.store.AgentState(ctx, KeyToken)
+}
+
+// Events applies one event.from batch and persists its token with it.
+func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
+	if err := t.load(ctx); err != nil {
+		return err
+	}
+	evs := b.Events
+	// XAPI groups a batch by add/mod/del, not by time; the event id is the
+	// database generation of the change, so sorting by it restores order.
+	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
+	bt := newBatch(t)
+	for i := range evs {
+		bt.apply(&evs[i])
+	}
+	t.stats.Events += int64(len(evs))
+	t.stats.Batches++
+	if err := t.commit(ctx, bt, b.Token); err != nil {
+		return err
+	}
+	if n, ok := b.ValidRefCounts["vm"]; ok && n != len(t.vms) && len(evs) > 0 {
+		t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
+		return xapi.ErrResyncNeeded
+	}
+	return nil
+}
+
+func genOf(id string) int64 {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// observe moves the estimate of the pool's clock forward. XAPI's events
+// carry no time, so record times come from the pool's task timestamps; a
+// time the pool never stated (a task only seen vanishing) is estimated from
+// the newest pool time seen, never from this machine's clock.
+func (t *Tracer) observe(ts ...time.Time) {
+	for _, x := range ts {
+		if xapi.TimeSet(x) && x.After(t.serverAt) {
+			t.serverAt = x.UTC()
+		}
+	}
+}
+
+// SetServerTime tells the tracer the pool's clock (host.get_servertime on
+// the master), which dates what a resync finds before any task has.
+func (t *Tracer) SetServerTime(at time.Time) { t.observe(at) }
+
+func (t *Tracer) now() time.Time {
+	if t.serverAt.IsZero() {
+		return time.Now().UTC()
+	}
+	return t.serverAt
+}
+
+func (t *Tracer) hostUUID(ref string) string { return t.hosts[ref].uuid }
+
+func (t *Tracer) masterUUID() string { return t.hosts[t.pool.master].uuid }
+
+func kindOf(s *xapi.Snapshot) string {
+	switch {
+	case s.IsASnapshot:
+		return lineage.KindSnapshot
+	case s.IsATemplate:
+		return lineage.KindTemplate
+	}
+	return lineage.KindVM
+}

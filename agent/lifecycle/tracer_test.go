@@ -1,0 +1,258 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// fakePool builds event batches the way xapi's event.from reports them, for
+// tests of the tracer's pairing rules in isolation (the end-to-end tests
+// play the simulator).
+type fakePool struct {
+	gen   int
+	vms   map[string]*xapi.Snapshot
+	tasks map[string]*xapi.Snapshot
+	evs   []xapi.Event
+	t0    time.Time
+}
+
+func newFakePool() *fakePool {
+	return &fakePool{vms: map[string]*xapi.Snapshot{}, tasks: map[string]*xapi.Snapshot{}, t0: time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC)}
+}
+
+func (p *fakePool) ev(class, op, ref string, s *xapi.Snapshot) {
+	p.gen++
+	var cp *xapi.Snapshot
+	if s != nil {
+		c := *s
+		c.CurrentOperations = map[string]string{}
+		for k, v := range s.CurrentOperations {
+			c.CurrentOperations[k] = v
+		}
+		cp = &c
+	}
+	p.evs = append(p.evs, xapi.Event{ID: fmt.Sprint(p.gen), Class: class, Operation: op, Ref: ref, Snapshot: cp})
+}
+
+func (p *fakePool) flush() *xapi.EventBatch {
+	b := &xapi.EventBatch{Events: p.evs, Token: fmt.Sprintf("%020d,%020d", p.gen, 0)}
+	p.evs = nil
+	return b
+}
+
+func (p *fakePool) snapshot() *xapi.PoolSnapshot {
+	out := map[string]map[string]*xapi.Snapshot{
+		"pool": {"OpaqueRef:pool": {UUID: "pool-1", NameLabel: "lab", Master: "OpaqueRef:h1"}},
+		"host": {"OpaqueRef:h1": {UUID: "host-1", NameLabel: "xen1"}, "OpaqueRef:h2": {UUID: "host-2", NameLabel: "xen2"}},
+		"vm":   {}, "task": {},
+	}
+	for r, v := range p.vms {
+		c := *v
+		out["vm"][r] = &c
+	}
+	for r, v := range p.tasks {
+		c := *v
+		out["task"][r] = &c
+	}
+	return &xapi.PoolSnapshot{PoolRef: "OpaqueRef:pool", Records: out}
+}
+
+func (p *fakePool) at(sec int) time.Time { return p.t0.Add(time.Duration(sec) * time.Second) }
+
+func taskRef(n int) string { return fmt.Sprintf("OpaqueRef:%08x-%04x-4000-8000-000000000000", n, n) }
+
+func openStore(t *testing.T) *lineage.Store {
+	t.Helper()
+	s, err := lineage.Open(filepath.Join(t.TempDir(), "lineage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// clone plays xapi's write order for Async.VM.clone (reference section 11).
+func (p *fakePool) clone(n int, src, newRef, newUUID, name string, start int) {
+	tr := taskRef(n)
+	tk := &xapi.Snapshot{UUID: fmt.Sprintf("task-%d", n), NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(start)}
+	p.tasks[tr] = tk
+	p.ev("task", "add", tr, tk)
+	p.vms[src].CurrentOperations = map[string]string{tr: "clone"}
+	p.ev("vm", "mod", src, p.vms[src])
+	nv := &xapi.Snapshot{UUID: newUUID, NameLabel: name, PowerState: "Halted", CurrentOperations: map[string]string{tr: "clone"}}
+	p.vms[newRef] = nv
+	p.ev("vm", "add", newRef, nv)
+	nv.CurrentOperations = nil
+	p.ev("vm", "mod", newRef, nv)
+	p.vms[src].CurrentOperations = nil
+	p.ev("vm", "mod", src, p.vms[src])
+	tk.Status, tk.Finished, tk.Result = "success", p.at(start+2), "<value>"+newRef+"</value>"
+	p.ev("task", "mod", tr, tk)
+	delete(p.tasks, tr)
+	p.ev("task", "del", tr, nil)
+}
+
+func (p *fakePool) power(n int, vm, op, state, host string, start int, sync bool) {
+	tr := taskRef(n)
+	name := "Async.VM." + op
+	if sync {
+		name = "VM." + op
+	}
+	tk := &xapi.Snapshot{UUID: fmt.Sprintf("task-%d", n), NameLabel: name, Status: "pending", Created: p.at(start)}
+	p.tasks[tr] = tk
+	p.ev("task", "add", tr, tk)
+	p.vms[vm].CurrentOperations = map[string]string{tr: op}
+	p.ev("vm", "mod", vm, p.vms[vm])
+	p.vms[vm].PowerState, p.vms[vm].ResidentOn = state, host
+	p.vms[vm].CurrentOperations = nil
+	p.ev("vm", "mod", vm, p.vms[vm])
+	if !sync {
+		tk.Status, tk.Finished = "success", p.at(start+1)
+		p.ev("task", "mod", tr, tk)
+	}
+	delete(p.tasks, tr)
+	p.ev("task", "del", tr, nil)
+}
+
+func TestThreatModelPairing(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:origin"] = &xapi.Snapshot{UUID: "origin-uuid", NameLabel: "origin", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.power(1, "OpaqueRef:origin", "clean_shutdown", "Halted", "OpaqueRef:NULL", 5, false)
+	for i := 1; i <= 5; i++ {
+		p.clone(10+i, "OpaqueRef:origin", fmt.Sprintf("OpaqueRef:vm%d", i), fmt.Sprintf("vm%d-uuid", i), fmt.Sprintf("vm%d", i), 10*i)
+		if err := tr.Events(ctx, p.flush()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		p.power(20+i, fmt.Sprintf("OpaqueRef:vm%d", i), "start", "Running", "OpaqueRef:h2", 100+i, i%2 == 0)
+	}
+	tk := taskRef(30)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-30", NameLabel: "Async.VM.destroy", Status: "pending", Created: p.at(200)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	p.vms["OpaqueRef:origin"].CurrentOperations = map[string]string{tk: "destroy"}
+	p.ev("vm", "mod", "OpaqueRef:origin", p.vms["OpaqueRef:origin"])
+	delete(p.vms, "OpaqueRef:origin")
+	p.ev("vm", "del", "OpaqueRef:origin", nil)
+	p.tasks[tk].Status, p.tasks[tk].Finished = "success", p.at(201)
+	p.ev("task", "mod", tk, p.tasks[tk])
+	if err := tr.Events(ctx, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+
+	recs, err := st.Records(ctx, lineage.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[record.Activity]int{}
+	for _, r := range recs {
+		count[r.Activity]++
+		if r.Activity == record.Clone {
+			if r.ParentVMUUID != "origin-uuid" || r.Result != record.Success {
+				t.Errorf("clone record %+v: want parent origin-uuid, success", r)
+			}
+			if r.ID != record.ID("pool-1", record.TaskShortID(taskRef(10+int(r.VMName[2]-'0'))), 0) {
+				t.Errorf("clone id %s is not derived from pool and task", r.ID)
+			}
+		}
+		if r.Activity == record.Start && (r.HostUUID != "host-2" || r.ParentVMUUID != "origin-uuid") {
+			t.Errorf("start record %+v: want host-2 and lineage parent origin-uuid", r)
+		}
+		if r.Activity == record.Shutdown && r.HostUUID != "host-1" {
+			t.Errorf("shutdown should be on the host the VM ran on: %+v", r)
+		}
+	}
+	want := map[record.Activity]int{record.Shutdown: 1, record.Clone: 5, record.Start: 4, record.Destroy: 1}
+	for a, n := range want {
+		if count[a] != n {
+			t.Errorf("%s records: got %d, want %d (all: %v)", a, count[a], n, count)
+		}
+	}
+	kids, err := st.Descendants(ctx, "origin-uuid")
+	if err != nil || len(kids) != 5 {
+		t.Fatalf("descendants of origin: %v %v", kids, err)
+	}
+	o, err := st.VM(ctx, "origin-uuid")
+	if err != nil || !o.IsDestroyed() || !o.Destroyed.Equal(p.at(201)) {
+		t.Fatalf("origin should be destroyed at %v: %+v %v", p.at(201), o, err)
+	}
+	v5, _ := st.VM(ctx, "vm5-uuid")
+	if v5.PowerState != "Halted" {
+		t.Errorf("vm5 should be halted: %+v", v5)
+	}
+	// The pool before the clones existed holds only origin.
+	at, err := st.StateAt(ctx, "pool-1", p.at(9))
+	if err != nil || len(at) != 1 || at[0].VM.Name != "origin" {
+		t.Fatalf("state before clones: %+v %v", at, err)
+	}
+	at, _ = st.StateAt(ctx, "pool-1", p.at(150))
+	running := 0
+	for _, s := range at {
+		if s.PowerState == "Running" && s.HostName == "xen2" {
+			running++
+		}
+	}
+	if running != 4 {
+		t.Errorf("at +150s want 4 VMs running on xen2, got %+v", at)
+	}
+
+	// Replaying the same batches (an agent that restarts from an old token)
+	// stores nothing twice.
+	before, _ := st.CountRecords(ctx)
+	tr2 := New(st, nil)
+	if err := tr2.Resync(ctx, p.snapshot(), "", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := st.CountRecords(ctx)
+	if after != before {
+		t.Errorf("resync of an unchanged pool added %d records", after-before)
+	}
+}
+
+func TestResyncRecordsWhatChanged(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:b"] = &xapi.Snapshot{UUID: "b", NameLabel: "b", PowerState: "Halted"}
+	tr := New(st, nil)
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountRecords(ctx); n != 0 {
+		t.Fatalf("baseline must record nothing, got %d", n)
+	}
+	// While the agent was away: a migrated, b destroyed, c appeared.
+	p.vms["OpaqueRef:a"].ResidentOn = "OpaqueRef:h2"
+	delete(p.vms, "OpaqueRef:b")
+	p.vms["OpaqueRef:c"] = &xapi.Snapshot{UUID: "c", NameLabel: "c", PowerState: "Halted"}
+	if err := New(st, nil).Resync(ctx, p.snapshot(), "", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	got := map[string]string{}
+	for _, r := range recs {
+		if r.Source != record.SourceResync {
+			t.Errorf("want source resync: %+v", r)
+		}
+		got[r.VMUUID] = string(r.Activity)
+	}
+	want := map[string]string{"a": "migrate", "b": "destroy", "c": "create"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("resync records %v, want %v", got, want)
+	}
+}

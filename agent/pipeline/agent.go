@@ -1,0 +1,112 @@
+// Package pipeline wires the agent together: the XAPI watcher feeds the
+// tracer, the tracer writes the lineage store, and committed records flow
+// on to the outputs.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/lifecycle"
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// Options are what a caller adds to the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// OnRecord is called for each record the tracer commits.
+	OnRecord func(*record.Record)
+	// FatalAuth ends Run on wrong credentials instead of retrying (demo).
+	FatalAuth bool
+	// BackoffBase overrides the first reconnection delay (tests).
+	BackoffBase time.Duration
+}
+
+// Agent is one running vmlineage agent for one pool.
+type Agent struct {
+	cfg     config.Config
+	opts    Options
+	log     *slog.Logger
+	Store   *lineage.Store
+	Tracer  *lifecycle.Tracer
+	Client  *xapi.Client
+	Watcher *xapi.Watcher
+}
+
+// New opens the store and prepares the XAPI client; Run starts tracing.
+func New(cfg config.Config, opts Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.XAPI.URL == "" {
+		return nil, errors.New("xapi.url is not set (--xapi-url)")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pw, err := cfg.XAPI.Password()
+	if err != nil {
+		return nil, err
+	}
+	client, err := xapi.New(xapi.Config{URL: cfg.XAPI.URL, User: cfg.XAPI.User, Password: pw, Originator: cfg.XAPI.Originator,
+		CAFile: cfg.XAPI.CAFile, Fingerprint: cfg.XAPI.Fingerprint, AllowHTTP: cfg.XAPI.AllowHTTP, Transport: cfg.XAPI.Transport,
+		CallTimeout: cfg.XAPI.CallTimeout.D(), MaxResponseBytes: cfg.XAPI.MaxResponseBytes, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("xapi: %w", err)
+	}
+	store, err := lineage.Open(cfg.StorePath())
+	if err != nil {
+		return nil, err
+	}
+	tr := lifecycle.New(store, log)
+	tr.OnRecord = opts.OnRecord
+	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client}
+	a.Watcher = xapi.NewWatcher(client, &handler{Tracer: tr, c: client, log: log}, xapi.WatcherConfig{
+		EventTimeout: cfg.XAPI.EventTimeout.D().Seconds(), BackoffBase: opts.BackoffBase, BackoffCap: cfg.XAPI.BackoffMax.D(),
+		FatalAuth: opts.FatalAuth, Logger: log})
+	return a, nil
+}
+
+// Run traces until ctx ends or a fatal error occurs.
+func (a *Agent) Run(ctx context.Context) error {
+	err := a.Watcher.Run(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Close releases the store and logs out.
+func (a *Agent) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.Client.Logout(ctx)
+	return a.Store.Close()
+}
+
+// handler adds the pool's clock to each resync: XAPI events carry no time,
+// and what a resync finds is dated by the master's clock, not ours.
+type handler struct {
+	*lifecycle.Tracer
+	c   *xapi.Client
+	log *slog.Logger
+}
+
+func (h *handler) Resync(ctx context.Context, snap *xapi.PoolSnapshot, token, reason string) error {
+	if pool := snap.Class("pool")[snap.PoolRef]; pool != nil && !xapi.IsNull(pool.Master) {
+		var now time.Time
+		if err := h.c.Call(ctx, "host.get_servertime", &now, pool.Master); err == nil && !now.IsZero() {
+			h.SetServerTime(now)
+		} else if err != nil {
+			h.log.Debug("host.get_servertime failed; dating resync by the newest pool time seen", "err", err)
+		}
+	}
+	return h.Tracer.Resync(ctx, snap, token, reason)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+func newRecordsCmd() *cobra.Command {
+	var sf storeFlags
+	var vm, activity, since, until, format, pool string
+	var limit int
+	c := &cobra.Command{
+		Use:   "records",
+		Short: "Print stored lifecycle records",
+		Long: `Print the lifecycle records in the store, oldest first.
+--format table (default) is for people; json prints one record per line (the record schema).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := cmdContext(c)
+			st, err := sf.open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			f := lineage.Filter{PoolUUID: pool, Limit: limit}
+			if vm != "" {
+				v, err := resolveVM(ctx, st, vm)
+				if err != nil {
+					return err
+				}
+				f.VMUUID = v.UUID
+			}
+			if activity != "" {
+				if f.Activity, err = record.ParseActivity(activity); err != nil {
+					return fmt.Errorf("--activity: %w", err)
+				}
+			}
+			if since != "" {
+				if f.Since, err = parseTime(since); err != nil {
+					return fmt.Errorf("--since: %w", err)
+				}
+			}
+			if until != "" {
+				if f.Until, err = parseTime(until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+			}
+			recs, err := st.Records(ctx, f)
+			if err != nil {
+				return err
+			}
+			return printRecords(c.OutOrStdout(), st, recs, format)
+		},
+	}
+	sf.bind(c)
+	c.Flags().StringVar(&vm, "vm", "", "only records of this VM (uuid or name), as subject or parent")
+	c.Flags().StringVar(&activity, "activity", "", "only this activity (clone, start, destroy, …)")
+	c.Flags().StringVar(&since, "since", "", "only records that started at or after this time")
+	c.Flags().StringVar(&until, "until", "", "only records that started before this time")
+	c.Flags().StringVar(&pool, "pool", "", "only records of this pool uuid")
+	c.Flags().IntVar(&limit, "limit", 0, "print at most this many records")
+	c.Flags().StringVar(&format, "format", "table", "table or json (one record per line)")
+	return c
+}
+
+func printRecords(w io.Writer, st *lineage.Store, recs []record.Record, format string) error {
+	switch format {
+	case "json":
+		bw := bufio.NewWriter(w)
+		enc := json.NewEncoder(bw)
+		enc.SetEscapeHTML(false)
+		for i := range recs {
+			if err := enc.Encode(&recs[i]); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	case "table":
+		names := vmNames(st)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "START\tEND\tACTIVITY\tRESULT\tVM\tPARENT\tHOST\tSOURCE")
+		for _, r := range recs {
+			act := string(r.Activity)
+			if r.Activity == record.Other {
+				act = "other(" + r.Operation + ")"
+			}
+			res := string(r.Result)
+			if r.Error != "" {
+				res += " (" + r.Error + ")"
+			}
+			host := r.HostName
+			if r.DestinationHostUUID != "" {
+				host += " -> " + names.host(r.DestinationHostUUID)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", record.FormatTime(r.Start), record.FormatTime(r.End), act, res,
+				names.vm(r.VMUUID, r.VMName), names.vm(r.ParentVMUUID, ""), host, r.Source)
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("--format: %q is not table or json", format)
+}
+
+type nameBook struct{ vms, hosts map[string]string }
+
+func vmNames(st *lineage.Store) nameBook {
+	nb := nameBook{vms: map[string]string{}, hosts: map[string]string{}}
+	ctx := context.Background()
+	if vms, err := st.VMs(ctx, ""); err == nil {
+		for _, v := range vms {
+			nb.vms[v.UUID] = v.Name
+		}
+	}
+	if hs, err := st.Hosts(ctx); err == nil {
+		for _, h := range hs {
+			nb.hosts[h.UUID] = h.Name
+		}
+	}
+	return nb
+}
+
+func (n nameBook) vm(uuid, name string) string {
+	if uuid == "" {
+		return "-"
+	}
+	if name == "" {
+		name = n.vms[uuid]
+	}
+	return name + " (" + short(uuid) + ")"
+}
+
+func (n nameBook) host(uuid string) string {
+	if h := n.hosts[uuid]; h != "" {
+		return h
+	}
+	return short(uuid)
+}
+
+func short(uuid string) string {
+	if len(uuid) > 8 {
+		return uuid[:8]
+	}
+	return uuid
+}
+
+// resolveVM finds a VM by uuid, or by name when exactly one VM has it.
+func resolveVM(ctx context.Context, st *lineage.Store, s string) (lineage.VM, error) {
+	if v, err := st.VM(ctx, s); err == nil {
+		return v, nil
+	}
+	vms, err := st.VMs(ctx, "")
+	if err != nil {
+		return lineage.VM{}, err
+	}
+	var found []lineage.VM
+	for _, v := range vms {
+		if v.Name == s || strings.HasPrefix(v.UUID, s) {
+			found = append(found, v)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return lineage.VM{}, fmt.Errorf("no VM named %q or with that uuid in the store", s)
+	case 1:
+		return found[0], nil
+	}
+	var ids []string
+	for _, v := range found {
+		ids = append(ids, v.UUID)
+	}
+	return lineage.VM{}, fmt.Errorf("%d VMs match %q; give a uuid: %s", len(found), s, strings.Join(ids, ", "))
+}
