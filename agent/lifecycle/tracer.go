@@ -29,7 +29,6 @@ const (
 	KeyBaseline = "tracer.baseline"
 )
 
-
 // Stats are the tracer's counters.
 type Stats struct {
 	Events, Batches, Records, ResyncRecords, Resyncs int64
