@@ -69,23 +69,9 @@ func newHTTPClient(cfg *Config, pn *pins) (*http.Client, error) {
 	switch {
 	case cfg.Fingerprint != "":
 		// The pin replaces chain and hostname checks: pools ship self-signed
-		// certificates for their IP addresses.
+		// certificates for their IP addresses. Checked in dialPinned, which
+		// knows the host even when it is an IP (no SNI, so no ServerName).
 		tc.InsecureSkipVerify = true
-		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("server sent no certificate")
-			}
-			want := pn.get(cs.ServerName)
-			if want == nil {
-				return fmt.Errorf("no pinned fingerprint for host %s (only the configured host and masters it names are pinned)", cs.ServerName)
-			}
-			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if !bytes.Equal(got[:], want) {
-				return fmt.Errorf("certificate fingerprint mismatch for %s: got %s, pinned %s",
-					cs.ServerName, colonHex(got[:]), colonHex(want))
-			}
-			return nil
-		}
 	case cfg.CAFile != "":
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -109,12 +95,52 @@ func newHTTPClient(cfg *Config, pn *pins) (*http.Client, error) {
 		// xapi speaks HTTP/1.1 only.
 		ForceAttemptHTTP2: false,
 	}
+	if cfg.Fingerprint != "" {
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialPinned(ctx, d, tc, pn, network, addr)
+		}
+	}
 	return &http.Client{
 		Transport: tr,
 		// A redirect would re-send the session to another place; XAPI
 		// never redirects API calls.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
+}
+
+func dialPinned(ctx context.Context, d *net.Dialer, base *tls.Config, pn *pins, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := base.Clone()
+	if net.ParseIP(host) == nil {
+		tc.ServerName = host
+	}
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("server sent no certificate")
+		}
+		want := pn.get(host)
+		if want == nil {
+			return fmt.Errorf("no pinned fingerprint for host %s (only the configured host and masters it names are pinned)", host)
+		}
+		got := sha256.Sum256(cs.PeerCertificates[0].Raw)
+		if !bytes.Equal(got[:], want) {
+			return fmt.Errorf("certificate fingerprint mismatch for %s: got %s, pinned %s", host, colonHex(got[:]), colonHex(want))
+		}
+		return nil
+	}
+	conn := tls.Client(raw, tc)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func colonHex(b []byte) string {
