@@ -1,0 +1,350 @@
+package xensource
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// Config configures a Deriver.
+type Config struct {
+	// PoolUUID goes into every record and into its id.
+	PoolUUID string
+	// Hosts maps the host names the caller gives with each Entry (the origin
+	// of each log: file name, syslog source) to host uuids. The logs never
+	// print a member's own uuid next to its name, so without this map
+	// host_uuid is reported unknown. Listing every host also tells the
+	// Deriver which logs to wait for before it closes a task (see Linger).
+	Hosts map[string]string
+	// Master is the coordinator's host name, used for clone/copy/snapshot/
+	// checkpoint records when the coordinator's own log is not read.
+	Master string
+	// Linger is how long (in log time, across all hosts) a task whose end was
+	// seen stays open for late lines from other hosts. Default 5s.
+	Linger time.Duration
+	// IdleTimeout closes a task with no end marker after this much log time
+	// without a line; its success is then inferred. Default 10m.
+	IdleTimeout time.Duration
+}
+
+// DeriveStats counts what a Deriver did.
+type DeriveStats struct {
+	Entries  int64 // entries fed
+	Tasks    int64 // VM-operation tasks opened
+	Records  int64 // records emitted
+	Late     int64 // lines of a task already emitted (dropped)
+	Timeouts int64 // tasks closed by IdleTimeout instead of an end marker
+}
+
+// Deriver turns entries from one or more hosts' logs into lifecycle records
+// (source "xensource.log"), one per XenAPI task, keyed by the task's R: id so
+// that the record id equals the one the XAPI tracer computes
+// (record.ID(pool, record.TaskShortID(taskRef), 0)). Entries must be in time
+// order per host; hosts may be fed in any interleaving.
+type Deriver struct {
+	cfg     Config
+	tasks   map[string]*task // by R: short id
+	byVM    map[string]string
+	done    map[string]time.Time // emitted ids → when, to drop late lines
+	clocks  map[string]time.Time // per host: time of its last entry
+	parents map[string]string    // child vm → parent vm, learnt from records
+	checked time.Time
+	pruned  time.Time
+	Stats   DeriveStats
+}
+
+// NewDeriver returns a Deriver for cfg.
+func NewDeriver(cfg Config) *Deriver {
+	if cfg.Linger <= 0 {
+		cfg.Linger = 5 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	d := &Deriver{cfg: cfg, tasks: map[string]*task{}, byVM: map[string]string{},
+		done: map[string]time.Time{}, clocks: map[string]time.Time{}, parents: map[string]string{}}
+	for h := range cfg.Hosts {
+		d.clocks[h] = time.Time{}
+	}
+	return d
+}
+
+// task is what the lines of one XenAPI task revealed so far.
+type task struct {
+	id, taskName, op string
+	activity         record.Activity
+	vmUUID, vmName   string
+	newName          string
+	hasNewName       bool
+	newVM            string
+	destUUID         string
+	destName         string
+	coordinator      string
+	hosts            []hostSeen
+	first, last      time.Time
+	ended            bool
+	result           record.Result
+	errCode          string
+	errParams        []string
+}
+
+type hostSeen struct {
+	name                        string
+	audit, forwarded, xapiCall  bool
+	xenopsd, migrateFrom, state bool
+	xapiTask, failed            bool
+}
+
+func (t *task) host(name string) *hostSeen {
+	for i := range t.hosts {
+		if t.hosts[i].name == name {
+			return &t.hosts[i]
+		}
+	}
+	t.hosts = append(t.hosts, hostSeen{name: strings.Clone(name)})
+	return &t.hosts[len(t.hosts)-1]
+}
+
+// Feed takes one entry and returns the records it completed (usually none).
+func (d *Deriver) Feed(e *Entry) []record.Record {
+	d.Stats.Entries++
+	if c, ok := d.clocks[e.Host]; !ok || e.Time.After(c) {
+		if !ok {
+			d.clocks[strings.Clone(e.Host)] = e.Time
+		} else {
+			d.clocks[e.Host] = e.Time
+		}
+	}
+	d.observe(e)
+	// Expiry runs at most once per second of log time.
+	if e.Time.Sub(d.checked) >= time.Second {
+		d.checked = e.Time
+		return d.expire(d.watermark(), false)
+	}
+	return nil
+}
+
+func (d *Deriver) observe(e *Entry) {
+	l := &e.Line
+	if l.Kind != KindToolstack {
+		return
+	}
+	if l.TaskRefKind == 'R' {
+		if t := d.get(l.TaskShortID, l.TaskName, e.Time); t != nil {
+			d.onTaskLine(t, e)
+		}
+		return
+	}
+	switch l.Module {
+	case "taskhelper":
+		// "task <name> R:<id> forwarded (trackid=…)", logged under the
+		// outer dispatch: D: task of the member that executes the call.
+		if rest, ok := strings.CutPrefix(l.Msg, "task "); ok {
+			if i := strings.Index(rest, " forwarded"); i >= 15 && rest[i-15] == ' ' && rest[i-14] == 'R' && rest[i-13] == ':' {
+				if t := d.get(rest[i-12:i], rest[:i-15], e.Time); t != nil {
+					d.touch(t, e)
+					t.host(e.Host).forwarded = true
+				}
+			}
+		}
+	case "backtrace":
+		if f, ok := parseFailure(l.Msg); ok {
+			if t := d.get(f.shortID, f.taskName, e.Time); t != nil {
+				d.touch(t, e)
+				t.host(e.Host).failed = true
+				if t.result != record.Failure && t.result != record.Cancelled {
+					t.errCode, t.errParams = f.code, f.params
+					t.result = record.Failure
+					if f.code == "TASK_CANCELLED" {
+						t.result = record.Cancelled
+					}
+				}
+				t.ended = true
+			}
+		}
+	case "xenops":
+		if u, st, ok := powerState(l.Msg); ok {
+			if id, ok := d.byVM[u]; ok {
+				if t := d.tasks[id]; t != nil && !t.ended && expectedState(t.activity) == st {
+					d.touch(t, e)
+					t.host(e.Host).state = true
+					if t.activity != record.Migrate {
+						t.ended = true
+					}
+				}
+			}
+		}
+	}
+}
+
+// get returns the open task with short id, opening it when name is a VM
+// operation; nil for other tasks and for tasks already emitted.
+func (d *Deriver) get(id, name string, at time.Time) *task {
+	if t := d.tasks[id]; t != nil {
+		return t
+	}
+	if _, gone := d.done[id]; gone {
+		d.Stats.Late++
+		return nil
+	}
+	op, ok := opOfTaskName(name)
+	if !ok {
+		return nil
+	}
+	a, _ := record.ActivityOf(op)
+	t := &task{id: strings.Clone(id), taskName: strings.Clone(name), op: op, activity: a, first: at, last: at}
+	d.tasks[t.id] = t
+	d.Stats.Tasks++
+	return t
+}
+
+func (d *Deriver) touch(t *task, e *Entry) {
+	if e.Time.Before(t.first) {
+		t.first = e.Time
+	}
+	if e.Time.After(t.last) {
+		t.last = e.Time
+	}
+}
+
+func (d *Deriver) onTaskLine(t *task, e *Entry) {
+	d.touch(t, e)
+	l := &e.Line
+	h := t.host(e.Host)
+	if strings.HasPrefix(l.Program, "xenopsd") {
+		h.xenopsd = true
+		return
+	}
+	if l.Program != "xapi" {
+		return
+	}
+	h.xapiTask = true
+	msg := l.Msg
+	switch l.Module {
+	case "audit":
+		a, ok := parseAudit(msg)
+		if !ok || a.op != t.op {
+			return
+		}
+		h.audit = true
+		t.coordinator = h.name
+		// Clone: the entry's strings alias the caller's read buffer.
+		if a.vmUUID != "" {
+			t.vmUUID, t.vmName = strings.Clone(a.vmUUID), strings.Clone(Unescape(a.vmName))
+			d.byVM[t.vmUUID] = t.id
+		}
+		if a.hasNewName {
+			t.newName, t.hasNewName = strings.Clone(Unescape(a.newName)), true
+		}
+		if a.hostUUID != "" && t.activity == record.Migrate {
+			t.destUUID, t.destName = strings.Clone(a.hostUUID), strings.Clone(Unescape(a.hostName))
+		}
+		return
+	case "xenops", "xapi_vm_migrate":
+		if u, migrate, ok := xapiCallVM(msg); ok {
+			h.xapiCall = true
+			h.migrateFrom = h.migrateFrom || migrate
+			if t.vmUUID == "" && !t.activity.Creating() {
+				t.vmUUID = strings.Clone(u)
+				d.byVM[t.vmUUID] = t.id
+			}
+			return
+		}
+	}
+	switch {
+	case strings.HasPrefix(msg, "VM ") && strings.HasSuffix(msg, " was cloned: clearing certain UEFI variables"):
+		if u, ok := uuidAfter(msg, "VM "); ok {
+			t.newVM = strings.Clone(u)
+		}
+	case msg == "VM.destroy: deleting DB records", msg == "VM.revert done", msg == "import successful",
+		msg == "Snapshot: end",
+		strings.HasPrefix(msg, "VM OpaqueRef:") && strings.Contains(msg, " migrated from "),
+		strings.HasPrefix(msg, "export VM = ") && strings.HasSuffix(msg, " completed successfully"):
+		t.ended = true
+	case l.Module == "export" && strings.HasPrefix(msg, "VM.export: VM = '"):
+		if u, ok := uuidAfter(msg, "VM.export: VM = '"); ok && t.vmUUID == "" {
+			t.vmUUID = strings.Clone(u)
+			// export.ml string_of_vm: "'<uuid>' ('<name>')".
+			if _, n, ok := strings.Cut(msg, "' ('"); ok {
+				if i := strings.LastIndex(n, "'); preserve_power_state"); i >= 0 {
+					t.vmName = strings.Clone(Unescape(n[:i]))
+				}
+			}
+		}
+	}
+}
+
+// watermark is the time up to which every host's log has been read: the
+// minimum of the host clocks, ignoring hosts silent for longer than
+// IdleTimeout behind the newest (a host that stopped logging must not hold
+// everything back).
+func (d *Deriver) watermark() time.Time {
+	var max, min time.Time
+	set := false
+	for _, c := range d.clocks {
+		if c.After(max) {
+			max = c
+		}
+	}
+	for _, c := range d.clocks {
+		// A configured host not read yet (zero clock) holds everything
+		// back; one that went quiet does not.
+		if !c.IsZero() && max.Sub(c) > d.cfg.IdleTimeout {
+			continue
+		}
+		if !set || c.Before(min) {
+			min, set = c, true
+		}
+	}
+	return min
+}
+
+// Flush closes every open task (end of input) and returns their records.
+func (d *Deriver) Flush() []record.Record { return d.expire(time.Time{}, true) }
+
+// Expire closes tasks as if every host's log had reached now (a live
+// tailer calls it on a timer so that quiet logs still flush).
+func (d *Deriver) Expire(now time.Time) []record.Record { return d.expire(now, false) }
+
+func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
+	var out []record.Record
+	var ids []string
+	for id, t := range d.tasks {
+		idle := wm.Sub(t.last)
+		if all || (t.ended && idle >= d.cfg.Linger) || idle >= d.cfg.IdleTimeout {
+			ids = append(ids, id)
+			if !all && !t.ended {
+				d.Stats.Timeouts++
+			}
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		a, b := d.tasks[ids[i]], d.tasks[ids[j]]
+		if !a.first.Equal(b.first) {
+			return a.first.Before(b.first)
+		}
+		return a.id < b.id
+	})
+	for _, id := range ids {
+		t := d.tasks[id]
+		delete(d.tasks, id)
+		if d.byVM[t.vmUUID] == id {
+			delete(d.byVM, t.vmUUID)
+		}
+		d.done[id] = t.last
+		out = append(out, d.build(t))
+	}
+	// Forget emitted ids once no late line can plausibly arrive.
+	if len(d.done) > 0 && !wm.IsZero() && wm.Sub(d.pruned) > d.cfg.IdleTimeout {
+		d.pruned = wm
+		for id, at := range d.done {
+			if wm.Sub(at) > 2*d.cfg.IdleTimeout {
+				delete(d.done, id)
+			}
+		}
+	}
+	d.Stats.Records += int64(len(out))
+	return out
+}
