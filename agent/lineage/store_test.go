@@ -1,0 +1,203 @@
+package lineage
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+var t0 = time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC)
+
+func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+
+func open(t *testing.T) (*Store, string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "lineage.db")
+	s, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, p
+}
+
+func vm(uuid, name, parent string, first int) *VM {
+	return &VM{UUID: uuid, PoolUUID: "p", Name: name, ParentUUID: parent, Kind: KindVM, PowerState: "Halted", FirstSeen: at(first), LastSeen: at(first)}
+}
+
+func TestTreeQueries(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, v := range []*VM{vm("o", "origin", "", 0), vm("a", "vm1", "o", 10), vm("b", "vm2", "o", 20), vm("c", "vm3", "b", 30)} {
+			if err := tx.PutVM(v); err != nil {
+				return err
+			}
+		}
+		return tx.MarkDestroyed("o", at(40))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(vs []VM, err error) []string {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, v := range vs {
+			n = append(n, v.Name)
+		}
+		return n
+	}
+	if got := names(s.Ancestors(ctx, "c")); len(got) != 2 || got[0] != "vm2" || got[1] != "origin" {
+		t.Errorf("ancestors of vm3: %v", got)
+	}
+	if got := names(s.Descendants(ctx, "o")); len(got) != 3 || got[2] != "vm3" {
+		t.Errorf("descendants of origin: %v", got)
+	}
+	if got := names(s.Siblings(ctx, "a")); len(got) != 1 || got[0] != "vm2" {
+		t.Errorf("siblings of vm1: %v", got)
+	}
+	root, err := s.FamilyRoot(ctx, "c")
+	if err != nil || root.UUID != "o" || !root.IsDestroyed() {
+		t.Errorf("family root of vm3: %+v %v", root, err)
+	}
+	// A later update without a parent never erases a known one.
+	s.Update(ctx, func(tx *Tx) error { return tx.PutVM(vm("a", "vm1-renamed", "", 50)) })
+	if v, _ := s.VM(ctx, "a"); v.ParentUUID != "o" || v.Name != "vm1-renamed" || !v.FirstSeen.Equal(at(10)) {
+		t.Errorf("update lost facts: %+v", v)
+	}
+	if _, err := s.VM(ctx, "zzz"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing VM: %v", err)
+	}
+	// A cyclic parent chain (corrupted file) must not hang the walk.
+	s.Update(ctx, func(tx *Tx) error { return tx.PutVM(vm("o", "origin", "c", 0)) })
+	if _, err := s.Ancestors(ctx, "c"); err != nil {
+		t.Errorf("cycle: %v", err)
+	}
+}
+
+func TestStateAtAndAttributesOverTime(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	s.Update(ctx, func(tx *Tx) error {
+		tx.PutHost(&Host{UUID: "h1", PoolUUID: "p", Name: "xen1", FirstSeen: at(0), LastSeen: at(0)})
+		tx.PutHost(&Host{UUID: "h2", PoolUUID: "p", Name: "xen2", FirstSeen: at(0), LastSeen: at(0)})
+		tx.PutVM(vm("a", "web", "", 0))
+		tx.SetState("a", "Running", "h1", at(0))
+		tx.SetAttrs("a", AttrIP, []string{"10.0.0.5"}, at(0))
+		tx.SetAttrs("a", AttrMAC, []string{"aa:bb:cc:00:00:01"}, at(0))
+		return nil
+	})
+	s.Update(ctx, func(tx *Tx) error {
+		tx.SetState("a", "Running", "h2", at(100)) // migrated
+		tx.SetState("a", "Running", "h2", at(110)) // unchanged: no new span
+		tx.SetAttrs("a", AttrIP, []string{"10.0.0.9"}, at(100))
+		tx.PutVM(vm("b", "db", "", 200))
+		tx.SetAttrs("b", AttrIP, []string{"10.0.0.5"}, at(200)) // the old address, reused
+		return nil
+	})
+	st, err := s.StateAt(ctx, "p", at(50))
+	if err != nil || len(st) != 1 || st[0].HostName != "xen1" || st[0].PowerState != "Running" {
+		t.Fatalf("state at 50: %+v %v", st, err)
+	}
+	st, _ = s.StateAt(ctx, "p", at(150))
+	if len(st) != 1 || st[0].HostName != "xen2" {
+		t.Fatalf("state at 150 (b not yet created): %+v", st)
+	}
+	for _, c := range []struct {
+		at   int
+		want string
+	}{{50, "a"}, {150, ""}, {250, "b"}} {
+		got, err := s.FindByAttr(ctx, AttrIP, "10.0.0.5", at(c.at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (c.want == "" && len(got) != 0) || (c.want != "" && (len(got) != 1 || got[0] != c.want)) {
+			t.Errorf("10.0.0.5 at %d: %v, want %q", c.at, got, c.want)
+		}
+	}
+	if got, _ := s.FindByAttr(ctx, AttrMAC, "AA:BB:CC:00:00:01", time.Time{}); len(got) != 1 {
+		t.Errorf("MAC lookup must ignore case: %v", got)
+	}
+	attrs, _ := s.Attrs(ctx, "a", AttrIP)
+	if len(attrs) != 2 || !attrs[0].To.Equal(at(100)) || !attrs[1].To.IsZero() {
+		t.Errorf("IP spans of a: %+v", attrs)
+	}
+}
+
+func TestRecordsIdempotentAndAtomic(t *testing.T) {
+	ctx := context.Background()
+	s, path := open(t)
+	r := record.Record{ID: record.ID("p", "8b8a1b914f63", 0), PoolUUID: "p", VMUUID: "a", Activity: record.Start,
+		Start: at(1), End: at(2), Result: record.Success, Source: record.SourceXAPI}
+	var first, second bool
+	s.Update(ctx, func(tx *Tx) error { first, _ = tx.PutRecord(&r); return nil })
+	s.Update(ctx, func(tx *Tx) error { second, _ = tx.PutRecord(&r); return nil })
+	if !first || second {
+		t.Fatalf("first insert %v, second %v: the same id must be stored once", first, second)
+	}
+	// A failing batch leaves neither its records nor its token.
+	r2 := r
+	r2.ID = record.ID("p", "000000000001", 0)
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx *Tx) error {
+		tx.PutRecord(&r2)
+		tx.SetAgentState("xapi.token", "42")
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountRecords(ctx); n != 1 {
+		t.Errorf("records after rollback: %d", n)
+	}
+	if tok, _ := s.AgentState(ctx, "xapi.token"); tok != "" {
+		t.Errorf("token after rollback: %q", tok)
+	}
+	bad := r
+	bad.ID, bad.Activity = "x", "teleport"
+	if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.PutRecord(&bad); return err }); err == nil {
+		t.Error("an invalid record must be refused")
+	}
+	// Reopening keeps everything (the store survives restarts).
+	s.Close()
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	recs, err := s2.Records(ctx, Filter{VMUUID: "a"})
+	if err != nil || len(recs) != 1 || recs[0].ID != r.ID || !recs[0].End.Equal(at(2)) {
+		t.Fatalf("after reopen: %+v %v", recs, err)
+	}
+	after, _ := s2.RecordsAfter(ctx, 0, 10)
+	if len(after) != 1 || after[0].Seq != 1 {
+		t.Errorf("RecordsAfter: %+v", after)
+	}
+}
+
+func TestOpenRefusesNewerSchemaAndJunk(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.db")
+	s, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.db.Exec("PRAGMA user_version=99")
+	s.Close()
+	if _, err := Open(p); err == nil {
+		t.Error("a store from a newer vmlineage must be refused")
+	}
+	junk := filepath.Join(dir, "junk.db")
+	if err := writeFile(junk, []byte("this is not sqlite at all, just text padding padding padding padding padding padding padding padding padding padding padding")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(junk); err == nil {
+		t.Error("a file that is not a store must be refused")
+	}
+}
