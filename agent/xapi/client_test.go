@@ -310,7 +310,7 @@ func TestHostIsSlaveRedirect(t *testing.T) {
 	}
 
 	// A loop of members is cut after MaxRedirects hops.
-	master.slaveOf = "127.0.0.2"
+	master.demote("127.0.0.2")
 	c = mustClient(t, Config{URL: sURL, AllowHTTP: true, MaxRedirects: 3})
 	err := c.Login(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "more than 3 HOST_IS_SLAVE") {
@@ -332,7 +332,9 @@ func TestHostIsSlavePinnedThumbprint(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no pinned fingerprint for host 127.0.0.1") {
 		t.Fatalf("without thumbprint header: %v", err)
 	}
+	member.mu.Lock()
 	member.thumbprint = colonHex(mfp[:])
+	member.mu.Unlock()
 	c = mustClient(t, Config{URL: sURL, Fingerprint: hex.EncodeToString(sfp[:])})
 	login(t, c)
 	if !strings.Contains(c.MasterURL(), "127.0.0.1") {

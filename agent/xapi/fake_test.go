@@ -286,8 +286,11 @@ func (f *fakeXAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	val, fail := f.dispatch(r, method, params)
-	if fail != nil && fail[0] == ErrHostIsSlave && f.thumbprint != "" && r.Header.Get(thumbprintRequestHeader) == thumbprintRequestValue {
-		w.Header().Set(thumbprintResponseHeader, f.thumbprint)
+	f.mu.Lock()
+	thumb := f.thumbprint
+	f.mu.Unlock()
+	if fail != nil && fail[0] == ErrHostIsSlave && thumb != "" && r.Header.Get(thumbprintRequestHeader) == thumbprintRequestValue {
+		w.Header().Set(thumbprintResponseHeader, thumb)
 	}
 	if isJSON {
 		w.Header().Set("Content-Type", "application/json")
@@ -320,9 +323,20 @@ func str(p []any, i int) string {
 	return ""
 }
 
+// demote makes this host a member of the pool mastered by addr.
+func (f *fakeXAPI) demote(addr string) {
+	f.mu.Lock()
+	f.slaveOf = addr
+	f.kick()
+	f.mu.Unlock()
+}
+
 func (f *fakeXAPI) dispatch(r *http.Request, method string, p []any) (any, []string) {
-	if f.slaveOf != "" {
-		return nil, []string{ErrHostIsSlave, f.slaveOf}
+	f.mu.Lock()
+	slaveOf := f.slaveOf
+	f.mu.Unlock()
+	if slaveOf != "" {
+		return nil, []string{ErrHostIsSlave, slaveOf}
 	}
 	if method == "session.login_with_password" {
 		if str(p, 0) != f.user || str(p, 1) != f.pass {
@@ -414,6 +428,11 @@ func (f *fakeXAPI) eventFrom(r *http.Request, sess string, p []any) (any, []stri
 		if !f.sessions[sess] {
 			f.mu.Unlock()
 			return nil, []string{ErrSessionInvalid, sess}
+		}
+		if f.slaveOf != "" { // demoted while the call waited
+			m := f.slaveOf
+			f.mu.Unlock()
+			return nil, []string{ErrHostIsSlave, m}
 		}
 		var evs []any
 		max := from

@@ -54,7 +54,7 @@ func (p *PoolSnapshot) Class(name string) map[string]*Snapshot {
 type WatcherConfig struct {
 	Classes        []string      // default xapi.Classes
 	EventTimeout   float64       // event.from timeout in seconds; default 30
-	CatchUpTimeout float64       // the catch-up event.from at login; default 1
+	CatchUpTimeout float64       // the catch-up event.from at login; default 0.5
 	BackoffBase    time.Duration // default 1 s
 	BackoffCap     time.Duration // default 60 s
 	FatalAuth      bool          // wrong credentials end Run (one-shot commands)
@@ -97,7 +97,7 @@ func NewWatcher(c *Client, h Handler, cfg WatcherConfig) *Watcher {
 		cfg.EventTimeout = 30
 	}
 	if cfg.CatchUpTimeout <= 0 {
-		cfg.CatchUpTimeout = 1
+		cfg.CatchUpTimeout = 0.5
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = c.log
