@@ -52,6 +52,7 @@ type Deriver struct {
 	parents map[string]string    // child vm → parent vm, learnt from records
 	checked time.Time
 	pruned  time.Time
+	nextDue time.Time // no task can be due before this (a lower bound)
 	Stats   DeriveStats
 }
 
@@ -118,10 +119,13 @@ func (d *Deriver) Feed(e *Entry) []record.Record {
 		}
 	}
 	d.observe(e)
-	// Expiry runs at most once per second of log time.
-	if e.Time.Sub(d.checked) >= time.Second {
+	// Expiry runs at most once per second of log time, and only when a
+	// task may be due.
+	if len(d.tasks) > 0 && e.Time.Sub(d.checked) >= time.Second && !e.Time.Before(d.nextDue) {
 		d.checked = e.Time
-		return d.expire(d.watermark(), false)
+		if wm := d.watermark(); !wm.Before(d.nextDue) {
+			return d.expire(wm, false)
+		}
 	}
 	return nil
 }
@@ -162,6 +166,7 @@ func (d *Deriver) observe(e *Entry) {
 					}
 				}
 				t.ended = true
+				d.lowerDue(d.due(t))
 			}
 		}
 	case "xenops":
@@ -172,6 +177,7 @@ func (d *Deriver) observe(e *Entry) {
 					t.host(e.Host).state = true
 					if t.activity != record.Migrate {
 						t.ended = true
+						d.lowerDue(d.due(t))
 					}
 				}
 			}
@@ -197,7 +203,22 @@ func (d *Deriver) get(id, name string, at time.Time) *task {
 	t := &task{id: strings.Clone(id), taskName: strings.Clone(name), op: op, activity: a, first: at, last: at}
 	d.tasks[t.id] = t
 	d.Stats.Tasks++
+	d.lowerDue(at.Add(d.cfg.IdleTimeout))
 	return t
+}
+
+func (d *Deriver) lowerDue(at time.Time) {
+	if d.nextDue.IsZero() || at.Before(d.nextDue) {
+		d.nextDue = at
+	}
+}
+
+// due is when t closes if no further line arrives.
+func (d *Deriver) due(t *task) time.Time {
+	if t.ended {
+		return t.last.Add(d.cfg.Linger)
+	}
+	return t.last.Add(d.cfg.IdleTimeout)
 }
 
 func (d *Deriver) touch(t *task, e *Entry) {
@@ -263,6 +284,7 @@ func (d *Deriver) onTaskLine(t *task, e *Entry) {
 		strings.HasPrefix(msg, "VM OpaqueRef:") && strings.Contains(msg, " migrated from "),
 		strings.HasPrefix(msg, "export VM = ") && strings.HasSuffix(msg, " completed successfully"):
 		t.ended = true
+		d.lowerDue(d.due(t))
 	case l.Module == "export" && strings.HasPrefix(msg, "VM.export: VM = '"):
 		if u, ok := uuidAfter(msg, "VM.export: VM = '"); ok && t.vmUUID == "" {
 			t.vmUUID = strings.Clone(u)
@@ -311,6 +333,7 @@ func (d *Deriver) Expire(now time.Time) []record.Record { return d.expire(now, f
 func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 	var out []record.Record
 	var ids []string
+	d.nextDue = time.Time{}
 	for id, t := range d.tasks {
 		idle := wm.Sub(t.last)
 		if all || (t.ended && idle >= d.cfg.Linger) || idle >= d.cfg.IdleTimeout {
@@ -318,6 +341,8 @@ func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 			if !all && !t.ended {
 				d.Stats.Timeouts++
 			}
+		} else {
+			d.lowerDue(d.due(t))
 		}
 	}
 	sort.Slice(ids, func(i, j int) bool {

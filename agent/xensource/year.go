@@ -21,6 +21,11 @@ type YearInferer struct {
 
 	year int
 	last time.Time
+
+	// The previous stamp and its result: most lines share their second.
+	prevSt Stamp
+	prevT  time.Time
+	prevOK bool
 }
 
 // NewYearInferer returns an inferer for lines written before ref in loc.
@@ -31,6 +36,15 @@ func NewYearInferer(ref time.Time, loc *time.Location) *YearInferer {
 // Infer returns the full time of st. Stamps that carry their year and zone
 // (RFC 3339) are returned as they are and also anchor later year-less ones.
 func (y *YearInferer) Infer(st Stamp) time.Time {
+	if y.prevOK && st == y.prevSt {
+		return y.prevT
+	}
+	t := y.infer(st)
+	y.prevSt, y.prevT, y.prevOK = st, t, true
+	return t
+}
+
+func (y *YearInferer) infer(st Stamp) time.Time {
 	loc := y.Loc
 	if loc == nil {
 		loc = time.UTC

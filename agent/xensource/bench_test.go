@@ -1,0 +1,73 @@
+package xensource
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// corpus renders n operations of every kind, with noise, as one host's log
+// (all hosts' lines in one stream: what a replay of a merged file sees).
+func corpus(n int) []byte {
+	var b bytes.Buffer
+	base := time.Date(2026, 12, 31, 20, 0, 0, 0, time.UTC)
+	results := []string{"success", "success", "success", "failure"}
+	for i := 0; i < n; i++ {
+		op := testOp(i, allOps[i%len(allOps)], results[i%4], base)
+		op.TaskRef = fmt.Sprintf("OpaqueRef:%08x-%04x-4abc-8def-0123456789ab", i, i&0xffff)
+		for _, hl := range Render(op) {
+			b.WriteString(hl.Line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.Bytes()
+}
+
+func splitLines(b []byte) [][]byte {
+	return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
+
+// BenchmarkParse measures the line parser alone (target: ≥ 1,000,000
+// lines/s on one core for replay).
+func BenchmarkParse(b *testing.B) {
+	data := corpus(2000)
+	lines := splitLines(data)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	var l Line
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, ln := range lines {
+			_ = ParseBytes(ln, &l)
+		}
+	}
+	b.ReportMetric(float64(len(lines))*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkReplay measures the whole replay path: split, parse, infer the
+// year, group backtraces and derive records.
+func BenchmarkReplay(b *testing.B) {
+	data := corpus(2000)
+	nlines := bytes.Count(data, []byte("\n"))
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	records := 0
+	for i := 0; i < b.N; i++ {
+		sc := NewScanner("xen1", time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC), time.UTC)
+		d := NewDeriver(Config{PoolUUID: testPool, Master: "xen1"})
+		var out []record.Record
+		feed := func(e *Entry) { out = append(out, d.Feed(e)...) }
+		if err := sc.Scan(bytes.NewReader(data), feed); err != nil {
+			b.Fatal(err)
+		}
+		sc.Flush(feed)
+		out = append(out, d.Flush()...)
+		records = len(out)
+	}
+	b.ReportMetric(float64(nlines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	b.ReportMetric(float64(records), "records/op")
+}
