@@ -37,6 +37,7 @@ func (b *batch) apply(ev *xapi.Event) {
 					b.vanish(k)
 				}
 				b.deleted[ev.Ref] = vi
+				t.forget(ev.Ref, vi)
 				delete(t.vms, ev.Ref)
 				if t.byUUID[vi.uuid] == ev.Ref {
 					delete(t.byUUID, vi.uuid)
@@ -96,6 +97,18 @@ func (b *batch) apply(ev *xapi.Event) {
 		if vm := t.gmVM[ev.Ref]; vm != "" {
 			b.dirty[vm] = true
 		}
+	}
+}
+
+// forget keeps a deleted VM's last facts for a while: the task that
+// destroyed it usually completes in a later batch.
+func (t *Tracer) forget(ref string, vi *vmInfo) {
+	const keep = 4096
+	t.gone[ref] = vi
+	t.goneFIFO = append(t.goneFIFO, ref)
+	if len(t.goneFIFO) > keep {
+		delete(t.gone, t.goneFIFO[0])
+		t.goneFIFO = t.goneFIFO[1:]
 	}
 }
 

@@ -221,5 +221,8 @@ func (t *Tracer) vmByRef(b *batch, ref string) *vmInfo {
 	if vi := t.vms[ref]; vi != nil {
 		return vi
 	}
-	return b.deleted[ref]
+	if vi := b.deleted[ref]; vi != nil {
+		return vi
+	}
+	return t.gone[ref]
 }

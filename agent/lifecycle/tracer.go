@@ -47,6 +47,8 @@ type Tracer struct {
 	pool     poolInfo
 	hosts    map[string]hostInfo
 	vms      map[string]*vmInfo // by ref
+	gone     map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
+	goneFIFO []string
 	byUUID   map[string]string  // VM uuid → ref
 	tasks    map[string]*taskInfo
 	vifs     map[string]vifInfo
@@ -86,6 +88,8 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 func (t *Tracer) reset() {
 	t.hosts = map[string]hostInfo{}
 	t.vms = map[string]*vmInfo{}
+	t.gone = map[string]*vmInfo{}
+	t.goneFIFO = nil
 	t.byUUID = map[string]string{}
 	t.vifs = map[string]vifInfo{}
 	t.gms = map[string][]string{}

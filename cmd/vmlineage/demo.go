@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
+	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
+)
+
+func newDemoCmd() *cobra.Command {
+	var scenario, keep string
+	var speed float64
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Trace the threat-model scenario through the simulator and print the tree and records",
+		Long: `Start the XAPI simulator with the threat-model scenario (paper, section 2: a VM "origin" is
+cloned into vm1 … vm5, origin destroyed, vm5 halted), trace it over HTTPS with a pinned
+certificate into a temporary store, then print the family tree and the records.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runDemo(cmdContext(c), c.OutOrStdout(), c.ErrOrStderr(), scenario, speed, keep, timeout)
+		},
+	}
+	c.Flags().StringVar(&scenario, "scenario", "threat-model", "built-in scenario name or JSON file")
+	c.Flags().Float64Var(&speed, "speed", 50, "virtual seconds per real second")
+	c.Flags().StringVar(&keep, "data-dir", "", "keep the store in this directory instead of a temporary one")
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	return c
+}
+
+func runDemo(ctx context.Context, out, errw io.Writer, name string, speed float64, dataDir string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sc, err := loadScenario(name, "")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "vmlineage-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if dataDir == "" {
+		dataDir = filepath.Join(tmp, "data")
+	}
+	secret := make([]byte, 12)
+	rand.Read(secret)
+	pw := hex.EncodeToString(secret)
+	pwFile := filepath.Join(tmp, "xapi-password")
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		return err
+	}
+	srv := xapisim.New(xapisim.Config{Scenario: sc, TLS: true, Password: pw})
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer srv.Close()
+	fmt.Fprintf(out, "simulator: scenario %q at %s (certificate pinned: %s)\n", sc.Name, srv.URL(), srv.CertFingerprint())
+
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	cfg.XAPI.URL, cfg.XAPI.Fingerprint, cfg.XAPI.PasswordFile = srv.URL(), srv.CertFingerprint(), pwFile
+	cfg.XAPI.EventTimeout = config.Duration(5 * time.Second)
+	a, err := pipeline.New(cfg, pipeline.Options{Logger: newLogger(errw, "warn", "text"), FatalAuth: true, BackoffBase: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	runErr := make(chan error, 1)
+	actx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	go func() { runErr <- a.Run(actx) }()
+
+	// Let the agent take its baseline before the first operation.
+	if err := waitFor(ctx, runErr, func() bool { return a.Tracer.PoolUUID() != "" }); err != nil {
+		return fmt.Errorf("agent did not sync with the simulator: %w", err)
+	}
+	if err := srv.Play(ctx, sc, speed); err != nil {
+		return fmt.Errorf("playing %s: %w", sc.Name, err)
+	}
+	truth, _ := srv.Truth()
+	if err := waitFor(ctx, runErr, func() bool {
+		n, _ := a.Store.CountRecords(ctx)
+		return n >= int64(len(truth))
+	}); err != nil {
+		n, _ := a.Store.CountRecords(ctx)
+		return fmt.Errorf("traced %d of %d records: %w", n, len(truth), err)
+	}
+	stopAgent()
+	<-runErr
+
+	vms, err := a.Store.VMs(ctx, "")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\nFamily tree:")
+	if err := printTree(out, a.Store, vms, "text"); err != nil {
+		return err
+	}
+	recs, err := a.Store.Records(ctx, lineage.Filter{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\nLifecycle records:")
+	if err := printRecords(out, a.Store, recs, "table"); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n%d records traced, %d expected by the scenario.\n", len(recs), len(truth))
+	return nil
+}
+
+// waitFor polls cond until it holds, the agent stops, or ctx ends.
+func waitFor(ctx context.Context, runErr chan error, cond func() bool) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case err := <-runErr:
+			runErr <- err
+			if err == nil {
+				err = fmt.Errorf("agent stopped")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
