@@ -49,7 +49,7 @@ type Tracer struct {
 	vms      map[string]*vmInfo // by ref
 	gone     map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
 	goneFIFO []string
-	byUUID   map[string]string  // VM uuid → ref
+	byUUID   map[string]string // VM uuid → ref
 	tasks    map[string]*taskInfo
 	vifs     map[string]vifInfo
 	gms      map[string][]string // guest metrics ref → IPs
