@@ -40,16 +40,13 @@ func newValue(b []byte, limit int, header bool) value {
 
 // write appends the escaped s.
 func (v *value) write(b []byte, s string) []byte {
-	table := &plainExt
+	table, special := &plainExt, byte('=')
 	if v.header {
-		table = &plainHdr
+		table, special = &plainHdr, '|'
 	}
 	for len(s) > 0 && v.left > 0 {
 		// run of plain ASCII, one character per byte
-		n := 0
-		for n < len(s) && n < v.left && table[s[n]] {
-			n++
-		}
+		n := plainLen(s, special, table, v.left)
 		if n > 0 {
 			run := s[:n]
 			if !v.begun {
@@ -117,6 +114,35 @@ func (v *value) write(b []byte, s string) []byte {
 func (v *value) finish(b []byte, start int) ([]byte, bool) {
 	b = b[:v.lastNS]
 	return b, v.lastNS > start
+}
+
+const (
+	lo7 = 0x0101010101010101
+	hi  = 0x8080808080808080
+)
+
+// plainLen returns how many leading bytes of s (at most max) are written
+// unchanged: printable ASCII other than '\\' and special. It tests eight
+// bytes at a time: with no high bit set, (v - 0x01..) & ^v & 0x80.. is
+// non-zero iff a byte of v is zero, (v - 0x20..) & ^v & 0x80.. iff a byte is
+// below 0x20.
+func plainLen(s string, special byte, table *[256]bool, max int) int {
+	if max > len(s) {
+		max = len(s)
+	}
+	i := 0
+	for ; i+8 <= max; i += 8 {
+		w := s[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		sp, bs, del := x^(lo7*uint64(special)), x^(lo7*'\\'), x^(lo7*0x7f)
+		if (x|(x-lo7*0x20)&^x|(sp-lo7)&^sp|(bs-lo7)&^bs|(del-lo7)&^del)&hi != 0 {
+			break
+		}
+	}
+	for ; i < max && table[s[i]]; i++ {
+	}
+	return i
 }
 
 func lastNonSpace(s string) int {
