@@ -81,6 +81,7 @@ func (r *opRun) planVMOp() []phase {
 			return r.failWith(&XenError{"HANDLE_INVALID", []string{"VM", vm}})
 		}
 		if xe := e.check(vm, r.op); xe != nil {
+			r.host = e.masterRef // refused on the master before any forwarding
 			return r.failWith(xe)
 		}
 		r.setHosts()

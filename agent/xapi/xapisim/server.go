@@ -322,8 +322,8 @@ func (s *Server) applyFault(st Step) {
 		s.DropConnections()
 	case "host_is_slave":
 		master := st.Master
-		if master == "" {
-			master = "127.0.0.1"
+		if master == "" { // redirect to ourselves: a client that follows it retries here
+			master, _, _ = net.SplitHostPort(s.Addr())
 		}
 		s.SetSlave(master)
 		s.engine.pending++
