@@ -96,6 +96,7 @@ type hostSeen struct {
 	audit, forwarded, xapiCall  bool
 	xenopsd, migrateFrom, state bool
 	xapiTask, failed            bool
+	migrateTo, xenopsdFailed    bool
 }
 
 func (t *task) host(name string) *hostSeen {
@@ -235,7 +236,7 @@ func (d *Deriver) onTaskLine(t *task, e *Entry) {
 	l := &e.Line
 	h := t.host(e.Host)
 	if strings.HasPrefix(l.Program, "xenopsd") {
-		h.xenopsd = true
+		d.onXenopsd(t, h, l)
 		return
 	}
 	if l.Program != "xapi" {
@@ -293,6 +294,32 @@ func (d *Deriver) onTaskLine(t *task, e *Entry) {
 				if i := strings.LastIndex(n, "'); preserve_power_state"); i >= 0 {
 					t.vmName = strings.Clone(Unescape(n[:i]))
 				}
+			}
+		}
+	}
+}
+
+// onXenopsd reads a xenopsd line run under the task's dbg: xenopsd reuses
+// xapi's dbg verbatim, on the destination of a migration too (reference §5).
+func (d *Deriver) onXenopsd(t *task, h *hostSeen, l *Line) {
+	h.xenopsd = true
+	msg := l.Msg
+	switch {
+	case strings.HasPrefix(msg, "VM.migrate "), strings.HasPrefix(msg, "cannot transmit vm to host"):
+		h.migrateFrom = true
+	case strings.HasPrefix(msg, "VM.receive_memory"):
+		h.migrateTo = true
+	}
+	if l.Level == "error" && (strings.HasPrefix(msg, "cannot transmit vm to host") ||
+		strings.HasPrefix(msg, "Task ") && strings.Contains(msg, " failed; ")) {
+		h.xenopsdFailed = true
+	}
+	// "VM.<step> <uuid>" (xenops_server.ml perform_atomic/perform_exn).
+	if t.vmUUID == "" && !t.activity.Creating() && strings.HasPrefix(msg, "VM.") {
+		if sp := strings.IndexByte(msg, ' '); sp > 3 {
+			if u, ok := uuidAfter(msg[sp:], " "); ok {
+				t.vmUUID = strings.Clone(u)
+				d.byVM[t.vmUUID] = t.id
 			}
 		}
 	}

@@ -23,11 +23,16 @@ func (d *Deriver) build(t *task) record.Record {
 		// the time the task closed means it succeeded.
 		r.Result = record.Success
 	}
-	if r.Result != record.Success {
-		r.Error = FormatError(t.errCode, t.errParams)
-	}
 	var unknown []string
 	unk := func(f string) { unknown = append(unknown, f) }
+	if t.result == "" && t.xenopsdOnlyFailure() {
+		// Only xenopsd's side was read and it failed: the task failed, but
+		// the XenAPI error xapi made of it is not in these lines.
+		r.Result = record.Failure
+		unk("error")
+	} else if r.Result != record.Success {
+		r.Error = FormatError(t.errCode, t.errParams)
+	}
 
 	r.HostName = d.executingHost(t)
 	if r.HostName == "" {
@@ -168,7 +173,8 @@ func (d *Deriver) executingHost(t *task) string {
 // whose xenopsd logged this task, or whose event thread saw the VM running.
 func (d *Deriver) destinationHost(t *task, source string) string {
 	for _, f := range []func(h *hostSeen) bool{
-		func(h *hostSeen) bool { return h.xenopsd },
+		func(h *hostSeen) bool { return h.migrateTo },
+		func(h *hostSeen) bool { return h.xenopsd && !h.migrateFrom },
 		func(h *hostSeen) bool { return h.state },
 	} {
 		for i := range t.hosts {
@@ -179,4 +185,17 @@ func (d *Deriver) destinationHost(t *task, source string) string {
 		}
 	}
 	return ""
+}
+
+// xenopsdOnlyFailure: a xenopsd failure marker and no xapi line at all for
+// the task (xapi's own verdict, logged when it gives up, was not read).
+func (t *task) xenopsdOnlyFailure() bool {
+	failed := false
+	for i := range t.hosts {
+		if t.hosts[i].xapiTask || t.hosts[i].audit || t.hosts[i].forwarded {
+			return false
+		}
+		failed = failed || t.hosts[i].xenopsdFailed
+	}
+	return failed
 }

@@ -1,0 +1,100 @@
+package xensource
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+var goldenHosts = map[string]string{
+	"xenserver13": "13131313-1313-4313-8313-131313131313",
+	"xenserver14": "14141414-1414-4414-8414-141414141414",
+	"xcp81":       "81818181-8181-4181-8181-818181818181",
+	"xenserver19": "19191919-1919-4919-8919-191919191919",
+}
+
+// TestGoldenDerive derives records from real lines quoted in public bug
+// reports (testdata/derive/*.log; the syslog host field names the origin)
+// and compares them with the expected JSON next to each file.
+func TestGoldenDerive(t *testing.T) {
+	files, err := filepath.Glob("testdata/derive/*.log")
+	if err != nil || len(files) == 0 {
+		t.Fatal("no golden logs", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := NewDeriver(Config{PoolUUID: testPool, Hosts: goldenHosts})
+			recs := []record.Record{}
+			for _, ln := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var l Line
+				if err := Parse(ln, &l); err != nil {
+					t.Fatalf("%q: %v", ln, err)
+				}
+				y := NewYearInferer(time.Date(2020, 12, 31, 0, 0, 0, 0, time.UTC), time.UTC)
+				e := Entry{Host: l.SyslogHost, Time: y.Infer(l.Stamp), Line: l}
+				recs = append(recs, d.Feed(&e)...)
+			}
+			recs = append(recs, d.Flush()...)
+			got, _ := json.MarshalIndent(recs, "", "  ")
+			want := strings.TrimSuffix(f, ".log") + ".json"
+			if *update {
+				if err := os.WriteFile(want, append(got, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w, err := os.ReadFile(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(string(w)) != strings.TrimSpace(string(got)) {
+				t.Fatalf("got:\n%s\nwant:\n%s", got, w)
+			}
+		})
+	}
+}
+
+// TestDeriverIdleTimeoutAndLate: a task without an end marker is closed by
+// the idle timeout (success inferred), and later lines of it are dropped
+// rather than producing a second record.
+func TestDeriverIdleTimeoutAndLate(t *testing.T) {
+	d := NewDeriver(Config{PoolUUID: testPool, IdleTimeout: time.Minute})
+	feed := func(ts, line string) []record.Record {
+		var l Line
+		if err := Parse(ts+" xen1 "+line, &l); err != nil {
+			t.Fatal(err)
+		}
+		y := NewYearInferer(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), time.UTC)
+		e := Entry{Host: "xen1", Time: y.Infer(l.Stamp), Line: l}
+		return d.Feed(&e)
+	}
+	reboot := "xapi: [ info||12 |Async.VM.hard_reboot R:aaaaaaaaaaaa|xenops] xenops: VM.reboot 2c6f6a55-0d1e-4f0a-9c6e-3f5e7a9b1c2d"
+	if r := feed("May  1 10:00:00", reboot); len(r) != 0 {
+		t.Fatalf("closed too early: %+v", r)
+	}
+	if r := feed("May  1 10:00:30", "xapi: [debug||1 ||x] unrelated"); len(r) != 0 {
+		t.Fatalf("closed too early: %+v", r)
+	}
+	r := feed("May  1 10:01:01", "xapi: [debug||1 ||x] unrelated")
+	if len(r) != 1 || r[0].Result != record.Success || r[0].Activity != record.Reboot || !r[0].IsUnknown("end") ||
+		r[0].VMUUID != "2c6f6a55-0d1e-4f0a-9c6e-3f5e7a9b1c2d" || r[0].HostName != "xen1" {
+		t.Fatalf("want one inferred-success reboot record, got %+v", r)
+	}
+	if r := feed("May  1 10:01:02", reboot); len(r) != 0 || d.Stats.Late != 1 {
+		t.Fatalf("late line must be dropped: %+v, stats %+v", r, d.Stats)
+	}
+	if r := d.Flush(); len(r) != 0 {
+		t.Fatalf("flush after late line: %+v", r)
+	}
+	if d.Stats.Timeouts != 1 {
+		t.Fatalf("stats %+v", d.Stats)
+	}
+}
