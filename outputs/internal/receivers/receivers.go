@@ -211,6 +211,7 @@ func StartRsyslog(t testing.TB) *Rsyslog {
 	os.WriteFile(filepath.Join(dir, "cef.rb"), []byte("version=2\nrule=:%cef:cef%\nrule=: %cef:cef%\n"), 0o644)
 	os.Mkdir(filepath.Join(dir, "rs"), 0o755)
 	conf := fmt.Sprintf(`global(workDirectory="%[1]s/rs" maxMessageSize="256k"
+       parser.escapeControlCharactersOnReceive="off"
        defaultNetstreamDriverCAFile="%[2]s"
        defaultNetstreamDriverCertFile="%[2]s"
        defaultNetstreamDriverKeyFile="%[3]s")

@@ -1,0 +1,412 @@
+// Package syslog is the syslog output: RFC 5424 (default) or RFC 3164 with
+// a tag, over UDP, TCP with octet-counting framing (RFC 6587), or TLS
+// (RFC 5425). It reconnects with jittered exponential back-off and counts
+// its work. TCP and TLS give at-least-once delivery together with the spool:
+// a batch whose write fails is sent again, so a receiver may see a batch
+// twice after a connection breaks (each message carries the record id in
+// its structured data for de-duplication). UDP gives no delivery guarantee.
+package syslog
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmlineage/vmlineage/outputs"
+)
+
+// Config of a syslog output.
+type Config struct {
+	Name    string // default "syslog"
+	Network string // "udp", "tcp" (default) or "tls"
+	Address string // host:port
+	FormatConfig
+	TLS TLSConfig
+	// DialTimeout (default 10s) and WriteTimeout per batch (default 30s).
+	DialTimeout  time.Duration
+	WriteTimeout time.Duration
+	// Backoff between reconnect attempts (default 100ms .. 30s, jittered).
+	Backoff outputs.Backoff
+	// MaxUDPBytes: longer UDP messages are truncated and counted (default
+	// 65000; RFC 5426 only promises 480 and recommends 2048).
+	MaxUDPBytes int
+	// ReplayWindow: plain syslog has no acknowledgement, and a receiver that
+	// stops loses what sat unread in its socket. So messages written within
+	// the last ReplayWindow (default 2s; at most ReplayBytes, default 8 MiB)
+	// are written again on the next connection after a failure. This bounds
+	// loss at the price of duplicates within that window. Negative disables.
+	ReplayWindow time.Duration
+	ReplayBytes  int
+}
+
+type sent struct {
+	at    time.Time
+	frame []byte
+}
+
+// TLSConfig for Network "tls".
+type TLSConfig struct {
+	CAFile     string // PEM bundle to verify the server (default: system roots)
+	ServerName string // default: the host of Address
+	// Fingerprint pins the server certificate: hex SHA-256 of its DER form
+	// (colons allowed). With a pin and no CAFile, chain verification is
+	// replaced by the pin (self-signed receivers).
+	Fingerprint string
+	CertFile    string // client certificate (optional, mutual TLS)
+	KeyFile     string
+	// InsecureSkipVerify disables verification; tests only.
+	InsecureSkipVerify bool
+}
+
+// Output is a syslog output.
+type Output struct {
+	outputs.Counters
+	cfg      Config
+	f        *Formatter
+	tls      *tls.Config
+	conn     net.Conn
+	fails    int
+	nextDial time.Time
+	buf      []byte
+	msg      []byte
+	replay   []sent // recent writes on the current connection
+	rbytes   int
+	pending  []sent // replay owed to the next connection
+
+	Dials, Reconnects, Truncated atomic.Uint64
+}
+
+// New checks cfg; it does not connect (the first Send does).
+func New(cfg Config) (*Output, error) {
+	if cfg.Name == "" {
+		cfg.Name = "syslog"
+	}
+	cfg.Network = strings.ToLower(cfg.Network)
+	if cfg.Network == "" {
+		cfg.Network = "tcp"
+	}
+	if cfg.Network != "udp" && cfg.Network != "tcp" && cfg.Network != "tls" {
+		return nil, fmt.Errorf("syslog %s: network %q (want udp, tcp or tls)", cfg.Name, cfg.Network)
+	}
+	host, _, err := net.SplitHostPort(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("syslog %s: address %q: %w", cfg.Name, cfg.Address, err)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = 2 * time.Second
+	}
+	if cfg.ReplayBytes <= 0 {
+		cfg.ReplayBytes = 8 << 20
+	}
+	if cfg.MaxUDPBytes <= 0 || cfg.MaxUDPBytes > 65000 {
+		cfg.MaxUDPBytes = 65000
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.ProcID == "" {
+		cfg.ProcID = strconv.Itoa(os.Getpid())
+	}
+	f, err := NewFormatter(cfg.FormatConfig)
+	if err != nil {
+		return nil, err
+	}
+	o := &Output{cfg: cfg, f: f}
+	if cfg.Network == "tls" {
+		if o.tls, err = tlsConfig(cfg.TLS, host); err != nil {
+			return nil, fmt.Errorf("syslog %s: %w", cfg.Name, err)
+		}
+	}
+	return o, nil
+}
+
+func tlsConfig(c TLSConfig, host string) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
+	if tc.ServerName == "" {
+		tc.ServerName = host
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificate in it", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if c.Fingerprint != "" {
+		want, err := ParseFingerprint(c.Fingerprint)
+		if err != nil {
+			return nil, err
+		}
+		if c.CAFile == "" {
+			// The pin replaces chain verification.
+			tc.InsecureSkipVerify = true
+		}
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			for _, cert := range cs.PeerCertificates {
+				if sha256.Sum256(cert.Raw) == want {
+					return nil
+				}
+			}
+			return fmt.Errorf("server certificate does not match the pinned fingerprint %s", hex.EncodeToString(want[:]))
+		}
+	}
+	return tc, nil
+}
+
+// ParseFingerprint reads a hex SHA-256 fingerprint, colons allowed.
+func ParseFingerprint(s string) ([32]byte, error) {
+	var out [32]byte
+	b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if err != nil || len(b) != 32 {
+		return out, fmt.Errorf("fingerprint %q: want 64 hex digits (SHA-256)", s)
+	}
+	copy(out[:], b)
+	return out, nil
+}
+
+// Name implements outputs.Output.
+func (o *Output) Name() string { return o.cfg.Name }
+
+// Formatter returns the message formatter (tests, `outputs test`).
+func (o *Output) Formatter() *Formatter { return o.f }
+
+func (o *Output) connect(ctx context.Context) error {
+	if o.conn != nil {
+		return nil
+	}
+	if wait := time.Until(o.nextDial); wait > 0 {
+		if err := outputs.SleepCtx(ctx, wait); err != nil {
+			return err
+		}
+	}
+	d := net.Dialer{Timeout: o.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	var c net.Conn
+	var err error
+	o.Dials.Add(1)
+	switch o.cfg.Network {
+	case "tls":
+		td := tls.Dialer{NetDialer: &d, Config: o.tls}
+		c, err = td.DialContext(ctx, "tcp", o.cfg.Address)
+	default:
+		c, err = d.DialContext(ctx, o.cfg.Network, o.cfg.Address)
+	}
+	if err != nil {
+		o.fails++
+		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
+		return fmt.Errorf("syslog %s: connect %s %s: %w", o.cfg.Name, o.cfg.Network, o.cfg.Address, err)
+	}
+	if o.fails > 0 {
+		o.Reconnects.Add(1)
+	}
+	o.fails = 0
+	o.conn = c
+	return nil
+}
+
+// drop abandons a failed connection; what was written on it recently is
+// owed to the next one.
+func (o *Output) drop(err error) {
+	if o.conn != nil {
+		o.conn.Close()
+		o.conn = nil
+	}
+	o.fails++
+	o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
+	o.trimReplay(time.Now())
+	o.pending = append(o.pending, o.replay...)
+	o.replay, o.rbytes = nil, 0
+	_ = err
+}
+
+func (o *Output) remember(frame []byte, now time.Time) {
+	if o.cfg.ReplayWindow < 0 || o.cfg.Network == "udp" {
+		return
+	}
+	o.replay = append(o.replay, sent{now, append([]byte(nil), frame...)})
+	o.rbytes += len(frame)
+	o.trimReplay(now)
+}
+
+func (o *Output) trimReplay(now time.Time) {
+	i := 0
+	for i < len(o.replay) && (now.Sub(o.replay[i].at) > o.cfg.ReplayWindow || o.rbytes > o.cfg.ReplayBytes) {
+		o.rbytes -= len(o.replay[i].frame)
+		i++
+	}
+	if i > 0 {
+		o.replay = append(o.replay[:0], o.replay[i:]...)
+	}
+}
+
+// writePending replays what a failed connection may have lost.
+func (o *Output) writePending() error {
+	if len(o.pending) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, p := range o.pending {
+		buf = append(buf, p.frame...)
+	}
+	o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
+	if _, err := o.conn.Write(buf); err != nil {
+		o.conn.Close()
+		o.conn = nil
+		o.fails++
+		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
+		return fmt.Errorf("syslog %s: replay to %s: %w", o.cfg.Name, o.cfg.Address, err)
+	}
+	o.AddRetried(len(o.pending))
+	now := time.Now()
+	for _, p := range o.pending {
+		o.remember(p.frame, now)
+	}
+	o.pending = nil
+	return nil
+}
+
+// peerClosed notices a receiver that closed the stream since the last
+// Send: writing into a half-closed TCP connection "succeeds" and the data
+// is lost, so look for the FIN (or RST) first.
+func (o *Output) peerClosed() bool {
+	if o.cfg.Network == "udp" || o.conn == nil {
+		return false
+	}
+	// Through tls.Conn for TLS: it consumes post-handshake messages (session
+	// tickets), and a read timeout does not poison its state.
+	o.conn.SetReadDeadline(time.Now().Add(time.Microsecond))
+	var b [1]byte
+	_, err := o.conn.Read(b[:])
+	o.conn.SetReadDeadline(time.Time{})
+	if err == nil {
+		return false // receivers do not talk; TLS records are not expected either
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return errors.Is(err, io.EOF) || err != nil
+}
+
+// Send implements outputs.Output: every item is written before it returns
+// nil. On a broken connection it returns the error; the caller re-sends.
+func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if o.peerClosed() {
+		o.drop(nil)
+		o.nextDial = time.Time{} // a clean close: reconnect at once
+	}
+	if err := o.connect(ctx); err != nil {
+		o.Fail(len(items), err)
+		return err
+	}
+	if err := o.writePending(); err != nil {
+		o.Fail(len(items), err)
+		return err
+	}
+	if o.cfg.Network == "udp" {
+		return o.sendUDP(items)
+	}
+	// Write in chunks of about 256 KiB, each under a deadline.
+	i := 0
+	for i < len(items) {
+		o.buf = o.buf[:0]
+		j := i
+		var ends []int
+		for ; j < len(items) && len(o.buf) < 256<<10; j++ {
+			o.msg = o.f.Append(o.msg[:0], items[j].ID, items[j].Time, items[j].Payload)
+			o.buf = AppendOctetCounted(o.buf, o.msg)
+			ends = append(ends, len(o.buf))
+		}
+		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
+		if _, err := o.conn.Write(o.buf); err != nil {
+			err = fmt.Errorf("syslog %s: write to %s: %w", o.cfg.Name, o.cfg.Address, err)
+			o.drop(err)
+			o.Fail(len(items)-i, err)
+			return err
+		}
+		if o.cfg.ReplayWindow >= 0 {
+			now, start := time.Now(), 0
+			for _, e := range ends {
+				o.remember(o.buf[start:e], now)
+				start = e
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			o.Fail(len(items)-j, err)
+			return err
+		}
+		i = j
+	}
+	o.AddSent(len(items))
+	return nil
+}
+
+func (o *Output) sendUDP(items []outputs.Item) error {
+	for i, it := range items {
+		o.msg = o.f.Append(o.msg[:0], it.ID, it.Time, it.Payload)
+		if len(o.msg) > o.cfg.MaxUDPBytes {
+			o.msg = o.msg[:o.cfg.MaxUDPBytes]
+			o.Truncated.Add(1)
+		}
+		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
+		if _, err := o.conn.Write(o.msg); err != nil {
+			// ECONNREFUSED from an earlier ICMP unreachable lands here.
+			err = fmt.Errorf("syslog %s: udp write to %s: %w", o.cfg.Name, o.cfg.Address, err)
+			o.drop(err)
+			o.Fail(len(items)-i, err)
+			return err
+		}
+	}
+	o.AddSent(len(items))
+	return nil
+}
+
+// Close implements outputs.Output. On TCP and TLS it half-closes and waits
+// (up to 5s) for the receiver to close its side, which it does only after
+// reading everything: closing at once can lose the last messages (seen with
+// rsyslog's ossl driver).
+func (o *Output) Close() error {
+	if o.conn == nil {
+		return nil
+	}
+	c := o.conn
+	o.conn = nil
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.(closeWriter); ok && o.cfg.Network != "udp" {
+		if cw.CloseWrite() == nil {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.Copy(io.Discard, c)
+		}
+	}
+	return c.Close()
+}
