@@ -286,3 +286,21 @@ func TestValidateWithElasticECS(t *testing.T) {
 	}
 	t.Logf("%s", strings.TrimSpace(text))
 }
+
+// TestValidatorCatchesErrors proves the validator is live: a document with a
+// wrong type, a bad allowed value and an unknown field fails.
+func TestValidatorCatchesErrors(t *testing.T) {
+	node, modules := checkers.ECS(t)
+	cmd := exec.Command(node, checkers.ValidatorScript(t), "--custom", "xen", "--custom", "vmlineage")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	cmd.Stdin = strings.NewReader(`{"@timestamp":"2026-11-25T10:00:00.000Z","ecs":{"version":"9.4.0"},"event":{"kind":"lifecycle","duration":"3s"},"vm":{"uuid":"x"}}` + "\n")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("validator accepted a bad document:\n%s", out)
+	}
+	for _, want := range []string{"event.kind", "event.duration", "vm.uuid", "0 passed, 1 failed"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("validator output lacks %q:\n%s", want, out)
+		}
+	}
+}
