@@ -160,6 +160,11 @@ func appendExt(b []byte, key, s string, limit int) []byte {
 	if s == "" {
 		return b
 	}
+	// fast path: plain ASCII, within the limit, nothing to trim
+	if len(s) <= limit && s[0] != ' ' && s[len(s)-1] != ' ' && plainLen(s, '=', &plainExt, len(s)) == len(s) {
+		b = append(b, key...)
+		return append(b, s...)
+	}
 	mark := len(b)
 	b = append(b, key...)
 	start := len(b)
