@@ -136,6 +136,15 @@ func (d *Deriver) observe(e *Entry) {
 	if l.Kind != KindToolstack {
 		return
 	}
+	// A failure head names the failing task in its text; its task field is
+	// the enclosing context (empty, dispatch: D:…, or a parent R: task in the
+	// 2019–2022 builds), so it is read before the header's task.
+	if l.Module == "backtrace" {
+		if f, ok := parseFailure(l.Msg); ok {
+			d.onFailure(f, e)
+			return
+		}
+	}
 	if l.TaskRefKind == 'R' {
 		if t := d.get(l.TaskShortID, l.TaskName, e.Time); t != nil {
 			d.onTaskLine(t, e)
@@ -154,22 +163,6 @@ func (d *Deriver) observe(e *Entry) {
 				}
 			}
 		}
-	case "backtrace":
-		if f, ok := parseFailure(l.Msg); ok {
-			if t := d.get(f.shortID, f.taskName, e.Time); t != nil {
-				d.touch(t, e)
-				t.host(e.Host).failed = true
-				if t.result != record.Failure && t.result != record.Cancelled {
-					t.errCode, t.errParams = f.code, f.params
-					t.result = record.Failure
-					if f.code == "TASK_CANCELLED" {
-						t.result = record.Cancelled
-					}
-				}
-				t.ended = true
-				d.lowerDue(d.due(t))
-			}
-		}
 	case "xenops":
 		if u, st, ok := powerState(l.Msg); ok {
 			if id, ok := d.byVM[u]; ok {
@@ -184,6 +177,33 @@ func (d *Deriver) observe(e *Entry) {
 			}
 		}
 	}
+}
+
+// onFailure records "<dbg> R:<id> failed with exception <exn>".
+func (d *Deriver) onFailure(f failure, e *Entry) {
+	t := d.get(f.shortID, f.taskName, e.Time)
+	if t == nil {
+		return
+	}
+	d.touch(t, e)
+	t.host(e.Host).failed = true
+	if t.result != record.Failure && t.result != record.Cancelled {
+		t.errCode, t.errParams = strings.Clone(f.code), cloneAll(f.params)
+		t.result = record.Failure
+		if f.code == "TASK_CANCELLED" {
+			t.result = record.Cancelled
+		}
+	}
+	t.ended = true
+	d.lowerDue(d.due(t))
+}
+
+func cloneAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.Clone(s)
+	}
+	return out
 }
 
 // get returns the open task with short id, opening it when name is a VM
