@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// Detector implements plugins.Detector.
+type Detector struct {
+	lin    plugins.Lineage
+	k      int
+	window time.Duration
+}
+
+// Info implements plugins.Detector.
+func (d *Detector) Info() plugins.Info {
+	return plugins.Info{Name: "lineage-suspects", Version: "1.0.0",
+		Description: "alerts from k VMs of one family within a window: the other descendants of their nearest common ancestor are suspects"}
+}
+
+// Configure implements plugins.Detector.
+func (d *Detector) Configure(_ context.Context, cfg map[string]string, lin plugins.Lineage) error {
+	d.lin, d.k, d.window = lin, 2, 24*time.Hour
+	if v, ok := cfg["k"]; ok {
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 {
+			return fmt.Errorf("k: want an integer >= 1, got %q", v)
+		}
+		d.k = k
+	}
+	if v, ok := cfg["window"]; ok {
+		w, err := time.ParseDuration(v)
+		if err != nil || w <= 0 {
+			return fmt.Errorf("window: want a positive duration such as 24h, got %q", v)
+		}
+		d.window = w
+	}
+	return nil
+}
+
+// OnRecord implements plugins.Detector; this detector works on alerts only.
+func (d *Detector) OnRecord(context.Context, *record.Record) ([]plugins.Finding, error) {
+	return nil, nil
+}
+
+// Enrich implements plugins.Detector.
+func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
+	out := &plugins.Enrichment{}
+	done := map[string]bool{} // family roots already handled
+	for _, av := range a.VMs {
+		if err := d.family(ctx, a, av.UUID, done, out); err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(out.Suspects, func(i, j int) bool { return out.Suspects[i].Score > out.Suspects[j].Score })
+	return out, nil
+}
+
+func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done map[string]bool, out *plugins.Enrichment) error {
+	anc, err := d.lin.Ancestors(ctx, vm)
+	if err != nil {
+		return fmt.Errorf("ancestors of %s: %w", vm, err)
+	}
+	var root plugins.VM
+	if len(anc) > 0 {
+		root = anc[len(anc)-1]
+	} else if root, err = d.lin.VM(ctx, vm); err != nil {
+		return fmt.Errorf("VM %s: %w", vm, err)
+	}
+	if done[root.UUID] {
+		return nil
+	}
+	done[root.UUID] = true
+	desc, err := d.lin.Descendants(ctx, root.UUID)
+	if err != nil {
+		return fmt.Errorf("descendants of %s: %w", root.UUID, err)
+	}
+	fam := append([]plugins.VM{root}, desc...)
+	byUUID := make(map[string]*plugins.VM, len(fam))
+	uuids := make([]string, len(fam))
+	for i := range fam {
+		byUUID[fam[i].UUID] = &fam[i]
+		uuids[i] = fam[i].UUID
+	}
+	alerted, err := d.lin.AlertedVMs(ctx, uuids, a.Time.Add(-d.window), a.Time)
+	if err != nil {
+		return fmt.Errorf("alerted VMs: %w", err)
+	}
+	if len(alerted) < d.k {
+		out.Notes = append(out.Notes, fmt.Sprintf("lineage-suspects: %d of the %d VMs needed in family %s alerted within %s",
+			len(alerted), d.k, label(&root), d.window))
+		return nil
+	}
+	hit := map[string]bool{}
+	var names []string
+	for _, av := range alerted {
+		hit[av.UUID] = true
+		if v := byUUID[av.UUID]; v != nil {
+			names = append(names, label(v))
+		}
+	}
+	sort.Strings(names)
+	nca := nearestCommonAncestor(byUUID, root.UUID, alerted)
+	anc0 := byUUID[nca]
+	if out.CommonAncestor == nil {
+		cp := *anc0
+		out.CommonAncestor = &cp
+	}
+	// The ancestor and its subtree, breadth first.
+	children := map[string][]string{}
+	for i := range fam {
+		if p := fam[i].ParentUUID; p != "" {
+			children[p] = append(children[p], fam[i].UUID)
+		}
+	}
+	type cand struct {
+		uuid  string
+		depth int
+	}
+	var cands []cand
+	queue := []cand{{nca, 0}}
+	seen := map[string]bool{}
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		if seen[c.uuid] {
+			continue
+		}
+		seen[c.uuid] = true
+		if !hit[c.uuid] {
+			cands = append(cands, c)
+		}
+		for _, ch := range children[c.uuid] {
+			queue = append(queue, cand{ch, c.depth + 1})
+		}
+	}
+	if len(cands) == 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("lineage-suspects: every VM descending from %s has alerted", label(anc0)))
+		return nil
+	}
+	cu := make([]string, len(cands))
+	for i, c := range cands {
+		cu[i] = c.uuid
+	}
+	states, err := d.lin.StatesAt(ctx, cu, a.Time)
+	if err != nil {
+		return fmt.Errorf("states: %w", err)
+	}
+	ancDesc := label(anc0)
+	if anc0.IsDestroyed() {
+		ancDesc += " (destroyed " + record.FormatTime(anc0.Destroyed) + ")"
+	}
+	who := strings.Join(names, ", ")
+	for i, c := range cands {
+		v := byUUID[c.uuid]
+		ps := v.PowerState
+		existed := true
+		if i < len(states) && states[i].UUID == c.uuid {
+			existed = states[i].Existed
+			if states[i].PowerState != "" {
+				ps = states[i].PowerState
+			}
+		}
+		score, why := rank(v, ps, existed)
+		score -= 0.01 * float64(min(c.depth, 9))
+		var reason string
+		if c.uuid == nca {
+			reason = fmt.Sprintf("%s is the nearest common ancestor of %s, which alerted within %s; %s", ancDesc, who, d.window, why)
+		} else {
+			reason = fmt.Sprintf("%s descends from %s, the nearest common ancestor of %s, which alerted within %s; it has not alerted: %s",
+				label(v), ancDesc, who, d.window, why)
+		}
+		out.Suspects = append(out.Suspects, plugins.Suspect{VMUUID: v.UUID, VMName: v.Name, Score: score, Reason: reason,
+			PowerState: ps, Destroyed: v.IsDestroyed() && !v.Destroyed.After(a.Time)})
+	}
+	return nil
+}
+
+// rank puts the VMs no sensor can see first.
+func rank(v *plugins.VM, ps string, existed bool) (float64, string) {
+	switch {
+	case v.IsDestroyed() || !existed:
+		return 0.3, "it no longer exists, but copies, exports or snapshots of it may"
+	case v.Kind == "snapshot" || v.Kind == "template":
+		return 0.8, "a " + v.Kind + " can bring the infection back whenever it is reverted to or instantiated"
+	}
+	switch strings.ToLower(ps) {
+	case "halted", "suspended":
+		return 0.9, strings.ToLower(ps) + ", so no IDS or AV sensor can see it"
+	case "paused":
+		return 0.85, "paused, so no sensor inside it runs"
+	case "running":
+		return 0.6, "running, but silent"
+	}
+	return 0.5, "power state unknown"
+}
+
+// nearestCommonAncestor is the deepest VM on the root path of every alerted
+// VM (a VM counts as its own ancestor, so a parent and child meet at the parent).
+func nearestCommonAncestor(byUUID map[string]*plugins.VM, root string, alerted []plugins.AlertedVM) string {
+	var common []string
+	for i, av := range alerted {
+		path := pathFromRoot(byUUID, av.UUID)
+		if i == 0 {
+			common = path
+			continue
+		}
+		n := 0
+		for n < len(common) && n < len(path) && common[n] == path[n] {
+			n++
+		}
+		common = common[:n]
+	}
+	if len(common) == 0 {
+		return root
+	}
+	return common[len(common)-1]
+}
+
+func pathFromRoot(byUUID map[string]*plugins.VM, uuid string) []string {
+	var rev []string
+	for u := uuid; u != "" && len(rev) <= len(byUUID); {
+		rev = append(rev, u)
+		v := byUUID[u]
+		if v == nil {
+			break
+		}
+		u = v.ParentUUID
+	}
+	out := make([]string, len(rev))
+	for i, u := range rev {
+		out[len(rev)-1-i] = u
+	}
+	return out
+}
+
+func label(v *plugins.VM) string {
+	if v.Name != "" {
+		return v.Name
+	}
+	return v.UUID
+}

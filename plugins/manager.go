@@ -1,0 +1,646 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// Config is the host side's view of the detectors.
+type Config struct {
+	// Dir holds the detector binaries; every regular executable file in it
+	// is a detector named after the file. Symlinks are refused (Vault does
+	// the same) so that the pinned file is the file run.
+	Dir string
+	// Pins maps a detector name to the hex SHA-256 of its binary. A binary
+	// without a pin is refused; the digest is checked before every start.
+	Pins map[string]string
+	// Settings are handed to each detector's Configure, by name.
+	Settings map[string]map[string]string
+	// Only, when set, names the detectors to run (others are ignored).
+	Only []string
+
+	CallTimeout     time.Duration // bound of every Enrich/OnRecord call (default 2s)
+	StartTimeout    time.Duration // handshake and Configure (default 20s)
+	PingInterval    time.Duration // health check (default 5s)
+	MinBackoff      time.Duration // first restart delay (default 250ms)
+	MaxBackoff      time.Duration // (default 1m)
+	CrashLoopLimit  int           // starts within CrashLoopWindow before the detector is disabled (default 5)
+	CrashLoopWindow time.Duration // (default 5m)
+	// HungLimit consecutive timeouts make the host kill and restart a
+	// detector (default 2): one slow call is tolerated, a hung process is not.
+	HungLimit int
+
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.CallTimeout, 2*time.Second)
+	def(&c.StartTimeout, 20*time.Second)
+	def(&c.PingInterval, 5*time.Second)
+	def(&c.MinBackoff, 250*time.Millisecond)
+	def(&c.MaxBackoff, time.Minute)
+	def(&c.CrashLoopWindow, 5*time.Minute)
+	if c.CrashLoopLimit <= 0 {
+		c.CrashLoopLimit = 5
+	}
+	if c.HungLimit <= 0 {
+		c.HungLimit = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Detector states reported by Status.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateBackoff  = "backoff"
+	StateDisabled = "disabled"
+	StateRefused  = "refused"
+)
+
+// Status is one detector's state.
+type Status struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"`
+	State     string    `json:"state"`
+	Starts    int       `json:"starts"`
+	LastError string    `json:"last_error,omitempty"`
+	NextStart time.Time `json:"next_start,omitempty"`
+	Info      Info      `json:"info"`
+}
+
+// Result is one detector's answer to one call.
+type Result struct {
+	Detector   string
+	Enrichment *Enrichment // nil on error
+	Findings   []Finding   // OnRecord
+	Err        error
+}
+
+// Manager finds, verifies, starts, supervises and calls detectors. It never
+// blocks a call on a detector for longer than CallTimeout and never waits
+// for a restart: a detector that is down is reported in Result.Err.
+type Manager struct {
+	cfg     Config
+	lineage Lineage
+	runners []*runner
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// ErrDetectorDown is wrapped in Result.Err while a detector is not running.
+var ErrDetectorDown = errors.New("detector not running")
+
+// NewManager scans cfg.Dir and prepares one runner per detector; nothing is
+// started until Start. Binaries without a pin are kept with state refused
+// so that Status shows them.
+func NewManager(cfg Config, lin Lineage) (*Manager, error) {
+	cfg.defaults()
+	if lin == nil {
+		return nil, errors.New("plugins: no lineage service")
+	}
+	m := &Manager{cfg: cfg, lineage: lin, stop: make(chan struct{})}
+	if cfg.Dir == "" {
+		return m, nil
+	}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: read detector directory: %w", err)
+	}
+	only := map[string]bool{}
+	for _, n := range cfg.Only {
+		only[n] = true
+	}
+	found := map[string]bool{}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || (len(only) > 0 && !only[name]) {
+			continue
+		}
+		path := filepath.Join(cfg.Dir, name)
+		fi, err := os.Lstat(path)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		r := &runner{m: m, name: name, path: path, state: StateStarting}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			r.refuse("is a symlink; detectors must be regular files in the plugin directory")
+		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+			continue // not an executable: README, checksum file, ...
+		default:
+			pin := strings.ToLower(strings.TrimSpace(cfg.Pins[name]))
+			if pin == "" {
+				r.refuse("no sha256 pinned for it in the configuration")
+			} else if b, err := hex.DecodeString(pin); err != nil || len(b) != sha256.Size {
+				r.refuse(fmt.Sprintf("pinned sha256 %q is not 64 hex digits", pin))
+			} else {
+				r.pin = b
+			}
+		}
+		found[name] = true
+		m.runners = append(m.runners, r)
+	}
+	for _, n := range cfg.Only {
+		if !found[n] {
+			return nil, fmt.Errorf("plugins: detector %q not found in %s", n, cfg.Dir)
+		}
+	}
+	sort.Slice(m.runners, func(i, j int) bool { return m.runners[i].name < m.runners[j].name })
+	for _, r := range m.runners {
+		if r.state == StateRefused {
+			cfg.Logger.Error("detector refused", "detector", r.name, "path", r.path, "error", r.lastErr)
+		}
+	}
+	return m, nil
+}
+
+// Start starts every detector (in parallel, waiting for the first start of
+// each so that the first alerts are enriched) and the supervisor.
+func (m *Manager) Start(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range m.runners {
+		if r.state == StateRefused {
+			continue
+		}
+		wg.Add(1)
+		r.mu.Lock()
+		r.starting = true
+		r.mu.Unlock()
+		go func() { defer wg.Done(); r.start() }()
+	}
+	wg.Wait()
+	m.wg.Add(1)
+	go m.supervise()
+}
+
+// Close stops the supervisor and kills every detector.
+func (m *Manager) Close() {
+	m.once.Do(func() {
+		close(m.stop)
+		m.wg.Wait()
+		var wg sync.WaitGroup
+		for _, r := range m.runners {
+			r.mu.Lock()
+			c := r.client
+			r.client, r.det = nil, nil
+			r.state = StateDisabled
+			r.mu.Unlock()
+			if c != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); c.Kill() }()
+			}
+		}
+		wg.Wait()
+	})
+}
+
+// Status reports every detector.
+func (m *Manager) Status() []Status {
+	out := make([]Status, 0, len(m.runners))
+	for _, r := range m.runners {
+		r.mu.Lock()
+		st := Status{Name: r.name, Path: r.path, State: r.state, Starts: r.totalStarts, Info: r.info}
+		if r.lastErr != nil {
+			st.LastError = r.lastErr.Error()
+		}
+		if r.state == StateBackoff {
+			st.NextStart = r.nextStart
+		}
+		r.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Enrich asks every detector about the alert, in parallel, each bounded by
+// CallTimeout. Results come in detector-name order; a detector that is
+// down, hung, crashed or answered garbage has Err set.
+func (m *Manager) Enrich(ctx context.Context, a *Alert) []Result {
+	return m.each(ctx, func(ctx context.Context, d *DetectorClient) Result {
+		e, err := d.Enrich(ctx, a)
+		return Result{Enrichment: e, Err: err}
+	})
+}
+
+// OnRecord passes a committed record to every detector.
+func (m *Manager) OnRecord(ctx context.Context, rec *record.Record) []Result {
+	return m.each(ctx, func(ctx context.Context, d *DetectorClient) Result {
+		fs, err := d.OnRecord(ctx, rec)
+		return Result{Findings: fs, Err: err}
+	})
+}
+
+func (m *Manager) each(ctx context.Context, call func(context.Context, *DetectorClient) Result) []Result {
+	out := make([]Result, len(m.runners))
+	var wg sync.WaitGroup
+	for i, r := range m.runners {
+		d, err := r.get()
+		if err != nil {
+			out[i] = Result{Detector: r.name, Err: err}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = r.call(ctx, d, call)
+		}()
+	}
+	wg.Wait()
+	for i := range out {
+		out[i].Detector = m.runners[i].name
+		if e := out[i].Enrichment; e != nil {
+			for j := range e.Suspects {
+				e.Suspects[j].Detector = out[i].Detector
+			}
+			for j := range e.Findings {
+				e.Findings[j].Detector = out[i].Detector
+			}
+		}
+		for j := range out[i].Findings {
+			out[i].Findings[j].Detector = out[i].Detector
+		}
+	}
+	return out
+}
+
+func (m *Manager) supervise() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.PingInterval / 4)
+	defer t.Stop()
+	lastPing := time.Now()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		ping := time.Since(lastPing) >= m.cfg.PingInterval
+		if ping {
+			lastPing = time.Now()
+		}
+		for _, r := range m.runners {
+			r.tick(ping)
+		}
+	}
+}
+
+// runner is one detector binary and its current process.
+type runner struct {
+	m    *Manager
+	name string
+	path string
+	pin  []byte
+
+	mu          sync.Mutex
+	state       string
+	client      *goplugin.Client
+	det         *DetectorClient
+	info        Info
+	lastErr     error
+	starting    bool
+	starts      []time.Time // within CrashLoopWindow
+	totalStarts int
+	backoff     time.Duration
+	nextStart   time.Time
+	upSince     time.Time
+	timeouts    int
+}
+
+func (r *runner) refuse(why string) {
+	r.state = StateRefused
+	r.lastErr = fmt.Errorf("detector %s (%s) refused: %s", r.name, r.path, why)
+}
+
+// get returns the running detector, or an error saying why there is none
+// (and kicks off a due restart without waiting for it).
+func (r *runner) get() (*DetectorClient, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == StateRunning && r.client != nil && !r.client.Exited() {
+		return r.det, nil
+	}
+	if r.state == StateRunning { // exited between pings
+		r.failLocked(errors.New("process exited"))
+	}
+	r.maybeRestartLocked()
+	return nil, fmt.Errorf("%w: %s (%s)", ErrDetectorDown, r.state, errString(r.lastErr))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error recorded"
+	}
+	return err.Error()
+}
+
+func (r *runner) maybeRestartLocked() {
+	if r.starting || r.state == StateDisabled || r.state == StateRefused || time.Now().Before(r.nextStart) {
+		return
+	}
+	r.starting = true
+	r.state = StateStarting
+	go r.start()
+}
+
+func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.Context, *DetectorClient) Result) Result {
+	cctx, cancel := context.WithTimeout(ctx, r.m.cfg.CallTimeout)
+	defer cancel()
+	done := make(chan Result, 1)
+	go func() { done <- call(cctx, d) }()
+	var res Result
+	select {
+	case res = <-done:
+	case <-cctx.Done(): // belt and braces: gRPC honours the deadline, but never trust a peer
+		res = Result{Err: cctx.Err()}
+	}
+	if res.Err == nil {
+		r.mu.Lock()
+		r.timeouts = 0
+		if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
+			r.backoff = 0 // healthy for a while: the next crash restarts quickly again
+		}
+		r.mu.Unlock()
+		return res
+	}
+	code := status.Code(res.Err)
+	switch {
+	case ctx.Err() != nil:
+		// The caller gave up; not the detector's fault.
+	case errors.Is(res.Err, context.DeadlineExceeded) || code == codes.DeadlineExceeded:
+		res.Err = fmt.Errorf("no answer within %s (hung?)", r.m.cfg.CallTimeout)
+		r.mu.Lock()
+		r.timeouts++
+		if r.timeouts >= r.m.cfg.HungLimit && r.det == d {
+			r.failLocked(fmt.Errorf("%d calls in a row timed out; killing it", r.timeouts))
+		}
+		r.mu.Unlock()
+	case code == codes.Unavailable || code == codes.Canceled || r.exited(d):
+		r.mu.Lock()
+		if r.det == d {
+			r.failLocked(fmt.Errorf("crashed: %v", res.Err))
+		}
+		r.mu.Unlock()
+		res.Err = fmt.Errorf("crashed during the call: %v", status.Convert(res.Err).Message())
+	case errors.Is(res.Err, ErrGarbage):
+		r.m.cfg.Logger.Warn("detector answered garbage", "detector", r.name, "error", res.Err)
+	default:
+		res.Err = fmt.Errorf("failed: %v", status.Convert(res.Err).Message())
+	}
+	return res
+}
+
+func (r *runner) exited(d *DetectorClient) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.det == d && r.client != nil && r.client.Exited()
+}
+
+// failLocked kills the current process and schedules a restart with
+// exponential back-off. r.mu is held.
+func (r *runner) failLocked(err error) {
+	r.lastErr = err
+	if c := r.client; c != nil {
+		go c.Kill() // Kill waits up to 2s for a graceful exit; never on the call path
+	}
+	r.client, r.det = nil, nil
+	if r.state == StateDisabled || r.state == StateRefused {
+		return
+	}
+	switch {
+	case r.backoff == 0:
+		r.backoff = r.m.cfg.MinBackoff
+	default:
+		r.backoff = min(2*r.backoff, r.m.cfg.MaxBackoff)
+	}
+	r.nextStart = time.Now().Add(r.backoff)
+	r.state = StateBackoff
+	r.timeouts = 0
+	r.m.cfg.Logger.Error("detector failed", "detector", r.name, "error", err, "restart_in", r.backoff)
+}
+
+func (r *runner) tick(ping bool) {
+	r.mu.Lock()
+	c, state := r.client, r.state
+	if state == StateRunning && c != nil && c.Exited() {
+		r.failLocked(errors.New("process exited"))
+		state = r.state
+	}
+	if state == StateBackoff {
+		r.maybeRestartLocked()
+	}
+	r.mu.Unlock()
+	if !ping || state != StateRunning || c == nil {
+		return
+	}
+	err := pingWithin(c, r.m.cfg.CallTimeout)
+	if err != nil {
+		r.mu.Lock()
+		if r.client == c {
+			r.failLocked(fmt.Errorf("health check failed: %w", err))
+		}
+		r.mu.Unlock()
+	}
+}
+
+func pingWithin(c *goplugin.Client, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		cp, err := c.Client()
+		if err == nil {
+			err = cp.Ping()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("no answer to ping within %s", d)
+	}
+}
+
+// start verifies the binary and launches it. It runs without r.mu held
+// (a start takes tens of milliseconds) and r.starting guards against two.
+func (r *runner) start() {
+	cfg := r.m.cfg
+	r.mu.Lock()
+	now := time.Now()
+	keep := r.starts[:0]
+	for _, t := range r.starts {
+		if now.Sub(t) < cfg.CrashLoopWindow {
+			keep = append(keep, t)
+		}
+	}
+	r.starts = keep
+	if len(r.starts) >= cfg.CrashLoopLimit {
+		r.state = StateDisabled
+		r.starting = false
+		r.lastErr = fmt.Errorf("crash loop: %d starts within %s, disabled (last error: %s)", len(r.starts), cfg.CrashLoopWindow, errString(r.lastErr))
+		r.mu.Unlock()
+		cfg.Logger.Error("detector disabled", "detector", r.name, "error", r.lastErr)
+		return
+	}
+	r.starts = append(r.starts, now)
+	r.totalStarts++
+	r.mu.Unlock()
+
+	client, det, info, err := r.launch()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starting = false
+	if r.state == StateDisabled { // closed meanwhile
+		if client != nil {
+			go client.Kill()
+		}
+		return
+	}
+	if err != nil {
+		if client != nil {
+			go client.Kill()
+		}
+		r.state = StateStarting
+		r.failLocked(err)
+		return
+	}
+	r.client, r.det, r.info = client, det, info
+	r.state, r.lastErr, r.timeouts, r.upSince = StateRunning, nil, 0, time.Now()
+	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version)
+}
+
+// ErrChecksum is returned when a binary's SHA-256 differs from its pin.
+var ErrChecksum = errors.New("sha256 does not match the pinned value")
+
+func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
+	cfg := r.m.cfg
+	// Our own check first, for a clear message; go-plugin's SecureConfig
+	// checks again right before exec.
+	sum, err := fileSHA256(r.path)
+	if err != nil {
+		return nil, nil, Info{}, fmt.Errorf("read %s: %w", r.path, err)
+	}
+	if subtle.ConstantTimeCompare(sum, r.pin) != 1 {
+		return nil, nil, Info{}, fmt.Errorf("%s: %w (pinned %x, file has %x)", r.path, ErrChecksum, r.pin, sum)
+	}
+	client := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		Plugins:          goplugin.PluginSet{PluginName: &DetectorPlugin{Lineage: r.m.lineage}},
+		Cmd:              exec.Command(r.path),
+		SecureConfig:     &goplugin.SecureConfig{Checksum: r.pin, Hash: sha256.New()},
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Managed:          true,
+		StartTimeout:     cfg.StartTimeout,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "detector." + r.name, Level: hclog.Warn,
+			Output: &logWriter{l: cfg.Logger, name: r.name}}),
+	})
+	cp, err := client.Client()
+	if err != nil {
+		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {
+			err = fmt.Errorf("%s: %w", r.path, ErrChecksum)
+		}
+		return client, nil, Info{}, fmt.Errorf("start: %w", err)
+	}
+	raw, err := cp.Dispense(PluginName)
+	if err != nil {
+		return client, nil, Info{}, fmt.Errorf("dispense: %w", err)
+	}
+	det, ok := raw.(*DetectorClient)
+	if !ok {
+		return client, nil, Info{}, fmt.Errorf("dispense: unexpected %T", raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
+	defer cancel()
+	info, err := det.Info(ctx)
+	if err != nil {
+		return client, nil, Info{}, fmt.Errorf("info: %w", err)
+	}
+	if err := det.Configure(ctx, cfg.Settings[r.name]); err != nil {
+		return client, nil, Info{}, fmt.Errorf("configure: %v", status.Convert(err).Message())
+	}
+	return client, det, info, nil
+}
+
+func fileSHA256(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
+// FileSHA256 returns the hex SHA-256 of a file, the form Config.Pins takes.
+func FileSHA256(path string) (string, error) {
+	b, err := fileSHA256(path)
+	return hex.EncodeToString(b), err
+}
+
+// ReadPins reads a sha256sum-style file ("<hex>  <name>" per line) into a
+// pin map; names are file base names.
+func ReadPins(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pins := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("%s:%d: want \"<sha256>  <name>\", got %q", path, i+1, line)
+		}
+		pins[filepath.Base(strings.TrimPrefix(f[1], "*"))] = strings.ToLower(f[0])
+	}
+	return pins, nil
+}
+
+// logWriter turns go-plugin's log lines (including the detector's stderr)
+// into our structured log.
+type logWriter struct {
+	l    *slog.Logger
+	name string
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	if s := strings.TrimSpace(string(p)); s != "" {
+		w.l.Warn("detector log", "detector", w.name, "line", s)
+	}
+	return len(p), nil
+}

@@ -1,0 +1,186 @@
+// Package plugins is vmlineage's detector plugin SDK: the protocol (gRPC over
+// hashicorp/go-plugin, see proto/detector.proto), the handshake, the
+// plugin-side Serve and the host-side Manager that finds, verifies, starts,
+// supervises and calls detector binaries.
+//
+// A detector implements Detector and calls Serve from main. It sees the
+// lineage store only through the Lineage it is handed in Configure, which
+// the host serves over go-plugin's broker; detectors never open the store.
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+// Handshake is shared by the host and every detector. Bump ProtocolVersion
+// on an incompatible change of proto/detector.proto; the magic cookie only
+// stops a person from running a detector binary by hand (go-plugin: "not a
+// security measure").
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  1,
+	MagicCookieKey:   "VMLINEAGE_DETECTOR_PLUGIN",
+	MagicCookieValue: "5b0c3f1e-lineage-detector",
+}
+
+// PluginName is the key of the detector in go-plugin's plugin set.
+const PluginName = "detector"
+
+// ErrNotFound is returned by Lineage when a VM is not in the store.
+var ErrNotFound = errors.New("not found")
+
+// Info describes a detector.
+type Info struct {
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	Description string `json:"description"`
+}
+
+// Detector is what a plugin implements.
+type Detector interface {
+	Info() Info
+	// Configure is called once after each start, before any other call, with
+	// the detector's settings from the agent's config and the lineage service.
+	Configure(ctx context.Context, config map[string]string, lin Lineage) error
+	// OnRecord sees every committed lifecycle record (streaming detection).
+	OnRecord(ctx context.Context, r *record.Record) ([]Finding, error)
+	// Enrich returns suspects and findings for an alert the host has tied to
+	// VMs. A nil Enrichment means "nothing to add".
+	Enrich(ctx context.Context, a *Alert) (*Enrichment, error)
+}
+
+// Lineage is the read-only view of the lineage store offered to detectors.
+type Lineage interface {
+	VM(ctx context.Context, uuid string) (VM, error)
+	// Ancestors: nearest first, up to the family root.
+	Ancestors(ctx context.Context, uuid string) ([]VM, error)
+	// Descendants: breadth first.
+	Descendants(ctx context.Context, uuid string) ([]VM, error)
+	Siblings(ctx context.Context, uuid string) ([]VM, error)
+	// StatesAt gives each VM's power state at time at, in the order asked.
+	StatesAt(ctx context.Context, uuids []string, at time.Time) ([]VMState, error)
+	Records(ctx context.Context, q RecordQuery) ([]record.Record, error)
+	// AlertedVMs says which of the VMs were named by an alert in [since, until].
+	AlertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]AlertedVM, error)
+}
+
+// VM is a node of the family tree.
+type VM struct {
+	UUID       string    `json:"vm_uuid"`
+	PoolUUID   string    `json:"pool_uuid,omitempty"`
+	Name       string    `json:"name"`
+	ParentUUID string    `json:"parent_vm_uuid,omitempty"`
+	ParentVia  string    `json:"parent_via,omitempty"`
+	Kind       string    `json:"kind,omitempty"`
+	PowerState string    `json:"power_state,omitempty"`
+	HostUUID   string    `json:"host_uuid,omitempty"`
+	FirstSeen  time.Time `json:"-"`
+	LastSeen   time.Time `json:"-"`
+	Destroyed  time.Time `json:"-"`
+}
+
+// IsDestroyed reports whether the VM no longer exists.
+func (v *VM) IsDestroyed() bool { return !v.Destroyed.IsZero() }
+
+// MarshalJSON writes times as RFC 3339 and the destroyed flag, the shape of
+// `vmlineage tree --format json`.
+func (v VM) MarshalJSON() ([]byte, error) {
+	type plain VM
+	return json.Marshal(struct {
+		plain
+		FirstSeen   string `json:"first_seen,omitempty"`
+		Destroyed   bool   `json:"destroyed"`
+		DestroyedAt string `json:"destroyed_at,omitempty"`
+	}{plain(v), record.FormatTime(v.FirstSeen), v.IsDestroyed(), record.FormatTime(v.Destroyed)})
+}
+
+// VMState is a VM's power state at a time. PowerState is "" when nothing is
+// known; Existed is false when the VM did not exist then (not yet created,
+// already destroyed, or unknown uuid).
+type VMState struct {
+	UUID       string `json:"vm_uuid"`
+	PowerState string `json:"power_state"`
+	HostUUID   string `json:"host_uuid,omitempty"`
+	Existed    bool   `json:"existed"`
+}
+
+// RecordQuery selects records; zero fields select everything.
+type RecordQuery struct {
+	VMUUID   string // records of this VM, or where it is the parent
+	Activity record.Activity
+	Since    time.Time // start >= Since
+	Until    time.Time // start < Until
+	Limit    int
+}
+
+// AlertedVM is a VM named by alerts in a window.
+type AlertedVM struct {
+	UUID  string
+	First time.Time
+	Last  time.Time
+	Count int64
+}
+
+// Alert is what a detector is asked to enrich.
+type Alert struct {
+	ID   string
+	Time time.Time
+	// VMs the host tied the alert to, and through which field.
+	VMs []AlertVM
+	// ECS is the alert as received (ECS JSON).
+	ECS json.RawMessage
+}
+
+// AlertVM is a VM an alert was tied to.
+type AlertVM struct {
+	UUID  string `json:"vm_uuid"`
+	Field string `json:"field"`
+	Value string `json:"value"`
+}
+
+// Enrichment is a detector's answer to an alert.
+type Enrichment struct {
+	Suspects       []Suspect
+	Findings       []Finding
+	CommonAncestor *VM
+	Notes          []string
+}
+
+// Suspect is a VM a detector thinks should be looked at.
+type Suspect struct {
+	VMUUID     string  `json:"vm_uuid"`
+	VMName     string  `json:"vm_name,omitempty"`
+	Score      float64 `json:"score"` // 0..1, higher is more suspect
+	Reason     string  `json:"reason"`
+	PowerState string  `json:"power_state,omitempty"`
+	Destroyed  bool    `json:"destroyed"`
+	Detector   string  `json:"detector,omitempty"` // set by the host
+}
+
+// Finding is something a detector noticed.
+type Finding struct {
+	Detector string            `json:"detector,omitempty"` // set by the host
+	Kind     string            `json:"kind"`
+	VMUUID   string            `json:"vm_uuid,omitempty"`
+	VMName   string            `json:"vm_name,omitempty"`
+	Severity int               `json:"severity"` // 0..10 as in CEF
+	Summary  string            `json:"summary"`
+	Time     time.Time         `json:"-"`
+	Details  map[string]string `json:"details,omitempty"`
+	RecordID string            `json:"record_id,omitempty"`
+}
+
+// MarshalJSON writes Time as RFC 3339.
+func (f Finding) MarshalJSON() ([]byte, error) {
+	type plain Finding
+	return json.Marshal(struct {
+		plain
+		Time string `json:"time,omitempty"`
+	}{plain(f), record.FormatTime(f.Time)})
+}
