@@ -93,18 +93,6 @@ const (
 	hi  = 0x8080808080808080
 )
 
-// plain8 reports whether the eight bytes of s (len >= 8) are all bytes JSON
-// writes as they are: no byte below 0x20, no '"', '\\', DEL or non-ASCII.
-// With no high bit set, (v - 0x01..) & ^v & 0x80.. is non-zero iff a byte
-// of v is zero, and (v - 0x20..) & ^v & 0x80.. iff a byte is below 0x20.
-func plain8(s string) bool {
-	_ = s[7]
-	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-	q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
-	return (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi == 0
-}
-
 // escapeRune reports whether a non-ASCII rune is written as a \u escape.
 func escapeRune(r rune) bool {
 	switch {

@@ -2,15 +2,19 @@ package ecs
 
 import "testing"
 
-// TestPlain8 checks the eight-byte fast path against the byte table.
-func TestPlain8(t *testing.T) {
+// TestPlainLen checks the eight-byte fast path against the byte table, for
+// every byte at every position of a 17-byte string.
+func TestPlainLen(t *testing.T) {
 	for c := 0; c < 256; c++ {
-		for pos := 0; pos < 8; pos++ {
-			b := []byte("abcdefgh")
+		for pos := 0; pos < 17; pos++ {
+			b := []byte("abcdefghijklmnopq")
 			b[pos] = byte(c)
-			want := safe[c]
-			if got := plain8(string(b)); got != want {
-				t.Fatalf("byte %#x at %d: plain8 = %v, want %v", c, pos, got, want)
+			want := pos
+			if safe[c] {
+				want = len(b)
+			}
+			if got := plainLen(string(b)); got != want {
+				t.Fatalf("byte %#x at %d: plainLen = %d, want %d", c, pos, got, want)
 			}
 		}
 	}
