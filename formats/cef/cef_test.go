@@ -285,6 +285,13 @@ func TestParse(t *testing.T) {
 		"CEF:0|a|b|c|d|e|1|":                     nil,
 		"\uFEFFCEF:1|a|b|c|d|e|Low|k=\\x\\":      {{"k", `\x\`}},
 		"CEF:0|a|b|c|d|e|1|ad.name=x k_1=y z[]=": {{"ad.name", "x"}, {"k_1", "y"}, {"z[]", ""}},
+		// the standard's own example
+		"CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232": {
+			{"src", "10.0.0.1"}, {"dst", "2.1.2.2"}, {"spt", "1232"}},
+		"CEF:0|Security|threatmanager|1.0|100|detected a \\| in message|10|act=blocked a | dst=1.1.1.1": {
+			{"act", "blocked a |"}, {"dst", "1.1.1.1"}},
+		"CEF:0|Security|threatmanager|1.0|100|detected a = in message|10|act=blocked a \\= dst=1.1.1.1": {
+			{"act", "blocked a ="}, {"dst", "1.1.1.1"}},
 	} {
 		e, err := Parse(in)
 		if err != nil {
