@@ -254,7 +254,16 @@ type VMResponse struct {
 	Ancestors []Node          `json:"ancestors"`
 	Children  []Node          `json:"children"`
 	Timeline  []TimelineEntry `json:"timeline"`
-	Attrs     []lineage.Attr  `json:"attrs"`
+	Attrs     []AttrSpan      `json:"attrs"`
+}
+
+// AttrSpan is a name, IP or MAC a VM held from From until To ("" while it
+// still holds it).
+type AttrSpan struct {
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
 }
 
 func (s *Server) handleVM(r *http.Request) (any, error) {
@@ -275,7 +284,7 @@ func (s *Server) handleVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := VMResponse{VM: nodeOf(v, hosts, marks), Ancestors: []Node{}, Children: []Node{}, Timeline: []TimelineEntry{}, Attrs: []lineage.Attr{}}
+	out := VMResponse{VM: nodeOf(v, hosts, marks), Ancestors: []Node{}, Children: []Node{}, Timeline: []TimelineEntry{}, Attrs: []AttrSpan{}}
 	anc, err := s.st.Ancestors(ctx, uuid)
 	if err != nil {
 		return nil, err
@@ -320,8 +329,8 @@ func (s *Server) handleVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if attrs != nil {
-		out.Attrs = attrs
+	for _, a := range attrs {
+		out.Attrs = append(out.Attrs, AttrSpan{Kind: a.Kind, Value: a.Value, From: record.FormatTime(a.From), To: record.FormatTime(a.To)})
 	}
 	return out, nil
 }

@@ -156,7 +156,7 @@
       const n = S.nodes[i];
       const px = PAD + L.x[i] * COL, py = PAD + L.y[i] * ROW;
       const ps = S.atStates ? S.atStates.get(n.uuid) || n.power_state : n.power_state;
-      parts.push(`<g class="${nodeClass(n, ps)}" data-i="${i}" data-ps="${psClass(ps)}" transform="translate(${px},${py})">`);
+      parts.push(`<g class="${nodeClass(n, ps)}" id="vm-${esc(n.uuid)}" data-i="${i}" data-ps="${psClass(ps)}" transform="translate(${px},${py})">`);
       const p = n.parent ? S.index.get(n.parent) : undefined;
       if (p !== undefined && p !== i) { // incoming edge, in this node's group so it hides with it
         const dy = PAD + L.y[p] * ROW - py;
