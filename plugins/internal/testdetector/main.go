@@ -1,0 +1,94 @@
+// Command testdetector is a detector that misbehaves on purpose, for the
+// manager's tests. Its behaviour is fixed at build time:
+//
+//	go build -ldflags "-X main.mode=hang" ./plugins/internal/testdetector
+//
+// Modes: ok (one suspect: each alerted VM's first sibling, score 0.5), hang
+// (Enrich never returns), crash (Enrich exits the process), slow (Enrich
+// takes 2 s, for kill-mid-call tests), garbage (prints junk instead of the
+// go-plugin handshake), badanswer (a suspect with a NaN score), configfail
+// (Configure fails). With VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its
+// pid to <dir>/<mode>.pid at start.
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+var mode = "ok"
+
+func main() {
+	if dir := os.Getenv("VMLINEAGE_TESTDETECTOR_PIDDIR"); dir != "" {
+		os.WriteFile(filepath.Join(dir, mode+".pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
+	if mode == "garbage" {
+		fmt.Println("this is not a go-plugin handshake \x00\xff|||")
+		os.Exit(0)
+	}
+	plugins.Serve(&det{})
+}
+
+type det struct{ lin plugins.Lineage }
+
+func (d *det) Info() plugins.Info { return plugins.Info{Name: "test-" + mode, Version: "0"} }
+
+func (d *det) Configure(_ context.Context, _ map[string]string, lin plugins.Lineage) error {
+	if mode == "configfail" {
+		return fmt.Errorf("refusing to configure")
+	}
+	d.lin = lin
+	return nil
+}
+
+func (d *det) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding, error) {
+	if err := d.misbehave(ctx); err != nil {
+		return nil, err
+	}
+	return []plugins.Finding{{Kind: "test", VMUUID: r.VMUUID, Severity: 1, Summary: "saw " + string(r.Activity), Time: r.Start}}, nil
+}
+
+func (d *det) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
+	if err := d.misbehave(ctx); err != nil {
+		return nil, err
+	}
+	out := &plugins.Enrichment{}
+	for _, v := range a.VMs {
+		sibs, err := d.lin.Siblings(ctx, v.UUID)
+		if err != nil {
+			return nil, err
+		}
+		if len(sibs) > 0 {
+			score := 0.5
+			if mode == "badanswer" {
+				score = math.NaN()
+			}
+			out.Suspects = append(out.Suspects, plugins.Suspect{VMUUID: sibs[0].UUID, VMName: sibs[0].Name, Score: score, Reason: "test: first sibling"})
+		}
+	}
+	return out, nil
+}
+
+func (d *det) misbehave(ctx context.Context) error {
+	switch mode {
+	case "hang":
+		select {} // ignores ctx on purpose: a truly hung detector
+	case "crash":
+		os.Exit(3)
+	case "slow":
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package plugins_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/plugins"
+	"github.com/vmlineage/vmlineage/plugins/plugintest"
+)
+
+func TestMain(m *testing.M) { plugintest.Main(m) }
+
+// memLineage is a two-level family: p with children a, b, c.
+type memLineage struct{ vms map[string]plugins.VM }
+
+func newMem() *memLineage {
+	m := &memLineage{vms: map[string]plugins.VM{}}
+	m.vms["p"] = plugins.VM{UUID: "p", Name: "parent"}
+	for _, c := range []string{"a", "b", "c"} {
+		m.vms[c] = plugins.VM{UUID: c, Name: "vm-" + c, ParentUUID: "p", PowerState: "Running"}
+	}
+	return m
+}
+
+func (m *memLineage) VM(_ context.Context, u string) (plugins.VM, error) {
+	v, ok := m.vms[u]
+	if !ok {
+		return v, plugins.ErrNotFound
+	}
+	return v, nil
+}
+func (m *memLineage) Ancestors(_ context.Context, u string) ([]plugins.VM, error) {
+	var out []plugins.VM
+	for v := m.vms[u]; v.ParentUUID != ""; v = m.vms[v.ParentUUID] {
+		out = append(out, m.vms[v.ParentUUID])
+	}
+	return out, nil
+}
+func (m *memLineage) Descendants(_ context.Context, u string) ([]plugins.VM, error) {
+	var out []plugins.VM
+	for _, id := range []string{"a", "b", "c"} {
+		if m.vms[id].ParentUUID == u {
+			out = append(out, m.vms[id])
+		}
+	}
+	return out, nil
+}
+func (m *memLineage) Siblings(ctx context.Context, u string) ([]plugins.VM, error) {
+	all, _ := m.Descendants(ctx, m.vms[u].ParentUUID)
+	var out []plugins.VM
+	for _, v := range all {
+		if v.UUID != u {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+func (m *memLineage) StatesAt(_ context.Context, uu []string, _ time.Time) ([]plugins.VMState, error) {
+	var out []plugins.VMState
+	for _, u := range uu {
+		out = append(out, plugins.VMState{UUID: u, PowerState: m.vms[u].PowerState, Existed: true})
+	}
+	return out, nil
+}
+func (m *memLineage) Records(context.Context, plugins.RecordQuery) ([]record.Record, error) {
+	return nil, nil
+}
+func (m *memLineage) AlertedVMs(context.Context, []string, time.Time, time.Time) ([]plugins.AlertedVM, error) {
+	return nil, nil
+}
+
+func testDet(name, mode string) plugintest.Detector {
+	return plugintest.Detector{Name: name, Pkg: plugintest.TestDetector, Mode: mode}
+}
+
+func newManager(t *testing.T, dir string, pins map[string]string, tune func(*plugins.Config)) *plugins.Manager {
+	t.Helper()
+	cfg := plugins.Config{Dir: dir, Pins: pins, CallTimeout: 400 * time.Millisecond, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond, PingInterval: 200 * time.Millisecond, StartTimeout: 20 * time.Second}
+	if tune != nil {
+		tune(&cfg)
+	}
+	m, err := plugins.NewManager(cfg, newMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(context.Background())
+	t.Cleanup(m.Close)
+	return m
+}
+
+var alert = &plugins.Alert{ID: "x", Time: time.Unix(1700000000, 0), VMs: []plugins.AlertVM{{UUID: "a", Field: "host.name", Value: "vm-a"}}}
+
+func results(rs []plugins.Result) map[string]plugins.Result {
+	out := map[string]plugins.Result{}
+	for _, r := range rs {
+		out[r.Detector] = r
+	}
+	return out
+}
+
+func requireOK(t *testing.T, r plugins.Result) {
+	t.Helper()
+	if r.Err != nil {
+		t.Fatalf("%s: %v", r.Detector, r.Err)
+	}
+	if r.Enrichment == nil || len(r.Enrichment.Suspects) != 1 || r.Enrichment.Suspects[0].VMUUID != "b" || r.Enrichment.Suspects[0].Detector != r.Detector {
+		t.Fatalf("%s: want suspect b through the broker's lineage service, got %+v", r.Detector, r.Enrichment)
+	}
+}
+
+func status(m *plugins.Manager, name string) plugins.Status {
+	for _, s := range m.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return plugins.Status{}
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEnrichThroughPlugin(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
+	m := newManager(t, dir, pins, nil)
+	if st := status(m, "ok"); st.State != plugins.StateRunning || st.Info.Name != "test-ok" {
+		t.Fatalf("status %+v", st)
+	}
+	requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
+	rs := m.OnRecord(context.Background(), &record.Record{VMUUID: "a", Activity: record.Start, Start: time.Unix(1, 0)})
+	if len(rs) != 1 || rs[0].Err != nil || len(rs[0].Findings) != 1 || rs[0].Findings[0].Summary != "saw start" {
+		t.Fatalf("OnRecord: %+v", rs)
+	}
+}
+
+func TestHungDetectorDoesNotStall(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("hang", "hang"), testDet("ok", "ok"))
+	m := newManager(t, dir, pins, nil)
+	for i := 0; i < 2; i++ {
+		start := time.Now()
+		rs := results(m.Enrich(context.Background(), alert))
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("Enrich took %s with a hung detector", el)
+		}
+		requireOK(t, rs["ok"])
+		if rs["hang"].Err == nil || !strings.Contains(rs["hang"].Err.Error(), "no answer within") {
+			t.Fatalf("hang: want a timeout, got %v", rs["hang"].Err)
+		}
+	}
+	// Two timeouts in a row: killed and started again.
+	waitFor(t, "restart of the hung detector", 10*time.Second, func() bool {
+		st := status(m, "hang")
+		return st.Starts >= 2 && st.State == plugins.StateRunning
+	})
+}
+
+func TestCrashAndRestart(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("crash", "crash"), testDet("ok", "ok"))
+	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CrashLoopLimit = 3 })
+	rs := results(m.Enrich(context.Background(), alert))
+	requireOK(t, rs["ok"])
+	if rs["crash"].Err == nil {
+		t.Fatal("crash: want an error")
+	}
+	t.Logf("crash: %v", rs["crash"].Err)
+	waitFor(t, "restart after the crash", 10*time.Second, func() bool {
+		st := status(m, "crash")
+		return st.Starts >= 2 && st.State == plugins.StateRunning
+	})
+	// Keep crashing it: after CrashLoopLimit starts it is disabled, and
+	// alerts still go out through the others.
+	waitFor(t, "crash-loop limit", 20*time.Second, func() bool {
+		rs := results(m.Enrich(context.Background(), alert))
+		requireOK(t, rs["ok"])
+		return status(m, "crash").State == plugins.StateDisabled
+	})
+	rs = results(m.Enrich(context.Background(), alert))
+	if !errors.Is(rs["crash"].Err, plugins.ErrDetectorDown) || !strings.Contains(rs["crash"].Err.Error(), "crash loop") {
+		t.Fatalf("disabled detector: %v", rs["crash"].Err)
+	}
+}
+
+func TestKillMidCall(t *testing.T) {
+	pidDir := t.TempDir()
+	t.Setenv("VMLINEAGE_TESTDETECTOR_PIDDIR", pidDir)
+	dir, pins := plugintest.Setup(t, testDet("slow", "slow"), testDet("ok", "ok"))
+	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CallTimeout = 5 * time.Second })
+	b, err := os.ReadFile(filepath.Join(pidDir, "slow.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}()
+	start := time.Now()
+	rs := results(m.Enrich(context.Background(), alert))
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Fatalf("Enrich waited %s for a killed detector", el)
+	}
+	requireOK(t, rs["ok"])
+	if rs["slow"].Err == nil || !strings.Contains(rs["slow"].Err.Error(), "crashed") {
+		t.Fatalf("slow: want crashed, got %v", rs["slow"].Err)
+	}
+	waitFor(t, "restart of the killed detector", 10*time.Second, func() bool {
+		st := status(m, "slow")
+		return st.Starts >= 2 && st.State == plugins.StateRunning
+	})
+	rs = results(m.Enrich(context.Background(), alert))
+	requireOK(t, rs["slow"])
+}
+
+func TestWrongChecksumRefused(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"), testDet("pinned-wrong", "ok"), testDet("unpinned", "ok"))
+	pins["pinned-wrong"] = strings.Repeat("0", 64)
+	delete(pins, "unpinned")
+	m := newManager(t, dir, pins, nil)
+	rs := results(m.Enrich(context.Background(), alert))
+	requireOK(t, rs["ok"])
+	if err := rs["pinned-wrong"].Err; err == nil || !strings.Contains(err.Error(), "sha256 does not match") {
+		t.Fatalf("pinned-wrong: %v", err)
+	}
+	if st := status(m, "unpinned"); st.State != plugins.StateRefused || !strings.Contains(st.LastError, "no sha256 pinned") {
+		t.Fatalf("unpinned: %+v", st)
+	}
+	if st := status(m, "pinned-wrong"); st.Starts == 0 || st.State == plugins.StateRunning {
+		t.Fatalf("pinned-wrong: %+v", st)
+	}
+
+	// A binary swapped after it was pinned is refused at its next start.
+	b, _ := os.ReadFile(plugintest.Build(t, plugintest.TestDetector, "-X main.mode=crash"))
+	if err := os.WriteFile(filepath.Join(dir, ".swap"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, ".swap"), filepath.Join(dir, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	requireOK(t, results(m.Enrich(context.Background(), alert))["ok"]) // still the verified process
+	m2 := newManager(t, dir, pins, nil)
+	if st := status(m2, "ok"); st.State == plugins.StateRunning || !strings.Contains(st.LastError, "sha256") {
+		t.Fatalf("swapped binary: %+v", st)
+	}
+}
+
+func TestGarbageAndBadAnswers(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("garbage", "garbage"), testDet("bad", "badanswer"), testDet("cfg", "configfail"), testDet("ok", "ok"))
+	m := newManager(t, dir, pins, nil)
+	rs := results(m.Enrich(context.Background(), alert))
+	requireOK(t, rs["ok"])
+	if err := rs["garbage"].Err; err == nil {
+		t.Fatal("garbage: want an error")
+	} else {
+		t.Logf("garbage: %v", err)
+	}
+	if err := rs["bad"].Err; !errors.Is(err, plugins.ErrGarbage) {
+		t.Fatalf("bad: want ErrGarbage, got %v", err)
+	}
+	if err := rs["cfg"].Err; err == nil || !strings.Contains(err.Error(), "refusing to configure") {
+		t.Fatalf("cfg: %v", err)
+	}
+}
+
+func TestSymlinkRefused(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
+	if err := os.Symlink(filepath.Join(dir, "ok"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	pins["link"] = pins["ok"]
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, newMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if st := status(m, "link"); st.State != plugins.StateRefused || !strings.Contains(st.LastError, "symlink") {
+		t.Fatalf("%+v", st)
+	}
+}
