@@ -3,6 +3,10 @@ package xensource
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -69,5 +73,74 @@ func BenchmarkReplay(b *testing.B) {
 		records = len(out)
 	}
 	b.ReportMetric(float64(nlines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	b.ReportMetric(float64(records), "records/op")
+}
+
+// BenchmarkReplayFile replays a generated file from disk (size from
+// VMLINEAGE_BENCH_BYTES, default 64 MiB) through Scanner and Deriver and
+// reports lines/s, MB/s and the peak heap, which must stay flat whatever the
+// file size.
+func BenchmarkReplayFile(b *testing.B) {
+	size := int64(64 << 20)
+	if s := os.Getenv("VMLINEAGE_BENCH_BYTES"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			size = n
+		}
+	}
+	path := filepath.Join(b.TempDir(), "xensource.log")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nlines, err := WriteCorpus(f, size, CorpusConfig{Failed: 7})
+	if err1 := f.Close(); err == nil {
+		err = err1
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, _ := os.Stat(path)
+	b.SetBytes(st.Size())
+	var peak uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // sample the heap while replaying
+		defer close(done)
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak {
+					peak = ms.HeapInuse
+				}
+			}
+		}
+	}()
+	b.ResetTimer()
+	var records int
+	for i := 0; i < b.N; i++ {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := NewScanner("pool", st.ModTime(), time.UTC)
+		d := NewDeriver(Config{PoolUUID: testPool, Master: "xen1"})
+		records = 0
+		feed := func(e *Entry) { records += len(d.Feed(e)) }
+		if err := sc.Scan(f, feed); err != nil {
+			b.Fatal(err)
+		}
+		sc.Flush(feed)
+		records += len(d.Flush())
+		f.Close()
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	b.ReportMetric(float64(nlines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 	b.ReportMetric(float64(records), "records/op")
 }

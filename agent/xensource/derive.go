@@ -1,6 +1,7 @@
 package xensource
 
 import (
+	"container/heap"
 	"sort"
 	"strings"
 	"time"
@@ -52,7 +53,7 @@ type Deriver struct {
 	parents map[string]string    // child vm → parent vm, learnt from records
 	checked time.Time
 	pruned  time.Time
-	nextDue time.Time // no task can be due before this (a lower bound)
+	dueQ    dueHeap // when open tasks may close (lazy: re-checked on pop)
 	Stats   DeriveStats
 }
 
@@ -85,7 +86,7 @@ type task struct {
 	coordinator      string
 	hosts            []hostSeen
 	first, last      time.Time
-	ended            bool
+	ended, closing   bool
 	result           record.Result
 	errCode          string
 	errParams        []string
@@ -122,9 +123,9 @@ func (d *Deriver) Feed(e *Entry) []record.Record {
 	d.observe(e)
 	// Expiry runs at most once per second of log time, and only when a
 	// task may be due.
-	if len(d.tasks) > 0 && e.Time.Sub(d.checked) >= time.Second && !e.Time.Before(d.nextDue) {
+	if len(d.dueQ) > 0 && e.Time.Sub(d.checked) >= time.Second && !e.Time.Before(d.dueQ[0].at) {
 		d.checked = e.Time
-		if wm := d.watermark(); !wm.Before(d.nextDue) {
+		if wm := d.watermark(); !wm.Before(d.dueQ[0].at) {
 			return d.expire(wm, false)
 		}
 	}
@@ -171,7 +172,7 @@ func (d *Deriver) observe(e *Entry) {
 					t.host(e.Host).state = true
 					if t.activity != record.Migrate {
 						t.ended = true
-						d.lowerDue(d.due(t))
+						d.schedule(t, d.due(t))
 					}
 				}
 			}
@@ -195,7 +196,7 @@ func (d *Deriver) onFailure(f failure, e *Entry) {
 		}
 	}
 	t.ended = true
-	d.lowerDue(d.due(t))
+	d.schedule(t, d.due(t))
 }
 
 func cloneAll(ss []string) []string {
@@ -224,15 +225,13 @@ func (d *Deriver) get(id, name string, at time.Time) *task {
 	t := &task{id: strings.Clone(id), taskName: strings.Clone(name), op: op, activity: a, first: at, last: at}
 	d.tasks[t.id] = t
 	d.Stats.Tasks++
-	d.lowerDue(at.Add(d.cfg.IdleTimeout))
+	d.schedule(t, at.Add(d.cfg.IdleTimeout))
 	return t
 }
 
-func (d *Deriver) lowerDue(at time.Time) {
-	if d.nextDue.IsZero() || at.Before(d.nextDue) {
-		d.nextDue = at
-	}
-}
+// schedule queues a check of t at at. A task has one entry from its
+// creation plus one when its end is seen (which can make it due earlier).
+func (d *Deriver) schedule(t *task, at time.Time) { heap.Push(&d.dueQ, dueItem{at, t}) }
 
 // due is when t closes if no further line arrives.
 func (d *Deriver) due(t *task) time.Time {
@@ -305,7 +304,7 @@ func (d *Deriver) onTaskLine(t *task, e *Entry) {
 		strings.HasPrefix(msg, "VM OpaqueRef:") && strings.Contains(msg, " migrated from "),
 		strings.HasPrefix(msg, "export VM = ") && strings.HasSuffix(msg, " completed successfully"):
 		t.ended = true
-		d.lowerDue(d.due(t))
+		d.schedule(t, d.due(t))
 	case l.Module == "export" && strings.HasPrefix(msg, "VM.export: VM = '"):
 		if u, ok := uuidAfter(msg, "VM.export: VM = '"); ok && t.vmUUID == "" {
 			t.vmUUID = strings.Clone(u)
@@ -379,26 +378,39 @@ func (d *Deriver) Expire(now time.Time) []record.Record { return d.expire(now, f
 
 func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 	var out []record.Record
-	var ids []string
-	d.nextDue = time.Time{}
-	for id, t := range d.tasks {
-		idle := wm.Sub(t.last)
-		if all || (t.ended && idle >= d.cfg.Linger) || idle >= d.cfg.IdleTimeout {
-			ids = append(ids, id)
-			if !all && !t.ended {
-				d.Stats.Timeouts++
-			}
-		} else {
-			d.lowerDue(d.due(t))
+	var closing []*task
+	if all {
+		for _, t := range d.tasks {
+			closing = append(closing, t)
+		}
+		d.dueQ = d.dueQ[:0]
+	}
+	for !all && len(d.dueQ) > 0 && !d.dueQ[0].at.After(wm) {
+		t := heap.Pop(&d.dueQ).(dueItem).t
+		if d.tasks[t.id] != t || t.closing {
+			continue
+		}
+		if due := d.due(t); due.After(wm) {
+			d.schedule(t, due) // touched since it was queued
+			continue
+		}
+		t.closing = true
+		closing = append(closing, t)
+		if !t.ended {
+			d.Stats.Timeouts++
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool {
-		a, b := d.tasks[ids[i]], d.tasks[ids[j]]
+	sort.Slice(closing, func(i, j int) bool {
+		a, b := closing[i], closing[j]
 		if !a.first.Equal(b.first) {
 			return a.first.Before(b.first)
 		}
 		return a.id < b.id
 	})
+	ids := make([]string, len(closing))
+	for i, t := range closing {
+		ids[i] = t.id
+	}
 	for _, id := range ids {
 		t := d.tasks[id]
 		delete(d.tasks, id)
@@ -419,4 +431,24 @@ func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 	}
 	d.Stats.Records += int64(len(out))
 	return out
+}
+
+type dueItem struct {
+	at time.Time
+	t  *task
+}
+
+// dueHeap is a min-heap of dueItem by time (container/heap).
+type dueHeap []dueItem
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueItem)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = dueItem{}
+	*h = old[:len(old)-1]
+	return it
 }

@@ -56,8 +56,12 @@ var onCoordinator = map[string]bool{
 // (XCP-ng 8.2/8.3) format: traditional rsyslog envelope, empty field2,
 // client prefix on API threads, xapi's escaping. Lines are sorted by host
 // then time. Thread ids, trackids and OpaqueRefs are derived from the task
-// ref, so the output is deterministic.
+// ref, so the output is deterministic. An op without an OpaqueRef task (a
+// setter such as VM.set_is_a_template) writes nothing: no R: id, no record.
 func Render(op Op) []HostLine {
+	if record.TaskShortID(op.TaskRef) == "" {
+		return nil
+	}
 	w := newWriter(op)
 	w.render()
 	sort.SliceStable(w.out, func(i, j int) bool {

@@ -25,7 +25,11 @@ func (w *writer) body() {
 		w.xapi(m, 0.85, "info", "xenops", "xenops: Queueing VM.unpause "+u)
 		w.powerState(m, "Running")
 	case "clean_shutdown", "hard_shutdown", "shutdown":
-		w.xapi(m, 0.1, "debug", "xapi_vm", "Setting ha_always_run on vm="+w.vmRef+" as false during VM."+op.Op)
+		during := op.Op
+		if during == "shutdown" {
+			during = "clean_shutdown" // VM.shutdown runs clean_shutdown (hard on failure)
+		}
+		w.xapi(m, 0.1, "debug", "xapi_vm", "Setting ha_always_run on vm="+w.vmRef+" as false during VM."+during)
 		w.xapi(m, 0.15, "info", "xenops", "xenops: VM.shutdown "+u)
 		w.xenopsdTask(m, 0.2, 0.9, fmt.Sprintf(`["VM_poweroff",["%s",null]]`, u))
 		w.xenopsd(m, 0.3, "xenops_server", "VM.poweroff "+u)
@@ -104,7 +108,7 @@ func (w *writer) migrate() {
 	w.emit(src, w.at(0.1), "xapi", "info", w.tidM, "", w.dbg, "xapi_vm_migrate", "xenops: VM.migrate "+u+" to "+url)
 	w.xenopsd(src, 0.15, "xenops_server", "VM.migrate "+u+" -> "+url)
 	if dst != "" {
-		w.xenopsd(dst, 0.3, "xenops_server", "VM.receive_memory: "+u)
+		w.xenopsd(dst, 0.3, "xenops_server", "VM.receive_memory: "+u+" (compressed=false)")
 		w.xenopsd(dst, 0.6, "xenops_server", fmt.Sprintf(`Performing: ["VM_create_device_model",["%s",true]]`, u))
 		w.xenopsd(dst, 0.8, "xenops_server", "VM.unpause "+u)
 		done := "VM.pool_migrate_complete R:" + w.hex(12)
