@@ -160,7 +160,20 @@ func Parse(s string, l *Line) error {
 			rest = ""
 		}
 	}
-	msg := rest
+	return parseMessage(rest, l)
+}
+
+// ParseMessage parses only the message part of a line — what follows
+// "tag: " — for callers that received the envelope separately (a syslog
+// listener fed by host.syslog_destination). It sets Kind, Repeated, the
+// header fields and Msg; the caller sets Stamp, SyslogHost, Tag and Program
+// (Program decides whether a bad header is an error, as in Parse).
+func ParseMessage(msg string, l *Line) error {
+	*l = Line{Stamp: l.Stamp, SyslogHost: l.SyslogHost, Tag: l.Tag, Program: l.Program, raw: msg}
+	return parseMessage(msg, l)
+}
+
+func parseMessage(msg string, l *Line) error {
 	if strings.HasPrefix(msg, "message repeated ") {
 		if n, inner, ok := parseRepeated(msg[len("message repeated "):]); ok {
 			l.Repeated, msg = n, inner

@@ -155,3 +155,17 @@ func TestEscapeRoundTrip(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestParseMessageOnly(t *testing.T) {
+	l := Line{Program: "xapi", SyslogHost: "xen1"}
+	if err := ParseMessage("[ info||12 |Async.VM.start R:0a1b2c3d4e5f|xenops] xenops: VM.start 2c6f6a55-0d1e-4f0a-9c6e-3f5e7a9b1c2d", &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Kind != KindToolstack || l.TaskShortID != "0a1b2c3d4e5f" || l.Module != "xenops" || l.Program != "xapi" {
+		t.Fatalf("%+v", l)
+	}
+	l = Line{Program: "xapi"}
+	if err := ParseMessage("[broken", &l); err != ErrBadHeader || l.Kind != KindPlain || l.Msg != "[broken" {
+		t.Fatalf("%v %+v", err, l)
+	}
+}
