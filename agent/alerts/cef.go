@@ -1,0 +1,195 @@
+package alerts
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	syslog "github.com/leodido/go-syslog/v4"
+	"github.com/leodido/go-syslog/v4/rfc3164"
+	"github.com/leodido/go-syslog/v4/rfc5424"
+
+	"github.com/vmlineage/vmlineage/formats/cef"
+)
+
+// ParseSyslogCEF reads one syslog message carrying a CEF alert: an RFC 5424
+// or RFC 3164 header (or none) and then "CEF:…". The CEF part is found by
+// its "CEF:" prefix rather than by the syslog parser's idea of where the
+// message starts, because an RFC 3164 line without a tag makes "CEF" the
+// tag (see the reference, integrations.md §1.6). now stands in for a
+// missing time.
+func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
+	if len(msg) > MaxAlertBytes {
+		return nil, ErrTooLarge
+	}
+	msg = bytes.TrimRight(msg, "\r\n\x00")
+	i := bytes.Index(msg, []byte("CEF:"))
+	if i < 0 {
+		return nil, fmt.Errorf("no CEF payload (no \"CEF:\") in %q", firstBytes(msg, 60))
+	}
+	var hostname string
+	var hdrTime time.Time
+	if i > 0 {
+		hostname, hdrTime = syslogHeader(msg)
+	}
+	a, err := ParseCEF(string(msg[i:]), now)
+	if err != nil {
+		return nil, err
+	}
+	if hostname != "" {
+		ensureMap(ensureMap(a.Doc, "log"), "syslog")["hostname"] = hostname
+	}
+	if _, ok := a.Doc["@timestamp"]; !ok && !hdrTime.IsZero() {
+		a.Time = hdrTime.UTC()
+		a.Doc["@timestamp"] = timeString(a.Time)
+		a.Notes = nil
+	}
+	return a, nil
+}
+
+var (
+	p5424 = rfc5424.NewParser(rfc5424.WithBestEffort())
+	p3164 = rfc3164.NewParser(rfc3164.WithBestEffort(), rfc3164.WithYear(rfc3164.CurrentYear{}), rfc3164.WithRFC3339())
+)
+
+// syslogHeader takes the sender and time from the header, best effort: a
+// header the parsers cannot read only costs those two fields.
+func syslogHeader(msg []byte) (string, time.Time) {
+	try := func(p syslog.Machine) (string, time.Time, bool) {
+		m, err := p.Parse(msg)
+		if m == nil || (err != nil && !m.Valid()) {
+			return "", time.Time{}, false
+		}
+		switch x := m.(type) {
+		case *rfc5424.SyslogMessage:
+			return deref(x.Hostname), derefT(x.Timestamp), x.Timestamp != nil || x.Hostname != nil
+		case *rfc3164.SyslogMessage:
+			return deref(x.Hostname), derefT(x.Timestamp), x.Timestamp != nil || x.Hostname != nil
+		}
+		return "", time.Time{}, false
+	}
+	if h, t, ok := try(p5424); ok {
+		return h, t
+	}
+	h, t, _ := try(p3164)
+	return h, t
+}
+
+func deref(s *string) string {
+	if s == nil || *s == "-" {
+		return ""
+	}
+	return *s
+}
+
+func derefT(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+// ParseCEF reads a CEF line (from "CEF:") into an alert whose document
+// carries the ECS fields vmlineage matches on:
+//
+//	dvchost → host.name, dvc → host.ip, dvcmac → host.mac (the reporting
+//	device: for a host sensor, the VM itself), src/dst → source.ip /
+//	destination.ip, smac/dmac → source.mac / destination.mac, custom field
+//	labelled "cloud.instance.id" or "vm_uuid" → cloud.instance.id,
+//	rt (epoch ms or "MMM dd yyyy HH:mm:ss") → @timestamp.
+//
+// Every extension is also kept under cef.extensions, and the line under
+// event.original.
+func ParseCEF(line string, now time.Time) (*Alert, error) {
+	if len(line) > MaxAlertBytes {
+		return nil, ErrTooLarge
+	}
+	ev, err := cef.Parse(line)
+	if err != nil {
+		return nil, err
+	}
+	doc := map[string]any{}
+	event := map[string]any{"kind": "alert", "original": line}
+	doc["event"] = event
+	doc["observer"] = map[string]any{"vendor": ev.DeviceVendor, "product": ev.DeviceProduct, "version": ev.DeviceVersion}
+	rule := map[string]any{"id": ev.SignatureID, "name": ev.Name}
+	doc["rule"] = rule
+	if n, err := strconv.Atoi(strings.TrimSpace(ev.Severity)); err == nil {
+		event["severity"] = n
+	} else if ev.Severity != "" {
+		event["severity_name"] = ev.Severity
+	}
+	ext := map[string]any{}
+	for _, f := range ev.Extensions {
+		ext[f.Key] = f.Value
+	}
+	doc["cef"] = map[string]any{"version": ev.Version, "device_event_class_id": ev.SignatureID, "name": ev.Name,
+		"severity": ev.Severity, "extensions": ext}
+	get := func(k string) string { v, _ := ev.Get(k); return strings.TrimSpace(v) }
+	set := func(obj, key, val string) {
+		if val != "" {
+			ensureMap(doc, obj)[key] = val
+		}
+	}
+	setList := func(obj, key, val string) {
+		if val != "" {
+			ensureMap(doc, obj)[key] = []any{val}
+		}
+	}
+	set("host", "name", get("dvchost"))
+	setList("host", "ip", get("dvc"))
+	setList("host", "mac", get("dvcmac"))
+	set("source", "ip", get("src"))
+	set("source", "mac", get("smac"))
+	set("source", "domain", get("shost"))
+	set("destination", "ip", get("dst"))
+	set("destination", "mac", get("dmac"))
+	set("destination", "domain", get("dhost"))
+	if m := get("msg"); m != "" {
+		doc["message"] = m
+	}
+	if v := get("act"); v != "" {
+		event["action"] = v
+	}
+	if v := get("externalId"); v != "" {
+		event["id"] = v
+	}
+	for _, label := range []string{"cloud.instance.id", "vm_uuid", "vmUUID"} {
+		if v, ok := ev.Custom(label); ok && v != "" {
+			ensureMap(doc, "cloud")["instance"] = map[string]any{"id": strings.TrimSpace(v)}
+			break
+		}
+	}
+	for _, k := range []string{"rt", "end", "start"} {
+		if v := get(k); v != "" {
+			t, err := parseCEFTime(v)
+			if err != nil {
+				return nil, fmt.Errorf("cef: %s=%q: %w", k, v, err)
+			}
+			doc["@timestamp"] = timeString(t)
+			break
+		}
+	}
+	return fromDoc(doc, []byte(line), now)
+}
+
+// parseCEFTime reads the CEF time forms: milliseconds since the epoch, or
+// "MMM dd yyyy HH:mm:ss[.SSS][ zone]" (zone-less taken as UTC).
+func parseCEFTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 || n > 1<<45 {
+			return time.Time{}, errors.New("epoch milliseconds out of range")
+		}
+		return time.UnixMilli(n).UTC(), nil
+	}
+	for _, layout := range []string{"Jan 02 2006 15:04:05.000 MST", "Jan 02 2006 15:04:05 MST", "Jan 02 2006 15:04:05.000", "Jan 02 2006 15:04:05",
+		"Jan 2 2006 15:04:05", "Jan 02 2006 15:04:05.000 -0700", "Jan 02 2006 15:04:05 -0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, errors.New("want epoch milliseconds or MMM dd yyyy HH:mm:ss")
+}

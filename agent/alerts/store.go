@@ -1,0 +1,260 @@
+package alerts
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// alertSchema lives beside the lineage tables in the same SQLite file: the
+// alerts as received and as sent out, and which VMs each named when, which
+// is what lineage-suspects counts ("k VMs of one family within a window").
+const alertSchema = `
+CREATE TABLE IF NOT EXISTS alerts (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  id          TEXT NOT NULL UNIQUE,
+  time_ms     INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL,
+  source      TEXT NOT NULL DEFAULT '',
+  matched     INTEGER NOT NULL,
+  json        TEXT NOT NULL,
+  enriched    TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_ms);
+CREATE TABLE IF NOT EXISTS alert_vms (
+  alert_seq INTEGER NOT NULL,
+  vm_uuid   TEXT NOT NULL,
+  time_ms   INTEGER NOT NULL,
+  field     TEXT NOT NULL DEFAULT '',
+  value     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
+`
+
+// Service is the host side of the detectors' Lineage (served to them over
+// go-plugin's broker) and the alert storage.
+type Service struct {
+	st *lineage.Store
+	db *sql.DB
+}
+
+var _ plugins.Lineage = (*Service)(nil)
+
+// NewService creates the alert tables in the store when missing.
+func NewService(ctx context.Context, st *lineage.Store) (*Service, error) {
+	if _, err := st.DB().ExecContext(ctx, alertSchema); err != nil {
+		return nil, fmt.Errorf("alerts: create tables: %w", err)
+	}
+	return &Service{st: st, db: st.DB()}, nil
+}
+
+// Store is the lineage store.
+func (s *Service) Store() *lineage.Store { return s.st }
+
+func toVM(v *lineage.VM) plugins.VM {
+	return plugins.VM{UUID: v.UUID, PoolUUID: v.PoolUUID, Name: v.Name, ParentUUID: v.ParentUUID, ParentVia: v.ParentVia,
+		Kind: v.Kind, PowerState: v.PowerState, HostUUID: v.HostUUID, FirstSeen: v.FirstSeen, LastSeen: v.LastSeen, Destroyed: v.Destroyed}
+}
+
+func toVMs(vs []lineage.VM, err error) ([]plugins.VM, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make([]plugins.VM, len(vs))
+	for i := range vs {
+		out[i] = toVM(&vs[i])
+	}
+	return out, nil
+}
+
+// VM implements plugins.Lineage.
+func (s *Service) VM(ctx context.Context, uuid string) (plugins.VM, error) {
+	v, err := s.st.VM(ctx, uuid)
+	if errors.Is(err, lineage.ErrNotFound) {
+		return plugins.VM{}, fmt.Errorf("VM %s: %w", uuid, plugins.ErrNotFound)
+	}
+	if err != nil {
+		return plugins.VM{}, err
+	}
+	return toVM(&v), nil
+}
+
+// Ancestors implements plugins.Lineage.
+func (s *Service) Ancestors(ctx context.Context, uuid string) ([]plugins.VM, error) {
+	return toVMs(s.st.Ancestors(ctx, uuid))
+}
+
+// Descendants implements plugins.Lineage.
+func (s *Service) Descendants(ctx context.Context, uuid string) ([]plugins.VM, error) {
+	return toVMs(s.st.Descendants(ctx, uuid))
+}
+
+// Siblings implements plugins.Lineage.
+func (s *Service) Siblings(ctx context.Context, uuid string) ([]plugins.VM, error) {
+	return toVMs(s.st.Siblings(ctx, uuid))
+}
+
+// StatesAt implements plugins.Lineage. lineage.Store.StateAt reconstructs a
+// whole pool, far too slow per alert with a million VMs, so this reads the
+// vm_states spans of the VMs asked for (documented in agent/lineage/README.md).
+func (s *Service) StatesAt(ctx context.Context, uuids []string, at time.Time) ([]plugins.VMState, error) {
+	t := at.UnixMilli()
+	out := make([]plugins.VMState, len(uuids))
+	for i, u := range uuids {
+		out[i].UUID = u
+		var first int64
+		var destroyed sql.NullInt64
+		err := s.db.QueryRowContext(ctx, "SELECT first_seen_ms, destroyed_ms FROM vms WHERE uuid=?", u).Scan(&first, &destroyed)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state of %s: %w", u, err)
+		}
+		out[i].Existed = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+		err = s.db.QueryRowContext(ctx, `SELECT power_state, host_uuid FROM vm_states WHERE vm_uuid=? AND from_ms<=? AND (to_ms IS NULL OR to_ms>?)
+			ORDER BY from_ms DESC LIMIT 1`, u, t, t).Scan(&out[i].PowerState, &out[i].HostUUID)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("state of %s: %w", u, err)
+		}
+	}
+	return out, nil
+}
+
+// Records implements plugins.Lineage.
+func (s *Service) Records(ctx context.Context, q plugins.RecordQuery) ([]record.Record, error) {
+	return s.st.Records(ctx, lineage.Filter{VMUUID: q.VMUUID, Activity: q.Activity, Since: q.Since, Until: q.Until, Limit: q.Limit})
+}
+
+// AlertedVMs implements plugins.Lineage.
+func (s *Service) AlertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
+	var out []plugins.AlertedVM
+	const chunk = 500 // SQLite's bound-parameter limit is far above; keeps statements small
+	for len(uuids) > 0 {
+		n := min(chunk, len(uuids))
+		part := uuids[:n]
+		uuids = uuids[n:]
+		args := make([]any, 0, n+2)
+		for _, u := range part {
+			args = append(args, u)
+		}
+		args = append(args, since.UnixMilli(), until.UnixMilli())
+		rows, err := s.db.QueryContext(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
+			WHERE vm_uuid IN (`+strings.TrimSuffix(strings.Repeat("?,", n), ",")+`) AND time_ms>=? AND time_ms<=?
+			GROUP BY vm_uuid ORDER BY MIN(time_ms)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("alerted VMs: %w", err)
+		}
+		for rows.Next() {
+			var a plugins.AlertedVM
+			var f, l int64
+			if err := rows.Scan(&a.UUID, &f, &l, &a.Count); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			a.First, a.Last = time.UnixMilli(f).UTC(), time.UnixMilli(l).UTC()
+			out = append(out, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// saveAlert stores the alert and the VMs it was tied to; an alert already
+// stored (same id) is not stored or counted twice. It returns the alert's seq.
+func (s *Service) saveAlert(ctx context.Context, a *Alert, raw []byte, vms []plugins.AlertVM, received time.Time) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var seq int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json) VALUES(?,?,?,?,?,?)
+		ON CONFLICT(id) DO NOTHING RETURNING seq`, a.ID, a.Time.UnixMilli(), received.UnixMilli(), a.Source, len(vms) > 0, string(raw)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, "SELECT seq FROM alerts WHERE id=?", a.ID).Scan(&seq)
+		if err != nil {
+			return 0, err
+		}
+		return seq, tx.Commit()
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, v := range vms {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)",
+			seq, v.UUID, a.Time.UnixMilli(), v.Field, v.Value); err != nil {
+			return 0, err
+		}
+	}
+	return seq, tx.Commit()
+}
+
+func (s *Service) saveEnriched(ctx context.Context, seq int64, out []byte) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE alerts SET enriched=? WHERE seq=?", string(out), seq)
+	return err
+}
+
+// match ties the alert to VMs as they were at its time.
+func (s *Service) match(ctx context.Context, a *Alert) ([]plugins.AlertVM, []string, error) {
+	var out []plugins.AlertVM
+	var notes []string
+	seen := map[string]bool{}
+	add := func(uuid, field, value string) {
+		if seen[uuid] {
+			return
+		}
+		seen[uuid] = true
+		out = append(out, plugins.AlertVM{UUID: uuid, Field: field, Value: value})
+	}
+	for _, u := range lookupStrings(a.Doc, "cloud.instance.id") {
+		v, err := s.st.VM(ctx, strings.ToLower(strings.TrimSpace(u)))
+		if errors.Is(err, lineage.ErrNotFound) {
+			notes = append(notes, fmt.Sprintf("cloud.instance.id %s is not a VM in the lineage store", u))
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		add(v.UUID, "cloud.instance.id", u)
+	}
+	find := func(kind, field string, norm func(string) string) error {
+		for _, val := range lookupStrings(a.Doc, field) {
+			uu, err := s.st.FindByAttr(ctx, kind, norm(val), a.Time)
+			if err != nil {
+				return err
+			}
+			if len(uu) > 1 {
+				notes = append(notes, fmt.Sprintf("%s %s was held by %d VMs at the alert's time; all are taken", field, val, len(uu)))
+			}
+			for _, u := range uu {
+				add(u, field, val)
+			}
+		}
+		return nil
+	}
+	same := strings.TrimSpace
+	for _, f := range []struct{ kind, field string }{
+		{lineage.AttrName, "host.name"}, {lineage.AttrIP, "host.ip"}, {lineage.AttrIP, "source.ip"},
+		{lineage.AttrIP, "destination.ip"}, {lineage.AttrMAC, "host.mac"},
+	} {
+		norm := same
+		if f.kind == lineage.AttrMAC {
+			norm = normalizeMAC
+		}
+		if err := find(f.kind, f.field, norm); err != nil {
+			return nil, nil, fmt.Errorf("match %s: %w", f.field, err)
+		}
+	}
+	return out, notes, nil
+}
