@@ -87,6 +87,7 @@ type task struct {
 	hosts            []hostSeen
 	first, last      time.Time
 	ended, closing   bool
+	created          int // import: "Created VM" lines
 	result           record.Result
 	errCode          string
 	errParams        []string
@@ -299,6 +300,8 @@ func (d *Deriver) onTaskLine(t *task, e *Entry) {
 		if u, ok := uuidAfter(msg, "VM "); ok {
 			t.newVM = strings.Clone(u)
 		}
+	case l.Module == "import" && strings.HasPrefix(msg, "Created VM: OpaqueRef:"):
+		t.created++
 	case msg == "VM.destroy: deleting DB records", msg == "VM.revert done", msg == "import successful",
 		msg == "Snapshot: end",
 		strings.HasPrefix(msg, "VM OpaqueRef:") && strings.Contains(msg, " migrated from "),
@@ -418,7 +421,7 @@ func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 			delete(d.byVM, t.vmUUID)
 		}
 		d.done[id] = t.last
-		out = append(out, d.build(t))
+		out = append(out, d.records(t)...)
 	}
 	// Forget emitted ids once no late line can plausibly arrive.
 	if len(d.done) > 0 && !wm.IsZero() && wm.Sub(d.pruned) > d.cfg.IdleTimeout {

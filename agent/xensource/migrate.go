@@ -4,6 +4,23 @@ import (
 	"github.com/vmlineage/vmlineage/agent/record"
 )
 
+// records turns a closed task into its records: one, or for an import one
+// per "Created VM" line (ids with index 0..n-1, as the XAPI ground truth
+// numbers the VMs of an import).
+func (d *Deriver) records(t *task) []record.Record {
+	r := d.build(t)
+	if t.activity != record.Import || r.Result != record.Success || t.created < 2 {
+		return []record.Record{r}
+	}
+	out := make([]record.Record, t.created)
+	for i := range out {
+		out[i] = r
+		out[i].ID = record.ID(d.cfg.PoolUUID, t.id, i)
+		out[i].Unknown = append([]string(nil), r.Unknown...)
+	}
+	return out
+}
+
 // build turns a closed task into its record. Everything the lines did not
 // show is named in Unknown, never guessed.
 func (d *Deriver) build(t *task) record.Record {
@@ -116,15 +133,15 @@ func (d *Deriver) build(t *task) record.Record {
 }
 
 // executingHost picks the host a record is attributed to, following the
-// XAPI ground truth: the coordinator for clone/copy/snapshot/checkpoint
-// (their task's resident_on is arbitrary), else the host that ran the
+// XAPI ground truth: the coordinator for clone/copy/snapshot (their task's
+// resident_on is arbitrary), else the host that ran the
 // operation. Evidence, strongest first: the member that logged "task …
 // forwarded", a host whose xapi called xenopsd for the task, a host whose
 // xenopsd ran it (for migrate: not the destination), the host whose event
 // thread saw the expected power state, the coordinator (audit line).
 func (d *Deriver) executingHost(t *task) string {
 	switch t.activity {
-	case record.Clone, record.Copy, record.Snapshot, record.Checkpoint:
+	case record.Clone, record.Copy, record.Snapshot:
 		if t.coordinator != "" {
 			return t.coordinator
 		}

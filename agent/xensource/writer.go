@@ -33,6 +33,11 @@ type Op struct {
 	ErrorInfo    []string
 	Master       string // coordinator host name
 	Noise        bool   // add unrelated lines of other daemons
+	// Refused: the call failed on the coordinator before it was forwarded
+	// (allowed-operation and power-state checks run there), so no member
+	// logs it.
+	Refused bool
+	Count   int // import: VMs created (default 1)
 }
 
 // HostLine is one line of one host's xensource.log.
@@ -45,9 +50,9 @@ type HostLine struct {
 // onCoordinator lists the operations xapi runs on the coordinator
 // (message_forwarding.ml: clone/copy/snapshot forward to a host that sees
 // the SRs, usually the coordinator; destroy, revert, create, provision are
-// not forwarded).
+// not forwarded). Checkpoint is forwarded to the VM's host.
 var onCoordinator = map[string]bool{
-	"clone": true, "copy": true, "snapshot": true, "checkpoint": true, "destroy": true,
+	"clone": true, "copy": true, "snapshot": true, "destroy": true,
 	"revert": true, "create": true, "provision": true, "import": true, "export": true,
 	"make_into_template": true,
 }
@@ -105,7 +110,7 @@ func newWriter(op Op) *writer {
 		w.c = op.Host
 	}
 	w.m = op.Host
-	if onCoordinator[op.Op] || w.m == "" {
+	if onCoordinator[op.Op] || w.m == "" || op.Refused {
 		w.m = w.c
 	}
 	w.t0, w.t1 = op.Time, op.Time.Add(op.Duration)

@@ -81,7 +81,9 @@ func (w *writer) body() {
 		w.xapi(m, 1, "debug", "xapi_vm_helpers", "VM.destroy: deleting DB records")
 	case "import":
 		w.xapi(m, 0.05, "info", "import", fmt.Sprintf("VM.import: SR = '%s (Local storage)'; force = false; full_restore = false", w.uuid()))
-		w.xapi(m, 0.6, "debug", "import", "Created VM: "+w.opaque()+" (was Ref:"+fmt.Sprint(w.rng.IntN(100))+")")
+		for i := 0; i < max(op.Count, 1); i++ {
+			w.xapi(m, 0.6, "debug", "import", "Created VM: "+w.opaque()+" (was Ref:"+fmt.Sprint(i+1)+")")
+		}
 		w.xapi(m, 1, "debug", "import", "import successful")
 	case "export":
 		w.xapi(m, 0.05, "info", "export", fmt.Sprintf("VM.export: VM = '%s' ('%s'); preserve_power_state = 'false'", u, op.VMName))

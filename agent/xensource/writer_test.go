@@ -117,7 +117,7 @@ func expected(op Op) record.Record {
 		r.Error = FormatError(code, params)
 	}
 	r.HostName = op.Host
-	if onCoordinator[op.Op] {
+	if onCoordinator[op.Op] || op.Refused {
 		r.HostName = op.Master
 	}
 	r.HostUUID = testHosts[r.HostName]
@@ -191,10 +191,31 @@ func testOp(i int, name, result string, base time.Time) Op {
 	if name == "create" {
 		op.TaskName = "VM.create"
 	}
+	if name == "import" {
+		op.Count = 1 + i%3
+	}
+	if result == "failure" && i%2 == 0 {
+		op.Refused = true // e.g. VM_BAD_POWER_STATE, raised on the coordinator
+	}
 	if result == "failure" {
 		op.ErrorInfo = []string{"VM_BAD_POWER_STATE", op.TaskRef, "halted", "running"}
 	}
 	return op
+}
+
+// expectedAll expands an import of several VMs into one record per VM.
+func expectedAll(op Op) []record.Record {
+	r := expected(op)
+	if op.Op != "import" || op.Count < 2 || r.Result != record.Success {
+		return []record.Record{r}
+	}
+	var out []record.Record
+	for i := 0; i < op.Count; i++ {
+		c := r
+		c.ID = record.ID(testPool, r.TaskID, i)
+		out = append(out, c)
+	}
+	return out
 }
 
 func normalise(rs []record.Record) []record.Record {
@@ -221,7 +242,7 @@ func TestRenderDeriveEveryActivity(t *testing.T) {
 			i++
 			t.Run(name+"/"+result, func(t *testing.T) {
 				got := normalise(derive(cfg, scanHosts(t, Render(op)), false))
-				want := normalise([]record.Record{expected(op)})
+				want := normalise(expectedAll(op))
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("records differ\n got %+v\nwant %+v\nlog:\n%s", got, want, dump(Render(op)))
 				}
@@ -248,7 +269,7 @@ func TestRenderDeriveInterleaved(t *testing.T) {
 		op := testOp(i, name, result, base)
 		op.Time = base.Add(time.Duration(i) * time.Second) // overlapping tasks
 		lines = append(lines, Render(op)...)
-		want = append(want, expected(op))
+		want = append(want, expectedAll(op)...)
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
 	entries := scanHosts(t, lines)
@@ -289,7 +310,7 @@ func TestDeriveStreamingNoCopies(t *testing.T) {
 		for _, hl := range Render(op) {
 			byHost[hl.Host] = append(byHost[hl.Host], hl.Line)
 		}
-		want = append(want, expected(op))
+		want = append(want, expectedAll(op)...)
 	}
 	d := NewDeriver(cfg)
 	var got []record.Record
