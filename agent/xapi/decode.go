@@ -1,6 +1,7 @@
 package xapi
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 )
@@ -53,7 +54,10 @@ func (s *scanner) decodeSnapshot(x *Snapshot) error {
 }
 
 func (s *scanner) snapshotField(x *Snapshot, name []byte) error {
-	var err error
+	name, err := plainName(name)
+	if err != nil {
+		return err
+	}
 	switch string(name) {
 	case "uuid":
 		x.UUID, err = s.str()
@@ -263,6 +267,9 @@ func (s *scanner) decodeEvent(e *Event) error {
 		if !ok {
 			break
 		}
+		if name, err = plainName(name); err != nil {
+			return err
+		}
 		switch string(name) {
 		case "id":
 			e.ID, err = s.str()
@@ -306,6 +313,9 @@ func (s *scanner) decodeEventBatch(b *EventBatch) error {
 		}
 		if !ok {
 			break
+		}
+		if name, err = plainName(name); err != nil {
+			return err
 		}
 		switch string(name) {
 		case "events":
@@ -440,4 +450,14 @@ func (s *scanner) decodeRecordMember(fn func(ref string, snap *Snapshot) error) 
 		return false, err
 	}
 	return false, fn(ref, snap)
+}
+
+// plainName resolves entities in a member name (rare: only when a server
+// escapes what needs no escaping).
+func plainName(name []byte) ([]byte, error) {
+	if bytes.IndexByte(name, '&') < 0 && bytes.IndexByte(name, '\r') < 0 {
+		return name, nil
+	}
+	u, err := unescape(name)
+	return []byte(u), err
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -559,6 +561,12 @@ func batchJSON(n int) []byte {
 			{"ref", fmt.Sprintf("OpaqueRef:vm-%d", i)}, {"snapshot", vmRecord(i)}}
 	}
 	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "result": toJSON(xstruct{{"events", evs},
-		{"valid_ref_counts", xstruct{{"vm", xi4(n)}}}, {"token", tokenOf(int64(1000 + n))}})})
+		{"valid_ref_counts", xstruct{{"vm", xi4(n)}, {"task", xi4(3)}, {"session", xi4(2)}}}, {"token", tokenOf(int64(1000 + n))}})})
 	return b
+}
+
+func newPlainB(b *testing.B, h http.Handler) string {
+	s := httptest.NewServer(h)
+	b.Cleanup(s.Close)
+	return s.URL
 }

@@ -66,6 +66,9 @@ func decodeXMLRPC(b []byte, val func(s *scanner) error) error {
 		if !ok {
 			break
 		}
+		if name, err = plainName(name); err != nil {
+			return err
+		}
 		switch string(name) {
 		case "Status":
 			status, err = s.str()

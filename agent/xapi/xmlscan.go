@@ -297,6 +297,11 @@ func (s *scanner) skipCompound(c string) error {
 // unescape resolves XML entities; XAPI escapes < > & " only, but other
 // servers may use &apos; or numeric references.
 func unescape(t []byte) (string, error) {
+	if bytes.IndexByte(t, '\r') >= 0 {
+		// XML end-of-line handling: CRLF and lone CR read as LF, as
+		// encoding/xml (and so kolo) reads them.
+		t = bytes.ReplaceAll(bytes.ReplaceAll(t, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n"))
+	}
 	if bytes.IndexByte(t, '&') < 0 {
 		return string(t), nil
 	}

@@ -1,0 +1,158 @@
+package xapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kolo/xmlrpc"
+)
+
+// koloEnvelope is the whole answer as kolo decodes it.
+type koloEnvelope struct {
+	Status           string     `xmlrpc:"Status"`
+	Value            EventBatch `xmlrpc:"Value"`
+	ErrorDescription []string   `xmlrpc:"ErrorDescription"`
+}
+
+type koloRecords struct {
+	Status string               `xmlrpc:"Status"`
+	Value  map[string]*Snapshot `xmlrpc:"Value"`
+}
+
+func recordsXML(n int) []byte {
+	var v xstruct
+	for i := 0; i < n; i++ {
+		v = append(v, kv{fmt.Sprintf("OpaqueRef:vm-%d", i), vmRecord(i)})
+	}
+	v = append(v, kv{"OpaqueRef:task-1", taskRecord(1, TaskSuccess)})
+	return xmlSuccess(v)
+}
+
+// smallVM keeps fuzz seeds small: the fuzzer slows to a crawl on 10 kB
+// inputs, and every member kind is still present.
+func smallVM() xstruct {
+	v := vmRecord(7)
+	var out xstruct
+	for _, m := range v {
+		switch m.k {
+		case "uuid", "name_label", "power_state", "is_a_template", "current_operations", "VIFs", "snapshot_time", "domid", "other_config", "HVM_shadow_multiplier", "memory_target":
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func seedXML(f *testing.F) {
+	f.Add(xmlSuccess(xstruct{{"events", []any{xstruct{{"id", "12"}, {"class", "vm"}, {"operation", "mod"}, {"ref", "OpaqueRef:a"}, {"snapshot", smallVM()}},
+		xstruct{{"id", "13"}, {"class", "task"}, {"operation", "del"}, {"ref", "OpaqueRef:t"}}}},
+		{"valid_ref_counts", xstruct{{"vm", xi4(1)}}}, {"token", tokenOf(13)}}))
+	f.Add(xmlSuccess(xstruct{{"OpaqueRef:a", smallVM()}, {"OpaqueRef:t", xstruct{{"status", "success"}, {"progress", 1.0}, {"created", xtime(time.Unix(1e9, 0))}, {"error_info", []any{"X"}}}}}))
+	f.Add(xmlFailure(ErrSessionInvalid, "OpaqueRef:x"))
+	f.Add(xmlSuccess(""))
+	f.Add([]byte(`<?xml version="1.0"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value><struct><member><name>events</name><value><array><data><value><struct><member><name>class</name><value><string>vm</string></value></member><member><name>snapshot</name><value><struct><member><name>name_label</name><value>a &amp; b&#x21;</value></member><member><name>created</name><value><dateTime.iso8601>2025-03-19T04:16:24+01:00</dateTime.iso8601></value></member></struct></value></member></struct></value></data></array></value></member><member><name>token</name><value/></member></struct></value></member></struct></value></param></params></methodResponse>`))
+	f.Add([]byte("<methodResponse>\n <params>\n  <param>\n   <value>\n    <struct>\n     <member>\n      <name>Status</name>\n      <value><string>Success</string></value>\n     </member>\n    </struct>\n   </value>\n  </param>\n </params>\n</methodResponse>\n"))
+}
+
+// FuzzDecodeXMLRPC: the direct decoder never panics, and wherever both it
+// and kolo accept an answer they decode the same EventBatch.
+func FuzzDecodeXMLRPC(f *testing.F) {
+	seedXML(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var mine EventBatch
+		errMine := decodeXMLRPC(data, func(s *scanner) error { return s.decodeEventBatch(&mine) })
+		var k koloEnvelope
+		errKolo := xmlrpc.Response(data).Unmarshal(&k)
+		if errMine != nil || errKolo != nil || k.Status != "Success" {
+			return
+		}
+		if !reflect.DeepEqual(mine, k.Value) {
+			t.Fatalf("decoders disagree\nmine: %+v\nkolo: %+v", mine, k.Value)
+		}
+	})
+}
+
+// FuzzStreamRecords: the streaming splitter never panics, and agrees with
+// the in-memory decoder (and kolo) when they all accept the answer.
+func FuzzStreamRecords(f *testing.F) {
+	seedXML(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		streamed := map[string]*Snapshot{}
+		errS := streamRecords(bytes.NewReader(data), 1<<20, func(ref string, s *Snapshot) error {
+			streamed[ref] = s
+			return nil
+		})
+		mem := map[string]*Snapshot{}
+		errM := decodeXMLRPC(data, func(s *scanner) error {
+			return s.decodeRecords(func(ref string, x *Snapshot) error { mem[ref] = x; return nil })
+		})
+		if errS != nil || errM != nil {
+			return
+		}
+		if !reflect.DeepEqual(streamed, mem) {
+			t.Fatalf("stream and memory disagree\n%v\n%v", streamed, mem)
+		}
+		var k koloRecords
+		if err := xmlrpc.Response(data).Unmarshal(&k); err == nil && k.Status == "Success" && len(k.Value) == len(mem) {
+			for ref, s := range k.Value {
+				if !reflect.DeepEqual(s, mem[ref]) && !(s == nil && reflect.DeepEqual(*mem[ref], Snapshot{})) {
+					t.Fatalf("kolo disagrees on %s\nmine %+v\nkolo %+v", ref, mem[ref], s)
+				}
+			}
+		}
+	})
+}
+
+// FuzzDecodeJSONRPC: JSON-RPC replies never panic the decoders.
+func FuzzDecodeJSONRPC(f *testing.F) {
+	f.Add(batchJSON(2))
+	f.Add([]byte(`{"jsonrpc":"2.0","error":{"code":1,"message":"SESSION_INVALID","data":["OpaqueRef:x"]},"id":1}`))
+	f.Add([]byte(`{"result":null,"error":["HOST_IS_SLAVE","10.0.0.1"],"id":1}`))
+	rec, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 2, "result": toJSON(xstruct{{"OpaqueRef:a", vmRecord(1)}})})
+	f.Add(rec)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if res, err := decodeJSONRPC(data); err == nil {
+			var b EventBatch
+			_ = decodeJSONBatch(res, &b)
+		}
+		_ = streamJSONRecords(bytes.NewReader(data), func(string, *Snapshot) error { return nil })
+	})
+}
+
+func TestDecodersAgreeOnRealisticBatch(t *testing.T) {
+	data := batchXML(50)
+	var mine EventBatch
+	if err := decodeXMLRPC(data, func(s *scanner) error { return s.decodeEventBatch(&mine) }); err != nil {
+		t.Fatal(err)
+	}
+	var k koloEnvelope
+	if err := xmlrpc.Response(data).Unmarshal(&k); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(mine, k.Value) {
+		t.Fatalf("disagree")
+	}
+	var js EventBatch
+	res, err := decodeJSONRPC(batchJSON(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeJSONBatch(res, &js); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(mine, js) {
+		for i := range mine.Events {
+			if !reflect.DeepEqual(mine.Events[i].Snapshot, js.Events[i].Snapshot) {
+				t.Fatalf("XML and JSON disagree on event %d\n%+v\n%+v", i, mine.Events[i].Snapshot, js.Events[i].Snapshot)
+			}
+		}
+		t.Fatalf("XML and JSON disagree\n%+v\n%+v", mine.ValidRefCounts, js.ValidRefCounts)
+	}
+	if len(mine.Events) != 50 || mine.ValidRefCounts["vm"] != 50 || !strings.HasPrefix(mine.Token, "0000") {
+		t.Fatalf("%+v", mine)
+	}
+}
