@@ -98,3 +98,69 @@ func TestDeriverIdleTimeoutAndLate(t *testing.T) {
 		t.Fatalf("stats %+v", d.Stats)
 	}
 }
+
+// TestCorpusReplay: the generated corpus (used by the replay benchmark)
+// parses without a bad line and yields one valid record per operation,
+// with the expected share of failures.
+func TestCorpusReplay(t *testing.T) {
+	var buf strings.Builder
+	n, err := WriteCorpus(&buf, 2<<20, CorpusConfig{Failed: 5, Seed: 7})
+	if err != nil || n == 0 {
+		t.Fatal(n, err)
+	}
+	if got := int64(strings.Count(buf.String(), "\n")); got != n {
+		t.Fatalf("WriteCorpus reported %d lines, wrote %d", n, got)
+	}
+	sc := NewScanner("pool", time.Date(2027, 1, 3, 0, 0, 0, 0, time.UTC), time.UTC)
+	d := NewDeriver(Config{PoolUUID: testPool, Master: "xen1"})
+	var recs []record.Record
+	emit := func(e *Entry) { recs = append(recs, d.Feed(e)...) }
+	if err := sc.Scan(strings.NewReader(buf.String()), emit); err != nil {
+		t.Fatal(err)
+	}
+	sc.Flush(emit)
+	recs = append(recs, d.Flush()...)
+	if sc.Stats.BadTotal() != 0 || sc.Stats.Lines != n {
+		t.Fatalf("scanner stats %+v", sc.Stats)
+	}
+	failed := 0
+	ids := map[string]bool{}
+	for _, r := range recs {
+		if err := r.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if ids[r.ID] {
+			t.Fatalf("duplicate record %s", r.ID)
+		}
+		ids[r.ID] = true
+		if r.Result == record.Failure {
+			failed++
+		}
+	}
+	if int64(len(recs)) != d.Stats.Tasks || failed == 0 || failed > len(recs)/4 {
+		t.Fatalf("%d records for %d tasks, %d failed", len(recs), d.Stats.Tasks, failed)
+	}
+}
+
+// TestDeriverExpireLive: a tailer whose logs went quiet closes tasks with
+// Expire(now) on a timer.
+func TestDeriverExpireLive(t *testing.T) {
+	d := NewDeriver(Config{PoolUUID: testPool, Hosts: map[string]string{"xen1": "u1"}})
+	var l Line
+	line := "May  1 10:00:00 xen1 xapi: [debug||77 |Async.VM.clean_shutdown R:bbbbbbbbbbbb|audit] VM.clean_shutdown: VM = '2c6f6a55-0d1e-4f0a-9c6e-3f5e7a9b1c2d (db)'"
+	if err := Parse(line, &l); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	e := Entry{Host: "xen1", Time: at, Line: l}
+	if r := d.Feed(&e); len(r) != 0 {
+		t.Fatal(r)
+	}
+	if r := d.Expire(at.Add(time.Minute)); len(r) != 0 {
+		t.Fatalf("closed before the idle timeout: %+v", r)
+	}
+	r := d.Expire(at.Add(11 * time.Minute))
+	if len(r) != 1 || r[0].VMName != "db" || r[0].HostUUID != "u1" || r[0].Result != record.Success {
+		t.Fatalf("%+v", r)
+	}
+}

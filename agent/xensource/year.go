@@ -26,6 +26,8 @@ type YearInferer struct {
 	prevSt Stamp
 	prevT  time.Time
 	prevOK bool
+	zone   *time.Location // last FixedZone built, by offset
+	zoneAt int
 }
 
 // NewYearInferer returns an inferer for lines written before ref in loc.
@@ -51,7 +53,10 @@ func (y *YearInferer) infer(st Stamp) time.Time {
 	}
 	if st.Year != 0 {
 		if st.HasZone {
-			loc = time.FixedZone("", st.Offset)
+			if y.zone == nil || y.zoneAt != st.Offset {
+				y.zone, y.zoneAt = time.FixedZone("", st.Offset), st.Offset
+			}
+			loc = y.zone
 		}
 		t := time.Date(st.Year, st.Month, st.Day, st.Hour, st.Minute, st.Second, st.Nanos, loc)
 		y.year, y.last = st.Year, t
