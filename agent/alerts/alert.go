@@ -75,6 +75,11 @@ func firstBytes(b []byte, n int) string {
 
 func fromDoc(doc map[string]any, raw []byte, now time.Time) (*Alert, error) {
 	a := &Alert{Doc: doc}
+	if v, ok := lookup(doc, "@timestamp"); ok {
+		if _, isStr := v.(string); !isStr {
+			return nil, fmt.Errorf("@timestamp must be an RFC 3339 string, got %v", v)
+		}
+	}
 	if ts, ok := lookupString(doc, "@timestamp"); ok && ts != "" {
 		t, err := parseAlertTime(ts)
 		if err != nil {

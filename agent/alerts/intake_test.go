@@ -1,0 +1,201 @@
+package alerts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseSyslogCEF(t *testing.T) {
+	now := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name, in string
+		check    map[string]string // dotted path -> want
+		time     time.Time
+	}{
+		{"rfc5424", `<134>1 2024-03-01T09:11:00.000Z ids1 snort - - - CEF:0|Snort|IDS|2.9|1:2001|ET TROJAN x|8|src=10.1.0.12 dst=198.51.100.7 rt=1709284260000 msg=a\=b c\\d\nline2`,
+			map[string]string{"source.ip": "10.1.0.12", "destination.ip": "198.51.100.7", "message": "a=b c\\d\nline2", "rule.name": "ET TROJAN x",
+				"rule.id": "1:2001", "observer.vendor": "Snort", "log.syslog.hostname": "ids1", "event.severity": "8"},
+			time.UnixMilli(1709284260000).UTC()},
+		{"rfc3164 without tag, header time", `<134>Mar  1 09:11:00 av1 CEF:0|Acme\|AV|Scan|1|virus|Virus found|9|dvchost=vm1 dvcmac=02:16:3E:00:00:01 cs1Label=cloud.instance.id cs1=11111111-0000-4000-8000-000000000001`,
+			map[string]string{"host.name": "vm1", "host.mac": "02:16:3E:00:00:01", "cloud.instance.id": "11111111-0000-4000-8000-000000000001", "observer.vendor": "Acme|AV",
+				"log.syslog.hostname": "av1"},
+			time.Time{}},
+		{"bare CEF, text rt", `CEF:0|V|P|1|s|n|3|rt=Mar 01 2024 09:11:00 dvc=10.1.0.13 externalId=abc`,
+			map[string]string{"host.ip": "10.1.0.13", "event.id": "abc"}, time.Date(2024, 3, 1, 9, 11, 0, 0, time.UTC)},
+		{"no time at all", `CEF:0|V|P|1|s|n|3|src=10.1.0.14`, map[string]string{"source.ip": "10.1.0.14"}, now},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, err := ParseSyslogCEF([]byte(c.in), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for path, want := range c.check {
+				v, ok := lookup(a.Doc, path)
+				got := fmt.Sprint(v)
+				if l, isList := v.([]any); isList && len(l) == 1 {
+					got = fmt.Sprint(l[0])
+				}
+				if !ok || got != want {
+					t.Errorf("%s = %q, want %q", path, got, want)
+				}
+			}
+			if !c.time.IsZero() && !a.Time.Equal(c.time) {
+				t.Errorf("time %s, want %s", a.Time, c.time)
+			}
+			if c.time.IsZero() && a.Time.Month() != time.March {
+				t.Errorf("header time not used: %s", a.Time)
+			}
+			if _, err := json.Marshal(a.Doc); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for _, bad := range []string{"<13>1 - - - - - - hello", "CEF:x|a|b", "CEF:0|V|P|1|s|n|3|rt=yesterday src=1.2.3.4", strings.Repeat("a", MaxAlertBytes+1)} {
+		if _, err := ParseSyslogCEF([]byte(bad), now); err == nil {
+			t.Errorf("%q: want an error", firstBytes([]byte(bad), 40))
+		}
+	}
+}
+
+// collector is a Handler that enriches without detectors and keeps outputs.
+type collector struct {
+	mu  sync.Mutex
+	e   *Enricher
+	out []enriched
+}
+
+func (c *collector) handle(ctx context.Context, a *Alert) ([]byte, error) {
+	js, err := c.e.Enrich(ctx, a)
+	if err == nil {
+		var en enriched
+		json.Unmarshal(js, &en)
+		c.mu.Lock()
+		c.out = append(c.out, en)
+		c.mu.Unlock()
+	}
+	return js, err
+}
+
+func (c *collector) n() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.out) }
+
+func newCollector(t *testing.T) *collector {
+	st := threatModelStore(t)
+	svc, err := NewService(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &collector{e: NewEnricher(svc, nil, nil)}
+}
+
+func TestSyslogListeners(t *testing.T) {
+	c := newCollector(t)
+	var errMu sync.Mutex
+	var errs []string
+	l := &SyslogListener{Handle: c.handle, OnError: func(raw []byte, err error) { errMu.Lock(); errs = append(errs, err.Error()); errMu.Unlock() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.ServeUDP(ctx, pc)
+	go l.ServeTCP(ctx, ln)
+
+	msg := func(vm string) string {
+		return fmt.Sprintf(`<134>1 2024-03-01T09:20:00Z av1 av - - - CEF:0|Acme|AV|1|v|Virus|9|dvchost=%s rt=1709284800000`, vm)
+	}
+	u, _ := net.Dial("udp", pc.LocalAddr().String())
+	u.Write([]byte(msg("vm1")))
+	u.Write([]byte("not cef at all"))
+	u.Close()
+	tc, _ := net.Dial("tcp", ln.Addr().String())
+	m2 := msg("vm2")
+	fmt.Fprintf(tc, "%d %s", len(m2), m2)           // octet counting
+	fmt.Fprintf(tc, "%s\n%s\n", msg("vm3"), "junk") // LF framing
+	fmt.Fprintf(tc, "%d %s", len(msg("vm4")), msg("vm4"))
+	tc.Close()
+	waitUntil(t, func() bool { return c.n() == 4 })
+	seen := map[string]bool{}
+	for _, en := range c.out {
+		if !en.VMLineage.Matched {
+			t.Errorf("unmatched: %+v", en.VMLineage)
+			continue
+		}
+		seen[en.VMLineage.VMs[0].Name] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("matched %v", seen)
+	}
+	waitUntil(t, func() bool { errMu.Lock(); defer errMu.Unlock(); return len(errs) == 2 })
+}
+
+func waitUntil(t *testing.T, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+func TestHTTPEndpoint(t *testing.T) {
+	c := newCollector(t)
+	if _, err := HTTPHandler("", c.handle, nil); err == nil {
+		t.Fatal("an empty token must be refused")
+	}
+	h, err := HTTPHandler("s3cret", c.handle, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	post := func(token, body string) (*http.Response, []string) {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/alerts", strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		return resp, strings.Split(strings.TrimSpace(buf.String()), "\n")
+	}
+	if r, _ := post("", alertFor("name", "vm1", 0)); r.StatusCode != 401 || r.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token: %d", r.StatusCode)
+	}
+	if r, _ := post("wrong", alertFor("name", "vm1", 0)); r.StatusCode != 401 {
+		t.Fatalf("wrong token: %d", r.StatusCode)
+	}
+	r, lines := post("s3cret", alertFor("name", "vm1", 0))
+	if r.StatusCode != 200 || len(lines) != 1 || !strings.Contains(lines[0], `"matched":true`) {
+		t.Fatalf("single: %d %q", r.StatusCode, lines)
+	}
+	r, lines = post("s3cret", "["+alertFor("ip", "vm2", 1)+","+alertFor("uuid", "vm3", 2)+`,{"@timestamp":5}]`)
+	if r.StatusCode != 200 || len(lines) != 3 || r.Header.Get("X-Vmlineage-Errors") != "1" || !strings.Contains(lines[2], "pipeline_error") {
+		t.Fatalf("array: %d %s %q", r.StatusCode, r.Header.Get("X-Vmlineage-Errors"), lines)
+	}
+	r, lines = post("s3cret", alertFor("mac", "vm4", 3)+"\n{bad\n"+alertFor("name", "vm1", 4)+"\n")
+	if r.StatusCode != 200 || len(lines) != 3 || r.Header.Get("X-Vmlineage-Errors") != "1" {
+		t.Fatalf("lines: %d %q", r.StatusCode, lines)
+	}
+	if r, _ := post("s3cret", "hello"); r.StatusCode != 400 {
+		t.Fatalf("garbage body: %d", r.StatusCode)
+	}
+}

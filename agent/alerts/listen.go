@@ -1,0 +1,240 @@
+package alerts
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Handler receives each alert read by a listener. It is called from the
+// listener's goroutines; the syslog listeners call it in arrival order per
+// connection.
+type Handler func(ctx context.Context, a *Alert) ([]byte, error)
+
+// SyslogListener reads CEF alerts over syslog: UDP (one message per
+// datagram) and TCP (octet-counted, RFC 6587 §3.4.1, or newline-framed,
+// §3.4.2, detected per message). A message that is not a readable CEF
+// alert is logged with the sender and the reason, and passed to OnError so
+// that it can be forwarded as an error document.
+type SyslogListener struct {
+	Handle  Handler
+	Log     *slog.Logger
+	OnError func(raw []byte, err error)
+}
+
+func (l *SyslogListener) log() *slog.Logger {
+	if l.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.Log
+}
+
+func (l *SyslogListener) one(ctx context.Context, raw []byte, source, peer string) {
+	a, err := ParseSyslogCEF(raw, time.Now())
+	if err == nil {
+		a.Source = source
+		_, err = l.Handle(ctx, a)
+	}
+	if err != nil {
+		l.log().Warn("syslog alert refused", "from", peer, "transport", source, "error", err, "message", firstBytes(raw, 200))
+		if l.OnError != nil {
+			l.OnError(raw, err)
+		}
+	}
+}
+
+// ServeUDP reads datagrams from pc until ctx ends.
+func (l *SyslogListener) ServeUDP(ctx context.Context, pc net.PacketConn) error {
+	go func() { <-ctx.Done(); pc.Close() }()
+	buf := make([]byte, 64<<10) // the largest UDP payload
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		msg := append([]byte(nil), buf[:n]...)
+		l.one(ctx, msg, "syslog-udp", addr.String())
+	}
+}
+
+// ServeTCP accepts connections on ln until ctx ends.
+func (l *SyslogListener) ServeTCP(ctx context.Context, ln net.Listener) error {
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			if err := l.readStream(ctx, c, c.RemoteAddr().String()); err != nil && ctx.Err() == nil {
+				l.log().Warn("syslog connection dropped", "from", c.RemoteAddr(), "error", err)
+			}
+		}()
+	}
+}
+
+// readStream splits a TCP stream into messages. A message starting with a
+// digit is octet-counted ("<len> <msg>"); anything else ends at LF.
+func (l *SyslogListener) readStream(ctx context.Context, r io.Reader, peer string) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		b, err := br.Peek(1)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if b[0] >= '1' && b[0] <= '9' {
+			lenStr, err := br.ReadString(' ')
+			if err != nil {
+				return fmt.Errorf("octet count: %w", err)
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(lenStr))
+			if err != nil || n <= 0 || n > MaxAlertBytes {
+				return fmt.Errorf("bad octet count %q (framing lost, closing)", strings.TrimSpace(lenStr))
+			}
+			msg := make([]byte, n)
+			if _, err := io.ReadFull(br, msg); err != nil {
+				return fmt.Errorf("message of %d octets: %w", n, err)
+			}
+			l.one(ctx, msg, "syslog-tcp", peer)
+			continue
+		}
+		line, tooLong, err := readLine(br, MaxAlertBytes)
+		if tooLong {
+			l.log().Warn("syslog alert refused", "from", peer, "error", ErrTooLarge)
+			if l.OnError != nil {
+				l.OnError(line, ErrTooLarge)
+			}
+		} else if len(bytes.TrimSpace(line)) > 0 {
+			l.one(ctx, line, "syslog-tcp", peer)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// HTTPHandler serves POST /v1/alerts: ECS JSON alerts, one object, a JSON
+// array of objects, or JSON lines, with "Authorization: Bearer <token>".
+// The answer is 200 with the enriched alerts as JSON lines, in order; an
+// alert that cannot be read gets an error document in its place (so the
+// count always matches) and the X-Vmlineage-Errors header counts them. A
+// body that is not JSON at all is 400; a body over maxBody is 413.
+func HTTPHandler(token string, handle Handler, log *slog.Logger) (http.Handler, error) {
+	if strings.TrimSpace(token) == "" {
+		return nil, errors.New("alerts: the HTTP endpoint needs a bearer token")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	const maxBody = 16 << 20
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/alerts", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "use POST", http.StatusMethodNotAllowed)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vmlineage"`)
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			log.Warn("alert POST refused: bad token", "from", r.RemoteAddr)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("body over %d bytes", maxBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		items, err := splitBody(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var out bytes.Buffer
+		nerr := 0
+		for i, it := range items {
+			a, err := ParseJSON(it, time.Now())
+			var js []byte
+			if err == nil {
+				a.Source = "http"
+				js, err = handle(r.Context(), a)
+			}
+			if err != nil {
+				nerr++
+				err = fmt.Errorf("alert %d: %w", i+1, err)
+				log.Warn("alert refused", "from", r.RemoteAddr, "error", err)
+				js = ErrorDoc(it, err, time.Now())
+			}
+			out.Write(js)
+			out.WriteByte('\n')
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("X-Vmlineage-Errors", strconv.Itoa(nerr))
+		w.Write(out.Bytes())
+	})
+	return mux, nil
+}
+
+// splitBody returns the alerts of a body: one object, an array, or lines.
+func splitBody(body []byte) ([][]byte, error) {
+	t := bytes.TrimSpace(body)
+	if len(t) == 0 {
+		return nil, errors.New("empty body")
+	}
+	if t[0] == '[' {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(t, &arr); err != nil {
+			return nil, fmt.Errorf("body is not a JSON array of alerts: %v", err)
+		}
+		out := make([][]byte, len(arr))
+		for i := range arr {
+			out[i] = arr[i]
+		}
+		return out, nil
+	}
+	if t[0] != '{' {
+		return nil, errors.New("body must be a JSON object, an array of objects, or JSON lines")
+	}
+	if json.Valid(t) {
+		return [][]byte{t}, nil
+	}
+	var out [][]byte
+	for _, line := range bytes.Split(t, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) > 0 {
+			out = append(out, line)
+		}
+	}
+	return out, nil
+}
