@@ -80,7 +80,7 @@ func TestScannerOverlongAndJunk(t *testing.T) {
 	if strings.Join(msgs, ",") != "ok,ok2" {
 		t.Fatalf("got %v", msgs)
 	}
-	if sc.Stats.Overlong != 1 || sc.Stats.Bad[KindTimestamp] != 1 || sc.Stats.Bad[KindEmpty] != 1 || sc.Stats.Lines != 5 {
+	if sc.Stats.Overlong != 1 || sc.Stats.Bad[ErrKindTimestamp] != 1 || sc.Stats.Bad[ErrKindEmpty] != 1 || sc.Stats.Lines != 5 {
 		t.Fatalf("stats %+v", sc.Stats)
 	}
 }

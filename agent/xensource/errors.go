@@ -5,21 +5,21 @@ type ErrKind uint8
 
 // Error kinds, one per way a line can be rejected.
 const (
-	KindEmpty     ErrKind = iota + 1 // blank line
-	KindTimestamp                    // no "Mmm dd HH:MM:SS" or RFC 3339 time at the start
-	KindHost                         // no host field (or nothing after the time)
-	KindHeader                       // a toolstack daemon's "[...]" header that does not parse
+	ErrKindEmpty     ErrKind = iota + 1 // blank line
+	ErrKindTimestamp                    // no "Mmm dd HH:MM:SS" or RFC 3339 time at the start
+	ErrKindHost                         // no host field (or nothing after the time)
+	ErrKindHeader                       // a toolstack daemon's "[...]" header that does not parse
 )
 
 func (k ErrKind) String() string {
 	switch k {
-	case KindEmpty:
+	case ErrKindEmpty:
 		return "empty"
-	case KindTimestamp:
+	case ErrKindTimestamp:
 		return "timestamp"
-	case KindHost:
+	case ErrKindHost:
 		return "host"
-	case KindHeader:
+	case ErrKindHeader:
 		return "header"
 	}
 	return "unknown"
@@ -37,8 +37,8 @@ func (e *ParseError) Error() string { return "xensource: bad line: " + e.Detail 
 
 // Sentinel parse errors.
 var (
-	ErrEmptyLine    = &ParseError{KindEmpty, "empty line"}
-	ErrBadTimestamp = &ParseError{KindTimestamp, `no syslog time ("Mmm dd HH:MM:SS" or RFC 3339) at the start`}
-	ErrNoHost       = &ParseError{KindHost, "no host and message after the time"}
-	ErrBadHeader    = &ParseError{KindHeader, "toolstack line whose [level|field2|thread|task|module] header does not parse"}
+	ErrEmptyLine    = &ParseError{ErrKindEmpty, "empty line"}
+	ErrBadTimestamp = &ParseError{ErrKindTimestamp, `no syslog time ("Mmm dd HH:MM:SS" or RFC 3339) at the start`}
+	ErrNoHost       = &ParseError{ErrKindHost, "no host and message after the time"}
+	ErrBadHeader    = &ParseError{ErrKindHeader, "toolstack line whose [level|field2|thread|task|module] header does not parse"}
 )

@@ -45,7 +45,7 @@ func toGolden(raw string, l *Line, err error) golden {
 		} else {
 			g.Err = pe.Kind.String()
 		}
-		if pe == nil || pe.Kind != KindHeader {
+		if pe == nil || pe.Kind != ErrKindHeader {
 			return g
 		}
 	}

@@ -24,9 +24,9 @@ type Stats struct {
 }
 
 // BadTotal is the number of lines rejected for any reason (not counting
-// overlong lines, and not KindHeader lines, which are still emitted).
+// overlong lines, and not ErrKindHeader lines, which are still emitted).
 func (s *Stats) BadTotal() int64 {
-	return s.Bad[KindEmpty] + s.Bad[KindTimestamp] + s.Bad[KindHost]
+	return s.Bad[ErrKindEmpty] + s.Bad[ErrKindTimestamp] + s.Bad[ErrKindHost]
 }
 
 // Scanner reads one host's log: it splits lines, parses them, infers the
@@ -97,7 +97,7 @@ func (s *Scanner) feed(b []byte, emit func(*Entry)) {
 			s.Stats.Bad[pe.Kind]++
 		}
 		s.Stats.LastBad = err
-		if pe == nil || pe.Kind != KindHeader {
+		if pe == nil || pe.Kind != ErrKindHeader {
 			return
 		}
 	}
