@@ -163,6 +163,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = ev.raw(b, `"dataset":`, formats.Dataset)
 	b = ev.raw(b, `"module":`, "vmlineage")
 	b = ev.raw(b, `"provider":`, Provider)
+	b = ev.key(b, `"severity":`) // the CEF severity, so both formats rank alike
+	b = appendInt(b, int64(formats.Severity(r.Activity, r.Result)))
 	if !r.Start.IsZero() {
 		b = ev.key(b, `"start":`)
 		b = appendTime(b, r.Start)

@@ -123,6 +123,7 @@ func TestRecordFields(t *testing.T) {
 				"event.dataset":            "vmlineage.lifecycle",
 				"event.module":             "vmlineage",
 				"event.provider":           "xapi",
+				"event.severity":           json.Number(fmt.Sprint(formats.Severity(r.Activity, r.Result))),
 				"event.start":              record.FormatTime(r.Start),
 				"host.name":                nilIfEmpty(clean(vmName)),
 				"host.id":                  nilIfEmpty(r.VMUUID),
