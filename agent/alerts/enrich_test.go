@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
@@ -41,7 +42,7 @@ type enriched struct {
 
 func newEnricher(t *testing.T, extra ...plugintest.Detector) (*Enricher, *plugins.Manager) {
 	t.Helper()
-	st := threatModelStore(t)
+	st := alertstest.ThreatModel(t)
 	svc, err := NewService(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
@@ -59,16 +60,16 @@ func newEnricher(t *testing.T, extra ...plugintest.Detector) (*Enricher, *plugin
 
 // alertFor builds an ECS alert naming vm (vm1..vm4) through the given field.
 func alertFor(by, vm string, min int) string {
-	ts := at(600 + 60*min).Format(time.RFC3339)
+	ts := alertstest.At(600 + 60*min).Format(time.RFC3339)
 	switch by {
 	case "uuid":
-		return fmt.Sprintf(`{"@timestamp":%q,"event":{"kind":"alert","id":"a-%s"},"cloud":{"instance":{"id":%q}},"rule":{"name":"EICAR"}}`, ts, vm, vmUUID[vm])
+		return fmt.Sprintf(`{"@timestamp":%q,"event":{"kind":"alert","id":"a-%s"},"cloud":{"instance":{"id":%q}},"rule":{"name":"EICAR"}}`, ts, vm, alertstest.VMUUID[vm])
 	case "name":
 		return fmt.Sprintf(`{"@timestamp":%q,"event.kind":"alert","host.name":%q,"message":"malware found"}`, ts, vm)
 	case "ip":
-		return fmt.Sprintf(`{"@timestamp":%q,"event":{"kind":"alert"},"source":{"ip":"198.51.100.7"},"destination":{"ip":%q,"port":445}}`, ts, vmIP[vm])
+		return fmt.Sprintf(`{"@timestamp":%q,"event":{"kind":"alert"},"source":{"ip":"198.51.100.7"},"destination":{"ip":%q,"port":445}}`, ts, alertstest.VMIP[vm])
 	case "mac":
-		return fmt.Sprintf(`{"@timestamp":%q,"host":{"mac":[%q]}}`, ts, strings.ToUpper(strings.ReplaceAll(vmMAC[vm], ":", "-")))
+		return fmt.Sprintf(`{"@timestamp":%q,"host":{"mac":[%q]}}`, ts, strings.ToUpper(strings.ReplaceAll(alertstest.VMMAC[vm], ":", "-")))
 	}
 	panic(by)
 }
@@ -107,7 +108,7 @@ func TestThreatModelSuspects(t *testing.T) {
 				if !en.VMLineage.Matched || len(en.VMLineage.VMs) != 1 || en.VMLineage.VMs[0].Name != vm {
 					t.Fatalf("alert %d: want matched to %s, got %+v", i+1, vm, en.VMLineage.VMs)
 				}
-				if len(en.Threat.Enrichments) != 1 || en.Threat.Enrichments[0].Matched["id"] != vmUUID[vm] {
+				if len(en.Threat.Enrichments) != 1 || en.Threat.Enrichments[0].Matched["id"] != alertstest.VMUUID[vm] {
 					t.Fatalf("alert %d: threat.enrichments %+v", i+1, en.Threat.Enrichments)
 				}
 				// The hung detector is named and the others still answered.
@@ -129,7 +130,7 @@ func TestThreatModelSuspects(t *testing.T) {
 					t.Errorf("alert %d: reason %q", i+1, s[0].Reason)
 				}
 				ca := en.VMLineage.CommonAncestor
-				if ca == nil || ca.Name != "origin" || !ca.Destroyed || ca.UUID != origin {
+				if ca == nil || ca.Name != "origin" || !ca.Destroyed || ca.UUID != alertstest.Origin {
 					t.Fatalf("alert %d: common ancestor %+v", i+1, ca)
 				}
 				for _, x := range s {
@@ -151,7 +152,7 @@ func TestThreatModelSuspects(t *testing.T) {
 }
 
 func TestUnmatchedAlertGoesOutUnchanged(t *testing.T) {
-	st := threatModelStore(t)
+	st := alertstest.ThreatModel(t)
 	svc, err := NewService(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +192,7 @@ func TestUnmatchedAlertGoesOutUnchanged(t *testing.T) {
 }
 
 func TestBadLinesAreNotDropped(t *testing.T) {
-	st := threatModelStore(t)
+	st := alertstest.ThreatModel(t)
 	svc, _ := NewService(context.Background(), st)
 	e := NewEnricher(svc, nil, nil)
 	in := alertFor("name", "vm1", 0) + "\n{not json\n\n" + `{"@timestamp":"yesterday"}` + "\n" + strings.Repeat("x", MaxAlertBytes+10) + "\n" + alertFor("name", "vm2", 1)
@@ -219,7 +220,7 @@ func TestBadLinesAreNotDropped(t *testing.T) {
 }
 
 func TestAlertStoredOnce(t *testing.T) {
-	st := threatModelStore(t)
+	st := alertstest.ThreatModel(t)
 	svc, _ := NewService(context.Background(), st)
 	e := NewEnricher(svc, nil, nil)
 	for i := 0; i < 3; i++ {
@@ -231,7 +232,7 @@ func TestAlertStoredOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	av, err := svc.AlertedVMs(context.Background(), []string{vmUUID["vm1"]}, t0, at(3600))
+	av, err := svc.AlertedVMs(context.Background(), []string{alertstest.VMUUID["vm1"]}, alertstest.T0, alertstest.At(3600))
 	if err != nil || len(av) != 1 || av[0].Count != 1 {
 		t.Fatalf("%+v %v", av, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -89,7 +90,7 @@ func (c *collector) handle(ctx context.Context, a *Alert) ([]byte, error) {
 func (c *collector) n() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.out) }
 
 func newCollector(t *testing.T) *collector {
-	st := threatModelStore(t)
+	st := alertstest.ThreatModel(t)
 	svc, err := NewService(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmlineage/vmlineage/agent/alerts"
+)
+
+func newAlertsCmd() *cobra.Command {
+	c := &cobra.Command{Use: "alerts", Short: "Take in security alerts and enrich them with lineage suspects"}
+	c.AddCommand(newAlertsServeCmd())
+	return c
+}
+
+func newAlertsServeCmd() *cobra.Command {
+	var sf storeFlags
+	var df detectorFlags
+	var udpAddr, tcpAddr, httpAddr, tokenFile, outPath string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Listen for CEF alerts over syslog and ECS alerts over HTTP; write them enriched",
+		Long: `Listen for alerts and write each one enriched, as a JSON line, to --out (default stdout):
+  --syslog-udp / --syslog-tcp  CEF over syslog (RFC 5424 or RFC 3164 header; TCP octet-counted or LF-framed)
+  --http                       POST /v1/alerts with ECS JSON (one object, an array, or JSON lines) and
+                               "Authorization: Bearer <token>" (token from --token-file or $VMLINEAGE_ALERTS_TOKEN);
+                               the response carries the enriched alerts.
+Alerts that cannot be read are written as error documents (vmlineage.error, event.original).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if udpAddr == "" && tcpAddr == "" && httpAddr == "" {
+				return errors.New("nothing to listen on: give --syslog-udp, --syslog-tcp or --http")
+			}
+			ctx, cancel := signal.NotifyContext(cmdContext(c), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			st, err := sf.open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			e, stop, err := df.start(ctx, c, st)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			log := newLogger(c.ErrOrStderr(), df.logLevel, "text")
+			var out io.Writer = c.OutOrStdout()
+			if outPath != "" && outPath != "-" {
+				f, err := os.OpenFile(outPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				out = f
+			}
+			var mu sync.Mutex
+			emit := func(js []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				out.Write(append(js, '\n'))
+			}
+			handle := func(ctx context.Context, a *alerts.Alert) ([]byte, error) {
+				js, err := e.Enrich(ctx, a)
+				if err == nil {
+					emit(js)
+				}
+				return js, err
+			}
+			onErr := func(raw []byte, err error) { emit(alerts.ErrorDoc(raw, err, time.Now())) }
+			errc := make(chan error, 3)
+			n := 0
+			sl := &alerts.SyslogListener{Handle: handle, Log: log, OnError: onErr}
+			if udpAddr != "" {
+				pc, err := net.ListenPacket("udp", udpAddr)
+				if err != nil {
+					return err
+				}
+				n++
+				go func() { errc <- sl.ServeUDP(ctx, pc) }()
+				log.Info("listening for CEF over syslog", "udp", pc.LocalAddr())
+			}
+			if tcpAddr != "" {
+				ln, err := net.Listen("tcp", tcpAddr)
+				if err != nil {
+					return err
+				}
+				n++
+				go func() { errc <- sl.ServeTCP(ctx, ln) }()
+				log.Info("listening for CEF over syslog", "tcp", ln.Addr())
+			}
+			if httpAddr != "" {
+				token := os.Getenv("VMLINEAGE_ALERTS_TOKEN")
+				if tokenFile != "" {
+					b, err := os.ReadFile(tokenFile)
+					if err != nil {
+						return fmt.Errorf("--token-file: %w", err)
+					}
+					token = strings.TrimSpace(string(b))
+				}
+				h, err := alerts.HTTPHandler(token, func(ctx context.Context, a *alerts.Alert) ([]byte, error) {
+					return handle(ctx, a)
+				}, log)
+				if err != nil {
+					return fmt.Errorf("%w (give --token-file or set VMLINEAGE_ALERTS_TOKEN)", err)
+				}
+				ln, err := net.Listen("tcp", httpAddr)
+				if err != nil {
+					return err
+				}
+				srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+				n++
+				go func() { errc <- srv.Serve(ln) }()
+				go func() { <-ctx.Done(); srv.Close() }()
+				log.Info("listening for ECS alerts", "http", ln.Addr())
+			}
+			for ; n > 0; n-- {
+				if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	sf.bind(c)
+	df.bind(c)
+	c.Flags().StringVar(&udpAddr, "syslog-udp", "", "address for CEF over syslog/UDP, e.g. :5514")
+	c.Flags().StringVar(&tcpAddr, "syslog-tcp", "", "address for CEF over syslog/TCP, e.g. :5514")
+	c.Flags().StringVar(&httpAddr, "http", "", "address for POST /v1/alerts, e.g. 127.0.0.1:8088")
+	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the HTTP bearer token")
+	c.Flags().StringVar(&outPath, "out", "-", "file to append enriched alerts to (- for stdout)")
+	return c
+}
