@@ -80,9 +80,25 @@ func plainLen(s string) int {
 			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 		q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
 		if (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi != 0 {
-			break
+			return i + plainTail(s[i:])
 		}
 	}
+	if i < len(s) && len(s) >= 8 {
+		// the last eight bytes, overlapping those already checked: plain means done
+		w := s[len(s)-8:]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
+		if (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi == 0 {
+			return len(s)
+		}
+	}
+	return i + plainTail(s[i:])
+}
+
+// plainTail counts plain bytes one at a time.
+func plainTail(s string) int {
+	i := 0
 	for ; i < len(s) && safe[s[i]]; i++ {
 	}
 	return i
