@@ -63,7 +63,18 @@ func appendStringBody(b []byte, s string) []byte {
 		case escapeRune(r):
 			b = append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
 		default:
-			b = append(b, s[:size]...)
+			// a run of plain non-ASCII characters (a name in another script)
+			// is copied at once
+			n := size
+			for n < len(s) && s[n] >= utf8.RuneSelf {
+				r, sz := utf8.DecodeRuneInString(s[n:])
+				if (r == utf8.RuneError && sz == 1) || escapeRune(r) {
+					break
+				}
+				n += sz
+			}
+			b = append(b, s[:n]...)
+			size = n
 		}
 		s = s[size:]
 	}
