@@ -370,7 +370,7 @@ func (s *Server) handleAt(r *http.Request) (any, error) {
 		return nil, badRequest("t: %v", err)
 	}
 	pool := q.Get("pool")
-	states, err := s.st.StateAt(ctx, pool, at)
+	states, err := s.stateAt(ctx, pool, at)
 	if err != nil {
 		return nil, err
 	}
@@ -391,13 +391,13 @@ func (s *Server) handleAt(r *http.Request) (any, error) {
 		}
 	}
 	for _, st := range states {
-		out.Exists = append(out.Exists, st.VM.UUID)
+		out.Exists = append(out.Exists, st.UUID)
 		ps := st.PowerState
 		if ps == "" {
 			ps = "unknown"
 		}
-		vm := AtVM{UUID: st.VM.UUID, Name: st.VM.Name, Kind: st.VM.Kind, PowerState: ps}
-		if m, ok := marks[st.VM.UUID]; ok && (m.Alerted || m.Suspect) {
+		vm := AtVM{UUID: st.UUID, Name: st.Name, Kind: st.Kind, PowerState: ps}
+		if m, ok := marks[st.UUID]; ok && (m.Alerted || m.Suspect) {
 			vm.Marks = &m
 		}
 		if st.HostUUID == "" {
@@ -408,11 +408,79 @@ func (s *Server) handleAt(r *http.Request) (any, error) {
 		if !ok { // a host we never saw described: show it by uuid
 			i = len(out.Hosts)
 			hostIdx[st.HostUUID] = i
-			out.Hosts = append(out.Hosts, AtHost{UUID: st.HostUUID, Name: st.HostName, VMs: []AtVM{}})
+			out.Hosts = append(out.Hosts, AtHost{UUID: st.HostUUID, Name: shortID(st.HostUUID), VMs: []AtVM{}})
 		}
 		out.Hosts[i].VMs = append(out.Hosts[i].VMs, vm)
 	}
 	return out, nil
+}
+
+// stateRow is one VM as it was at a time.
+type stateRow struct {
+	UUID, Name, Kind, PowerState, HostUUID string
+}
+
+// stateAt is lineage.Store.StateAt done in two set-wise reads: StateAt looks
+// each VM's name up on its own (vm_attrs has no index on vm_uuid for closed
+// spans), which grows with the square of the pool; a 10,000-VM pool must
+// answer while the time slider moves.
+func (s *Server) stateAt(ctx context.Context, pool string, at time.Time) ([]stateRow, error) {
+	t := at.UnixMilli()
+	db := s.st.DB()
+	rows, err := db.QueryContext(ctx, `SELECT v.uuid, v.name, v.kind, COALESCE(st.power_state,''), COALESCE(st.host_uuid,'')
+		FROM vms v
+		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=? AND (st.to_ms IS NULL OR st.to_ms>?)
+		WHERE v.first_seen_ms<=? AND (v.destroyed_ms IS NULL OR v.destroyed_ms>?) AND (?='' OR v.pool_uuid=?)
+		ORDER BY v.name, v.uuid`, t, t, t, t, pool, pool)
+	if err != nil {
+		return nil, fmt.Errorf("pool at %s: %w", record.FormatTime(at), err)
+	}
+	var out []stateRow
+	seen := map[string]bool{}
+	for rows.Next() {
+		var r stateRow
+		if err := rows.Scan(&r.UUID, &r.Name, &r.Kind, &r.PowerState, &r.HostUUID); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if seen[r.UUID] { // overlapping spans written at the same millisecond: keep one
+			continue
+		}
+		seen[r.UUID] = true
+		out = append(out, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// The names VMs bore then (a renamed VM shows its old name).
+	names := map[string]string{}
+	nrows, err := db.QueryContext(ctx, `SELECT vm_uuid, value FROM vm_attrs WHERE kind='name' AND from_ms<=? AND (to_ms IS NULL OR to_ms>?)
+		ORDER BY from_ms`, t, t)
+	if err != nil {
+		return nil, err
+	}
+	for nrows.Next() {
+		var u, v string
+		if err := nrows.Scan(&u, &v); err != nil {
+			nrows.Close()
+			return nil, err
+		}
+		names[u] = v // later spans win, as in StateAt
+	}
+	nrows.Close()
+	for i := range out {
+		if n := names[out[i].UUID]; n != "" {
+			out[i].Name = n
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].UUID < out[j].UUID
+	})
+	return out, nrows.Err()
 }
 
 // ParseTime reads the t parameter: RFC 3339, "YYYY-MM-DDTHH:MM[:SS]" (what

@@ -1,8 +1,10 @@
 package webui
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -267,5 +269,60 @@ func TestParseTime(t *testing.T) {
 		if _, err := ParseTime(bad); err == nil {
 			t.Errorf("ParseTime(%q) accepted", bad)
 		}
+	}
+}
+
+// TestStateAtMatchesLineage: the endpoint's own read of the pool at a time
+// agrees with lineage.Store.StateAt, renames included.
+func TestStateAtMatchesLineage(t *testing.T) {
+	st := threatModelStore(t)
+	err := st.Update(context.Background(), func(tx *lineage.Tx) error {
+		if err := tx.SetAttrs(tmClones[2].uuid, lineage.AttrName, []string{"db-primary"}, at(110)); err != nil {
+			return err
+		}
+		return tx.PutVM(&lineage.VM{UUID: tmClones[2].uuid, PoolUUID: tmPool, Name: "db-primary", Kind: lineage.KindVM,
+			PowerState: "Running", HostUUID: tmXen3, FirstSeen: at(110), LastSeen: at(110)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(st, Options{})
+	for _, sec := range []float64{-1, 0, 5, 10.8, 30, 55, 60.8, 100.8, 105, 110, 120.8, 125, 130.8, 400} {
+		when := at(sec)
+		want, err := st.StateAt(context.Background(), tmPool, when)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := srv.stateAt(context.Background(), tmPool, when)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := map[string]string{}
+		for _, s := range want {
+			w[s.VM.UUID] = s.VM.Name + "/" + s.VM.Kind + "/" + s.PowerState + "/" + s.HostUUID
+		}
+		g := map[string]string{}
+		for _, s := range got {
+			g[s.UUID] = s.Name + "/" + s.Kind + "/" + s.PowerState + "/" + s.HostUUID
+		}
+		if !maps.Equal(g, w) {
+			t.Errorf("at +%vs:\n got %v\nwant %v", sec, g, w)
+		}
+	}
+	var r AtResponse
+	ts := newTestServer(t, st, Options{})
+	get(t, ts, "/api/at?t=2024-03-01T09:01:45Z", "", 200, &r)
+	get(t, ts, "/api/at?t=2024-03-01T09:01:45Z", "", 200, &r)
+	if r.Hosts[2].Name != "xen3" || len(r.Hosts[2].VMs) != 2 || r.Hosts[2].VMs[0].Name != "vm3" {
+		t.Errorf("xen3 at 09:01:45 (before the rename) = %+v", r.Hosts[2])
+	}
+	get(t, ts, "/api/at?t=2024-03-01T09:01:55Z", "", 200, &r)
+	if r.Hosts[2].VMs[0].Name != "db-primary" {
+		t.Errorf("xen3 at 09:01:55 (after the rename) = %+v", r.Hosts[2])
+	}
+	var hits []SearchHit
+	get(t, ts, "/api/search?q=vm3", "", 200, &hits)
+	if len(hits) != 1 || hits[0].Name != "db-primary" || hits[0].Match != "former name" {
+		t.Errorf("search for the former name vm3 = %+v", hits)
 	}
 }

@@ -139,9 +139,9 @@ func RenderSVG(w io.Writer, vms []lineage.VM, opt *SVGOptions) error {
 	L := layoutTree(vms)
 	cols := max(L.cols, 1)
 	width := svgPad*2 + (cols-1)*svgCol + svgW + 30
-	width = max(width, 760) // the legend needs the room
+	width = max(width, 640) // the legend needs the room
 	treeH := svgPad*2 + int((L.rows-1)*svgRow) + svgH
-	height := svgTop + treeH + 70
+	height := svgTop + treeH + 64
 	bw := bufio.NewWriter(w)
 	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
 	p(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
@@ -213,19 +213,20 @@ func RenderSVG(w io.Writer, vms []lineage.VM, opt *SVGOptions) error {
 
 func writeLegend(p func(string, ...any), y int) {
 	p(`<g class="legend" transform="translate(%d,%d)">`, svgPad, y)
-	items := []struct{ cls, rx, label string }{
-		{"ps-running", "3", "running"}, {"ps-halted", "3", "halted"}, {"ps-suspended", "3", "suspended"}, {"ps-paused", "3", "paused"},
-		{"destroyed", "3", "destroyed"}, {"k-template", "0", "template"}, {"k-snapshot", "7", "snapshot"},
-		{"alerted", "3", "alerted"}, {"suspect", "3", "suspect"},
+	rows := [][]struct{ cls, rx, label string }{
+		{{"ps-running", "3", "running"}, {"ps-halted", "3", "halted"}, {"ps-suspended", "3", "suspended"}, {"ps-paused", "3", "paused"}, {"destroyed", "3", "destroyed"}},
+		{{"k-template", "0", "template"}, {"k-snapshot", "7", "snapshot"}, {"alerted", "3", "alerted"}, {"suspect", "3", "suspect"}},
 	}
-	x := 0
-	for _, it := range items {
-		p(`<g class="%s" transform="translate(%d,0)">`, it.cls, x)
-		if it.cls == "alerted" || it.cls == "suspect" {
-			p(`<rect class="halo" x="-2" y="-2" width="26" height="18" rx="5"/>`)
+	for r, items := range rows {
+		x := 0
+		for _, it := range items {
+			p(`<g class="%s" transform="translate(%d,%d)">`, it.cls, x, r*24)
+			if it.cls == "alerted" || it.cls == "suspect" {
+				p(`<rect class="halo" x="-2" y="-2" width="26" height="18" rx="5"/>`)
+			}
+			p(`<rect class="box" width="22" height="14" rx="%s"/><text class="lg" x="28" y="11">%s</text></g>`, it.rx, it.label)
+			x += 28 + 8*len(it.label) + 18
 		}
-		p(`<rect class="box" width="22" height="14" rx="%s"/><text class="lg" x="28" y="11">%s</text></g>`, it.rx, it.label)
-		x += 28 + 8*len(it.label) + 14
 	}
 	p("</g>\n")
 }

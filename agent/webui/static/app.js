@@ -126,92 +126,124 @@
   }
 
   // ---------- drawing ----------
-  function nodeClass(n, ps) {
+  // The SVG has the size of the whole tree, but only the nodes near the
+  // viewport (and the edges crossing it) are in the DOM: the layer is
+  // rebuilt with one innerHTML when the view leaves what was drawn, so the
+  // cost of a draw is what is on screen, whether the pool holds 6 VMs or
+  // 100,000. Look (state at the chosen time, marks, selection) is computed
+  // while building the string, never by walking the DOM.
+  function look(i) {
+    const n = S.nodes[i];
+    const past = S.at != null;
+    const ps = past && S.atStates && S.atStates.has(n.uuid) ? S.atStates.get(n.uuid) : n.power_state;
+    const dead = n.destroyed && (!past || S.at >= S.deadAt[i]);
+    const host = past && S.atHosts ? S.atHosts.get(n.uuid) : n.host;
+    const absent = past && S.exists != null && !S.exists.has(n.uuid);
     let c = 'node k-' + (n.kind || 'vm') + ' ' + psClass(ps);
-    if (n.destroyed) c += ' destroyed';
+    if (dead) c += ' destroyed';
     const m = markLabel(n.marks);
     if (m) c += ' ' + m;
     if (n.via) c += ' via-' + n.via;
-    return c;
+    if (absent) c += ' absent';
+    if (i === S.selected) c += ' selected';
+    let sub = dead ? 'destroyed' : String(ps || 'unknown').toLowerCase();
+    if (!dead && host && ps === 'Running') sub += ' on ' + host;
+    return { c, sub, m };
   }
-  function subText(n, ps) {
-    let s = n.destroyed ? 'destroyed' : String(ps || 'unknown').toLowerCase();
-    if (!n.destroyed && n.host && ps === 'Running') s += ' on ' + n.host;
-    return s;
+
+  function nodeMarkup(i, parts) {
+    const n = S.nodes[i], L = S.layout;
+    const px = PAD + L.x[i] * COL, py = PAD + L.y[i] * ROW;
+    const lk = look(i);
+    parts.push(`<g class="${lk.c}" id="vm-${esc(n.uuid)}" data-i="${i}" transform="translate(${px},${py})">`);
+    const p = S.parentIdx[i];
+    if (p >= 0) { // incoming edge, in this node's group so it hides with it
+      const gap = COL - W;
+      parts.push(`<path class="edge" d="M${-gap},${PAD + L.y[p] * ROW - py + H / 2}H${-gap / 2}V${H / 2}H0"/>`);
+    }
+    const rx = n.kind === 'snapshot' ? 18 : n.kind === 'template' ? 0 : 6;
+    if (lk.m) parts.push(`<rect class="halo" x="-4" y="-4" width="${W + 8}" height="${H + 8}" rx="${rx + 3}"/>`);
+    parts.push(`<rect class="box" width="${W}" height="${H}" rx="${rx}"/>`);
+    parts.push(`<text class="name" x="12" y="17">${esc(trunc(n.name || '(no name)', 21))}</text>`);
+    parts.push(`<text class="sub" x="12" y="33"><tspan class="u">${short(n.uuid)}</tspan> · <tspan class="st">${esc(lk.sub)}</tspan></text>`);
+    if (n.kind === 'template' || n.kind === 'snapshot') parts.push(`<text class="tag" x="${W - 8}" y="12" text-anchor="end">${n.kind.toUpperCase()}</text>`);
+    if (lk.m) parts.push(`<g class="markdot"><circle r="8"/><text y="4">${lk.m === 'alerted' ? '!' : '?'}</text></g>`);
+    parts.push('</g>');
   }
 
   function render() {
     const t0 = performance.now();
     const L = layout(S.nodes);
-    const t1 = performance.now();
     S.layout = L;
-    const width = PAD * 2 + (L.cols - 1) * COL + W + 30;
-    const height = PAD * 2 + (L.rows - 1) * ROW + H;
-    S.width = width; S.height = height;
-    const parts = [];
-    parts.push(`<svg id="tree-svg" xmlns="http://www.w3.org/2000/svg" class="${$('show-absent').checked ? 'show-absent' : ''}" width="${width * S.zoom}" height="${height * S.zoom}" viewBox="0 0 ${width} ${height}">`);
-    parts.push('<defs><pattern id="hatch" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="7" height="7" fill="#f7f7f8"/><line x1="0" y1="0" x2="0" y2="7" stroke="#e2e4e8" stroke-width="3"/></pattern></defs>');
-    const gap = COL - W;
-    for (let i = 0; i < S.nodes.length; i++) {
+    const N = S.nodes.length;
+    // Per node: the vertical and horizontal extent of its box and incoming
+    // edge, in tree coordinates, for the window test.
+    S.parentIdx = new Int32Array(N).fill(-1);
+    S.top = new Float64Array(N); S.bot = new Float64Array(N); S.left = new Float64Array(N);
+    S.deadAt = new Float64Array(N);
+    for (let i = 0; i < N; i++) {
       const n = S.nodes[i];
-      const px = PAD + L.x[i] * COL, py = PAD + L.y[i] * ROW;
-      const ps = S.atStates ? S.atStates.get(n.uuid) || n.power_state : n.power_state;
-      parts.push(`<g class="${nodeClass(n, ps)}" id="vm-${esc(n.uuid)}" data-i="${i}" data-ps="${psClass(ps)}" transform="translate(${px},${py})">`);
       const p = n.parent ? S.index.get(n.parent) : undefined;
-      if (p !== undefined && p !== i) { // incoming edge, in this node's group so it hides with it
-        const dy = PAD + L.y[p] * ROW - py;
-        const mx = -gap / 2;
-        parts.push(`<path class="edge" d="M${-gap},${dy + H / 2}H${mx}V${H / 2}H0"/>`);
+      const y = PAD + L.y[i] * ROW;
+      let top = y, bot = y + H;
+      if (p !== undefined && p !== i && L.x[p] === L.x[i] - 1) {
+        S.parentIdx[i] = p;
+        const py = PAD + L.y[p] * ROW;
+        top = Math.min(top, py); bot = Math.max(bot, py + H);
       }
-      const rx = n.kind === 'snapshot' ? 18 : n.kind === 'template' ? 0 : 6;
-      parts.push(`<rect class="halo" x="-4" y="-4" width="${W + 8}" height="${H + 8}" rx="${rx + 3}"/>`);
-      parts.push(`<rect class="box" width="${W}" height="${H}" rx="${rx}"/>`);
-      parts.push(`<text class="name" x="12" y="17">${esc(trunc(n.name || '(no name)', 21))}</text>`);
-      parts.push(`<text class="sub" x="12" y="33"><tspan class="u">${short(n.uuid)}</tspan> · <tspan class="st">${esc(subText(n, ps))}</tspan></text>`);
-      if (n.kind === 'template' || n.kind === 'snapshot') parts.push(`<text class="tag" x="${W - 8}" y="12" text-anchor="end">${n.kind.toUpperCase()}</text>`);
-      parts.push(`<g class="markdot"><circle cx="0" cy="0" r="8"/><text x="0" y="4">${n.marks && n.marks.alerted ? '!' : '?'}</text></g>`);
-      parts.push('</g>');
+      S.top[i] = top; S.bot[i] = bot; S.left[i] = PAD + L.x[i] * COL - (COL - W);
+      S.deadAt[i] = n.destroyed ? Date.parse(n.destroyed_at) : Infinity;
     }
-    parts.push('</svg>');
-    const t2 = performance.now();
+    const t1 = performance.now();
+    S.width = PAD * 2 + (L.cols - 1) * COL + W + 30;
+    S.height = PAD * 2 + (L.rows - 1) * ROW + H;
     const tree = $('tree');
-    tree.innerHTML = parts.join('');
+    tree.innerHTML = `<svg id="tree-svg" xmlns="http://www.w3.org/2000/svg" class="${$('show-absent').checked ? 'show-absent' : ''}" width="${S.width * S.zoom}" height="${S.height * S.zoom}" viewBox="0 0 ${S.width} ${S.height}">` +
+      '<defs><pattern id="hatch" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="7" height="7" fill="#f7f7f8"/><line x1="0" y1="0" x2="0" y2="7" stroke="#e2e4e8" stroke-width="3"/></pattern></defs><g id="layer"></g></svg>';
     S.svg = tree.firstChild;
-    S.els = Array.from(S.svg.querySelectorAll('g.node'));
-    const t3 = performance.now();
-    if (S.selected >= 0 && S.els[S.selected]) S.els[S.selected].classList.add('selected');
-    applyTime();
-    S.stats.layoutMs = t1 - t0; S.stats.buildMs = t2 - t1; S.stats.domMs = t3 - t2;
-    $('tree-count').textContent = `${S.nodes.length.toLocaleString('en')} VMs · ${L.cols} generations`;
+    S.layer = S.svg.lastChild;
+    S.drawn = null;
+    drawWindow(true);
+    const t2 = performance.now();
+    S.stats.layoutMs = t1 - t0; S.stats.domMs = t2 - t1;
+    $('tree-count').textContent = `${N.toLocaleString('en')} VMs · ${L.cols} generation${L.cols === 1 ? '' : 's'}`;
   }
 
-  function applyTime() {
-    // Existence at S.at comes from the server's reconstruction (S.exists);
-    // only nodes whose look changes are touched.
-    const ex = S.at == null ? null : S.exists;
-    for (let i = 0; i < S.els.length; i++) {
-      const n = S.nodes[i], el = S.els[i];
-      const absent = ex != null && !ex.has(n.uuid);
-      if (el.classList.contains('absent') !== absent) el.classList.toggle('absent', absent);
-      const ps = S.atStates && S.atStates.has(n.uuid) ? S.atStates.get(n.uuid) : n.power_state;
-      const dead = n.destroyed && (S.at == null || S.at >= Date.parse(n.destroyed_at));
-      const host = S.at != null && S.atHosts ? S.atHosts.get(n.uuid) : n.host;
-      const key = psClass(ps) + '|' + dead + '|' + (host || '');
-      if (el.dataset.key === key) continue;
-      if (el.dataset.ps) el.classList.remove(el.dataset.ps);
-      el.classList.add(psClass(ps));
-      el.dataset.ps = psClass(ps);
-      el.classList.toggle('destroyed', dead);
-      el.dataset.key = key;
-      const st = el.querySelector('.st');
-      if (st) st.textContent = dead ? 'destroyed' : subText({ ...n, destroyed: false, host }, ps);
+  // drawWindow (re)builds the layer for the viewport plus one screen of
+  // margin on each side; unless forced it does nothing while the viewport is
+  // still inside what was drawn.
+  function drawWindow(force) {
+    if (!S.layer) return;
+    const tree = $('tree'), z = S.zoom;
+    const vt = tree.scrollTop / z, vb = (tree.scrollTop + tree.clientHeight) / z;
+    const vl = tree.scrollLeft / z, vr = (tree.scrollLeft + tree.clientWidth) / z;
+    const d = S.drawn;
+    if (!force && d && vt >= d.t && vb <= d.b && vl >= d.l && vr <= d.r) return;
+    const mh = (vb - vt) || 800, mw = (vr - vl) || 1200;
+    const w = { t: vt - mh, b: vb + mh, l: vl - mw, r: vr + mw };
+    const parts = [];
+    let count = 0;
+    for (let i = 0; i < S.nodes.length; i++) {
+      if (S.bot[i] < w.t || S.top[i] > w.b || S.left[i] > w.r || S.left[i] + COL < w.l) continue;
+      nodeMarkup(i, parts);
+      count++;
     }
+    S.layer.innerHTML = parts.join('');
+    S.drawn = w;
+    S.stats.drawn = count;
   }
+
+  // redraw keeps the view and refreshes every drawn node's look.
+  const applyTime = () => drawWindow(true);
 
   function setZoom(z) {
-    S.zoom = Math.min(2.5, Math.max(0.15, z));
+    const tree = $('tree');
+    const cx = (tree.scrollLeft + tree.clientWidth / 2) / S.zoom, cy = (tree.scrollTop + tree.clientHeight / 2) / S.zoom;
+    S.zoom = Math.min(2.5, Math.max(0.1, z));
     if (S.svg) { S.svg.setAttribute('width', S.width * S.zoom); S.svg.setAttribute('height', S.height * S.zoom); }
+    tree.scrollLeft = cx * S.zoom - tree.clientWidth / 2; tree.scrollTop = cy * S.zoom - tree.clientHeight / 2;
     $('zoom-reset').textContent = Math.round(S.zoom * 100) + '%';
+    drawWindow(true);
   }
 
   // ---------- loading ----------
@@ -301,7 +333,7 @@
     const chips = (vms) => vms.slice(0, LIMIT).map(chip).join('') + (vms.length > LIMIT ? `<span class="more">+${vms.length - LIMIT} more</span>` : '');
     let html = '';
     for (const h of r.hosts) {
-      html += `<div class="host" data-host="${esc(h.host_uuid)}"><div class="host-head"><span>${esc(h.name || short(h.host_uuid))}</span><span class="dim">${esc(h.address || '')} · ${h.vms.length} VM${h.vms.length === 1 ? '' : 's'}</span></div>`;
+      html += `<div class="host" data-host="${esc(h.host_uuid)}"><div class="host-head"><span>${esc(h.name || short(h.host_uuid))}</span><span class="dim">${h.address ? esc(h.address) + ' · ' : ''}${h.vms.length} VM${h.vms.length === 1 ? '' : 's'}</span></div>`;
       html += `<div class="chips">${h.vms.length ? chips(h.vms) : '<span class="more">no VM resident</span>'}</div></div>`;
     }
     if (r.unplaced.length) {
@@ -312,17 +344,18 @@
 
   // ---------- details ----------
   async function select(i, scroll) {
-    if (S.selected >= 0 && S.els[S.selected]) S.els[S.selected].classList.remove('selected');
     S.selected = i;
-    const el = S.els[i];
-    if (!el) return;
-    el.classList.add('selected');
+    if (!S.svg || i < 0 || i >= S.nodes.length) return;
     if (scroll) {
       const tree = $('tree');
       const L = S.layout;
       const cx = (PAD + L.x[i] * COL + W / 2) * S.zoom, cy = (PAD + L.y[i] * ROW + H / 2) * S.zoom;
       tree.scrollTo({ left: cx - tree.clientWidth / 2, top: cy - tree.clientHeight / 2 });
     }
+    for (const e of S.svg.querySelectorAll('g.node.selected')) e.classList.remove('selected');
+    drawWindow(false);
+    const el = document.getElementById('vm-' + S.nodes[i].uuid);
+    if (el) el.classList.add('selected');
     const n = S.nodes[i];
     const box = $('details');
     box.dataset.uuid = '';
@@ -441,6 +474,14 @@
       tip.style.left = x + 'px'; tip.style.top = y + 'px';
     });
     tree.addEventListener('mouseleave', () => { tip.hidden = true; });
+    let pending = false;
+    const onView = () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => { pending = false; drawWindow(false); });
+    };
+    tree.addEventListener('scroll', onView, { passive: true });
+    window.addEventListener('resize', onView);
     document.querySelector('.side').addEventListener('click', (e) => {
       const a = e.target.closest('[data-uuid]');
       if (a && a.dataset.uuid && !a.classList.contains('panel')) { selectUUID(a.dataset.uuid, true); return; }
@@ -509,7 +550,7 @@
       n.marks = now ? m : undefined;
       if (was !== now) changed = true;
     });
-    if (changed) render();
+    if (changed) drawWindow(true);
   }
 
   main();
