@@ -266,6 +266,7 @@ func TestWatcherDroppedConnection(t *testing.T) {
 	waitFor(t, "all drops", func() bool { mu.Lock(); defer mu.Unlock(); return drops == 0 })
 	f.put("vm", "OpaqueRef:vm-5", vmRecord(5))
 	waitFor(t, "event after reconnect", func() bool { return h.sawRef("add", "OpaqueRef:vm-5") })
+	waitFor(t, "resync per reconnect", func() bool { st := w.Stats(); return st.Resyncs[ReasonReconnect] == st.Reconnects })
 	st := w.Stats()
 	// The catch-up event.from after each login may take one of the drops.
 	if st.Reconnects < 2 || st.Resyncs[ReasonReconnect] != st.Reconnects || !strings.Contains(st.LastError, "EOF") {

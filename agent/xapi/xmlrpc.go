@@ -1,8 +1,7 @@
 package xapi
 
 import (
-	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -143,102 +142,93 @@ func koloValue(out any) func(s *scanner) error {
 }
 
 // streamRecords decodes a get_all_records response from r without holding
-// it: tags are read one by one, and only one record member at a time
-// (at most maxRecord bytes) is buffered and handed to the scanner. So a
-// 64,000-VM pool costs the size of one VM record, not of the document.
+// it. The answer is read into a window; the in-memory scanner decodes one
+// record member at a time from it, and when a step runs off the end of the
+// window (every truncation is a syntax error, since everything ends with a
+// tag) the unread tail is moved to the front, more is read, and the step is
+// retried. So a 64,000-VM pool costs one window (≥ one record, at most
+// maxRecord bytes), not the document.
 func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snapshot) error) error {
-	pr := &pieceReader{r: bufio.NewReaderSize(r, 64<<10), max: maxRecord}
-	const (
-		capNone = iota
-		capEnvMember
-		capRecord
-		capFault
-	)
-	var (
-		depth    int
-		capKind  = capNone
-		capDepth int
-		capBuf   []byte
-		inValue  bool
-		started  bool
-		finished bool
-		status   string
-		desc     []string
-	)
-	for {
-		p, err := pr.next()
-		if err == io.EOF {
-			break
+	w := &window{r: r, max: int(maxRecord), buf: make([]byte, 0, min(int(maxRecord), streamChunk))}
+	s := &scanner{}
+	step := func(f func() error) error {
+		for {
+			s.b = w.buf
+			at := s.i
+			err := f()
+			if err == nil || !errors.Is(err, errSyntax) || w.eof {
+				return err
+			}
+			s.i = at
+			if err := w.more(&s.i); err != nil {
+				return err
+			}
 		}
+	}
+	var fault bool
+	err := step(func() error {
+		if err := s.skipMisc(); err != nil {
+			return err
+		}
+		if _, err := s.expectStart("methodResponse"); err != nil {
+			return err
+		}
+		n, end, _, err := s.tag()
 		if err != nil {
 			return err
 		}
-		name, end, empty, misc := pieceTag(p)
-		if misc {
-			continue
+		if !end && string(n) == "fault" {
+			fault = true
+			return nil
 		}
-		if !started {
-			if end || string(name) != "methodResponse" {
-				return fmt.Errorf("%w: document starts with <%s>, not <methodResponse>", errSyntax, name)
+		if end || string(n) != "params" {
+			return s.fail("expected <params> or <fault>")
+		}
+		if _, err := s.expectStart("param"); err != nil {
+			return err
+		}
+		if _, c, err := s.value(); err != nil || c != "struct" {
+			if err == nil {
+				err = fmt.Errorf("%w: result is not the Status/Value envelope", errSyntax)
 			}
-			started = true
+			return err
 		}
-		if finished {
-			return fmt.Errorf("%w: data after </methodResponse>", errSyntax)
-		}
-		if capKind == capNone && !end && !empty {
-			switch {
-			case depth == 5 && string(name) == "member":
-				capKind, capDepth, capBuf = capEnvMember, depth, capBuf[:0]
-			case depth == 8 && inValue && string(name) == "member":
-				capKind, capDepth, capBuf = capRecord, depth, capBuf[:0]
-			case depth == 1 && string(name) == "fault":
-				capKind, capDepth, capBuf = capFault, depth, capBuf[:0]
-			}
-		}
-		if capKind != capNone {
-			if int64(len(capBuf)+len(p)) > maxRecord {
-				return &TooLargeError{What: "record", Limit: maxRecord}
-			}
-			capBuf = append(capBuf, p...)
-		}
-		switch {
-		case empty:
-		case end:
-			depth--
-			if depth < 0 {
-				return fmt.Errorf("%w: unbalanced </%s>", errSyntax, name)
-			}
-			if depth == 0 {
-				finished = true
-			}
-		default:
-			depth++
-		}
-		if capKind == capEnvMember && end && string(name) == "name" {
-			s := &scanner{b: trimToTag(capBuf)}
-			n, ok, err := s.nextMember()
-			if err != nil || !ok {
-				return fmt.Errorf("%w: bad envelope member", errSyntax)
-			}
-			if string(n) == "Value" {
-				// Stream the Value's records instead of buffering it.
-				capKind, inValue = capNone, true
-			}
-			continue
-		}
-		if capKind == capNone || depth != capDepth {
-			continue
-		}
-		s := &scanner{b: trimToTag(capBuf)}
-		switch capKind {
-		case capRecord:
-			if _, err := s.decodeRecordMember(fn); err != nil {
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if fault {
+		var f FaultError
+		var raw []byte
+		err := step(func() error {
+			at := s.i
+			if err := s.skipValue(); err != nil {
 				return err
 			}
-		case capEnvMember:
-			n, _, err := s.nextMember()
-			if err != nil {
+			raw = s.b[at:s.i]
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := xmlrpc.Response(raw).Unmarshal(&f); err != nil {
+			return fmt.Errorf("%w: unreadable <fault>: %v", errSyntax, err)
+		}
+		return &f
+	}
+	var status string
+	var desc []string
+	for {
+		var more, records bool
+		err := step(func() error {
+			n, ok, err := s.nextMember()
+			if err != nil || !ok {
+				more = false
+				return err
+			}
+			more = true
+			if n, err = plainName(n); err != nil {
 				return err
 			}
 			switch string(n) {
@@ -246,23 +236,65 @@ func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snaps
 				status, err = s.str()
 			case "ErrorDescription":
 				desc, err = s.strSlice(nil)
+			case "Value":
+				var c string
+				var sc scalar
+				if sc, c, err = s.value(); err == nil {
+					switch {
+					case c == "struct":
+						records = true
+						return nil // the member ends after the records
+					case c != "" || sc.typ != "" || len(sc.text) != 0:
+						return fmt.Errorf("%w: get_all_records result is not a struct", errSyntax)
+					}
+				}
 			default:
 				err = s.skipValue()
 			}
 			if err != nil {
 				return err
 			}
-		case capFault:
-			var f FaultError
-			if err := xmlrpc.Response(capBuf).Unmarshal(&f); err != nil {
-				return fmt.Errorf("%w: unreadable <fault>: %v", errSyntax, err)
-			}
-			return &f
+			return s.endMember()
+		})
+		if err != nil {
+			return err
 		}
-		capKind = capNone
+		if !more {
+			break
+		}
+		if !records {
+			continue
+		}
+		for done := false; !done; {
+			err := step(func() error {
+				var err error
+				done, err = s.decodeRecordMember(fn)
+				if err == nil && done {
+					if err = s.closeCompound(); err == nil {
+						err = s.endMember()
+					}
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
 	}
-	if !finished {
-		return fmt.Errorf("%w: document ends early (truncated answer)", errSyntax)
+	err = step(func() error {
+		if err := s.closeCompound(); err != nil {
+			return err
+		}
+		if err := s.expectEnd("param"); err != nil {
+			return err
+		}
+		if err := s.expectEnd("params"); err != nil {
+			return err
+		}
+		return s.expectEnd("methodResponse")
+	})
+	if err != nil {
+		return err
 	}
 	switch status {
 	case "Success":
@@ -273,73 +305,45 @@ func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snaps
 	return fmt.Errorf("%w: envelope has no valid Status (%q)", errSyntax, status)
 }
 
-// trimToTag drops text before the first tag of a captured element.
-func trimToTag(b []byte) []byte {
-	if i := bytes.IndexByte(b, '<'); i > 0 {
-		return b[i:]
-	}
-	return b
-}
+// streamChunk is the window's initial size and read size.
+var streamChunk = 1 << 20
 
-// pieceReader yields the input in pieces of "text<tag>".
-type pieceReader struct {
-	r   *bufio.Reader
-	max int64
+// window is the read buffer of streamRecords.
+type window struct {
+	r   io.Reader
 	buf []byte
+	max int
+	eof bool
 }
 
-func (p *pieceReader) next() ([]byte, error) {
-	p.buf = p.buf[:0]
+// more drops what the scanner consumed (before *pos), reads at least one
+// more byte, and rebases *pos.
+func (w *window) more(pos *int) error {
+	if *pos > 0 {
+		n := copy(w.buf, w.buf[*pos:])
+		w.buf = w.buf[:n]
+		*pos = 0
+	}
+	if len(w.buf) == cap(w.buf) {
+		if len(w.buf) >= w.max {
+			return &TooLargeError{What: "record", Limit: int64(w.max)}
+		}
+		nb := make([]byte, len(w.buf), min(2*cap(w.buf)+1, w.max))
+		copy(nb, w.buf)
+		w.buf = nb
+	}
 	for {
-		chunk, err := p.r.ReadSlice('>')
-		switch {
-		case err == bufio.ErrBufferFull:
-			p.buf = append(p.buf, chunk...)
-			if int64(len(p.buf)) > p.max {
-				return nil, &TooLargeError{What: "record", Limit: p.max}
-			}
-			continue
-		case err == io.EOF:
-			if len(p.buf)+len(chunk) == 0 || len(bytes.TrimSpace(append(p.buf, chunk...))) == 0 {
-				return nil, io.EOF
-			}
-			return nil, fmt.Errorf("%w: document ends inside a tag or text", errSyntax)
-		case err != nil:
-			return nil, err
+		n, err := w.r.Read(w.buf[len(w.buf):cap(w.buf)])
+		w.buf = w.buf[:len(w.buf)+n]
+		if err == io.EOF {
+			w.eof = true
+			return nil
 		}
-		if len(p.buf) > 0 {
-			p.buf = append(p.buf, chunk...)
-			chunk = p.buf
+		if err != nil {
+			return err
 		}
-		// A comment may hold '>'; keep reading to its end.
-		if i := bytes.IndexByte(chunk, '<'); i >= 0 && bytes.HasPrefix(chunk[i:], []byte("<!--")) && !bytes.HasSuffix(chunk, []byte("-->")) {
-			if len(p.buf) == 0 {
-				p.buf = append(p.buf, chunk...)
-			}
-			continue
+		if n > 0 {
+			return nil
 		}
-		if bytes.IndexByte(chunk, '<') < 0 {
-			return nil, fmt.Errorf("%w: '>' outside a tag", errSyntax)
-		}
-		return chunk, nil
 	}
-}
-
-// pieceTag parses the tag that ends a piece.
-func pieceTag(p []byte) (name []byte, end, empty, misc bool) {
-	i := bytes.IndexByte(p, '<')
-	t := p[i+1 : len(p)-1]
-	if len(t) > 0 && (t[0] == '?' || t[0] == '!') {
-		return nil, false, false, true
-	}
-	if len(t) > 0 && t[0] == '/' {
-		end, t = true, t[1:]
-	}
-	if len(t) > 0 && t[len(t)-1] == '/' {
-		empty, t = true, t[:len(t)-1]
-	}
-	if k := bytes.IndexAny(t, " \t\r\n"); k >= 0 {
-		t = t[:k]
-	}
-	return t, end, empty, false
 }

@@ -59,35 +59,46 @@ func (s *scanner) skipMisc() error {
 
 // tag reads the next tag after optional misc. It returns the name, whether it
 // is an end tag, and whether it closes itself (<value/>). Attributes are
-// ignored (XML-RPC has none).
+// ignored (XML-RPC has none). A hand loop: tags are short, and calling
+// bytes.IndexByte/IndexAny per tag cost more than the scan itself.
 func (s *scanner) tag() (name []byte, end, empty bool, err error) {
-	if err = s.skipMisc(); err != nil {
-		return
+	b, i := s.b, s.i
+	if i >= len(b) || b[i] != '<' || (i+1 < len(b) && (b[i+1] == '?' || b[i+1] == '!')) {
+		if err = s.skipMisc(); err != nil {
+			return
+		}
+		i = s.i
+		if i >= len(b) || b[i] != '<' {
+			return nil, false, false, s.fail("expected a tag")
+		}
 	}
-	if s.i >= len(s.b) || s.b[s.i] != '<' {
-		return nil, false, false, s.fail("expected a tag")
+	j := i + 1
+	if j < len(b) && b[j] == '/' {
+		end = true
+		j++
 	}
-	j := bytes.IndexByte(s.b[s.i:], '>')
-	if j < 0 {
+	start := j
+	for j < len(b) {
+		c := b[j]
+		if c == '>' || c == '/' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+			break
+		}
+		j++
+	}
+	name = b[start:j]
+	for j < len(b) && b[j] != '>' {
+		j++
+	}
+	if j >= len(b) {
 		return nil, false, false, s.fail("unterminated tag")
 	}
-	t := s.b[s.i+1 : s.i+j]
-	s.i += j + 1
-	if len(t) > 0 && t[0] == '/' {
-		end = true
-		t = t[1:]
-	}
-	if len(t) > 0 && t[len(t)-1] == '/' {
-		empty = true
-		t = t[:len(t)-1]
-	}
-	if k := bytes.IndexAny(t, " \t\r\n"); k >= 0 {
-		t = t[:k]
-	}
-	if len(t) == 0 || (end && empty) {
+	empty = b[j-1] == '/' && j-1 >= start
+	s.i = j + 1
+	if len(name) == 0 || (end && empty) {
+		s.i = i
 		return nil, false, false, s.fail("bad tag")
 	}
-	return t, end, empty, nil
+	return name, end, empty, nil
 }
 
 func (s *scanner) expectStart(name string) (empty bool, err error) {
@@ -248,13 +259,36 @@ func (s *scanner) nextElem() (bool, error) {
 // closeCompound consumes the </value> after a struct or array.
 func (s *scanner) closeCompound() error { return s.expectEnd("value") }
 
-// skipValue consumes one whole <value> of any shape.
+// skipValue consumes one whole <value> of any shape. Most of a VM record
+// is members we do not keep, so this only counts <value> nesting instead
+// of parsing what it skips.
 func (s *scanner) skipValue() error {
-	_, c, err := s.value()
-	if err != nil {
+	empty, err := s.expectStart("value")
+	if err != nil || empty {
 		return err
 	}
-	return s.skipCompound(c)
+	b, i, depth := s.b, s.i, 1
+	for {
+		k := bytes.IndexByte(b[i:], '<')
+		if k < 0 {
+			s.i = len(b)
+			return s.fail("unterminated <value>")
+		}
+		i += k
+		switch {
+		case bytes.HasPrefix(b[i:], []byte("</value>")):
+			i += len("</value>")
+			if depth--; depth == 0 {
+				s.i = i
+				return nil
+			}
+		case bytes.HasPrefix(b[i:], []byte("<value>")):
+			i += len("<value>")
+			depth++
+		default:
+			i++
+		}
+	}
 }
 
 func (s *scanner) skipCompound(c string) error {
