@@ -16,13 +16,17 @@ import (
 )
 
 var (
-	mu     sync.Mutex
-	dir    string
-	builds = map[string]string{}
+	mu      sync.Mutex
+	dir     string
+	builds  = map[string]string{}
+	viaMain bool // without Main nothing would remove a shared directory
 )
 
 // Main runs the tests and removes the built binaries; call it from TestMain.
 func Main(m *testing.M) {
+	mu.Lock()
+	viaMain = true
+	mu.Unlock()
 	code := m.Run()
 	mu.Lock()
 	if dir != "" {
@@ -33,7 +37,8 @@ func Main(m *testing.M) {
 }
 
 // Build compiles the main package pkg (an import path) with the given
-// -ldflags and returns the binary's path.
+// -ldflags and returns the binary's path. Builds are shared within the test
+// process when the package's TestMain calls Main, else made per test.
 func Build(t testing.TB, pkg, ldflags string) string {
 	t.Helper()
 	mu.Lock()
@@ -42,13 +47,22 @@ func Build(t testing.TB, pkg, ldflags string) string {
 	if p, ok := builds[key]; ok {
 		return p
 	}
+	if !viaMain {
+		return build(t, t.TempDir(), pkg, ldflags, 0)
+	}
 	if dir == "" {
 		var err error
 		if dir, err = os.MkdirTemp("", "vmlineage-detectors-"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	out := filepath.Join(dir, fmt.Sprintf("bin%d-%s", len(builds), filepath.Base(pkg)))
+	out := build(t, dir, pkg, ldflags, len(builds))
+	builds[key] = out
+	return out
+}
+
+func build(t testing.TB, dir, pkg, ldflags string, n int) string {
+	out := filepath.Join(dir, fmt.Sprintf("bin%d-%s", n, filepath.Base(pkg)))
 	args := []string{"build", "-o", out}
 	if ldflags != "" {
 		args = append(args, "-ldflags", ldflags)
@@ -57,7 +71,6 @@ func Build(t testing.TB, pkg, ldflags string) string {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
-	builds[key] = out
 	return out
 }
 

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/plugins/plugintest"
+)
+
+// `vmlineage enrich` end to end: threat-model store, shipped detectors
+// built and pinned, alerts for vm1..vm4 by name on stdin.
+func TestEnrichCommand(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	// The command opens <data-dir>/<store file>; put the fixture there.
+	dataDir := filepath.Dir(st.Path())
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	if cfg.StorePath() != st.Path() {
+		t.Fatalf("store file name differs from the fixture's (%s vs %s)", cfg.StorePath(), st.Path())
+	}
+	st.Close()
+	dir, pins := plugintest.Setup(t, plugintest.ShippedDetectors()...)
+	var in bytes.Buffer
+	for i, vm := range []string{"vm1", "vm2", "vm3", "vm4"} {
+		fmt.Fprintf(&in, `{"@timestamp":%q,"host":{"name":%q},"event":{"kind":"alert"}}`+"\n", alertstest.At(600+60*i).Format(time.RFC3339), vm)
+	}
+	in.WriteString("{oops\n")
+	c := newEnrichCmd()
+	var out, errOut bytes.Buffer
+	c.SetIn(&in)
+	c.SetOut(&out)
+	c.SetErr(&errOut)
+	c.SetArgs(append([]string{"--data-dir", dataDir, "--plugin-dir", dir, "--window", "1h", "--k", "2"}, plugintest.Flags(pins)...))
+	if err := c.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("want 5 lines, got %d:\n%s\nstderr:\n%s", len(lines), out.String(), errOut.String())
+	}
+	for i, line := range lines[1:4] {
+		var doc struct {
+			VL struct {
+				Suspects []struct {
+					Name  string `json:"vm_name"`
+					State string `json:"power_state"`
+				} `json:"suspects"`
+				CA struct {
+					Name      string `json:"name"`
+					Destroyed bool   `json:"destroyed"`
+				} `json:"common_ancestor"`
+			} `json:"vmlineage"`
+		}
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if len(doc.VL.Suspects) == 0 || doc.VL.Suspects[0].Name != "vm5" || doc.VL.Suspects[0].State != "Halted" ||
+			doc.VL.CA.Name != "origin" || !doc.VL.CA.Destroyed {
+			t.Errorf("alert %d: %s", i+2, line)
+		}
+	}
+	if !strings.Contains(lines[4], `"vmlineage":{"error"`) || !strings.Contains(errOut.String(), "line 5") {
+		t.Errorf("bad line: %s\nstderr: %s", lines[4], errOut.String())
+	}
+}
