@@ -1,0 +1,142 @@
+package alertstest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+)
+
+// Big describes the benchmark store: Families families of FamilySize VMs
+// (a root and its clones). In every family the root is destroyed, the
+// last two clones are halted and the others run, each with its own IP.
+type Big struct {
+	Families   int
+	FamilySize int
+}
+
+// BigT0 is when the benchmark families were made.
+var BigT0 = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// UUID of member m (0 = root) of family f.
+func (b Big) UUID(f, m int) string {
+	return fmt.Sprintf("%08x-%04x-4000-8000-%012x", f, m, f*b.FamilySize+m)
+}
+
+// IP of member m of family f (clones only).
+func (b Big) IP(f, m int) string {
+	n := f*b.FamilySize + m
+	return fmt.Sprintf("10.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255)
+}
+
+// Name of member m of family f.
+func (b Big) Name(f, m int) string { return fmt.Sprintf("fam%d-vm%d", f, m) }
+
+// Open returns a private copy of the benchmark store, building it once
+// under the user's cache directory (it takes minutes; the copy seconds).
+func (b Big) Open(tb testing.TB) *lineage.Store {
+	tb.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	path := filepath.Join(cache, "vmlineage-bench", fmt.Sprintf("alerts-%dx%d-v1.db", b.Families, b.FamilySize))
+	if _, err := os.Stat(path); err != nil {
+		start := time.Now()
+		if err := b.build(path); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Logf("built %s (%d VMs) in %s", path, b.Families*b.FamilySize, time.Since(start).Round(time.Second))
+	}
+	dst := filepath.Join(tb.TempDir(), "lineage.db")
+	if err := copyFile(path, dst); err != nil {
+		tb.Fatal(err)
+	}
+	st, err := lineage.Open(dst)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+func (b Big) build(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".building"
+	os.Remove(tmp)
+	os.Remove(tmp + "-wal")
+	os.Remove(tmp + "-shm")
+	st, err := lineage.Open(tmp)
+	if err != nil {
+		return err
+	}
+	err = st.Update(context.Background(), func(tx *lineage.Tx) error {
+		for f := 0; f < b.Families; f++ {
+			for m := 0; m < b.FamilySize; m++ {
+				u := b.UUID(f, m)
+				at := BigT0.Add(time.Duration(m) * time.Minute)
+				v := &lineage.VM{UUID: u, PoolUUID: "bench-pool", Name: b.Name(f, m), FirstSeen: at, LastSeen: at, PowerState: "Running"}
+				if m > 0 {
+					v.ParentUUID, v.ParentVia = b.UUID(f, 0), "clone"
+				}
+				if m >= b.FamilySize-2 {
+					v.PowerState = "Halted"
+				}
+				if err := tx.PutVM(v); err != nil {
+					return err
+				}
+				if err := tx.SetState(u, v.PowerState, "", at); err != nil {
+					return err
+				}
+				if err := tx.SetAttrs(u, lineage.AttrName, []string{v.Name}, at); err != nil {
+					return err
+				}
+				if m > 0 {
+					if err := tx.SetAttrs(u, lineage.AttrIP, []string{b.IP(f, m)}, at); err != nil {
+						return err
+					}
+				}
+			}
+			if err := tx.MarkDestroyed(b.UUID(f, 0), BigT0.Add(time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	if _, err := st.DB().Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		st.Close()
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
