@@ -159,3 +159,41 @@ func TestDecodersAgreeOnRealisticBatch(t *testing.T) {
 		t.Fatalf("%+v", mine)
 	}
 }
+
+// TestDecodePrettyTyped: other servers indent, type every value and escape
+// freely; both decoders must read that as xapi's compact form.
+func TestDecodePrettyTyped(t *testing.T) {
+	doc := "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<!-- pretty -->\r\n<methodResponse>\n <params>\n  <param>\n   <value>\n    <struct>\n" +
+		"     <member><name>Status</name><value><string>Success</string></value></member>\n" +
+		"     <member>\n      <name>Value</name>\n      <value><struct>\n" +
+		"       <member><name>OpaqueRef:a</name><value><struct>\n" +
+		"        <member><name>name_label</name><value><string>a &lt;b&gt; &#233;\r\nx</string></value></member>\n" +
+		"        <member><name>domid</name><value><int>7</int></value></member>\n" +
+		"        <member><name>is_a_template</name><value><boolean>1</boolean></value></member>\n" +
+		"        <member><name>VIFs</name><value><array><data>\n <value>OpaqueRef:v1</value>\n <value><string>OpaqueRef:v2</string></value>\n</data></array></value></member>\n" +
+		"        <member><name>other_config</name><value><struct/></value></member>\n" +
+		"        <member><name>tags</name><value><array><data/></array></value></member>\n" +
+		"        <member><name>guest_metrics</name><value/></member>\n" +
+		"        <member><name>snapshot_time</name><value><dateTime.iso8601>20250319T04:16:24Z</dateTime.iso8601></value></member>\n" +
+		"       </struct></value></member>\n" +
+		"      </struct></value>\n     </member>\n    </struct>\n   </value>\n  </param>\n </params>\n</methodResponse>\n"
+	mem := map[string]*Snapshot{}
+	err := decodeXMLRPC([]byte(doc), func(s *scanner) error {
+		return s.decodeRecords(func(ref string, x *Snapshot) error { mem[ref] = x; return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mem["OpaqueRef:a"]
+	if a == nil || a.NameLabel != "a <b> é\nx" || a.Domid != "7" || !a.IsATemplate || len(a.VIFs) != 2 || a.VIFs[1] != "OpaqueRef:v2" ||
+		a.SnapshotTime.Format(DateTimeLayout) != "20250319T04:16:24Z" || a.GuestMetrics != "" {
+		t.Fatalf("%+v", a)
+	}
+	streamed := map[string]*Snapshot{}
+	if err := streamRecords(iotest.OneByteReader(strings.NewReader(doc)), 1<<20, func(ref string, x *Snapshot) error { streamed[ref] = x; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(mem, streamed) {
+		t.Fatalf("stream differs: %+v", streamed["OpaqueRef:a"])
+	}
+}

@@ -96,6 +96,9 @@ func newHTTPClient(cfg *Config, pn *pins) (*http.Client, error) {
 		ForceAttemptHTTP2: false,
 	}
 	if cfg.Fingerprint != "" {
+		// Through a proxy, net/http would do the TLS handshake itself with
+		// tc (chain checks off) and the pin would never be checked.
+		tr.Proxy = nil
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return dialPinned(ctx, d, tc, pn, network, addr)
 		}
