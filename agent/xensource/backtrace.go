@@ -35,6 +35,7 @@ type Grouper struct {
 	MaxWait  time.Duration // default 10s
 
 	pending map[groupKey]*group
+	hosts   map[string]string // interned host names
 	scratch Entry
 }
 
@@ -80,7 +81,7 @@ func (g *Grouper) Feed(host string, t time.Time, l *Line, emit func(*Entry)) {
 				g.pending = make(map[groupKey]*group)
 			}
 			// Key and entry own their strings: the caller's buffer is reused.
-			c, h := l.Clone(), strings.Clone(host)
+			c, h := l.Clone(), g.intern(host)
 			g.pending[groupKey{h, c.Program, c.ThreadID}] = &group{e: Entry{Host: h, Time: t, Line: c}, last: t}
 			return
 		}
@@ -89,9 +90,17 @@ func (g *Grouper) Feed(host string, t time.Time, l *Line, emit func(*Entry)) {
 			g.close(groupKey{host, l.Program, l.ThreadID}, p, emit)
 		}
 	}
-	g.scratch = Entry{Host: host, Time: t, Line: *l}
+	// Pass-through: no copy when the caller parsed into Scratch().
+	if l != &g.scratch.Line {
+		g.scratch.Line = *l
+	}
+	g.scratch.Host, g.scratch.Time, g.scratch.Backtrace = host, t, nil
 	emit(&g.scratch)
 }
+
+// Scratch returns the Line the Grouper emits pass-through entries from;
+// parsing into it saves a copy of every line.
+func (g *Grouper) Scratch() *Line { return &g.scratch.Line }
 
 func (g *Grouper) maxLines() int {
 	if g.MaxLines > 0 {
@@ -103,6 +112,18 @@ func (g *Grouper) maxLines() int {
 func (g *Grouper) close(k groupKey, p *group, emit func(*Entry)) {
 	delete(g.pending, k)
 	emit(&p.e)
+}
+
+func (g *Grouper) intern(host string) string {
+	if h, ok := g.hosts[host]; ok {
+		return h
+	}
+	if g.hosts == nil {
+		g.hosts = make(map[string]string)
+	}
+	h := strings.Clone(host)
+	g.hosts[h] = h
+	return h
 }
 
 func (g *Grouper) expire(now time.Time, emit func(*Entry)) {

@@ -1,7 +1,6 @@
 package xensource
 
 import (
-	"container/heap"
 	"sort"
 	"strings"
 	"time"
@@ -232,7 +231,7 @@ func (d *Deriver) get(id, name string, at time.Time) *task {
 
 // schedule queues a check of t at at. A task has one entry from its
 // creation plus one when its end is seen (which can make it due earlier).
-func (d *Deriver) schedule(t *task, at time.Time) { heap.Push(&d.dueQ, dueItem{at, t}) }
+func (d *Deriver) schedule(t *task, at time.Time) { d.dueQ.push(dueItem{at, t}) }
 
 // due is when t closes if no further line arrives.
 func (d *Deriver) due(t *task) time.Time {
@@ -389,7 +388,7 @@ func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 		d.dueQ = d.dueQ[:0]
 	}
 	for !all && len(d.dueQ) > 0 && !d.dueQ[0].at.After(wm) {
-		t := heap.Pop(&d.dueQ).(dueItem).t
+		t := d.dueQ.pop().t
 		if d.tasks[t.id] != t || t.closing {
 			continue
 		}
@@ -441,17 +440,44 @@ type dueItem struct {
 	t  *task
 }
 
-// dueHeap is a min-heap of dueItem by time (container/heap).
+// dueHeap is a binary min-heap of dueItem by time, written out rather than
+// through container/heap, whose interface boxing allocates per operation.
 type dueHeap []dueItem
 
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueItem)) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = dueItem{}
-	*h = old[:len(old)-1]
-	return it
+func (h *dueHeap) push(it dueItem) {
+	*h = append(*h, it)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q[i].at.Before(q[p].at) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *dueHeap) pop() dueItem {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = dueItem{}
+	q = q[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && q[l].at.Before(q[m].at) {
+			m = l
+		}
+		if r < n && q[r].at.Before(q[m].at) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }

@@ -164,3 +164,19 @@ func TestDeriverExpireLive(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+func TestDueHeapOrder(t *testing.T) {
+	var h dueHeap
+	base := time.Unix(0, 0)
+	for i := 0; i < 500; i++ {
+		h.push(dueItem{at: base.Add(time.Duration((i*7919)%1000) * time.Second)})
+	}
+	prev := time.Time{}
+	for len(h) > 0 {
+		it := h.pop()
+		if it.at.Before(prev) {
+			t.Fatalf("heap order broken: %v after %v", it.at, prev)
+		}
+		prev = it.at
+	}
+}

@@ -38,8 +38,6 @@ type Scanner struct {
 	MaxLine int          // default MaxLineBytes
 	Grouper Grouper
 	Stats   Stats
-
-	line Line
 }
 
 // NewScanner returns a Scanner for host's log with year inference anchored
@@ -90,7 +88,7 @@ func (s *Scanner) Scan(r io.Reader, emit func(*Entry)) error {
 
 func (s *Scanner) feed(b []byte, emit func(*Entry)) {
 	s.Stats.Lines++
-	l := &s.line
+	l := s.Grouper.Scratch()
 	if err := ParseBytes(b, l); err != nil {
 		var pe *ParseError
 		if errors.As(err, &pe) {
