@@ -53,6 +53,40 @@ type table struct {
 	rows    map[string]*row
 	deleted []delEntry
 	lastMod uint64 // highest stamp of any row or deletion: lets scans skip the table
+	// log lists (generation, ref) of every create/modify in generation
+	// order, so event.from finds what changed after a token without
+	// scanning every row; stale entries are skipped and compacted away.
+	log []logEntry
+}
+
+type logEntry struct {
+	gen uint64
+	ref string
+}
+
+// logged records a stamp. Caller holds mu.
+func (t *table) logged(g uint64, ref string) {
+	t.lastMod = g
+	t.log = append(t.log, logEntry{g, ref})
+	if len(t.log) > 4*len(t.rows)+1024 {
+		t.compact()
+	}
+}
+
+// compact keeps one entry per live row, at its current stamp.
+func (t *table) compact() {
+	l := make([]logEntry, 0, len(t.rows))
+	for ref, r := range t.rows {
+		l = append(l, logEntry{r.modified, ref})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].gen < l[j].gen })
+	t.log = l
+}
+
+// since returns the log entries after gen.
+func (t *table) since(gen uint64) []logEntry {
+	i := sort.Search(len(t.log), func(i int) bool { return t.log[i].gen > gen })
+	return t.log[i:]
 }
 
 // relation keeps a set field as the inverse of a ref field (xapi's
@@ -67,6 +101,7 @@ type DB struct {
 	mu        sync.Mutex
 	gen       uint64
 	tables    map[string]*table // by lower-case class
+	byName    map[string]*table // by wire name, the hot path
 	order     []string          // lower-case classes in definition order
 	relations []relation
 	changed   chan struct{}
@@ -82,15 +117,19 @@ type message struct {
 }
 
 func newDB(defs []*classDef, rels []relation) *DB {
-	db := &DB{tables: map[string]*table{}, relations: rels, changed: make(chan struct{})}
+	db := &DB{tables: map[string]*table{}, byName: map[string]*table{}, relations: rels, changed: make(chan struct{})}
 	for _, d := range defs {
 		db.tables[d.lower] = &table{def: d, rows: map[string]*row{}}
+		db.byName[d.name] = db.tables[d.lower]
 		db.order = append(db.order, d.lower)
 	}
 	return db
 }
 
 func (db *DB) table(class string) *table {
+	if t := db.byName[class]; t != nil {
+		return t
+	}
 	t := db.tables[strings.ToLower(class)]
 	if t == nil {
 		panic("xapisim: no table " + class)
@@ -152,7 +191,7 @@ func (db *DB) create(class, ref string, fields map[string]any) {
 	}
 	g := db.stamp()
 	t.rows[ref] = &row{ref: ref, created: g, modified: g, vals: vals}
-	t.lastMod = g
+	t.logged(g, ref)
 	for _, rel := range db.relations {
 		if rel.class == t.def.name {
 			if target, _ := vals[t.def.idx[rel.field]].(string); target != "" {
@@ -180,7 +219,7 @@ func (db *DB) set(class, ref, name string, v any) {
 	nv[i] = v
 	r.vals = nv
 	r.modified = db.stamp()
-	t.lastMod = r.modified
+	t.logged(r.modified, ref)
 	for _, rel := range db.relations {
 		if rel.class == t.def.name && rel.field == name {
 			if o, _ := old.(string); o != "" {
@@ -223,7 +262,7 @@ func (db *DB) touch(class, ref string) bool {
 		return false
 	}
 	r.modified = db.stamp()
-	t.lastMod = r.modified
+	t.logged(r.modified, ref)
 	return true
 }
 
@@ -289,7 +328,7 @@ func (db *DB) setPlain(class, ref, name string, v any) {
 	nv[t.def.idx[name]] = v
 	r.vals = nv
 	r.modified = db.stamp()
-	t.lastMod = r.modified
+	t.logged(r.modified, ref)
 }
 
 // record renders a row as its wire struct. Caller holds mu.

@@ -118,10 +118,14 @@ func (db *DB) collect(sub *subscription, tok token) (events []evt, newTok token)
 		if !sub.wantsClass(cls) || t.lastMod <= tok.gen {
 			continue
 		}
-		for ref, r := range t.rows {
-			if r.modified <= tok.gen || !sub.wants(cls, ref) {
+		seen := map[string]bool{}
+		for _, le := range t.since(tok.gen) {
+			r := t.rows[le.ref]
+			if r == nil || seen[le.ref] || r.modified <= tok.gen || !sub.wants(cls, le.ref) {
 				continue
 			}
+			seen[le.ref] = true
+			ref := le.ref
 			e := evt{gen: r.modified, class: cls, ref: ref, snap: rowStruct(t.def, r.vals)}
 			if r.created > tok.gen {
 				e.op = "add"
@@ -174,15 +178,15 @@ func (db *DB) hasChanges(sub *subscription, tok token) bool {
 			continue
 		}
 		if sub.all || sub.classes[cls] {
-			// lastMod may come from a deletion of a row created after the
-			// token (invisible); fall through to the exact check only then.
-			for _, r := range t.rows {
-				if r.modified > tok.gen {
+			// lastMod may come from a row created and deleted after the
+			// token (invisible): check the log and the deletions exactly.
+			for _, le := range t.since(tok.gen) {
+				if r := t.rows[le.ref]; r != nil && r.modified > tok.gen {
 					return true
 				}
 			}
-			for _, d := range t.deleted {
-				if d.deleted > tok.gen && d.created <= tok.gen {
+			for i := len(t.deleted) - 1; i >= 0 && t.deleted[i].deleted > tok.gen; i-- {
+				if t.deleted[i].created <= tok.gen {
 					return true
 				}
 			}

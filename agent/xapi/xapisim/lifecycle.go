@@ -108,18 +108,19 @@ func (s *Server) lifecycle(method string, p []any) (any, *XenError, bool) {
 		}
 		req.label = ""
 	}
+	started, done := req.started, req.done // the engine clears the fields once used
 	e.db.mu.Lock()
 	e.launch(e.sched.now(), req)
 	e.db.mu.Unlock()
 	if async {
 		select {
-		case ref := <-req.started:
+		case ref := <-started:
 			return ref, nil, true
-		case res := <-req.done: // failed before a task existed
+		case res := <-done: // failed before a task existed
 			return res.value, res.err, true
 		}
 	}
-	res := <-req.done
+	res := <-done
 	if res.err != nil {
 		return nil, res.err, true
 	}

@@ -328,6 +328,9 @@ func (r *opRun) emit(res record.Result, xe *XenError) {
 	if r.dest != "" {
 		base.DestinationHostUUID = e.db.str("host", r.dest, "uuid")
 	}
+	if act == record.Revert {
+		base.SnapshotUUID = r.vmUUIDOf(r.vm) // the snapshot reverted to (record.Record.SnapshotUUID)
+	}
 	if act.Creating() && res == record.Success {
 		for i, n := range r.newVMs {
 			rec := base
