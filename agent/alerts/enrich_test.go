@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/formats/cef"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
@@ -147,6 +148,21 @@ func TestThreatModelSuspects(t *testing.T) {
 				}
 			}
 			t.Logf("alert 2: %s", lines[1])
+			// The same, as a CEF line for syslog outputs.
+			line, err := EnrichedCEF(lines[1], "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := cef.Parse(string(line))
+			if err != nil {
+				t.Fatalf("%v: %s", err, line)
+			}
+			sus, _ := ev.Custom("vmlineageSuspects")
+			anc, _ := ev.Custom("vmlineageAncestor")
+			if !strings.HasPrefix(sus, "vm5("+alertstest.VMUUID["vm5"]+",Halted,0.89)") || !strings.HasPrefix(anc, "origin(") || !strings.Contains(anc, "destroyed 2024-03-01T09:02:00") ||
+				ev.SignatureID != "alert.enriched" {
+				t.Errorf("CEF: %s", line)
+			}
 		})
 	}
 }
