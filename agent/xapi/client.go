@@ -204,12 +204,13 @@ func (c *Client) xmlCall(ctx context.Context, base *url.URL, method string, args
 	if err := checkHTTP(resp, u, method); err != nil {
 		return err
 	}
-	b, err := readCapped(resp.Body, c.cfg.MaxResponseBytes, u, method)
+	buf, err := readCapped(resp, c.cfg.MaxResponseBytes, u, method)
 	if err != nil {
 		return ctxErr(ctx, err)
 	}
-	if err := decodeXMLRPC(b, d.xml); err != nil {
-		return c.wrapDecode(err, u, method, resp, b)
+	defer putBuf(buf)
+	if err := decodeXMLRPC(buf.Bytes(), d.xml); err != nil {
+		return c.wrapDecode(err, u, method, resp, buf.Bytes())
 	}
 	return nil
 }
@@ -236,16 +237,17 @@ func (c *Client) jsonCall(ctx context.Context, base *url.URL, method string, arg
 	if err := checkHTTP(resp, u, method); err != nil {
 		return false, err
 	}
-	b, err := readCapped(resp.Body, c.cfg.MaxResponseBytes, u, method)
+	buf, err := readCapped(resp, c.cfg.MaxResponseBytes, u, method)
 	if err != nil {
 		return false, ctxErr(ctx, err)
 	}
-	res, err := decodeJSONRPC(b)
+	defer putBuf(buf)
+	res, err := decodeJSONRPC(buf.Bytes())
 	if err == nil && d.json != nil {
 		err = d.json(res)
 	}
 	if err != nil {
-		return false, c.wrapDecode(err, u, method, resp, b)
+		return false, c.wrapDecode(err, u, method, resp, buf.Bytes())
 	}
 	return false, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -83,9 +84,9 @@ func FuzzStreamRecords(f *testing.F) {
 	seedXML(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		streamed := map[string]*Snapshot{}
-		// One byte per read: every step of the decoder meets the end of its
-		// window somewhere.
-		errS := streamRecords(iotest.OneByteReader(bytes.NewReader(data)), 1<<20, func(ref string, s *Snapshot) error {
+		// Small uneven reads: the steps of the decoder meet the end of the
+		// window at every kind of place.
+		errS := streamRecords(&chunkReader{b: data}, 1<<20, func(ref string, s *Snapshot) error {
 			streamed[ref] = s
 			return nil
 		})
@@ -196,4 +197,24 @@ func TestDecodePrettyTyped(t *testing.T) {
 	if !reflect.DeepEqual(mem, streamed) {
 		t.Fatalf("stream differs: %+v", streamed["OpaqueRef:a"])
 	}
+}
+
+// chunkReader hands out its bytes in reads of 1, 2, 3, 5, 8, … 34 bytes.
+type chunkReader struct {
+	b    []byte
+	a, n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	if c.n == 0 || c.n > 34 {
+		c.a, c.n = 1, 1
+	}
+	k := min(c.n, len(p), len(c.b))
+	copy(p, c.b[:k])
+	c.b = c.b[k:]
+	c.a, c.n = c.n, c.a+c.n
+	return k, nil
 }

@@ -144,7 +144,7 @@ type snapshotAlias Snapshot
 
 // jsonSnapshot is Snapshot as JSON-RPC carries it.
 type jsonSnapshot struct {
-	*snapshotAlias
+	snapshotAlias
 	Domid        flexString `json:"domid"`
 	SnapshotTime flexTime   `json:"snapshot_time"`
 	Created      flexTime   `json:"created"`
@@ -152,23 +152,28 @@ type jsonSnapshot struct {
 }
 
 func decodeJSONSnapshot(raw []byte, x *Snapshot) error {
-	w := jsonSnapshot{snapshotAlias: (*snapshotAlias)(x)}
+	var w jsonSnapshot
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return err
 	}
+	w.toSnapshot(x)
+	return nil
+}
+
+func (w *jsonSnapshot) toSnapshot(x *Snapshot) {
+	*x = Snapshot(w.snapshotAlias)
 	x.Domid = string(w.Domid)
 	x.SnapshotTime = time.Time(w.SnapshotTime)
 	x.Created = time.Time(w.Created)
 	x.Finished = time.Time(w.Finished)
-	return nil
 }
 
 type jsonEvent struct {
-	ID        flexString      `json:"id"`
-	Class     string          `json:"class"`
-	Operation string          `json:"operation"`
-	Ref       string          `json:"ref"`
-	Snapshot  json.RawMessage `json:"snapshot"`
+	ID        flexString    `json:"id"`
+	Class     string        `json:"class"`
+	Operation string        `json:"operation"`
+	Ref       string        `json:"ref"`
+	Snapshot  *jsonSnapshot `json:"snapshot"` // one pass: no RawMessage re-parse
 }
 
 type jsonBatch struct {
@@ -189,11 +194,9 @@ func decodeJSONBatch(raw []byte, b *EventBatch) error {
 	for i, e := range w.Events {
 		ev := &b.Events[i]
 		ev.ID, ev.Class, ev.Operation, ev.Ref = string(e.ID), e.Class, e.Operation, e.Ref
-		if len(e.Snapshot) > 0 && string(e.Snapshot) != "null" {
+		if e.Snapshot != nil {
 			ev.Snapshot = new(Snapshot)
-			if err := decodeJSONSnapshot(e.Snapshot, ev.Snapshot); err != nil {
-				return fmt.Errorf("%w: event %d snapshot: %v", errSyntax, i, err)
-			}
+			e.Snapshot.toSnapshot(ev.Snapshot)
 		}
 	}
 	return nil

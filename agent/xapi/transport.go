@@ -184,18 +184,38 @@ func unwrapURLError(err error) error {
 	return err
 }
 
+// bufPool recycles answer buffers: an event.from batch is often a megabyte,
+// and decoders copy what they keep, so the buffer is free after decoding.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// keepBuf bounds what the pool holds on to.
+const keepBuf = 8 << 20
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() <= keepBuf {
+		b.Reset()
+		bufPool.Put(b)
+	}
+}
+
 // readCapped reads the whole body or fails once it passes limit, so a huge
-// or endless answer costs at most limit bytes of memory.
-func readCapped(r io.Reader, limit int64, url, method string) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
+// or endless answer costs at most limit bytes of memory. The caller hands
+// the buffer back with putBuf once decoded.
+func readCapped(resp *http.Response, limit int64, url, method string) (*bytes.Buffer, error) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	if n := resp.ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // one allocation instead of doubling
+	}
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
 	if n > limit {
+		putBuf(buf)
 		return nil, &TooLargeError{URL: url, Method: method, Limit: limit, What: "response"}
 	}
 	if err != nil {
+		putBuf(buf)
 		return nil, &TransportError{URL: url, Method: method, Err: fmt.Errorf("reading the answer after %d bytes: %w", n, err)}
 	}
-	return buf.Bytes(), nil
+	return buf, nil
 }
 
 // countingReader fails once more than limit bytes went through it.
