@@ -60,7 +60,7 @@ func newBrowser(tb testing.TB) (context.Context, context.CancelFunc) {
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
-	ctx, tcancel := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, tcancel := context.WithTimeout(ctx, 2*time.Minute)
 	if err := chromedp.Run(ctx); err != nil { // start the browser now, so failures name it
 		tcancel()
 		cancel()
@@ -303,6 +303,45 @@ func TestBrowserThreatModel(t *testing.T) {
 	}
 	if !strings.Contains(hosts, "vm5running") || !strings.Contains(hosts, "originhalted") {
 		t.Errorf("pool at 09:01:45:\n%s", hosts)
+	}
+}
+
+// TestBrowserHostileNames: VM names, kinds and states come from whoever can
+// name a VM; the page shows them as text and runs none of them.
+func TestBrowserHostileNames(t *testing.T) {
+	ctx, cancel := newBrowser(t)
+	defer cancel()
+	st := threatModelStore(t)
+	const evil = `<img src=x onerror="window.pwned=1">`
+	err := st.Update(context.Background(), func(tx *lineage.Tx) error {
+		return tx.PutVM(&lineage.VM{UUID: "e0000000\"><svg onload=window.pwned=2>", PoolUUID: tmPool, Name: evil,
+			ParentUUID: tmOrigin, ParentVia: `clone" onmouseover="window.pwned=3`, Kind: `vm" onclick="window.pwned=4`, PowerState: `Running"><script>window.pwned=5</script>`,
+			FirstSeen: at(1), LastSeen: at(1)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(New(st, Options{}))
+	defer ts.Close()
+	var pwned bool
+	var names []string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(ts.URL+"/"),
+		chromedp.WaitReady(`body[data-state="ready"]`, chromedp.ByQuery),
+		chromedp.Evaluate(`Array.from(document.querySelectorAll('#tree g.node .name')).map(e => e.textContent)`, &names),
+		chromedp.Evaluate(`(() => { const i = window.vmlineage.nodes.findIndex(n => n.name.startsWith('<img'));
+			const e = document.querySelector('#tree g.node[data-i="' + i + '"] rect.box');
+			e.dispatchEvent(new MouseEvent('mousemove', {bubbles: true})); e.dispatchEvent(new MouseEvent('click', {bubbles: true})); })()`, nil),
+		chromedp.WaitReady(`#details[data-uuid^="e0000000"]`, chromedp.ByQuery),
+		chromedp.Evaluate(`window.pwned !== undefined`, &pwned),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if pwned {
+		t.Fatal("a VM's name, kind or state ran as code in the page")
+	}
+	if !slices.Contains(names, `<img src=x onerror="…`) {
+		t.Errorf("hostile name not shown as text: %q", names)
 	}
 }
 

@@ -54,7 +54,10 @@
   // ---------- helpers ----------
   const esc = (s) => String(s == null ? '' : s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
   const short = (u) => (u || '').slice(0, 8);
-  const psClass = (ps) => 'ps-' + String(ps || 'unknown').toLowerCase();
+  // Class names built from store data keep to [a-z0-9_-]: a VM's kind or
+  // state must not be able to break out of the attribute.
+  const ident = (s, def) => String(s || '').toLowerCase().replace(/[^a-z0-9_-]/g, '') || def;
+  const psClass = (ps) => 'ps-' + ident(ps, 'unknown');
   const trunc = (s, n) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
   const pad = (n, w = 2) => String(n).padStart(w, '0');
   function fmt(ms) {
@@ -139,11 +142,11 @@
     const dead = n.destroyed && (!past || S.at >= S.deadAt[i]);
     const host = past && S.atHosts ? S.atHosts.get(n.uuid) : n.host;
     const absent = past && S.exists != null && !S.exists.has(n.uuid);
-    let c = 'node k-' + (n.kind || 'vm') + ' ' + psClass(ps);
+    let c = 'node k-' + ident(n.kind, 'vm') + ' ' + psClass(ps);
     if (dead) c += ' destroyed';
     const m = markLabel(n.marks);
     if (m) c += ' ' + m;
-    if (n.via) c += ' via-' + n.via;
+    if (n.via) c += ' via-' + ident(n.via, 'other');
     if (absent) c += ' absent';
     if (i === S.selected) c += ' selected';
     let sub = dead ? 'destroyed' : String(ps || 'unknown').toLowerCase();
@@ -165,7 +168,7 @@
     if (lk.m) parts.push(`<rect class="halo" x="-4" y="-4" width="${W + 8}" height="${H + 8}" rx="${rx + 3}"/>`);
     parts.push(`<rect class="box" width="${W}" height="${H}" rx="${rx}"/>`);
     parts.push(`<text class="name" x="12" y="17">${esc(trunc(n.name || '(no name)', 21))}</text>`);
-    parts.push(`<text class="sub" x="12" y="33"><tspan class="u">${short(n.uuid)}</tspan> · <tspan class="st">${esc(lk.sub)}</tspan></text>`);
+    parts.push(`<text class="sub" x="12" y="33"><tspan class="u">${esc(short(n.uuid))}</tspan> · <tspan class="st">${esc(lk.sub)}</tspan></text>`);
     if (n.kind === 'template' || n.kind === 'snapshot') parts.push(`<text class="tag" x="${W - 8}" y="12" text-anchor="end">${n.kind.toUpperCase()}</text>`);
     if (lk.m) parts.push(`<g class="markdot"><circle r="8"/><text y="4">${lk.m === 'alerted' ? '!' : '?'}</text></g>`);
     parts.push('</g>');
@@ -260,9 +263,11 @@
     const t0 = performance.now();
     const tr = await api('api/tree?pool=' + encodeURIComponent(S.pool));
     const t1 = performance.now();
+    const sel = S.selected >= 0 && S.nodes[S.selected] ? S.nodes[S.selected].uuid : null;
     S.nodes = tr.nodes;
     S.index = new Map();
     S.nodes.forEach((n, i) => S.index.set(n.uuid, i));
+    S.selected = sel != null && S.index.has(sel) ? S.index.get(sel) : -1; // new VMs may shift indexes
     S.first = Date.parse(tr.first) || Date.now();
     S.last = Math.max(Date.parse(tr.last) || 0, S.first + 1000);
     S.stats.fetchMs = t1 - t0;
