@@ -188,3 +188,27 @@ func FuzzParseJSONRequest(f *testing.F) {
 		_ = JSONReply(req, nil, []string{"E"})
 	})
 }
+
+// Scenario files are outside input too.
+func FuzzLoadScenario(f *testing.F) {
+	for _, n := range BuiltinNames() {
+		b, _ := builtinFS.ReadFile("scenarios/" + n + ".json")
+		f.Add(string(b))
+	}
+	f.Add(`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"start","vm":"v","at":1.5}]}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		sc, err := LoadScenario(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if len(sc.Steps) > 50 || len(sc.VMs) > 50 || len(sc.Hosts) > 20 {
+			return // keep each input cheap
+		}
+		recs, _ := sc.GroundTruth() // any valid scenario must play without panicking
+		for _, r := range recs {
+			if err := r.Validate(); err != nil {
+				t.Fatalf("invalid record from a valid scenario: %v", err)
+			}
+		}
+	})
+}
