@@ -219,8 +219,10 @@ func playWatched(t *testing.T, sc *Scenario, speed float64, allTasks bool) *watc
 }
 
 func TestLivePlayMatchesGroundTruth(t *testing.T) {
-	sc, _ := Builtin("threat-model")
-	playWatched(t, sc, 0, true)
+	for _, name := range []string{"threat-model", "every-activity"} {
+		sc, _ := Builtin(name)
+		playWatched(t, sc, 0, true)
+	}
 }
 
 func TestFaultsScenario(t *testing.T) {

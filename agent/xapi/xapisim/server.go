@@ -383,8 +383,8 @@ func (s *Server) settled() bool {
 			return false
 		}
 	}
-	s.mu.Unlock()
 	db := s.engine.db
+	s.mu.Unlock()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for _, w := range ws {
