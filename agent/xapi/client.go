@@ -290,13 +290,8 @@ func (c *Client) Call(ctx context.Context, method string, out any, args ...any) 
 		return errors.New("xapi: not logged in")
 	}
 	return c.rawCall(ctx, base, method, append([]any{sess}, args...), c.cfg.CallTimeout, decoder{
-		xml: koloValue(out),
-		json: func(raw json.RawMessage) error {
-			if out == nil {
-				return nil
-			}
-			return json.Unmarshal(raw, out)
-		},
+		xml:  koloValue(out),
+		json: func(raw json.RawMessage) error { return unmarshalJSONResult(raw, out) },
 	})
 }
 
@@ -436,4 +431,22 @@ func (c *Client) PoolRef(ctx context.Context) (string, error) {
 		return "", errors.New("xapi: pool.get_all returned no pool")
 	}
 	return refs[0], nil
+}
+
+// unmarshalJSONResult is json.Unmarshal, except that XAPI datetimes
+// ("20250319T04:16:24Z", not RFC 3339) decode into a *time.Time, as they do
+// over XML-RPC.
+func unmarshalJSONResult(raw json.RawMessage, out any) error {
+	if out == nil {
+		return nil
+	}
+	if t, ok := out.(*time.Time); ok {
+		var f flexTime
+		if err := f.UnmarshalJSON(raw); err != nil {
+			return err
+		}
+		*t = time.Time(f)
+		return nil
+	}
+	return json.Unmarshal(raw, out)
 }

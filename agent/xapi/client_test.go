@@ -608,3 +608,29 @@ func TestEventFromDeadline(t *testing.T) {
 		t.Fatalf("after %v: %v", time.Since(start), err)
 	}
 }
+
+func TestCallTimeBothTransports(t *testing.T) {
+	for _, tr := range []string{"xmlrpc", "jsonrpc"} {
+		f := newFake()
+		f.hook = func(method string, w http.ResponseWriter, r *http.Request, isJSON bool) bool {
+			if method != "host.get_servertime" {
+				return false
+			}
+			if isJSON {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"jsonrpc":"2.0","result":"20250319T04:16:24Z","id":1}`))
+			} else {
+				w.Header().Set("Content-Type", "text/xml")
+				w.Write(xmlSuccess(xtime(time.Date(2025, 3, 19, 4, 16, 24, 0, time.UTC))))
+			}
+			return true
+		}
+		s := newPlain(t, f)
+		c := mustClient(t, Config{URL: s.URL, AllowHTTP: true, Transport: tr})
+		login(t, c)
+		var now time.Time
+		if err := c.Call(context.Background(), "host.get_servertime", &now, "OpaqueRef:host-0"); err != nil || now.Format(DateTimeLayout) != "20250319T04:16:24Z" {
+			t.Fatalf("%s: %v %v", tr, now, err)
+		}
+	}
+}
