@@ -233,7 +233,7 @@ func (s *Server) eventFrom(ctx context.Context, sess *session, args []any) (any,
 		if expired || e.db.hasChanges(sub, tok) {
 			events, nt := e.db.collect(sub, tok)
 			s.mu.Lock()
-			extra := map[string]int{"session": len(s.sessions), "message": len(e.db.msgs)}
+			extra := map[string]int{"session": len(s.sessions)} // messages live outside the DB
 			s.mu.Unlock()
 			out := batchStruct(events, e.db.counts(extra), nt)
 			e.db.mu.Unlock()
