@@ -83,7 +83,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = append(b, ' ')
 	b = append(b, formats.ResultWord(r.Result)...)
 	b = append(b, '|')
-	b = strconv.AppendInt(b, int64(formats.Severity(r.Activity, r.Result)), 10)
+	b = strconv.AppendInt(b, int64(sp.SeverityOf(r.Result)), 10)
 	b = append(b, '|')
 	// Extension. The first key follows the last '|' directly, as the
 	// standard's examples do.

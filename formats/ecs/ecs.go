@@ -78,32 +78,6 @@ func (o *object) strs(b []byte, k string, vs []string) []byte {
 	return b
 }
 
-// memo remembers where a string was written, escaped, so that a repeat of it
-// (the VM uuid appears three times, its name four) is a copy, not a rescan.
-type memo struct {
-	s          string
-	start, end int
-}
-
-func (m *memo) put(b []byte, s string) []byte {
-	if m.end != 0 && m.s == s {
-		return append(b, b[m.start:m.end]...)
-	}
-	start := len(b)
-	b = appendString(b, s)
-	m.s, m.start, m.end = s, start, len(b)
-	return b
-}
-
-// strm is str through a memo.
-func (o *object) strm(b []byte, k string, m *memo, v string) []byte {
-	if v == "" {
-		return b
-	}
-	b = o.key(b, k)
-	return m.put(b, v)
-}
-
 // AppendRecord appends the ECS document of r (one JSON object, no newline) to
 // dst and returns the extended buffer. c may be nil.
 func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
@@ -111,7 +85,6 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		c = &formats.Context{}
 	}
 	sp := formats.SpecOf(r.Activity)
-	var mUUID, mName, mHost, mPool, mPoolName memo
 	vmIPs := ipMask(c.VMIPs)
 	hostIPok, actorIPok := validIP(c.HostIP), validIP(c.ActorAddress)
 	b := dst
@@ -164,7 +137,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = ev.raw(b, `"module":`, "vmlineage")
 	b = ev.raw(b, `"provider":`, Provider)
 	b = ev.key(b, `"severity":`) // the CEF severity, so both formats rank alike
-	b = appendInt(b, int64(formats.Severity(r.Activity, r.Result)))
+	b = appendInt(b, int64(sp.SeverityOf(r.Result)))
 	if !r.Start.IsZero() {
 		b = ev.key(b, `"start":`)
 		b = appendTime(b, r.Start)
@@ -188,12 +161,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		b = top.key(b, `"host":`)
 		var h object
 		b = append(b, '{')
-		if r.VMName != "" {
-			b = h.strm(b, `"name":`, &mName, vmName)
-		} else {
-			b = h.strm(b, `"name":`, &mUUID, vmName)
-		}
-		b = h.strm(b, `"id":`, &mUUID, r.VMUUID)
+		b = h.str(b, `"name":`, vmName)
+		b = h.str(b, `"id":`, r.VMUUID)
 		b = h.str(b, `"type":`, string(c.VMKind))
 		b = ipArray(b, &h, `"ip":`, c.VMIPs, vmIPs, "", false, "", false)
 		b = macArray(b, &h, `"mac":`, c.VMMACs)
@@ -203,8 +172,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		b = top.key(b, `"cloud":`)
 		b = append(b, `{"provider":"xen","instance":{`...)
 		var ci object
-		b = ci.strm(b, `"id":`, &mUUID, r.VMUUID)
-		b = ci.strm(b, `"name":`, &mName, r.VMName)
+		b = ci.str(b, `"id":`, r.VMUUID)
+		b = ci.str(b, `"name":`, r.VMName)
 		b = append(b, '}', '}')
 	}
 
@@ -213,7 +182,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = top.key(b, `"observer":`)
 	b = append(b, `{"type":"hypervisor","vendor":"Xen","product":"XAPI"`...)
 	ob := object{n: 1}
-	b = ob.strm(b, `"hostname":`, &mHost, hostName)
+	b = ob.str(b, `"hostname":`, hostName)
 	b = ipArray(b, &ob, `"ip":`, nil, 0, c.HostIP, hostIPok, "", false)
 	b = append(b, '}')
 
@@ -225,15 +194,15 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		b = or.key(b, `"cluster":`)
 		var cl object
 		b = append(b, '{')
-		b = cl.strm(b, `"id":`, &mPool, r.PoolUUID)
-		b = cl.strm(b, `"name":`, &mPoolName, c.PoolName)
+		b = cl.str(b, `"id":`, r.PoolUUID)
+		b = cl.str(b, `"name":`, c.PoolName)
 		b = append(b, '}')
 	}
 	b = or.key(b, `"resource":`)
 	b = append(b, `{"type":"vm"`...)
 	res := object{n: 1}
-	b = res.strm(b, `"id":`, &mUUID, r.VMUUID)
-	b = res.strm(b, `"name":`, &mName, r.VMName)
+	b = res.str(b, `"id":`, r.VMUUID)
+	b = res.str(b, `"name":`, r.VMName)
 	if r.ParentVMUUID != "" {
 		b = res.key(b, `"parent":`)
 		b = append(b, `{"type":"vm"}`...)
@@ -275,16 +244,7 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 				b = append(b, ',')
 			}
 			nh++
-			switch {
-			case i == 0 && r.VMName != "":
-				b = mName.put(b, h)
-			case i == 0:
-				b = mUUID.put(b, h)
-			case i == 1:
-				b = mHost.put(b, h)
-			default:
-				b = appendString(b, h)
-			}
+			b = appendString(b, h)
 		}
 		if nh > 0 {
 			b = append(b, ']')
@@ -337,8 +297,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		b = x.key(b, `"pool":`)
 		var p object
 		b = append(b, '{')
-		b = p.strm(b, `"uuid":`, &mPool, r.PoolUUID)
-		b = p.strm(b, `"name":`, &mPoolName, c.PoolName)
+		b = p.str(b, `"uuid":`, r.PoolUUID)
+		b = p.str(b, `"name":`, c.PoolName)
 		b = append(b, '}')
 	}
 	if r.HostUUID != "" {

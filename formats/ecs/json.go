@@ -91,25 +91,9 @@ func plainLen(s string) int {
 			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 		q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
 		if (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi != 0 {
-			return i + plainTail(s[i:])
+			break
 		}
 	}
-	if i < len(s) && len(s) >= 8 {
-		// the last eight bytes, overlapping those already checked: plain means done
-		w := s[len(s)-8:]
-		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
-		q, bs, del := x^(lo7*'"'), x^(lo7*'\\'), x^(lo7*0x7f)
-		if (x|(x-lo7*0x20)&^x|(q-lo7)&^q|(bs-lo7)&^bs|(del-lo7)&^del)&hi == 0 {
-			return len(s)
-		}
-	}
-	return i + plainTail(s[i:])
-}
-
-// plainTail counts plain bytes one at a time.
-func plainTail(s string) int {
-	i := 0
 	for ; i < len(s) && safe[s[i]]; i++ {
 	}
 	return i
@@ -140,52 +124,27 @@ func escapeRune(r rune) bool {
 }
 
 // appendTime writes t as an RFC 3339 UTC string with milliseconds, the
-// record wire format, without time.Format's cost: one division into days and
-// seconds, then the civil-from-days algorithm (H. Hinnant, "chrono-compatible
-// low-level date algorithms").
+// record wire format, without time.Format's cost.
 func appendTime(b []byte, t time.Time) []byte {
-	sec := t.Unix()
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
 	ms := t.Nanosecond() / 1e6
-	days := sec / 86400
-	rem := sec % 86400
-	if rem < 0 {
-		rem += 86400
-		days--
-	}
-	z := days + 719468
-	era := z / 146097
-	if z < 0 && z%146097 != 0 {
-		era--
-	}
-	doe := z - era*146097
-	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
-	y := yoe + era*400
-	doy := doe - (365*yoe + yoe/4 - yoe/100)
-	mp := (5*doy + 2) / 153
-	d := int(doy - (153*mp+2)/5 + 1)
-	mo := int(mp + 3)
-	if mo > 12 {
-		mo -= 12
-	}
-	if mo <= 2 {
-		y++
-	}
 	if y < 0 || y > 9999 {
 		// outside RFC 3339; let the standard library say what it can
 		b = append(b, '"')
-		b = t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		b = t.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 		return append(b, '"')
 	}
-	h, mi, s := int(rem/3600), int(rem/60%60), int(rem%60)
-	yy := int(y)
-	return append(b, '"',
-		byte('0'+yy/1000), byte('0'+yy/100%10), byte('0'+yy/10%10), byte('0'+yy%10), '-',
-		byte('0'+mo/10), byte('0'+mo%10), '-',
+	b = append(b, '"',
+		byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+int(mo)/10), byte('0'+int(mo)%10), '-',
 		byte('0'+d/10), byte('0'+d%10), 'T',
 		byte('0'+h/10), byte('0'+h%10), ':',
 		byte('0'+mi/10), byte('0'+mi%10), ':',
 		byte('0'+s/10), byte('0'+s%10), '.',
 		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', '"')
+	return b
 }
 
 func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
