@@ -209,6 +209,10 @@ func (s *lineageServer) Siblings(ctx context.Context, r *pb.VMRequest) (*pb.VMLi
 	return s.list(ctx, r.Uuid, s.impl.Siblings)
 }
 
+func (s *lineageServer) Family(ctx context.Context, r *pb.VMRequest) (*pb.VMList, error) {
+	return s.list(ctx, r.Uuid, s.impl.Family)
+}
+
 func (s *lineageServer) StatesAt(ctx context.Context, r *pb.StatesAtRequest) (*pb.StatesAtResponse, error) {
 	sts, err := s.impl.StatesAt(ctx, r.Uuids, fromMS(r.AtMs))
 	if err != nil {
@@ -362,6 +366,10 @@ func (l *lineageClient) Descendants(ctx context.Context, uuid string) ([]VM, err
 
 func (l *lineageClient) Siblings(ctx context.Context, uuid string) ([]VM, error) {
 	return vmsFromPB(l.c.Siblings(ctx, &pb.VMRequest{Uuid: uuid}))
+}
+
+func (l *lineageClient) Family(ctx context.Context, uuid string) ([]VM, error) {
+	return vmsFromPB(l.c.Family(ctx, &pb.VMRequest{Uuid: uuid}))
 }
 
 func (l *lineageClient) StatesAt(ctx context.Context, uuids []string, at time.Time) ([]VMState, error) {

@@ -63,6 +63,10 @@ func (m *memLineage) Siblings(ctx context.Context, u string) ([]plugins.VM, erro
 	}
 	return out, nil
 }
+func (m *memLineage) Family(ctx context.Context, u string) ([]plugins.VM, error) {
+	d, _ := m.Descendants(ctx, "p")
+	return append([]plugins.VM{m.vms["p"]}, d...), nil
+}
 func (m *memLineage) StatesAt(_ context.Context, uu []string, _ time.Time) ([]plugins.VMState, error) {
 	var out []plugins.VMState
 	for _, u := range uu {

@@ -63,6 +63,8 @@ type Lineage interface {
 	// Descendants: breadth first.
 	Descendants(ctx context.Context, uuid string) ([]VM, error)
 	Siblings(ctx context.Context, uuid string) ([]VM, error)
+	// Family: the family root first, then all its descendants, breadth first.
+	Family(ctx context.Context, uuid string) ([]VM, error)
 	// StatesAt gives each VM's power state at time at, in the order asked.
 	StatesAt(ctx context.Context, uuids []string, at time.Time) ([]VMState, error)
 	Records(ctx context.Context, q RecordQuery) ([]record.Record, error)

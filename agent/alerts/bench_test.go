@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,11 @@ import (
 // shows). Alerts come in pairs from one family so that lineage-suspects does
 // its whole walk. Run with -benchtime 10000x (10 s of alerts).
 func BenchmarkEnrich1MVMs(b *testing.B) {
-	benchEnrich(b, alertstest.Big{Families: 100000, FamilySize: 10}, 1000)
+	rate := 1000
+	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_RATE")); err == nil && v > 0 {
+		rate = v // to see service time without queueing
+	}
+	benchEnrich(b, alertstest.Big{Families: 100000, FamilySize: 10}, rate)
 }
 
 func benchEnrich(b *testing.B, big alertstest.Big, rate int) {

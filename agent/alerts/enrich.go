@@ -124,15 +124,15 @@ func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output) {
 	for i, m := range out.matches {
 		uuids[i] = m.UUID
 	}
-	states, _ := e.svc.StatesAt(ctx, uuids, a.Time)
+	states, err := e.svc.statesAt(ctx, uuids, a.Time)
+	if err != nil {
+		out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
+	}
 	for i, m := range out.matches {
 		mv := MatchedVM{UUID: m.UUID, Field: m.Field, Value: m.Value}
-		if v, err := e.svc.VM(ctx, m.UUID); err == nil {
-			mv.Name = v.Name
-			out.vmByUUID[m.UUID] = &v
-		}
 		if i < len(states) {
-			mv.PowerState = states[i].PowerState
+			mv.Name, mv.PowerState = states[i].name, states[i].PowerState
+			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: mv.Name}
 		}
 		out.VMs = append(out.VMs, mv)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
@@ -43,6 +44,9 @@ CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
 type Service struct {
 	st *lineage.Store
 	db *sql.DB
+	// wmu serialises this service's writes: concurrent write transactions
+	// would meet in SQLite's busy handler, which sleeps, instead of queueing.
+	wmu sync.Mutex
 }
 
 var _ plugins.Lineage = (*Service)(nil)
@@ -101,28 +105,88 @@ func (s *Service) Siblings(ctx context.Context, uuid string) ([]plugins.VM, erro
 	return toVMs(s.st.Siblings(ctx, uuid))
 }
 
+// Family implements plugins.Lineage.
+func (s *Service) Family(ctx context.Context, uuid string) ([]plugins.VM, error) {
+	root, err := s.st.FamilyRoot(ctx, uuid)
+	if errors.Is(err, lineage.ErrNotFound) {
+		return nil, fmt.Errorf("VM %s: %w", uuid, plugins.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	desc, err := s.st.Descendants(ctx, root.UUID)
+	if err != nil {
+		return nil, err
+	}
+	return toVMs(append([]lineage.VM{root}, desc...), nil)
+}
+
 // StatesAt implements plugins.Lineage. lineage.Store.StateAt reconstructs a
 // whole pool, far too slow per alert with a million VMs, so this reads the
-// vm_states spans of the VMs asked for (documented in agent/lineage/README.md).
+// vms and vm_states tables (documented in agent/lineage/README.md) for the
+// VMs asked for, in one query per 500.
 func (s *Service) StatesAt(ctx context.Context, uuids []string, at time.Time) ([]plugins.VMState, error) {
+	rows, err := s.statesAt(ctx, uuids, at)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]plugins.VMState, len(rows))
+	for i, r := range rows {
+		out[i] = r.VMState
+	}
+	return out, nil
+}
+
+type stateRow struct {
+	plugins.VMState
+	name string
+}
+
+func (s *Service) statesAt(ctx context.Context, uuids []string, at time.Time) ([]stateRow, error) {
 	t := at.UnixMilli()
-	out := make([]plugins.VMState, len(uuids))
-	for i, u := range uuids {
-		out[i].UUID = u
-		var first int64
-		var destroyed sql.NullInt64
-		err := s.db.QueryRowContext(ctx, "SELECT first_seen_ms, destroyed_ms FROM vms WHERE uuid=?", u).Scan(&first, &destroyed)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
+	found := make(map[string]stateRow, len(uuids))
+	const chunk = 500
+	for rest := uuids; len(rest) > 0; {
+		n := min(chunk, len(rest))
+		part := rest[:n]
+		rest = rest[n:]
+		args := make([]any, 0, n+2)
+		args = append(args, t, t)
+		for _, u := range part {
+			args = append(args, u)
 		}
+		// Spans are newest first per VM so the first row of a VM wins.
+		rows, err := s.db.QueryContext(ctx, `SELECT v.uuid, v.name, v.first_seen_ms, v.destroyed_ms, COALESCE(st.power_state,''), COALESCE(st.host_uuid,'')
+			FROM vms v LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?1 AND (st.to_ms IS NULL OR st.to_ms>?2)
+			WHERE v.uuid IN (`+strings.TrimSuffix(strings.Repeat("?,", n), ",")+`) ORDER BY v.uuid, st.from_ms DESC`, args...)
 		if err != nil {
-			return nil, fmt.Errorf("state of %s: %w", u, err)
+			return nil, fmt.Errorf("states: %w", err)
 		}
-		out[i].Existed = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
-		err = s.db.QueryRowContext(ctx, `SELECT power_state, host_uuid FROM vm_states WHERE vm_uuid=? AND from_ms<=? AND (to_ms IS NULL OR to_ms>?)
-			ORDER BY from_ms DESC LIMIT 1`, u, t, t).Scan(&out[i].PowerState, &out[i].HostUUID)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("state of %s: %w", u, err)
+		for rows.Next() {
+			var r stateRow
+			var first int64
+			var destroyed sql.NullInt64
+			if err := rows.Scan(&r.UUID, &r.name, &first, &destroyed, &r.PowerState, &r.HostUUID); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if _, dup := found[r.UUID]; dup {
+				continue
+			}
+			r.Existed = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+			found[r.UUID] = r
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]stateRow, len(uuids))
+	for i, u := range uuids {
+		if r, ok := found[u]; ok {
+			out[i] = r
+		} else {
+			out[i].UUID = u
 		}
 	}
 	return out, nil
@@ -173,6 +237,8 @@ func (s *Service) AlertedVMs(ctx context.Context, uuids []string, since, until t
 // saveAlert stores the alert and the VMs it was tied to; an alert already
 // stored (same id) is not stored or counted twice. It returns the alert's seq.
 func (s *Service) saveAlert(ctx context.Context, a *Alert, raw []byte, vms []plugins.AlertVM, received time.Time) (int64, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -201,6 +267,8 @@ func (s *Service) saveAlert(ctx context.Context, a *Alert, raw []byte, vms []plu
 }
 
 func (s *Service) saveEnriched(ctx context.Context, seq int64, out []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	_, err := s.db.ExecContext(ctx, "UPDATE alerts SET enriched=? WHERE seq=?", string(out), seq)
 	return err
 }

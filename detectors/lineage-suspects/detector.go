@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/record"
@@ -64,34 +65,45 @@ func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enric
 }
 
 func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done map[string]bool, out *plugins.Enrichment) error {
-	anc, err := d.lin.Ancestors(ctx, vm)
+	fam, err := d.lin.Family(ctx, vm)
 	if err != nil {
-		return fmt.Errorf("ancestors of %s: %w", vm, err)
+		return fmt.Errorf("family of %s: %w", vm, err)
 	}
-	var root plugins.VM
-	if len(anc) > 0 {
-		root = anc[len(anc)-1]
-	} else if root, err = d.lin.VM(ctx, vm); err != nil {
-		return fmt.Errorf("VM %s: %w", vm, err)
+	if len(fam) == 0 {
+		return fmt.Errorf("family of %s: empty answer", vm)
 	}
+	root := fam[0]
 	if done[root.UUID] {
 		return nil
 	}
 	done[root.UUID] = true
-	desc, err := d.lin.Descendants(ctx, root.UUID)
-	if err != nil {
-		return fmt.Errorf("descendants of %s: %w", root.UUID, err)
-	}
-	fam := append([]plugins.VM{root}, desc...)
 	byUUID := make(map[string]*plugins.VM, len(fam))
 	uuids := make([]string, len(fam))
 	for i := range fam {
 		byUUID[fam[i].UUID] = &fam[i]
 		uuids[i] = fam[i].UUID
 	}
+	// Which VMs alerted and what state each was in: two independent
+	// questions, asked at once to save a round trip.
+	var states []plugins.VMState
+	var stErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		states, stErr = d.lin.StatesAt(ctx, uuids, a.Time)
+	}()
 	alerted, err := d.lin.AlertedVMs(ctx, uuids, a.Time.Add(-d.window), a.Time)
+	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("alerted VMs: %w", err)
+	}
+	if stErr != nil {
+		return fmt.Errorf("states: %w", stErr)
+	}
+	stateOf := make(map[string]plugins.VMState, len(states))
+	for _, st := range states {
+		stateOf[st.UUID] = st
 	}
 	if len(alerted) < d.k {
 		out.Notes = append(out.Notes, fmt.Sprintf("lineage-suspects: %d of the %d VMs needed in family %s alerted within %s",
@@ -145,27 +157,19 @@ func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done
 		out.Notes = append(out.Notes, fmt.Sprintf("lineage-suspects: every VM descending from %s has alerted", label(anc0)))
 		return nil
 	}
-	cu := make([]string, len(cands))
-	for i, c := range cands {
-		cu[i] = c.uuid
-	}
-	states, err := d.lin.StatesAt(ctx, cu, a.Time)
-	if err != nil {
-		return fmt.Errorf("states: %w", err)
-	}
 	ancDesc := label(anc0)
 	if anc0.IsDestroyed() {
 		ancDesc += " (destroyed " + record.FormatTime(anc0.Destroyed) + ")"
 	}
 	who := strings.Join(names, ", ")
-	for i, c := range cands {
+	for _, c := range cands {
 		v := byUUID[c.uuid]
 		ps := v.PowerState
 		existed := true
-		if i < len(states) && states[i].UUID == c.uuid {
-			existed = states[i].Existed
-			if states[i].PowerState != "" {
-				ps = states[i].PowerState
+		if st, ok := stateOf[c.uuid]; ok {
+			existed = st.Existed
+			if st.PowerState != "" {
+				ps = st.PowerState
 			}
 		}
 		score, why := rank(v, ps, existed)

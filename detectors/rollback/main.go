@@ -76,23 +76,23 @@ func (d *Detector) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Fi
 func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
 	out := &plugins.Enrichment{}
 	for _, av := range a.VMs {
-		for _, act := range []record.Activity{record.Revert, record.Resume} {
-			recs, err := d.lin.Records(ctx, plugins.RecordQuery{VMUUID: av.UUID, Activity: act, Since: a.Time.Add(-d.window), Until: a.Time.Add(time.Millisecond)})
+		// One query for the window, filtered here: most VMs have no rollback
+		// and this keeps the alert path to one round trip.
+		recs, err := d.lin.Records(ctx, plugins.RecordQuery{VMUUID: av.UUID, Since: a.Time.Add(-d.window), Until: a.Time.Add(time.Millisecond), Limit: 10000})
+		if err != nil {
+			return nil, err
+		}
+		for i := range recs {
+			if recs[i].VMUUID != av.UUID || (recs[i].Activity != record.Revert && recs[i].Activity != record.Resume) {
+				continue
+			}
+			fs, err := d.OnRecord(ctx, &recs[i])
 			if err != nil {
 				return nil, err
 			}
-			for i := range recs {
-				if recs[i].VMUUID != av.UUID {
-					continue
-				}
-				fs, err := d.OnRecord(ctx, &recs[i])
-				if err != nil {
-					return nil, err
-				}
-				for _, f := range fs {
-					f.Summary += fmt.Sprintf(" (%s before this alert)", a.Time.Sub(recs[i].Start).Round(time.Second))
-					out.Findings = append(out.Findings, f)
-				}
+			for _, f := range fs {
+				f.Summary += fmt.Sprintf(" (%s before this alert)", a.Time.Sub(recs[i].Start).Round(time.Second))
+				out.Findings = append(out.Findings, f)
 			}
 		}
 	}

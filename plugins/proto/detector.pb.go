@@ -1511,12 +1511,13 @@ const file_detector_proto_rawDesc = "" +
 	"\x04Info\x12!.vmlineage.plugins.v1.InfoRequest\x1a\".vmlineage.plugins.v1.InfoResponse\x12\\\n" +
 	"\tConfigure\x12&.vmlineage.plugins.v1.ConfigureRequest\x1a'.vmlineage.plugins.v1.ConfigureResponse\x12Y\n" +
 	"\bOnRecord\x12%.vmlineage.plugins.v1.OnRecordRequest\x1a&.vmlineage.plugins.v1.OnRecordResponse\x12S\n" +
-	"\x06Enrich\x12#.vmlineage.plugins.v1.EnrichRequest\x1a$.vmlineage.plugins.v1.EnrichResponse2\xc6\x04\n" +
+	"\x06Enrich\x12#.vmlineage.plugins.v1.EnrichRequest\x1a$.vmlineage.plugins.v1.EnrichResponse2\x8f\x05\n" +
 	"\aLineage\x12B\n" +
 	"\x05GetVM\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x18.vmlineage.plugins.v1.VM\x12J\n" +
 	"\tAncestors\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12L\n" +
 	"\vDescendants\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12I\n" +
-	"\bSiblings\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12Y\n" +
+	"\bSiblings\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12G\n" +
+	"\x06Family\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12Y\n" +
 	"\bStatesAt\x12%.vmlineage.plugins.v1.StatesAtRequest\x1a&.vmlineage.plugins.v1.StatesAtResponse\x12V\n" +
 	"\aRecords\x12$.vmlineage.plugins.v1.RecordsRequest\x1a%.vmlineage.plugins.v1.RecordsResponse\x12_\n" +
 	"\n" +
@@ -1582,22 +1583,24 @@ var file_detector_proto_depIdxs = []int32{
 	13, // 16: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
 	13, // 17: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
 	13, // 18: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 19: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
-	18, // 20: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
-	20, // 21: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
-	1,  // 22: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
-	3,  // 23: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
-	5,  // 24: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
-	9,  // 25: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
-	12, // 26: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
-	14, // 27: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
-	14, // 28: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
-	14, // 29: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
-	17, // 30: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
-	19, // 31: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
-	22, // 32: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
+	13, // 19: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 20: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
+	18, // 21: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
+	20, // 22: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
+	1,  // 23: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
+	3,  // 24: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
+	5,  // 25: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
+	9,  // 26: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
+	12, // 27: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
+	14, // 28: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
+	14, // 29: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
+	14, // 30: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
+	14, // 31: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
+	17, // 32: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
+	19, // 33: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
+	22, // 34: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
+	23, // [23:35] is the sub-list for method output_type
+	11, // [11:23] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name

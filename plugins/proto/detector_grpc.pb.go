@@ -235,6 +235,7 @@ const (
 	Lineage_Ancestors_FullMethodName   = "/vmlineage.plugins.v1.Lineage/Ancestors"
 	Lineage_Descendants_FullMethodName = "/vmlineage.plugins.v1.Lineage/Descendants"
 	Lineage_Siblings_FullMethodName    = "/vmlineage.plugins.v1.Lineage/Siblings"
+	Lineage_Family_FullMethodName      = "/vmlineage.plugins.v1.Lineage/Family"
 	Lineage_StatesAt_FullMethodName    = "/vmlineage.plugins.v1.Lineage/StatesAt"
 	Lineage_Records_FullMethodName     = "/vmlineage.plugins.v1.Lineage/Records"
 	Lineage_AlertedVMs_FullMethodName  = "/vmlineage.plugins.v1.Lineage/AlertedVMs"
@@ -248,6 +249,9 @@ type LineageClient interface {
 	Ancestors(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMList, error)
 	Descendants(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMList, error)
 	Siblings(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMList, error)
+	// Family is the VM's whole tree in one round trip: the family root first,
+	// then every descendant of the root, breadth first.
+	Family(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMList, error)
 	StatesAt(ctx context.Context, in *StatesAtRequest, opts ...grpc.CallOption) (*StatesAtResponse, error)
 	Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsResponse, error)
 	AlertedVMs(ctx context.Context, in *AlertedVMsRequest, opts ...grpc.CallOption) (*AlertedVMsResponse, error)
@@ -297,6 +301,15 @@ func (c *lineageClient) Siblings(ctx context.Context, in *VMRequest, opts ...grp
 	return out, nil
 }
 
+func (c *lineageClient) Family(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMList, error) {
+	out := new(VMList)
+	err := c.cc.Invoke(ctx, Lineage_Family_FullMethodName, in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lineageClient) StatesAt(ctx context.Context, in *StatesAtRequest, opts ...grpc.CallOption) (*StatesAtResponse, error) {
 	out := new(StatesAtResponse)
 	err := c.cc.Invoke(ctx, Lineage_StatesAt_FullMethodName, in, out, opts...)
@@ -332,6 +345,9 @@ type LineageServer interface {
 	Ancestors(context.Context, *VMRequest) (*VMList, error)
 	Descendants(context.Context, *VMRequest) (*VMList, error)
 	Siblings(context.Context, *VMRequest) (*VMList, error)
+	// Family is the VM's whole tree in one round trip: the family root first,
+	// then every descendant of the root, breadth first.
+	Family(context.Context, *VMRequest) (*VMList, error)
 	StatesAt(context.Context, *StatesAtRequest) (*StatesAtResponse, error)
 	Records(context.Context, *RecordsRequest) (*RecordsResponse, error)
 	AlertedVMs(context.Context, *AlertedVMsRequest) (*AlertedVMsResponse, error)
@@ -353,6 +369,9 @@ func (UnimplementedLineageServer) Descendants(context.Context, *VMRequest) (*VML
 }
 func (UnimplementedLineageServer) Siblings(context.Context, *VMRequest) (*VMList, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Siblings not implemented")
+}
+func (UnimplementedLineageServer) Family(context.Context, *VMRequest) (*VMList, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Family not implemented")
 }
 func (UnimplementedLineageServer) StatesAt(context.Context, *StatesAtRequest) (*StatesAtResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StatesAt not implemented")
@@ -448,6 +467,24 @@ func _Lineage_Siblings_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lineage_Family_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LineageServer).Family(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lineage_Family_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LineageServer).Family(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Lineage_StatesAt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatesAtRequest)
 	if err := dec(in); err != nil {
@@ -524,6 +561,10 @@ var Lineage_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Siblings",
 			Handler:    _Lineage_Siblings_Handler,
+		},
+		{
+			MethodName: "Family",
+			Handler:    _Lineage_Family_Handler,
 		},
 		{
 			MethodName: "StatesAt",
