@@ -71,8 +71,6 @@ func (e *engine) runStep(st Step) {
 	if st.Host != "" {
 		req.host = e.resolveHost(st.Host)
 	}
-	e.pending-- // begin's launch accounting below takes over
-	e.pending++
-	e.db.mu.Unlock()
+	e.db.mu.Unlock() // the step's pending count now belongs to the operation
 	e.begin(req)
 }
