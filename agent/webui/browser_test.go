@@ -482,4 +482,30 @@ func BenchmarkBrowser10k(b *testing.B) {
 		b.ReportMetric(move/float64(b.N), "ms-time-move")
 	}
 	screenshot(b, ctx, "big-pool-10k.png")
+
+	// Scroll to the middle of the tree and zoom out: what comes into view
+	// is drawn (the DOM holds only the nodes near the viewport).
+	var seen struct {
+		InView, InDOM int
+	}
+	if err := chromedp.Run(ctx,
+		chromedp.Click("#time-live", chromedp.ByQuery),
+		chromedp.WaitReady(`body[data-at="now"]`, chromedp.ByQuery),
+		chromedp.Click("#zoom-out", chromedp.ByQuery),
+		chromedp.Click("#zoom-out", chromedp.ByQuery),
+		chromedp.Evaluate(`(() => { const t = document.getElementById('tree'); t.scrollTop = t.scrollHeight / 2; t.scrollLeft = 200; })()`, nil),
+		chromedp.Sleep(300*time.Millisecond),
+		chromedp.Evaluate(`(() => { const t = document.getElementById('tree').getBoundingClientRect();
+			const gs = Array.from(document.querySelectorAll('#tree g.node'));
+			const inView = gs.filter(g => { const r = g.getBoundingClientRect();
+				return r.bottom > t.top && r.top < t.bottom && r.right > t.left && r.left < t.right; }).length;
+			return {InView: inView, InDOM: gs.length}; })()`, &seen),
+	); err != nil {
+		b.Fatal(err)
+	}
+	if seen.InView < 20 || seen.InDOM > 2000 {
+		b.Fatalf("after scrolling: %d nodes in view, %d in the DOM", seen.InView, seen.InDOM)
+	}
+	b.Logf("scrolled to the middle at 64%%: %d VMs in view, %d in the DOM", seen.InView, seen.InDOM)
+	screenshot(b, ctx, "big-pool-10k-scrolled.png")
 }

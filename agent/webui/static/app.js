@@ -533,8 +533,8 @@
     wire();
     try {
       await loadPools();
-      await loadTree();
-      await setTime(null, true);
+      // The live pool state does not need the layout: ask for both at once.
+      await Promise.all([loadTree(), setTime(null, true)]);
       S.stats.readyMs = performance.now();
       document.body.dataset.state = 'ready';
     } catch (e) {
