@@ -493,3 +493,20 @@ func readAll(resp *http.Response) ([]byte, error) {
 	_, err := b.ReadFrom(resp.Body)
 	return b.Bytes(), err
 }
+
+// PeakRSS is this process's peak resident set size in bytes (VmHWM), for
+// benchmarks.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
