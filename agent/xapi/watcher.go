@@ -266,7 +266,8 @@ func (w *Watcher) follow(ctx context.Context, token string) error {
 		}
 		w.count(b)
 		if len(b.Events) == 0 && b.Token == token {
-			continue // timeout with nothing new
+			w.bo.Reset() // the pool answers: earlier trouble is over
+			continue     // timeout with nothing new
 		}
 		if err := w.h.Events(ctx, b); err != nil {
 			if errors.Is(err, ErrResyncNeeded) {
