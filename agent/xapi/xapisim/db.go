@@ -294,14 +294,11 @@ func (db *DB) relAdd(rel relation, target, ref string) {
 	if t.rows[target] == nil {
 		return
 	}
+	// Appending in place is safe: snapshots taken earlier hold shorter
+	// slice headers and never see the new element. Callers never add a ref
+	// twice (create adds once; set removes the old value first).
 	set, _ := db.field(rel.target, target, rel.inverse).([]string)
-	for _, s := range set {
-		if s == ref {
-			return
-		}
-	}
-	ns := append(append(make([]string, 0, len(set)+1), set...), ref)
-	db.setPlain(rel.target, target, rel.inverse, ns)
+	db.setPlain(rel.target, target, rel.inverse, append(set, ref))
 }
 
 func (db *DB) relRemove(rel relation, target, ref string) {
