@@ -96,6 +96,12 @@ func (d *DetectorClient) Enrich(ctx context.Context, a *Alert) (*Enrichment, err
 	for _, v := range a.VMs {
 		req.Alert.Vms = append(req.Alert.Vms, &pb.AlertVM{VmUuid: v.UUID, MatchedField: v.Field, MatchedValue: v.Value})
 	}
+	for i := range a.Family {
+		req.Alert.Family = append(req.Alert.Family, vmToPB(&a.Family[i]))
+	}
+	for _, st := range a.FamilyStates {
+		req.Alert.FamilyStates = append(req.Alert.FamilyStates, &pb.VMState{Uuid: st.UUID, PowerState: st.PowerState, HostUuid: st.HostUUID, Existed: st.Existed})
+	}
 	resp, err := d.c.Enrich(ctx, req)
 	if err != nil {
 		return nil, err
@@ -297,6 +303,12 @@ func (s *detectorServer) Enrich(ctx context.Context, r *pb.EnrichRequest) (*pb.E
 	a := &Alert{ID: r.Alert.Id, Time: fromMS(r.Alert.TimeMs), ECS: r.Alert.EcsJson}
 	for _, v := range r.Alert.Vms {
 		a.VMs = append(a.VMs, AlertVM{UUID: v.VmUuid, Field: v.MatchedField, Value: v.MatchedValue})
+	}
+	for _, v := range r.Alert.Family {
+		a.Family = append(a.Family, vmFromPB(v))
+	}
+	for _, s := range r.Alert.FamilyStates {
+		a.FamilyStates = append(a.FamilyStates, VMState{UUID: s.Uuid, PowerState: s.PowerState, HostUUID: s.HostUuid, Existed: s.Existed})
 	}
 	e, err := s.impl.Enrich(ctx, a)
 	if err != nil {

@@ -137,6 +137,73 @@ type Alert struct {
 	VMs []AlertVM
 	// ECS is the alert as received (ECS JSON).
 	ECS json.RawMessage
+	// Family holds the families of the matched VMs (root first, then
+	// descendants) and FamilyStates their states at Time, in the same order;
+	// both are empty when the families are larger than MaxAlertFamily.
+	Family       []VM
+	FamilyStates []VMState
+}
+
+// MaxAlertFamily bounds the family sent along with an alert.
+const MaxAlertFamily = 1000
+
+// FamilyIndex indexes Alert.Family: every member by uuid, and each
+// member's state at the alert's time.
+type FamilyIndex struct {
+	VMs    map[string]*VM
+	States map[string]VMState
+}
+
+// Index builds the FamilyIndex of the alert (empty maps when the host sent
+// no family).
+func (a *Alert) Index() FamilyIndex {
+	ix := FamilyIndex{VMs: make(map[string]*VM, len(a.Family)), States: make(map[string]VMState, len(a.FamilyStates))}
+	for i := range a.Family {
+		ix.VMs[a.Family[i].UUID] = &a.Family[i]
+	}
+	for _, s := range a.FamilyStates {
+		ix.States[s.UUID] = s
+	}
+	return ix
+}
+
+// Root returns the family root of uuid, or nil when uuid is not indexed.
+func (ix FamilyIndex) Root(uuid string) *VM {
+	v := ix.VMs[uuid]
+	for n := 0; v != nil && v.ParentUUID != "" && n <= len(ix.VMs); n++ {
+		p := ix.VMs[v.ParentUUID]
+		if p == nil {
+			break
+		}
+		v = p
+	}
+	return v
+}
+
+// Ancestors returns uuid's ancestors, nearest first (nil when not indexed).
+func (ix FamilyIndex) Ancestors(uuid string) []VM {
+	var out []VM
+	v := ix.VMs[uuid]
+	for v != nil && v.ParentUUID != "" && len(out) <= len(ix.VMs) {
+		p := ix.VMs[v.ParentUUID]
+		if p == nil {
+			break
+		}
+		out = append(out, *p)
+		v = p
+	}
+	return out
+}
+
+// Members returns the VMs whose root is root, in Alert.Family order.
+func (ix FamilyIndex) Members(a *Alert, root string) []VM {
+	var out []VM
+	for i := range a.Family {
+		if r := ix.Root(a.Family[i].UUID); r != nil && r.UUID == root {
+			out = append(out, a.Family[i])
+		}
+	}
+	return out
 }
 
 // AlertVM is a VM an alert was tied to.

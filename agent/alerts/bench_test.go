@@ -18,7 +18,7 @@ import (
 
 // BenchmarkEnrich1MVMs: enrichment latency through the plugin path (all
 // shipped detectors, gRPC over go-plugin with AutoMTLS, lineage through the
-// broker) with 1,000,000 VMs in the store and alerts arriving at 1,000/s
+// broker; lineage-suspects, rollback, shadow-copy) with 1,000,000 VMs in the store and alerts arriving at 1,000/s
 // (open loop: latency counts from the alert's scheduled arrival, so queueing
 // shows). Alerts come in pairs from one family so that lineage-suspects does
 // its whole walk. Run with -benchtime 10000x (10 s of alerts).
@@ -37,7 +37,8 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors()...)
+	// The three production detectors; detectors/example is a template.
+	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects", "rollback", "shadow-copy")...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
 	if err != nil {
 		b.Fatal(err)

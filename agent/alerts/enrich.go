@@ -97,9 +97,10 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		}
 	} else {
 		out.Matched = true
-		e.describeVMs(ctx, a, out)
+		fam, famStates := e.families(ctx, a, out)
+		e.describeVMs(ctx, a, out, fam, famStates)
 		if e.dets != nil {
-			e.runDetectors(ctx, a, raw, out)
+			e.runDetectors(ctx, &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: fam, FamilyStates: famStates}, out)
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
 		}
@@ -118,28 +119,85 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 	return js, nil
 }
 
-func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output) {
-	out.vmByUUID = map[string]*plugins.VM{}
-	uuids := make([]string, len(out.matches))
-	for i, m := range out.matches {
-		uuids[i] = m.UUID
+// families gathers the families of the matched VMs and their states at the
+// alert's time, to send along with the alert (most detectors need them,
+// and one query here saves each detector round trips). Nil when larger
+// than plugins.MaxAlertFamily: detectors then ask for what they need.
+func (e *Enricher) families(ctx context.Context, a *Alert, out *Output) ([]plugins.VM, []plugins.VMState) {
+	var fam []plugins.VM
+	seen := map[string]bool{}
+	for _, m := range out.matches {
+		if seen[m.UUID] {
+			continue
+		}
+		f, err := e.svc.Family(ctx, m.UUID)
+		if err != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+			continue
+		}
+		for _, v := range f {
+			if !seen[v.UUID] {
+				seen[v.UUID] = true
+				fam = append(fam, v)
+			}
+		}
+		if len(fam) > plugins.MaxAlertFamily {
+			return nil, nil
+		}
 	}
-	states, err := e.svc.statesAt(ctx, uuids, a.Time)
+	uuids := make([]string, len(fam))
+	for i := range fam {
+		uuids[i] = fam[i].UUID
+	}
+	rows, err := e.svc.statesAt(ctx, uuids, a.Time)
 	if err != nil {
-		out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
+		out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
+		return nil, nil
 	}
-	for i, m := range out.matches {
+	states := make([]plugins.VMState, len(rows))
+	for i := range rows {
+		states[i] = rows[i].VMState
+	}
+	return fam, states
+}
+
+func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, fam []plugins.VM, famStates []plugins.VMState) {
+	out.vmByUUID = map[string]*plugins.VM{}
+	known := map[string]stateRow{}
+	for i, st := range famStates {
+		known[st.UUID] = stateRow{VMState: st, name: fam[i].Name}
+	}
+	var ask []string
+	for _, m := range out.matches {
+		if _, ok := known[m.UUID]; !ok {
+			ask = append(ask, m.UUID)
+		}
+	}
+	if len(ask) > 0 {
+		rows, err := e.svc.statesAt(ctx, ask, a.Time)
+		if err != nil {
+			out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
+		}
+		for _, r := range rows {
+			known[r.UUID] = r
+		}
+	}
+	for _, m := range out.matches {
 		mv := MatchedVM{UUID: m.UUID, Field: m.Field, Value: m.Value}
-		if i < len(states) {
-			mv.Name, mv.PowerState = states[i].name, states[i].PowerState
-			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: mv.Name}
+		if r, ok := known[m.UUID]; ok {
+			mv.Name, mv.PowerState = r.name, r.PowerState
+			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: r.name}
 		}
 		out.VMs = append(out.VMs, mv)
 	}
 }
 
-func (e *Enricher) runDetectors(ctx context.Context, a *Alert, raw []byte, out *Output) {
-	pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw}
+func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output) {
+	for i := range pa.Family {
+		if out.vmByUUID[pa.Family[i].UUID] == nil {
+			out.vmByUUID[pa.Family[i].UUID] = &pa.Family[i]
+		}
+	}
 	alerted := map[string]bool{}
 	for _, m := range out.matches {
 		alerted[m.UUID] = true
@@ -149,7 +207,7 @@ func (e *Enricher) runDetectors(ctx context.Context, a *Alert, raw []byte, out *
 		if r.Err != nil {
 			out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "failed", Error: r.Err.Error()})
 			out.Notes = append(out.Notes, fmt.Sprintf("detector %s failed: %v; this alert is enriched by the others", r.Detector, r.Err))
-			e.log.Warn("detector failed on alert", "detector", r.Detector, "alert", a.ID, "error", r.Err)
+			e.log.Warn("detector failed on alert", "detector", r.Detector, "alert", pa.ID, "error", r.Err)
 			continue
 		}
 		out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "ok"})
@@ -186,13 +244,13 @@ func (e *Enricher) runDetectors(ctx context.Context, a *Alert, raw []byte, out *
 			out.Notes = append(out.Notes, r.Detector+": "+n)
 		}
 	}
-	e.dropAlerted(ctx, a, out)
+	e.dropAlerted(ctx, pa.Time, out)
 	sort.SliceStable(out.Suspects, func(i, j int) bool { return out.Suspects[i].Score > out.Suspects[j].Score })
 }
 
 // dropAlerted removes suspects that raised alerts themselves within the
 // window: they are already known, not suspected.
-func (e *Enricher) dropAlerted(ctx context.Context, a *Alert, out *Output) {
+func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output) {
 	if len(out.Suspects) == 0 {
 		return
 	}
@@ -200,7 +258,7 @@ func (e *Enricher) dropAlerted(ctx context.Context, a *Alert, out *Output) {
 	for i, s := range out.Suspects {
 		uu[i] = s.VMUUID
 	}
-	av, err := e.svc.AlertedVMs(ctx, uu, a.Time.Add(-e.Window), a.Time)
+	av, err := e.svc.AlertedVMs(ctx, uu, at.Add(-e.Window), at)
 	if err != nil {
 		out.Notes = append(out.Notes, "could not check which suspects alerted themselves: "+err.Error())
 		return

@@ -36,10 +36,20 @@ func (s *Siblings) OnRecord(context.Context, *record.Record) ([]plugins.Finding,
 // Enrich lists the siblings of each alerted VM.
 func (s *Siblings) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
 	out := &plugins.Enrichment{}
+	ix := a.Index() // the host usually sends the family along
 	for _, av := range a.VMs {
-		sibs, err := s.lin.Siblings(ctx, av.UUID)
-		if err != nil {
-			return nil, err
+		var sibs []plugins.VM
+		if me := ix.VMs[av.UUID]; me != nil {
+			for _, v := range a.Family {
+				if me.ParentUUID != "" && v.ParentUUID == me.ParentUUID && v.UUID != me.UUID {
+					sibs = append(sibs, v)
+				}
+			}
+		} else {
+			var err error
+			if sibs, err = s.lin.Siblings(ctx, av.UUID); err != nil {
+				return nil, err
+			}
 		}
 		for _, v := range sibs {
 			out.Suspects = append(out.Suspects, plugins.Suspect{VMUUID: v.UUID, VMName: v.Name, Score: 0.1,

@@ -55,8 +55,9 @@ func (d *Detector) OnRecord(context.Context, *record.Record) ([]plugins.Finding,
 func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
 	out := &plugins.Enrichment{}
 	done := map[string]bool{} // family roots already handled
+	ix := a.Index()
 	for _, av := range a.VMs {
-		if err := d.family(ctx, a, av.UUID, done, out); err != nil {
+		if err := d.family(ctx, a, ix, av.UUID, done, out); err != nil {
 			return nil, err
 		}
 	}
@@ -64,10 +65,18 @@ func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enric
 	return out, nil
 }
 
-func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done map[string]bool, out *plugins.Enrichment) error {
-	fam, err := d.lin.Family(ctx, vm)
-	if err != nil {
-		return fmt.Errorf("family of %s: %w", vm, err)
+func (d *Detector) family(ctx context.Context, a *plugins.Alert, ix plugins.FamilyIndex, vm string, done map[string]bool, out *plugins.Enrichment) error {
+	// The host usually sends the family and its states along; ask only
+	// when it did not (very large families).
+	var fam []plugins.VM
+	sent := false
+	if r := ix.Root(vm); r != nil {
+		fam, sent = ix.Members(a, r.UUID), len(a.FamilyStates) == len(a.Family)
+	} else {
+		var err error
+		if fam, err = d.lin.Family(ctx, vm); err != nil {
+			return fmt.Errorf("family of %s: %w", vm, err)
+		}
 	}
 	if len(fam) == 0 {
 		return fmt.Errorf("family of %s: empty answer", vm)
@@ -84,15 +93,23 @@ func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done
 		uuids[i] = fam[i].UUID
 	}
 	// Which VMs alerted and what state each was in: two independent
-	// questions, asked at once to save a round trip.
+	// questions, asked at once to save a round trip (states usually came
+	// with the alert).
+	stateOf := make(map[string]plugins.VMState, len(fam))
 	var states []plugins.VMState
 	var stErr error
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		states, stErr = d.lin.StatesAt(ctx, uuids, a.Time)
-	}()
+	if sent {
+		for _, u := range uuids {
+			stateOf[u] = ix.States[u]
+		}
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			states, stErr = d.lin.StatesAt(ctx, uuids, a.Time)
+		}()
+	}
 	alerted, err := d.lin.AlertedVMs(ctx, uuids, a.Time.Add(-d.window), a.Time)
 	wg.Wait()
 	if err != nil {
@@ -101,7 +118,6 @@ func (d *Detector) family(ctx context.Context, a *plugins.Alert, vm string, done
 	if stErr != nil {
 		return fmt.Errorf("states: %w", stErr)
 	}
-	stateOf := make(map[string]plugins.VMState, len(states))
 	for _, st := range states {
 		stateOf[st.UUID] = st
 	}

@@ -102,10 +102,14 @@ func (d *Detector) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Fi
 // Enrich implements plugins.Detector: an alerted VM whose origin is gone.
 func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
 	out := &plugins.Enrichment{}
+	ix := a.Index()
 	for _, av := range a.VMs {
-		anc, err := d.lin.Ancestors(ctx, av.UUID)
-		if err != nil {
-			return nil, err
+		anc := ix.Ancestors(av.UUID)
+		if ix.VMs[av.UUID] == nil { // family not sent along: ask
+			var err error
+			if anc, err = d.lin.Ancestors(ctx, av.UUID); err != nil {
+				return nil, err
+			}
 		}
 		for i, p := range anc {
 			if !p.IsDestroyed() || p.Destroyed.After(a.Time) {
