@@ -307,7 +307,7 @@ func (db *DB) relRemove(rel relation, target, ref string) {
 		return
 	}
 	set, _ := db.field(rel.target, target, rel.inverse).([]string)
-	ns := make([]string, 0, len(set))
+	ns := make([]string, 0, len(set)+len(set)/4+1) // spare room: relAdd appends in place
 	for _, s := range set {
 		if s != ref {
 			ns = append(ns, s)
