@@ -2,8 +2,10 @@ package alerts
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,5 +126,33 @@ func TestDetectorFindingsOnRecords(t *testing.T) {
 	}
 	if !strings.Contains(string(js), `"kind":"rollback"`) || !strings.Contains(string(js), "10m0s before this alert") {
 		t.Errorf("alert after revert lacks the rollback finding: %s", js)
+	}
+}
+
+func TestPumpStreamsFindings(t *testing.T) {
+	dir, pins := plugintest.Setup(t, plugintest.Detector{Name: "ok", Pkg: plugintest.TestDetector, Mode: "ok"})
+	svc, err := NewService(context.Background(), alertstest.ThreatModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(context.Background())
+	defer m.Close()
+	var mu sync.Mutex
+	var docs []string
+	p := NewPump(m, func(doc []byte) { mu.Lock(); docs = append(docs, string(doc)); mu.Unlock() }, nil, 4)
+	for i := 0; i < 20; i++ {
+		p.OnRecord(mkrec(alertstest.VMUUID["vm1"], "vm1", "", record.Start, alertstest.At(1000+i), 100+i))
+	}
+	p.Close()
+	if len(docs) != 20 || p.Missed() != 0 {
+		t.Fatalf("%d findings, %d missed", len(docs), p.Missed())
+	}
+	var d map[string]any
+	if err := json.Unmarshal([]byte(docs[0]), &d); err != nil || d["message"] != "saw start" || d["@timestamp"] != "2024-03-01T09:16:40.000Z" {
+		t.Fatalf("%v %s", err, docs[0])
 	}
 }
