@@ -288,7 +288,9 @@ func (s *Spool) scan(id uint64) (*segment, error) {
 	seg := &segment{id: id}
 	r := &frameReader{f: f, limit: st.Size()}
 	for {
-		_, n, err := r.next(nil)
+		// Decode too: a frame with a valid CRC but a bad body must stop here,
+		// not at Read time.
+		_, n, err := r.next(&outputs.Item{})
 		if err == io.EOF {
 			break
 		}
@@ -323,7 +325,7 @@ func (s *Spool) countFrom(id uint64, off int64) (int64, error) {
 	r := &frameReader{f: f, off: off, limit: st.Size()}
 	var n int64
 	for {
-		if _, _, err := r.next(nil); err != nil {
+		if _, _, err := r.next(&outputs.Item{}); err != nil {
 			break
 		}
 		n++

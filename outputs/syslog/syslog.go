@@ -50,9 +50,11 @@ type Config struct {
 	ReplayBytes  int
 }
 
+// sent is one chunk of framed messages written at a time.
 type sent struct {
 	at    time.Time
 	frame []byte
+	n     int
 }
 
 // TLSConfig for Network "tls".
@@ -246,11 +248,11 @@ func (o *Output) drop(err error) {
 	_ = err
 }
 
-func (o *Output) remember(frame []byte, now time.Time) {
+func (o *Output) remember(frame []byte, n int, now time.Time) {
 	if o.cfg.ReplayWindow < 0 || o.cfg.Network == "udp" {
 		return
 	}
-	o.replay = append(o.replay, sent{now, append([]byte(nil), frame...)})
+	o.replay = append(o.replay, sent{now, append([]byte(nil), frame...), n})
 	o.rbytes += len(frame)
 	o.trimReplay(now)
 }
@@ -283,10 +285,10 @@ func (o *Output) writePending() error {
 		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
 		return fmt.Errorf("syslog %s: replay to %s: %w", o.cfg.Name, o.cfg.Address, err)
 	}
-	o.AddRetried(len(o.pending))
 	now := time.Now()
 	for _, p := range o.pending {
-		o.remember(p.frame, now)
+		o.AddRetried(p.n)
+		o.remember(p.frame, p.n, now)
 	}
 	o.pending = nil
 	return nil
@@ -341,11 +343,9 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 	for i < len(items) {
 		o.buf = o.buf[:0]
 		j := i
-		var ends []int
 		for ; j < len(items) && len(o.buf) < 256<<10; j++ {
 			o.msg = o.f.Append(o.msg[:0], items[j].ID, items[j].Time, items[j].Payload)
 			o.buf = AppendOctetCounted(o.buf, o.msg)
-			ends = append(ends, len(o.buf))
 		}
 		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
 		if _, err := o.conn.Write(o.buf); err != nil {
@@ -354,13 +354,7 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			o.Fail(len(items)-i, err)
 			return err
 		}
-		if o.cfg.ReplayWindow >= 0 {
-			now, start := time.Now(), 0
-			for _, e := range ends {
-				o.remember(o.buf[start:e], now)
-				start = e
-			}
-		}
+		o.remember(o.buf, j-i, time.Now())
 		if err := ctx.Err(); err != nil {
 			o.Fail(len(items)-j, err)
 			return err

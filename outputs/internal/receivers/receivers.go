@@ -184,8 +184,21 @@ type RsyslogMessage struct {
 	Raw      string `json:"raw"`
 }
 
+// RsyslogOptions tune StartRsyslogWith.
+type RsyslogOptions struct {
+	// NoCEFParse skips mmnormalize (benchmarks measure transport, not
+	// liblognorm).
+	NoCEFParse bool
+}
+
 // StartRsyslog starts rsyslogd; it stops when the test ends.
 func StartRsyslog(t testing.TB) *Rsyslog {
+	t.Helper()
+	return StartRsyslogWith(t, RsyslogOptions{})
+}
+
+// StartRsyslogWith starts rsyslogd with options.
+func StartRsyslogWith(t testing.TB, opt RsyslogOptions) *Rsyslog {
 	t.Helper()
 	bin, err := Find("rsyslogd", "RSYSLOGD")
 	if err != nil {
@@ -228,14 +241,14 @@ template(name="j" type="string" string="{\"input\":\"%%inputname%%\",\"host\":\"
 template(name="alljson" type="string" string="%%$!all-json%%\n")
 ruleset(name="recv") {
   action(type="omfile" file="%[7]s" template="j")
-  if ($msg contains "CEF:") then {
+  if (%[9]d == 1 and $msg contains "CEF:") then {
     action(type="mmnormalize" rulebase="%[1]s/cef.rb" useRawMsg="off")
     set $!meta!app = $app-name;
     set $!meta!msgid = $msgid;
     action(type="omfile" file="%[8]s" template="alljson")
   }
 }
-`, dir, cert, key, port, tlsPort, osslPort, r.Out, r.Parsed)
+`, dir, cert, key, port, tlsPort, osslPort, r.Out, r.Parsed, map[bool]int{false: 1, true: 0}[opt.NoCEFParse])
 	confPath := filepath.Join(dir, "rsyslog.conf")
 	os.WriteFile(confPath, []byte(conf), 0o644)
 	if out, err := exec.Command(bin, "-N1", "-f", confPath).CombinedOutput(); err != nil {
