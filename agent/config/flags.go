@@ -26,10 +26,13 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 		name := strings.NewReplacer(".", "-", "_", "-").Replace(path)
 		f.fields[name] = path
 		help += " (config key " + path + ")"
-		switch v.Kind() {
-		case reflect.Bool:
+		_, isDuration := v.Interface().(Duration)
+		switch {
+		case isDuration:
+			fs.String(name, fmt.Sprint(display(v)), help)
+		case v.Kind() == reflect.Bool:
 			fs.Bool(name, v.Bool(), help)
-		case reflect.Int, reflect.Int64:
+		case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
 			fs.Int64(name, v.Int(), help)
 		default:
 			fs.String(name, fmt.Sprint(display(v)), help)

@@ -28,6 +28,7 @@ func newBatch(t *Tracer) *batch {
 
 func (b *batch) apply(ev *xapi.Event) {
 	t := b.t
+	t.seq++
 	switch strings.ToLower(ev.Class) {
 	case "vm":
 		if ev.Operation == "del" || ev.Snapshot == nil {
@@ -35,6 +36,11 @@ func (b *batch) apply(ev *xapi.Event) {
 				b.keepBefore(vi)
 				for k := range vi.ops {
 					b.vanish(k)
+				}
+				vi.delSeq = t.seq
+				if len(vi.ops) == 0 && !vi.control && !b.baseline {
+					t.note(change{Kind: "vanish", VMUUID: vi.uuid, Ref: ev.Ref, Name: vi.name, At: t.now(),
+						FromPower: vi.power, FromHost: t.hostUUID(vi.resident)})
 				}
 				b.deleted[ev.Ref] = vi
 				t.forget(ev.Ref, vi)
@@ -52,6 +58,7 @@ func (b *batch) apply(ev *xapi.Event) {
 			if tk := t.tasks[ev.Ref]; tk != nil {
 				tk.Gone = true
 				tk.GoneAt = t.now()
+				tk.EndSeq = t.seq
 				b.finish[ev.Ref] = true
 			}
 			return
@@ -117,6 +124,7 @@ func (b *batch) vanish(k string) {
 	b.vanished[k] = true
 	if tk := b.t.tasks[k]; tk != nil && tk.GoneAt.IsZero() {
 		tk.GoneAt = b.t.now()
+		tk.EndSeq = b.t.seq
 	}
 }
 
@@ -141,6 +149,22 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	if s.OtherConfig != nil {
 		vi.importTask = s.OtherConfig["import_task"]
 	}
+	// A VM is new when xapi says "add" — or, in a resync, when the store has
+	// never seen it (every VM of a snapshot is an "add").
+	isNew := (added && !b.resync) || (b.resync && prev == nil && !t.known[vi.uuid])
+	vi.modSeq = t.seq
+	switch {
+	case prev == nil:
+		if isNew {
+			vi.addSeq = t.seq // a candidate for a creating task that hid its key
+		}
+	case prev.power != vi.power || prev.resident != vi.resident:
+		vi.addSeq, vi.claimedSeq = prev.addSeq, prev.claimedSeq
+		vi.powerSeq, vi.prevPower, vi.prevResident = t.seq, prev.power, prev.resident
+	default:
+		vi.addSeq, vi.powerSeq, vi.claimedSeq, vi.prevPower, vi.prevResident = prev.addSeq, prev.powerSeq, prev.claimedSeq, prev.prevPower, prev.prevResident
+	}
+	b.noteVM(prev, vi, isNew)
 	if prev != nil {
 		b.keepBefore(prev)
 		for k := range prev.ops {
@@ -176,7 +200,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 			// that task (xapi creates clones with current_operations set).
 			// In a resync every VM is an "add": only one the store has never
 			// seen counts as new.
-			if (added && !b.resync) || (b.resync && !t.known[vi.uuid]) {
+			if isNew {
 				tk.NewVMs = appendUnique(tk.NewVMs, ref)
 			}
 		}
@@ -208,6 +232,7 @@ func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	}
 	if s.Status != xapi.TaskPending && s.Status != xapi.TaskCancelling && s.Status != "" {
 		tk.Done = true
+		tk.EndSeq = t.seq
 		b.finish[ref] = true
 	}
 }
@@ -216,7 +241,7 @@ func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 func (t *Tracer) task(ref string) *taskInfo {
 	tk := t.tasks[ref]
 	if tk == nil {
-		tk = &taskInfo{Ref: ref, VMs: map[string]string{}, VMUUIDs: map[string]string{}}
+		tk = &taskInfo{Ref: ref, VMs: map[string]string{}, VMUUIDs: map[string]string{}, FirstSeq: t.seq}
 		t.tasks[ref] = tk
 	}
 	return tk

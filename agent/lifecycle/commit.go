@@ -39,8 +39,9 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 		out = append(out, t.finalize(b, t.tasks[r])...)
 	}
 	if b.resync {
-		out = append(out, t.diff(b)...)
+		t.diff(b)
 	}
+	out = append(out, t.settle(b, out)...)
 	at := map[string]time.Time{}
 	for _, p := range out {
 		if p.rec.VMUUID != "" {
@@ -170,7 +171,7 @@ func (t *Tracer) writeHosts(tx *lineage.Tx) error {
 
 // writeVM stores a VM's current facts, effective at when.
 func (t *Tracer) writeVM(tx *lineage.Tx, vi *vmInfo, when time.Time) error {
-	v := &lineage.VM{UUID: vi.uuid, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: t.parents[vi.uuid],
+	v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: t.parents[vi.uuid],
 		Kind: vi.kind, PowerState: vi.power, HostUUID: t.hostUUID(vi.resident), FirstSeen: when, LastSeen: when}
 	if v.ParentUUID != "" {
 		v.ParentVia = t.via[vi.uuid]

@@ -23,6 +23,7 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 	if !ok || op == "" {
 		return nil
 	}
+	t.attribute(b, tk, op, act)
 	class, _, _ := record.SplitTaskName(tk.Name)
 	if len(tk.VMs) == 0 && class != "VM" {
 		return nil // not a VM operation (VDI.clone, host.*, task.create …)
@@ -54,10 +55,25 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 		base.Unknown = append(base.Unknown, "task_uuid")
 	}
 	base.Error = errorText(tk.ErrorInfo)
+	var out []pending
 	if act.Creating() {
-		return t.creating(b, tk, base)
+		out = t.creating(b, tk, base)
+	} else {
+		out = t.acting(b, tk, base, op)
 	}
-	return t.acting(b, tk, base, op)
+	if !tk.Done {
+		// The task vanished before its completion was seen: the result is
+		// read from the VM's state and the error text is not known.
+		for i := range out {
+			r := &out[i].rec
+			for _, f := range []string{"result", "error"} {
+				if !r.IsUnknown(f) {
+					r.Unknown = append(r.Unknown, f)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // nestedInRevert folds the hard_shutdown that VM.revert runs as a sub-task
@@ -136,10 +152,8 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.ParentVMUUID = parent
 		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 		r.Result, _ = t.outcome(tk, base.Activity, nv, true)
-		if r.Result == record.Success && base.Unknown != nil && !tk.Done {
-			r.Unknown = append(r.Unknown, "result")
-		}
 		t.via[nv.uuid] = string(base.Activity)
+		t.claimed[ref] = true
 		out = append(out, pending{rec: r, vmRef: ref, parent: parent})
 	}
 	if len(out) > 0 {
@@ -156,11 +170,7 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.ParentVMUUID = t.parents[src.uuid]
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
-	var inferred bool
-	r.Result, inferred = t.outcome(tk, base.Activity, src, false)
-	if inferred {
-		r.Unknown = append(r.Unknown, "result")
-	}
+	r.Result, _ = t.outcome(tk, base.Activity, src, false)
 	return []pending{{rec: r}}
 }
 
@@ -205,13 +215,10 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 	var after *vmInfo
 	if vm != nil && t.vms[vmRef] != nil {
 		after = t.vms[vmRef]
+		after.claimedSeq = after.powerSeq
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, vm, after)
-	var inferred bool
-	r.Result, inferred = t.outcome(tk, base.Activity, after, false)
-	if inferred {
-		r.Unknown = append(r.Unknown, "result")
-	}
+	r.Result, _ = t.outcome(tk, base.Activity, after, false)
 	if base.Activity == record.Migrate && after != nil {
 		if dst := t.hostUUID(after.resident); dst != "" && (dst != r.HostUUID || r.Result == record.Success) {
 			r.DestinationHostUUID = dst
@@ -220,11 +227,16 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 	return []pending{{rec: r, vmRef: vmRef}}
 }
 
-// hostFor applies the host rule of the README: the host the VM was resident
-// on when the operation began; else the host it is resident on after (start,
-// resume); else the pool master (operations on halted VMs, which XAPI runs on
-// the master or on a random host that sees the storage).
+// hostFor applies the host rule of the README: clone, copy, snapshot and
+// revert name the pool master (XAPI runs them there or on a random host that
+// sees the storage, so task.resident_on means nothing); every other activity
+// names the host the VM was resident on when it began, else the host it is
+// resident on after (start, resume), else the master (halted VMs).
 func (t *Tracer) hostFor(tk *taskInfo, vm, after *vmInfo) (uuid, name string) {
+	switch tk.mainOp() {
+	case "clone", "copy", "snapshot", "snapshot_with_quiesce", "revert", "reverting":
+		return t.named(t.masterUUID())
+	}
 	uuid = tk.SrcHost
 	if uuid == "" && after != nil {
 		uuid = t.hostUUID(after.resident)
@@ -235,6 +247,10 @@ func (t *Tracer) hostFor(tk *taskInfo, vm, after *vmInfo) (uuid, name string) {
 	if uuid == "" {
 		uuid = t.masterUUID()
 	}
+	return t.named(uuid)
+}
+
+func (t *Tracer) named(uuid string) (string, string) {
 	for _, h := range t.hosts {
 		if h.uuid == uuid {
 			return uuid, h.name

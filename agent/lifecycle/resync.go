@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
-	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
 
@@ -28,50 +27,61 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 		return err
 	}
 	t.stats.Resyncs++
-	oldTasks := t.tasks
-	t.reset()
-	t.tasks = map[string]*taskInfo{}
 	b := newBatch(t)
 	b.resync = true
 	b.hosts = true
-	// Order matters: hosts and pool first (records name hosts), then VIFs and
-	// guest metrics (VM facts), VMs, and tasks last.
-	for _, class := range []string{"pool", "host", "vif", "vm_guest_metrics", "vm", "task"} {
-		refs := make([]string, 0, len(snap[class]))
-		for r := range snap[class] {
+	if v, err := t.store.AgentState(ctx, KeyBaseline+"."+snapPoolUUID(snap)); err == nil && v == "" {
+		b.baseline = true
+	}
+	sorted := func(m map[string]*xapi.Snapshot) []string {
+		refs := make([]string, 0, len(m))
+		for r := range m {
 			refs = append(refs, r)
 		}
 		sort.Strings(refs)
-		for _, r := range refs {
-			if class == "task" {
-				if old := oldTasks[r]; old != nil {
-					t.tasks[r] = old
-				}
-			}
+		return refs
+	}
+	// Hosts, VIFs and guest metrics are small: rebuilt from the snapshot.
+	t.hosts, t.vifs, t.gms, t.gmVM = map[string]hostInfo{}, map[string]vifInfo{}, map[string][]string{}, map[string]string{}
+	for _, class := range []string{"pool", "host", "vif", "vm_guest_metrics"} {
+		for _, r := range sorted(snap[class]) {
 			b.apply(&xapi.Event{Class: class, Operation: "add", Ref: r, Snapshot: snap[class][r]})
 		}
-		if class == "vm" {
-			// Tasks tied to VMs before the resync keep their history.
-			for r, tk := range t.tasks {
-				if old := oldTasks[r]; old != nil && old != tk {
-					merge(old, tk)
-					t.tasks[r] = old
-				}
-			}
+	}
+	// VMs are reconciled with what the tracer saw before the gap, so a change
+	// made while nobody watched is a change (a task that ended unseen can
+	// still be tied to it) rather than a fresh start.
+	for _, r := range sorted(snap["vm"]) {
+		op := "mod"
+		if t.vms[r] == nil {
+			op = "add"
+		}
+		b.apply(&xapi.Event{Class: "vm", Operation: op, Ref: r, Snapshot: snap["vm"][r]})
+	}
+	var vanished []string
+	for r := range t.vms {
+		if _, ok := snap["vm"][r]; !ok {
+			vanished = append(vanished, r)
 		}
 	}
-	// Pending tasks that no longer exist ended while the agent was away.
-	for r, old := range oldTasks {
-		if _, ok := snap["task"][r]; ok || old.Recorded {
+	sort.Strings(vanished)
+	for _, r := range vanished {
+		b.apply(&xapi.Event{Class: "vm", Operation: "del", Ref: r})
+	}
+	for _, r := range sorted(snap["task"]) {
+		b.apply(&xapi.Event{Class: "task", Operation: "add", Ref: r, Snapshot: snap["task"][r]})
+	}
+	// Tasks the tracer followed that no longer exist ended while nobody watched.
+	for r, tk := range t.tasks {
+		if _, ok := snap["task"][r]; ok || tk.Recorded || t.keyHeld(r) {
 			continue
 		}
-		if _, ok := t.tasks[r]; !ok {
-			t.tasks[r] = old
+		tk.Gone = true
+		if tk.GoneAt.IsZero() {
+			tk.GoneAt = t.now()
 		}
-		if !t.keyHeld(r) {
-			old.Gone = true
-			b.finish[r] = true
-		}
+		tk.EndSeq = t.seq
+		b.finish[r] = true
 	}
 	// Completed tasks still in the pool may have been recorded before a
 	// restart: ids are deterministic, so the store ignores a second copy.
@@ -79,143 +89,35 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	return t.commit(ctx, b, token)
 }
 
-func merge(dst, src *taskInfo) {
-	for k, v := range src.VMs {
-		if _, ok := dst.VMs[k]; !ok {
-			dst.VMs[k] = v
-		}
+// diff finds the VMs the store holds alive that the pool no longer has and
+// the tracer never saw vanish (it had not seen them since it started): they
+// were destroyed while nobody watched.
+func snapPoolUUID(snap map[string]map[string]*xapi.Snapshot) string {
+	for _, p := range snap["pool"] {
+		return p.UUID
 	}
-	for k, v := range src.VMUUIDs {
-		if _, ok := dst.VMUUIDs[k]; !ok {
-			dst.VMUUIDs[k] = v
-		}
-	}
-	for _, r := range src.NewVMs {
-		dst.NewVMs = appendUnique(dst.NewVMs, r)
-	}
-	if src.Seen {
-		dst.Seen, dst.UUID, dst.Name, dst.Status = true, src.UUID, src.Name, src.Status
-		dst.Created, dst.Finished, dst.Result, dst.ErrorInfo, dst.SubtaskOf = src.Created, src.Finished, src.Result, src.ErrorInfo, src.SubtaskOf
-		dst.Done = src.Done
-	}
+	return ""
 }
 
-// diff compares the pool (the tracer's fresh view) with the store and
-// returns records for every difference no task explained.
-func (t *Tracer) diff(b *batch) []pending {
-	ctx := context.Background()
-	baseline := false
-	if v, _ := t.store.AgentState(ctx, KeyBaseline+"."+t.pool.uuid); v == "" {
-		baseline = true
+func (t *Tracer) diff(b *batch) {
+	if b.baseline {
+		return
 	}
-	stored, err := t.store.VMs(ctx, t.pool.uuid)
+	stored, err := t.store.VMs(context.Background(), t.pool.uuid)
 	if err != nil {
-		t.log.Error("resync: reading the store failed; no differences recorded", "err", err)
-		return nil
-	}
-	now := t.now()
-	explained := map[string]bool{}
-	for _, tk := range t.tasks {
-		if tk.Recorded && b.finish[tk.Ref] {
-			for u := range tk.VMUUIDs {
-				explained[u] = true
-			}
-		}
-	}
-	var out []pending
-	add := func(vmUUID, name, parent string, a record.Activity, host, dest string, ref string) {
-		r := record.Record{ID: record.ResyncID(t.pool.uuid, vmUUID, a, now), PoolUUID: t.pool.uuid, VMUUID: vmUUID, VMName: name,
-			ParentVMUUID: parent, Activity: a, Start: now, End: now, Result: record.Success, Source: record.SourceResync,
-			HostUUID: host, DestinationHostUUID: dest, Unknown: []string{"start", "end", "task_uuid"}}
-		for _, h := range t.hosts {
-			if h.uuid == host {
-				r.HostName = h.name
-			}
-		}
-		if r.HostUUID == "" {
-			r.HostUUID, r.HostName = t.hostFor(&taskInfo{}, nil, nil)
-		}
-		out = append(out, pending{rec: r, vmRef: ref, parent: parent})
-	}
-	inStore := map[string]lineage.VM{}
-	for _, v := range stored {
-		inStore[v.UUID] = v
-	}
-	for ref, vi := range t.vms {
-		if vi.control || vi.uuid == "" {
-			continue
-		}
-		old, ok := inStore[vi.uuid]
-		host := t.hostUUID(vi.resident)
-		switch {
-		case baseline || explained[vi.uuid]:
-		case !ok || old.IsDestroyed():
-			a, parent := record.Create, ""
-			if vi.kind == lineage.KindSnapshot {
-				a = record.Snapshot
-				if sv := t.vms[vi.snapshotOf]; sv != nil {
-					parent = sv.uuid
-				}
-			} else if vi.importTask != "" {
-				a = record.Import
-			}
-			add(vi.uuid, vi.name, parent, a, host, "", ref)
-			if parent != "" {
-				t.via[vi.uuid] = string(a)
-			}
-		default:
-			if a, dest := transition(old, vi, host); a != "" {
-				add(vi.uuid, vi.name, t.parents[vi.uuid], a, pick(old.HostUUID, host), dest, ref)
-			}
-			if old.Kind != lineage.KindTemplate && vi.kind == lineage.KindTemplate {
-				add(vi.uuid, vi.name, t.parents[vi.uuid], record.ConvertToTemplate, "", "", ref)
-			}
-		}
+		t.log.Error("resync: reading the store failed; VMs destroyed while the agent was away may go unrecorded", "err", err)
+		return
 	}
 	for _, v := range stored {
-		if v.IsDestroyed() {
+		if _, alive := t.byUUID[v.UUID]; alive || v.IsDestroyed() {
 			continue
 		}
-		if _, alive := t.byUUID[v.UUID]; alive || baseline || explained[v.UUID] {
+		if _, noted := t.changes["vanish/"+v.UUID]; noted {
 			continue
 		}
-		add(v.UUID, v.Name, t.parents[v.UUID], record.Destroy, "", "", "")
+		t.note(change{Kind: "vanish", VMUUID: v.UUID, Name: v.Name, At: t.now(), FromPower: v.PowerState, FromHost: v.HostUUID})
 		b.deleted["resync:"+v.UUID] = &vmInfo{uuid: v.UUID, name: v.Name, kind: v.Kind}
 	}
-	b.baseline = baseline
-	return out
-}
-
-func pick(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// transition names the activity that explains a change of power state or
-// host seen only by comparing two states.
-func transition(old lineage.VM, vi *vmInfo, host string) (record.Activity, string) {
-	from, to := old.PowerState, vi.power
-	switch {
-	case from == to && from == xapi.Running && old.HostUUID != "" && host != "" && old.HostUUID != host:
-		return record.Migrate, host
-	case from == to:
-		return "", ""
-	case to == xapi.Running && from == xapi.Suspended:
-		return record.Resume, ""
-	case to == xapi.Running && from == xapi.Paused:
-		return record.Unpause, ""
-	case to == xapi.Running || (to == xapi.Paused && from == xapi.Halted):
-		return record.Start, ""
-	case to == xapi.Halted:
-		return record.Shutdown, ""
-	case to == xapi.Suspended:
-		return record.Suspend, ""
-	case to == xapi.Paused:
-		return record.Pause, ""
-	}
-	return "", ""
 }
 
 // load reads the tracer's persisted state once: pool, lineage parents and
@@ -254,14 +156,44 @@ func (t *Tracer) load(ctx context.Context) error {
 		ServerAt time.Time   `json:"server_at"`
 		Tasks    []*taskInfo `json:"tasks"`
 		Hosts    []hostState `json:"hosts"`
+		Changes  []change    `json:"changes"`
 	}
 	if err := json.Unmarshal([]byte(js), &saved); err != nil {
 		return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
 	}
 	t.pool = poolInfo{ref: saved.Pool.Ref, uuid: saved.Pool.UUID, name: saved.Pool.Name, master: saved.Pool.Master}
 	t.serverAt = saved.ServerAt
+	for _, c := range saved.Changes {
+		t.changes[c.Kind+"/"+c.VMUUID] = c
+	}
+	hostRef := map[string]string{}
 	for _, h := range saved.Hosts {
 		t.hosts[h.Ref] = hostInfo{uuid: h.UUID, name: h.Name, address: h.Address}
+		hostRef[h.UUID] = h.Ref
+	}
+	// Rebuild the view of the pool the tracer had before it stopped, so the
+	// events of the catch-up that precedes the first resync (tasks that
+	// ended while the agent was down) can still be tied to their VMs.
+	var gone []lineage.VM
+	for _, v := range vms {
+		if v.Ref == "" || v.PoolUUID != t.pool.uuid {
+			continue
+		}
+		vi := &vmInfo{ref: v.Ref, uuid: v.UUID, name: v.Name, power: v.PowerState, resident: hostRef[v.HostUUID], kind: v.Kind,
+			template: v.Kind != lineage.KindVM}
+		if v.IsDestroyed() {
+			gone = append(gone, v)
+			continue
+		}
+		t.vms[v.Ref] = vi
+		t.byUUID[v.UUID] = v.Ref
+	}
+	sort.Slice(gone, func(i, j int) bool { return gone[i].Destroyed.Before(gone[j].Destroyed) })
+	if len(gone) > 1024 {
+		gone = gone[len(gone)-1024:]
+	}
+	for _, v := range gone {
+		t.forget(v.Ref, &vmInfo{ref: v.Ref, uuid: v.UUID, name: v.Name, power: v.PowerState, kind: v.Kind})
 	}
 	for _, tk := range saved.Tasks {
 		if tk.VMs == nil {
@@ -286,6 +218,7 @@ func (t *Tracer) savePending(tx *lineage.Tx) error {
 		ServerAt time.Time   `json:"server_at"`
 		Tasks    []*taskInfo `json:"tasks"`
 		Hosts    []hostState `json:"hosts"`
+		Changes  []change    `json:"changes"`
 	}
 	saved.Pool = poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}
 	saved.ServerAt = t.serverAt
@@ -299,6 +232,12 @@ func (t *Tracer) savePending(tx *lineage.Tx) error {
 		saved.Hosts = append(saved.Hosts, hostState{r, h.uuid, h.name, h.address})
 	}
 	sort.Slice(saved.Hosts, func(i, j int) bool { return saved.Hosts[i].Ref < saved.Hosts[j].Ref })
+	for _, c := range t.changes {
+		saved.Changes = append(saved.Changes, c)
+	}
+	sort.Slice(saved.Changes, func(i, j int) bool {
+		return saved.Changes[i].Kind+saved.Changes[i].VMUUID < saved.Changes[j].Kind+saved.Changes[j].VMUUID
+	})
 	js, err := json.Marshal(saved)
 	if err != nil {
 		return err

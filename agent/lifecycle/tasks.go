@@ -32,20 +32,16 @@ type taskInfo struct {
 	Done      bool              `json:"done,omitempty"`     // its completion was seen
 	Gone      bool              `json:"gone,omitempty"`     // deleted, or its keys vanished unseen
 	Recorded  bool              `json:"recorded,omitempty"`
+	// The window of this process's events in which the task was seen; a VM
+	// change inside it may be the task's when nothing else ties them.
+	FirstSeq, EndSeq int64 `json:"-"`
 }
 
-// shortID is the task's id as the logs print it (record.TaskShortID); dummy
-// refs (setters such as VM.set_is_a_template) get the same shape from the
-// uuid they carry, so their records still have stable ids.
+// shortID is the task's id as the logs print it (record.TaskShortID); a ref
+// of another shape (never seen from xapi) still gets a stable id.
 func shortID(ref string) string {
 	if s := record.TaskShortID(ref); s != "" {
 		return s
-	}
-	if rest, ok := strings.CutPrefix(ref, "DummyRef:|"); ok {
-		u, _, _ := strings.Cut(rest, "|")
-		if len(u) >= 13 && u[8] == '-' {
-			return "d" + strings.ToLower(u[0:8]+u[9:13])
-		}
 	}
 	return "x" + strings.ToLower(strings.NewReplacer(":", "", "|", "").Replace(ref))
 }

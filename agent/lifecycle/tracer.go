@@ -58,6 +58,9 @@ type Tracer struct {
 	via      map[string]string   // VM uuid → activity that made its parent edge
 	known    map[string]bool     // VM uuids the store holds (alive or destroyed)
 	serverAt time.Time           // newest time seen in the pool's own records
+	seq      int64               // events applied so far (this process), for attribution windows
+	claimed  map[string]bool     // VM refs a record already names as created
+	changes  map[string]change   // unexplained VM changes waiting for a task (unexplained.go)
 	stats    Stats
 }
 
@@ -68,6 +71,12 @@ type hostInfo struct{ uuid, name, address string }
 type vifInfo struct{ vm, mac string }
 
 type vmInfo struct {
+	// Sequence numbers of the tracer's events: when the VM appeared, when its
+	// power state or host last changed (from prevPower/prevResident), when
+	// it was deleted, and which power change a record already explained.
+	addSeq, powerSeq, delSeq, claimedSeq, modSeq int64
+	prevPower, prevResident                      string
+
 	ref, uuid, name, power, resident, kind, snapshotOf string
 	ops                                                map[string]string // task ref → vm operation
 	importTask, guestMetrics                           string
@@ -80,7 +89,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &Tracer{store: store, log: log}
+	t := &Tracer{store: store, log: log, changes: map[string]change{}}
 	t.reset()
 	return t
 }
@@ -88,6 +97,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 func (t *Tracer) reset() {
 	t.hosts = map[string]hostInfo{}
 	t.vms = map[string]*vmInfo{}
+	t.claimed = map[string]bool{}
 	t.gone = map[string]*vmInfo{}
 	t.goneFIFO = nil
 	t.byUUID = map[string]string{}
@@ -124,7 +134,11 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	// database generation of the change, so sorting by it restores order.
 	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
 	bt := newBatch(t)
+	debug := t.log.Enabled(ctx, slog.LevelDebug)
 	for i := range evs {
+		if debug {
+			t.logEvent(&evs[i])
+		}
 		bt.apply(&evs[i])
 	}
 	t.stats.Events += int64(len(evs))
@@ -137,6 +151,15 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 		return xapi.ErrResyncNeeded
 	}
 	return nil
+}
+
+func (t *Tracer) logEvent(e *xapi.Event) {
+	if s := e.Snapshot; s != nil {
+		t.log.Debug("event", "id", e.ID, "class", e.Class, "op", e.Operation, "ref", e.Ref, "name", s.NameLabel,
+			"uuid", s.UUID, "status", s.Status, "power", s.PowerState, "resident", s.ResidentOn, "ops", s.CurrentOperations, "result", s.Result, "error", s.ErrorInfo)
+		return
+	}
+	t.log.Debug("event", "id", e.ID, "class", e.Class, "op", e.Operation, "ref", e.Ref)
 }
 
 func genOf(id string) int64 {

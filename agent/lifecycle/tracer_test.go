@@ -256,3 +256,38 @@ func TestResyncRecordsWhatChanged(t *testing.T) {
 		t.Errorf("resync records %v, want %v", got, want)
 	}
 }
+
+// A VM shut down from inside the guest changes state with no task at all:
+// after the grace period it is recorded, inferred from the states.
+func TestGuestShutdownWithoutTask(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:b"] = &xapi.Snapshot{UUID: "b", NameLabel: "b", PowerState: "Halted"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:a"].PowerState, p.vms["OpaqueRef:a"].ResidentOn = "Halted", "OpaqueRef:NULL"
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	if err := tr.Events(ctx, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountRecords(ctx); n != 0 {
+		t.Fatalf("a change must wait for a task that may explain it; got %d records at once", n)
+	}
+	// Time passes on the pool (another VM's task), and no task claims it.
+	p.power(1, "OpaqueRef:b", "start", "Running", "OpaqueRef:h2", 60, false)
+	if err := tr.Events(ctx, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{VMUUID: "a"})
+	if len(recs) != 1 || recs[0].Activity != record.Shutdown || recs[0].Source != record.SourceResync || recs[0].HostUUID != "host-1" {
+		t.Fatalf("want one inferred shutdown of a on host-1, got %+v", recs)
+	}
+	if !recs[0].Start.Equal(p.at(0)) {
+		t.Errorf("the inferred record is dated when the change was seen: %v", recs[0].Start)
+	}
+}

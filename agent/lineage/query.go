@@ -42,6 +42,9 @@ type VM struct {
 	FirstSeen  time.Time `json:"first_seen"`
 	LastSeen   time.Time `json:"last_seen"`
 	Destroyed  time.Time `json:"-"`
+	// Ref is the VM's XAPI reference (OpaqueRef:…), stable for the life of
+	// the pool database; the tracer rebuilds its view from it on restart.
+	Ref string `json:"-"`
 }
 
 // IsDestroyed reports whether the VM no longer exists in its pool.
@@ -95,7 +98,7 @@ type VMState struct {
 	HostName   string `json:"host_name"`
 }
 
-const vmCols = "uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms"
+const vmCols = "uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms,xapi_ref"
 
 type scanner interface{ Scan(...any) error }
 
@@ -103,7 +106,7 @@ func scanVM(sc scanner) (VM, error) {
 	var v VM
 	var first, last int64
 	var destroyed sql.NullInt64
-	err := sc.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID, &first, &last, &destroyed)
+	err := sc.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID, &first, &last, &destroyed, &v.Ref)
 	v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(last), fromNullMS(destroyed)
 	return v, err
 }
@@ -206,7 +209,7 @@ func (s *Store) StateAt(ctx context.Context, pool string, at time.Time) ([]VMSta
 		var first, last int64
 		var destroyed sql.NullInt64
 		v := &st.VM
-		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID, &first, &last, &destroyed,
+		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID, &first, &last, &destroyed, &v.Ref,
 			&st.PowerState, &st.HostUUID, &st.HostName); err != nil {
 			return nil, err
 		}

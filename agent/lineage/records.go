@@ -2,7 +2,9 @@ package lineage
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -108,4 +110,22 @@ func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRe
 		out = append(out, sr)
 	}
 	return out, rows.Err()
+}
+
+// LastRecord returns the newest record (by start, then storage order) whose
+// subject is the VM.
+func (s *Store) LastRecord(ctx context.Context, vmUUID string) (record.Record, bool, error) {
+	var js string
+	err := s.db.QueryRowContext(ctx, "SELECT json FROM records WHERE vm_uuid=? ORDER BY start_ms DESC, seq DESC LIMIT 1", vmUUID).Scan(&js)
+	if errors.Is(err, sql.ErrNoRows) {
+		return record.Record{}, false, nil
+	}
+	if err != nil {
+		return record.Record{}, false, err
+	}
+	var r record.Record
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		return r, false, err
+	}
+	return r, true, nil
 }

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS vms (
   host_uuid     TEXT NOT NULL DEFAULT '',
   first_seen_ms INTEGER NOT NULL,
   last_seen_ms  INTEGER NOT NULL,
-  destroyed_ms  INTEGER
+  destroyed_ms  INTEGER,
+  xapi_ref      TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS vms_parent ON vms(parent_uuid);
 CREATE INDEX IF NOT EXISTS vms_name ON vms(name);

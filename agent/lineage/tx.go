@@ -96,8 +96,8 @@ func (t *Tx) PutVM(v *VM) error {
 	if kind == "" {
 		kind = KindVM
 	}
-	_, err := t.exec(`INSERT INTO vms(uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms)
-		VALUES(?,?,?,?,?,?,?,?,?,?,?)
+	_, err := t.exec(`INSERT INTO vms(uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms,xapi_ref)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(uuid) DO UPDATE SET
 		  pool_uuid=CASE WHEN excluded.pool_uuid<>'' THEN excluded.pool_uuid ELSE pool_uuid END,
 		  name=excluded.name,
@@ -106,9 +106,10 @@ func (t *Tx) PutVM(v *VM) error {
 		  kind=excluded.kind, power_state=excluded.power_state, host_uuid=excluded.host_uuid,
 		  first_seen_ms=MIN(first_seen_ms, excluded.first_seen_ms),
 		  last_seen_ms=MAX(last_seen_ms, excluded.last_seen_ms),
-		  destroyed_ms=excluded.destroyed_ms`,
+		  destroyed_ms=excluded.destroyed_ms,
+		  xapi_ref=CASE WHEN excluded.xapi_ref<>'' THEN excluded.xapi_ref ELSE xapi_ref END`,
 		v.UUID, v.PoolUUID, v.Name, v.ParentUUID, v.ParentVia, kind, v.PowerState, v.HostUUID,
-		ms(v.FirstSeen), ms(v.LastSeen), nullMS(v.Destroyed))
+		ms(v.FirstSeen), ms(v.LastSeen), nullMS(v.Destroyed), v.Ref)
 	if err != nil {
 		return fmt.Errorf("lineage: store VM %s: %w", v.UUID, err)
 	}

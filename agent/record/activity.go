@@ -3,10 +3,10 @@ package record
 import "strings"
 
 // ActivityOf maps a XenAPI vm_operations value or a VM message name (the part
-// after "VM." in a task name) to the record activity. Known operations that
-// are not lifecycle steps (config changes, plugin calls) report ok=false and
-// are not recorded; every other name, including ones this version does not
-// know, maps to Other so that nothing new goes unrecorded.
+// after "VM." in a task name) to the record activity. Every other name —
+// config changes, plugin calls, operations this version does not know —
+// maps to Other with the raw name kept, so nothing done to a VM goes
+// unrecorded; only an empty name reports ok=false.
 func ActivityOf(op string) (a Activity, ok bool) {
 	switch op {
 	case "create":
@@ -45,11 +45,7 @@ func ActivityOf(op string) (a Activity, ok bool) {
 		return ConvertToTemplate, true
 	case "destroy":
 		return Destroy, true
-	case "", "assert_operation_valid", "update_allowed_operations", "data_source_op", "query_services",
-		"get_boot_record", "call_plugin", "send_sysrq", "send_trigger", "awaiting_memory_live",
-		"changing_memory_live", "changing_dynamic_range", "changing_static_range", "changing_memory_limits",
-		"changing_shadow_memory", "changing_shadow_memory_live", "changing_VCPUs", "changing_VCPUs_live",
-		"changing_NVRAM", "create_vtpm":
+	case "":
 		return "", false
 	}
 	return Other, true

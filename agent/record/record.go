@@ -187,13 +187,19 @@ func ParseTime(s string) (time.Time, error) {
 }
 
 // TaskShortID returns the 12 hex digits by which xensource.log and audit.log
-// name a task: characters 0-7 and 9-12 of the UUID inside its OpaqueRef
-// (xen-api ocaml/xapi-types/ref.ml really_pretty_and_small). Both XAPI and
-// the logs carry it, so record ids derive from it. A ref that is not an
-// OpaqueRef yields "".
+// name a task: characters 0-7 and 9-12 of the UUID inside its ref (xen-api
+// ocaml/xapi-types/ref.ml really_pretty_and_small prints them after "R:" for
+// an OpaqueRef and after "D:" for a DummyRef:|uuid|name, the key a setter
+// such as VM.set_is_a_template puts in current_operations). Both XAPI and
+// the logs carry it, so record ids derive from it. Any other ref yields "".
 func TaskShortID(ref string) string {
 	u, ok := strings.CutPrefix(ref, "OpaqueRef:")
-	if !ok || len(u) < 13 || u[8] != '-' {
+	if !ok {
+		if u, ok = strings.CutPrefix(ref, "DummyRef:|"); !ok {
+			return ""
+		}
+	}
+	if len(u) < 13 || u[8] != '-' {
 		return ""
 	}
 	return strings.ToLower(u[0:8] + u[9:13])

@@ -22,6 +22,9 @@ func TestTaskShortIDMatchesLogs(t *testing.T) {
 	if got := TaskShortID("OpaqueRef:8b8a1b91-4f63-4cd5-b59d-fa67df61a56c"); got != "8b8a1b914f63" {
 		t.Fatalf("got %q", got)
 	}
+	if got := TaskShortID("DummyRef:|ff3d49a8-0f9b-4231-bd60-1e1d80457d1a|VM.set_is_a_template"); got != "ff3d49a80f9b" {
+		t.Fatalf("dummy ref: got %q", got)
+	}
 	for _, bad := range []string{"", "OpaqueRef:NULL", "DummyRef:|x|y", "OpaqueRef:short"} {
 		if got := TaskShortID(bad); got != "" {
 			t.Errorf("TaskShortID(%q) = %q, want empty", bad, got)
@@ -117,8 +120,8 @@ func TestActivityOf(t *testing.T) {
 			t.Errorf("ActivityOf(%q) = %q,%v want %q", op, a, ok, want)
 		}
 	}
-	if _, ok := ActivityOf("changing_VCPUs_live"); ok {
-		t.Error("config changes are not lifecycle records")
+	if a, ok := ActivityOf("call_plugin"); !ok || a != Other {
+		t.Error("every VM operation is recorded, unknown ones as other")
 	}
 	if c, m, a := SplitTaskName("Async.VM.clone"); c != "VM" || m != "clone" || !a {
 		t.Errorf("SplitTaskName: %q %q %v", c, m, a)

@@ -1,0 +1,130 @@
+package lifecycle
+
+import (
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// attribute ties a task to its VM when no VM's current_operations was seen
+// naming it: a synchronous call, or one that event.from's coalescing hid.
+// In order: VM refs in the task's error parameters (VM_BAD_POWER_STATE names
+// the VM); then the only VM whose change inside the task's window fits the
+// operation (created for clone/copy/snapshot/…, deleted for destroy, power
+// state or host changed as the operation would). Ambiguity leaves the VM
+// unknown rather than guessed.
+func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activity) {
+	if act.Creating() {
+		// The source may be known from its key while the new VM's own key
+		// was never seen: look for the new VM all the same.
+		if len(tk.NewVMs) > 0 || len(xapi.ParseResultRefs(tk.Result)) > 0 {
+			return
+		}
+	} else if len(tk.VMs) > 0 {
+		return
+	}
+	for _, p := range tk.ErrorInfo {
+		if len(tk.VMs) > 0 {
+			break
+		}
+		if vi := t.vmByRef(b, p); vi != nil && !vi.control {
+			tk.VMs[p] = op
+			tk.VMUUIDs[vi.uuid] = op
+			return
+		}
+	}
+	in := func(seq int64) bool { return seq > 0 && seq >= tk.FirstSeq && (tk.EndSeq == 0 || seq <= tk.EndSeq) }
+	var cands []*vmInfo
+	consider := func(vi *vmInfo) {
+		if vi == nil || vi.control {
+			return
+		}
+		switch {
+		case act.Creating():
+			if !in(vi.addSeq) || t.claimed[vi.ref] {
+				return
+			}
+			if (act == record.Snapshot || act == record.Checkpoint) != (vi.kind == "snapshot") {
+				return
+			}
+			if vi.kind == "snapshot" && len(tk.VMs) > 0 {
+				if _, fromSource := tk.VMs[vi.snapshotOf]; !fromSource {
+					return
+				}
+			}
+		case act == record.Destroy:
+			if !in(vi.delSeq) || t.claimed["del:"+vi.ref] {
+				return
+			}
+		default:
+			if !in(vi.powerSeq) || vi.claimedSeq == vi.powerSeq || !fits(act, vi) {
+				return
+			}
+		}
+		cands = append(cands, vi)
+	}
+	for _, vi := range t.vms {
+		consider(vi)
+	}
+	for _, vi := range t.gone {
+		consider(vi)
+	}
+	if len(cands) == 0 && (tk.Status == xapi.TaskFailure || tk.Status == xapi.TaskCancelled) {
+		// A refused or cancelled operation changes nothing but the VM's
+		// allowed_operations, which still shows as a mod of that VM inside
+		// the task's window: the VM touched then, if only one, is the one.
+		for _, vi := range t.vms {
+			if !vi.control && in(vi.modSeq) && !(act.Creating() && in(vi.addSeq)) {
+				cands = append(cands, vi)
+			}
+		}
+		if len(cands) == 1 && len(tk.VMs) == 0 {
+			vi := cands[0]
+			tk.VMs[vi.ref] = op
+			tk.VMUUIDs[vi.uuid] = op
+		}
+		return
+	}
+	if len(cands) != 1 {
+		return
+	}
+	vi := cands[0]
+	switch {
+	case act.Creating():
+		tk.NewVMs = append(tk.NewVMs, vi.ref)
+		if vi.snapshotOf != "" {
+			if src := t.vmByRef(b, vi.snapshotOf); src != nil {
+				tk.VMs[vi.snapshotOf] = op
+				tk.VMUUIDs[src.uuid] = op
+			}
+		}
+	case act == record.Destroy:
+		t.claimed["del:"+vi.ref] = true
+		tk.VMs[vi.ref] = op
+		tk.VMUUIDs[vi.uuid] = op
+	default:
+		tk.VMs[vi.ref] = op
+		tk.VMUUIDs[vi.uuid] = op
+		if tk.SrcHost == "" {
+			tk.SrcHost = t.hostUUID(vi.prevResident)
+		}
+	}
+}
+
+// fits reports whether a VM's last power change is what act does.
+func fits(act record.Activity, vi *vmInfo) bool {
+	switch act {
+	case record.Start, record.Resume:
+		return (vi.power == xapi.Running || vi.power == xapi.Paused) && vi.prevPower != vi.power
+	case record.Unpause:
+		return vi.power == xapi.Running && vi.prevPower == xapi.Paused
+	case record.Shutdown:
+		return vi.power == xapi.Halted
+	case record.Suspend:
+		return vi.power == xapi.Suspended
+	case record.Pause:
+		return vi.power == xapi.Paused
+	case record.Migrate:
+		return vi.power == xapi.Running && vi.prevResident != "" && vi.resident != vi.prevResident
+	}
+	return false
+}
