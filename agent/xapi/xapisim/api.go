@@ -95,6 +95,10 @@ func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) 
 		return "", nil, false
 	case "session.get_this_host":
 		return s.eng().masterRef, nil, false
+	case "host.get_servertime", "host.get_server_localtime":
+		// The pool's clock is the scenario's virtual clock: the agent dates
+		// what a resync finds by it.
+		return s.sched.now().UTC().Truncate(time.Second), nil, false
 	case "event.from":
 		if len(args) != 3 {
 			return nil, paramCount(method, 4, p), false
@@ -388,7 +392,7 @@ func (s *Server) known(method string) bool {
 
 func (s *Server) listMethods() []string {
 	ms := []string{"system.listMethods", "session.login_with_password", "session.logout",
-		"session.get_this_host", "event.from", "event.inject", "event.get_current_id", "task.destroy"}
+		"session.get_this_host", "host.get_servertime", "host.get_server_localtime", "event.from", "event.inject", "event.get_current_id", "task.destroy"}
 	for _, c := range allClasses {
 		for _, m := range []string{"get_all_records", "get_all", "get_record", "get_by_uuid"} {
 			ms = append(ms, c.name+"."+m)
