@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS vm_attrs (
 );
 CREATE INDEX IF NOT EXISTS vm_attrs_value ON vm_attrs(kind, value, from_ms);
 CREATE INDEX IF NOT EXISTS vm_attrs_vm ON vm_attrs(vm_uuid, kind) WHERE to_ms IS NULL;
+CREATE INDEX IF NOT EXISTS vm_attrs_vm_time ON vm_attrs(vm_uuid, kind, from_ms);
 
 CREATE TABLE IF NOT EXISTS hosts (
   uuid          TEXT PRIMARY KEY,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/webui"
 )
 
 func newTreeCmd() *cobra.Command {
@@ -23,7 +24,8 @@ func newTreeCmd() *cobra.Command {
 		Short: "Print the VM family tree",
 		Long: `Print the family tree of the VMs: who was cloned, copied, snapshotted or imported from whom.
 Destroyed VMs stay in the tree, marked. --format text (default), json (one VM per line:
-vm_uuid, name, parent_vm_uuid, kind, power_state, destroyed) or dot (Graphviz).`,
+vm_uuid, name, parent_vm_uuid, kind, power_state, destroyed), dot (Graphviz) or svg (an SVG
+drawn by vmlineage itself, no Graphviz needed).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := cmdContext(c)
@@ -49,7 +51,7 @@ vm_uuid, name, parent_vm_uuid, kind, power_state, destroyed) or dot (Graphviz).`
 		},
 	}
 	sf.bind(c)
-	c.Flags().StringVar(&format, "format", "text", "text, json or dot")
+	c.Flags().StringVar(&format, "format", "text", "text, json, dot (Graphviz) or svg (drawn without Graphviz)")
 	c.Flags().StringVar(&pool, "pool", "", "only this pool uuid")
 	c.Flags().StringVar(&vm, "vm", "", "only the family of this VM (uuid or name)")
 	return c
@@ -105,8 +107,10 @@ func printTree(w io.Writer, st *lineage.Store, vms []lineage.VM, format string) 
 		return nil
 	case "dot":
 		return writeDot(bw, vms)
+	case "svg":
+		return webui.RenderSVG(bw, vms, &webui.SVGOptions{HostNames: vmNames(st).hosts})
 	}
-	return fmt.Errorf("--format: %q is not text, json or dot", format)
+	return fmt.Errorf("--format: %q is not text, json, dot or svg", format)
 }
 
 // treeOf splits VMs into roots (no parent among them) and children lists,

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// The acceptance of `make demo`: the threat-model tree with origin
+// destroyed, its five clones under it, and vm5 halted.
+func TestDemoPrintsThreatModelTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var out, errs bytes.Buffer
+	if err := runDemo(context.Background(), &out, &errs, "threat-model", 50, dir, 2*time.Minute); err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errs.String())
+	}
+	s := out.String()
+	if !regexp.MustCompile(`(?m)^origin .*\[destroyed `).MatchString(s) {
+		t.Errorf("origin not shown destroyed at the root:\n%s", s)
+	}
+	for _, vm := range []string{"vm1", "vm2", "vm3", "vm4", "vm5"} {
+		if !regexp.MustCompile(`(?m)^[├└]── ` + vm + ` .*<- clone$`).MatchString(s) {
+			t.Errorf("%s not shown as a clone under origin:\n%s", vm, s)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^└── vm5 .*\[halted\]`).MatchString(s) {
+		t.Errorf("vm5 not shown halted:\n%s", s)
+	}
+	if !strings.Contains(s, "12 records traced, 12 expected") {
+		t.Errorf("demo did not trace every record:\n%s", s)
+	}
+
+	// The store the demo kept answers the other commands.
+	js, err := run(t, "tree", "--data-dir", dir, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(js), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("tree --format json: want one VM per line (6), got %d:\n%s", len(lines), js)
+	}
+	for _, l := range lines {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("tree json line %q: %v", l, err)
+		}
+		for _, k := range []string{"vm_uuid", "name", "parent_vm_uuid", "kind", "power_state", "destroyed"} {
+			if _, ok := v[k]; !ok {
+				t.Errorf("tree json line lacks %q: %s", k, l)
+			}
+		}
+		if v["name"] == "origin" && v["destroyed"] != true {
+			t.Errorf("origin must be destroyed: %s", l)
+		}
+	}
+	recs, err := run(t, "records", "--data-dir", dir, "--format", "json", "--vm", "vm5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acts []string
+	for _, l := range strings.Split(strings.TrimSpace(recs), "\n") {
+		var r struct{ Activity string }
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		acts = append(acts, r.Activity)
+	}
+	if strings.Join(acts, ",") != "clone,start,shutdown" {
+		t.Errorf("records of vm5: %v", acts)
+	}
+	if _, err := run(t, "records", "--data-dir", dir, "--activity", "teleport"); err == nil || !strings.Contains(err.Error(), "teleport") {
+		t.Errorf("a bad activity must be named: %v", err)
+	}
+	at, err := run(t, "at", "2024-03-01T09:00:05Z", "--data-dir", dir)
+	if err != nil || strings.Contains(at, "vm1") || !strings.Contains(at, "origin") {
+		t.Errorf("at before the clones: %v\n%s", err, at)
+	}
+	dot, err := run(t, "tree", "--data-dir", dir, "--format", "dot")
+	if err != nil || strings.Count(dot, "->") != 5 {
+		t.Errorf("dot: want 5 edges: %v\n%s", err, dot)
+	}
+	svg, err := run(t, "tree", "--data-dir", dir, "--format", "svg")
+	if err != nil || !strings.HasPrefix(svg, "<?xml") || !strings.Contains(svg, "vm5") {
+		t.Errorf("svg: %v %.200s", err, svg)
+	}
+}
+
+func TestStoreCommandsNameAMissingStore(t *testing.T) {
+	_, err := run(t, "records", "--data-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "no lineage store") {
+		t.Errorf("want a clear error, got %v", err)
+	}
+}
+
+func TestAgentRefusesPasswordFlagAndBadConfig(t *testing.T) {
+	if _, err := run(t, "agent", "--xapi-password", "x"); err == nil {
+		t.Error("there must be no --xapi-password flag")
+	}
+	_, err := run(t, "agent", "--xapi-url", "http://pool", "--data-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "allow_http") {
+		t.Errorf("plain HTTP must need --xapi-allow-http: %v", err)
+	}
+}
