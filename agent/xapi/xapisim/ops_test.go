@@ -221,3 +221,28 @@ func TestOpCancelled(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+func TestOpRevertRecreatesDestroyedVM(t *testing.T) {
+	tr, e := trace(t, mini(
+		Step{At: Duration(time.Second), Op: "snapshot", VM: "halted", NewName: "s1"},
+		Step{At: Duration(10 * time.Second), Op: "destroy", VM: "halted"},
+		Step{At: Duration(20 * time.Second), Op: "revert", VM: "s1", Async: true},
+	))
+	assertOrder(t, tr, "vm del halted", "task add Async.VM.revert", "vm add halted", "vm mod s1", "vm mod halted ops=reverting",
+		"task mod Async.VM.revert ops= status=success")
+	v := e.vmByName["halted"]
+	s1 := e.vmByName["s1"]
+	if e.db.str("VM", s1, "snapshot_of") != v || e.db.str("VM", v, "parent") != s1 {
+		t.Fatalf("snapshot_of %s parent %s, VM %s", e.db.str("VM", s1, "snapshot_of"), e.db.str("VM", v, "parent"), v)
+	}
+	recs, tree := e.records(), e.tree()
+	last := recs[len(recs)-1]
+	if last.Activity != "revert" || last.Result != "success" || last.VMName != "halted" || last.VMUUID != e.db.str("VM", v, "uuid") {
+		t.Fatalf("%+v", last)
+	}
+	for _, x := range tree {
+		if x.Name == "halted" && x.Destroyed {
+			t.Fatal("re-created VM still marked destroyed")
+		}
+	}
+}

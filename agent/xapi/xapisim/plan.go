@@ -85,6 +85,9 @@ func (r *opRun) planVMOp() []phase {
 			return r.failWith(xe)
 		}
 		r.setHosts()
+		if r.op == "revert" && r.subject == "" {
+			r.recreateReverted()
+		}
 		return true
 	}}
 	mark := phase{0.05, func() bool {
@@ -304,4 +307,32 @@ func (r *opRun) subtaskEnd(st, result string) {
 	db.set("task", st, "result", result)
 	db.set("task", st, "status", "success")
 	db.remove("task", st)
+}
+
+// recreateReverted brings back the destroyed VM of a snapshot being
+// reverted: same uuid and name, a new ref, every snapshot of it re-pointed
+// (xapi_vm_snapshot.ml create_vm_from_snapshot).
+func (r *opRun) recreateReverted() {
+	e, db := r.e, r.e.db
+	old := db.str("VM", r.vm, "snapshot_of")
+	var info *vmInfo
+	for _, u := range e.vmOrder {
+		if v := e.vms[u]; v.ref == old && v.destroyed {
+			info = v
+		}
+	}
+	if info == nil {
+		return // unknown VM: the revert fails with HANDLE_INVALID
+	}
+	n := e.newVM(info.name, info.uuid, "Halted", "", false, "", "", r.now())
+	e.vmOrder = e.vmOrder[:len(e.vmOrder)-1] // newVM tracked it as new: it is not
+	e.vms[info.uuid] = info
+	info.ref, info.destroyed = n, false
+	e.vmByName[info.name] = n
+	for _, ref := range db.refs("VM") {
+		if db.str("VM", ref, "snapshot_of") == old {
+			db.set("VM", ref, "snapshot_of", n)
+		}
+	}
+	r.subject = n
 }
