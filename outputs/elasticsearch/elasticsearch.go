@@ -85,7 +85,6 @@ type Output struct {
 	dl     *outputs.DeadLetter
 	stream string
 	hdr    http.Header
-	buf    bytes.Buffer
 
 	Requests, Malformed atomic.Uint64
 }
@@ -333,17 +332,23 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 // post sends one _bulk request. A 2xx answer must be well-formed with one
 // outcome per op; anything else is an error to retry.
 func (o *Output) post(ctx context.Context, ops []op) (int, []bulkItemOutcome, error) {
-	o.buf.Reset()
+	// A buffer per request: Send and UpsertVMs may run concurrently.
+	size := 0
 	for _, p := range ops {
-		o.buf.Write(p.action)
-		o.buf.WriteByte('\n')
-		o.buf.Write(p.source)
-		o.buf.WriteByte('\n')
+		size += len(p.action) + len(p.source) + 2
+	}
+	var buf bytes.Buffer
+	buf.Grow(size)
+	for _, p := range ops {
+		buf.Write(p.action)
+		buf.WriteByte('\n')
+		buf.Write(p.source)
+		buf.WriteByte('\n')
 	}
 	rctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
 	defer cancel()
 	o.Requests.Add(1)
-	res, err := esapi.BulkRequest{Body: bytes.NewReader(o.buf.Bytes()), Header: o.hdr}.Do(rctx, o.es)
+	res, err := esapi.BulkRequest{Body: bytes.NewReader(buf.Bytes()), Header: o.hdr}.Do(rctx, o.es)
 	if err != nil {
 		return 0, nil, fmt.Errorf("elasticsearch %s: bulk: %w", o.cfg.Name, err)
 	}
