@@ -1,0 +1,217 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// feeder stands in for the pipeline: it plays a scenario of batches (events
+// in, records committed, records shipped by two outputs, a failing output,
+// a detector restart) through the same calls the pipeline makes.
+type feeder struct {
+	m                         *Metrics
+	events, records, shipped  int
+	esErrors, restarts, queue int
+}
+
+func (f *feeder) step(i int) {
+	f.m.Event(3)
+	f.events += 3
+	f.m.Committed()
+	f.records++
+	f.m.Queue("elasticsearch", i%4)
+	f.queue = i % 4
+	f.m.Delivered("syslog", 1)
+	f.shipped++
+	if i%3 == 0 {
+		f.m.OutputError("elasticsearch")
+		f.esErrors++
+	} else {
+		f.m.Delivered("elasticsearch", 1)
+	}
+	if i == 5 {
+		f.m.DetectorRestart("rollback")
+		f.restarts++
+	}
+	f.m.Lag(time.Duration(i) * 100 * time.Millisecond)
+}
+
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// value returns the value of family name with the given label (or the
+// unlabelled one), -1 when absent.
+func value(fams map[string]*dto.MetricFamily, name, label, lv string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+	for _, m := range f.Metric {
+		match := label == ""
+		for _, l := range m.Label {
+			if l.GetName() == label && l.GetValue() == lv {
+				match = true
+			}
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+	}
+	return -1
+}
+
+func TestScrapeWhileRecordsFlow(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "1.2.3-test")
+	var unhealthy atomic.Bool
+	srv, err := Listen("127.0.0.1:0", Handler(reg, func() error {
+		if unhealthy.Load() {
+			return errors.New("xapi: no event for 90s")
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	url := "http://" + srv.Addr()
+
+	f := &feeder{m: m}
+	before := scrape(t, url)
+	if v := value(before, "vmlineage_events_in_total", "", ""); v != 0 {
+		t.Fatalf("events before any flow = %v, want 0", v)
+	}
+	if v := value(before, "vmlineage_build_info", "version", "1.2.3-test"); v != 1 {
+		t.Fatalf("build_info = %v", v)
+	}
+	prevEvents, prevOut := 0.0, 0.0
+	for i := 1; i <= 12; i++ {
+		f.step(i)
+		fams := scrape(t, url)
+		ev := value(fams, "vmlineage_events_in_total", "", "")
+		out := value(fams, "vmlineage_records_out_total", "output", "syslog")
+		if ev <= prevEvents || out <= prevOut {
+			t.Fatalf("step %d: counters did not move: events %v→%v, syslog out %v→%v", i, prevEvents, ev, prevOut, out)
+		}
+		prevEvents, prevOut = ev, out
+		checks := []struct {
+			name, label, lv string
+			want            float64
+		}{
+			{"vmlineage_events_in_total", "", "", float64(f.events)},
+			{"vmlineage_records_committed_total", "", "", float64(f.records)},
+			{"vmlineage_records_out_total", "output", "syslog", float64(f.shipped)},
+			{"vmlineage_output_errors_total", "output", "elasticsearch", float64(f.esErrors)},
+			{"vmlineage_queue_depth", "queue", "elasticsearch", float64(f.queue)},
+			{"vmlineage_lag_seconds", "", "", (time.Duration(i) * 100 * time.Millisecond).Seconds()},
+		}
+		for _, c := range checks {
+			if got := value(fams, c.name, c.label, c.lv); got != c.want && !(c.want == 0 && got == -1) {
+				t.Errorf("step %d: %s{%s=%q} = %v, want %v", i, c.name, c.label, c.lv, got, c.want)
+			}
+		}
+		if last := value(fams, "vmlineage_last_event_timestamp_seconds", "", ""); time.Since(time.Unix(int64(last), 0)) > time.Minute {
+			t.Errorf("last event timestamp %v is not recent", last)
+		}
+	}
+	fams := scrape(t, url)
+	if v := value(fams, "vmlineage_detector_restarts_total", "detector", "rollback"); v != 1 {
+		t.Errorf("detector restarts = %v, want 1", v)
+	}
+	if v := value(fams, "vmlineage_records_out_total", "output", "elasticsearch"); v != 8 {
+		t.Errorf("elasticsearch out = %v, want 8 (12 steps, 4 failed)", v)
+	}
+	if fams["go_goroutines"] == nil || fams["process_cpu_seconds_total"] == nil {
+		t.Errorf("runtime/process collectors missing")
+	}
+
+	// /healthz: 200 then 503 with the reason.
+	for _, tc := range []struct {
+		bad  bool
+		code int
+		body string
+	}{{false, 200, `"ok"`}, {true, 503, "no event for 90s"}} {
+		unhealthy.Store(tc.bad)
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var js map[string]string
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) || json.Unmarshal(b, &js) != nil {
+			t.Errorf("/healthz (unhealthy=%v) = %d %s", tc.bad, resp.StatusCode, b)
+		}
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve after shutdown: %v", err)
+	}
+}
+
+func TestNilMetricsIsNoop(t *testing.T) {
+	var m *Metrics
+	m.Event(1)
+	m.Committed()
+	m.Delivered("x", 1)
+	m.OutputError("x")
+	m.Queue("x", 1)
+	m.Lag(time.Second)
+	m.DetectorRestart("x")
+	m.Reconnect()
+}
+
+func TestListenBadAddress(t *testing.T) {
+	if _, err := Listen("256.0.0.1:99999", Handler(prometheus.NewRegistry(), nil)); err == nil {
+		t.Fatal("want an error for a bad address")
+	}
+}
+
+func ExampleNew() {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "dev")
+	m.Delivered("syslog", 2)
+	fams, _ := reg.Gather()
+	for _, f := range fams {
+		if f.GetName() == "vmlineage_records_out_total" {
+			fmt.Println(f.GetName(), f.Metric[0].Label[0].GetValue(), f.Metric[0].Counter.GetValue())
+		}
+	}
+	// Output: vmlineage_records_out_total syslog 2
+}
