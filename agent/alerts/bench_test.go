@@ -37,6 +37,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer svc.Close()
 	// The three production detectors; detectors/example is a template.
 	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects", "rollback", "shadow-copy")...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)

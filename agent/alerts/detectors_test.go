@@ -68,6 +68,7 @@ func TestDetectorFindingsOnRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(svc.Close)
 	dir, pins := plugintest.Setup(t, plugintest.ShippedDetectors("rollback", "shadow-copy")...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
 	if err != nil {
@@ -135,6 +136,7 @@ func TestPumpStreamsFindings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(svc.Close)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
 	if err != nil {
 		t.Fatal(err)

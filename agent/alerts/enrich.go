@@ -112,9 +112,7 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, err)
 	}
 	if serr == nil {
-		if err := e.svc.saveEnriched(ctx, seq, js); err != nil {
-			e.log.Warn("storing enriched alert failed", "alert", a.ID, "error", err)
-		}
+		e.svc.saveEnriched(ctx, seq, js)
 	}
 	return js, nil
 }

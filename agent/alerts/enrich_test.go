@@ -48,6 +48,7 @@ func newEnricher(t *testing.T, extra ...plugintest.Detector) (*Enricher, *plugin
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(svc.Close)
 	dir, pins := plugintest.Setup(t, append(plugintest.ShippedDetectors(), extra...)...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins, CallTimeout: 500 * time.Millisecond,
 		MinBackoff: 50 * time.Millisecond, PingInterval: 200 * time.Millisecond}, svc)
@@ -173,6 +174,7 @@ func TestUnmatchedAlertGoesOutUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(svc.Close)
 	e := NewEnricher(svc, nil, nil)
 	in := `{"@timestamp":"2024-03-01T09:30:00Z","host":{"name":"not-a-vm"},"source":{"ip":"10.1.0.11"},"x":{"n":12345678901234567890}}`
 	// 10.1.0.11 is vm1's only from 09:01:05: at 08:00 it matches nothing.
@@ -210,6 +212,7 @@ func TestUnmatchedAlertGoesOutUnchanged(t *testing.T) {
 func TestBadLinesAreNotDropped(t *testing.T) {
 	st := alertstest.ThreatModel(t)
 	svc, _ := NewService(context.Background(), st)
+	t.Cleanup(svc.Close)
 	e := NewEnricher(svc, nil, nil)
 	in := alertFor("name", "vm1", 0) + "\n{not json\n\n" + `{"@timestamp":"yesterday"}` + "\n" + strings.Repeat("x", MaxAlertBytes+10) + "\n" + alertFor("name", "vm2", 1)
 	var out bytes.Buffer
@@ -238,6 +241,7 @@ func TestBadLinesAreNotDropped(t *testing.T) {
 func TestAlertStoredOnce(t *testing.T) {
 	st := alertstest.ThreatModel(t)
 	svc, _ := NewService(context.Background(), st)
+	t.Cleanup(svc.Close)
 	e := NewEnricher(svc, nil, nil)
 	for i := 0; i < 3; i++ {
 		a, err := ParseJSON([]byte(alertFor("uuid", "vm1", 0)), time.Now())
@@ -252,6 +256,7 @@ func TestAlertStoredOnce(t *testing.T) {
 	if err != nil || len(av) != 1 || av[0].Count != 1 {
 		t.Fatalf("%+v %v", av, err)
 	}
+	svc.Close() // stores the queued enriched copies
 	var enrichedJSON string
 	if err := st.DB().QueryRow("SELECT enriched FROM alerts").Scan(&enrichedJSON); err != nil || !strings.Contains(enrichedJSON, `"matched":true`) {
 		t.Fatalf("stored enriched alert: %v %q", err, enrichedJSON)

@@ -95,6 +95,7 @@ func newCollector(t *testing.T) *collector {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(svc.Close)
 	return &collector{e: NewEnricher(svc, nil, nil)}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,48 @@ type Service struct {
 	// wmu serialises this service's writes: concurrent write transactions
 	// would meet in SQLite's busy handler, which sleeps, instead of queueing.
 	wmu sync.Mutex
+	// stmts caches prepared statements: parsing SQL was a third of the
+	// enrichment path's CPU.
+	stmts sync.Map // query -> *sql.Stmt
+
+	enriched chan enrichedRow // stored in batches by storeEnriched
+	done     chan struct{}
+	closeMu  sync.Once
+}
+
+type enrichedRow struct {
+	seq  int64
+	json []byte
+}
+
+// stmt returns the prepared statement for q.
+func (s *Service) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// inList is "?,?,…" for n parameters. Lists are padded to a power of two
+// (repeating the last value) so that few distinct statements are prepared.
+func inList(vals []string) (string, []any) {
+	n := 1
+	for n < len(vals) {
+		n *= 2
+	}
+	args := make([]any, n)
+	for i := range args {
+		args[i] = vals[min(i, len(vals)-1)]
+	}
+	return strings.TrimSuffix(strings.Repeat("?,", n), ","), args
 }
 
 var _ plugins.Lineage = (*Service)(nil)
@@ -56,7 +99,18 @@ func NewService(ctx context.Context, st *lineage.Store) (*Service, error) {
 	if _, err := st.DB().ExecContext(ctx, alertSchema); err != nil {
 		return nil, fmt.Errorf("alerts: create tables: %w", err)
 	}
-	return &Service{st: st, db: st.DB()}, nil
+	s := &Service{st: st, db: st.DB(), enriched: make(chan enrichedRow, 4096), done: make(chan struct{})}
+	go s.storeEnriched()
+	return s, nil
+}
+
+// Close stores the enriched alerts still queued; the store stays open.
+func (s *Service) Close() {
+	s.closeMu.Do(func() {
+		close(s.enriched)
+		<-s.done
+		s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	})
 }
 
 // Store is the lineage store.
@@ -105,20 +159,52 @@ func (s *Service) Siblings(ctx context.Context, uuid string) ([]plugins.VM, erro
 	return toVMs(s.st.Siblings(ctx, uuid))
 }
 
-// Family implements plugins.Lineage.
+// Family implements plugins.Lineage in one prepared query over the vms
+// table: up to the root, then down from it (the same walks as
+// lineage.Store's FamilyRoot and Descendants, depth-bounded the same way).
 func (s *Service) Family(ctx context.Context, uuid string) ([]plugins.VM, error) {
-	root, err := s.st.FamilyRoot(ctx, uuid)
-	if errors.Is(err, lineage.ErrNotFound) {
+	st, err := s.stmt(ctx, `WITH RECURSIVE
+		  up(uuid, parent, depth) AS (
+		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
+		    UNION ALL
+		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM vms v JOIN up ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<100000),
+		  root(uuid) AS (SELECT uuid FROM up ORDER BY depth DESC LIMIT 1),
+		  down(uuid, depth) AS (
+		    SELECT uuid, 0 FROM root
+		    UNION
+		    SELECT v.uuid, down.depth+1 FROM vms v JOIN down ON v.parent_uuid=down.uuid WHERE down.depth<100000)
+		SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms
+		FROM (SELECT uuid, MIN(depth) AS depth FROM down GROUP BY uuid) d JOIN vms v ON v.uuid=d.uuid
+		ORDER BY d.depth, v.first_seen_ms, v.uuid`)
+	if err != nil {
+		return nil, fmt.Errorf("family of %s: %w", uuid, err)
+	}
+	rows, err := st.QueryContext(ctx, uuid)
+	if err != nil {
+		return nil, fmt.Errorf("family of %s: %w", uuid, err)
+	}
+	defer rows.Close()
+	var out []plugins.VM
+	for rows.Next() {
+		var v plugins.VM
+		var first, last int64
+		var destroyed sql.NullInt64
+		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID, &first, &last, &destroyed); err != nil {
+			return nil, err
+		}
+		v.FirstSeen, v.LastSeen = msTime(first), msTime(last)
+		if destroyed.Valid {
+			v.Destroyed = msTime(destroyed.Int64)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
 		return nil, fmt.Errorf("VM %s: %w", uuid, plugins.ErrNotFound)
 	}
-	if err != nil {
-		return nil, err
-	}
-	desc, err := s.st.Descendants(ctx, root.UUID)
-	if err != nil {
-		return nil, err
-	}
-	return toVMs(append([]lineage.VM{root}, desc...), nil)
+	return out, nil
 }
 
 // StatesAt implements plugins.Lineage. lineage.Store.StateAt reconstructs a
@@ -150,15 +236,16 @@ func (s *Service) statesAt(ctx context.Context, uuids []string, at time.Time) ([
 		n := min(chunk, len(rest))
 		part := rest[:n]
 		rest = rest[n:]
-		args := make([]any, 0, n+2)
-		args = append(args, t, t)
-		for _, u := range part {
-			args = append(args, u)
-		}
+		list, in := inList(part)
+		args := append([]any{t, t}, in...)
 		// Spans are newest first per VM so the first row of a VM wins.
-		rows, err := s.db.QueryContext(ctx, `SELECT v.uuid, v.name, v.first_seen_ms, v.destroyed_ms, COALESCE(st.power_state,''), COALESCE(st.host_uuid,'')
+		st, err := s.stmt(ctx, `SELECT v.uuid, v.name, v.first_seen_ms, v.destroyed_ms, COALESCE(st.power_state,''), COALESCE(st.host_uuid,'')
 			FROM vms v LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?1 AND (st.to_ms IS NULL OR st.to_ms>?2)
-			WHERE v.uuid IN (`+strings.TrimSuffix(strings.Repeat("?,", n), ",")+`) ORDER BY v.uuid, st.from_ms DESC`, args...)
+			WHERE v.uuid IN (`+list+`) ORDER BY v.uuid, st.from_ms DESC`)
+		if err != nil {
+			return nil, fmt.Errorf("states: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
 			return nil, fmt.Errorf("states: %w", err)
 		}
@@ -205,14 +292,15 @@ func (s *Service) AlertedVMs(ctx context.Context, uuids []string, since, until t
 		n := min(chunk, len(uuids))
 		part := uuids[:n]
 		uuids = uuids[n:]
-		args := make([]any, 0, n+2)
-		for _, u := range part {
-			args = append(args, u)
+		list, in := inList(part)
+		args := append([]any{since.UnixMilli(), until.UnixMilli()}, in...)
+		st, err := s.stmt(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
+			WHERE time_ms>=?1 AND time_ms<=?2 AND vm_uuid IN (`+list+`)
+			GROUP BY vm_uuid ORDER BY MIN(time_ms)`)
+		if err != nil {
+			return nil, fmt.Errorf("alerted VMs: %w", err)
 		}
-		args = append(args, since.UnixMilli(), until.UnixMilli())
-		rows, err := s.db.QueryContext(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
-			WHERE vm_uuid IN (`+strings.TrimSuffix(strings.Repeat("?,", n), ",")+`) AND time_ms>=? AND time_ms<=?
-			GROUP BY vm_uuid ORDER BY MIN(time_ms)`, args...)
+		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
 			return nil, fmt.Errorf("alerted VMs: %w", err)
 		}
@@ -245,8 +333,12 @@ func (s *Service) saveAlert(ctx context.Context, a *Alert, raw []byte, vms []plu
 	}
 	defer tx.Rollback()
 	var seq int64
-	err = tx.QueryRowContext(ctx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json) VALUES(?,?,?,?,?,?)
-		ON CONFLICT(id) DO NOTHING RETURNING seq`, a.ID, a.Time.UnixMilli(), received.UnixMilli(), a.Source, len(vms) > 0, string(raw)).Scan(&seq)
+	ins, err := s.stmt(ctx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json) VALUES(?,?,?,?,?,?)
+		ON CONFLICT(id) DO NOTHING RETURNING seq`)
+	if err != nil {
+		return 0, err
+	}
+	err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, a.ID, a.Time.UnixMilli(), received.UnixMilli(), a.Source, len(vms) > 0, string(raw)).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = tx.QueryRowContext(ctx, "SELECT seq FROM alerts WHERE id=?", a.ID).Scan(&seq)
 		if err != nil {
@@ -257,20 +349,102 @@ func (s *Service) saveAlert(ctx context.Context, a *Alert, raw []byte, vms []plu
 	if err != nil {
 		return 0, err
 	}
+	insVM, err := s.stmt(ctx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)")
+	if err != nil {
+		return 0, err
+	}
+	txIns := tx.StmtContext(ctx, insVM)
 	for _, v := range vms {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)",
-			seq, v.UUID, a.Time.UnixMilli(), v.Field, v.Value); err != nil {
+		if _, err := txIns.ExecContext(ctx, seq, v.UUID, a.Time.UnixMilli(), v.Field, v.Value); err != nil {
 			return 0, err
 		}
 	}
 	return seq, tx.Commit()
 }
 
-func (s *Service) saveEnriched(ctx context.Context, seq int64, out []byte) error {
+// saveEnriched queues the enriched alert for storage. Only the stored copy
+// waits (up to 200 ms, in batches): the alert itself has gone out.
+func (s *Service) saveEnriched(ctx context.Context, seq int64, out []byte) {
+	select {
+	case s.enriched <- enrichedRow{seq, out}:
+	case <-ctx.Done():
+	}
+}
+
+func (s *Service) storeEnriched() {
+	defer close(s.done)
+	var batch []enrichedRow
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := s.writeEnriched(batch); err != nil {
+			// The alerts went out; only their stored copies are missing.
+			fmt.Fprintf(os.Stderr, "vmlineage alerts: storing %d enriched alerts: %v\n", len(batch), err)
+		}
+		batch = batch[:0]
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case r, ok := <-s.enriched:
+			if !ok {
+				flush()
+				return
+			}
+			if batch = append(batch, r); len(batch) >= 512 {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}
+
+func (s *Service) writeEnriched(batch []enrichedRow) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_, err := s.db.ExecContext(ctx, "UPDATE alerts SET enriched=? WHERE seq=?", string(out), seq)
-	return err
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	up, err := s.stmt(ctx, "UPDATE alerts SET enriched=? WHERE seq=?")
+	if err != nil {
+		return err
+	}
+	txUp := tx.StmtContext(ctx, up)
+	for _, r := range batch {
+		if _, err := txUp.ExecContext(ctx, string(r.json), r.seq); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// findByAttr is lineage.Store.FindByAttr at a given time, with a prepared
+// statement (the same query over the vm_attrs table).
+func (s *Service) findByAttr(ctx context.Context, kind, value string, at time.Time) ([]string, error) {
+	st, err := s.stmt(ctx, `SELECT DISTINCT vm_uuid FROM vm_attrs WHERE kind=?1 AND value=?2 AND from_ms<=?3 AND (to_ms IS NULL OR to_ms>?3) ORDER BY vm_uuid`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, kind, value, at.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 // match ties the alert to VMs as they were at its time.
@@ -298,7 +472,7 @@ func (s *Service) match(ctx context.Context, a *Alert) ([]plugins.AlertVM, []str
 	}
 	find := func(kind, field string, norm func(string) string) error {
 		for _, val := range lookupStrings(a.Doc, field) {
-			uu, err := s.st.FindByAttr(ctx, kind, norm(val), a.Time)
+			uu, err := s.findByAttr(ctx, kind, norm(val), a.Time)
 			if err != nil {
 				return err
 			}
@@ -325,4 +499,13 @@ func (s *Service) match(ctx context.Context, a *Alert) ([]plugins.AlertVM, []str
 		}
 	}
 	return out, notes, nil
+}
+
+// msTime reads the store's Unix milliseconds; 0 is the zero time, as in
+// package lineage.
+func msTime(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
 }

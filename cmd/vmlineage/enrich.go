@@ -102,6 +102,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage
 	}
 	cfg, err := d.config()
 	if err != nil {
+		svc.Close()
 		return nil, nil, err
 	}
 	cfg.Logger = log
@@ -111,6 +112,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage
 	}
 	m, err := plugins.NewManager(cfg, svc)
 	if err != nil {
+		svc.Close()
 		return nil, nil, err
 	}
 	m.Start(ctx)
@@ -121,7 +123,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage
 	}
 	e := alerts.NewEnricher(svc, m, log)
 	e.Window = d.window
-	return e, m.Close, nil
+	return e, func() { m.Close(); svc.Close() }, nil
 }
 
 func newEnrichCmd() *cobra.Command {

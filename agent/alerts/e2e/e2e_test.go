@@ -84,6 +84,7 @@ func TestThreatModelTracedAndEnriched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer svc.Close()
 	pdir, pins := plugintest.Setup(t, plugintest.ShippedDetectors()...)
 	m, err := plugins.NewManager(plugins.Config{Dir: pdir, Pins: pins}, svc)
 	if err != nil {
