@@ -73,8 +73,45 @@ func (o *Output) open() error {
 		f.Close()
 		return fmt.Errorf("file output: %w", err)
 	}
-	o.f, o.size = f, st.Size()
+	size, err := cutPartialLine(f, st.Size())
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("file output %s: %w", o.cfg.Path, err)
+	}
+	o.f, o.size = f, size
 	return nil
+}
+
+// cutPartialLine removes a last line without its newline: a crash in the
+// middle of a write leaves one, and its records were not acknowledged, so
+// they come again; left in place it would glue onto the next line.
+func cutPartialLine(f *os.File, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	rf, err := os.Open(f.Name())
+	if err != nil {
+		return 0, err
+	}
+	defer rf.Close()
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		start := max(end-int64(len(buf)), 0)
+		n, err := rf.ReadAt(buf[:end-start], start)
+		if err != nil && n < int(end-start) {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			cut := start + int64(i) + 1
+			if cut == size {
+				return size, nil
+			}
+			return cut, f.Truncate(cut)
+		}
+		end = start
+	}
+	return 0, f.Truncate(0)
 }
 
 // Name implements outputs.Output.

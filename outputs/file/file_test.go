@@ -90,3 +90,17 @@ func TestReopenAppends(t *testing.T) {
 		t.Fatal("empty path accepted")
 	}
 }
+
+func TestPartialLineCut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.jsonl")
+	os.WriteFile(path, []byte("{\"a\":1}\n{\"b\":"), 0o644)
+	o, err := New(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Send(context.Background(), []outputs.Item{{Payload: []byte(`{"c":3}`)}})
+	o.Close()
+	if b, _ := os.ReadFile(path); string(b) != "{\"a\":1}\n{\"c\":3}\n" {
+		t.Fatalf("got %q", b)
+	}
+}

@@ -383,7 +383,13 @@ func childShipper() {
 		os.Exit(1)
 	}
 	sh := &Shipper{Spool: s, Output: out, BatchSize: 1 + rand.IntN(64)}
-	fmt.Println("READY")
+	go func() {
+		for s.Stats().Records > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Println("DRAINED")
+		os.Exit(0)
+	}()
 	sh.Run(context.Background())
 }
 
@@ -397,9 +403,14 @@ func runChild(t *testing.T, env []string, killAfter time.Duration) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(killAfter)
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(killAfter):
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+	}
 	if strings.Contains(out.String(), "ERR") {
 		t.Fatalf("child failed: %s", out.String())
 	}
@@ -471,7 +482,9 @@ func TestSIGKILLShipper(t *testing.T) {
 		runChild(t, []string{"SPOOL_CHILD=shipper", "SPOOL_DIR=" + dir, "OUT=" + outPath}, time.Duration(10+rand.IntN(60))*time.Millisecond)
 	}
 	// Let a last run finish the job.
-	runChild(t, []string{"SPOOL_CHILD=shipper", "SPOOL_DIR=" + dir, "OUT=" + outPath}, 3*time.Second)
+	if out := runChild(t, []string{"SPOOL_CHILD=shipper", "SPOOL_DIR=" + dir, "OUT=" + outPath}, 60*time.Second); !strings.Contains(out, "DRAINED") {
+		t.Fatalf("last run did not drain the spool: %s", out)
+	}
 	s, err = Open(dir, Options{SegmentBytes: 8192, MaxBytes: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
