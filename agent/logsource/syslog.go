@@ -1,0 +1,274 @@
+package logsource
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	syslog "github.com/leodido/go-syslog/v4"
+	"github.com/leodido/go-syslog/v4/rfc3164"
+	"github.com/leodido/go-syslog/v4/rfc5424"
+
+	"github.com/vmlineage/vmlineage/agent/xensource"
+)
+
+// SyslogConfig configures the forwarded-syslog listener.
+type SyslogConfig struct {
+	// HostAlias maps a syslog header's hostname to the host name the
+	// Deriver knows (its Config.Hosts key) when they differ (FQDN vs
+	// name_label). Unmapped names are used as they are.
+	HostAlias map[string]string
+}
+
+// SyslogStats counts what the listener received.
+type SyslogStats struct {
+	Messages int64 // messages fed to the deriver
+	Bad      int64 // messages neither RFC 5424 nor RFC 3164 nor a log line
+	Overlong int64 // messages over MaxLine (TCP frames, UDP datagrams)
+	NoHeader int64 // toolstack messages whose [..] header did not parse (kept as plain lines)
+}
+
+// Syslog receives the hosts' logs forwarded by their rsyslog
+// (host.syslog_destination) and feeds the engine. Delivery over syslog is
+// at most once: there is no offset to keep.
+type Syslog struct {
+	e     *Engine
+	cfg   SyslogConfig
+	p5424 syslog.Machine
+	p3164 syslog.Machine
+	line  xensource.Line
+	mu    sync.Mutex
+	stats SyslogStats
+}
+
+// NewSyslog returns a listener feeding e.
+func NewSyslog(e *Engine, cfg SyslogConfig) *Syslog {
+	return &Syslog{e: e, cfg: cfg,
+		p5424: rfc5424.NewParser(rfc5424.WithBestEffort()),
+		p3164: rfc3164.NewParser(rfc3164.WithBestEffort(), rfc3164.WithRFC3339(), rfc3164.WithSecondFractions())}
+}
+
+// Stats returns a copy of the counters.
+func (s *Syslog) Stats() SyslogStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// ErrNotSyslog is returned for a message no parser accepts.
+var ErrNotSyslog = errors.New("neither an RFC 5424 nor an RFC 3164 message")
+
+// Handle takes one received message (one datagram or one TCP frame).
+func (s *Syslog) Handle(raw []byte) error {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(raw) > s.e.cfg.MaxLine {
+		s.stats.Overlong++
+		return fmt.Errorf("message of %d bytes over the %d-byte cap", len(raw), s.e.cfg.MaxLine)
+	}
+	raw = bytes.TrimRight(raw, "\r\n\x00")
+	var base *syslog.Base
+	rfc5424msg := false
+	if m, err := s.p5424.Parse(raw); m != nil && (err == nil || m.Valid()) {
+		if x, ok := m.(*rfc5424.SyslogMessage); ok && x.Timestamp != nil && x.Hostname != nil {
+			base, rfc5424msg = &x.Base, true
+		}
+	}
+	if base == nil {
+		if m, err := s.p3164.Parse(raw); m != nil && (err == nil || m.Valid()) {
+			if x, ok := m.(*rfc3164.SyslogMessage); ok && x.Timestamp != nil && x.Hostname != nil && x.Message != nil {
+				base = &x.Base
+			}
+		}
+	}
+	l := &s.line
+	if base == nil {
+		// A relay may pass file-format lines on as they are.
+		if err := xensource.ParseBytes(raw, l); err != nil {
+			var pe *xensource.ParseError
+			if !errors.As(err, &pe) || pe.Kind != xensource.ErrKindHeader {
+				s.stats.Bad++
+				return ErrNotSyslog
+			}
+			s.stats.NoHeader++
+		}
+		return s.feed(l, l.SyslogHost, time.Time{}, false)
+	}
+	msg := ""
+	if base.Message != nil {
+		msg = *base.Message
+	}
+	*l = xensource.Line{}
+	ts := *base.Timestamp
+	l.Stamp = xensource.Stamp{Month: ts.Month(), Day: ts.Day(), Hour: ts.Hour(), Minute: ts.Minute(), Second: ts.Second(), Nanos: ts.Nanosecond()}
+	if rfc5424msg {
+		_, off := ts.Zone()
+		l.Stamp.Year, l.Stamp.Offset, l.Stamp.HasZone = ts.Year(), off, true
+	}
+	l.SyslogHost = *base.Hostname
+	if base.Appname != nil {
+		l.Tag = *base.Appname
+		l.Program = l.Tag[strings.LastIndexByte(l.Tag, '/')+1:]
+	}
+	if err := xensource.ParseMessage(msg, l); err != nil {
+		var pe *xensource.ParseError
+		if !errors.As(err, &pe) || pe.Kind != xensource.ErrKindHeader {
+			s.stats.Bad++
+			return err
+		}
+		s.stats.NoHeader++
+	}
+	return s.feed(l, l.SyslogHost, ts, rfc5424msg)
+}
+
+func (s *Syslog) feed(l *xensource.Line, host string, _ time.Time, _ bool) error {
+	if a, ok := s.cfg.HostAlias[host]; ok {
+		host = a
+	}
+	if host == "" {
+		s.stats.Bad++
+		return errors.New("no hostname in the message")
+	}
+	e := s.e
+	key := "syslog:" + host
+	y := e.years[key]
+	if y == nil {
+		y = xensource.NewYearInferer(time.Now(), e.cfg.Loc)
+		e.years[key] = y
+	}
+	t := y.Infer(l.Stamp)
+	s.stats.Messages++
+	e.stats.Lines++
+	e.feedParsed(host, t, l)
+	return nil
+}
+
+// ServeUDP reads datagrams (one message each) until ctx ends.
+func (s *Syslog) ServeUDP(ctx context.Context, pc net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	buf := make([]byte, 64<<10)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := s.Handle(buf[:n]); err != nil {
+			s.e.log.Debug("syslog message refused", "from", addr, "err", err)
+		}
+	}
+}
+
+// ServeTCP accepts connections until ctx ends. Each connection carries
+// octet-counted (RFC 6587 3.4.1) or LF-terminated (3.4.2) frames, detected
+// per frame.
+func (s *Syslog) ServeTCP(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			if err := s.ReadStream(c); err != nil && ctx.Err() == nil {
+				s.e.log.Warn("syslog connection dropped", "from", c.RemoteAddr(), "err", err)
+			}
+		}()
+	}
+}
+
+// ReadStream splits a TCP stream into frames and handles each.
+func (s *Syslog) ReadStream(r io.Reader) error {
+	max := s.e.cfg.MaxLine
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		b, err := br.Peek(1)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if b[0] >= '1' && b[0] <= '9' {
+			lenStr, err := br.ReadSlice(' ')
+			if err != nil {
+				return fmt.Errorf("octet count: %w", err)
+			}
+			n, err := strconv.Atoi(string(bytes.TrimSpace(lenStr)))
+			if err != nil || n <= 0 || n > max {
+				s.mu.Lock()
+				s.stats.Bad++
+				s.mu.Unlock()
+				return fmt.Errorf("bad octet count %q (framing lost, closing)", bytes.TrimSpace(lenStr))
+			}
+			msg := make([]byte, n)
+			if _, err := io.ReadFull(br, msg); err != nil {
+				return fmt.Errorf("frame of %d octets: %w", n, err)
+			}
+			if err := s.Handle(msg); err != nil {
+				s.e.log.Debug("syslog message refused", "err", err)
+			}
+			continue
+		}
+		line, tooLong, err := readLine(br, max)
+		if tooLong {
+			s.mu.Lock()
+			s.stats.Overlong++
+			s.mu.Unlock()
+		} else if len(bytes.TrimSpace(line)) > 0 {
+			if err := s.Handle(line); err != nil {
+				s.e.log.Debug("syslog message refused", "err", err)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// readLine reads up to LF; a line over max is drained and reported.
+func readLine(br *bufio.Reader, max int) ([]byte, bool, error) {
+	var out []byte
+	tooLong := false
+	for {
+		b, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(out)+len(b) > max+1 {
+				tooLong, out = true, nil
+			} else {
+				out = append(out, b...)
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return out, tooLong, err
+	}
+}
