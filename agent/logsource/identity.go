@@ -75,5 +75,4 @@ func sameContent(path string, id identity) bool {
 	return n == id.FPLen && fp == id.FP
 }
 
-
 func gzipReader(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }

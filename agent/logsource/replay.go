@@ -21,6 +21,8 @@ type ReplayConfig struct {
 	// Host names the host whose log the files are; "" takes each line's
 	// syslog host field (a collector's file of several hosts).
 	Host string
+	// HostOf, when set, names the host of each file (wins over Host).
+	HostOf func(path string) string
 	// Progress is called now and then with the bytes read (compressed
 	// bytes for .gz files) and the lines read so far.
 	Progress func(bytes, lines int64)
@@ -124,6 +126,10 @@ func replayFile(ctx context.Context, e *Engine, cfg ReplayConfig, path string, r
 		r = zr
 	}
 	key := "replay:" + path
+	host := cfg.Host
+	if cfg.HostOf != nil {
+		host = cfg.HostOf(path)
+	}
 	e.mu.Lock()
 	e.years[key] = xensource.NewYearInferer(fi.ModTime(), e.cfg.Loc)
 	e.mu.Unlock()
@@ -151,7 +157,7 @@ func replayFile(ctx context.Context, e *Engine, cfg ReplayConfig, path string, r
 				if b[len(b)-1] == '\n' {
 					b = b[:len(b)-1]
 				}
-				e.feedLine(key, cfg.Host, b)
+				e.feedLine(key, host, b)
 			}
 		}
 		if n++; n&0xffff == 0 {

@@ -1,0 +1,233 @@
+package xapisim
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xensource"
+)
+
+// HostLogLines returns the xensource.log lines every host of the pool would
+// have written for the operations the server has finished so far, sorted by
+// host then time (xensource.Render of each operation, rebuilt from the
+// ground truth).
+func (s *Server) HostLogLines() []xensource.HostLine {
+	var out []xensource.HostLine
+	for _, op := range s.logOps(nil) {
+		out = append(out, xensource.Render(op)...)
+	}
+	sortHostLines(out)
+	return out
+}
+
+func sortHostLines(ls []xensource.HostLine) {
+	sort.SliceStable(ls, func(i, j int) bool {
+		if ls[i].Host != ls[j].Host {
+			return ls[i].Host < ls[j].Host
+		}
+		return ls[i].Time.Before(ls[j].Time)
+	})
+}
+
+// checkCodes are the errors xapi raises on the coordinator before it
+// forwards a call (xapi_vm_lifecycle.ml): no member logs those calls.
+var checkCodes = map[string]bool{"VM_BAD_POWER_STATE": true, "VM_IS_TEMPLATE": true, "VM_IS_SNAPSHOT": true,
+	"ONLY_REVERT_SNAPSHOT": true, "ONLY_PROVISION_TEMPLATE": true, "OTHER_OPERATION_IN_PROGRESS": true}
+
+// logOps rebuilds a Render op for each finished task not in seen (which it
+// updates when non-nil), in ground-truth order.
+func (s *Server) logOps(seen map[string]bool) []xensource.Op {
+	e := s.eng()
+	e.db.mu.Lock()
+	defer e.db.mu.Unlock()
+	hostName := map[string]string{}
+	hostAddr := map[string]string{}
+	for _, h := range e.hostRefs {
+		u := e.db.str("host", h, "uuid")
+		hostName[u] = e.db.str("host", h, "name_label")
+		hostAddr[u] = e.db.str("host", h, "address")
+	}
+	master := e.db.str("host", e.masterRef, "name_label")
+	groups := map[string][]record.Record{}
+	var order []string
+	for _, r := range e.truth {
+		// Setters run under a dummy task: nothing is logged with an R: id.
+		if r.TaskUUID == "" || r.TaskID == "" || (seen != nil && seen[r.TaskID]) {
+			continue
+		}
+		if _, ok := groups[r.TaskID]; !ok {
+			order = append(order, r.TaskID)
+		}
+		groups[r.TaskID] = append(groups[r.TaskID], r)
+	}
+	var ops []xensource.Op
+	for _, id := range order {
+		g := groups[id]
+		if seen != nil {
+			seen[id] = true
+		}
+		r := g[0]
+		op := xensource.Op{Time: r.Start, Duration: r.End.Sub(r.Start), Host: r.HostName, Op: r.Operation,
+			TaskRef: "OpaqueRef:" + id[:8] + "-" + id[8:12] + "-4000-8000-" + id, Result: string(r.Result),
+			Master: master, Noise: true, Count: len(g)}
+		if r.Error != "" {
+			code, params, _ := strings.Cut(r.Error, ": ")
+			op.ErrorInfo = []string{code}
+			if params != "" {
+				op.ErrorInfo = append(op.ErrorInfo, strings.Split(params, ", ")...)
+			}
+			op.Refused = checkCodes[code]
+		}
+		if d := r.DestinationHostUUID; d != "" {
+			op.DestHostUUID, op.DestHost, op.DestAddress = d, hostName[d], hostAddr[d]
+		}
+		act := r.Activity
+		switch {
+		case act == record.Revert:
+			op.VMUUID = r.SnapshotUUID
+			if v := e.vms[r.SnapshotUUID]; v != nil {
+				op.VMName = v.name
+			}
+		case act.Creating() && r.Result == record.Success:
+			op.VMUUID, op.NewName, op.NewVMUUID = r.ParentVMUUID, r.VMName, r.VMUUID
+			if v := e.vms[r.ParentVMUUID]; v != nil {
+				op.VMName = v.name
+			}
+		default:
+			op.VMUUID, op.VMName = r.VMUUID, r.VMName
+		}
+		ops = append(ops, op)
+	}
+	return ops
+}
+
+// HostLogWriter appends, while a scenario plays, the lines each host would
+// log to <dir>/<host>/xensource.log. Lines are written once every operation
+// that could still log before them has finished (Lag of virtual time), so
+// each file is in time order, as xapi writes it.
+type HostLogWriter struct {
+	s       *Server
+	dir     string
+	lag     time.Duration
+	seen    map[string]bool
+	pending []xensource.HostLine
+	files   map[string]*bufio.Writer
+	fds     map[string]*os.File
+	mu      sync.Mutex
+	stop    chan struct{}
+	done    chan struct{}
+	Lines   int64 // lines written so far
+}
+
+// WriteHostLogs starts a HostLogWriter polling every interval of real time.
+// lag (virtual) must exceed the longest operation; 0 means one minute.
+func (s *Server) WriteHostLogs(dir string, every, lag time.Duration) *HostLogWriter {
+	if lag <= 0 {
+		lag = time.Minute
+	}
+	if every <= 0 {
+		every = 50 * time.Millisecond
+	}
+	w := &HostLogWriter{s: s, dir: dir, lag: lag, seen: map[string]bool{}, files: map[string]*bufio.Writer{},
+		fds: map[string]*os.File{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				w.step(false)
+			}
+		}
+	}()
+	return w
+}
+
+// Path is the log file of host.
+func (w *HostLogWriter) Path(host string) string {
+	return filepath.Join(w.dir, host, "xensource.log")
+}
+
+// Reopen closes the files so that the next write creates them anew (after
+// a test renamed them: rsyslog's reopen on HUP).
+func (w *HostLogWriter) Reopen() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeFiles()
+}
+
+func (w *HostLogWriter) closeFiles() {
+	for h, b := range w.files {
+		b.Flush()
+		w.fds[h].Close()
+	}
+	w.files, w.fds = map[string]*bufio.Writer{}, map[string]*os.File{}
+}
+
+// Close writes everything still held and closes the files.
+func (w *HostLogWriter) Close(context.Context) error {
+	close(w.stop)
+	<-w.done
+	w.step(true)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeFiles()
+	return nil
+}
+
+func (w *HostLogWriter) step(all bool) {
+	ops := w.s.logOps(w.seen)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, op := range ops {
+		w.pending = append(w.pending, xensource.Render(op)...)
+	}
+	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].Time.Before(w.pending[j].Time) })
+	cut := w.s.eng().sched.now().Add(-w.lag)
+	k := 0
+	for k < len(w.pending) && (all || w.pending[k].Time.Before(cut)) {
+		hl := w.pending[k]
+		b := w.files[hl.Host]
+		if b == nil {
+			p := w.Path(hl.Host)
+			_ = os.MkdirAll(filepath.Dir(p), 0o755)
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				break
+			}
+			b = bufio.NewWriter(f)
+			w.files[hl.Host], w.fds[hl.Host] = b, f
+		}
+		b.WriteString(hl.Line)
+		b.WriteByte('\n')
+		w.Lines++
+		k++
+	}
+	w.pending = w.pending[k:]
+	for _, b := range w.files {
+		b.Flush()
+	}
+}
+
+// HostNames returns each host's name_label → uuid, and the master's name
+// (what a log reader's xensource.Config needs).
+func (s *Server) HostNames() (map[string]string, string) {
+	e := s.eng()
+	e.db.mu.Lock()
+	defer e.db.mu.Unlock()
+	m := map[string]string{}
+	for _, h := range e.hostRefs {
+		m[e.db.str("host", h, "name_label")] = e.db.str("host", h, "uuid")
+	}
+	return m, e.db.str("host", e.masterRef, "name_label")
+}
