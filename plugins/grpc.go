@@ -102,6 +102,19 @@ func (d *DetectorClient) Enrich(ctx context.Context, a *Alert) (*Enrichment, err
 	for _, st := range a.FamilyStates {
 		req.Alert.FamilyStates = append(req.Alert.FamilyStates, &pb.VMState{Uuid: st.UUID, PowerState: st.PowerState, HostUuid: st.HostUUID, Existed: st.Existed})
 	}
+	if a.ContextWindow > 0 {
+		req.Alert.ContextWindowMs = a.ContextWindow.Milliseconds()
+		for i := range a.Records {
+			js, err := json.Marshal(&a.Records[i])
+			if err != nil {
+				return nil, err
+			}
+			req.Alert.RecordsJson = append(req.Alert.RecordsJson, js)
+		}
+		for _, x := range a.FamilyAlerted {
+			req.Alert.FamilyAlerted = append(req.Alert.FamilyAlerted, &pb.AlertedVM{VmUuid: x.UUID, FirstMs: ms(x.First), LastMs: ms(x.Last), Count: x.Count})
+		}
+	}
 	resp, err := d.c.Enrich(ctx, req)
 	if err != nil {
 		return nil, err
@@ -309,6 +322,18 @@ func (s *detectorServer) Enrich(ctx context.Context, r *pb.EnrichRequest) (*pb.E
 	}
 	for _, s := range r.Alert.FamilyStates {
 		a.FamilyStates = append(a.FamilyStates, VMState{UUID: s.Uuid, PowerState: s.PowerState, HostUUID: s.HostUuid, Existed: s.Existed})
+	}
+	if r.Alert.ContextWindowMs > 0 {
+		a.ContextWindow = time.Duration(r.Alert.ContextWindowMs) * time.Millisecond
+		a.Records = make([]record.Record, len(r.Alert.RecordsJson))
+		for i, js := range r.Alert.RecordsJson {
+			if err := json.Unmarshal(js, &a.Records[i]); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "alert record %d: %v", i, err)
+			}
+		}
+		for _, x := range r.Alert.FamilyAlerted {
+			a.FamilyAlerted = append(a.FamilyAlerted, AlertedVM{UUID: x.VmUuid, First: fromMS(x.FirstMs), Last: fromMS(x.LastMs), Count: x.Count})
+		}
 	}
 	e, err := s.impl.Enrich(ctx, a)
 	if err != nil {

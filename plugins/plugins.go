@@ -142,6 +142,12 @@ type Alert struct {
 	// both are empty when the families are larger than MaxAlertFamily.
 	Family       []VM
 	FamilyStates []VMState
+	// ContextWindow > 0 says Records and FamilyAlerted were sent: the
+	// matched VMs' lifecycle records (as VM or parent) and the family
+	// members that alerted (this alert included) in [Time-ContextWindow, Time].
+	ContextWindow time.Duration
+	Records       []record.Record
+	FamilyAlerted []AlertedVM
 }
 
 // MaxAlertFamily bounds the family sent along with an alert.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
@@ -100,7 +101,9 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		fam, famStates := e.families(ctx, a, out)
 		e.describeVMs(ctx, a, out, fam, famStates)
 		if e.dets != nil {
-			e.runDetectors(ctx, &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: fam, FamilyStates: famStates}, out)
+			pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: fam, FamilyStates: famStates}
+			e.addContext(ctx, pa, out)
+			e.runDetectors(ctx, pa, out)
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
 		}
@@ -157,6 +160,37 @@ func (e *Enricher) families(ctx context.Context, a *Alert, out *Output) ([]plugi
 		states[i] = rows[i].VMState
 	}
 	return fam, states
+}
+
+// maxContextRecords bounds the records sent along with an alert.
+const maxContextRecords = 1000
+
+// addContext sends along what the shipped detectors would otherwise each
+// ask for over the broker: the matched VMs' records and the family's alerts
+// within e.Window. Skipped (detectors then ask) when the family was not
+// sent or the records are too many.
+func (e *Enricher) addContext(ctx context.Context, pa *plugins.Alert, out *Output) {
+	if len(pa.Family) == 0 || e.Window <= 0 {
+		return
+	}
+	since, until := pa.Time.Add(-e.Window), pa.Time
+	var recs []record.Record
+	for _, m := range pa.VMs {
+		r, err := e.svc.Records(ctx, plugins.RecordQuery{VMUUID: m.UUID, Since: since, Until: until.Add(time.Millisecond), Limit: maxContextRecords + 1})
+		if err != nil || len(recs)+len(r) > maxContextRecords {
+			return
+		}
+		recs = append(recs, r...)
+	}
+	uuids := make([]string, len(pa.Family))
+	for i := range pa.Family {
+		uuids[i] = pa.Family[i].UUID
+	}
+	alerted, err := e.svc.AlertedVMs(ctx, uuids, since, until)
+	if err != nil {
+		return
+	}
+	pa.ContextWindow, pa.Records, pa.FamilyAlerted = e.Window, recs, alerted
 }
 
 func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, fam []plugins.VM, famStates []plugins.VMState) {

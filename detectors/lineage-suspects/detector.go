@@ -110,7 +110,21 @@ func (d *Detector) family(ctx context.Context, a *plugins.Alert, ix plugins.Fami
 			states, stErr = d.lin.StatesAt(ctx, uuids, a.Time)
 		}()
 	}
-	alerted, err := d.lin.AlertedVMs(ctx, uuids, a.Time.Add(-d.window), a.Time)
+	var alerted []plugins.AlertedVM
+	var err error
+	if sent && a.ContextWindow == d.window {
+		in := make(map[string]bool, len(uuids))
+		for _, u := range uuids {
+			in[u] = true
+		}
+		for _, x := range a.FamilyAlerted {
+			if in[x.UUID] {
+				alerted = append(alerted, x)
+			}
+		}
+	} else {
+		alerted, err = d.lin.AlertedVMs(ctx, uuids, a.Time.Add(-d.window), a.Time)
+	}
 	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("alerted VMs: %w", err)

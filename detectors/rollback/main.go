@@ -78,12 +78,18 @@ func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enric
 	for _, av := range a.VMs {
 		// One query for the window, filtered here: most VMs have no rollback
 		// and this keeps the alert path to one round trip.
-		recs, err := d.lin.Records(ctx, plugins.RecordQuery{VMUUID: av.UUID, Since: a.Time.Add(-d.window), Until: a.Time.Add(time.Millisecond), Limit: 10000})
-		if err != nil {
-			return nil, err
+		since := a.Time.Add(-d.window)
+		var recs []record.Record
+		if a.ContextWindow >= d.window { // sent along with the alert
+			recs = a.Records
+		} else {
+			var err error
+			if recs, err = d.lin.Records(ctx, plugins.RecordQuery{VMUUID: av.UUID, Since: since, Until: a.Time.Add(time.Millisecond), Limit: 10000}); err != nil {
+				return nil, err
+			}
 		}
 		for i := range recs {
-			if recs[i].VMUUID != av.UUID || (recs[i].Activity != record.Revert && recs[i].Activity != record.Resume) {
+			if recs[i].VMUUID != av.UUID || recs[i].Start.Before(since) || (recs[i].Activity != record.Revert && recs[i].Activity != record.Resume) {
 				continue
 			}
 			fs, err := d.OnRecord(ctx, &recs[i])

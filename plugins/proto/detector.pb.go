@@ -316,10 +316,17 @@ type Alert struct {
 	// breadth first) with every member's state at the alert's time, sent
 	// along because most detectors need them; empty when the families hold
 	// more than 1000 VMs (ask Lineage.Family then).
-	Family        []*VM      `protobuf:"bytes,5,rep,name=family,proto3" json:"family,omitempty"`
-	FamilyStates  []*VMState `protobuf:"bytes,6,rep,name=family_states,json=familyStates,proto3" json:"family_states,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Family       []*VM      `protobuf:"bytes,5,rep,name=family,proto3" json:"family,omitempty"`
+	FamilyStates []*VMState `protobuf:"bytes,6,rep,name=family_states,json=familyStates,proto3" json:"family_states,omitempty"`
+	// Sent with the family: the lifecycle records of the matched VMs (as VM
+	// or parent) and which family members alerted (this alert included),
+	// both over the context_window_ms before the alert. A detector whose own
+	// window fits inside it needs no Lineage call for them.
+	ContextWindowMs int64        `protobuf:"varint,7,opt,name=context_window_ms,json=contextWindowMs,proto3" json:"context_window_ms,omitempty"`
+	RecordsJson     [][]byte     `protobuf:"bytes,8,rep,name=records_json,json=recordsJson,proto3" json:"records_json,omitempty"`
+	FamilyAlerted   []*AlertedVM `protobuf:"bytes,9,rep,name=family_alerted,json=familyAlerted,proto3" json:"family_alerted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -390,6 +397,27 @@ func (x *Alert) GetFamily() []*VM {
 func (x *Alert) GetFamilyStates() []*VMState {
 	if x != nil {
 		return x.FamilyStates
+	}
+	return nil
+}
+
+func (x *Alert) GetContextWindowMs() int64 {
+	if x != nil {
+		return x.ContextWindowMs
+	}
+	return 0
+}
+
+func (x *Alert) GetRecordsJson() [][]byte {
+	if x != nil {
+		return x.RecordsJson
+	}
+	return nil
+}
+
+func (x *Alert) GetFamilyAlerted() []*AlertedVM {
+	if x != nil {
+		return x.FamilyAlerted
 	}
 	return nil
 }
@@ -1439,14 +1467,17 @@ const file_detector_proto_rawDesc = "" +
 	"\vrecord_json\x18\x01 \x01(\fR\n" +
 	"recordJson\"M\n" +
 	"\x10OnRecordResponse\x129\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\xf2\x01\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\x89\x03\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12/\n" +
 	"\x03vms\x18\x03 \x03(\v2\x1d.vmlineage.plugins.v1.AlertVMR\x03vms\x12\x19\n" +
 	"\becs_json\x18\x04 \x01(\fR\aecsJson\x120\n" +
 	"\x06family\x18\x05 \x03(\v2\x18.vmlineage.plugins.v1.VMR\x06family\x12B\n" +
-	"\rfamily_states\x18\x06 \x03(\v2\x1d.vmlineage.plugins.v1.VMStateR\ffamilyStates\"l\n" +
+	"\rfamily_states\x18\x06 \x03(\v2\x1d.vmlineage.plugins.v1.VMStateR\ffamilyStates\x12*\n" +
+	"\x11context_window_ms\x18\a \x01(\x03R\x0fcontextWindowMs\x12!\n" +
+	"\frecords_json\x18\b \x03(\fR\vrecordsJson\x12F\n" +
+	"\x0efamily_alerted\x18\t \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\rfamilyAlerted\"l\n" +
 	"\aAlertVM\x12\x17\n" +
 	"\avm_uuid\x18\x01 \x01(\tR\x06vmUuid\x12#\n" +
 	"\rmatched_field\x18\x02 \x01(\tR\fmatchedField\x12#\n" +
@@ -1591,43 +1622,44 @@ var file_detector_proto_depIdxs = []int32{
 	7,  // 2: vmlineage.plugins.v1.Alert.vms:type_name -> vmlineage.plugins.v1.AlertVM
 	12, // 3: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
 	16, // 4: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
-	6,  // 5: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
-	10, // 6: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
-	11, // 7: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
-	12, // 8: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
-	24, // 9: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
-	12, // 10: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
-	16, // 11: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
-	21, // 12: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
-	0,  // 13: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
-	2,  // 14: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
-	4,  // 15: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
-	8,  // 16: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
-	13, // 17: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 18: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 19: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 20: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 21: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 22: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
-	18, // 23: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
-	20, // 24: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
-	1,  // 25: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
-	3,  // 26: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
-	5,  // 27: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
-	9,  // 28: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
-	12, // 29: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
-	14, // 30: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
-	14, // 31: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
-	14, // 32: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
-	14, // 33: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
-	17, // 34: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
-	19, // 35: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
-	22, // 36: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
-	25, // [25:37] is the sub-list for method output_type
-	13, // [13:25] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	21, // 5: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
+	6,  // 6: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
+	10, // 7: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
+	11, // 8: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	12, // 9: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
+	24, // 10: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
+	12, // 11: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
+	16, // 12: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
+	21, // 13: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
+	0,  // 14: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
+	2,  // 15: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
+	4,  // 16: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
+	8,  // 17: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
+	13, // 18: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
+	13, // 19: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
+	13, // 20: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
+	13, // 21: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
+	13, // 22: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 23: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
+	18, // 24: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
+	20, // 25: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
+	1,  // 26: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
+	3,  // 27: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
+	5,  // 28: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
+	9,  // 29: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
+	12, // 30: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
+	14, // 31: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
+	14, // 32: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
+	14, // 33: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
+	14, // 34: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
+	17, // 35: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
+	19, // 36: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
+	22, // 37: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
+	26, // [26:38] is the sub-list for method output_type
+	14, // [14:26] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_detector_proto_init() }
