@@ -149,6 +149,14 @@ func TestThreatModelSuspects(t *testing.T) {
 				}
 			}
 			t.Logf("alert 2: %s", lines[1])
+			e.svc.Close() // store the enriched copies
+			marks, err := e.svc.Marks(context.Background(), alertstest.T0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := marks[alertstest.VMUUID["vm5"]]; !m.Suspect || m.Score < 0.8 || !marks[alertstest.VMUUID["vm1"]].Alerted || marks[alertstest.VMUUID["vm1"]].Suspect {
+				t.Errorf("marks: %+v", marks)
+			}
 			// The same, as a CEF line for syslog outputs.
 			line, err := EnrichedCEF(lines[1], "test")
 			if err != nil {
