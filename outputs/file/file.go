@@ -160,6 +160,10 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			continue
 		}
 		if _, err := o.f.Write(o.buf); err != nil {
+			// Cut a partial write (disk full) so the file stays whole lines.
+			if terr := o.f.Truncate(o.size); terr != nil {
+				err = fmt.Errorf("%w (cutting the partial line failed: %v)", err, terr)
+			}
 			err = fmt.Errorf("file output %s: %w", o.cfg.Path, err)
 			o.Fail(len(items)-done, err)
 			return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vmlineage/vmlineage/outputs"
@@ -102,5 +103,38 @@ func TestPartialLineCut(t *testing.T) {
 	o.Close()
 	if b, _ := os.ReadFile(path); string(b) != "{\"a\":1}\n{\"c\":3}\n" {
 		t.Fatalf("got %q", b)
+	}
+}
+
+func TestDiskFull(t *testing.T) {
+	mnt := filepath.Join(t.TempDir(), "tiny")
+	os.Mkdir(mnt, 0o755)
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=64k"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot mount a tmpfs (needs root): %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	path := filepath.Join(mnt, "x.jsonl")
+	o, err := New(Config{Path: path, MaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	line := []byte(`{"pad":"` + strings.Repeat("x", 3000) + `"}`)
+	var werr error
+	sent := 0
+	for i := 0; i < 100 && werr == nil; i++ {
+		if werr = o.Send(context.Background(), []outputs.Item{{Payload: line}, {Payload: line}}); werr == nil {
+			sent += 2
+		}
+	}
+	if werr == nil || !strings.Contains(werr.Error(), "no space left") {
+		t.Fatalf("want ENOSPC, got %v", werr)
+	}
+	b, _ := os.ReadFile(path)
+	if len(b) != sent*(len(line)+1) {
+		t.Fatalf("file has %d bytes, want %d whole lines (%d bytes)", len(b), sent, sent*(len(line)+1))
 	}
 }
