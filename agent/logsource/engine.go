@@ -1,9 +1,11 @@
 package logsource
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +70,9 @@ type EngineConfig struct {
 	// failover delay, so that operations that ended just before XAPI
 	// became unreachable are not lost. Default 1 minute.
 	Hold time.Duration
+	// Quiet is how long no line at all must arrive before quiet tasks are
+	// closed by the wall clock (default 10s).
+	Quiet time.Duration
 	// Mode to start in (Active for replay).
 	Mode Mode
 	Log  *slog.Logger
@@ -84,26 +89,35 @@ type Engine struct {
 	log   *slog.Logger
 	mode  atomic.Int32
 
-	mu      sync.Mutex
-	d       *xensource.Deriver
-	g       xensource.Grouper
-	years   map[string]*xensource.YearInferer
-	line    xensource.Line
-	open    map[string]*track // R: id → where its lines are
-	pending []pending
-	newest  time.Time // newest log time fed
-	newAt   time.Time // wall time it was fed
-	stats   Stats
-	cur     *segment // segment of the line being fed (nil: syslog, replay)
-	curOff  int64
-	replay  bool
-	susp    bool // XAPI was suspect or down since the oldest pending record
+	mu        sync.Mutex
+	d         *xensource.Deriver
+	g         xensource.Grouper
+	years     map[string]*xensource.YearInferer
+	line      xensource.Line
+	open      map[string]*track // R: id → where its lines are
+	names     map[string]string // interned task names
+	pending   []pending
+	newest    time.Time // newest log time fed
+	newAt     time.Time // wall time it was fed
+	lastLine  time.Time // wall time of the last line fed
+	merge     bool      // queue lines and feed them in time order across hosts
+	positions func() (map[*segment]int64, uint64)
+	queues    map[string][]queued
+	queued    int
+	clock     map[string]time.Time // per host: newest line read
+	stats     Stats
+	cur       *segment // segment of the line being fed (nil: syslog, replay)
+	curOff    int64
+	replay    bool
+	susp      bool // XAPI was suspect or down since the oldest pending record
 }
 
 // track is where the lines of one task lie, so that a restart re-reads
 // from before the first line of every task not yet committed.
 type track struct {
 	first map[*segment]int64
+	start map[*segment]int64 // each live file's position when the task appeared
+	born  uint64             // segments with a higher seq appeared after it
 	last  time.Time
 	held  bool // a pending record refers to it
 }
@@ -123,6 +137,9 @@ func NewEngine(store *lineage.Store, cfg EngineConfig) *Engine {
 	if cfg.Hold <= 0 {
 		cfg.Hold = time.Minute
 	}
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = 10 * time.Second
+	}
 	if cfg.Loc == nil {
 		cfg.Loc = time.UTC
 	}
@@ -130,7 +147,7 @@ func NewEngine(store *lineage.Store, cfg EngineConfig) *Engine {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{cfg: cfg, store: store, log: cfg.Log, d: xensource.NewDeriver(cfg.Deriver),
-		years: map[string]*xensource.YearInferer{}, open: map[string]*track{}}
+		years: map[string]*xensource.YearInferer{}, open: map[string]*track{}, names: map[string]string{}}
 	e.mode.Store(int32(cfg.Mode))
 	return e
 }
@@ -181,6 +198,18 @@ func (e *Engine) feedLine(key, host string, b []byte) {
 			return
 		}
 	}
+	// xensource.Deriver (derive.go get) keeps the operation name as a
+	// substring of the task name it is given without copying it, and the
+	// read buffer is reused: lines that can open a task get memory of their
+	// own (task names interned; the rare forwarded/failure lines copied).
+	if (l.Module == "taskhelper" && strings.Contains(l.Msg, " forwarded")) ||
+		(l.Module == "backtrace" && strings.Contains(l.Msg, "failed with exception")) {
+		b = bytes.Clone(b)
+		_ = xensource.ParseBytes(b, l)
+	}
+	if l.TaskRefKind == 'R' {
+		l.TaskName = e.intern(l.TaskName)
+	}
 	if host == "" {
 		host = l.SyslogHost
 	}
@@ -193,23 +222,138 @@ func (e *Engine) feedLine(key, host string, b []byte) {
 	e.feedParsed(host, t, l)
 }
 
+func (e *Engine) intern(s string) string {
+	if v, ok := e.names[s]; ok {
+		return v
+	}
+	v := strings.Clone(s)
+	if len(e.names) < 4096 { // custom dbg names are unbounded; common ones are few
+		e.names[v] = v
+	}
+	return v
+}
+
 // feedParsed takes a parsed line. Caller holds e.mu.
 func (e *Engine) feedParsed(host string, t time.Time, l *xensource.Line) {
-	if t.After(e.newest) {
-		e.newest, e.newAt = t, time.Now()
+	e.lastLine = time.Now()
+	if e.merge {
+		if e.clock == nil {
+			e.clock = map[string]time.Time{}
+		}
+		if c, ok := e.clock[host]; !ok || t.After(c) {
+			e.clock[strings.Clone(host)] = t
+		}
 	}
-	if e.cur != nil && l.TaskRefKind == 'R' && l.TaskShortID != "" {
-		tr := e.open[l.TaskShortID]
+	if t.After(e.newest) {
+		e.newest, e.newAt = t, e.lastLine
+	}
+	if e.cur == nil {
+		e.deliver(host, t, l)
+		return
+	}
+	id := ""
+	if l.TaskRefKind == 'R' {
+		id = l.TaskShortID
+	}
+	// A member's first line of a task ("task … R:<id> forwarded") and
+	// failure heads are logged under another task: their id is in the text.
+	if l.Module == "taskhelper" || l.Module == "backtrace" {
+		if m := msgTaskID(l.Msg); m != "" {
+			id = m
+		}
+	}
+	if id != "" {
+		tr := e.open[id]
 		if tr == nil {
 			tr = &track{first: map[*segment]int64{}}
-			e.open[string([]byte(l.TaskShortID))] = tr
+			// Lines of the task without its id (the event thread's
+			// power_state) may come later in any file: remember where
+			// every file stood, and which segments existed, when the task
+			// was first seen.
+			if e.positions != nil {
+				tr.start, tr.born = e.positions()
+			}
+			e.open[strings.Clone(id)] = tr
 		}
 		if _, ok := tr.first[e.cur]; !ok {
 			tr.first[e.cur] = e.curOff
 		}
 		tr.last = t
 	}
-	e.g.Feed(host, t, l, e.emit)
+	e.deliver(host, t, l)
+}
+
+// queued is a line waiting for the other hosts' logs to catch up.
+type queued struct {
+	host string
+	t    time.Time
+	l    xensource.Line
+}
+
+// deliver hands a line to the grouper and deriver, or, when the engine
+// merges (tailing several files), queues it: xensource.Deriver's result
+// depends on how the hosts' lines interleave (a task can close before a
+// lagging host's lines arrive), so lines are fed in time order across
+// hosts, as a merged replay would feed them.
+func (e *Engine) deliver(host string, t time.Time, l *xensource.Line) {
+	if !e.merge {
+		e.g.Feed(host, t, l, e.emit)
+		return
+	}
+	if e.queues == nil {
+		e.queues = map[string][]queued{}
+	}
+	e.queues[host] = append(e.queues[host], queued{strings.Clone(host), t, l.Clone()})
+	e.queued++
+	if e.queued > maxQueued {
+		e.release(false, true)
+	}
+}
+
+// maxQueued bounds the merge queues (memory flat when one host's log is far
+// behind the others): past it the oldest lines go on regardless.
+const maxQueued = 200000
+
+// release feeds the queued lines up to the watermark: the oldest newest-line
+// time among the hosts seen. all releases everything (quiet logs, end).
+func (e *Engine) release(all, overflow bool) {
+	if e.queued == 0 {
+		return
+	}
+	var wm time.Time
+	first := true
+	for h, c := range e.clock {
+		_ = h
+		if first || c.Before(wm) {
+			wm, first = c, false
+		}
+	}
+	for {
+		best := ""
+		for h, q := range e.queues {
+			if len(q) == 0 {
+				continue
+			}
+			if best == "" || q[0].t.Before(e.queues[best][0].t) || (q[0].t.Equal(e.queues[best][0].t) && h < best) {
+				best = h
+			}
+		}
+		if best == "" {
+			return
+		}
+		q := e.queues[best]
+		if !all && q[0].t.After(wm) && !(overflow && e.queued > maxQueued/2) {
+			return
+		}
+		x := q[0]
+		q[0] = queued{}
+		e.queues[best] = q[1:]
+		if len(e.queues[best]) == 0 {
+			delete(e.queues, best)
+		}
+		e.queued--
+		e.g.Feed(x.host, x.t, &x.l, e.emit)
+	}
 }
 
 func (e *Engine) emit(en *xensource.Entry) {
@@ -236,15 +380,21 @@ func (e *Engine) add(r record.Record) {
 // ours move together. Caller holds e.mu.
 func (e *Engine) expire(flushAll bool) {
 	if flushAll {
+		e.release(true, false)
 		e.g.Flush(e.emit)
 		for _, r := range e.d.Flush() {
 			e.add(r)
 		}
 		return
 	}
-	if e.newest.IsZero() {
+	// Only when every log has been quiet: while lines flow, the deriver's
+	// own per-host clocks decide, and advancing them all would close tasks
+	// whose other hosts' lines are merely behind (NFS, slower writers).
+	if e.newest.IsZero() || time.Since(e.lastLine) < e.cfg.Quiet {
+		e.release(false, false)
 		return
 	}
+	e.release(true, false)
 	now := e.newest.Add(time.Since(e.newAt))
 	for _, r := range e.d.Expire(now) {
 		e.add(r)
@@ -309,6 +459,7 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 				return err
 			}
 			if isNew {
+				e.log.Debug("log source: stored", "task", p.rec.TaskID, "host", p.rec.HostName, "end", p.rec.End)
 				stored = append(stored, &p.rec)
 			} else {
 				known++
@@ -343,3 +494,29 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	}
 	return nil
 }
+
+// msgTaskID finds "R:<12 hex>" in a message.
+func msgTaskID(msg string) string {
+	for i := 0; ; {
+		j := strings.Index(msg[i:], "R:")
+		if j < 0 {
+			return ""
+		}
+		j += i + 2
+		if j+12 <= len(msg) && isHex12(msg[j:j+12]) && (j+12 == len(msg) || !isHexByte(msg[j+12])) {
+			return msg[j : j+12]
+		}
+		i = j
+	}
+}
+
+func isHex12(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHexByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }

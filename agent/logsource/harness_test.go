@@ -178,3 +178,5 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 func newTestEngine(t testing.TB, st *lineage.Store, cfg xensource.Config, mode logsource.Mode) *logsource.Engine {
 	return logsource.NewEngine(st, logsource.EngineConfig{Deriver: cfg, Mode: mode, Log: testLogger(t), Hold: 2 * time.Second})
 }
+
+func openStoreErr(path string) (*lineage.Store, error) { return lineage.Open(path) }

@@ -16,6 +16,11 @@ import (
 // first bytes, and a gzip-rotated file is recognised by the hash alone.
 const fpBytes = 1024
 
+// minFP is the fewest hashed bytes that identify a file by content alone:
+// a syslog line's envelope and header are longer than that, so two files
+// with as many equal bytes are copies.
+const minFP = 128
+
 // identity names one file's content stream.
 type identity struct {
 	Dev   uint64 `json:"dev"`

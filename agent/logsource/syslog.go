@@ -140,6 +140,9 @@ func (s *Syslog) feed(l *xensource.Line, host string, _ time.Time, _ bool) error
 		return errors.New("no hostname in the message")
 	}
 	e := s.e
+	if l.TaskRefKind == 'R' {
+		l.TaskName = e.intern(l.TaskName)
+	}
 	key := "syslog:" + host
 	y := e.years[key]
 	if y == nil {

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -48,6 +49,7 @@ type Tailer struct {
 	files  map[string]*follower
 	buf    []byte
 	sinceC int64
+	seq    uint64
 	missed map[string]bool
 }
 
@@ -58,6 +60,8 @@ type segment struct {
 	Done  int64    `json:"done"` // bytes consumed (whole lines only)
 	Final bool     `json:"final,omitempty"`
 	at    string   // where it was last found
+	fed   int64    // lines before this offset went to the deriver in this process (never twice)
+	seq   uint64   // order of appearance in this process
 }
 
 type fileState struct {
@@ -88,7 +92,9 @@ func NewTailer(e *Engine, cfg TailConfig) (*Tailer, error) {
 	if cfg.MaxSiblings <= 0 {
 		cfg.MaxSiblings = 9
 	}
+	e.merge = true
 	t := &Tailer{cfg: cfg, e: e, files: map[string]*follower{}, buf: make([]byte, 256<<10), missed: map[string]bool{}}
+	e.positions = t.positions
 	switch cfg.HostPattern {
 	case "":
 		t.re = regexp.MustCompile(`([^/]+)/[^/]+$`)
@@ -150,6 +156,19 @@ func (t *Tailer) close() {
 // Poll reads what the files gained since the last call and commits.
 func (t *Tailer) Poll(ctx context.Context) error {
 	paths, _ := filepath.Glob(t.cfg.Glob)
+	// A log renamed away and not yet re-created still has unread lines and
+	// open tasks in its rotated generations: follow it by its siblings too.
+	rotated, _ := filepath.Glob(t.cfg.Glob + ".*")
+	for _, r := range rotated {
+		b := strings.TrimSuffix(r, ".gz")
+		if i := strings.LastIndexByte(b, '.'); i > 0 {
+			if _, err := strconv.Atoi(b[i+1:]); err == nil {
+				if ok, _ := filepath.Match(t.cfg.Glob, b[:i]); ok {
+					paths = append(paths, b[:i])
+				}
+			}
+		}
+	}
 	for _, p := range paths {
 		if _, ok := t.files[p]; !ok {
 			t.files[p] = &follower{path: p, host: t.HostOf(p), key: StateKeyPrefix + p}
@@ -190,7 +209,14 @@ func (t *Tailer) states(open map[string]*track, gone map[*track]bool) map[string
 				if gone[tr] {
 					continue
 				}
-				if off, ok := tr.first[s]; ok && off < safe {
+				off, ok := tr.first[s]
+				if !ok {
+					off, ok = tr.start[s]
+				}
+				if !ok && s.seq > tr.born {
+					off, ok = 0, true
+				}
+				if ok && off < safe {
 					safe = off
 				}
 			}
@@ -225,6 +251,21 @@ func (t *Tailer) sibling(path string, i int) []string {
 // locate finds where a segment's content lives now: the path itself or a
 // rotated sibling. It returns the file and its generation (0 = path).
 func (t *Tailer) locate(fl *follower, id identity, byContent bool) (string, int) {
+	if c, gen := t.locate1(fl, id, byContent); gen >= 0 || byContent {
+		return c, gen
+	}
+	if id.FPLen < minFP {
+		return "", -1
+	}
+	// A copytruncate copy has a new inode but the same first bytes.
+	return t.locate1(fl, id, true)
+}
+
+func (t *Tailer) locate1(fl *follower, id identity, byContent bool) (string, int) {
+	if byContent && id.FPLen < minFP {
+		// Too few bytes to tell files apart (every line starts alike).
+		return "", -1
+	}
 	for i := 0; i <= t.cfg.MaxSiblings; i++ {
 		for _, c := range t.sibling(fl.path, i) {
 			fi, err := os.Stat(c)
@@ -258,11 +299,39 @@ func (t *Tailer) pollFile(ctx context.Context, fl *follower) error {
 			}
 		}
 		fl.loaded = true
+		for _, s := range fl.st.Segments {
+			t.number(s)
+		}
 		if err := t.resume(ctx, fl); err != nil {
 			return err
 		}
 	}
 	cur := fl.current()
+	if cur != nil && !cur.Final && fl.f == nil {
+		// The live file was closed (Run ended, or it could not be opened):
+		// find it again rather than start over.
+		switch c, gen := t.locate(fl, cur.ID, false); {
+		case gen == 0:
+			f, err := os.Open(c)
+			if err != nil {
+				return err
+			}
+			fl.f = f
+		case gen > 0:
+			cur.Final = true
+			if err := t.readFinal(ctx, fl, cur, c); err != nil {
+				return err
+			}
+			return t.openNew(ctx, fl, gen)
+		default:
+			if _, err := os.Stat(fl.path); err != nil {
+				t.e.stats.Missing++
+				return nil
+			}
+			t.e.log.Warn("log source: the file followed is gone; its unread lines are lost", "path", fl.path, "offset", cur.Done)
+			cur.Final = true
+		}
+	}
 	if cur == nil || fl.f == nil {
 		return t.openNew(ctx, fl, 0)
 	}
@@ -339,6 +408,7 @@ func (t *Tailer) resume(ctx context.Context, fl *follower) error {
 	var keep []*segment
 	for i, s := range fl.st.Segments {
 		c, gen := t.locate(fl, s.ID, false)
+		t.e.log.Debug("log source: resume", "path", fl.path, "segment", i, "found", c, "gen", gen, "safe", s.Safe, "done", s.Done, "fp_len", s.ID.FPLen, "ino", s.ID.Ino)
 		if gen < 0 {
 			t.e.log.Warn("log source: a saved file generation is gone; its unread lines are lost", "path", fl.path, "offset", s.Done)
 			continue
@@ -384,6 +454,7 @@ func (t *Tailer) openNew(ctx context.Context, fl *follower, gen int) error {
 				return err
 			}
 			s.Final = true
+			t.number(s)
 			fl.st.Segments = append(fl.st.Segments, s)
 			fl.dirty = true
 			if err := t.readFinal(ctx, fl, s, c); err != nil {
@@ -406,6 +477,7 @@ func (t *Tailer) openNew(ctx context.Context, fl *follower, gen int) error {
 		f.Close()
 		return err
 	}
+	t.number(s)
 	fl.st.Segments = append(fl.st.Segments, s)
 	fl.f, fl.skipping, fl.dirty = f, false, true
 	return t.readPlain(ctx, fl, s, f, false)
@@ -532,6 +604,13 @@ func (t *Tailer) readFrom(ctx context.Context, fl *follower, s *segment, f *os.F
 			continue
 		}
 		pos += int64(used)
+		if !final && s.ID.FPLen < fpBytes && pos > int64(s.ID.FPLen) {
+			// A young file: widen its fingerprint as it grows, so that it
+			// can be told apart once rotated.
+			if k, fp := fingerprint(io.NewSectionReader(f, 0, fpBytes), fpBytes); k > s.ID.FPLen {
+				s.ID.FPLen, s.ID.FP, fl.dirty = k, fp, true
+			}
+		}
 		if n < len(buf) || n == 0 {
 			if final && used < n && !fl.skipping {
 				// The writer is gone: its last partial line is all there is.
@@ -568,6 +647,10 @@ func (t *Tailer) advance(fl *follower, s *segment, end int64) {
 // line feeds one line that starts at off and ends (newline included) at end.
 func (t *Tailer) line(ctx context.Context, fl *follower, s *segment, b []byte, off, end int64) {
 	e := t.e
+	if end <= s.fed {
+		return // re-read (a copytruncate copy) of lines this process already fed
+	}
+	s.fed = end
 	e.cur, e.curOff = s, off
 	if end <= s.Done {
 		e.replay = true
@@ -599,4 +682,20 @@ func FileLines(ctx context.Context, st interface {
 		return 0, err
 	}
 	return fs.Lines, nil
+}
+
+// positions is where each live file stands (for a new track).
+func (t *Tailer) positions() (map[*segment]int64, uint64) {
+	m := make(map[*segment]int64, len(t.files))
+	for _, fl := range t.files {
+		if s := fl.current(); s != nil && !s.Final {
+			m[s] = s.fed
+		}
+	}
+	return m, t.seq
+}
+
+func (t *Tailer) number(s *segment) {
+	t.seq++
+	s.seq = t.seq
 }
