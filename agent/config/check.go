@@ -192,8 +192,10 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, prefix string) {
 		if prefix != "" {
 			path = prefix + "." + k.Value
 		}
-		if k.Kind != yaml.ScalarNode {
-			c.add(prefix, k.Line, "keys must be plain names")
+		if k.Kind != yaml.ScalarNode || !keyRE.MatchString(k.Value) {
+			// Our keys are snake_case; anything else is not echoed, as it
+			// may be a secret pasted on the wrong line.
+			c.add(prefix, k.Line, "unknown key that is not a plain name (not shown); keys are lower_case_words")
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
@@ -339,6 +341,8 @@ func (c *checker) secrets(cfg *Config, opts CheckOptions) string {
 	return pw
 }
 
+var keyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
 var fingerprintRE = regexp.MustCompile(`^(?i:[0-9a-f]{64}|[0-9a-f]{2}(:[0-9a-f]{2}){31})$`)
 
 // errText renders err without the wrapping noise of os errors, keeping the
@@ -351,14 +355,17 @@ func errText(err error) string {
 	return err.Error()
 }
 
-var lineRE = regexp.MustCompile(`line (\d+)`)
+var (
+	lineRE   = regexp.MustCompile(`line (\d+)`)
+	quotedRE = regexp.MustCompile("'[^']*'|`[^`]*`|\"[^\"]*\"")
+)
 
 // syntaxProblem turns a yaml error into a Problem with its line. yaml.v3
-// quotes the offending value in type errors; syntax errors only quote
-// tokens, and this path is reached for syntax errors only (the walk reports
-// type errors itself), so the message is kept.
+// quotes pieces of the input in its messages (values, anchor names: the
+// fuzz test found a secret echoed as an unknown anchor), so every quoted
+// piece is cut out.
 func syntaxProblem(err error) Problem {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg := quotedRE.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "(…)")
 	p := Problem{Msg: "not valid YAML: " + msg}
 	if m := lineRE.FindStringSubmatch(msg); m != nil {
 		p.Line, _ = strconv.Atoi(m[1])
