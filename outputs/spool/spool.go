@@ -143,6 +143,7 @@ type Spool struct {
 	broken error // sticky: the write file is in an unknown state
 
 	pendRecs int64 // records after cpos
+	blocked  int   // appenders waiting for space
 	stats    Stats
 
 	cf    *os.File // cursor file
@@ -465,7 +466,9 @@ func (s *Spool) Append(ctx context.Context, items []outputs.Item) error {
 			s.stats.FullRejects++
 			return fmt.Errorf("%w: waited for the output to free space: %v", ErrFull, err)
 		}
+		s.blocked++
 		s.cond.Wait()
+		s.blocked--
 	}
 	if s.wpos.off > 0 && s.wpos.off+need > s.opt.SegmentBytes {
 		if err := s.rotateLocked(); err != nil {
@@ -758,6 +761,23 @@ func (s *Spool) Ack(b Batch) error {
 			continue
 		}
 		break
+	}
+	// A waiting appender and everything consumed: only the write segment is
+	// left, and it is never deleted while written to. Start a new one so it
+	// can go, or a large Append could wait for ever.
+	if s.blocked > 0 && len(s.segs) == 1 && s.cpos == s.wpos && s.wpos.off > 0 {
+		old := s.segs[0]
+		if err := s.rotateLocked(); err == nil {
+			if s.rf != nil && s.rfSeg == old.id {
+				s.rf.Close()
+				s.rf = nil
+			}
+			if err := os.Remove(filepath.Join(s.dir, segName(old.id))); err == nil {
+				s.total -= old.size
+				s.segs = s.segs[1:]
+				s.cpos, s.rpos = s.wpos, s.wpos
+			}
+		}
 	}
 	s.cond.Broadcast()
 	return nil

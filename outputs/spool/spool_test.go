@@ -233,6 +233,44 @@ func TestFullPolicies(t *testing.T) {
 
 // TestDiskFull fills a tiny tmpfs: Append fails with a clear error, nothing
 // stored before is damaged, and the spool works again once space is freed.
+// TestBigAppendWhenFull: an Append almost as large as the spool waits for
+// the consumer and then goes in, even though the write segment was never full.
+func TestBigAppendWhenFull(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MaxBytes: 64 << 10, SegmentBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Append(ctx, items(0, 20)); err != nil {
+		t.Fatal(err)
+	}
+	big := []outputs.Item{{ID: "big", Payload: make([]byte, 63<<10)}}
+	done := make(chan error, 1)
+	go func() { done <- s.Append(ctx, big) }()
+	time.Sleep(100 * time.Millisecond)
+	if st := s.Stats(); st.FullWaits != 1 || st.Records != 20 {
+		t.Fatalf("big Append did not wait: %+v", st)
+	}
+	var got []outputs.Item
+	for len(got) < 21 {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := s.Read(rctx, 100, 0)
+		cancel()
+		if err != nil {
+			t.Fatalf("big Append still blocked: %v %+v", err, s.Stats())
+		}
+		got = append(got, b.Items...)
+		s.Ack(b)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got[20].ID != "big" || len(got[20].Payload) != 63<<10 {
+		t.Fatalf("last is %s", got[20].ID)
+	}
+}
+
 func TestDiskFull(t *testing.T) {
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "tiny")
