@@ -112,3 +112,21 @@ func BenchmarkReadAck(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
 }
+
+func TestTee(t *testing.T) {
+	a, _ := Open(t.TempDir(), Options{})
+	b, _ := Open(t.TempDir(), Options{MaxBytes: 4096, WhenFull: Reject})
+	defer a.Close()
+	defer b.Close()
+	tee := Tee{a, b}
+	if err := tee.Append(context.Background(), items(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	big := []outputs.Item{{ID: "x", Payload: make([]byte, 4000)}}
+	if err := tee.Append(context.Background(), big); !errors.Is(err, ErrFull) {
+		t.Fatalf("want ErrFull from the small spool, got %v", err)
+	}
+	if a.Stats().Records != 4 || b.Stats().Records != 3 {
+		t.Fatalf("a %+v b %+v", a.Stats(), b.Stats())
+	}
+}
