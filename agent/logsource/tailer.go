@@ -332,8 +332,14 @@ func (t *Tailer) pollFile(ctx context.Context, fl *follower) error {
 			cur.Final = true
 		}
 	}
-	if cur == nil || fl.f == nil {
+	if cur == nil {
 		return t.openNew(ctx, fl, 0)
+	}
+	if fl.f == nil {
+		// The last file read is finished (rotated away): read the
+		// generations that came after it, then the live file.
+		_, gen := t.locate(fl, cur.ID, false)
+		return t.openNew(ctx, fl, max(gen, 0))
 	}
 	// Read what the live file gained, then look at what path names now.
 	if err := t.readPlain(ctx, fl, cur, fl.f, false); err != nil {
