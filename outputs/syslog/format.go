@@ -233,6 +233,11 @@ func AppendSDValue(dst []byte, v string) []byte {
 // is, with no BOM: a BOM before "CEF:" stops rsyslog/liblognorm and
 // VictoriaLogs from recognising CEF.
 func (f *Formatter) Append(dst []byte, id string, t time.Time, payload []byte) []byte {
+	// Never a BOM, even one the encoder put there (RFC 5424 §6.4 allows it,
+	// but it hides CEF from rsyslog/liblognorm and VictoriaLogs).
+	if len(payload) >= 3 && payload[0] == 0xEF && payload[1] == 0xBB && payload[2] == 0xBF {
+		payload = payload[3:]
+	}
 	if t.IsZero() {
 		t = time.Now()
 	}

@@ -100,6 +100,16 @@ func TestRFC3164HasTag(t *testing.T) {
 	}
 }
 
+func TestNoBOM(t *testing.T) {
+	for _, fm := range []Format{RFC5424, RFC3164} {
+		f, _ := NewFormatter(FormatConfig{Format: fm, Hostname: "h"})
+		out := f.Append(nil, "id", time.Now(), []byte("\xef\xbb\xbfCEF:0|a|b|1|c|d|3|k=v"))
+		if strings.Contains(string(out), "\xef\xbb\xbf") || !strings.HasSuffix(string(out), " CEF:0|a|b|1|c|d|3|k=v") {
+			t.Fatalf("%s: %q", fm, out)
+		}
+	}
+}
+
 func TestBadConfig(t *testing.T) {
 	for _, c := range []FormatConfig{{Format: "rfc5425"}, {Facility: 24}, {Severity: 9}, {SDID: "a b"}} {
 		if _, err := NewFormatter(c); err == nil {
