@@ -95,7 +95,7 @@ func New(cfg Config) (*Output, error) {
 		cfg.Name = "elasticsearch"
 	}
 	if len(cfg.URLs) == 0 {
-		return nil, fmt.Errorf("elasticsearch %s: no URLs", cfg.Name)
+		return nil, fmt.Errorf("elasticsearch output %q: no URLs", cfg.Name)
 	}
 	if cfg.Dataset == "" {
 		cfg.Dataset = "vmlineage.lifecycle"
@@ -104,10 +104,10 @@ func New(cfg Config) (*Output, error) {
 		cfg.Namespace = "default"
 	}
 	if err := checkPart("dataset", cfg.Dataset); err != nil {
-		return nil, fmt.Errorf("elasticsearch %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("elasticsearch output %q: %w", cfg.Name, err)
 	}
 	if err := checkPart("namespace", cfg.Namespace); err != nil {
-		return nil, fmt.Errorf("elasticsearch %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("elasticsearch output %q: %w", cfg.Name, err)
 	}
 	if cfg.VMIndex == "" {
 		cfg.VMIndex = "vmlineage-vms"
@@ -139,13 +139,13 @@ func New(cfg Config) (*Output, error) {
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("elasticsearch %s: CA file: %w", cfg.Name, err)
+			return nil, fmt.Errorf("elasticsearch output %q: CA file: %w", cfg.Name, err)
 		}
 		ec.CACert = pem
 	}
 	es, err := elasticsearch.NewClient(ec)
 	if err != nil {
-		return nil, fmt.Errorf("elasticsearch %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("elasticsearch output %q: %w", cfg.Name, err)
 	}
 	o := &Output{cfg: cfg, es: es, stream: "logs-" + cfg.Dataset + "-" + cfg.Namespace, hdr: http.Header{}}
 	for k, v := range cfg.Headers {
@@ -276,7 +276,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 			attempt = 0
 			continue
 		case status >= 300:
-			lastErr = fmt.Errorf("elasticsearch %s: bulk: HTTP %d", o.cfg.Name, status)
+			lastErr = fmt.Errorf("elasticsearch output %q: bulk: HTTP %d", o.cfg.Name, status)
 			if retryable(status) || status == 401 || status == 403 || status == 404 {
 				// Auth and missing-endpoint problems get fixed by an operator;
 				// keep the records until then.
@@ -293,7 +293,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 				case oc.Status >= 200 && oc.Status < 300, oc.Status == 409 && bytes.HasPrefix(p.action, []byte(`{"create"`)):
 					delivered++
 				case retryable(oc.Status):
-					lastErr = fmt.Errorf("elasticsearch %s: item %s: %s", o.cfg.Name, p.item.ID, oc.reason())
+					lastErr = fmt.Errorf("elasticsearch output %q: item %s: %s", o.cfg.Name, p.item.ID, oc.reason())
 					again = append(again, p)
 				default:
 					dead = append(dead, outputs.Entry(o.cfg.Name, p.item, oc.Status, oc.reason()))
@@ -317,11 +317,11 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 			return err
 		}
 		o.AddDeadLettered(len(dead))
-		o.Fail(len(dead), fmt.Errorf("elasticsearch %s: %d item(s) dead-lettered to %s, first %s: %s", o.cfg.Name, len(dead), o.dl.Path(), dead[0].ID, dead[0].Error))
+		o.Fail(len(dead), fmt.Errorf("elasticsearch output %q: %d item(s) dead-lettered to %s, first %s: %s", o.cfg.Name, len(dead), o.dl.Path(), dead[0].ID, dead[0].Error))
 	}
 	if len(pending) > 0 {
 		if lastErr == nil {
-			lastErr = fmt.Errorf("elasticsearch %s: %d item(s) not delivered", o.cfg.Name, len(pending))
+			lastErr = fmt.Errorf("elasticsearch output %q: %d item(s) not delivered", o.cfg.Name, len(pending))
 		}
 		o.Fail(len(pending), lastErr)
 		return lastErr
@@ -350,12 +350,12 @@ func (o *Output) post(ctx context.Context, ops []op) (int, []bulkItemOutcome, er
 	o.Requests.Add(1)
 	res, err := esapi.BulkRequest{Body: bytes.NewReader(buf.Bytes()), Header: o.hdr}.Do(rctx, o.es)
 	if err != nil {
-		return 0, nil, fmt.Errorf("elasticsearch %s: bulk: %w", o.cfg.Name, err)
+		return 0, nil, fmt.Errorf("elasticsearch output %q: bulk: %w", o.cfg.Name, err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, 256<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("elasticsearch %s: reading bulk answer: %w", o.cfg.Name, err)
+		return 0, nil, fmt.Errorf("elasticsearch output %q: reading bulk answer: %w", o.cfg.Name, err)
 	}
 	if res.StatusCode >= 300 {
 		return res.StatusCode, nil, nil
@@ -363,11 +363,11 @@ func (o *Output) post(ctx context.Context, ops []op) (int, []bulkItemOutcome, er
 	var br bulkResponse
 	if err := json.Unmarshal(body, &br); err != nil {
 		o.Malformed.Add(1)
-		return 0, nil, fmt.Errorf("elasticsearch %s: malformed bulk answer (HTTP %d, %d bytes): %w", o.cfg.Name, res.StatusCode, len(body), err)
+		return 0, nil, fmt.Errorf("elasticsearch output %q: malformed bulk answer (HTTP %d, %d bytes): %w", o.cfg.Name, res.StatusCode, len(body), err)
 	}
 	if len(br.Items) != len(ops) {
 		o.Malformed.Add(1)
-		return 0, nil, fmt.Errorf("elasticsearch %s: bulk answer has %d items for %d actions", o.cfg.Name, len(br.Items), len(ops))
+		return 0, nil, fmt.Errorf("elasticsearch output %q: bulk answer has %d items for %d actions", o.cfg.Name, len(br.Items), len(ops))
 	}
 	out := make([]bulkItemOutcome, len(ops))
 	for i, m := range br.Items {
@@ -376,7 +376,7 @@ func (o *Output) post(ctx context.Context, ops []op) (int, []bulkItemOutcome, er
 		}
 		if out[i].Status == 0 {
 			o.Malformed.Add(1)
-			return 0, nil, fmt.Errorf("elasticsearch %s: bulk answer item %d has no status", o.cfg.Name, i)
+			return 0, nil, fmt.Errorf("elasticsearch output %q: bulk answer item %d has no status", o.cfg.Name, i)
 		}
 	}
 	return res.StatusCode, out, nil

@@ -168,8 +168,16 @@ func checkAll(t *testing.T, b *backend, n int, wantNoDup bool) (dups int) {
 }
 
 func TestRoundTrip(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) { roundTrip(t, gz) })
+	}
+}
+
+func roundTrip(t *testing.T, gz bool) {
 	b := newBackend(t)
-	o, err := New(b.cfg)
+	cfg := b.cfg
+	cfg.Compress = gz
+	o, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

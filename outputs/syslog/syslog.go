@@ -99,11 +99,11 @@ func New(cfg Config) (*Output, error) {
 		cfg.Network = "tcp"
 	}
 	if cfg.Network != "udp" && cfg.Network != "tcp" && cfg.Network != "tls" {
-		return nil, fmt.Errorf("syslog %s: network %q (want udp, tcp or tls)", cfg.Name, cfg.Network)
+		return nil, fmt.Errorf("syslog output %q: network %q (want udp, tcp or tls)", cfg.Name, cfg.Network)
 	}
 	host, _, err := net.SplitHostPort(cfg.Address)
 	if err != nil {
-		return nil, fmt.Errorf("syslog %s: address %q: %w", cfg.Name, cfg.Address, err)
+		return nil, fmt.Errorf("syslog output %q: address %q: %w", cfg.Name, cfg.Address, err)
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
@@ -133,7 +133,7 @@ func New(cfg Config) (*Output, error) {
 	o := &Output{cfg: cfg, f: f}
 	if cfg.Network == "tls" {
 		if o.tls, err = tlsConfig(cfg.TLS, host); err != nil {
-			return nil, fmt.Errorf("syslog %s: %w", cfg.Name, err)
+			return nil, fmt.Errorf("syslog output %q: %w", cfg.Name, err)
 		}
 	}
 	return o, nil
@@ -223,7 +223,7 @@ func (o *Output) connect(ctx context.Context) error {
 	if err != nil {
 		o.fails++
 		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
-		return fmt.Errorf("syslog %s: connect %s %s: %w", o.cfg.Name, o.cfg.Network, o.cfg.Address, err)
+		return fmt.Errorf("syslog output %q: connect %s %s: %w", o.cfg.Name, o.cfg.Network, o.cfg.Address, err)
 	}
 	if o.fails > 0 {
 		o.Reconnects.Add(1)
@@ -283,7 +283,7 @@ func (o *Output) writePending() error {
 		o.conn = nil
 		o.fails++
 		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
-		return fmt.Errorf("syslog %s: replay to %s: %w", o.cfg.Name, o.cfg.Address, err)
+		return fmt.Errorf("syslog output %q: replay to %s: %w", o.cfg.Name, o.cfg.Address, err)
 	}
 	now := time.Now()
 	for _, p := range o.pending {
@@ -349,7 +349,7 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 		}
 		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
 		if _, err := o.conn.Write(o.buf); err != nil {
-			err = fmt.Errorf("syslog %s: write to %s: %w", o.cfg.Name, o.cfg.Address, err)
+			err = fmt.Errorf("syslog output %q: write to %s: %w", o.cfg.Name, o.cfg.Address, err)
 			o.drop(err)
 			o.Fail(len(items)-i, err)
 			return err
@@ -375,7 +375,7 @@ func (o *Output) sendUDP(items []outputs.Item) error {
 		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
 		if _, err := o.conn.Write(o.msg); err != nil {
 			// ECONNREFUSED from an earlier ICMP unreachable lands here.
-			err = fmt.Errorf("syslog %s: udp write to %s: %w", o.cfg.Name, o.cfg.Address, err)
+			err = fmt.Errorf("syslog output %q: udp write to %s: %w", o.cfg.Name, o.cfg.Address, err)
 			o.drop(err)
 			o.Fail(len(items)-i, err)
 			return err
