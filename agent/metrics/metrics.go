@@ -9,10 +9,12 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Namespace prefixes every metric name.
@@ -30,6 +32,18 @@ type Metrics struct {
 	DetectorRestarts *prometheus.CounterVec // detector plugin restarts, by detector
 	XAPIReconnects   prometheus.Counter     // event.from sessions re-established
 	BuildInfo        *prometheus.GaugeVec   // 1, labelled with version
+
+	mu      sync.Mutex
+	hooks   []func()
+	lastOut map[string]OutputStats // last absolute figures per output, for SetOutput
+}
+
+// OutputStats are an output's own running totals (the spool shipper's
+// Health: Acked, failed sends, records not yet acknowledged).
+type OutputStats struct {
+	Delivered uint64 // records acknowledged since start
+	Errors    uint64 // failed delivery attempts since start
+	Queued    int64  // records waiting
 }
 
 // New creates the instruments and registers them on reg (use
@@ -62,7 +76,56 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.LastEvent, m.DetectorRestarts, m.XAPIReconnects, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version).Set(1)
+	m.lastOut = map[string]OutputStats{}
 	return m
+}
+
+// OnScrape registers fn to run before every scrape through Gatherer, so
+// that figures other parts keep themselves (spool stats, detector states)
+// are read when asked for rather than copied on a timer.
+func (m *Metrics) OnScrape(fn func()) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.hooks = append(m.hooks, fn)
+	m.mu.Unlock()
+}
+
+// Gatherer wraps g so that the OnScrape hooks run first.
+func (m *Metrics) Gatherer(g prometheus.Gatherer) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		m.mu.Lock()
+		hooks := append([]func(){}, m.hooks...)
+		m.mu.Unlock()
+		for _, h := range hooks {
+			h()
+		}
+		return g.Gather()
+	})
+}
+
+// SetOutput takes an output's running totals (absolute, monotonic since the
+// output started) and moves the counters by the difference, so that outputs
+// which count for themselves need no per-record call. A total that went
+// down (the output was re-created) counts from zero again.
+func (m *Metrics) SetOutput(name string, s OutputStats) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	prev := m.lastOut[name]
+	m.lastOut[name] = s
+	m.mu.Unlock()
+	if s.Delivered < prev.Delivered {
+		prev.Delivered = 0
+	}
+	if s.Errors < prev.Errors {
+		prev.Errors = 0
+	}
+	m.RecordsOut.WithLabelValues(name).Add(float64(s.Delivered - prev.Delivered))
+	m.OutputErrors.WithLabelValues(name).Add(float64(s.Errors - prev.Errors))
+	m.QueueDepth.WithLabelValues(name).Set(float64(s.Queued))
 }
 
 // Event counts n events from one event.from batch.

@@ -185,6 +185,53 @@ func TestScrapeWhileRecordsFlow(t *testing.T) {
 	}
 }
 
+// An output that counts for itself is read at scrape time through OnScrape
+// and SetOutput; the counters follow its totals, across a restart of the
+// output too.
+func TestSetOutputOnScrape(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "dev")
+	var acked, failed atomic.Uint64
+	var queued atomic.Int64
+	m.OnScrape(func() {
+		m.SetOutput("elasticsearch", OutputStats{Delivered: acked.Load(), Errors: failed.Load(), Queued: queued.Load()})
+	})
+	srv, err := Listen("127.0.0.1:0", Handler(m.Gatherer(reg), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx)
+	url := "http://" + srv.Addr()
+	steps := []struct {
+		acked, failed uint64
+		queued        int64
+		wantOut       float64
+		wantErr       float64
+	}{
+		{5, 0, 3, 5, 0},
+		{9, 2, 1, 9, 2},
+		{9, 2, 0, 9, 2},
+		{4, 1, 0, 13, 3}, // the output restarted: its totals began again
+	}
+	for i, s := range steps {
+		acked.Store(s.acked)
+		failed.Store(s.failed)
+		queued.Store(s.queued)
+		fams := scrape(t, url)
+		if got := value(fams, "vmlineage_records_out_total", "output", "elasticsearch"); got != s.wantOut {
+			t.Errorf("step %d: records out %v, want %v", i, got, s.wantOut)
+		}
+		if got := value(fams, "vmlineage_output_errors_total", "output", "elasticsearch"); got != s.wantErr {
+			t.Errorf("step %d: errors %v, want %v", i, got, s.wantErr)
+		}
+		if got := value(fams, "vmlineage_queue_depth", "queue", "elasticsearch"); got != float64(s.queued) {
+			t.Errorf("step %d: queue %v, want %v", i, got, s.queued)
+		}
+	}
+}
+
 func TestNilMetricsIsNoop(t *testing.T) {
 	var m *Metrics
 	m.Event(1)
