@@ -30,12 +30,14 @@ type Metrics struct {
 	LagSeconds       prometheus.Gauge       // pool time of the newest event seen minus pool time of the newest record committed
 	LastEvent        prometheus.Gauge       // unix time the last event arrived (local clock)
 	DetectorRestarts *prometheus.CounterVec // detector plugin restarts, by detector
+	DetectorUp       *prometheus.GaugeVec   // 1 while a detector runs, by detector
 	XAPIReconnects   prometheus.Counter     // event.from sessions re-established
 	BuildInfo        *prometheus.GaugeVec   // 1, labelled with version
 
 	mu      sync.Mutex
 	hooks   []func()
 	lastOut map[string]OutputStats // last absolute figures per output, for SetOutput
+	lastDet map[string]int         // last start count per detector, for SetDetector
 }
 
 // OutputStats are an output's own running totals (the spool shipper's
@@ -67,16 +69,19 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Unix time (agent clock) the last XAPI event arrived."}),
 		DetectorRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "detector_restarts_total",
 			Help: "Detector plugin restarts (crash, hang or failed health check), by detector."}, []string{"detector"}),
+		DetectorUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "detector_up",
+			Help: "1 while the detector plugin runs, 0 while it is down, restarting or refused."}, []string{"detector"}),
 		XAPIReconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "xapi_reconnects_total",
 			Help: "Times the XAPI session or event.from stream was re-established."}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 			Help: "Always 1; the version is in the label."}, []string{"version"}),
 	}
 	reg.MustRegister(m.EventsIn, m.RecordsCommitted, m.RecordsOut, m.OutputErrors, m.QueueDepth, m.LagSeconds,
-		m.LastEvent, m.DetectorRestarts, m.XAPIReconnects, m.BuildInfo,
+		m.LastEvent, m.DetectorRestarts, m.DetectorUp, m.XAPIReconnects, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version).Set(1)
 	m.lastOut = map[string]OutputStats{}
+	m.lastDet = map[string]int{}
 	return m
 }
 
@@ -187,4 +192,25 @@ func (m *Metrics) Reconnect() {
 	if m != nil {
 		m.XAPIReconnects.Inc()
 	}
+}
+
+// SetDetector takes a detector's total start count (plugins.Status.Starts)
+// and whether it runs now; every start after the first is a restart.
+func (m *Metrics) SetDetector(name string, starts int, up bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	prev, seen := m.lastDet[name]
+	m.lastDet[name] = starts
+	m.mu.Unlock()
+	restarts := func(n int) int { return max(n-1, 0) }
+	if d := restarts(starts) - restarts(prev); d > 0 || !seen {
+		m.DetectorRestarts.WithLabelValues(name).Add(float64(max(d, 0)))
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.DetectorUp.WithLabelValues(name).Set(v)
 }

@@ -232,6 +232,33 @@ func TestSetOutputOnScrape(t *testing.T) {
 	}
 }
 
+func TestSetDetector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "dev")
+	get := func() (restarts, up float64) {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		byName := map[string]*dto.MetricFamily{}
+		for _, f := range fams {
+			byName[f.GetName()] = f
+		}
+		return value(byName, "vmlineage_detector_restarts_total", "detector", "rollback"), value(byName, "vmlineage_detector_up", "detector", "rollback")
+	}
+	for i, s := range []struct {
+		starts       int
+		up           bool
+		wantRestarts float64
+		wantUp       float64
+	}{{1, true, 0, 1}, {1, true, 0, 1}, {3, false, 2, 0}, {4, true, 3, 1}} {
+		m.SetDetector("rollback", s.starts, s.up)
+		if r, u := get(); r != s.wantRestarts || u != s.wantUp {
+			t.Errorf("step %d: restarts %v up %v, want %v %v", i, r, u, s.wantRestarts, s.wantUp)
+		}
+	}
+}
+
 func TestNilMetricsIsNoop(t *testing.T) {
 	var m *Metrics
 	m.Event(1)
@@ -242,6 +269,9 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.Lag(time.Second)
 	m.DetectorRestart("x")
 	m.Reconnect()
+	m.SetOutput("x", OutputStats{})
+	m.SetDetector("x", 1, true)
+	m.OnScrape(func() {})
 }
 
 func TestListenBadAddress(t *testing.T) {
