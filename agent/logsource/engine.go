@@ -73,9 +73,21 @@ type EngineConfig struct {
 	// Quiet is how long no line at all must arrive before quiet tasks are
 	// closed by the wall clock (default 10s).
 	Quiet time.Duration
+	// Now is the clock year-less stamps are anchored to when tailing
+	// (default time.Now; the simulator's virtual clock in tests).
+	Now func() time.Time
+	// StandbyStores stores, after Hold, a record derived while XAPI is
+	// healthy when the tracer has not stored its id (an operation whose
+	// lines arrive after an outage, because the logs lag).
+	StandbyStores bool
 	// Mode to start in (Active for replay).
 	Mode Mode
 	Log  *slog.Logger
+	// OnShadowed is called (after the commit) for each derived record the
+	// store already had under its id — usually the tracer's. Until the store
+	// can replace a record by a better one (see Better), this is where a
+	// richer log record is seen and lost.
+	OnShadowed func(*record.Record)
 	// OnRecord is called for each record stored (after the commit).
 	OnRecord func(*record.Record)
 }
@@ -136,6 +148,9 @@ func NewEngine(store *lineage.Store, cfg EngineConfig) *Engine {
 	}
 	if cfg.Hold <= 0 {
 		cfg.Hold = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Quiet <= 0 {
 		cfg.Quiet = 10 * time.Second
@@ -215,7 +230,7 @@ func (e *Engine) feedLine(key, host string, b []byte) {
 	}
 	y := e.years[key]
 	if y == nil {
-		y = xensource.NewYearInferer(time.Now(), e.cfg.Loc)
+		y = xensource.NewYearInferer(e.cfg.Now(), e.cfg.Loc)
 		e.years[key] = y
 	}
 	t := y.Infer(l.Stamp)
@@ -440,13 +455,13 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	if len(take) == 0 && len(kv) == 0 {
 		return nil
 	}
-	var stored []*record.Record
+	var stored, shadowed []*record.Record
 	var known, dropped int64
 	err := e.store.Update(ctx, func(tx *lineage.Tx) error {
-		stored, known, dropped = stored[:0], 0, 0
+		stored, shadowed, known, dropped = stored[:0], shadowed[:0], 0, 0
 		for i := range take {
 			p := &take[i]
-			if mode == Standby && !p.susp {
+			if mode == Standby && !p.susp && !e.cfg.StandbyStores {
 				dropped++
 				continue
 			}
@@ -457,6 +472,9 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 			isNew, err := tx.PutRecord(&p.rec)
 			if err != nil {
 				return err
+			}
+			if !isNew && e.cfg.OnShadowed != nil {
+				shadowed = append(shadowed, &p.rec)
 			}
 			if isNew {
 				e.log.Debug("log source: stored", "task", p.rec.TaskID, "host", p.rec.HostName, "end", p.rec.End)
@@ -487,6 +505,9 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	e.stats.Stored += int64(len(stored))
 	e.stats.Known += known
 	e.stats.Dropped += dropped
+	for _, r := range shadowed {
+		e.cfg.OnShadowed(r)
+	}
 	if e.cfg.OnRecord != nil {
 		for _, r := range stored {
 			e.cfg.OnRecord(r)
@@ -520,3 +541,28 @@ func isHex12(s string) bool {
 }
 
 func isHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
+
+// Better reports whether candidate knows more about the operation than
+// stored: it fills more of the fields a record of its activity can carry
+// (the "upgrade" rule a store method such as Tx.UpsertRecordIfBetter would
+// apply when one operation reaches the store from both sources).
+func Better(stored, candidate *record.Record) bool {
+	return knownFields(candidate) > knownFields(stored)
+}
+
+func knownFields(r *record.Record) int {
+	n := 0
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"vm_uuid", r.VMUUID != ""}, {"vm_name", r.VMName != ""}, {"parent_vm_uuid", r.ParentVMUUID != ""},
+		{"host_uuid", r.HostUUID != ""}, {"task_uuid", r.TaskUUID != ""}, {"end", !r.End.IsZero()},
+		{"destination_host_uuid", r.DestinationHostUUID != ""}, {"snapshot_uuid", r.SnapshotUUID != ""},
+	} {
+		if f.set && !r.IsUnknown(f.name) {
+			n++
+		}
+	}
+	return n
+}

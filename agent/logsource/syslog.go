@@ -146,7 +146,7 @@ func (s *Syslog) feed(l *xensource.Line, host string, _ time.Time, _ bool) error
 	key := "syslog:" + host
 	y := e.years[key]
 	if y == nil {
-		y = xensource.NewYearInferer(time.Now(), e.cfg.Loc)
+		y = xensource.NewYearInferer(e.cfg.Now(), e.cfg.Loc)
 		e.years[key] = y
 	}
 	t := y.Infer(l.Stamp)

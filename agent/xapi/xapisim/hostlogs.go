@@ -231,3 +231,7 @@ func (s *Server) HostNames() (map[string]string, string) {
 	}
 	return m, e.db.str("host", e.masterRef, "name_label")
 }
+
+// Now is the simulated pool's clock (virtual time): what a log reader
+// tailing the simulator's host logs must take as "now".
+func (s *Server) Now() time.Time { return s.eng().sched.now() }
