@@ -20,8 +20,11 @@ import (
 type Config struct {
 	// DataDir holds the lineage store (lineage.db) and spools.
 	DataDir string `yaml:"data_dir" help:"directory for the lineage store and spools"`
-	Log     Log    `yaml:"log"`
-	XAPI    XAPI   `yaml:"xapi"`
+	// MemoryLimit is a soft limit on the Go heap (runtime/debug.SetMemoryLimit):
+	// the garbage collector works harder as the heap nears it.
+	MemoryLimit int64 `yaml:"memory_limit" help:"soft limit of the agent's heap in bytes (0: none)"`
+	Log         Log   `yaml:"log"`
+	XAPI        XAPI  `yaml:"xapi"`
 }
 
 // Log configures the agent's own logs (log/slog).
@@ -52,11 +55,12 @@ type XAPI struct {
 // Default returns the configuration used when a key is not set.
 func Default() Config {
 	return Config{
-		DataDir: "/var/lib/vmlineage",
-		Log:     Log{Level: "info", Format: "text"},
+		DataDir:     "/var/lib/vmlineage",
+		MemoryLimit: 100 << 20,
+		Log:         Log{Level: "info", Format: "text"},
 		XAPI: XAPI{User: "root", PasswordEnv: "VMLINEAGE_XAPI_PASSWORD", Transport: "xmlrpc", Originator: "vmlineage",
 			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
-			MaxResponseBytes: 512 << 20, BackoffMax: Duration(60 * time.Second)},
+			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 	}
 }
 

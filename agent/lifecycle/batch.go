@@ -17,13 +17,16 @@ type batch struct {
 	finish   map[string]bool    // task refs to finalise
 	vanished map[string]bool    // task keys that left every VM's current_operations
 	before   map[string]vmInfo  // VM facts before this batch touched them
+	written  map[string]written // VM facts this batch writes (applied to Tracer.written on commit)
 	hosts    bool
 	baseline bool // first sync of this pool: store it, record nothing
+	// savedPending is the tracer state this batch persisted.
+	savedPending string
 }
 
 func newBatch(t *Tracer) *batch {
 	return &batch{t: t, dirty: map[string]bool{}, deleted: map[string]*vmInfo{}, finish: map[string]bool{},
-		vanished: map[string]bool{}, before: map[string]vmInfo{}}
+		vanished: map[string]bool{}, before: map[string]vmInfo{}, written: map[string]written{}}
 }
 
 func (b *batch) apply(ev *xapi.Event) {
@@ -151,7 +154,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	}
 	// A VM is new when xapi says "add" — or, in a resync, when the store has
 	// never seen it (every VM of a snapshot is an "add").
-	isNew := (added && !b.resync) || (b.resync && prev == nil && !t.known[vi.uuid])
+	isNew := (added && !b.resync) || (b.resync && prev == nil && !t.edge(vi.uuid).known)
 	vi.modSeq = t.seq
 	switch {
 	case prev == nil:

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
@@ -74,9 +75,6 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 			if isNew {
 				committed = append(committed, &p.rec)
 			}
-			if p.parent != "" && p.rec.VMUUID != "" {
-				t.parents[p.rec.VMUUID] = p.parent
-			}
 		}
 		for _, p := range out {
 			if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
@@ -88,7 +86,7 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 			if vi == nil || vi.control || vi.uuid == "" {
 				continue
 			}
-			if err := t.writeVM(tx, vi, b.effective(at, vi.uuid)); err != nil {
+			if err := t.writeVM(tx, b, vi, b.effective(at, vi.uuid)); err != nil {
 				return err
 			}
 		}
@@ -100,8 +98,8 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 				continue // re-created under a new ref (revert of a destroyed VM)
 			}
 			when := b.effective(at, vi.uuid)
-			if !t.known[vi.uuid] {
-				if err := t.writeVM(tx, vi, when); err != nil {
+			if !t.edge(vi.uuid).known {
+				if err := t.writeVM(tx, b, vi, when); err != nil {
 					return err
 				}
 			}
@@ -109,7 +107,7 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 				return err
 			}
 		}
-		if err := t.savePending(tx); err != nil {
+		if err := t.savePending(tx, b); err != nil {
 			return err
 		}
 		if t.pool.uuid != "" {
@@ -125,7 +123,19 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 	if err != nil {
 		return err
 	}
+	// Only now that the transaction is committed does the store hold it.
+	if b.savedPending != "" {
+		t.savedPending = b.savedPending
+	}
+	for u, w := range b.written {
+		t.written[u] = w
+		t.markKnown(u)
+	}
+	for _, vi := range b.deleted {
+		delete(t.written, vi.uuid)
+	}
 	t.gc()
+	t.trimEdges()
 	for _, r := range committed {
 		t.stats.Records++
 		if r.Source == record.SourceResync {
@@ -169,33 +179,67 @@ func (t *Tracer) writeHosts(tx *lineage.Tx) error {
 	return tx.PutPool(&lineage.Pool{UUID: t.pool.uuid, Name: t.pool.name, MasterUUID: t.masterUUID()})
 }
 
-// writeVM stores a VM's current facts, effective at when.
-func (t *Tracer) writeVM(tx *lineage.Tx, vi *vmInfo, when time.Time) error {
-	v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: t.parents[vi.uuid],
-		Kind: vi.kind, PowerState: vi.power, HostUUID: t.hostUUID(vi.resident), FirstSeen: when, LastSeen: when}
-	if v.ParentUUID != "" {
-		v.ParentVia = t.via[vi.uuid]
-	}
-	if err := tx.PutVM(v); err != nil {
-		return err
-	}
-	t.known[vi.uuid] = true
-	if err := tx.SetState(vi.uuid, vi.power, v.HostUUID, when); err != nil {
-		return err
-	}
-	if err := tx.SetAttrs(vi.uuid, lineage.AttrName, []string{vi.name}, when); err != nil {
-		return err
-	}
+// written is what the store holds of a VM, so that an update that changes
+// nothing costs no SQL (most events touch fields vmlineage does not keep).
+type written struct {
+	name, parent, kind, power, host, ref string
+	macs, ips                            string
+}
+
+// writeVM stores a VM's current facts, effective at when, writing only what
+// differs from what the store already holds.
+func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) error {
 	var macs []string
 	for _, r := range vi.vifs {
 		if v, ok := t.vifs[r]; ok && v.mac != "" {
 			macs = appendUnique(macs, v.mac)
 		}
 	}
-	if err := tx.SetAttrs(vi.uuid, lineage.AttrMAC, macs, when); err != nil {
-		return err
+	ips := t.gms[vi.guestMetrics]
+	sort.Strings(macs)
+	sort.Strings(ips)
+	ed := t.edge(vi.uuid)
+	now := written{name: vi.name, parent: ed.parent, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
+		ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}
+	was, ok := b.written[vi.uuid]
+	if !ok {
+		was, ok = t.written[vi.uuid]
 	}
-	return tx.SetAttrs(vi.uuid, lineage.AttrIP, t.gms[vi.guestMetrics], when)
+	if ok && was == now {
+		return nil
+	}
+	if !ok || was.name != now.name || was.parent != now.parent || was.kind != now.kind || was.power != now.power || was.host != now.host || was.ref != now.ref {
+		v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: now.parent,
+			Kind: vi.kind, PowerState: vi.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
+		if v.ParentUUID != "" {
+			v.ParentVia = ed.via
+		}
+		if err := tx.PutVM(v); err != nil {
+			return err
+		}
+	}
+	if !ok || was.power != now.power || was.host != now.host {
+		if err := tx.SetState(vi.uuid, vi.power, now.host, when); err != nil {
+			return err
+		}
+	}
+	if !ok || was.name != now.name {
+		if err := tx.SetAttrs(vi.uuid, lineage.AttrName, []string{vi.name}, when); err != nil {
+			return err
+		}
+	}
+	if !ok || was.macs != now.macs {
+		if err := tx.SetAttrs(vi.uuid, lineage.AttrMAC, macs, when); err != nil {
+			return err
+		}
+	}
+	if !ok || was.ips != now.ips {
+		if err := tx.SetAttrs(vi.uuid, lineage.AttrIP, ips, when); err != nil {
+			return err
+		}
+	}
+	b.written[vi.uuid] = now
+	return nil
 }
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded

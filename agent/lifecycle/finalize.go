@@ -152,7 +152,9 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.ParentVMUUID = parent
 		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 		r.Result, _ = t.outcome(tk, base.Activity, nv, true)
-		t.via[nv.uuid] = string(base.Activity)
+		if parent != "" {
+			t.setEdge(nv.uuid, parent, string(base.Activity))
+		}
 		t.claimed[ref] = true
 		out = append(out, pending{rec: r, vmRef: ref, parent: parent})
 	}
@@ -167,7 +169,7 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.Unknown = append(r.Unknown, "vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = src.uuid, src.name
-		r.ParentVMUUID = t.parents[src.uuid]
+		r.ParentVMUUID = t.edge(src.uuid).parent
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
@@ -207,7 +209,7 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		r.Unknown = append(r.Unknown, "vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = vm.uuid, vm.name
-		r.ParentVMUUID = t.parents[vm.uuid]
+		r.ParentVMUUID = t.edge(vm.uuid).parent
 	}
 	if snap != nil {
 		r.SnapshotUUID = snap.uuid

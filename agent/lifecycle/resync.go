@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
 
@@ -103,49 +104,36 @@ func (t *Tracer) diff(b *batch) {
 	if b.baseline {
 		return
 	}
-	stored, err := t.store.VMs(context.Background(), t.pool.uuid)
-	if err != nil {
-		t.log.Error("resync: reading the store failed; VMs destroyed while the agent was away may go unrecorded", "err", err)
-		return
-	}
-	for _, v := range stored {
-		if _, alive := t.byUUID[v.UUID]; alive || v.IsDestroyed() {
-			continue
+	err := t.store.EachLiveVM(context.Background(), t.pool.uuid, func(v *lineage.VM) {
+		if _, alive := t.byUUID[v.UUID]; alive {
+			return
 		}
 		if _, noted := t.changes["vanish/"+v.UUID]; noted {
-			continue
+			return
 		}
 		t.note(change{Kind: "vanish", VMUUID: v.UUID, Name: v.Name, At: t.now(), FromPower: v.PowerState, FromHost: v.HostUUID})
 		b.deleted["resync:"+v.UUID] = &vmInfo{uuid: v.UUID, name: v.Name, kind: v.Kind}
+	})
+	if err != nil {
+		t.log.Error("resync: reading the store failed; VMs destroyed while the agent was away may go unrecorded", "err", err)
 	}
 }
 
-// load reads the tracer's persisted state once: pool, lineage parents and
-// pending tasks.
+// load reads the tracer's persisted state once: pool, pending tasks,
+// unexplained changes, and the VMs of the pool as the store last knew them.
+// The family tree itself stays in the store (edge looks it up on demand), so
+// memory follows the live pool, not the history.
 func (t *Tracer) load(ctx context.Context) error {
-	if t.parents != nil {
+	if t.loaded {
 		return nil
 	}
+	t.loaded = true
 	pool, err := t.store.AgentState(ctx, KeyPool)
 	if err != nil {
 		return err
 	}
 	if t.pool.uuid == "" {
 		t.pool.uuid = pool
-	}
-	vms, err := t.store.VMs(ctx, "")
-	if err != nil {
-		return err
-	}
-	t.parents = make(map[string]string, len(vms))
-	t.via = make(map[string]string, len(vms))
-	t.known = make(map[string]bool, len(vms))
-	for _, v := range vms {
-		t.known[v.UUID] = true
-		if v.ParentUUID != "" {
-			t.parents[v.UUID] = v.ParentUUID
-			t.via[v.UUID] = v.ParentVia
-		}
 	}
 	js, err := t.store.AgentState(ctx, KeyPending)
 	if err != nil || js == "" {
@@ -174,25 +162,23 @@ func (t *Tracer) load(ctx context.Context) error {
 	// Rebuild the view of the pool the tracer had before it stopped, so the
 	// events of the catch-up that precedes the first resync (tasks that
 	// ended while the agent was down) can still be tied to their VMs.
-	var gone []lineage.VM
-	for _, v := range vms {
-		if v.Ref == "" || v.PoolUUID != t.pool.uuid {
-			continue
+	err = t.store.EachLiveVM(ctx, t.pool.uuid, func(v *lineage.VM) {
+		if v.Ref == "" {
+			return
 		}
-		vi := &vmInfo{ref: v.Ref, uuid: v.UUID, name: v.Name, power: v.PowerState, resident: hostRef[v.HostUUID], kind: v.Kind,
+		t.vms[v.Ref] = &vmInfo{ref: v.Ref, uuid: v.UUID, name: v.Name, power: v.PowerState, resident: hostRef[v.HostUUID], kind: v.Kind,
 			template: v.Kind != lineage.KindVM}
-		if v.IsDestroyed() {
-			gone = append(gone, v)
-			continue
-		}
-		t.vms[v.Ref] = vi
 		t.byUUID[v.UUID] = v.Ref
+	})
+	if err != nil {
+		return err
 	}
-	sort.Slice(gone, func(i, j int) bool { return gone[i].Destroyed.Before(gone[j].Destroyed) })
-	if len(gone) > 1024 {
-		gone = gone[len(gone)-1024:]
+	gone, err := t.store.RecentlyDestroyed(ctx, t.pool.uuid, 1024)
+	if err != nil {
+		return err
 	}
-	for _, v := range gone {
+	for i := len(gone) - 1; i >= 0; i-- {
+		v := gone[i]
 		t.forget(v.Ref, &vmInfo{ref: v.Ref, uuid: v.UUID, name: v.Name, power: v.PowerState, kind: v.Kind})
 	}
 	for _, tk := range saved.Tasks {
@@ -211,8 +197,10 @@ type poolState struct{ Ref, UUID, Name, Master string }
 type hostState struct{ Ref, UUID, Name, Address string }
 
 // savePending persists what a restart needs to finish the tasks in flight:
-// the tasks not yet recorded, the pool, the hosts and the pool clock.
-func (t *Tracer) savePending(tx *lineage.Tx) error {
+// the tasks not yet recorded, the pool, the hosts, the pool clock and the
+// unexplained changes. It writes only what changed since the last batch:
+// with many tasks in flight this runs for every batch.
+func (t *Tracer) savePending(tx *lineage.Tx, b *batch) error {
 	var saved struct {
 		Pool     poolState   `json:"pool"`
 		ServerAt time.Time   `json:"server_at"`
@@ -223,7 +211,10 @@ func (t *Tracer) savePending(tx *lineage.Tx) error {
 	saved.Pool = poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}
 	saved.ServerAt = t.serverAt
 	for _, tk := range t.tasks {
-		if !tk.Recorded && len(tk.VMs)+len(tk.Name) > 0 && !strings.HasPrefix(tk.Name, "VDI.") {
+		if tk.Recorded {
+			continue
+		}
+		if class, _, _ := record.SplitTaskName(tk.Name); len(tk.VMs) > 0 || class == "VM" {
 			saved.Tasks = append(saved.Tasks, tk)
 		}
 	}
@@ -242,5 +233,9 @@ func (t *Tracer) savePending(tx *lineage.Tx) error {
 	if err != nil {
 		return err
 	}
-	return tx.SetAgentState(KeyPending, string(js))
+	if string(js) == t.savedPending {
+		return nil
+	}
+	b.savedPending = string(js)
+	return tx.SetAgentState(KeyPending, b.savedPending)
 }

@@ -54,14 +54,16 @@ type Tracer struct {
 	vifs     map[string]vifInfo
 	gms      map[string][]string // guest metrics ref → IPs
 	gmVM     map[string]string   // guest metrics ref → VM ref
-	parents  map[string]string   // VM uuid → lineage parent uuid (from the store)
-	via      map[string]string   // VM uuid → activity that made its parent edge
-	known    map[string]bool     // VM uuids the store holds (alive or destroyed)
-	serverAt time.Time           // newest time seen in the pool's own records
-	seq      int64               // events applied so far (this process), for attribution windows
-	claimed  map[string]bool     // VM refs a record already names as created
-	changes  map[string]change   // unexplained VM changes waiting for a task (unexplained.go)
-	stats    Stats
+	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
+	loaded   bool
+	serverAt time.Time          // newest time seen in the pool's own records
+	seq      int64              // events applied so far (this process), for attribution windows
+	claimed  map[string]bool    // VM refs a record already names as created
+	changes  map[string]change  // unexplained VM changes waiting for a task (unexplained.go)
+	written  map[string]written // what the store holds of each VM (commit.go)
+	// savedPending is the persisted pending state, to skip rewriting it.
+	savedPending string
+	stats        Stats
 }
 
 type poolInfo struct{ ref, uuid, name, master string }
@@ -89,7 +91,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &Tracer{store: store, log: log, changes: map[string]change{}}
+	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{}}
 	t.reset()
 	return t
 }

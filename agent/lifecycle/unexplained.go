@@ -29,7 +29,8 @@ type change struct {
 	SnapshotOf string    `json:"snapshot_of,omitempty"` // uuid
 	Imported   bool      `json:"imported,omitempty"`
 	Snapshot   bool      `json:"snapshot,omitempty"`
-	At         time.Time `json:"at"`
+	At         time.Time `json:"at"`    // pool clock when seen
+	Noted      time.Time `json:"noted"` // this machine's clock when seen
 }
 
 // grace is how long (pool time) a change waits for a task to explain it.
@@ -39,9 +40,11 @@ func (t *Tracer) note(c change) {
 	if c.VMUUID == "" {
 		return
 	}
+	c.Noted = time.Now()
 	key := c.Kind + "/" + c.VMUUID
 	if old, ok := t.changes[key]; ok && c.Kind == "power" {
 		c.FromPower, c.FromHost, c.At = old.FromPower, old.FromHost, old.At // keep where it started
+		c.Noted = old.Noted
 		if c.FromPower == c.ToPower && c.FromHost == c.ToHost {
 			delete(t.changes, key) // back where it was
 			return
@@ -62,7 +65,7 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 	busy := len(vi.ops) > 0 || (prev != nil && len(prev.ops) > 0)
 	switch {
 	case prev == nil:
-		if isNew && !t.known[vi.uuid] && !busy {
+		if isNew && !t.edge(vi.uuid).known && !busy {
 			c := change{Kind: "appear", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Imported: vi.importTask != "",
 				Snapshot: vi.kind == lineage.KindSnapshot, ToPower: vi.power, ToHost: t.hostUUID(vi.resident)}
 			if sv := t.vmByRef(b, vi.snapshotOf); sv != nil {
@@ -102,7 +105,9 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	var more []pending
 	for _, k := range keys {
 		c := t.changes[k]
-		if !b.resync && now.Sub(c.At) < grace {
+		// The pool clock only moves when tasks are seen; a quiet pool still
+		// ages the change by this machine's clock.
+		if !b.resync && now.Sub(c.At) < grace && time.Since(c.Noted) < grace {
 			continue
 		}
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
@@ -118,7 +123,7 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 
 func (t *Tracer) inferred(c change) (pending, bool) {
 	var a record.Activity
-	parent, host, dest := t.parents[c.VMUUID], "", ""
+	parent, host, dest := t.edge(c.VMUUID).parent, "", ""
 	switch c.Kind {
 	case "appear":
 		a, parent, host = record.Create, "", c.ToHost
@@ -153,7 +158,7 @@ func (t *Tracer) inferred(c change) (pending, bool) {
 	}
 	r.HostUUID, r.HostName = t.named(host)
 	if parent != "" && a.Creating() {
-		t.via[c.VMUUID] = string(a)
+		t.setEdge(c.VMUUID, parent, string(a))
 	}
 	return pending{rec: r, vmRef: c.Ref, parent: func() string {
 		if a.Creating() {

@@ -146,6 +146,30 @@ func (s *Store) VMs(ctx context.Context, pool string) ([]VM, error) {
 	return s.queryVMs(ctx, "SELECT "+vmCols+" FROM vms WHERE pool_uuid=? ORDER BY first_seen_ms, uuid", pool)
 }
 
+// EachLiveVM calls fn for every VM of the pool that is not destroyed,
+// streaming: the tracer rebuilds its view and a resync compares the pool
+// with the store this way, in memory that follows the live pool only.
+func (s *Store) EachLiveVM(ctx context.Context, pool string, fn func(*VM)) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+vmCols+" FROM vms WHERE pool_uuid=? AND destroyed_ms IS NULL", pool)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		v, err := scanVM(rows)
+		if err != nil {
+			return err
+		}
+		fn(&v)
+	}
+	return rows.Err()
+}
+
+// RecentlyDestroyed returns the n VMs of the pool destroyed last, newest first.
+func (s *Store) RecentlyDestroyed(ctx context.Context, pool string, n int) ([]VM, error) {
+	return s.queryVMs(ctx, "SELECT "+vmCols+" FROM vms WHERE pool_uuid=? AND destroyed_ms IS NOT NULL AND xapi_ref<>'' ORDER BY destroyed_ms DESC LIMIT ?", pool, n)
+}
+
 // maxDepth bounds the recursive walks so that a corrupted (cyclic) parent
 // chain cannot loop forever.
 const maxDepth = 100000

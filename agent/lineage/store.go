@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -24,6 +25,9 @@ import (
 type Store struct {
 	db   *sql.DB
 	path string
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt // prepared once, used by every write transaction
 }
 
 // Open opens or creates the store at path. The directory is created with
@@ -49,7 +53,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("lineage: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
@@ -83,7 +87,31 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = map[string]*sql.Stmt{}
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// prepared returns the statement for q, prepared once for the store: SQL
+// parsing would otherwise dominate the tracer's small transactions.
+func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.stmts[q] = st
+	return st, nil
+}
 
 // Update runs fn in one write transaction: everything fn does is committed
 // together or not at all. The tracer commits each event batch, its records
@@ -93,7 +121,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("lineage: begin: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, ctx: ctx}
+	tx := &Tx{tx: sqlTx, ctx: ctx, store: s}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err

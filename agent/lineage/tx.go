@@ -17,6 +17,7 @@ import (
 type Tx struct {
 	tx    *sql.Tx
 	ctx   context.Context
+	store *Store
 	stmts map[string]*sql.Stmt
 }
 
@@ -37,10 +38,11 @@ func (t *Tx) stmt(q string) (*sql.Stmt, error) {
 	if t.stmts == nil {
 		t.stmts = map[string]*sql.Stmt{}
 	}
-	st, err := t.tx.PrepareContext(t.ctx, q)
+	ps, err := t.store.prepared(t.ctx, q)
 	if err != nil {
 		return nil, err
 	}
+	st := t.tx.StmtContext(t.ctx, ps)
 	t.stmts[q] = st
 	return st, nil
 }

@@ -21,7 +21,7 @@ import (
 
 // harness runs one simulated pool and the agents that trace it.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	sc     *xapisim.Scenario
 	srv    *xapisim.Server
 	dir    string
@@ -30,7 +30,7 @@ type harness struct {
 	tls    bool
 }
 
-func newHarness(t *testing.T, sc *xapisim.Scenario, tls bool, listen string) *harness {
+func newHarness(t testing.TB, sc *xapisim.Scenario, tls bool, listen string) *harness {
 	t.Helper()
 	h := &harness{t: t, sc: sc, dir: t.TempDir(), tls: tls}
 	h.pwFile = filepath.Join(h.dir, "pw")
@@ -60,7 +60,7 @@ func (h *harness) config() config.Config {
 	return cfg
 }
 
-func quietLogger(t *testing.T) *slog.Logger {
+func quietLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -86,7 +86,7 @@ func (h *harness) startAgent(ctx context.Context, cfg config.Config) *pipeline.A
 	return a
 }
 
-func waitUntil(t *testing.T, ctx context.Context, d time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, ctx context.Context, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

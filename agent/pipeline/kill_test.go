@@ -33,7 +33,7 @@ func containsRec(rs []record.Record, r record.Record) bool {
 	return false
 }
 
-func vmlineageBinary(t *testing.T) string {
+func vmlineageBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vmlineage-bin-")

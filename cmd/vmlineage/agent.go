@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -47,6 +48,9 @@ every key is also a flag (xapi.url is --xapi-url). The XAPI password is read fro
 			return err
 		}
 		log := newLogger(c.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format)
+		if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(cfg.MemoryLimit)
+		}
 		ctx, stop := signal.NotifyContext(cmdContext(c), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		a, err := pipeline.New(cfg, pipeline.Options{Logger: log})
@@ -58,7 +62,8 @@ every key is also a flag (xapi.url is --xapi-url). The XAPI password is read fro
 		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("agent: %w", err)
 		}
-		log.Info("vmlineage agent stopped")
+		ts := a.Tracer.Stats()
+		log.Info("vmlineage agent stopped", "events", ts.Events, "batches", ts.Batches, "records", ts.Records, "resyncs", ts.Resyncs)
 		return nil
 	}
 	return c

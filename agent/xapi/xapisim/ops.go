@@ -176,7 +176,7 @@ func (e *engine) begin(req *opReq) {
 func (r *opRun) next(i int) {
 	e := r.e
 	e.db.mu.Lock()
-	cont := r.phases[i].fn()
+	cont := r.runPhase(i)
 	e.db.mu.Unlock()
 	e.db.notify()
 	if !cont || i+1 >= len(r.phases) {
@@ -191,6 +191,35 @@ func (r *opRun) next(i int) {
 	}
 	at := r.start.Add(time.Duration(r.phases[i+1].at * float64(r.dur)))
 	e.sched.at(at, func() { r.next(i + 1) })
+}
+
+// runPhase runs one phase. Generated pools run many operations at once, and a
+// concurrent destroy can remove a row a phase still reads: the operation then
+// fails as xapi's would, with HANDLE_INVALID, instead of taking the
+// simulator down. Caller holds db.mu.
+func (r *opRun) runPhase(i int) (cont bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			cont = false
+			if r.finished {
+				return
+			}
+			xe := errf("HANDLE_INVALID", "VM", r.vm)
+			func() {
+				defer func() {
+					if recover() != nil && !r.finished {
+						r.finish(record.Failure, xe)
+					}
+				}()
+				if r.e.db.get("task", r.task) != nil || !strings.HasPrefix(r.task, "OpaqueRef:") {
+					r.failWith(xe)
+				} else {
+					r.finish(record.Failure, xe)
+				}
+			}()
+		}
+	}()
+	return r.phases[i].fn()
 }
 
 func (e *engine) checkDone() {
