@@ -6,12 +6,16 @@ LDFLAGS      := -s -w -X main.version=$(VERSION)
 BIN          := bin
 export VMLINEAGE_CACHE ?= $(HOME)/.cache/vmlineage
 
-.PHONY: all build demo test test-deps unit vet fmt-check bench fuzz clean
+.PHONY: all build demo test test-deps unit vet fmt-check bench fuzz clean package package-test detectors
 
 all: build
 
-build:
+build: detectors
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vmlineage ./cmd/vmlineage
+
+# The shipped detector plugins, with their SHA-256 pins in bin/detectors/SHA256SUMS.
+detectors:
+	./plugins/build-detectors.sh $(BIN)/detectors
 
 # The main job on the embedded default: start the simulator with the
 # threat-model scenario, trace it into a temporary store, print tree and records.
@@ -20,7 +24,7 @@ demo:
 
 # Everything the tests need (receivers, browser, validators), then all tests.
 # With CI=true a missing dependency fails the run instead of skipping.
-test: test-deps vet fmt-check unit
+test: test-deps vet fmt-check unit package-test
 
 test-deps:
 	./scripts/test-deps.sh
@@ -42,6 +46,14 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+# .deb and .rpm in dist/ (nfpm), with the detectors pinned in the default config.
+package:
+	./packaging/build.sh
+
+# Builds, lints, installs, runs and purges the packages (root; installs lintian and rpm when missing).
+package-test:
+	./scripts/package-test.sh
 
 clean:
 	rm -rf $(BIN) dist
