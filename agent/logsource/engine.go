@@ -566,3 +566,14 @@ func knownFields(r *record.Record) int {
 	}
 	return n
 }
+
+// Pending returns copies of the records derived but not yet committed.
+func (e *Engine) Pending() []record.Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]record.Record, len(e.pending))
+	for i, p := range e.pending {
+		out[i] = p.rec
+	}
+	return out
+}

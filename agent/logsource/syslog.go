@@ -51,6 +51,9 @@ type Syslog struct {
 
 // NewSyslog returns a listener feeding e.
 func NewSyslog(e *Engine, cfg SyslogConfig) *Syslog {
+	e.mu.Lock()
+	e.merge = true // hosts' messages fed in time order across hosts (see deliver)
+	e.mu.Unlock()
 	return &Syslog{e: e, cfg: cfg,
 		p5424: rfc5424.NewParser(rfc5424.WithBestEffort()),
 		p3164: rfc3164.NewParser(rfc3164.WithBestEffort(), rfc3164.WithRFC3339(), rfc3164.WithSecondFractions())}
