@@ -25,6 +25,56 @@ type Config struct {
 	MemoryLimit int64 `yaml:"memory_limit" help:"soft limit of the agent's heap in bytes (0: none)"`
 	Log         Log   `yaml:"log"`
 	XAPI        XAPI  `yaml:"xapi"`
+	// Outputs are where records go (a list: only in the file, no flags).
+	Outputs []Output `yaml:"outputs"`
+	Metrics Metrics  `yaml:"metrics"`
+	WebUI   WebUI    `yaml:"webui"`
+}
+
+// Output is one destination of lifecycle records. Each has its own durable
+// spool under data_dir/spool/<name>.
+type Output struct {
+	Name      string `yaml:"name"`      // unique; names the spool and the metrics
+	Type      string `yaml:"type"`      // syslog, elasticsearch, file, stdout
+	Format    string `yaml:"format"`    // cef or ecs (syslog, file, stdout); elasticsearch is always ecs
+	Namespace string `yaml:"namespace"` // ECS data_stream.namespace (default "default")
+
+	// syslog
+	Address     string `yaml:"address"`     // host:port
+	Network     string `yaml:"network"`     // udp, tcp (octet-counting, default) or tls
+	Framing     string `yaml:"framing"`     // rfc5424 (default) or rfc3164 (with a tag: ArcSight legacy)
+	Tag         string `yaml:"tag"`         // RFC 3164 tag / RFC 5424 APP-NAME (default vmlineage)
+	CAFile      string `yaml:"ca_file"`     // TLS: verify the receiver (syslog, elasticsearch)
+	Fingerprint string `yaml:"fingerprint"` // TLS: pinned SHA-256 of the receiver's certificate
+	CertFile    string `yaml:"cert_file"`   // TLS client certificate (syslog)
+	KeyFile     string `yaml:"key_file"`    // TLS client key (syslog)
+
+	// elasticsearch
+	URLs         []string `yaml:"urls"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	APIKeyFile   string   `yaml:"api_key_file"` // base64 "id:key" as Elasticsearch issues it
+	KibanaURL    string   `yaml:"kibana_url"`   // for vmlineage setup
+
+	// file
+	Path     string `yaml:"path"`
+	MaxBytes int64  `yaml:"max_bytes"` // rotate at this size (default 100 MiB)
+	Keep     int    `yaml:"keep"`      // rotated files kept (default 5)
+
+	// spool
+	SpoolMaxBytes int64  `yaml:"spool_max_bytes"` // default 1 GiB
+	WhenFull      string `yaml:"when_full"`       // block (default: no loss, back-pressure), reject, drop-oldest
+}
+
+// Metrics is the Prometheus endpoint (/metrics, /healthz).
+type Metrics struct {
+	Listen string `yaml:"listen" help:"address of the Prometheus /metrics and /healthz endpoint (empty: off)"`
+}
+
+// WebUI is the forensics view inside the agent.
+type WebUI struct {
+	Listen    string `yaml:"listen" help:"address of the forensics web view (empty: off; a non-loopback address needs a token)"`
+	TokenFile string `yaml:"token_file" help:"file holding the bearer token of the web view"`
 }
 
 // Log configures the agent's own logs (log/slog).
@@ -168,6 +218,46 @@ func (c *Config) Validate() error {
 	}
 	if strings.HasPrefix(c.XAPI.URL, "http://") && !c.XAPI.AllowHTTP {
 		errs = append(errs, fmt.Errorf("xapi.url: %q is plain HTTP; set xapi.allow_http: true to allow it", c.XAPI.URL))
+	}
+	names := map[string]bool{}
+	for i, o := range c.Outputs {
+		key := fmt.Sprintf("outputs[%d]", i)
+		switch {
+		case o.Name == "":
+			errs = append(errs, fmt.Errorf("%s.name: must be set", key))
+		case names[o.Name]:
+			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", key, o.Name))
+		case strings.ContainsAny(o.Name, "/\\ ."):
+			errs = append(errs, fmt.Errorf("%s.name: %q may not contain / \\ . or spaces", key, o.Name))
+		}
+		names[o.Name] = true
+		switch o.Type {
+		case "syslog":
+			if o.Address == "" {
+				errs = append(errs, fmt.Errorf("%s.address: syslog needs host:port", key))
+			}
+		case "elasticsearch":
+			if len(o.URLs) == 0 {
+				errs = append(errs, fmt.Errorf("%s.urls: elasticsearch needs at least one URL", key))
+			}
+		case "file":
+			if o.Path == "" {
+				errs = append(errs, fmt.Errorf("%s.path: file needs a path", key))
+			}
+		case "stdout":
+		default:
+			errs = append(errs, fmt.Errorf("%s.type: %q is not syslog, elasticsearch, file or stdout", key, o.Type))
+		}
+		switch o.Format {
+		case "", "cef", "ecs":
+		default:
+			errs = append(errs, fmt.Errorf("%s.format: %q is not cef or ecs", key, o.Format))
+		}
+		switch o.WhenFull {
+		case "", "block", "reject", "drop-oldest":
+		default:
+			errs = append(errs, fmt.Errorf("%s.when_full: %q is not block, reject or drop-oldest", key, o.WhenFull))
+		}
 	}
 	return errors.Join(errs...)
 }

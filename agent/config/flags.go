@@ -74,6 +74,9 @@ func walk(v reflect.Value, prefix string, fn func(path string, v reflect.Value, 
 			walk(fv, path, fn)
 			continue
 		}
+		if fv.Kind() == reflect.Map || (fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct) {
+			continue // lists of outputs and maps live in the file only
+		}
 		fn(path, fv, sf.Tag.Get("help"))
 	}
 }

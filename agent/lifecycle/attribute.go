@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"sort"
+
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
@@ -62,18 +64,16 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 		}
 		cands = append(cands, vi)
 	}
-	for _, vi := range t.vms {
-		consider(vi)
-	}
-	for _, vi := range t.gone {
-		consider(vi)
+	window := t.touched(tk)
+	for _, ref := range window {
+		consider(t.vmByRef(b, ref))
 	}
 	if len(cands) == 0 && (tk.Status == xapi.TaskFailure || tk.Status == xapi.TaskCancelled) {
 		// A refused or cancelled operation changes nothing but the VM's
 		// allowed_operations, which still shows as a mod of that VM inside
 		// the task's window: the VM touched then, if only one, is the one.
-		for _, vi := range t.vms {
-			if !vi.control && in(vi.modSeq) && !(act.Creating() && in(vi.addSeq)) {
+		for _, ref := range window {
+			if vi := t.vms[ref]; vi != nil && !vi.control && in(vi.modSeq) && !(act.Creating() && in(vi.addSeq)) {
 				cands = append(cands, vi)
 			}
 		}
@@ -108,6 +108,39 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 			tk.SrcHost = t.hostUUID(vi.prevResident)
 		}
 	}
+}
+
+// touched returns the refs of the VMs that changed inside the task's window
+// of events, from the log of recent VM events (no scan of the whole pool).
+func (t *Tracer) touched(tk *taskInfo) []string {
+	lo := sort.Search(len(t.recent), func(i int) bool { return t.recent[i].seq >= tk.FirstSeq })
+	seen := map[string]bool{}
+	var refs []string
+	for i := lo; i < len(t.recent); i++ {
+		r := t.recent[i]
+		if tk.EndSeq != 0 && r.seq > tk.EndSeq {
+			break
+		}
+		if !seen[r.ref] {
+			seen[r.ref] = true
+			refs = append(refs, r.ref)
+		}
+	}
+	return refs
+}
+
+// remember logs a VM event for touched; the log keeps the newest events only.
+func (t *Tracer) remember(ref string) {
+	const keep = 50000
+	t.recent = append(t.recent, recentEvent{seq: t.seq, ref: ref})
+	if len(t.recent) > 2*keep {
+		t.recent = append(t.recent[:0:0], t.recent[len(t.recent)-keep:]...)
+	}
+}
+
+type recentEvent struct {
+	seq int64
+	ref string
 }
 
 // fits reports whether a VM's last power change is what act does.

@@ -41,6 +41,7 @@ func (b *batch) apply(ev *xapi.Event) {
 					b.vanish(k)
 				}
 				vi.delSeq = t.seq
+				t.remember(ev.Ref)
 				if len(vi.ops) == 0 && !vi.control && !b.baseline {
 					t.note(change{Kind: "vanish", VMUUID: vi.uuid, Ref: ev.Ref, Name: vi.name, At: t.now(),
 						FromPower: vi.power, FromHost: t.hostUUID(vi.resident)})
@@ -156,6 +157,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	// never seen it (every VM of a snapshot is an "add").
 	isNew := (added && !b.resync) || (b.resync && prev == nil && !t.edge(vi.uuid).known)
 	vi.modSeq = t.seq
+	t.remember(ref)
 	switch {
 	case prev == nil:
 		if isNew {

@@ -134,7 +134,7 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 	for _, vi := range b.deleted {
 		delete(t.written, vi.uuid)
 	}
-	t.gc()
+	t.gc(b)
 	t.trimEdges()
 	for _, r := range committed {
 		t.stats.Records++
@@ -156,11 +156,18 @@ func (tk *taskInfo) sortKey() string {
 	return ts.UTC().Format(time.RFC3339Nano) + tk.Ref
 }
 
-// keyHeld reports whether some VM still carries task key k.
+// keyHeld reports whether some VM still carries task key k. Only the VMs
+// that ever carried it are looked at (the task remembers them).
 func (t *Tracer) keyHeld(k string) bool {
-	for _, vi := range t.vms {
-		if _, ok := vi.ops[k]; ok {
-			return true
+	tk := t.tasks[k]
+	if tk == nil {
+		return false
+	}
+	for ref := range tk.VMs {
+		if vi := t.vms[ref]; vi != nil {
+			if _, ok := vi.ops[k]; ok {
+				return true
+			}
 		}
 	}
 	return false
@@ -244,8 +251,17 @@ func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) e
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded
 // tasks whose deletion XAPI has not yet reported.
-func (t *Tracer) gc() {
+func (t *Tracer) gc(b *batch) {
+	for r := range b.finish {
+		if tk := t.tasks[r]; tk != nil && tk.Recorded && tk.Gone {
+			delete(t.tasks, r)
+		}
+	}
+	// A full sweep only when the map has grown: it runs after every batch.
 	const keep = 20000
+	if len(t.tasks) < keep+keep/2 {
+		return
+	}
 	var recorded []*taskInfo
 	for r, tk := range t.tasks {
 		if tk.Recorded && tk.Gone {

@@ -59,6 +59,7 @@ type Tracer struct {
 	serverAt time.Time          // newest time seen in the pool's own records
 	seq      int64              // events applied so far (this process), for attribution windows
 	claimed  map[string]bool    // VM refs a record already names as created
+	recent   []recentEvent      // recent VM events, for attribution windows (attribute.go)
 	changes  map[string]change  // unexplained VM changes waiting for a task (unexplained.go)
 	written  map[string]written // what the store holds of each VM (commit.go)
 	// savedPending is the persisted pending state, to skip rewriting it.

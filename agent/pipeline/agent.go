@@ -20,6 +20,8 @@ import (
 // Options are what a caller adds to the configuration.
 type Options struct {
 	Logger *slog.Logger
+	// Version is the agent's version, carried in ECS agent.version.
+	Version string
 	// OnRecord is called for each record the tracer commits.
 	OnRecord func(*record.Record)
 	// FatalAuth ends Run on wrong credentials instead of retrying (demo).
@@ -37,6 +39,7 @@ type Agent struct {
 	Tracer  *lifecycle.Tracer
 	Client  *xapi.Client
 	Watcher *xapi.Watcher
+	outs    *outputSet
 }
 
 // New opens the store and prepares the XAPI client; Run starts tracing.
@@ -66,16 +69,43 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	tr := lifecycle.New(store, log)
-	tr.OnRecord = opts.OnRecord
 	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client}
+	tr.OnRecord = func(r *record.Record) {
+		a.outs.notify()
+		if opts.OnRecord != nil {
+			opts.OnRecord(r)
+		}
+	}
 	a.Watcher = xapi.NewWatcher(client, &handler{Tracer: tr, c: client, log: log}, xapi.WatcherConfig{
 		EventTimeout: cfg.XAPI.EventTimeout.D().Seconds(), BackoffBase: opts.BackoffBase, BackoffCap: cfg.XAPI.BackoffMax.D(),
 		FatalAuth: opts.FatalAuth, Logger: log})
 	return a, nil
 }
 
-// Run traces until ctx ends or a fatal error occurs.
+// Outputs are the running outputs (after Run started them).
+func (a *Agent) Outputs() []*Output {
+	if a.outs == nil {
+		return nil
+	}
+	return a.outs.list
+}
+
+// Run traces until ctx ends or a fatal error occurs. The outputs run beside
+// the tracer and stop with it.
 func (a *Agent) Run(ctx context.Context) error {
+	if len(a.cfg.Outputs) > 0 {
+		octx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		outs, err := startOutputs(octx, a.cfg, a.Store, a.log, a.opts.Version)
+		if err != nil {
+			return err
+		}
+		a.outs = outs
+		defer func() {
+			cancel()
+			outs.close()
+		}()
+	}
 	err := a.Watcher.Run(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/outputs"
-	"github.com/vmlineage/vmlineage/outputs/internal/receivers"
+	"github.com/vmlineage/vmlineage/internal/receivers"
 )
 
 // BenchmarkBulkVictoriaLogs: records/s through the bulk API into

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmlineage/vmlineage/outputs/internal/receivers"
+	"github.com/vmlineage/vmlineage/internal/receivers"
 )
 
 // TestClientCertificate: a TLS receiver that requires a client certificate

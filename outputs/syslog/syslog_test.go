@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/outputs"
-	"github.com/vmlineage/vmlineage/outputs/internal/receivers"
+	"github.com/vmlineage/vmlineage/internal/receivers"
 	"github.com/vmlineage/vmlineage/outputs/spool"
 )
 
