@@ -16,7 +16,7 @@ run() {
     status=1
   fi
 }
-for s in formats/testdata/install-deps.sh scripts/receivers/install.sh agent/webui/testdata/install-deps.sh plugins/install-deps.sh; do
+for s in formats/testdata/install-deps.sh scripts/receivers/install.sh agent/webui/scripts/install-chromium.sh; do
   [ -x "$s" ] && run "$s"
 done
 if [ "$status" -ne 0 ]; then

@@ -132,4 +132,3 @@ func checkIDs(t *testing.T, output string, ids []string, want map[string]bool) {
 		t.Errorf("%s: %d records missing, %d duplicated", output, missing, dup)
 	}
 }
-

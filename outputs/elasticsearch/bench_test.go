@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/internal/receivers"
+	"github.com/vmlineage/vmlineage/outputs"
 )
 
 // BenchmarkBulkVictoriaLogs: records/s through the bulk API into

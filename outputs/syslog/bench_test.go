@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/internal/receivers"
+	"github.com/vmlineage/vmlineage/outputs"
 )
 
 const benchCEF = `CEF:0|vmlineage|vmlineage|0.1.0|vm.clone|VM cloned|3|rt=1764064800123 end=1764064800456 act=clone outcome=success dvchost=xen1.example dhost=web-01 suser=root externalId=3f2a9c1e-1111-2222-3333-444455556666 cs1Label=vmUuid cs1=0b4f3c9e-1111-2222-3333-444455556666 cs2Label=parentVmUuid cs2=9a8b7c6d-1111-2222-3333-444455556666`

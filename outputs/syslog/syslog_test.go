@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/internal/receivers"
+	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/outputs/spool"
 )
 
