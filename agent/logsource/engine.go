@@ -455,6 +455,17 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	if len(take) == 0 && len(kv) == 0 {
 		return nil
 	}
+	if e.store == nil {
+		// No store (benchmarks of the reading path, fuzzing): count and drop.
+		e.pending = keep
+		e.stats.Dropped += int64(len(take))
+		for id, tr := range e.open {
+			if gone[tr] {
+				delete(e.open, id)
+			}
+		}
+		return nil
+	}
 	var stored, shadowed []*record.Record
 	var known, dropped int64
 	err := e.store.Update(ctx, func(tx *lineage.Tx) error {
