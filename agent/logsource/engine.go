@@ -226,7 +226,9 @@ func (e *Engine) feedLine(key, host string, b []byte) {
 		l.TaskName = e.intern(l.TaskName)
 	}
 	if host == "" {
-		host = l.SyslogHost
+		// The deriver keys per-host state by this string: give it memory
+		// of its own (the line's bytes are reused).
+		host = e.intern(l.SyslogHost)
 	}
 	y := e.years[key]
 	if y == nil {
