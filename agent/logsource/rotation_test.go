@@ -70,7 +70,7 @@ func child(dir string) int {
 		lg = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	e := logsource.NewEngine(st, logsource.EngineConfig{Deriver: rotConfig(), Mode: logsource.Active, Log: lg})
-	tl, err := logsource.NewTailer(e, logsource.TailConfig{Glob: filepath.Join(dir, "logs", "*", "xensource.log"), Poll: 15 * time.Millisecond})
+	tl, err := logsource.NewTailer(e, logsource.TailConfig{Glob: filepath.Join(dir, "logs", "*", "xensource.log"), Poll: 15 * time.Millisecond, RotateGrace: 40 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -35,8 +35,13 @@ type TailConfig struct {
 	// Poll is how often files are checked. Polling, not inotify: inotify
 	// sees nothing on NFS, the usual way host logs are collected. Default 1s.
 	Poll time.Duration
-	// MaxSiblings is how many rotated generations are searched (default 9).
+	// MaxSiblings is how many rotated generations are searched (default
+	// 100: XenServer's logrotate keeps xensource.log.1 … .100.gz).
 	MaxSiblings int
+	// RotateGrace is how long a renamed file is still read before the new
+	// one: rsyslog appends to xensource.log.1 until logrotate's HUP reaches
+	// it (default 2s).
+	RotateGrace time.Duration
 }
 
 // Tailer follows the xensource.log files of a pool's hosts and feeds an
@@ -75,6 +80,7 @@ type follower struct {
 	f               *os.File // current segment, open while it is the live file
 	skipping        bool
 	loaded          bool
+	renamedAt       time.Time // when path first named another inode
 	dirty           bool
 }
 
@@ -90,7 +96,10 @@ func NewTailer(e *Engine, cfg TailConfig) (*Tailer, error) {
 		cfg.Poll = time.Second
 	}
 	if cfg.MaxSiblings <= 0 {
-		cfg.MaxSiblings = 9
+		cfg.MaxSiblings = 100
+	}
+	if cfg.RotateGrace <= 0 {
+		cfg.RotateGrace = 2 * time.Second
 	}
 	e.merge = true
 	t := &Tailer{cfg: cfg, e: e, files: map[string]*follower{}, buf: make([]byte, 256<<10), missed: map[string]bool{}}
@@ -362,7 +371,15 @@ func (t *Tailer) pollFile(ctx context.Context, fl *follower) error {
 	switch {
 	case dev != cur.ID.Dev || ino != cur.ID.Ino:
 		// Renamed away (rotation) or replaced: finish the old inode, then
-		// every generation between it and the new file.
+		// every generation between it and the new file — after a grace
+		// period in which the writer may still append to the old inode.
+		if fl.renamedAt.IsZero() {
+			fl.renamedAt = time.Now()
+		}
+		if time.Since(fl.renamedAt) < t.cfg.RotateGrace {
+			return nil
+		}
+		fl.renamedAt = time.Time{}
 		e.stats.Rotations++
 		e.log.Info("log source: rotation", "path", fl.path)
 		if err := t.readPlain(ctx, fl, cur, fl.f, true); err != nil {
