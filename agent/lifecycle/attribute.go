@@ -145,17 +145,20 @@ type recentEvent struct {
 
 // fits reports whether a VM's last power change is what act does.
 func fits(act record.Activity, vi *vmInfo) bool {
+	running := vi.power == xapi.Running || vi.power == xapi.Paused
 	switch act {
-	case record.Start, record.Resume:
-		return (vi.power == xapi.Running || vi.power == xapi.Paused) && vi.prevPower != vi.power
+	case record.Start:
+		return running && vi.prevPower == xapi.Halted
+	case record.Resume:
+		return running && vi.prevPower == xapi.Suspended
 	case record.Unpause:
 		return vi.power == xapi.Running && vi.prevPower == xapi.Paused
 	case record.Shutdown:
-		return vi.power == xapi.Halted
+		return vi.power == xapi.Halted && vi.prevPower != xapi.Halted
 	case record.Suspend:
-		return vi.power == xapi.Suspended
+		return vi.power == xapi.Suspended && vi.prevPower == xapi.Running
 	case record.Pause:
-		return vi.power == xapi.Paused
+		return vi.power == xapi.Paused && vi.prevPower == xapi.Running
 	case record.Migrate:
 		return vi.power == xapi.Running && vi.prevResident != "" && vi.resident != vi.prevResident
 	}

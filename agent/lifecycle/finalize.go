@@ -220,6 +220,11 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		after.claimedSeq = after.powerSeq
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, vm, after)
+	if b.resync && tk.SrcHost == "" && after != nil {
+		// Read from the pool's state at the resync, which may already be
+		// later than this operation's end.
+		r.Unknown = append(r.Unknown, "host_uuid")
+	}
 	r.Result, _ = t.outcome(tk, base.Activity, after, false)
 	if base.Activity == record.Migrate && after != nil {
 		if dst := t.hostUUID(after.resident); dst != "" && (dst != r.HostUUID || r.Result == record.Success) {

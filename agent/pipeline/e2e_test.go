@@ -83,6 +83,9 @@ func (h *harness) startAgent(ctx context.Context, cfg config.Config) *pipeline.A
 		a.Close()
 	})
 	waitUntil(h.t, ctx, 20*time.Second, "agent baseline", func() bool { return a.Tracer.PoolUUID() != "" })
+	// Play only once the agent waits in event.from, or the first operation
+	// could run before anyone watched.
+	waitUntil(h.t, ctx, 20*time.Second, "agent in event.from", func() bool { return h.srv.Waiting() > 0 })
 	return a
 }
 
@@ -253,7 +256,12 @@ func TestScenariosMatchGroundTruth(t *testing.T) {
 			a := h.startAgent(ctx, h.config())
 			// Speed 0: the simulator runs as fast as the agent follows, so
 			// the agent sees every write batch and must get every field.
-			speed := 20.0
+			// Speed 0: the simulator waits for the agent after each write
+			// batch, so nothing is hidden from it and every field must match.
+			speed := 0.0
+			if name == "faults" {
+				speed = 20 // its faults last virtual seconds
+			}
 			if err := h.srv.Play(ctx, sc, speed); err != nil {
 				t.Fatal(err)
 			}
@@ -312,8 +320,7 @@ func TestFaultsDuringPlay(t *testing.T) {
 				t.Fatal(err)
 			}
 			truth, tree := h.srv.Truth()
-			got := waitTraced(t, a.Store, truth, 30*time.Second)
-			degraded := compareRecords(t, truth, got)
+			_, degraded := compareTolerant(t, a.Store, truth)
 			compareTree(t, a.Store, tree)
 			ws := a.Watcher.Stats()
 			t.Logf("%d faults injected; watcher: relogins %d, reconnects %d, resyncs %v; %d of %d records with an unknown VM",

@@ -24,6 +24,36 @@ var (
 
 // vmlineageBinary builds the real command once per test run: the kill test
 // needs a separate process to SIGKILL.
+// compareTolerant compares the store with the ground truth for runs in which
+// the agent was not watching all the time (killed, or cut off by faults).
+// An operation that leaves no trace in the pool's state (a failed call, a
+// plugin call, an export) and runs entirely while nobody watches cannot be
+// seen through XAPI (xensource.log covers those): such misses are logged.
+// Everything with an effect on the pool must be there, once.
+func compareTolerant(t *testing.T, st *lineage.Store, truth []record.Record) ([]record.Record, int) {
+	t.Helper()
+	var effect, silent []record.Record
+	for _, r := range truth {
+		if r.Activity == record.Other || r.Activity == record.Export || r.Result != record.Success {
+			silent = append(silent, r)
+		} else {
+			effect = append(effect, r)
+		}
+	}
+	got := waitTraced(t, st, effect, 30*time.Second)
+	missing, _ := match(silent, got)
+	for _, m := range missing {
+		t.Logf("not seen (no effect on the pool, ran while nobody watched): %s %s of %s", m.Activity, m.Result, m.VMName)
+	}
+	var seen []record.Record
+	for _, r := range truth {
+		if !containsRec(missing, r) {
+			seen = append(seen, r)
+		}
+	}
+	return got, compareRecords(t, seen, got)
+}
+
 func containsRec(rs []record.Record, r record.Record) bool {
 	for _, x := range rs {
 		if x.ID == r.ID {
@@ -115,30 +145,7 @@ func TestSIGKILLMidScenario(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	// An operation that leaves no trace in the pool's state (a plugin call,
-	// an export) and begins and ends while the agent is dead cannot be seen
-	// by anyone through XAPI; the log source (xensource.log) covers those.
-	// Everything with an effect on the pool must be there.
-	var effect, silent []record.Record
-	for _, r := range truth {
-		if r.Activity == record.Other || r.Activity == record.Export || r.Result != record.Success {
-			silent = append(silent, r)
-		} else {
-			effect = append(effect, r)
-		}
-	}
-	got := waitTraced(t, st, effect, 30*time.Second)
-	missing, _ := match(silent, got)
-	for _, m := range missing {
-		t.Logf("not seen (no effect on the pool, run while the agent was dead): %s %s of %s", m.Activity, m.Result, m.VMName)
-	}
-	var seen []record.Record
-	for _, r := range truth {
-		if !containsRec(missing, r) {
-			seen = append(seen, r)
-		}
-	}
-	degraded := compareRecords(t, seen, got)
+	got, degraded := compareTolerant(t, st, truth)
 	compareTree(t, st, tree)
 	t.Logf("%d SIGKILLs during the scenario; %d records expected, %d stored, %d with an unknown VM", kills, len(truth), len(got), degraded)
 	if kills < 5 {

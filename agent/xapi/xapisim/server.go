@@ -354,9 +354,11 @@ func (s *Server) batchDelay() time.Duration {
 
 // settle (speed 0) waits until every recent event.from client is blocked
 // again with nothing pending, so each write batch is observed; capped at
-// 100 ms per batch so a client that went away cannot stall the player.
+// 2 s per batch so a client that went away cannot stall the player.
 func (s *Server) settle() {
-	deadline := time.Now().Add(100 * time.Millisecond)
+	// Long enough for a client on a loaded machine; it only bounds how long a
+	// dead client (one that stopped calling event.from) holds the play up.
+	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
 		if s.settled() {
 			return
