@@ -51,7 +51,8 @@ func TestFailover(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done; a.Close() }()
-	waitFor(t, 20*time.Second, "agent baseline", func() bool { return a.Tracer.PoolUUID() != "" })
+	// The store, not Tracer.PoolUUID (which races with the tracer).
+	waitFor(t, 20*time.Second, "agent baseline", func() bool { p, _ := a.Store.Pools(ctx); return len(p) > 0 })
 
 	var shadowMu sync.Mutex
 	shadowed := map[string]record.Record{}
