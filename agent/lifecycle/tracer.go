@@ -185,6 +185,10 @@ func (t *Tracer) observe(ts ...time.Time) {
 	}
 }
 
+// PoolTime is the newest time the pool has stated (task timestamps, its
+// clock at the last resync): the reference for how far behind records are.
+func (t *Tracer) PoolTime() time.Time { return t.now() }
+
 // SetServerTime tells the tracer the pool's clock (host.get_servertime on
 // the master), which dates what a resync finds before any task has.
 func (t *Tracer) SetServerTime(at time.Time) { t.observe(at) }

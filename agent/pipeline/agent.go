@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/lifecycle"
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/metrics"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
@@ -22,6 +24,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is the agent's version, carried in ECS agent.version.
 	Version string
+	// Metrics receives the agent's counters (nil: made when metrics.listen is set).
+	Metrics *metrics.Metrics
 	// OnRecord is called for each record the tracer commits.
 	OnRecord func(*record.Record)
 	// FatalAuth ends Run on wrong credentials instead of retrying (demo).
@@ -32,14 +36,17 @@ type Options struct {
 
 // Agent is one running vmlineage agent for one pool.
 type Agent struct {
-	cfg     config.Config
-	opts    Options
-	log     *slog.Logger
-	Store   *lineage.Store
-	Tracer  *lifecycle.Tracer
-	Client  *xapi.Client
-	Watcher *xapi.Watcher
-	outs    *outputSet
+	cfg       config.Config
+	opts      Options
+	log       *slog.Logger
+	Store     *lineage.Store
+	Tracer    *lifecycle.Tracer
+	Client    *xapi.Client
+	Watcher   *xapi.Watcher
+	outs      *outputSet
+	metrics   *metrics.Metrics
+	started   time.Time
+	lastBatch atomic.Pointer[time.Time]
 }
 
 // New opens the store and prepares the XAPI client; Run starts tracing.
@@ -69,14 +76,18 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	tr := lifecycle.New(store, log)
-	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client}
+	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client, metrics: opts.Metrics, started: time.Now()}
 	tr.OnRecord = func(r *record.Record) {
 		a.outs.notify()
+		a.metrics.Committed()
+		if lag := tr.PoolTime().Sub(r.End); lag >= 0 {
+			a.metrics.Lag(lag)
+		}
 		if opts.OnRecord != nil {
 			opts.OnRecord(r)
 		}
 	}
-	a.Watcher = xapi.NewWatcher(client, &handler{Tracer: tr, c: client, log: log}, xapi.WatcherConfig{
+	a.Watcher = xapi.NewWatcher(client, &handler{Tracer: tr, c: client, log: log, a: a}, xapi.WatcherConfig{
 		EventTimeout: cfg.XAPI.EventTimeout.D().Seconds(), BackoffBase: opts.BackoffBase, BackoffCap: cfg.XAPI.BackoffMax.D(),
 		FatalAuth: opts.FatalAuth, Logger: log})
 	return a, nil
@@ -93,6 +104,9 @@ func (a *Agent) Outputs() []*Output {
 // Run traces until ctx ends or a fatal error occurs. The outputs run beside
 // the tracer and stop with it.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := a.serveSide(ctx); err != nil {
+		return err
+	}
 	if len(a.cfg.Outputs) > 0 {
 		octx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -127,9 +141,20 @@ type handler struct {
 	*lifecycle.Tracer
 	c   *xapi.Client
 	log *slog.Logger
+	a   *Agent
+}
+
+func (h *handler) Events(ctx context.Context, b *xapi.EventBatch) error {
+	h.a.metrics.Event(len(b.Events))
+	now := time.Now()
+	h.a.lastBatch.Store(&now)
+	return h.Tracer.Events(ctx, b)
 }
 
 func (h *handler) Resync(ctx context.Context, snap *xapi.PoolSnapshot, token, reason string) error {
+	if reason != xapi.ReasonStart {
+		h.a.metrics.Reconnect()
+	}
 	if pool := snap.Class("pool")[snap.PoolRef]; pool != nil && !xapi.IsNull(pool.Master) {
 		var now time.Time
 		if err := h.c.Call(ctx, "host.get_servertime", &now, pool.Master); err == nil && !now.IsZero() {

@@ -53,7 +53,7 @@ every key is also a flag (xapi.url is --xapi-url). The XAPI password is read fro
 		}
 		ctx, stop := signal.NotifyContext(cmdContext(c), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		a, err := pipeline.New(cfg, pipeline.Options{Logger: log})
+		a, err := pipeline.New(cfg, pipeline.Options{Logger: log, Version: version})
 		if err != nil {
 			return err
 		}
