@@ -78,7 +78,7 @@ one summary line is printed.`,
 			var bar *progressbar.ProgressBar
 			start := time.Now()
 			if f, ok := out.(*os.File); ok && !noProgress && isatty.IsTerminal(f.Fd()) {
-				bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(out), progressbar.OptionShowBytes(true),
+				bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(out), progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true),
 					progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
 					progressbar.OptionSetDescription("replay"), progressbar.OptionClearOnFinish())
 			}
