@@ -97,3 +97,17 @@ func (b *contextBuilder) build(ctx context.Context, r *record.Record, namespace 
 	}
 	return c
 }
+
+// Contexts looks up the lineage context of records for the encoders
+// (`vmlineage records --format ecs|cef`).
+type Contexts struct{ b *contextBuilder }
+
+// NewContexts reads from st; version goes into ECS agent.version.
+func NewContexts(st *lineage.Store, version string) *Contexts {
+	return &Contexts{b: newContextBuilder(st, version)}
+}
+
+// For returns the context of r; namespace is the ECS data stream namespace.
+func (c *Contexts) For(ctx context.Context, r *record.Record, namespace string) *formats.Context {
+	return c.b.build(ctx, r, namespace)
+}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/vmlineage/vmlineage/outputs/spool"
 	"github.com/vmlineage/vmlineage/outputs/stdout"
 	"github.com/vmlineage/vmlineage/outputs/syslog"
+	"github.com/vmlineage/vmlineage/packaging/kibana"
 )
 
 // Delivery path of a record: the tracer commits it to the lineage store
@@ -43,6 +45,9 @@ type Output struct {
 	shipper *spool.Shipper
 	encode  func(dst []byte, r *record.Record, c *formats.Context) []byte
 }
+
+// Raw is the output itself, without spool (setup, outputs test).
+func Raw(o *Output) outputs.Output { return o.out }
 
 // Health reports the output's counters and spool.
 func (o *Output) Health() spool.ShipperHealth { return o.shipper.Health() }
@@ -116,7 +121,7 @@ func buildOutput(c config.Output, dataDir string) (outputs.Output, error) {
 			return nil, fmt.Errorf("api_key_file: %w", err)
 		}
 		return elasticsearch.New(elasticsearch.Config{Name: c.Name, URLs: c.URLs, Username: c.Username, Password: pw, APIKey: key,
-			CAFile: c.CAFile, Fingerprint: c.Fingerprint, Namespace: c.Namespace, KibanaURL: c.KibanaURL,
+			CAFile: c.CAFile, Fingerprint: c.Fingerprint, Namespace: c.Namespace, KibanaURL: c.KibanaURL, SavedObjects: kibana.NDJSON,
 			DeadLetterPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")})
 	case "file":
 		return file.New(file.Config{Name: c.Name, Path: c.Path, MaxBytes: c.MaxBytes, Keep: c.Keep})
@@ -221,7 +226,35 @@ func startOutputs(ctx context.Context, cfg config.Config, st *lineage.Store, log
 			o.feed(ctx, st, cb, wake, log)
 		}()
 	}
+	set.wg.Add(1)
+	go func() {
+		defer set.wg.Done()
+		set.saveHealth(ctx, st, log)
+	}()
 	return set, nil
+}
+
+// saveHealth writes every output's counters into the store every few
+// seconds, where `vmlineage status` reads them.
+func (s *outputSet) saveHealth(ctx context.Context, st *lineage.Store, log *slog.Logger) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		var hs []spool.ShipperHealth
+		for _, o := range s.list {
+			hs = append(hs, o.Health())
+		}
+		if js, err := json.Marshal(hs); err == nil {
+			if err := st.Update(context.WithoutCancel(ctx), func(tx *lineage.Tx) error { return tx.SetAgentState("outputs.health", string(js)) }); err != nil && ctx.Err() == nil {
+				log.Debug("saving output health failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // notify wakes the feeders after a commit.

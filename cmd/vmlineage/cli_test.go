@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -95,6 +96,25 @@ func TestDemoPrintsThreatModelTree(t *testing.T) {
 	if err != nil || strings.Count(dot, "->") != 5 {
 		t.Errorf("dot: want 5 edges: %v\n%s", err, dot)
 	}
+	cefOut, err := run(t, "records", "--data-dir", dir, "--format", "cef")
+	if err != nil || strings.Count(cefOut, "CEF:0|vmlineage|vmlineage|") != 12 {
+		t.Errorf("records --format cef: want 12 CEF lines: %v\n%.300s", err, cefOut)
+	}
+	ecsOut, err := run(t, "records", "--data-dir", dir, "--format", "ecs", "--activity", "clone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(ecsOut), "\n") {
+		var d struct {
+			Event struct{ Action string } `json:"event"`
+			Lineage struct {
+				FamilyRoot string `json:"family_root"`
+			} `json:"vmlineage"`
+		}
+		if err := json.Unmarshal([]byte(l), &d); err != nil || d.Event.Action != "vm-clone" || d.Lineage.FamilyRoot == "" {
+			t.Errorf("records --format ecs line: %v %s", err, l)
+		}
+	}
 	svg, err := run(t, "tree", "--data-dir", dir, "--format", "svg")
 	if err != nil || !strings.HasPrefix(svg, "<?xml") || !strings.Contains(svg, "vm5") {
 		t.Errorf("svg: %v %.200s", err, svg)
@@ -115,5 +135,20 @@ func TestAgentRefusesPasswordFlagAndBadConfig(t *testing.T) {
 	_, err := run(t, "agent", "--xapi-url", "http://pool", "--data-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "allow_http") {
 		t.Errorf("plain HTTP must need --xapi-allow-http: %v", err)
+	}
+}
+
+func TestOutputsTestSendsToEachOutput(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	out := filepath.Join(dir, "out.jsonl")
+	os.WriteFile(cfg, []byte("data_dir: "+dir+"\noutputs:\n  - {name: archive, type: file, format: ecs, path: "+out+"}\n  - {name: nowhere, type: syslog, address: 127.0.0.1:1}\n"), 0o600)
+	s, err := run(t, "outputs", "test", "--config", cfg)
+	if err == nil || !strings.Contains(s, "archive (file): delivered") || !strings.Contains(s, "nowhere (syslog): FAILED") {
+		t.Errorf("outputs test: %v\n%s", err, s)
+	}
+	b, _ := os.ReadFile(out)
+	if !strings.Contains(string(b), "vmlineage-outputs-test") {
+		t.Errorf("the file output did not get the test record: %q", b)
 	}
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/formats/cef"
+	"github.com/vmlineage/vmlineage/formats/ecs"
 )
 
 func newRecordsCmd() *cobra.Command {
@@ -59,6 +62,9 @@ func newRecordsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format == "ecs" || format == "cef" {
+				return printEncoded(ctx, c.OutOrStdout(), st, recs, format)
+			}
 			return printRecords(c.OutOrStdout(), st, recs, format)
 		},
 	}
@@ -69,7 +75,7 @@ func newRecordsCmd() *cobra.Command {
 	c.Flags().StringVar(&until, "until", "", "only records that started before this time")
 	c.Flags().StringVar(&pool, "pool", "", "only records of this pool uuid")
 	c.Flags().IntVar(&limit, "limit", 0, "print at most this many records")
-	c.Flags().StringVar(&format, "format", "table", "table or json (one record per line)")
+	c.Flags().StringVar(&format, "format", "table", "table, json (one record per line), ecs (one ECS document per line) or cef (one CEF line per record)")
 	return c
 }
 
@@ -107,7 +113,27 @@ func printRecords(w io.Writer, st *lineage.Store, recs []record.Record, format s
 		}
 		return tw.Flush()
 	}
-	return fmt.Errorf("--format: %q is not table or json", format)
+	return fmt.Errorf("--format: %q is not table, json, ecs or cef", format)
+}
+
+// printEncoded writes each record as the outputs would ship it.
+func printEncoded(ctx context.Context, w io.Writer, st *lineage.Store, recs []record.Record, format string) error {
+	bw := bufio.NewWriter(w)
+	cs := pipeline.NewContexts(st, version)
+	var buf []byte
+	for i := range recs {
+		c := cs.For(ctx, &recs[i], "")
+		if format == "ecs" {
+			buf = ecs.AppendRecord(buf[:0], &recs[i], c)
+		} else {
+			buf = cef.AppendRecord(buf[:0], &recs[i], c)
+		}
+		buf = append(buf, '\n')
+		if _, err := bw.Write(buf); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }
 
 type nameBook struct{ vms, hosts map[string]string }

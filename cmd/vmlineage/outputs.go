@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/formats/cef"
+	"github.com/vmlineage/vmlineage/formats/ecs"
+	"github.com/vmlineage/vmlineage/outputs"
+	"github.com/vmlineage/vmlineage/outputs/elasticsearch"
+)
+
+func newSetupCmd() *cobra.Command {
+	var cfgPath string
+	c := &cobra.Command{
+		Use:   "setup",
+		Short: "Install the Elasticsearch index templates, ILM policy and Kibana dashboards",
+		Long: `For every elasticsearch output of the configuration: install the ILM policy, the index template
+of the data stream logs-vmlineage.lifecycle-* (priority above the built-in logs template), the VM
+index template, and, when kibana_url is set, the Kibana data view and dashboards (saved objects import).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for _, o := range cfg.Outputs {
+				if o.Type != "elasticsearch" {
+					continue
+				}
+				n++
+				out, err := pipeline.NewOutput(o, cfg.DataDir)
+				if err != nil {
+					return err
+				}
+				es, ok := pipeline.Raw(out).(*elasticsearch.Output)
+				if !ok {
+					out.Close()
+					return fmt.Errorf("output %s is not elasticsearch", o.Name)
+				}
+				ctx, cancel := context.WithTimeout(cmdContext(c), 2*time.Minute)
+				steps, err := es.Setup(ctx)
+				cancel()
+				out.Close()
+				for _, s := range steps {
+					fmt.Fprintf(c.OutOrStdout(), "%s: %s: HTTP %d %s\n", o.Name, s.What, s.Status, s.Err)
+				}
+				if err != nil {
+					return fmt.Errorf("output %s: %w", o.Name, err)
+				}
+			}
+			if n == 0 {
+				return fmt.Errorf("no elasticsearch output in %s", cfgPath)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&cfgPath, "config", "c", "/etc/vmlineage/vmlineage.yaml", "agent configuration file")
+	return c
+}
+
+func newOutputsCmd() *cobra.Command {
+	c := &cobra.Command{Use: "outputs", Short: "Work with the configured outputs"}
+	var cfgPath string
+	test := &cobra.Command{
+		Use:   "test",
+		Short: "Send one test record to each configured output and say what happened",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if len(cfg.Outputs) == 0 {
+				return fmt.Errorf("no outputs in %s", cfgPath)
+			}
+			now := time.Now().UTC()
+			r := record.Record{ID: record.ID("vmlineage-test", fmt.Sprintf("%012x", now.UnixMilli()), 0), PoolUUID: "vmlineage-test",
+				VMUUID: "00000000-0000-4000-8000-000000000000", VMName: "vmlineage-outputs-test", Activity: record.Other,
+				Operation: "outputs_test", Start: now, End: now, Result: record.Success, Source: record.SourceXAPI}
+			failed := 0
+			for _, o := range cfg.Outputs {
+				out, err := pipeline.NewOutput(o, os.TempDir())
+				if err != nil {
+					fmt.Fprintf(c.OutOrStdout(), "%s: cannot start: %v\n", o.Name, err)
+					failed++
+					continue
+				}
+				var payload []byte
+				if o.Type == "elasticsearch" || o.Format == "ecs" || (o.Format == "" && o.Type != "syslog") {
+					payload = ecs.Marshal(&r, nil)
+				} else {
+					payload = cef.Marshal(&r, nil)
+				}
+				ctx, cancel := context.WithTimeout(cmdContext(c), 30*time.Second)
+				err = pipeline.Raw(out).Send(ctx, []outputs.Item{{ID: r.ID, Payload: payload, Time: now}})
+				cancel()
+				out.Close()
+				if err != nil {
+					fmt.Fprintf(c.OutOrStdout(), "%s (%s): FAILED: %v\n", o.Name, o.Type, err)
+					failed++
+				} else {
+					fmt.Fprintf(c.OutOrStdout(), "%s (%s): delivered test record %s\n", o.Name, o.Type, r.ID)
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d outputs failed", failed, len(cfg.Outputs))
+			}
+			return nil
+		},
+	}
+	test.Flags().StringVarP(&cfgPath, "config", "c", "/etc/vmlineage/vmlineage.yaml", "agent configuration file")
+	c.AddCommand(test)
+	return c
+}
+
+func newStatusCmd() *cobra.Command {
+	var sf storeFlags
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's state: pool, event token, records, and each output's delivery",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := cmdContext(c)
+			st, err := sf.open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			pool, _ := st.AgentState(ctx, "xapi.pool_uuid")
+			token, _ := st.AgentState(ctx, "xapi.token")
+			n, _ := st.CountRecords(ctx)
+			last, _ := st.LastSeq(ctx)
+			out := map[string]any{"pool_uuid": pool, "event_token": token, "records": n, "last_seq": last}
+			health, _ := st.AgentState(ctx, "outputs.health")
+			if health != "" {
+				var h any
+				if json.Unmarshal([]byte(health), &h) == nil {
+					out["outputs"] = h
+				}
+			}
+			enc := json.NewEncoder(c.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		},
+	}
+	sf.bind(c)
+	return c
+}
