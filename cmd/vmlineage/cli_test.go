@@ -106,7 +106,7 @@ func TestDemoPrintsThreatModelTree(t *testing.T) {
 	}
 	for _, l := range strings.Split(strings.TrimSpace(ecsOut), "\n") {
 		var d struct {
-			Event struct{ Action string } `json:"event"`
+			Event   struct{ Action string } `json:"event"`
 			Lineage struct {
 				FamilyRoot string `json:"family_root"`
 			} `json:"vmlineage"`
