@@ -225,28 +225,45 @@ func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) e
 			return err
 		}
 	}
-	if !ok || was.power != now.power || was.host != now.host {
-		if err := tx.SetState(vi.uuid, vi.power, now.host, when); err != nil {
-			return err
-		}
+	// With what the store holds known, changes are written blind (no read
+	// first); the first write of a VM in this process checks the store.
+	var err error
+	if !ok {
+		err = tx.SetState(vi.uuid, vi.power, now.host, when)
+	} else if was.power != now.power || was.host != now.host {
+		err = tx.MoveState(vi.uuid, vi.power, now.host, when)
 	}
-	if !ok || was.name != now.name {
-		if err := tx.SetAttrs(vi.uuid, lineage.AttrName, []string{vi.name}, when); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
-	if !ok || was.macs != now.macs {
-		if err := tx.SetAttrs(vi.uuid, lineage.AttrMAC, macs, when); err != nil {
-			return err
+	attr := func(kind string, changed bool, before, values []string) error {
+		switch {
+		case !ok:
+			return tx.SetAttrs(vi.uuid, kind, values, when)
+		case changed:
+			return tx.ReplaceAttrs(vi.uuid, kind, before, values, when)
 		}
+		return nil
 	}
-	if !ok || was.ips != now.ips {
-		if err := tx.SetAttrs(vi.uuid, lineage.AttrIP, ips, when); err != nil {
-			return err
-		}
+	// Names may hold commas: they are compared whole, addresses as lists.
+	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{vi.name}); err != nil {
+		return err
+	}
+	if err := attr(lineage.AttrMAC, was.macs != now.macs, split(was.macs), macs); err != nil {
+		return err
+	}
+	if err := attr(lineage.AttrIP, was.ips != now.ips, split(was.ips), ips); err != nil {
+		return err
 	}
 	b.written[vi.uuid] = now
 	return nil
+}
+
+func split(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded

@@ -148,6 +148,41 @@ func (t *Tx) SetState(vmUUID, ps, host string, at time.Time) error {
 	return err
 }
 
+// MoveState is SetState for a caller that knows the state changed (the
+// tracer keeps what it wrote): it closes the open span and opens the new one
+// without reading first.
+func (t *Tx) MoveState(vmUUID, ps, host string, at time.Time) error {
+	if _, err := t.exec("UPDATE vm_states SET to_ms=MAX(from_ms,?) WHERE vm_uuid=? AND to_ms IS NULL", ms(at), vmUUID); err != nil {
+		return err
+	}
+	if ps == "" {
+		return nil
+	}
+	_, err := t.exec("INSERT INTO vm_states(vm_uuid,from_ms,to_ms,power_state,host_uuid) VALUES(?,?,NULL,?,?)", vmUUID, ms(at), ps, host)
+	return err
+}
+
+// ReplaceAttrs is SetAttrs for a caller that knows the values held before
+// (old): it writes only the spans that change, without reading first.
+func (t *Tx) ReplaceAttrs(vmUUID, kind string, old, values []string, at time.Time) error {
+	for _, v := range old {
+		if !slices.Contains(values, v) {
+			if _, err := t.exec("UPDATE vm_attrs SET to_ms=? WHERE vm_uuid=? AND kind=? AND value=? AND to_ms IS NULL", ms(at), vmUUID, kind, v); err != nil {
+				return err
+			}
+		}
+	}
+	for _, v := range values {
+		if v == "" || slices.Contains(old, v) {
+			continue
+		}
+		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, ms(at)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SetAttrs records the set of values of one kind (AttrIP, AttrMAC, AttrName)
 // a VM holds from time at: spans of values it no longer holds are closed,
 // new values open spans. Values are compared exactly.
