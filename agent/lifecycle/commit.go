@@ -124,6 +124,9 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
+	if pool := t.pool.uuid; pool != "" {
+		t.synced.Store(&pool)
+	}
 	if b.savedPending != "" {
 		t.savedPending = b.savedPending
 	}

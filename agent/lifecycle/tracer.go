@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
@@ -56,12 +57,13 @@ type Tracer struct {
 	gmVM     map[string]string   // guest metrics ref → VM ref
 	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
 	loaded   bool
-	serverAt time.Time          // newest time seen in the pool's own records
-	seq      int64              // events applied so far (this process), for attribution windows
-	claimed  map[string]bool    // VM refs a record already names as created
-	recent   []recentEvent      // recent VM events, for attribution windows (attribute.go)
-	changes  map[string]change  // unexplained VM changes waiting for a task (unexplained.go)
-	written  map[string]written // what the store holds of each VM (commit.go)
+	serverAt time.Time              // newest time seen in the pool's own records
+	seq      int64                  // events applied so far (this process), for attribution windows
+	claimed  map[string]bool        // VM refs a record already names as created
+	recent   []recentEvent          // recent VM events, for attribution windows (attribute.go)
+	changes  map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	written  map[string]written     // what the store holds of each VM (commit.go)
+	synced   atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// savedPending is the persisted pending state, to skip rewriting it.
 	savedPending string
 	stats        Stats
@@ -115,8 +117,14 @@ func (t *Tracer) reset() {
 // Stats returns the counters.
 func (t *Tracer) Stats() Stats { return t.stats }
 
-// PoolUUID is the uuid of the pool being traced ("" before the first sync).
-func (t *Tracer) PoolUUID() string { return t.pool.uuid }
+// PoolUUID is the uuid of the pool being traced ("" before the first
+// committed sync). Safe to call from any goroutine.
+func (t *Tracer) PoolUUID() string {
+	if p := t.synced.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // Token returns the persisted event token, and loads the tracer's persisted
 // state (pool, pending tasks) on first use.
