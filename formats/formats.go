@@ -332,3 +332,31 @@ func HostName(r *record.Record, c *Context) string {
 	}
 	return ""
 }
+
+// NormMAC writes s into buf as a MAC address in upper case with sep between
+// the bytes (CEF uses ':', ECS '-'), or reports false when s is not a 48-bit
+// MAC written with ':' or '-'.
+func NormMAC(buf *[17]byte, s string, sep byte) bool {
+	if len(s) != 17 {
+		return false
+	}
+	for i := 0; i < 17; i++ {
+		c := s[i]
+		if i%3 == 2 {
+			if c != ':' && c != '-' {
+				return false
+			}
+			buf[i] = sep
+			continue
+		}
+		switch {
+		case c >= '0' && c <= '9', c >= 'A' && c <= 'F':
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 'A'
+		default:
+			return false
+		}
+		buf[i] = c
+	}
+	return true
+}

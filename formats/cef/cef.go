@@ -231,29 +231,5 @@ func appendIPv4(b []byte, key, s string) []byte {
 	return a.AppendTo(b)
 }
 
-// normMAC writes s in the CEF form (upper case, colon separated) to buf, or
-// reports false when s is not a 48-bit MAC address.
-func normMAC(buf *[17]byte, s string) bool {
-	if len(s) != 17 {
-		return false
-	}
-	for i := 0; i < 17; i++ {
-		c := s[i]
-		if i%3 == 2 {
-			if c != ':' && c != '-' {
-				return false
-			}
-			buf[i] = ':'
-			continue
-		}
-		switch {
-		case c >= '0' && c <= '9', c >= 'A' && c <= 'F':
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 'A'
-		default:
-			return false
-		}
-		buf[i] = c
-	}
-	return true
-}
+// normMAC is formats.NormMAC with this format's separator.
+func normMAC(buf *[17]byte, s string) bool { return formats.NormMAC(buf, s, ':') }

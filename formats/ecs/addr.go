@@ -1,6 +1,10 @@
 package ecs
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/vmlineage/vmlineage/formats"
+)
 
 // validIP reports whether s is an address Elasticsearch's ip type accepts;
 // anything else in an ip field would make the whole document fail to index.
@@ -69,32 +73,8 @@ func containsStr(xs []string, s string) bool {
 	return false
 }
 
-// normMAC returns the ECS form of a MAC address (upper case, hyphen
-// separated: AA-BB-CC-DD-EE-FF) in buf, or false when s is not a 48-bit MAC.
-func normMAC(buf *[17]byte, s string) bool {
-	if len(s) != 17 {
-		return false
-	}
-	for i := 0; i < 17; i++ {
-		c := s[i]
-		if i%3 == 2 {
-			if c != ':' && c != '-' {
-				return false
-			}
-			buf[i] = '-'
-			continue
-		}
-		switch {
-		case c >= '0' && c <= '9', c >= 'A' && c <= 'F':
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 'A'
-		default:
-			return false
-		}
-		buf[i] = c
-	}
-	return true
-}
+// normMAC is formats.NormMAC with this format's separator.
+func normMAC(buf *[17]byte, s string) bool { return formats.NormMAC(buf, s, '-') }
 
 func hasMAC(xs []string) bool {
 	var buf [17]byte
