@@ -17,16 +17,13 @@ type batch struct {
 	finish   map[string]bool    // task refs to finalise
 	vanished map[string]bool    // task keys that left every VM's current_operations
 	before   map[string]vmInfo  // VM facts before this batch touched them
-	written  map[string]written // VM facts this batch writes (applied to Tracer.written on commit)
 	hosts    bool
 	baseline bool // first sync of this pool: store it, record nothing
-	// savedPending is the tracer state this batch persisted.
-	savedPending string
 }
 
 func newBatch(t *Tracer) *batch {
 	return &batch{t: t, dirty: map[string]bool{}, deleted: map[string]*vmInfo{}, finish: map[string]bool{},
-		vanished: map[string]bool{}, before: map[string]vmInfo{}, written: map[string]written{}}
+		vanished: map[string]bool{}, before: map[string]vmInfo{}}
 }
 
 func (b *batch) apply(ev *xapi.Event) {

@@ -17,9 +17,37 @@ type pending struct {
 	parent string // lineage edge to set: rec.VMUUID → parent
 }
 
-// commit finalises the batch's tasks and writes records, VM facts, pending
-// tasks and the token in one transaction.
-func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
+// writes is what one or more batches leave to write: records and VM facts
+// computed when each batch was applied (so a VM's state at each step is
+// kept even when the batches are committed together), in order.
+type writes struct {
+	out      []pending
+	vms      []vmWrite
+	hosts    bool
+	baseline bool
+	finish   map[string]bool
+	written  map[string]written
+	saved    string // tracer state persisted by this commit
+}
+
+// vmWrite is a VM's facts at one point, to be stored.
+type vmWrite struct {
+	vi       vmInfo
+	now      written
+	macs     []string
+	ips      []string
+	when     time.Time
+	destroy  bool
+	unknownV bool // the store did not know the VM when this was prepared
+}
+
+func newWrites() *writes {
+	return &writes{finish: map[string]bool{}, written: map[string]written{}}
+}
+
+// prepare finalises the batch's tasks and turns the batch into writes,
+// reading the tracer's view as it is right after the batch.
+func (t *Tracer) prepare(b *batch, w *writes) {
 	// Keys that vanished from every VM without the task object ever being
 	// seen: a synchronous call that started and ended between two polls.
 	for k := range b.vanished {
@@ -33,6 +61,7 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 	refs := make([]string, 0, len(b.finish))
 	for r := range b.finish {
 		refs = append(refs, r)
+		w.finish[r] = true
 	}
 	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].sortKey() < t.tasks[refs[j]].sortKey() })
 	var out []pending
@@ -48,21 +77,77 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 		if p.rec.VMUUID != "" {
 			at[p.rec.VMUUID] = p.rec.End
 		}
+		if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
+			b.dirty[p.vmRef] = true
+		}
 	}
+	w.out = append(w.out, out...)
+	w.hosts = w.hosts || b.hosts
+	w.baseline = w.baseline || b.baseline
+	dirty := make([]string, 0, len(b.dirty))
+	for ref := range b.dirty {
+		dirty = append(dirty, ref)
+	}
+	sort.Strings(dirty)
+	for _, ref := range dirty {
+		vi := t.vms[ref]
+		if vi == nil || vi.control || vi.uuid == "" {
+			continue
+		}
+		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), false))
+	}
+	for _, vi := range b.deleted {
+		if vi.control || vi.uuid == "" {
+			continue
+		}
+		if _, alive := t.byUUID[vi.uuid]; alive {
+			continue // re-created under a new ref (revert of a destroyed VM)
+		}
+		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), true))
+	}
+}
+
+// snapshotVM captures what writeVM stores of a VM now.
+func (t *Tracer) snapshotVM(vi *vmInfo, when time.Time, destroy bool) vmWrite {
+	var macs []string
+	for _, r := range vi.vifs {
+		if v, ok := t.vifs[r]; ok && v.mac != "" {
+			macs = appendUnique(macs, v.mac)
+		}
+	}
+	ips := append([]string(nil), t.gms[vi.guestMetrics]...)
+	sort.Strings(macs)
+	sort.Strings(ips)
+	ed := t.edge(vi.uuid)
+	return vmWrite{vi: *vi, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
+		now: written{name: vi.name, parent: ed.parent, via: ed.via, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
+			ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}}
+}
+
+// commit prepares one batch and writes it at once (resyncs, tests).
+func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
+	w := newWrites()
+	t.prepare(b, w)
+	return t.write(ctx, w, token)
+}
+
+// write stores records, VM facts, pending tasks and the token in one
+// transaction.
+func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	var committed []*record.Record
 	err := t.store.Update(ctx, func(tx *lineage.Tx) error {
-		if b.hosts && t.pool.uuid != "" {
+		if w.hosts && t.pool.uuid != "" {
 			if err := t.writeHosts(tx); err != nil {
 				return err
 			}
 		}
-		if b.baseline {
+		if w.baseline {
 			if err := tx.SetAgentState(KeyBaseline+"."+t.pool.uuid, record.FormatTime(t.now())); err != nil {
 				return err
 			}
 		}
-		for i := range out {
-			p := &out[i]
+		for i := range w.out {
+			p := &w.out[i]
 			if err := p.rec.Validate(); err != nil {
 				// One bad record must not stall the stream; say so loudly.
 				t.log.Error("dropping an invalid record", "err", err)
@@ -76,40 +161,26 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 				committed = append(committed, &p.rec)
 			}
 		}
-		for _, p := range out {
-			if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
-				b.dirty[p.vmRef] = true
-			}
-		}
-		for ref := range b.dirty {
-			vi := t.vms[ref]
-			if vi == nil || vi.control || vi.uuid == "" {
-				continue
-			}
-			if err := t.writeVM(tx, b, vi, b.effective(at, vi.uuid)); err != nil {
-				return err
-			}
-		}
-		for _, vi := range b.deleted {
-			if vi.control || vi.uuid == "" {
-				continue
-			}
-			if _, alive := t.byUUID[vi.uuid]; alive {
-				continue // re-created under a new ref (revert of a destroyed VM)
-			}
-			when := b.effective(at, vi.uuid)
-			if !t.edge(vi.uuid).known {
-				if err := t.writeVM(tx, b, vi, when); err != nil {
+		for i := range w.vms {
+			vw := &w.vms[i]
+			if !vw.destroy || vw.unknownV {
+				if err := t.writeVM(tx, w, vw); err != nil {
 					return err
 				}
 			}
-			if err := tx.MarkDestroyed(vi.uuid, when); err != nil {
-				return err
+			if vw.destroy {
+				if err := tx.MarkDestroyed(vw.vi.uuid, vw.when); err != nil {
+					return err
+				}
+				delete(w.written, vw.vi.uuid)
+				w.written[vw.vi.uuid] = written{destroyed: true}
 			}
 		}
-		if err := t.savePending(tx, b); err != nil {
+		saved, err := t.savePending(tx)
+		if err != nil {
 			return err
 		}
+		w.saved = saved
 		if t.pool.uuid != "" {
 			if err := tx.SetAgentState(KeyPool, t.pool.uuid); err != nil {
 				return err
@@ -127,17 +198,18 @@ func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}
-	if b.savedPending != "" {
-		t.savedPending = b.savedPending
+	if w.saved != "" {
+		t.savedPending = w.saved
 	}
-	for u, w := range b.written {
-		t.written[u] = w
+	for u, wr := range w.written {
+		if wr.destroyed {
+			delete(t.written, u)
+			continue
+		}
+		t.written[u] = wr
 		t.markKnown(u)
 	}
-	for _, vi := range b.deleted {
-		delete(t.written, vi.uuid)
-	}
-	t.gc(b)
+	t.gc(w)
 	t.trimEdges()
 	for _, r := range committed {
 		t.stats.Records++
@@ -192,28 +264,21 @@ func (t *Tracer) writeHosts(tx *lineage.Tx) error {
 // written is what the store holds of a VM, so that an update that changes
 // nothing costs no SQL (most events touch fields vmlineage does not keep).
 type written struct {
-	name, parent, kind, power, host, ref string
-	macs, ips                            string
+	name, parent, via, kind, power, host, ref string
+	macs, ips                                 string
+	destroyed                                 bool
 }
 
-// writeVM stores a VM's current facts, effective at when, writing only what
-// differs from what the store already holds.
-func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) error {
-	var macs []string
-	for _, r := range vi.vifs {
-		if v, ok := t.vifs[r]; ok && v.mac != "" {
-			macs = appendUnique(macs, v.mac)
-		}
-	}
-	ips := t.gms[vi.guestMetrics]
-	sort.Strings(macs)
-	sort.Strings(ips)
-	ed := t.edge(vi.uuid)
-	now := written{name: vi.name, parent: ed.parent, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
-		ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}
-	was, ok := b.written[vi.uuid]
+// writeVM stores a VM's facts, writing only what differs from what the store
+// already holds.
+func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
+	vi, now, when := &vw.vi, vw.now, vw.when
+	was, ok := w.written[vi.uuid]
 	if !ok {
 		was, ok = t.written[vi.uuid]
+	}
+	if was.destroyed {
+		ok = false
 	}
 	if ok && was == now {
 		return nil
@@ -222,7 +287,7 @@ func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) e
 		v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: now.parent,
 			Kind: vi.kind, PowerState: vi.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
 		if v.ParentUUID != "" {
-			v.ParentVia = ed.via
+			v.ParentVia = now.via
 		}
 		if err := tx.PutVM(v); err != nil {
 			return err
@@ -252,13 +317,13 @@ func (t *Tracer) writeVM(tx *lineage.Tx, b *batch, vi *vmInfo, when time.Time) e
 	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{vi.name}); err != nil {
 		return err
 	}
-	if err := attr(lineage.AttrMAC, was.macs != now.macs, split(was.macs), macs); err != nil {
+	if err := attr(lineage.AttrMAC, was.macs != now.macs, split(was.macs), vw.macs); err != nil {
 		return err
 	}
-	if err := attr(lineage.AttrIP, was.ips != now.ips, split(was.ips), ips); err != nil {
+	if err := attr(lineage.AttrIP, was.ips != now.ips, split(was.ips), vw.ips); err != nil {
 		return err
 	}
-	b.written[vi.uuid] = now
+	w.written[vi.uuid] = now
 	return nil
 }
 
@@ -271,8 +336,8 @@ func split(s string) []string {
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded
 // tasks whose deletion XAPI has not yet reported.
-func (t *Tracer) gc(b *batch) {
-	for r := range b.finish {
+func (t *Tracer) gc(w *writes) {
+	for r := range w.finish {
 		if tk := t.tasks[r]; tk != nil && tk.Recorded && tk.Gone {
 			delete(t.tasks, r)
 		}

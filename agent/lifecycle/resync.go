@@ -27,6 +27,9 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	if err := t.load(ctx); err != nil {
 		return err
 	}
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
 	t.stats.Resyncs++
 	b := newBatch(t)
 	b.resync = true
@@ -200,7 +203,7 @@ type hostState struct{ Ref, UUID, Name, Address string }
 // the tasks not yet recorded, the pool, the hosts, the pool clock and the
 // unexplained changes. It writes only what changed since the last batch:
 // with many tasks in flight this runs for every batch.
-func (t *Tracer) savePending(tx *lineage.Tx, b *batch) error {
+func (t *Tracer) savePending(tx *lineage.Tx) (string, error) {
 	var saved struct {
 		Pool     poolState   `json:"pool"`
 		ServerAt time.Time   `json:"server_at"`
@@ -231,11 +234,10 @@ func (t *Tracer) savePending(tx *lineage.Tx, b *batch) error {
 	})
 	js, err := json.Marshal(saved)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if string(js) == t.savedPending {
-		return nil
+		return "", nil
 	}
-	b.savedPending = string(js)
-	return tx.SetAgentState(KeyPending, b.savedPending)
+	return string(js), tx.SetAgentState(KeyPending, string(js))
 }

@@ -64,6 +64,11 @@ type Tracer struct {
 	changes  map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
 	written  map[string]written     // what the store holds of each VM (commit.go)
 	synced   atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	// The batch applied but not yet committed (group commit, see Events).
+	open       *writes
+	openToken  string
+	openSince  time.Time
+	openEvents int
 	// savedPending is the persisted pending state, to skip rewriting it.
 	savedPending string
 	stats        Stats
@@ -135,7 +140,18 @@ func (t *Tracer) Token(ctx context.Context) (string, error) {
 	return t.store.AgentState(ctx, KeyToken)
 }
 
-// Events applies one event.from batch and persists its token with it.
+// Group commit: batches that arrive back to back are applied at once but
+// committed together, when enough events gathered, when the oldest waited
+// long enough, or when the watcher finds the pool quiet (Flush). Until then
+// the store's token is the last committed one, so a killed agent replays
+// those batches from it: nothing is lost, and ids keep replays from doubling.
+const (
+	flushEvents = 4096
+	flushAfter  = 200 * time.Millisecond
+)
+
+// Events applies one event.from batch; its token is persisted with its
+// effects, now or at the next flush.
 func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	if err := t.load(ctx); err != nil {
 		return err
@@ -144,6 +160,9 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	// XAPI groups a batch by add/mod/del, not by time; the event id is the
 	// database generation of the change, so sorting by it restores order.
 	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
+	if t.open == nil {
+		t.open, t.openSince, t.openEvents = newWrites(), time.Now(), 0
+	}
 	bt := newBatch(t)
 	debug := t.log.Enabled(ctx, slog.LevelDebug)
 	for i := range evs {
@@ -152,16 +171,42 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 		}
 		bt.apply(&evs[i])
 	}
+	// Records and VM facts are worked out now, from the state right after
+	// this batch; only the writing waits for the group commit.
+	t.prepare(bt, t.open)
+	t.openToken = b.Token
+	t.openEvents += len(evs)
 	t.stats.Events += int64(len(evs))
 	t.stats.Batches++
-	if err := t.commit(ctx, bt, b.Token); err != nil {
-		return err
-	}
 	if n, ok := b.ValidRefCounts["vm"]; ok && n != len(t.vms) && len(evs) > 0 {
+		if err := t.Flush(ctx); err != nil {
+			return err
+		}
 		t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
 		return xapi.ErrResyncNeeded
 	}
+	if t.openEvents >= flushEvents || time.Since(t.openSince) >= flushAfter {
+		return t.Flush(ctx)
+	}
 	return nil
+}
+
+// Pending reports whether applied batches wait to be committed.
+func (t *Tracer) Pending() bool { return t.open != nil }
+
+// Flush commits what Events applied; with nothing pending it still lets
+// unexplained changes that waited long enough become records (a quiet pool
+// sends no batches to carry them).
+func (t *Tracer) Flush(ctx context.Context) error {
+	if t.open == nil {
+		if len(t.changes) == 0 || !t.loaded {
+			return nil
+		}
+		return t.commit(ctx, newBatch(t), "")
+	}
+	w, token := t.open, t.openToken
+	t.open, t.openToken = nil, ""
+	return t.write(ctx, w, token)
 }
 
 func (t *Tracer) logEvent(e *xapi.Event) {

@@ -134,7 +134,7 @@ func TestThreatModelPairing(t *testing.T) {
 	p.power(1, "OpaqueRef:origin", "clean_shutdown", "Halted", "OpaqueRef:NULL", 5, false)
 	for i := 1; i <= 5; i++ {
 		p.clone(10+i, "OpaqueRef:origin", fmt.Sprintf("OpaqueRef:vm%d", i), fmt.Sprintf("vm%d-uuid", i), fmt.Sprintf("vm%d", i), 10*i)
-		if err := tr.Events(ctx, p.flush()); err != nil {
+		if err := feed(ctx, tr, p.flush()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +150,7 @@ func TestThreatModelPairing(t *testing.T) {
 	p.ev("vm", "del", "OpaqueRef:origin", nil)
 	p.tasks[tk].Status, p.tasks[tk].Finished = "success", p.at(201)
 	p.ev("task", "mod", tk, p.tasks[tk])
-	if err := tr.Events(ctx, p.flush()); err != nil {
+	if err := feed(ctx, tr, p.flush()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -272,7 +272,7 @@ func TestGuestShutdownWithoutTask(t *testing.T) {
 	}
 	p.vms["OpaqueRef:a"].PowerState, p.vms["OpaqueRef:a"].ResidentOn = "Halted", "OpaqueRef:NULL"
 	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
-	if err := tr.Events(ctx, p.flush()); err != nil {
+	if err := feed(ctx, tr, p.flush()); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := st.CountRecords(ctx); n != 0 {
@@ -280,7 +280,7 @@ func TestGuestShutdownWithoutTask(t *testing.T) {
 	}
 	// Time passes on the pool (another VM's task), and no task claims it.
 	p.power(1, "OpaqueRef:b", "start", "Running", "OpaqueRef:h2", 60, false)
-	if err := tr.Events(ctx, p.flush()); err != nil {
+	if err := feed(ctx, tr, p.flush()); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ := st.Records(ctx, lineage.Filter{VMUUID: "a"})
@@ -290,4 +290,13 @@ func TestGuestShutdownWithoutTask(t *testing.T) {
 	if !recs[0].Start.Equal(p.at(0)) {
 		t.Errorf("the inferred record is dated when the change was seen: %v", recs[0].Start)
 	}
+}
+
+// feed applies a batch and commits it (the watcher flushes when the pool is
+// quiet; a test has no watcher).
+func feed(ctx context.Context, tr *Tracer, b *xapi.EventBatch) error {
+	if err := tr.Events(ctx, b); err != nil {
+		return err
+	}
+	return tr.Flush(ctx)
 }

@@ -44,7 +44,7 @@ func Open(path string) (*Store, error) {
 	q := url.Values{}
 	// WAL with synchronous=NORMAL survives a killed process (SIGKILL) without
 	// losing a committed transaction; only a power loss can drop the last few.
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(0)", "temp_store(MEMORY)", "cache_size(-2000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(0)", "temp_store(MEMORY)", "cache_size(-2000)", "wal_autocheckpoint(8192)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")

@@ -37,6 +37,15 @@ type Handler interface {
 	Resync(ctx context.Context, snap *PoolSnapshot, token string, reason string) error
 }
 
+// Flusher is an optional extension of Handler for a handler that commits
+// several batches together: while Pending, the watcher asks event.from with a
+// short timeout and calls Flush when it comes back empty (and on a quiet
+// pool at every timeout), so nothing waits long to be committed.
+type Flusher interface {
+	Pending() bool
+	Flush(ctx context.Context) error
+}
+
 // PoolSnapshot is the full state fetched at a resync.
 type PoolSnapshot struct {
 	PoolRef string
@@ -259,15 +268,31 @@ func (w *Watcher) resync(ctx context.Context, reason string) (string, error) {
 
 // follow keeps one event.from outstanding until an error.
 func (w *Watcher) follow(ctx context.Context, token string) error {
+	fl, _ := w.h.(Flusher)
 	for {
-		b, err := w.c.EventFrom(ctx, w.cfg.Classes, token, w.cfg.EventTimeout)
+		timeout := w.cfg.EventTimeout
+		if fl != nil && fl.Pending() {
+			timeout = 0.05 // something waits to be committed: ask briefly, flush if the pool is quiet
+		}
+		b, err := w.c.EventFrom(ctx, w.cfg.Classes, token, timeout)
 		if err != nil {
+			if fl != nil && fl.Pending() {
+				if ferr := fl.Flush(context.WithoutCancel(ctx)); ferr != nil {
+					w.log.Warn("xapi watcher: flushing before reconnecting failed", "err", ferr)
+				}
+			}
 			return err
 		}
 		w.count(b)
 		if len(b.Events) == 0 && b.Token == token {
 			w.bo.Reset() // the pool answers: earlier trouble is over
-			continue     // timeout with nothing new
+			if fl != nil {
+				if err := fl.Flush(ctx); err != nil {
+					w.noteErr(err)
+					w.log.Warn("xapi watcher: handler flush failed", "err", err)
+				}
+			}
+			continue // timeout with nothing new
 		}
 		if err := w.h.Events(ctx, b); err != nil {
 			if errors.Is(err, ErrResyncNeeded) {
