@@ -114,6 +114,17 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 // of events, from the log of recent VM events (no scan of the whole pool).
 func (t *Tracer) touched(tk *taskInfo) []string {
 	lo := sort.Search(len(t.recent), func(i int) bool { return t.recent[i].seq >= tk.FirstSeq })
+	hi := len(t.recent)
+	if tk.EndSeq != 0 {
+		hi = sort.Search(len(t.recent), func(i int) bool { return t.recent[i].seq > tk.EndSeq })
+	}
+	// A window that long (a task followed across a gap, many tasks ending
+	// at a resync) holds too many changes to single one out: leave the VM
+	// unknown rather than scan and guess.
+	const maxWindow = 2048
+	if hi-lo > maxWindow {
+		return nil
+	}
 	seen := map[string]bool{}
 	var refs []string
 	for i := lo; i < len(t.recent); i++ {
