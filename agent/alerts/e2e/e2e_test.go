@@ -143,6 +143,8 @@ func TestThreatModelTracedAndEnriched(t *testing.T) {
 	if !strings.Contains(strings.Join(kinds, ","), "shadow_copy") || !strings.Contains(strings.Join(kinds, ","), "orphan") {
 		t.Errorf("destroy of origin: findings %v", kinds)
 	}
+	// Issue 8 on the same traced pool and stored alerts: the forensics view.
+	checkForensicsView(t, a.Store, svc, sc.Start)
 }
 
 func wait(t *testing.T, what string, f func() bool) {
