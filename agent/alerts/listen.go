@@ -1,20 +1,19 @@
 package alerts
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vmlineage/vmlineage/internal/syslogframe"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -55,93 +54,26 @@ func (l *SyslogListener) one(ctx context.Context, raw []byte, source, peer strin
 	}
 }
 
-// ServeUDP reads datagrams from pc until ctx ends.
+// ServeUDP reads datagrams from pc until ctx ends; each is one alert.
 func (l *SyslogListener) ServeUDP(ctx context.Context, pc net.PacketConn) error {
-	go func() { <-ctx.Done(); pc.Close() }()
-	buf := make([]byte, 64<<10) // the largest UDP payload
-	for {
-		n, addr, err := pc.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		msg := append([]byte(nil), buf[:n]...)
-		l.one(ctx, msg, "syslog-udp", addr.String())
-	}
+	return syslogframe.ServeUDP(ctx, pc, func(msg []byte, from string) { l.one(ctx, msg, "syslog-udp", from) })
 }
 
-// ServeTCP accepts connections on ln until ctx ends.
+// ServeTCP accepts connections on ln until ctx ends; each carries
+// octet-counted or LF-terminated messages (internal/syslogframe).
 func (l *SyslogListener) ServeTCP(ctx context.Context, ln net.Listener) error {
-	go func() { <-ctx.Done(); ln.Close() }()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			if err := l.readStream(ctx, c, c.RemoteAddr().String()); err != nil && ctx.Err() == nil {
-				l.log().Warn("syslog connection dropped", "from", c.RemoteAddr(), "error", err)
-			}
-		}()
-	}
-}
-
-// readStream splits a TCP stream into messages. A message starting with a
-// digit is octet-counted ("<len> <msg>"); anything else ends at LF.
-func (l *SyslogListener) readStream(ctx context.Context, r io.Reader, peer string) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		b, err := br.Peek(1)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if b[0] >= '1' && b[0] <= '9' {
-			lenStr, err := br.ReadString(' ')
-			if err != nil {
-				return fmt.Errorf("octet count: %w", err)
-			}
-			n, err := strconv.Atoi(strings.TrimSpace(lenStr))
-			if err != nil || n <= 0 || n > MaxAlertBytes {
-				return fmt.Errorf("bad octet count %q (framing lost, closing)", strings.TrimSpace(lenStr))
-			}
-			msg := make([]byte, n)
-			if _, err := io.ReadFull(br, msg); err != nil {
-				return fmt.Errorf("message of %d octets: %w", n, err)
-			}
-			l.one(ctx, msg, "syslog-tcp", peer)
-			continue
-		}
-		line, tooLong, err := readLine(br, MaxAlertBytes)
-		if tooLong {
-			l.log().Warn("syslog alert refused", "from", peer, "error", ErrTooLarge)
+	return syslogframe.ServeTCP(ctx, ln, MaxAlertBytes, func(msg []byte, overlong bool, from string) {
+		if overlong {
+			l.log().Warn("syslog alert refused", "from", from, "error", ErrTooLarge)
 			if l.OnError != nil {
-				l.OnError(line, ErrTooLarge)
+				l.OnError(msg, ErrTooLarge)
 			}
-		} else if len(bytes.TrimSpace(line)) > 0 {
-			l.one(ctx, line, "syslog-tcp", peer)
+			return
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
+		l.one(ctx, msg, "syslog-tcp", from)
+	}, func(from string, err error) {
+		l.log().Warn("syslog connection dropped", "from", from, "error", err)
+	})
 }
 
 // HTTPHandler serves POST /v1/alerts: ECS JSON alerts, one object, a JSON

@@ -1,14 +1,13 @@
 package logsource
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmlineage/vmlineage/internal/syslogframe"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -161,120 +160,48 @@ func (s *Syslog) feed(l *xensource.Line, host string, _ time.Time, _ bool) error
 
 // ServeUDP reads datagrams (one message each) until ctx ends.
 func (s *Syslog) ServeUDP(ctx context.Context, pc net.PacketConn) error {
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
-	defer stop()
-	buf := make([]byte, 64<<10)
-	for {
-		n, addr, err := pc.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+	return syslogframe.ServeUDP(ctx, pc, func(msg []byte, from string) {
+		if err := s.Handle(msg); err != nil {
+			s.e.log.Debug("syslog message refused", "from", from, "err", err)
 		}
-		if err := s.Handle(buf[:n]); err != nil {
-			s.e.log.Debug("syslog message refused", "from", addr, "err", err)
-		}
-	}
+	})
 }
 
 // ServeTCP accepts connections until ctx ends. Each connection carries
 // octet-counted (RFC 6587 3.4.1) or LF-terminated (3.4.2) frames, detected
 // per frame.
 func (s *Syslog) ServeTCP(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			if err := s.ReadStream(c); err != nil && ctx.Err() == nil {
-				s.e.log.Warn("syslog connection dropped", "from", c.RemoteAddr(), "err", err)
-			}
-		}()
-	}
+	return syslogframe.ServeTCP(ctx, ln, s.e.cfg.MaxLine, func(msg []byte, overlong bool, _ string) {
+		s.frame(msg, overlong)
+	}, func(from string, err error) {
+		s.countBad(err)
+		s.e.log.Warn("syslog connection dropped", "from", from, "err", err)
+	})
 }
 
 // ReadStream splits a TCP stream into frames and handles each.
 func (s *Syslog) ReadStream(r io.Reader) error {
-	max := s.e.cfg.MaxLine
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		b, err := br.Peek(1)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if b[0] >= '1' && b[0] <= '9' {
-			lenStr, err := br.ReadSlice(' ')
-			if err != nil {
-				return fmt.Errorf("octet count: %w", err)
-			}
-			n, err := strconv.Atoi(string(bytes.TrimSpace(lenStr)))
-			if err != nil || n <= 0 || n > max {
-				s.mu.Lock()
-				s.stats.Bad++
-				s.mu.Unlock()
-				return fmt.Errorf("bad octet count %q (framing lost, closing)", bytes.TrimSpace(lenStr))
-			}
-			msg := make([]byte, n)
-			if _, err := io.ReadFull(br, msg); err != nil {
-				return fmt.Errorf("frame of %d octets: %w", n, err)
-			}
-			if err := s.Handle(msg); err != nil {
-				s.e.log.Debug("syslog message refused", "err", err)
-			}
-			continue
-		}
-		line, tooLong, err := readLine(br, max)
-		if tooLong {
-			s.mu.Lock()
-			s.stats.Overlong++
-			s.mu.Unlock()
-		} else if len(bytes.TrimSpace(line)) > 0 {
-			if err := s.Handle(line); err != nil {
-				s.e.log.Debug("syslog message refused", "err", err)
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
+	err := syslogframe.Read(r, s.e.cfg.MaxLine, s.frame)
+	s.countBad(err)
+	return err
+}
+
+func (s *Syslog) frame(msg []byte, overlong bool) {
+	if overlong {
+		s.mu.Lock()
+		s.stats.Overlong++
+		s.mu.Unlock()
+		return
+	}
+	if err := s.Handle(msg); err != nil {
+		s.e.log.Debug("syslog message refused", "err", err)
 	}
 }
 
-// readLine reads up to LF; a line over max is drained and reported.
-func readLine(br *bufio.Reader, max int) ([]byte, bool, error) {
-	var out []byte
-	tooLong := false
-	for {
-		b, err := br.ReadSlice('\n')
-		if !tooLong {
-			if len(out)+len(b) > max+1 {
-				tooLong, out = true, nil
-			} else {
-				out = append(out, b...)
-			}
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		return out, tooLong, err
+func (s *Syslog) countBad(err error) {
+	if errors.Is(err, syslogframe.ErrBadCount) {
+		s.mu.Lock()
+		s.stats.Bad++
+		s.mu.Unlock()
 	}
 }

@@ -1,0 +1,134 @@
+// Package syslogframe receives syslog messages over UDP and TCP for the two
+// listeners that take them in (alert intake, forwarded xensource.log): one
+// datagram is one message; a TCP stream is split per RFC 6587, octet-counted
+// when a frame starts with a digit ("<len> <msg>") and LF-terminated
+// otherwise, detected frame by frame.
+package syslogframe
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+)
+
+// ErrBadCount ends a stream whose octet count cannot be read: the framing is
+// lost, so nothing after it can be trusted.
+var ErrBadCount = errors.New("bad octet count (framing lost, closing)")
+
+// Read splits r into messages and calls fn with each (a fresh slice fn may
+// keep). An LF-terminated message longer than max is passed as its first max
+// bytes with overlong set; empty lines are skipped.
+func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		b, err := br.Peek(1)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if b[0] >= '1' && b[0] <= '9' {
+			lenStr, err := br.ReadSlice(' ')
+			if err != nil {
+				return fmt.Errorf("octet count: %w", err)
+			}
+			n, err := strconv.Atoi(string(bytes.TrimSpace(lenStr)))
+			if err != nil || n <= 0 || n > max {
+				return fmt.Errorf("%w: %q", ErrBadCount, bytes.TrimSpace(lenStr))
+			}
+			msg := make([]byte, n)
+			if _, err := io.ReadFull(br, msg); err != nil {
+				return fmt.Errorf("message of %d octets: %w", n, err)
+			}
+			fn(msg, false)
+			continue
+		}
+		line, overlong, err := readLine(br, max)
+		if overlong || len(bytes.TrimSpace(line)) > 0 {
+			fn(line, overlong)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// readLine reads up to LF (dropped), keeping at most max bytes; overlong
+// says the line was longer.
+func readLine(br *bufio.Reader, max int) ([]byte, bool, error) {
+	var buf []byte
+	n := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		body := chunk
+		if len(body) > 0 && body[len(body)-1] == '\n' {
+			body = body[:len(body)-1]
+		}
+		if room := max - len(buf); room > 0 {
+			buf = append(buf, body[:min(room, len(body))]...)
+		}
+		n += len(body)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return buf, n > max, err
+	}
+}
+
+// ServeTCP accepts connections on ln until ctx ends and reads each with
+// Read; dropped is told why a connection ended early.
+func ServeTCP(ctx context.Context, ln net.Listener, max int, fn func(msg []byte, overlong bool, from string), dropped func(from string, err error)) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			from := c.RemoteAddr().String()
+			err := Read(c, max, func(msg []byte, overlong bool) { fn(msg, overlong, from) })
+			if err != nil && ctx.Err() == nil && dropped != nil {
+				dropped(from, err)
+			}
+		}()
+	}
+}
+
+// ServeUDP reads datagrams from pc until ctx ends; each is one message (a
+// fresh slice fn may keep).
+func ServeUDP(ctx context.Context, pc net.PacketConn, fn func(msg []byte, from string)) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	buf := make([]byte, 64<<10) // the largest UDP payload
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fn(append([]byte(nil), buf[:n]...), addr.String())
+	}
+}
