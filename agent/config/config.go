@@ -26,9 +26,27 @@ type Config struct {
 	Log         Log   `yaml:"log"`
 	XAPI        XAPI  `yaml:"xapi"`
 	// Outputs are where records go (a list: only in the file, no flags).
-	Outputs []Output `yaml:"outputs"`
-	Metrics Metrics  `yaml:"metrics"`
-	WebUI   WebUI    `yaml:"webui"`
+	Outputs   []Output  `yaml:"outputs"`
+	Metrics   Metrics   `yaml:"metrics"`
+	WebUI     WebUI     `yaml:"webui"`
+	Detectors Detectors `yaml:"detectors"`
+	Alerts    Alerts    `yaml:"alerts"`
+}
+
+// Detectors are the detector plugins the agent runs (separate processes,
+// go-plugin, SHA-256 pinned).
+type Detectors struct {
+	Dir         string            `yaml:"dir" help:"directory of detector plugin binaries (empty: no detectors)"`
+	Pins        map[string]string `yaml:"pins"` // name → SHA-256 of the binary (file only)
+	PinsFile    string            `yaml:"pins_file" help:"sha256sum-style file of detector pins (default: <dir>/SHA256SUMS when present)"`
+	CallTimeout Duration          `yaml:"call_timeout" help:"bound of every call to a detector"`
+}
+
+// Alerts is the intake of the security alerts the detectors enrich.
+type Alerts struct {
+	SyslogListen string `yaml:"syslog_listen" help:"host:port for CEF alerts over syslog, UDP and TCP (empty: off)"`
+	HTTPListen   string `yaml:"http_listen" help:"host:port for POST /v1/alerts with ECS JSON alerts (empty: off)"`
+	TokenFile    string `yaml:"token_file" help:"file holding the bearer token POST /v1/alerts requires"`
 }
 
 // Output is one destination of lifecycle records. Each has its own durable
@@ -111,6 +129,7 @@ func Default() Config {
 		XAPI: XAPI{User: "root", PasswordEnv: "VMLINEAGE_XAPI_PASSWORD", Transport: "xmlrpc", Originator: "vmlineage",
 			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
+		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
 	}
 }
 
@@ -218,6 +237,12 @@ func (c *Config) Validate() error {
 	}
 	if strings.HasPrefix(c.XAPI.URL, "http://") && !c.XAPI.AllowHTTP {
 		errs = append(errs, fmt.Errorf("xapi.url: %q is plain HTTP; set xapi.allow_http: true to allow it", c.XAPI.URL))
+	}
+	if (c.Alerts.SyslogListen != "" || c.Alerts.HTTPListen != "") && c.Detectors.Dir == "" {
+		errs = append(errs, errors.New("alerts: taking alerts in needs detectors.dir (the detectors enrich them)"))
+	}
+	if c.Alerts.HTTPListen != "" && c.Alerts.TokenFile == "" {
+		errs = append(errs, errors.New("alerts.token_file: POST /v1/alerts needs a bearer token"))
 	}
 	names := map[string]bool{}
 	for i, o := range c.Outputs {

@@ -44,6 +44,7 @@ type Agent struct {
 	Client    *xapi.Client
 	Watcher   *xapi.Watcher
 	outs      *outputSet
+	detect    *detection
 	metrics   *metrics.Metrics
 	started   time.Time
 	lastBatch atomic.Pointer[time.Time]
@@ -79,6 +80,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client, metrics: opts.Metrics, started: time.Now()}
 	tr.OnRecord = func(r *record.Record) {
 		a.outs.notify()
+		a.detect.onRecord(r)
 		a.metrics.Committed()
 		if lag := tr.PoolTime().Sub(r.End); lag >= 0 {
 			a.metrics.Lag(lag)
@@ -120,7 +122,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			outs.close()
 		}()
 	}
-	err := a.Watcher.Run(ctx)
+	det, err := a.startDetection(ctx)
+	if err != nil {
+		return err
+	}
+	a.detect = det
+	defer det.close()
+	err = a.Watcher.Run(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}

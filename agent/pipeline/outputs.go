@@ -46,6 +46,11 @@ type Output struct {
 	encode  func(dst []byte, r *record.Record, c *formats.Context) []byte
 }
 
+// cef reports whether the output carries CEF (else ECS JSON).
+func (o *Output) cef() bool {
+	return !(o.cfg.Type == "elasticsearch" || o.cfg.Format == "ecs" || (o.cfg.Format == "" && o.cfg.Type != "syslog"))
+}
+
 // Raw is the output itself, without spool (setup, outputs test).
 func Raw(o *Output) outputs.Output { return o.out }
 
@@ -63,10 +68,8 @@ func NewOutput(c config.Output, dataDir string) (*Output, error) {
 	if o.out, err = buildOutput(c, dataDir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", c.Name, err)
 	}
-	switch {
-	case c.Type == "elasticsearch" || c.Format == "ecs" || (c.Format == "" && c.Type != "syslog"):
-		o.encode = ecs.AppendRecord
-	default:
+	o.encode = ecs.AppendRecord
+	if o.cef() {
 		o.encode = cef.AppendRecord
 	}
 	pol := spool.Block

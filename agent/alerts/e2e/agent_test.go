@@ -1,0 +1,98 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
+	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
+	"github.com/vmlineage/vmlineage/plugins/plugintest"
+)
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestAgentRunsDetectors runs the agent itself with its detectors and alert
+// intake configured: records stream through the detectors (the destroy of
+// origin gives shadow-copy findings), alerts posted to /v1/alerts come back
+// and go to the outputs enriched (vm5 the halted suspect).
+func TestAgentRunsDetectors(t *testing.T) {
+	sc, _ := xapisim.Builtin("threat-model")
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("a-token-of-some-length\n"), 0o600)
+	srv := xapisim.New(xapisim.Config{Scenario: sc, TLS: true, Password: "s3cret"})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	pdir, pins := plugintest.Setup(t, plugintest.ShippedDetectors()...)
+	out := filepath.Join(dir, "out.jsonl")
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.XAPI.URL, cfg.XAPI.PasswordFile, cfg.XAPI.Fingerprint = srv.URL(), pw, srv.CertFingerprint()
+	cfg.XAPI.EventTimeout = config.Duration(2 * time.Second)
+	cfg.Detectors.Dir, cfg.Detectors.Pins = pdir, pins
+	cfg.Alerts.HTTPListen, cfg.Alerts.TokenFile = freeAddr(t), tok
+	cfg.Outputs = []config.Output{{Name: "archive", Type: "file", Format: "ecs", Path: out}}
+	a, err := pipeline.New(cfg, pipeline.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), BackoffBase: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done; a.Close() }()
+	wait(t, "agent baseline", func() bool { return a.Tracer.PoolUUID() != "" && srv.Waiting() > 0 })
+	if err := srv.Play(ctx, sc, 0); err != nil {
+		t.Fatal(err)
+	}
+	truth, _ := srv.Truth()
+	wait(t, "records", func() bool { n, _ := a.Store.CountRecords(ctx); return n >= int64(len(truth)) })
+
+	post := func(doc string) string {
+		req, _ := http.NewRequest("POST", "http://"+cfg.Alerts.HTTPListen+"/v1/alerts", bytes.NewBufferString(doc))
+		req.Header.Set("Authorization", "Bearer a-token-of-some-length")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST /v1/alerts: %d %s", resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	at := sc.Start.Add(3 * time.Minute)
+	post(fmt.Sprintf(`{"@timestamp":%q,"host":{"name":"vm1"}}`, at.Format(time.RFC3339)))
+	second := post(fmt.Sprintf(`{"@timestamp":%q,"host":{"name":"vm2"}}`, at.Add(time.Minute).Format(time.RFC3339)))
+	if !strings.Contains(second, `"vm_name":"vm5"`) {
+		t.Errorf("the second alert's answer names no vm5 suspect: %.400s", second)
+	}
+	wait(t, "findings and enriched alerts in the output", func() bool {
+		b, _ := os.ReadFile(out)
+		s := string(b)
+		return strings.Contains(s, "shadow_copy") && strings.Contains(s, `"vm_name":"vm5"`)
+	})
+}

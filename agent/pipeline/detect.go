@@ -1,0 +1,160 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/alerts"
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/outputs"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// detection runs the detector plugins beside the tracer: every committed
+// record goes to their OnRecord (streaming detection), alerts taken in over
+// syslog or HTTP are enriched with lineage, and findings and enriched alerts
+// go to the outputs.
+type detection struct {
+	svc  *alerts.Service
+	mgr  *plugins.Manager
+	enr  *alerts.Enricher
+	pump *alerts.Pump
+}
+
+func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
+	dc := a.cfg.Detectors
+	if dc.Dir == "" {
+		return nil, nil
+	}
+	pins := map[string]string{}
+	pinsFile := dc.PinsFile
+	if pinsFile == "" {
+		if p := filepath.Join(dc.Dir, "SHA256SUMS"); fileExists(p) {
+			pinsFile = p
+		}
+	}
+	if pinsFile != "" {
+		p, err := plugins.ReadPins(pinsFile)
+		if err != nil {
+			return nil, fmt.Errorf("detectors.pins_file: %w", err)
+		}
+		pins = p
+	}
+	for k, v := range dc.Pins {
+		pins[k] = v
+	}
+	svc, err := alerts.NewService(ctx, a.Store)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := plugins.NewManager(plugins.Config{Dir: dc.Dir, Pins: pins, CallTimeout: dc.CallTimeout.D()}, svc)
+	if err != nil {
+		svc.Close()
+		return nil, fmt.Errorf("detectors: %w", err)
+	}
+	mgr.Start(ctx)
+	d := &detection{svc: svc, mgr: mgr, enr: alerts.NewEnricher(svc, mgr, a.log)}
+	d.pump = alerts.NewPump(mgr, func(doc []byte) { a.emitDoc(ctx, doc, false) }, a.log, 0)
+	handle := func(ctx context.Context, al *alerts.Alert) ([]byte, error) {
+		js, err := d.enr.Enrich(ctx, al)
+		if err == nil {
+			a.emitDoc(ctx, js, true)
+		}
+		return js, err
+	}
+	if addr := a.cfg.Alerts.SyslogListen; addr != "" {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("alerts.syslog_listen: %w", err)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			pc.Close()
+			d.close()
+			return nil, fmt.Errorf("alerts.syslog_listen: %w", err)
+		}
+		l := &alerts.SyslogListener{Handle: handle, Log: a.log}
+		go l.ServeUDP(ctx, pc)
+		go l.ServeTCP(ctx, ln)
+		a.log.Info("alert intake over syslog", "addr", addr)
+	}
+	if addr := a.cfg.Alerts.HTTPListen; addr != "" {
+		b, err := os.ReadFile(a.cfg.Alerts.TokenFile)
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("alerts.token_file: %w", err)
+		}
+		h, err := alerts.HTTPHandler(strings.TrimSpace(string(b)), handle, a.log)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("alerts.http_listen: %w", err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		context.AfterFunc(ctx, func() { srv.Close() })
+		a.log.Info("alert intake over HTTP", "addr", ln.Addr().String())
+	}
+	return d, nil
+}
+
+func (d *detection) onRecord(r *record.Record) {
+	if d != nil {
+		d.pump.OnRecord(r)
+	}
+}
+
+func (d *detection) close() {
+	if d == nil {
+		return
+	}
+	if d.pump != nil {
+		d.pump.Close()
+	}
+	d.mgr.Close()
+	d.svc.Close()
+}
+
+// emitDoc sends a finding or an enriched alert (ECS JSON) to every output
+// through its spool: as is to ECS outputs, as CEF (enriched alerts only, see
+// agent/alerts) to CEF outputs.
+func (a *Agent) emitDoc(ctx context.Context, doc []byte, enriched bool) {
+	sum := sha256.Sum256(doc)
+	id := hex.EncodeToString(sum[:16])
+	for _, o := range a.Outputs() {
+		payload := doc
+		if o.cef() {
+			if !enriched {
+				continue // findings have no CEF form yet; they are in ECS outputs and the store
+			}
+			c, err := alerts.EnrichedCEF(doc, a.opts.Version)
+			if err != nil {
+				a.log.Warn("enriched alert has no CEF form", "err", err)
+				continue
+			}
+			payload = c
+		}
+		if err := o.spool.Append(ctx, []outputs.Item{{ID: id, Payload: payload, Time: time.Now()}}); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("output refused an alert document", "output", o.Name, "err", err)
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
