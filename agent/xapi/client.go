@@ -313,6 +313,19 @@ func (c *Client) EventFrom(ctx context.Context, classes []string, token string, 
 	args := []any{sess, classes, token, timeout}
 	var b EventBatch
 	ht := time.Duration(timeout*1.1*float64(time.Second)) + 5*time.Second
+	if c.Protocol() == "xmlrpc" {
+		// Decoded as it arrives: a busy pool's batch is tens of megabytes of XML.
+		sb, err := c.eventFromStream(ctx, args, ht)
+		if err != nil {
+			return nil, err
+		}
+		for i := range sb.Events {
+			if e := &sb.Events[i]; e.Class == "host" && e.Snapshot != nil {
+				c.noteHost(e.Snapshot.Address)
+			}
+		}
+		return sb, nil
+	}
 	err := c.rawCall(ctx, base, "event.from", args, ht, decoder{
 		xml:  func(s *scanner) error { return s.decodeEventBatch(&b) },
 		json: func(raw json.RawMessage) error { return decodeJSONBatch(raw, &b) },

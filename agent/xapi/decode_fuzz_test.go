@@ -218,3 +218,21 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	c.a, c.n = c.n, c.a+c.n
 	return k, nil
 }
+
+// FuzzStreamEventBatch checks that the streaming event.from decoder, fed in
+// small uneven reads, agrees with the in-memory one on every input both
+// accept.
+func FuzzStreamEventBatch(f *testing.F) {
+	seedXML(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var streamed, mem EventBatch
+		errS := streamEventBatch(&chunkReader{b: data}, 1<<20, &streamed)
+		errM := decodeXMLRPC(data, func(s *scanner) error { return s.decodeEventBatch(&mem) })
+		if errS != nil || errM != nil {
+			return
+		}
+		if !reflect.DeepEqual(streamed, mem) {
+			t.Fatalf("stream and memory disagree\n%+v\n%+v", streamed, mem)
+		}
+	})
+}

@@ -149,6 +149,32 @@ func koloValue(out any) func(s *scanner) error {
 // retried. So a 64,000-VM pool costs one window (≥ one record, at most
 // maxRecord bytes), not the document.
 func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snapshot) error) error {
+	return streamEnvelope(r, maxRecord, "get_all_records", func(s *scanner, step func(func() error) error) error {
+		for done := false; !done; {
+			err := step(func() error {
+				var err error
+				done, err = s.decodeRecordMember(fn)
+				if err == nil && done {
+					if err = s.closeCompound(); err == nil {
+						err = s.endMember()
+					}
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// streamEnvelope reads an XML-RPC answer from r through a window of at most
+// maxRecord bytes: the Status/Value envelope and a Fault here, the Value
+// (a struct) by value, which is called right after the struct opens and must
+// consume it and the Value member's end, each piece inside step (step
+// re-runs a piece with more input when the window ended inside it).
+func streamEnvelope(r io.Reader, maxRecord int64, what string, value func(s *scanner, step func(func() error) error) error) error {
 	w := &window{r: r, max: int(maxRecord), buf: make([]byte, 0, min(int(maxRecord), streamChunk))}
 	s := &scanner{}
 	step := func(f func() error) error {
@@ -245,7 +271,7 @@ func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snaps
 						records = true
 						return nil // the member ends after the records
 					case c != "" || sc.typ != "" || len(sc.text) != 0:
-						return fmt.Errorf("%w: get_all_records result is not a struct", errSyntax)
+						return fmt.Errorf("%w: %s result is not a struct", errSyntax, what)
 					}
 				}
 			default:
@@ -265,20 +291,8 @@ func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snaps
 		if !records {
 			continue
 		}
-		for done := false; !done; {
-			err := step(func() error {
-				var err error
-				done, err = s.decodeRecordMember(fn)
-				if err == nil && done {
-					if err = s.closeCompound(); err == nil {
-						err = s.endMember()
-					}
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
+		if err := value(s, step); err != nil {
+			return err
 		}
 	}
 	err = step(func() error {

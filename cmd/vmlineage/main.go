@@ -5,7 +5,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"time"
 )
 
 func main() {
@@ -17,10 +19,20 @@ func main() {
 		}
 	}
 	if p := os.Getenv("VMLINEAGE_MEMPROFILE"); p != "" {
-		defer func() {
-			if f, err := os.Create(p); err == nil {
-				pprof.Lookup("allocs").WriteTo(f, 0)
-				f.Close()
+		// The heap profile at the largest heap seen (sampled every 200 ms).
+		go func() {
+			var peak uint64
+			for {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak {
+					peak = ms.HeapInuse
+					if f, err := os.Create(p); err == nil {
+						pprof.Lookup("heap").WriteTo(f, 0)
+						f.Close()
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
 		}()
 	}
