@@ -55,7 +55,7 @@ func newBrowser(tb testing.TB) (context.Context, context.CancelFunc) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(tb.TempDir()),
+		chromedp.UserDataDir(profileDir(tb)),
 		chromedp.WindowSize(1600, 1000),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -68,6 +68,29 @@ func newBrowser(tb testing.TB) (context.Context, context.CancelFunc) {
 		tb.Fatalf("start chromium: %v", err)
 	}
 	return ctx, func() { tcancel(); cancel(); acancel() }
+}
+
+// profileDir is a fresh Chromium profile. Not tb.TempDir: Chromium's helper
+// processes can still write to the profile for a moment after the browser is
+// cancelled, and TempDir's cleanup then fails the test on "directory not
+// empty". Removal is retried here instead.
+func profileDir(tb testing.TB) string {
+	tb.Helper()
+	d, err := os.MkdirTemp("", "vmlineage-chromium-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		var err error
+		for i := 0; i < 50; i++ {
+			if err = os.RemoveAll(d); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		tb.Logf("leaving chromium profile %s: %v", d, err)
+	})
+	return d
 }
 
 // artifactDir is where screenshots go: $VMLINEAGE_ARTIFACTS, else

@@ -37,6 +37,27 @@ func (m allMarks) Marks(ctx context.Context) (map[string]webui.Mark, error) {
 // with the alerts the real enrichment stored: the page shows origin destroyed
 // with its five clones, vm5 a suspect, vm5's timeline on click, and the pool
 // before the clones existed without them. It saves screenshots.
+// chromiumProfile is a fresh profile directory whose removal is retried:
+// Chromium's helpers may still write to it just after the browser is
+// cancelled, which makes t.TempDir's cleanup fail the test.
+func chromiumProfile(t *testing.T) string {
+	d, err := os.MkdirTemp("", "vmlineage-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for i := 0; i < 50; i++ {
+			if err = os.RemoveAll(d); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("leaving chromium profile %s: %v", d, err)
+	})
+	return d
+}
+
 func checkForensicsView(t *testing.T, st *lineage.Store, svc *alerts.Service, start time.Time) {
 	chromium := ""
 	for _, n := range []string{os.Getenv("VMLINEAGE_CHROMIUM"), "chromium", "chromium-browser"} {
@@ -56,7 +77,7 @@ func checkForensicsView(t *testing.T, st *lineage.Store, svc *alerts.Service, st
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(chromium), chromedp.Headless,
 		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1600, 1000))
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(chromiumProfile(t)), chromedp.WindowSize(1600, 1000))
 	defer acancel()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
