@@ -169,7 +169,7 @@ func TestCheckCleanConfigAndSyntax(t *testing.T) {
 func TestPackagedConfigChecks(t *testing.T) {
 	b, err := os.ReadFile("../../packaging/vmlineage.yaml")
 	if err != nil {
-		t.Skip("packaging/vmlineage.yaml not present")
+		t.Fatalf("the packaged config is part of the repository: %v", err)
 	}
 	_, ps := CheckBytes(b, CheckOptions{LookupEnv: noEnv})
 	for _, p := range ps {

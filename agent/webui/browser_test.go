@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,80 +17,8 @@ import (
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/internal/browsertest"
 )
-
-// chromiumPath finds the browser: $VMLINEAGE_CHROMIUM, else Debian's
-// chromium (scripts/install-chromium.sh installs it). With CI=true a missing
-// browser fails the test; elsewhere it skips with the reason.
-func chromiumPath(tb testing.TB) string {
-	tb.Helper()
-	if p := os.Getenv("VMLINEAGE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "chromium not found (run agent/webui/scripts/install-chromium.sh or set VMLINEAGE_CHROMIUM)"
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile.
-func newBrowser(tb testing.TB) (context.Context, context.CancelFunc) {
-	tb.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath(tb)),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(profileDir(tb)),
-		chromedp.WindowSize(1600, 1000),
-	}
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, tcancel := context.WithTimeout(ctx, 2*time.Minute)
-	if err := chromedp.Run(ctx); err != nil { // start the browser now, so failures name it
-		tcancel()
-		cancel()
-		acancel()
-		tb.Fatalf("start chromium: %v", err)
-	}
-	return ctx, func() { tcancel(); cancel(); acancel() }
-}
-
-// profileDir is a fresh Chromium profile. Not tb.TempDir: Chromium's helper
-// processes can still write to the profile for a moment after the browser is
-// cancelled, and TempDir's cleanup then fails the test on "directory not
-// empty". Removal is retried here instead.
-func profileDir(tb testing.TB) string {
-	tb.Helper()
-	d, err := os.MkdirTemp("", "vmlineage-chromium-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		var err error
-		for i := 0; i < 50; i++ {
-			if err = os.RemoveAll(d); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		tb.Logf("leaving chromium profile %s: %v", d, err)
-	})
-	return d
-}
 
 // artifactDir is where screenshots go: $VMLINEAGE_ARTIFACTS, else
 // testdata/artifacts (git-ignored).
@@ -154,7 +81,7 @@ func nodesByName(tb testing.TB, ctx context.Context) map[string]nodeInfo {
 func hasClass(n nodeInfo, c string) bool { return slices.Contains(strings.Fields(n.Class), c) }
 
 func TestBrowserThreatModel(t *testing.T) {
-	ctx, cancel := newBrowser(t)
+	ctx, cancel := browsertest.New(t)
 	defer cancel()
 	fa := &fakeAlerts{}
 	ts := httptest.NewServer(New(threatModelStore(t), Options{Alerts: fa}))
@@ -332,7 +259,7 @@ func TestBrowserThreatModel(t *testing.T) {
 // TestBrowserHostileNames: VM names, kinds and states come from whoever can
 // name a VM; the page shows them as text and runs none of them.
 func TestBrowserHostileNames(t *testing.T) {
-	ctx, cancel := newBrowser(t)
+	ctx, cancel := browsertest.New(t)
 	defer cancel()
 	st := threatModelStore(t)
 	const evil = `<img src=x onerror="window.pwned=1">`
@@ -453,7 +380,7 @@ type loadStats struct {
 // under 2 s), then the time a move of the time control takes.
 func BenchmarkBrowser10k(b *testing.B) {
 	const n = 10000
-	ctx, cancel := newBrowser(b)
+	ctx, cancel := browsertest.New(b)
 	defer cancel()
 	fa := &fakeAlerts{}
 	st := bigStore(b, n)

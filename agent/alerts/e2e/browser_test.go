@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/webui"
+	"github.com/vmlineage/vmlineage/internal/browsertest"
 )
 
 // allMarks shows every alert the store holds (the scenario's alerts are
@@ -37,52 +37,11 @@ func (m allMarks) Marks(ctx context.Context) (map[string]webui.Mark, error) {
 // with the alerts the real enrichment stored: the page shows origin destroyed
 // with its five clones, vm5 a suspect, vm5's timeline on click, and the pool
 // before the clones existed without them. It saves screenshots.
-// chromiumProfile is a fresh profile directory whose removal is retried:
-// Chromium's helpers may still write to it just after the browser is
-// cancelled, which makes t.TempDir's cleanup fail the test.
-func chromiumProfile(t *testing.T) string {
-	d, err := os.MkdirTemp("", "vmlineage-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		var err error
-		for i := 0; i < 50; i++ {
-			if err = os.RemoveAll(d); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Logf("leaving chromium profile %s: %v", d, err)
-	})
-	return d
-}
-
 func checkForensicsView(t *testing.T, st *lineage.Store, svc *alerts.Service, start time.Time) {
-	chromium := ""
-	for _, n := range []string{os.Getenv("VMLINEAGE_CHROMIUM"), "chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(n); n != "" && err == nil {
-			chromium = p
-			break
-		}
-	}
-	if chromium == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium not found (agent/webui/scripts/install-chromium.sh)")
-		}
-		t.Skip("chromium not found")
-	}
 	ts := httptest.NewServer(webui.New(st, webui.Options{Alerts: allMarks{svc}}))
 	defer ts.Close()
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(chromium), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(chromiumProfile(t)), chromedp.WindowSize(1600, 1000))
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := browsertest.New(t)
 	defer cancel()
-	ctx, tcancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer tcancel()
 
 	type node struct {
 		Name  string `json:"name"`
