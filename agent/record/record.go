@@ -101,7 +101,30 @@ const (
 	SourceXAPI   Source = "xapi"
 	SourceLog    Source = "xensource.log"
 	SourceResync Source = "resync"
+	// SourceAudit is a record known only from the RBAC audit log: a call
+	// refused (DENIED) before any task reached the pool's database.
+	SourceAudit Source = "audit.log"
 )
+
+// Actor is who made the XAPI call behind a record, from the RBAC audit log
+// (joined on the task's short id). The event stream has no actor; the audit
+// log has no result: joined they give both.
+type Actor struct {
+	// Name is the session's subject name: "root", "DOMAIN\\user",
+	// "__dom0__vmss", or "OpaqueRef:<host>" for xapi's own sub-calls.
+	Name string `json:"name,omitempty"`
+	// SubjectID is "LOCAL_SUPERUSER", "LOCAL_SESSION" or an AD SID.
+	SubjectID string `json:"subject_id,omitempty"`
+	// Originator is the client's session originator (xe: "cli"), where a
+	// session.create audit line or a xensource.log Session.create line told.
+	Originator string `json:"originator,omitempty"`
+	// ClientIP is the caller's address from the audit line's thread field
+	// (builds since Nov 2020; absent for the unix socket and internal calls).
+	ClientIP string `json:"client_ip,omitempty"`
+	// TrackID is the MD5 of the session ref, as audit.log and xensource.log
+	// print it: the key that joins a session's calls.
+	TrackID string `json:"trackid,omitempty"`
+}
 
 // Record is one lifecycle record. Field names are the public contract of the
 // JSON schema in schema/record.schema.json; add fields, never rename them.
@@ -129,6 +152,8 @@ type Record struct {
 	// new VM of a clone seen only in xensource.log), so a consumer can tell
 	// "unknown" from "empty".
 	Unknown []string `json:"unknown,omitempty"`
+	// Actor is who made the call (nil: not attributed, e.g. no audit line).
+	Actor *Actor `json:"actor,omitempty"`
 }
 
 // TimeLayout is the on-the-wire time format: RFC 3339, UTC, milliseconds.
@@ -258,7 +283,7 @@ func (r *Record) Validate() error {
 		return fmt.Errorf("record %s: invalid result %q", r.ID, r.Result)
 	}
 	switch r.Source {
-	case SourceXAPI, SourceLog, SourceResync:
+	case SourceXAPI, SourceLog, SourceResync, SourceAudit:
 	default:
 		return fmt.Errorf("record %s: invalid source %q", r.ID, r.Source)
 	}
