@@ -84,7 +84,7 @@ func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRe
 	if f.AfterSeq > 0 {
 		where, args = append(where, "seq>?"), append(args, f.AfterSeq)
 	}
-	q := "SELECT seq, json FROM records"
+	q := "SELECT seq, json, chain_seq, chain_prev, chain_hash FROM records"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -101,11 +101,17 @@ func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRe
 	for rows.Next() {
 		var sr StoredRecord
 		var js string
-		if err := rows.Scan(&sr.Seq, &js); err != nil {
+		var cseq sql.NullInt64
+		var c record.Chain
+		if err := rows.Scan(&sr.Seq, &js, &cseq, &c.Prev, &c.Hash); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(js), &sr.Record); err != nil {
 			return nil, fmt.Errorf("lineage: record #%d is corrupt: %w", sr.Seq, err)
+		}
+		if cseq.Valid {
+			c.Seq = cseq.Int64
+			sr.Chain = &c
 		}
 		out = append(out, sr)
 	}
