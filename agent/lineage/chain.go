@@ -162,17 +162,21 @@ func (t *Tx) sealLegacy() error {
 	return nil
 }
 
-// Seal chains, in storage order, up to limit unsealed records for which
-// settled says yes (nil: all of them), and returns them sealed.
-func (s *Store) Seal(ctx context.Context, settled func(*record.Record) bool, limit int) ([]record.Record, error) {
+// Seal chains, in storage order, up to limit unsealed records stored at or
+// before storage seq upTo (0: any) for which settled says yes (nil: all of
+// them), and returns them sealed. settled gets each record's storage seq.
+func (s *Store) Seal(ctx context.Context, upTo int64, settled func(seq int64, r *record.Record) bool, limit int) ([]record.Record, error) {
 	var out []record.Record
+	if upTo <= 0 {
+		upTo = 1 << 62
+	}
 	err := s.Update(ctx, func(tx *Tx) error {
 		out = out[:0]
-		q := "SELECT seq, json FROM records WHERE chain_seq IS NULL ORDER BY seq"
+		q := "SELECT seq, json FROM records WHERE chain_seq IS NULL AND seq<=? ORDER BY seq"
 		if limit > 0 {
 			q += fmt.Sprintf(" LIMIT %d", limit)
 		}
-		rows, err := tx.tx.QueryContext(ctx, q)
+		rows, err := tx.tx.QueryContext(ctx, q, upTo)
 		if err != nil {
 			return err
 		}
@@ -192,7 +196,7 @@ func (s *Store) Seal(ctx context.Context, settled func(*record.Record) bool, lim
 				rows.Close()
 				return fmt.Errorf("lineage: record #%d is corrupt: %w", x.seq, err)
 			}
-			if settled == nil || settled(&x.r) {
+			if settled == nil || settled(x.seq, &x.r) {
 				todo = append(todo, x)
 			}
 		}

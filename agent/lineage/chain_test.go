@@ -193,10 +193,10 @@ func TestDeferredSealMergesThenFreezes(t *testing.T) {
 		t.Errorf("merged counter %d", s.Merged())
 	}
 	// Not settled: stays unsealed.
-	if out, _ := s.Seal(ctx, func(*record.Record) bool { return false }, 0); len(out) != 0 {
+	if out, _ := s.Seal(ctx, 0, func(int64, *record.Record) bool { return false }, 0); len(out) != 0 {
 		t.Fatal("sealed an unsettled record")
 	}
-	out, err := s.Seal(ctx, nil, 0)
+	out, err := s.Seal(ctx, 0, nil, 0)
 	if err != nil || len(out) != 1 || out[0].Chain == nil || out[0].Chain.Seq != 1 {
 		t.Fatalf("seal: %+v %v", out, err)
 	}

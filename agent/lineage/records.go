@@ -135,3 +135,39 @@ func (s *Store) LastRecord(ctx context.Context, vmUUID string) (record.Record, b
 	}
 	return r, true, nil
 }
+
+// RecordsOfVMSince returns the records whose subject is the VM and that
+// started at or after since, oldest first (the tracer asks whether another
+// source already recorded a change it could only infer).
+func (s *Store) RecordsOfVMSince(ctx context.Context, vmUUID string, since time.Time) ([]record.Record, error) {
+	return s.jsonRecords(ctx, "SELECT json FROM records WHERE vm_uuid=? AND start_ms>=? ORDER BY start_ms, seq", vmUUID, ms(since))
+}
+
+// UnattributedCreations returns the creating records (clone, copy, snapshot,
+// checkpoint, import, create) since since whose new VM is unknown (the logs
+// cannot name it) and whose new VM was called name.
+func (s *Store) UnattributedCreations(ctx context.Context, name string, since time.Time) ([]record.Record, error) {
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND start_ms>=? AND vm_name=?
+		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
+}
+
+func (s *Store) jsonRecords(ctx context.Context, q string, args ...any) ([]record.Record, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: query records: %w", err)
+	}
+	defer rows.Close()
+	var out []record.Record
+	for rows.Next() {
+		var js string
+		if err := rows.Scan(&js); err != nil {
+			return nil, err
+		}
+		var r record.Record
+		if err := json.Unmarshal([]byte(js), &r); err != nil {
+			return nil, fmt.Errorf("lineage: a record is corrupt: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
