@@ -213,7 +213,11 @@ func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder
 			}
 			continue
 		}
+		// Each item remembers the cursors it moves to, so that the batch
+		// can go into the spool in pieces the spool takes (a batch may
+		// exceed a small spool_max_bytes), each piece with its cursors.
 		items := make([]outputs.Item, 0, len(recs)+len(cps))
+		marks := make([][2]int64, 0, len(recs)+len(cps))
 		addCheckpoints := func(upTo int64) {
 			for len(cps) > 0 && cps[0].Seq <= upTo {
 				cp := cps[0]
@@ -222,6 +226,7 @@ func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder
 				buf = o.checkpoint(buf[:0], &f, cb.base(ctx, o.cfg.Namespace))
 				items = append(items, outputs.Item{ID: formats.CheckpointID(&f), Payload: append([]byte(nil), buf...), Time: cp.At})
 				ckCursor = cp.ID
+				marks = append(marks, [2]int64{cursor, ckCursor})
 			}
 		}
 		for i := range recs {
@@ -231,9 +236,10 @@ func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder
 			buf = o.encode(buf[:0], r, c)
 			items = append(items, outputs.Item{ID: r.ID, Payload: append([]byte(nil), buf...), Time: r.End})
 			cursor = r.Chain.Seq
+			marks = append(marks, [2]int64{cursor, ckCursor})
 		}
 		addCheckpoints(cursor)
-		if err := o.spool.Append(ctx, items); err != nil {
+		if err := o.appendInPieces(ctx, st, key, ckey, items, marks, log); err != nil {
 			if ctx.Err() == nil {
 				log.Error("output: spool refused records; retrying", "output", o.Name, "err", err)
 				sleepCtx(ctx, time.Second)
@@ -249,18 +255,41 @@ func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder
 			}
 			continue
 		}
-		c, k := cursor, ckCursor
+	}
+}
+
+// appendInPieces appends items to the spool in pieces of at most
+// spool.MaxAppend bytes, saving after each piece the cursors its last item
+// moved to (marks[i] for items[i]): a restart re-appends at most one piece.
+func (o *Output) appendInPieces(ctx context.Context, st *lineage.Store, key, ckey string, items []outputs.Item, marks [][2]int64, log *slog.Logger) error {
+	limit := o.spool.MaxAppend()
+	for len(items) > 0 {
+		n, size := 0, int64(0)
+		for n < len(items) {
+			f := spool.FrameSize(items[n])
+			if n > 0 && size+f > limit {
+				break
+			}
+			size += f
+			n++
+		}
+		if err := o.spool.Append(ctx, items[:n]); err != nil {
+			return err
+		}
+		c, k := marks[n-1][0], marks[n-1][1]
 		if err := st.Update(ctx, func(tx *lineage.Tx) error {
 			if err := tx.SetAgentState(key, fmt.Sprint(c)); err != nil {
 				return err
 			}
 			return tx.SetAgentState(ckey, fmt.Sprint(k))
 		}); err != nil {
-			// The spool holds them; a restart re-appends at most this batch.
+			// The spool holds them; a restart re-appends at most this piece.
 			log.Warn("output: saving the cursor failed", "output", o.Name, "err", err)
 		}
 		o.fed.Store(c)
+		items, marks = items[n:], marks[n:]
 	}
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

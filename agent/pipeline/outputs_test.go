@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/agent/verify"
 	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
 	"github.com/vmlineage/vmlineage/internal/receivers"
@@ -175,4 +176,47 @@ func checkIDs(t *testing.T, output string, ids []string, want map[string]bool) {
 	if missing > 0 || dup > 0 {
 		t.Errorf("%s: %d records missing, %d duplicated", output, missing, dup)
 	}
+}
+
+// TestSpoolSmallerThanABatch: with spool_max_bytes below what one batch of
+// the feeder encodes (an output added to a store that already holds 300
+// records: ECS documents of about 2 KB against a 64 KiB spool), the feeder
+// must put the batch into the spool in pieces; it used to ask the spool for
+// the whole batch, be refused (ErrTooBig) and retry it for ever.
+func TestSpoolSmallerThanABatch(t *testing.T) {
+	sc := xapisim.Generate(xapisim.GenConfig{Hosts: 2, VMs: 50, Ops: 300, Seed: 3})
+	h := newHarness(t, sc, false, "")
+	cfg := h.config()
+	ctx := context.Background()
+	first, err := pipeline.New(cfg, pipeline.Options{Logger: quietLogger(t), BackoffBase: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- first.Run(fctx) }()
+	waitUntil(t, ctx, 20*time.Second, "agent in event.from", func() bool { return h.srv.Waiting() > 0 })
+	if err := h.srv.Play(ctx, sc, 0); err != nil {
+		t.Fatal(err)
+	}
+	truth, _ := h.srv.Truth()
+	got := waitTraced(t, first.Store, truth, 60*time.Second)
+	stop()
+	<-done
+	first.Close()
+
+	path := filepath.Join(h.dir, "out", "records.jsonl")
+	cfg.Outputs = []config.Output{{Name: "archive", Type: "file", Format: "ecs", Path: path, SpoolMaxBytes: 64 << 10}}
+	h.startAgent(ctx, cfg)
+	want := map[string]bool{}
+	for _, r := range got {
+		want[r.ID] = true
+	}
+	if n := len(want); n < 250 {
+		t.Fatalf("only %d records: the batch would not outgrow the spool", n)
+	}
+	// Whole lines only: the output may be writing the next one.
+	waitUntil(t, ctx, 60*time.Second, "file output", func() bool { return countLines(path) >= len(want)+1 })
+	time.Sleep(time.Second)
+	checkIDs(t, "file", fileIDs(t, path), want)
 }

@@ -866,6 +866,17 @@ func (s *Spool) Stats() Stats {
 // Dir is the spool's directory.
 func (s *Spool) Dir() string { return s.dir }
 
+// MaxAppend is the most bytes (FrameSize) one Append should carry: one
+// segment, a quarter of MaxBytes at most. Append refuses more than MaxBytes
+// (ErrTooBig), and an Append near MaxBytes under the Block policy would wait
+// until the output had delivered everything before it.
+func (s *Spool) MaxAppend() int64 { return s.opt.SegmentBytes }
+
+// FrameSize bounds the bytes it takes in the spool (what MaxBytes counts).
+func FrameSize(it outputs.Item) int64 {
+	return int64(frameHeader + 2*binary.MaxVarintLen64 + len(it.ID) + len(it.Payload))
+}
+
 // Close syncs and closes; waiting Appends and Reads return ErrClosed.
 func (s *Spool) Close() error {
 	s.mu.Lock()
