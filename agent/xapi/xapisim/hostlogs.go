@@ -166,6 +166,18 @@ func (w *HostLogWriter) Reopen() {
 	w.closeFiles()
 }
 
+// Hold runs fn while no line is written: a rotation that must not race the
+// writer (copytruncate would lose lines appended between its copy and its
+// truncation, as logrotate documents).
+func (w *HostLogWriter) Hold(fn func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.files {
+		b.Flush()
+	}
+	fn()
+}
+
 func (w *HostLogWriter) closeFiles() {
 	for h, b := range w.files {
 		b.Flush()
