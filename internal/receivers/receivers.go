@@ -178,6 +178,7 @@ type RsyslogMessage struct {
 	MsgID    string `json:"msgid"`
 	SD       string `json:"sd"`
 	Time     string `json:"time"`
+	Received string `json:"received"` // when rsyslog took the message (timegenerated, microseconds)
 	Facility string `json:"facility"`
 	Severity string `json:"severity"`
 	Msg      string `json:"msg"`
@@ -237,7 +238,7 @@ input(type="imtcp" address="127.0.0.1" port="%[5]d" ruleset="recv" name="tls-gtl
       streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
 input(type="imtcp" address="127.0.0.1" port="%[6]d" ruleset="recv" name="tls-ossl"
       streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
-template(name="j" type="string" string="{\"input\":\"%%inputname%%\",\"host\":\"%%hostname:::json%%\",\"app\":\"%%app-name:::json%%\",\"procid\":\"%%procid:::json%%\",\"msgid\":\"%%msgid:::json%%\",\"sd\":\"%%structured-data:::json%%\",\"time\":\"%%timereported:::date-rfc3339%%\",\"facility\":\"%%syslogfacility%%\",\"severity\":\"%%syslogseverity%%\",\"msg\":\"%%msg:::json%%\",\"raw\":\"%%rawmsg:::json%%\"}\n")
+template(name="j" type="string" string="{\"input\":\"%%inputname%%\",\"host\":\"%%hostname:::json%%\",\"app\":\"%%app-name:::json%%\",\"procid\":\"%%procid:::json%%\",\"msgid\":\"%%msgid:::json%%\",\"sd\":\"%%structured-data:::json%%\",\"time\":\"%%timereported:::date-rfc3339%%\",\"received\":\"%%timegenerated:::date-rfc3339%%\",\"facility\":\"%%syslogfacility%%\",\"severity\":\"%%syslogseverity%%\",\"msg\":\"%%msg:::json%%\",\"raw\":\"%%rawmsg:::json%%\"}\n")
 template(name="alljson" type="string" string="%%$!all-json%%\n")
 ruleset(name="recv") {
   action(type="omfile" file="%[7]s" template="j")
