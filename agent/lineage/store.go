@@ -52,7 +52,9 @@ func Open(path string) (*Store, error) {
 	q := url.Values{}
 	// WAL with synchronous=NORMAL survives a killed process (SIGKILL) without
 	// losing a committed transaction; only a power loss can drop the last few.
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(0)", "temp_store(MEMORY)", "cache_size(-2000)", "wal_autocheckpoint(8192)"} {
+	// busy_timeout comes first: switching a fresh file to WAL while another
+	// process opens it too would otherwise fail at once (SQLITE_BUSY).
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(0)", "temp_store(MEMORY)", "cache_size(-2000)", "wal_autocheckpoint(8192)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -88,6 +90,16 @@ func (s *Store) migrate() error {
 	for ; v < schemaVersion; v++ {
 		err := s.Update(ctx, func(tx *Tx) error {
 			tx.upgrading = true
+			// Another process (the agent and a command opening a fresh
+			// store at once) may have upgraded since the version was read:
+			// read it again inside the (immediate) transaction.
+			var cur int
+			if err := tx.tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&cur); err != nil {
+				return err
+			}
+			if cur > v {
+				return nil
+			}
 			for _, q := range upgrades[v] {
 				if _, err := tx.tx.ExecContext(ctx, q); err != nil {
 					return fmt.Errorf("%s: %w", strings.Fields(q)[0:3], err)

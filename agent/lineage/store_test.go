@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,5 +200,34 @@ func TestOpenRefusesNewerSchemaAndJunk(t *testing.T) {
 	}
 	if _, err := Open(junk); err == nil {
 		t.Error("a file that is not a store must be refused")
+	}
+}
+
+// TestConcurrentOpenOfAFreshStore: the agent creating its store while a
+// command (status, records, a test) opens it too. Both used to read the
+// schema version outside the upgrade's transaction, and the second to
+// upgrade failed on a column the first had added ("duplicate column name").
+func TestConcurrentOpenOfAFreshStore(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		path := filepath.Join(t.TempDir(), "lineage.db")
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := Open(path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				st.Close()
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
 	}
 }
