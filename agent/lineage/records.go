@@ -137,17 +137,18 @@ func (s *Store) LastRecord(ctx context.Context, vmUUID string) (record.Record, b
 }
 
 // RecordsOfVMSince returns the records whose subject is the VM and that
-// started at or after since, oldest first (the tracer asks whether another
+// ended at or after since (an operation that explains a change seen at since
+// may have begun before it), oldest first (the tracer asks whether another
 // source already recorded a change it could only infer).
 func (s *Store) RecordsOfVMSince(ctx context.Context, vmUUID string, since time.Time) ([]record.Record, error) {
-	return s.jsonRecords(ctx, "SELECT json FROM records WHERE vm_uuid=? AND start_ms>=? ORDER BY start_ms, seq", vmUUID, ms(since))
+	return s.jsonRecords(ctx, "SELECT json FROM records WHERE vm_uuid=? AND COALESCE(end_ms,start_ms)>=? ORDER BY start_ms, seq", vmUUID, ms(since))
 }
 
 // UnattributedCreations returns the creating records (clone, copy, snapshot,
-// checkpoint, import, create) since since whose new VM is unknown (the logs
-// cannot name it) and whose new VM was called name.
+// checkpoint, import, create) that ended at or after since whose new VM is
+// unknown (the logs cannot name it) and whose new VM was called name.
 func (s *Store) UnattributedCreations(ctx context.Context, name string, since time.Time) ([]record.Record, error) {
-	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND start_ms>=? AND vm_name=?
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND COALESCE(end_ms,start_ms)>=? AND vm_name=?
 		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
 }
 

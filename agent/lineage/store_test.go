@@ -231,3 +231,36 @@ func TestConcurrentOpenOfAFreshStore(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordsOfVMSinceOverlap: an operation that explains a change the
+// tracer saw at since may have begun before since (a migration seen moving
+// the VM halfway): it counts when it ended at or after since. It used to
+// count only when it began after, and the tracer inferred a second record.
+func TestRecordsOfVMSinceOverlap(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	mig := record.Record{ID: record.ID("p", "a89c00ad22f2", 0), PoolUUID: "p", VMUUID: "vm", Activity: record.Migrate,
+		Start: at(42), End: at(50), Result: record.Success, Source: record.SourceXAPI}
+	old := record.Record{ID: record.ID("p", "a89c00ad22f1", 0), PoolUUID: "p", VMUUID: "vm", Activity: record.Start,
+		Start: at(1), End: at(5), Result: record.Success, Source: record.SourceXAPI}
+	clone := record.Record{ID: record.ID("p", "a89c00ad22f3", 0), PoolUUID: "p", VMName: "gen-1", ParentVMUUID: "vm",
+		Activity: record.Clone, Start: at(30), End: at(48), Result: record.Success, Source: record.SourceLog, Unknown: []string{"vm_uuid"}}
+	if err := s.Update(ctx, func(tx *Tx) error {
+		for _, r := range []*record.Record{&old, &mig, &clone} {
+			if _, err := tx.PutRecord(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RecordsOfVMSince(ctx, "vm", at(44))
+	if err != nil || len(got) != 1 || got[0].ID != mig.ID {
+		t.Errorf("RecordsOfVMSince: %+v %v (want the migration, which ended after since)", got, err)
+	}
+	cr, err := s.UnattributedCreations(ctx, "gen-1", at(44))
+	if err != nil || len(cr) != 1 || cr[0].ID != clone.ID {
+		t.Errorf("UnattributedCreations: %+v %v (want the clone, which ended after since)", cr, err)
+	}
+}
