@@ -10,6 +10,24 @@ import "slices"
 // for what either could reveal. It reports whether stored changed.
 func Merge(stored *Record, other *Record) bool {
 	changed := false
+	// A result the first sighting only inferred (listed unknown: the tracer
+	// saw the task vanish, not finish) gives way to one the second knows.
+	// For a creating activity the VM fields follow the result: the source
+	// VM on failure, the new VM on success, which other names or lists
+	// unknown (the logs cannot name a clone's new VM).
+	if stored.IsUnknown("result") && other.Result != "" && !other.IsUnknown("result") {
+		if stored.Result != other.Result && stored.Activity.Creating() {
+			stored.VMUUID, stored.VMName = other.VMUUID, other.VMName
+			stored.setUnknown("vm_uuid", other.IsUnknown("vm_uuid"))
+			stored.setUnknown("vm_name", other.IsUnknown("vm_name"))
+		}
+		if stored.Result != other.Result {
+			stored.Result, stored.Error = other.Result, other.Error
+			stored.setUnknown("error", other.IsUnknown("error"))
+		}
+		stored.forget("result")
+		changed = true
+	}
 	str := func(name string, dst *string, src string) {
 		if src == "" || other.IsUnknown(name) {
 			return
@@ -54,6 +72,15 @@ func Merge(stored *Record, other *Record) bool {
 		changed = true
 	}
 	return changed
+}
+
+// setUnknown lists name in r.Unknown, or removes it.
+func (r *Record) setUnknown(name string, unknown bool) {
+	if !unknown {
+		r.forget(name)
+	} else if !r.IsUnknown(name) {
+		r.Unknown = append(slices.Clone(r.Unknown), name)
+	}
 }
 
 // forget removes name from r.Unknown.
