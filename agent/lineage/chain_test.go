@@ -265,3 +265,36 @@ func TestUpgradeSealsLegacyStore(t *testing.T) {
 		t.Errorf("order: %s %s", recs[0].VMUUID, recs[1].VMUUID)
 	}
 }
+
+// TestMergedResultKeepsColumns: a result the tracer guessed (listed
+// unknown) is replaced by the logs' (record.Merge); the result column must
+// follow the JSON, or VerifyChain reports the sealed record as altered.
+func TestMergedResultKeepsColumns(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	s.DeferSeal(true)
+	guess := &record.Record{ID: record.ID("p", "97da1a9b4e52", 0), PoolUUID: "p", VMUUID: "vm-1", VMName: "vm1", Activity: record.Start,
+		Start: at(1), End: at(5), Result: record.Failure, TaskUUID: "t", Source: record.SourceXAPI, Unknown: []string{"result", "error"}}
+	logged := &record.Record{ID: guess.ID, PoolUUID: "p", VMUUID: "vm-1", VMName: "vm1", Activity: record.Start,
+		Start: at(1), End: at(5), Result: record.Success, Source: record.SourceLog, Unknown: []string{"task_uuid"}}
+	if err := s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.PutRecord(guess); err != nil {
+			return err
+		}
+		_, err := tx.PutRecord(logged)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Seal(ctx, 0, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if v := verify(t, s); v.Break != nil {
+		t.Fatalf("chain broken after a merged result: %+v", v.Break)
+	}
+	var col string
+	s.DB().QueryRow("SELECT result FROM records WHERE id=?", guess.ID).Scan(&col)
+	if col != string(record.Success) {
+		t.Errorf("the result column says %q", col)
+	}
+}

@@ -136,10 +136,12 @@ func (t *Tx) mergeUnsealed(r *record.Record) error {
 	if err != nil {
 		return err
 	}
+	// Every indexed column Merge can change (VerifyChain compares them with
+	// the hashed JSON).
 	if _, err := t.exec(`UPDATE records SET host_uuid=?,host_name=?,vm_uuid=?,vm_name=?,parent_vm_uuid=?,operation=?,start_ms=?,end_ms=?,
-		error=?,task_uuid=?,task_id=?,destination_host_uuid=?,json=? WHERE id=? AND chain_seq IS NULL`,
+		result=?,error=?,task_uuid=?,task_id=?,destination_host_uuid=?,json=? WHERE id=? AND chain_seq IS NULL`,
 		stored.HostUUID, stored.HostName, stored.VMUUID, stored.VMName, stored.ParentVMUUID, stored.Operation, ms(stored.Start), nullMS(stored.End),
-		stored.Error, stored.TaskUUID, stored.TaskID, stored.DestinationHostUUID, string(nj), r.ID); err != nil {
+		string(stored.Result), stored.Error, stored.TaskUUID, stored.TaskID, stored.DestinationHostUUID, string(nj), r.ID); err != nil {
 		return fmt.Errorf("lineage: complete record %s: %w", r.ID, err)
 	}
 	t.store.merged.Add(1)
