@@ -35,9 +35,23 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 		}
 	}
 	in := func(seq int64) bool { return seq > 0 && seq >= tk.FirstSeq && (tk.EndSeq == 0 || seq <= tk.EndSeq) }
+	// A VM another task is tied to by its key changed for that task: two
+	// destroys whose windows overlap must not both take the VM the one saw
+	// deleted when the other's VM vanished unseen (an outage, a kill).
+	owned := func(ref string) bool {
+		for _, o := range t.tasks {
+			if o == tk || o.SubtaskOf == tk.Ref || tk.SubtaskOf == o.Ref {
+				continue
+			}
+			if _, ok := o.VMs[ref]; ok {
+				return true
+			}
+		}
+		return false
+	}
 	var cands []*vmInfo
 	consider := func(vi *vmInfo) {
-		if vi == nil || vi.control {
+		if vi == nil || vi.control || owned(vi.ref) {
 			return
 		}
 		switch {

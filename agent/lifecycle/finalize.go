@@ -219,6 +219,9 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		after = t.vms[vmRef]
 		after.claimedSeq = after.powerSeq
 	}
+	if vm != nil && base.Activity == record.Destroy {
+		t.claimed["del:"+vmRef] = true // no other destroy may take this deletion
+	}
 	r.HostUUID, r.HostName = t.hostFor(tk, vm, after)
 	if r.HostUUID == t.masterUUID() && tk.SrcHost == "" && residentOp(base.Activity) && (after == nil || t.hostUUID(after.resident) == "") {
 		// The master is only the fallback: a VM that runs had a host of its

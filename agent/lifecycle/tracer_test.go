@@ -300,3 +300,61 @@ func feed(ctx context.Context, tr *Tracer, b *xapi.EventBatch) error {
 	}
 	return tr.Flush(ctx)
 }
+
+// TestOverlappingDestroysKeepTheirVMs: two destroys run at once; the tracer
+// sees the one's key on VM y and y deleted, the other's task without ever
+// seeing its VM x (its key coalesced away, x deleted while the event stream
+// was lost). y's deletion is the first's (its key says so), so x's is the
+// second's. y used to count as a candidate for the second task too: two
+// candidates left its VM unknown and x's destruction became a second,
+// resync record (or, when x's deletion fell outside the window, the second
+// task took y: found by the chaos suite).
+func TestOverlappingDestroysKeepTheirVMs(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:x"] = &xapi.Snapshot{UUID: "x", NameLabel: "x", PowerState: "Halted"}
+	p.vms["OpaqueRef:y"] = &xapi.Snapshot{UUID: "y", NameLabel: "y", PowerState: "Halted"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := taskRef(1), taskRef(2)
+	p.tasks[d1] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.destroy", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", d1, p.tasks[d1])
+	p.tasks[d2] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.destroy", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", d2, p.tasks[d2])
+	p.vms["OpaqueRef:y"].CurrentOperations = map[string]string{d2: "destroy"}
+	p.ev("vm", "mod", "OpaqueRef:y", p.vms["OpaqueRef:y"])
+	delete(p.vms, "OpaqueRef:y")
+	p.ev("vm", "del", "OpaqueRef:y", nil)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// EVENTS_LOST: x and both tasks are gone when the tracer looks again.
+	delete(p.vms, "OpaqueRef:x")
+	delete(p.tasks, d1)
+	delete(p.tasks, d2)
+	if err := tr.Resync(ctx, p.snapshot(), "", "events_lost"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	byTask := map[string]record.Record{}
+	for _, r := range recs {
+		if r.TaskUUID != "" {
+			byTask[r.TaskUUID] = r
+		}
+	}
+	if r := byTask["task-2"]; r.VMUUID != "y" {
+		t.Errorf("task-2 destroyed y: %+v", r)
+	}
+	if r := byTask["task-1"]; r.VMUUID != "x" {
+		t.Errorf("task-1 destroyed x: %+v", r)
+	}
+	for _, r := range recs {
+		if r.Source == record.SourceResync {
+			t.Errorf("a second record of a destroy: %+v", r)
+		}
+	}
+}
