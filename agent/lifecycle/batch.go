@@ -211,12 +211,24 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 			// that task (xapi creates clones with current_operations set).
 			// In a resync every VM is an "add": only one the store has never
 			// seen counts as new.
-			if isNew {
+			// A snapshot's new VM is a snapshot: a plain VM carrying a
+			// snapshot's key is its source, even when first seen now (made
+			// while nobody watched).
+			if isNew && (!snapshotOp(op) || vi.kind == "snapshot") {
 				tk.NewVMs = appendUnique(tk.NewVMs, ref)
 			}
 		}
 	}
 	b.dirty[ref] = true
+}
+
+// snapshotOp says whether a vm_operation makes a snapshot VM.
+func snapshotOp(op string) bool {
+	switch op {
+	case "snapshot", "checkpoint", "snapshot_with_quiesce":
+		return true
+	}
+	return false
 }
 
 func (b *batch) applyTask(ref string, s *xapi.Snapshot) {

@@ -110,9 +110,12 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 // new VMs come from the task result or from the VMs created carrying the
 // task's key; the parent is the VM that held the key without being new.
 func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending {
+	// The task's result names the new VMs when it was seen; the VMs that
+	// appeared carrying the key stand in only when it was not: a source VM
+	// first seen in a catch-up also appears carrying the key.
 	newRefs := xapi.ParseResultRefs(tk.Result)
-	for _, r := range tk.NewVMs {
-		newRefs = appendUnique(newRefs, r)
+	if len(newRefs) == 0 {
+		newRefs = append(newRefs, tk.NewVMs...)
 	}
 	isNew := map[string]bool{}
 	for _, r := range newRefs {

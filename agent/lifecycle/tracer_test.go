@@ -358,3 +358,58 @@ func TestOverlappingDestroysKeepTheirVMs(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceFirstSeenWithTheKey: after a restart, the catch-up shows a VM
+// made while the agent was away (s) already carrying the key of a snapshot
+// being taken of it, and the snapshot (n). Only n is the snapshot's new VM:
+// s used to count as a second one (a record of index 1 with the source as
+// the "new" VM; found by the chaos suite).
+func TestSourceFirstSeenWithTheKey(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	for _, byResult := range []bool{true, false} {
+		n := 1
+		if !byResult {
+			n = 2
+		}
+		tk := taskRef(n)
+		src, snap := fmt.Sprintf("OpaqueRef:s%d", n), fmt.Sprintf("OpaqueRef:n%d", n)
+		p.tasks[tk] = &xapi.Snapshot{UUID: fmt.Sprintf("task-%d", n), NameLabel: "Async.VM.snapshot", Status: "pending", Created: p.at(10 * n)}
+		p.ev("task", "add", tk, p.tasks[tk])
+		p.vms[src] = &xapi.Snapshot{UUID: fmt.Sprintf("s%d", n), NameLabel: "s", PowerState: "Halted", CurrentOperations: map[string]string{tk: "snapshot"}}
+		p.ev("vm", "add", src, p.vms[src])
+		p.vms[snap] = &xapi.Snapshot{UUID: fmt.Sprintf("n%d", n), NameLabel: "n", PowerState: "Halted", IsASnapshot: true, SnapshotOf: src,
+			CurrentOperations: map[string]string{tk: "snapshot"}}
+		p.ev("vm", "add", snap, p.vms[snap])
+		p.vms[src].CurrentOperations, p.vms[snap].CurrentOperations = nil, nil
+		p.ev("vm", "mod", src, p.vms[src])
+		p.ev("vm", "mod", snap, p.vms[snap])
+		p.tasks[tk].Status, p.tasks[tk].Finished = "success", p.at(10*n+2)
+		if byResult {
+			p.tasks[tk].Result = "<value>" + snap + "</value>"
+		}
+		p.ev("task", "mod", tk, p.tasks[tk])
+		delete(p.tasks, tk)
+		p.ev("task", "del", tk, nil)
+		if err := feed(ctx, tr, p.flush()); err != nil {
+			t.Fatal(err)
+		}
+		recs, _ := st.Records(ctx, lineage.Filter{})
+		var mine []record.Record
+		for _, r := range recs {
+			if r.TaskUUID == fmt.Sprintf("task-%d", n) {
+				mine = append(mine, r)
+			}
+		}
+		if len(mine) != 1 || mine[0].VMUUID != fmt.Sprintf("n%d", n) || mine[0].ParentVMUUID != fmt.Sprintf("s%d", n) {
+			t.Errorf("result seen %v: want one snapshot record of n%d from s%d, got %+v", byResult, n, n, mine)
+		}
+	}
+}
