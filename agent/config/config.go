@@ -49,6 +49,13 @@ type LogSource struct {
 	// FailoverAfter is how long XAPI must stay unreachable before records
 	// derived from the logs are stored on their own.
 	FailoverAfter Duration `yaml:"failover_after" help:"how long the pool master must be unreachable before the logs' records are stored"`
+	// IdleTimeout closes an operation the logs give no end marker for
+	// (clone, copy, reboot, create, provision) after this much log time
+	// without a line of it: its record comes that late.
+	IdleTimeout Duration `yaml:"idle_timeout" help:"log time after which an operation without an end marker in the logs (clone, copy, reboot, create, provision) is taken as finished: at least the longest such operation"`
+	// Hold is how long a record the logs reveal while XAPI answers waits
+	// for the tracer's own (richer) record before it is stored.
+	Hold Duration `yaml:"hold" help:"how long a record the logs reveal while XAPI answers waits for the XAPI tracer's record (0: twice failover_after, at least 1m)"`
 }
 
 // Enabled reports whether a log source is configured.
@@ -160,7 +167,7 @@ func Default() Config {
 			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
-		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second)},
+		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second), IdleTimeout: Duration(10 * time.Minute)},
 		Chain:     Chain{Settle: Duration(30 * time.Second), CheckpointEvery: Duration(5 * time.Minute)},
 	}
 }
@@ -288,6 +295,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogSource.Enabled() && c.LogSource.FailoverAfter <= 0 {
 		errs = append(errs, errors.New("logsource.failover_after: must be positive"))
+	}
+	if c.LogSource.IdleTimeout < 0 || c.LogSource.Hold < 0 {
+		errs = append(errs, errors.New("logsource: idle_timeout and hold may not be negative"))
 	}
 	if c.Chain.Settle < 0 || c.Chain.CheckpointEvery < 0 {
 		errs = append(errs, errors.New("chain: settle and checkpoint_every may not be negative"))

@@ -49,6 +49,17 @@ type Tracer struct {
 	// grace even at a resync, and is not recorded when that source stored
 	// the operation behind it (explainedByStore).
 	OtherSources bool
+	// OtherSettled, with OtherSources, tells up to what pool time the other
+	// source has committed everything it will ever yield
+	// (logsource.Engine.Settled): a change also waits until that source has
+	// settled past it, so that an operation the logs reveal (a task without
+	// an end marker closes only after their idle timeout) is stored under
+	// its own id, never also inferred. OtherWait bounds that wait in each
+	// process (a source that never settles: its files are gone), counted
+	// from when the change was noted or the process started.
+	OtherSettled func() time.Time
+	OtherWait    time.Duration
+	started      time.Time
 
 	pool       poolInfo
 	hosts      map[string]hostInfo
@@ -107,7 +118,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 		log = slog.Default()
 	}
 	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
-		claimedLog: map[string]bool{}}
+		claimedLog: map[string]bool{}, started: time.Now()}
 	t.reset()
 	return t
 }

@@ -118,7 +118,7 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		// when the tracer catches up after an outage).
 		switch {
 		case t.OtherSources:
-			if time.Since(c.Noted) < grace {
+			if time.Since(c.Noted) < grace || t.otherPending(c) {
 				continue
 			}
 		case b.resync:
@@ -134,6 +134,27 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		}
 	}
 	return more
+}
+
+// otherPending says the other source may still store the operation behind
+// c: it has not settled past the time c was seen (see OtherSettled).
+func (t *Tracer) otherPending(c change) bool {
+	if t.OtherSettled == nil {
+		return false
+	}
+	if !t.OtherSettled().Before(c.At.Add(sourceSlack)) {
+		return false
+	}
+	since := c.Noted
+	if t.started.After(since) {
+		since = t.started
+	}
+	if wait := t.OtherWait; wait > 0 && time.Since(since) >= wait {
+		t.log.Warn("lifecycle: the log source has not settled past a change; inferring its record", "vm", c.VMUUID, "change", c.Kind,
+			"at", c.At, "settled", t.OtherSettled())
+		return false
+	}
+	return true
 }
 
 func (t *Tracer) inferred(c change) (pending, bool) {

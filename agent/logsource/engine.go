@@ -121,7 +121,8 @@ type Engine struct {
 	cur       *segment // segment of the line being fed (nil: syslog, replay)
 	curOff    int64
 	replay    bool
-	susp      bool // XAPI was suspect or down since the oldest pending record
+	susp      bool         // XAPI was suspect or down since the oldest pending record
+	settled   atomic.Int64 // Settled, unix nanoseconds (0: nothing yet)
 }
 
 // track is where the lines of one task lie, so that a restart re-reads
@@ -455,6 +456,7 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 		kv = states(e.open, gone)
 	}
 	if len(take) == 0 && len(kv) == 0 {
+		e.noteSettled()
 		return nil
 	}
 	if e.store == nil {
@@ -518,6 +520,7 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	e.stats.Stored += int64(len(stored))
 	e.stats.Known += known
 	e.stats.Dropped += dropped
+	e.noteSettled()
 	for _, r := range shadowed {
 		e.cfg.OnShadowed(r)
 	}
@@ -527,6 +530,66 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 		}
 	}
 	return nil
+}
+
+// Settled is the log time up to which everything the logs read so far will
+// ever yield is committed: no line before it waits in the merge queues, no
+// task that began before it is still open in the Deriver (a task without an
+// end marker stays open for its IdleTimeout), no record that began before it
+// is still held. Zero until this process has read and committed anything.
+// The XAPI tracer asks it before it infers a record for a change it cannot
+// explain: an operation the logs reveal is recorded under its own id, never
+// also as a resync record. Hosts whose log has been silent for more than the
+// Deriver's IdleTimeout do not hold it back (as they do not hold tasks
+// open); once every log is quiet for Quiet, log time moves with the wall
+// clock (as in expire).
+func (e *Engine) Settled() time.Time {
+	if n := e.settled.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// noteSettled computes Settled after a commit. Caller holds e.mu.
+func (e *Engine) noteSettled() {
+	if e.newest.IsZero() {
+		return
+	}
+	var wm time.Time
+	switch {
+	case time.Since(e.lastLine) >= e.cfg.Quiet && e.queued == 0:
+		wm = e.newest.Add(time.Since(e.newAt))
+	case e.merge:
+		var newest time.Time
+		for _, c := range e.clock {
+			if c.After(newest) {
+				newest = c
+			}
+		}
+		idle := e.d.IdleTimeout()
+		for _, c := range e.clock {
+			if newest.Sub(c) <= idle && (wm.IsZero() || c.Before(wm)) {
+				wm = c
+			}
+		}
+	default:
+		wm = e.newest
+	}
+	if t, ok := e.d.OldestOpen(); ok && t.Before(wm) {
+		wm = t
+	}
+	for _, q := range e.queues {
+		if len(q) > 0 && q[0].t.Before(wm) {
+			wm = q[0].t
+		}
+	}
+	for _, p := range e.pending {
+		if p.rec.Start.Before(wm) {
+			wm = p.rec.Start
+		}
+	}
+	// It may go back: a lagging host's lines can still open older tasks.
+	e.settled.Store(wm.UnixNano())
 }
 
 // msgTaskID finds "R:<12 hex>" in a message.

@@ -98,9 +98,22 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	// unshipped) up to chain.settle; otherwise it is sealed as stored.
 	a.deferSeal = cfg.LogSource.Enabled() && cfg.Chain.Settle > 0
 	tr.OtherSources = cfg.LogSource.Enabled()
+	if tr.OtherSources {
+		// A change the tracer cannot explain waits until the log source has
+		// committed everything up to it (its record may come an idle timeout
+		// and a hold late), in each process at most OtherWait.
+		tr.OtherSettled = func() time.Time {
+			if e := a.logEngine.Load(); e != nil {
+				return e.Settled()
+			}
+			return time.Time{}
+		}
+		idle, hold := a.logTimings()
+		tr.OtherWait = max(5*time.Minute, 2*(idle+hold))
+	}
 	store.DeferSeal(a.deferSeal)
 	a.chain = &chainKeeper{st: store, log: log, settle: cfg.Chain.Settle.D(), every: cfg.Chain.CheckpointEvery.D(),
-		sealed: func(int) { a.outs.notify() }}
+		sealed: func(int) { a.outs.notify() }, otherSettled: tr.OtherSettled, otherWait: tr.OtherWait, started: time.Now()}
 	tr.OnRecord = func(r *record.Record) {
 		a.outs.notify()
 		a.detect.onRecord(r)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,10 +23,29 @@ type chainKeeper struct {
 	// ready, when set, may declare a record settled before the settle time
 	// (its actor is known).
 	ready func(*record.Record) bool
+	// otherSettled, when set, is the log source's Settled: a record the
+	// tracer saw only in part (fields listed unknown that the logs reveal)
+	// also waits until the logs are committed past its end, at most
+	// otherWait in each process, so that their record can complete it
+	// (record.Merge) before the chain fixes it.
+	otherSettled func() time.Time
+	otherWait    time.Duration
+	started      time.Time
 
-	mu    sync.Mutex
-	marks []seqMark // storage seq seen at a time, oldest first
+	mu     sync.Mutex
+	marks  []seqMark // storage seq seen at a time, oldest first
+	loaded bool
+	saved  int64 // newest seq of the marks last persisted
 }
+
+// marksKey keeps the marks across restarts: a record's settle time runs from
+// when it was stored, not from the start of the process that seals it (an
+// agent restarted more often than chain.settle would otherwise never seal).
+const marksKey = "chain.settle_marks"
+
+// otherSlack covers the difference between the pool's second-precision
+// times and the logs'.
+const otherSlack = 5 * time.Second
 
 type seqMark struct {
 	at  time.Time
@@ -43,7 +63,14 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 	}
 	now := time.Now()
 	k.mu.Lock()
-	k.marks = append(k.marks, seqMark{now, last})
+	if !k.loaded {
+		k.loaded = true
+		k.marks = append(k.loadMarks(ctx), k.marks...)
+	}
+	// The oldest time a seq was seen is the one that counts.
+	if n := len(k.marks); n == 0 || k.marks[n-1].seq < last {
+		k.marks = append(k.marks, seqMark{now, last})
+	}
 	var upTo int64
 	i := 0
 	for ; i < len(k.marks) && now.Sub(k.marks[i].at) >= k.settle; i++ {
@@ -52,15 +79,29 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 	if i > 1 {
 		k.marks = k.marks[i-1:]
 	}
+	var persist []seqMark
+	if n := len(k.marks); n > 0 && k.marks[n-1].seq > k.saved {
+		persist = append(persist, k.marks...)
+		k.saved = k.marks[n-1].seq
+	}
 	k.mu.Unlock()
+	if persist != nil {
+		k.saveMarks(ctx, persist)
+	}
 	var settled func(int64, *record.Record) bool
 	scan := upTo
 	if all {
 		scan = last
-	} else if k.ready != nil {
-		// Records stored after upTo are sealed early only when ready.
+	} else if k.ready != nil || k.otherSettled != nil {
+		// Records stored after upTo are sealed early only when ready;
+		// those before wait for the log source when it may complete them.
 		scan = last
-		settled = func(seq int64, r *record.Record) bool { return seq <= upTo || k.ready(r) }
+		settled = func(seq int64, r *record.Record) bool {
+			if k.ready != nil && k.ready(r) {
+				return true
+			}
+			return seq <= upTo && !k.awaitsLogs(r)
+		}
 	}
 	if scan <= 0 {
 		return 0, nil
@@ -70,6 +111,57 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 		k.sealed(n)
 	}
 	return len(out), err
+}
+
+// awaitsLogs says r, a record the tracer saw only in part, waits for the
+// log source (see otherSettled).
+func (k *chainKeeper) awaitsLogs(r *record.Record) bool {
+	if k.otherSettled == nil || r.Source == record.SourceLog || r.Source == record.SourceResync {
+		return false
+	}
+	partial := false
+	for _, f := range r.Unknown {
+		if f != "task_uuid" && f != "start" {
+			partial = true // the logs never know a task's uuid
+		}
+	}
+	if !partial || (k.otherWait > 0 && time.Since(k.started) >= k.otherWait) {
+		return false
+	}
+	end := r.End
+	if end.IsZero() {
+		end = r.Start
+	}
+	return k.otherSettled().Before(end.Add(otherSlack))
+}
+
+func (k *chainKeeper) loadMarks(ctx context.Context) []seqMark {
+	v, err := k.st.AgentState(ctx, marksKey)
+	if err != nil || v == "" {
+		return nil
+	}
+	var raw [][2]int64
+	if err := json.Unmarshal([]byte(v), &raw); err != nil {
+		k.log.Warn("chain: unreadable settle marks; records stored before this start wait chain.settle again", "err", err)
+		return nil
+	}
+	out := make([]seqMark, 0, len(raw))
+	for _, m := range raw {
+		out = append(out, seqMark{time.UnixMilli(m[0]), m[1]})
+		k.saved = max(k.saved, m[1])
+	}
+	return out
+}
+
+func (k *chainKeeper) saveMarks(ctx context.Context, ms []seqMark) {
+	raw := make([][2]int64, len(ms))
+	for i, m := range ms {
+		raw[i] = [2]int64{m.at.UnixMilli(), m.seq}
+	}
+	js, _ := json.Marshal(raw)
+	if err := k.st.Update(ctx, func(tx *lineage.Tx) error { return tx.SetAgentState(marksKey, string(js)) }); err != nil && ctx.Err() == nil {
+		k.log.Debug("chain: saving settle marks failed", "err", err)
+	}
 }
 
 // run seals every half second and checkpoints every k.every until ctx

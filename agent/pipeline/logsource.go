@@ -68,13 +68,8 @@ func (a *Agent) startLogSource(ctx context.Context) (<-chan struct{}, error) {
 		}
 		after := ls.FailoverAfter.D()
 		tune := a.opts.LogSource
-		dcfg.IdleTimeout = tune.Idle
-		hold := tune.Hold
-		if hold <= 0 {
-			// Hold outlasts the failover delay: an operation that ended as
-			// XAPI became unreachable is stored, not dropped.
-			hold = max(2*after, time.Minute)
-		}
+		idle, hold := a.logTimings()
+		dcfg.IdleTimeout = idle
 		e := logsource.NewEngine(a.Store, logsource.EngineConfig{
 			Deriver: dcfg, Loc: loc, Log: a.log, Now: tune.Clock, Quiet: tune.Quiet,
 			Hold: hold,
@@ -111,6 +106,29 @@ func (a *Agent) startLogSource(ctx context.Context) (<-chan struct{}, error) {
 		}
 	}()
 	return done, nil
+}
+
+// logTimings are the log source's idle timeout and hold (configuration,
+// test tuning, defaults).
+func (a *Agent) logTimings() (idle, hold time.Duration) {
+	ls, tune := a.cfg.LogSource, a.opts.LogSource
+	idle = tune.Idle
+	if idle <= 0 {
+		idle = ls.IdleTimeout.D()
+	}
+	if idle <= 0 {
+		idle = 10 * time.Minute
+	}
+	hold = tune.Hold
+	if hold <= 0 {
+		hold = ls.Hold.D()
+	}
+	if hold <= 0 {
+		// Hold outlasts the failover delay: an operation that ended as
+		// XAPI became unreachable is stored, not dropped.
+		hold = max(2*ls.FailoverAfter.D(), time.Minute)
+	}
+	return idle, hold
 }
 
 // waitDeriverConfig waits until the store knows the pool (the tracer's

@@ -371,6 +371,22 @@ func (d *Deriver) watermark() time.Time {
 	return min
 }
 
+// OldestOpen returns the first-line time of the oldest task still open (a
+// record the Deriver may yet return starts no earlier), and false when none
+// is open.
+func (d *Deriver) OldestOpen() (time.Time, bool) {
+	var oldest time.Time
+	for _, t := range d.tasks {
+		if oldest.IsZero() || t.first.Before(oldest) {
+			oldest = t.first
+		}
+	}
+	return oldest, !oldest.IsZero()
+}
+
+// IdleTimeout is the configured (or default) idle timeout.
+func (d *Deriver) IdleTimeout() time.Duration { return d.cfg.IdleTimeout }
+
 // Flush closes every open task (end of input) and returns their records.
 func (d *Deriver) Flush() []record.Record { return d.expire(time.Time{}, true) }
 
