@@ -27,6 +27,12 @@ func (b *batch) since() time.Time {
 	if b.resync {
 		return b.from
 	}
+	// The pool was last seen at the previous commit: a change in this batch
+	// happened after it. That is long ago in the catch-up that follows a
+	// restart, whose changes were made while the agent was away.
+	if c := b.t.contact; !c.IsZero() && c.Before(b.t.now()) {
+		return c
+	}
 	return b.t.now()
 }
 

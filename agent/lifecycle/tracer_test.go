@@ -413,3 +413,53 @@ func TestSourceFirstSeenWithTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchUpFindsTheLogsRecord: the agent was away while a clone ran; the
+// log source stored the clone (its new VM's uuid unknown to the logs). The
+// catch-up after the restart shows the new VM as an ordinary "add", long
+// after the clone ended: the tracer must find the logs' record (the change
+// happened after its last contact with the pool, not just before the
+// catch-up) instead of inferring a "create" of its own.
+func TestCatchUpFindsTheLogsRecord(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	logged := record.Record{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "a",
+		Activity: record.Clone, Operation: "clone", Start: p.at(5), End: p.at(8), Result: record.Success, TaskID: "0000000a0001",
+		Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+		t.Fatal(err)
+	}
+	// The catch-up, 90 s of pool time later (its tasks move the pool clock).
+	p.power(2, "OpaqueRef:a", "start", "Running", "OpaqueRef:h1", 90, false)
+	p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// The change has waited its grace (this machine's clock).
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	for _, r := range recs {
+		if r.Source == record.SourceResync {
+			t.Errorf("inferred %s of %s, which the logs' clone explains", r.Activity, r.VMName)
+		}
+	}
+	if e := tr.edge("g"); e.parent != "a" {
+		t.Errorf("gen-1's parent: %+v, want a (from the logs' clone)", e)
+	}
+}

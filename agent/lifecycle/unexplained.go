@@ -34,7 +34,8 @@ type change struct {
 	At         time.Time `json:"at"`    // pool clock when seen
 	Noted      time.Time `json:"noted"` // this machine's clock when seen
 	// Since is the earliest pool time the change can have happened: the
-	// last time the tracer saw the pool before a resync, else At.
+	// last time the tracer saw the pool (before a resync, or before the
+	// batch that showed the change).
 	Since time.Time `json:"since,omitzero"`
 }
 
