@@ -463,3 +463,54 @@ func TestCatchUpFindsTheLogsRecord(t *testing.T) {
 		t.Errorf("gen-1's parent: %+v, want a (from the logs' clone)", e)
 	}
 }
+
+// TestLoggedRevertExplainsPowerChange: a revert ran while the agent was
+// away; the logs recorded it naming the snapshot, not the VM. The VM's
+// change of power state seen afterwards is that revert (the snapshot's
+// source), not a shutdown of its own: no resync record, and the logs'
+// record gets the VM (found by the chaos suite: 17 reverts doubled by
+// inferred shutdowns and suspends).
+func TestLoggedRevertExplainsPowerChange(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "a-snap", PowerState: "Halted", IsASnapshot: true, SnapshotOf: "OpaqueRef:a"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	logged := record.Record{ID: record.ID("pool-1", "0000000b0002", 0), PoolUUID: "pool-1", SnapshotUUID: "s",
+		Activity: record.Revert, Operation: "revert", Start: p.at(20), End: p.at(25), Result: record.Success, TaskID: "0000000b0002",
+		Source: record.SourceLog, Unknown: []string{"vm_uuid", "vm_name", "parent_vm_uuid", "task_uuid"}}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:b"] = &xapi.Snapshot{UUID: "b", NameLabel: "b", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:b", p.vms["OpaqueRef:b"])
+	p.vms["OpaqueRef:a"].PowerState, p.vms["OpaqueRef:a"].ResidentOn = "Halted", "OpaqueRef:NULL"
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	if err := tr.Resync(ctx, p.snapshot(), "", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	for _, r := range recs {
+		switch {
+		case r.Source == record.SourceResync && r.VMUUID == "a":
+			t.Errorf("inferred %s of a, which the logged revert explains", r.Activity)
+		case r.ID == logged.ID && (r.VMUUID != "a" || r.VMName != "a" || r.IsUnknown("vm_uuid")):
+			t.Errorf("the logged revert was not completed with its VM: %+v", r)
+		}
+	}
+}

@@ -274,6 +274,11 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 		}
 		return pending{}, false
 	}
+	if c.Kind == "power" {
+		if p, ok := t.revertOf(ctx, c, since); ok {
+			return p, true
+		}
+	}
 	recs, err := t.store.RecordsOfVMSince(ctx, c.VMUUID, since)
 	if err != nil {
 		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
@@ -301,6 +306,47 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 		}
 	}
 	return pending{}, false
+}
+
+// revertOf finds a logged revert that explains a VM's change of power
+// state: the logs name the snapshot reverted to, not the VM, so the VM is
+// the snapshot's source (its family-tree parent). The returned pending
+// completes the record with the VM.
+func (t *Tracer) revertOf(ctx context.Context, c change, since time.Time) (pending, bool) {
+	recs, err := t.store.UnattributedReverts(ctx, since)
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
+		return pending{}, false
+	}
+	for _, r := range recs {
+		if r.SnapshotUUID == "" || t.claimedLog[r.ID] || t.snapshotSource(r.SnapshotUUID) != c.VMUUID {
+			continue
+		}
+		t.claimedLog[r.ID] = true
+		done := r
+		done.VMUUID, done.VMName = c.VMUUID, c.Name
+		drop := map[string]bool{"vm_uuid": true, "vm_name": c.Name != ""}
+		if p := t.edge(c.VMUUID).parent; p != "" {
+			done.ParentVMUUID, drop["parent_vm_uuid"] = p, true
+		}
+		done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return drop[f] })
+		t.log.Debug("lifecycle: a change seen at a resync is a logged revert", "vm", c.VMUUID, "record", r.ID, "snapshot", r.SnapshotUUID)
+		return pending{rec: done, vmRef: c.Ref}, true
+	}
+	return pending{}, false
+}
+
+// snapshotSource is the uuid of the VM a snapshot was taken of: its
+// snapshot_of as the pool shows it, else its family-tree parent.
+func (t *Tracer) snapshotSource(uuid string) string {
+	if ref, ok := t.byUUID[uuid]; ok {
+		if vi := t.vms[ref]; vi != nil && vi.snapshotOf != "" {
+			if src := t.vms[vi.snapshotOf]; src != nil {
+				return src.uuid
+			}
+		}
+	}
+	return t.edge(uuid).parent
 }
 
 // creationFits says whether a logged creation can have made the VM that

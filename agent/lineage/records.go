@@ -152,6 +152,13 @@ func (s *Store) UnattributedCreations(ctx context.Context, name string, since ti
 		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
 }
 
+// UnattributedReverts returns the reverts that ended at or after since whose
+// VM is unknown (the logs name the snapshot, not the VM reverted).
+func (s *Store) UnattributedReverts(ctx context.Context, since time.Time) ([]record.Record, error) {
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity='revert' AND COALESCE(end_ms,start_ms)>=?
+		ORDER BY start_ms, seq`, ms(since))
+}
+
 func (s *Store) jsonRecords(ctx context.Context, q string, args ...any) ([]record.Record, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
