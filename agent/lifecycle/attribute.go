@@ -102,6 +102,9 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 		return
 	}
 	vi := cands[0]
+	if t.rivalFor(tk, act, vi) {
+		return
+	}
 	switch {
 	case act.Creating():
 		tk.NewVMs = append(tk.NewVMs, vi.ref)
@@ -122,6 +125,33 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 			tk.SrcHost = t.hostUUID(vi.prevResident)
 		}
 	}
+}
+
+// rivalFor says whether another task of the same activity, also without
+// its VM, could have made vi's change as well (its window holds it): after a
+// restart or a lost event stream several such tasks end in one batch, and
+// the first to be finalized would otherwise take the only change it sees,
+// which may be the other's (the change of its own VM was never seen).
+func (t *Tracer) rivalFor(tk *taskInfo, act record.Activity, vi *vmInfo) bool {
+	seq := vi.powerSeq
+	switch {
+	case act.Creating():
+		seq = vi.addSeq
+	case act == record.Destroy:
+		seq = vi.delSeq
+	}
+	for _, o := range t.tasks {
+		if o == tk || o.SubtaskOf != "" || len(o.VMs) > 0 || len(o.NewVMs) > 0 {
+			continue
+		}
+		if a, ok := record.ActivityOf(o.mainOp()); !ok || a != act {
+			continue
+		}
+		if seq >= o.FirstSeq && (o.EndSeq == 0 || seq <= o.EndSeq) {
+			return true
+		}
+	}
+	return false
 }
 
 // touched returns the refs of the VMs that changed inside the task's window

@@ -164,10 +164,26 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	if len(out) > 0 {
 		return out
 	}
-	// Nothing was created (a failure, or the result was never seen): the
-	// record is about the source VM.
 	r := base
 	r.ID = record.ID(t.pool.uuid, r.TaskID, 0)
+	if tk.Done && tk.Status == xapi.TaskSuccess {
+		// It succeeded, so it made a VM, one the tracer has not seen (gone
+		// again, or made while nobody watched): the record is about that
+		// VM, unknown here (another source may name it), never about the
+		// source, which would read as a confident success of the wrong VM.
+		r.Unknown = append(r.Unknown, "vm_uuid", "vm_name")
+		switch {
+		case src != nil:
+			r.ParentVMUUID = src.uuid
+		case base.Activity != record.Import && base.Activity != record.Create:
+			r.Unknown = append(r.Unknown, "parent_vm_uuid")
+		}
+		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
+		r.Result = record.Success
+		return []pending{{rec: r}}
+	}
+	// Nothing was created (a failure, or the result was never seen): the
+	// record is about the source VM.
 	if src == nil {
 		r.Unknown = append(r.Unknown, "vm_uuid")
 	} else {

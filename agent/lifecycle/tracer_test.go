@@ -514,3 +514,89 @@ func TestLoggedRevertExplainsPowerChange(t *testing.T) {
 		}
 	}
 }
+
+// TestRivalTasksLeaveTheVMUnknown: two suspends vanish unseen in one batch
+// (their keys never seen); only q's change falls inside their windows (p's
+// came before they were seen). The first finalized used to take q — a
+// confident, wrong record — leaving q's own task with nothing. Neither may
+// claim q: both could have made its change.
+func TestRivalTasksLeaveTheVMUnknown(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:p"] = &xapi.Snapshot{UUID: "p", NameLabel: "p", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:q"] = &xapi.Snapshot{UUID: "q", NameLabel: "q", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:p"].PowerState, p.vms["OpaqueRef:p"].ResidentOn = "Suspended", "OpaqueRef:NULL"
+	p.ev("vm", "mod", "OpaqueRef:p", p.vms["OpaqueRef:p"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := taskRef(1), taskRef(2)
+	for i, r := range []string{t1, t2} {
+		p.tasks[r] = &xapi.Snapshot{UUID: fmt.Sprintf("task-%d", i+1), NameLabel: "Async.VM.suspend", Status: "pending", Created: p.at(10)}
+		p.ev("task", "add", r, p.tasks[r])
+	}
+	p.vms["OpaqueRef:q"].PowerState, p.vms["OpaqueRef:q"].ResidentOn = "Suspended", "OpaqueRef:NULL"
+	p.ev("vm", "mod", "OpaqueRef:q", p.vms["OpaqueRef:q"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{t1, t2} {
+		delete(p.tasks, r)
+		p.ev("task", "del", r, nil)
+	}
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	claims := 0
+	for _, r := range recs {
+		if r.TaskUUID != "" && r.VMUUID == "q" {
+			claims++
+		}
+	}
+	if claims > 0 {
+		t.Errorf("%d tasks claimed q's change although two could have made it: %+v", claims, recs)
+	}
+}
+
+// TestSucceededCreationOfAnUnseenVM: a clone succeeds, naming a new VM the
+// tracer never saw (made and gone between two looks). The record is the
+// clone of an unknown VM from the source, never "the source, cloned
+// successfully", which read as a confident record of the wrong VM.
+func TestSucceededCreationOfAnUnseenVM(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tk := taskRef(1)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	p.vms["OpaqueRef:a"].CurrentOperations = map[string]string{tk: "clone"}
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	p.vms["OpaqueRef:a"].CurrentOperations = nil
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	p.tasks[tk].Status, p.tasks[tk].Finished, p.tasks[tk].Result = "success", p.at(13), "<value>OpaqueRef:never-seen</value>"
+	p.ev("task", "mod", tk, p.tasks[tk])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	if len(recs) != 1 {
+		t.Fatalf("want one record, got %+v", recs)
+	}
+	r := recs[0]
+	if r.Activity != record.Clone || r.Result != record.Success || r.VMUUID == "a" || !r.IsUnknown("vm_uuid") || r.ParentVMUUID != "a" {
+		t.Errorf("want a successful clone of an unknown VM from a: %+v", r)
+	}
+}
