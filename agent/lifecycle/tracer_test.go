@@ -600,3 +600,51 @@ func TestSucceededCreationOfAnUnseenVM(t *testing.T) {
 		t.Errorf("want a successful clone of an unknown VM from a: %+v", r)
 	}
 }
+
+// TestVanishExplainedByAnEarlierDestroy: the store holds the tracer's
+// record of a VM's destroy, but the VM's vanishing is noticed only at a
+// later resync whose last contact is after that destroy ended (a restart
+// between the two): the destroy still explains it.
+func TestVanishExplainedByAnEarlierDestroy(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	destroyed := record.Record{ID: record.ID("pool-1", "0000000c0003", 0), PoolUUID: "pool-1", VMUUID: "a", VMName: "a",
+		Activity: record.Destroy, Operation: "destroy", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0003",
+		Source: record.SourceLog, Unknown: []string{"task_uuid"}}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&destroyed); return err }); err != nil {
+		t.Fatal(err)
+	}
+	p.power(4, "OpaqueRef:a", "start", "Halted", "", 60, false) // moves the pool clock past the destroy
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	delete(p.vms, "OpaqueRef:a")
+	tr2 := New(st, nil)
+	tr2.OtherSources = true
+	tr2.OtherSettled = tr.OtherSettled
+	if err := tr2.Resync(ctx, p.snapshot(), "", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr2.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr2.changes[k] = c
+	}
+	if err := tr2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{VMUUID: "a"})
+	for _, r := range recs {
+		if r.Source == record.SourceResync {
+			t.Errorf("inferred %s of a, which the stored destroy explains", r.Activity)
+		}
+	}
+}

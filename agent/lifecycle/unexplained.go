@@ -279,6 +279,12 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 			return p, true
 		}
 	}
+	if c.Kind == "vanish" {
+		// A VM is destroyed once: any destroy of it explains its vanishing,
+		// however long before the tracer noticed (a restart's first resync
+		// may come after the tracer's own record of the destroy).
+		since = time.Time{}
+	}
 	recs, err := t.store.RecordsOfVMSince(ctx, c.VMUUID, since)
 	if err != nil {
 		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
