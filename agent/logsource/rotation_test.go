@@ -273,6 +273,17 @@ func TestRotationKillRestart(t *testing.T) {
 		return c
 	}
 	child := start()
+	// The agent watches before the hosts write (as an operator starts it):
+	// a log rotated before the tailer ever looked is history, for replay.
+	watching := openStore(t, dir)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if v, _ := watching.AgentState(context.Background(), logsource.WatchKey); v != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never started watching: %s", stderr.String())
+		}
+	}
 	kills, rot := 0, 0
 	pos := map[string]int{}
 	total := 0

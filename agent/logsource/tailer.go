@@ -56,7 +56,18 @@ type Tailer struct {
 	sinceC int64
 	seq    uint64
 	missed map[string]bool
+	// watch is when the log source first read these files (persisted under
+	// WatchKey): a path first seen later is new since then, and so are its
+	// rotated generations written since (a file rotated before the tailer
+	// first saw it, or while the agent was dead). first: this process is
+	// the first ever, whose start is the watch.
+	watch                 time.Time
+	watchLoaded, watchNew bool
+	first                 bool
 }
+
+// WatchKey is the agent_state key of when the tailer first read its files.
+const WatchKey = "logsource.watch"
 
 // segment is one file content stream (one inode generation) of a path.
 type segment struct {
@@ -80,6 +91,7 @@ type follower struct {
 	f               *os.File // current segment, open while it is the live file
 	skipping        bool
 	loaded          bool
+	fresh           bool      // no saved state, and the tailer watched before
 	renamedAt       time.Time // when path first named another inode
 	dirty           bool
 }
@@ -191,6 +203,11 @@ func (t *Tailer) Poll(ctx context.Context) error {
 	e := t.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !t.watchLoaded && e.store != nil {
+		if err := t.loadWatch(ctx); err != nil {
+			return err
+		}
+	}
 	for _, p := range keys {
 		if err := t.pollFile(ctx, t.files[p]); err != nil {
 			e.log.Warn("log source: file", "path", p, "err", err)
@@ -202,7 +219,59 @@ func (t *Tailer) Poll(ctx context.Context) error {
 
 func (t *Tailer) commitLocked(ctx context.Context) error {
 	t.sinceC = 0
-	return t.e.commit(ctx, t.states)
+	err := t.e.commit(ctx, func(open map[string]*track, gone map[*track]bool) map[string]string {
+		kv := t.states(open, gone)
+		if t.watchNew {
+			if kv == nil {
+				kv = map[string]string{}
+			}
+			kv[WatchKey] = t.watch.UTC().Format(time.RFC3339Nano)
+		}
+		return kv
+	})
+	if err == nil {
+		t.watchNew = false
+	}
+	return err
+}
+
+// loadWatch reads when the tailer first watched, or makes this the first.
+func (t *Tailer) loadWatch(ctx context.Context) error {
+	v, err := t.e.store.AgentState(ctx, WatchKey)
+	if err != nil {
+		return err
+	}
+	t.watchLoaded = true
+	if w, perr := time.Parse(time.RFC3339Nano, v); v != "" && perr == nil {
+		t.watch = w
+		return nil
+	}
+	t.watch, t.watchNew, t.first = time.Now(), true, true
+	return nil
+}
+
+// newGenerations is the oldest rotated generation of a path first seen
+// that was written since the tailer began watching (0: none): those lines
+// are new to it, as the live file's are.
+func (t *Tailer) newGenerations(fl *follower) int {
+	oldest := 0
+	for i := 1; i <= t.cfg.MaxSiblings; i++ {
+		found := false
+		for _, c := range t.sibling(fl.path, i) {
+			if fi, err := os.Stat(c); err == nil {
+				found = true
+				if fi.ModTime().Before(t.watch) {
+					return oldest
+				}
+				oldest = i
+				break
+			}
+		}
+		if !found {
+			return oldest
+		}
+	}
+	return oldest
 }
 
 // states computes each dirty file's persisted state: restart points are
@@ -308,6 +377,7 @@ func (t *Tailer) pollFile(ctx context.Context, fl *follower) error {
 			}
 		}
 		fl.loaded = true
+		fl.fresh = v == "" && !t.first && !t.watch.IsZero()
 		for _, s := range fl.st.Segments {
 			t.number(s)
 		}
@@ -342,7 +412,14 @@ func (t *Tailer) pollFile(ctx context.Context, fl *follower) error {
 		}
 	}
 	if cur == nil {
-		return t.openNew(ctx, fl, 0)
+		gen := 0
+		if fl.fresh {
+			// First seen after the tailer began watching: its rotated
+			// generations written since are new lines too.
+			gen = t.newGenerations(fl) + 1
+			fl.fresh = false
+		}
+		return t.openNew(ctx, fl, gen)
 	}
 	if fl.f == nil {
 		// The last file read is finished (rotated away): read the
