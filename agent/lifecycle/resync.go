@@ -156,7 +156,9 @@ func (t *Tracer) load(ctx context.Context) error {
 		return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
 	}
 	t.pool = poolInfo{ref: saved.Pool.Ref, uuid: saved.Pool.UUID, name: saved.Pool.Name, master: saved.Pool.Master}
-	t.serverAt = saved.ServerAt
+	// The pool's clock may already have been read (SetServerTime at the
+	// first resync after a restart): the saved time is older.
+	t.observe(saved.ServerAt)
 	t.contact = saved.ServerAt
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
