@@ -6,7 +6,7 @@ LDFLAGS      := -s -w -X main.version=$(VERSION)
 BIN          := bin
 export VMLINEAGE_CACHE ?= $(HOME)/.cache/vmlineage
 
-.PHONY: all build demo test test-deps unit vet fmt-check bench fuzz clean package package-test detectors
+.PHONY: all build demo test test-deps unit vet fmt-check bench fuzz clean package package-test detectors chaos
 
 all: build
 
@@ -37,6 +37,12 @@ vet:
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# End-to-end durability under faults, long form (tens of thousands of
+# operations, 100 SIGKILLs; about half an hour). The short form is part of
+# `make test` (agent/chaos). Sized by CHAOS_* variables: agent/chaos/README.md.
+chaos:
+	./scripts/chaos.sh
 
 # Speed and memory figures (printed, never asserted).
 bench:

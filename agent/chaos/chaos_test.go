@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/logsource"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/verify"
 	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
@@ -128,6 +131,20 @@ func (r *run) count(f func(*Faults)) {
 	f(&r.faults)
 }
 
+// event notes a fault with its time (wall and the pool's virtual clock) in
+// the work dir's faults.log, for forensics.
+func (r *run) event(format string, args ...any) {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	f, err := os.OpenFile(filepath.Join(r.dir, "faults.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s pool %s agent %d: %s\n", time.Now().UTC().Format("15:04:05.000"), r.srv.Now().UTC().Format("15:04:05"),
+		r.agent.current(), fmt.Sprintf(format, args...))
+}
+
 // TestChaos is the end-to-end durability suite (issue 9); see README.md.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
@@ -223,6 +240,8 @@ logsource:
   glob: %q
   poll: 200ms
   failover_after: 2s
+  idle_timeout: 30s
+  hold: 5s
 chain:
   settle: 10s
   checkpoint_every: 15s
@@ -321,6 +340,7 @@ func (r *run) kills(played <-chan error) {
 			}
 			r.agent.kill()
 			r.count(func(f *Faults) { f.Kills++ })
+			r.event("SIGKILL")
 			time.Sleep(time.Duration(r.randN(1500)) * time.Millisecond)
 			r.agent.start()
 			timer.Reset(next())
@@ -353,12 +373,15 @@ func (r *run) simFaults(stop <-chan struct{}) {
 	r.at(3*r.p.SimFaults, 0.02, 0.95, stop, func(i int) {
 		switch r.randN(3) {
 		case 0:
+			r.event("sessions expired")
 			r.srv.ExpireSessions()
 			r.count(func(f *Faults) { f.SessionsExpired++ })
 		case 1:
+			r.event("connections dropped")
 			r.srv.DropConnections()
 			r.count(func(f *Faults) { f.ConnsDropped++ })
 		default:
+			r.event("EVENTS_LOST")
 			r.srv.InjectEventsLost()
 			r.count(func(f *Faults) { f.EventsLost++ })
 		}
@@ -389,6 +412,7 @@ func (r *run) waitFull(outs []string, d time.Duration) {
 			if !full[o] && r.spoolBytes(o) >= r.p.SpoolMax*3/4 {
 				full[o] = true
 				r.count(func(f *Faults) { f.SpoolFull[o]++ })
+				r.event("spool of %s at its limit (%d bytes)", o, r.spoolBytes(o))
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -405,9 +429,11 @@ func (r *run) waitFull(outs []string, d time.Duration) {
 func (r *run) rsyslogOutages(stop <-chan struct{}) {
 	r.at(r.p.Outages, 0.1, 0.6, stop, func(int) {
 		r.rsDown.Store(true)
+		r.event("rsyslog stopped")
 		r.rs.Stop()
 		r.waitFull([]string{outTCP, outTLS}, r.p.Duration/4)
 		r.rs.Start()
+		r.event("rsyslog started")
 		r.rsDown.Store(false)
 		r.count(func(f *Faults) { f.RsyslogRestarts++ })
 	})
@@ -416,9 +442,11 @@ func (r *run) rsyslogOutages(stop <-chan struct{}) {
 func (r *run) vlOutages(stop <-chan struct{}) {
 	r.at(r.p.Outages, 0.3, 0.85, stop, func(int) {
 		r.vlDown.Store(true)
+		r.event("victorialogs stopped")
 		r.vl.Stop()
 		r.waitFull([]string{outES}, r.p.Duration/4)
 		r.vl.Start()
+		r.event("victorialogs started")
 		r.vlDown.Store(false)
 		r.count(func(f *Faults) { f.VictoriaRestarts++ })
 	})
@@ -429,6 +457,7 @@ func (r *run) vlOutages(stop <-chan struct{}) {
 func (r *run) failovers(stop <-chan struct{}) {
 	r.at(r.p.Outages, 0.2, 0.8, stop, func(int) {
 		r.xapiDown.Store(true)
+		r.event("XAPI paused")
 		r.srv.Pause()
 		r.count(func(f *Faults) { f.Failovers++ })
 		// The log source takes over after failover_after (2s); a killed
@@ -444,6 +473,7 @@ func (r *run) failovers(stop <-chan struct{}) {
 		if err := r.srv.Resume(); err != nil {
 			r.t.Errorf("resuming XAPI: %v", err)
 		}
+		r.event("XAPI resumed")
 		r.xapiDown.Store(false)
 	})
 }
@@ -489,6 +519,7 @@ func (r *run) rotateAll() {
 			r.hl.Reopen()
 		}
 		r.count(func(f *Faults) { f.Rotations++ })
+		r.event("rotated %s (copytruncate %v)", p, copyTruncate)
 	}
 }
 
@@ -585,6 +616,13 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 		t.Fatal(err)
 	}
 	c := Classify(truth, stored)
+	if f, err := os.Create(filepath.Join(r.dir, "truth.jsonl")); err == nil {
+		enc := json.NewEncoder(f)
+		for i := range truth {
+			enc.Encode(&truth[i])
+		}
+		f.Close()
+	}
 	storeCopies := make([]Copy, 0, len(stored))
 	for _, s := range stored {
 		storeCopies = append(storeCopies, Copy{ID: s.ID})
@@ -629,8 +667,10 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 			fromLogs++
 		}
 	}
+	written, consumed := r.logLines(st)
 	var tab strings.Builder
 	WriteTable(&tab, c, tallies, r.faults)
+	fmt.Fprintf(&tab, "hosts' log lines: %d written (all generations), %d consumed by the log source\n", written, consumed)
 	fmt.Fprintf(&tab, "records from xensource.log: %d; resync records standing for setters: %d\n", fromLogs, len(c.StoodFor))
 	t.Logf("chaos %s form, %d operations:\n%s", r.p.Form, r.p.Ops, tab.String())
 	if p := os.Getenv("CHAOS_REPORT"); p != "" {
@@ -668,15 +708,76 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 			t.Errorf("%s: a duplicate came %d records after its first copy, beyond the documented window of %d", tl.Output, tl.WindowRecords, syslogDupWindow)
 		}
 	}
+	if consumed != written {
+		t.Errorf("the log source consumed %d of the %d lines the hosts wrote (rotations lose nothing)", consumed, written)
+	}
 	f := r.faults
 	if f.Kills < r.p.Kills || f.RsyslogRestarts < 1 || f.VictoriaRestarts < 1 || f.SessionsExpired < 1 || f.ConnsDropped < 1 ||
-		f.EventsLost < 1 || f.Rotations < 1 || f.RotationsSeen < 1 || f.Failovers < 1 || f.ActiveSeen < 1 ||
+		f.EventsLost < 1 || f.Rotations < 1 || f.Failovers < 1 || f.ActiveSeen < 1 ||
 		f.SpoolFull[outTCP] < 1 || f.SpoolFull[outTLS] < 1 || f.SpoolFull[outES] < 1 || fromLogs == 0 {
 		t.Errorf("not every fault happened (the run tested less than it claims): %+v, %d records from the logs", f, fromLogs)
 	}
+	// Error lines of the agents, once per message.
+	seen := map[string]int{}
+	var order []string
 	for _, p := range r.agent.problems() {
-		t.Logf("agent log: %s", p)
+		k := problemKey(p)
+		if seen[k] == 0 {
+			order = append(order, p)
+		}
+		seen[k]++
 	}
+	for _, p := range order {
+		t.Logf("agent log (%d like it): %s", seen[problemKey(p)], p)
+	}
+}
+
+// logLines counts the lines of every host's log, in all its generations
+// (plain and gzipped), and the lines the log source says it consumed of
+// each (logsource.FileLines): rotation, copytruncate and kills must lose
+// none and read none twice.
+func (r *run) logLines(st *lineage.Store) (written, consumed int64) {
+	dirs, _ := filepath.Glob(filepath.Join(r.logs, "*"))
+	for _, d := range dirs {
+		files, _ := filepath.Glob(filepath.Join(d, "xensource.log*"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				r.t.Errorf("reading %s: %v", f, err)
+				continue
+			}
+			if strings.HasSuffix(f, ".gz") {
+				zr, err := gzip.NewReader(bytes.NewReader(b))
+				if err != nil {
+					r.t.Errorf("%s: %v", f, err)
+					continue
+				}
+				if b, err = io.ReadAll(zr); err != nil {
+					r.t.Errorf("%s: %v", f, err)
+				}
+			}
+			written += int64(bytes.Count(b, []byte("\n")))
+		}
+		n, err := logsource.FileLines(context.Background(), st, filepath.Join(d, "xensource.log"))
+		if err != nil {
+			r.t.Errorf("lines consumed of %s: %v", d, err)
+		}
+		consumed += n
+	}
+	return written, consumed
+}
+
+// problemKey is a log line's message, to count alike lines.
+func problemKey(p string) string {
+	i := strings.Index(p, `"msg":`)
+	if i < 0 {
+		return p
+	}
+	k := p[i:]
+	if j := strings.Index(k, `","`); j >= 0 {
+		k = k[:j]
+	}
+	return k
 }
 
 // syslogDupWindow is the at-least-once window documented in

@@ -297,7 +297,7 @@ func WriteTable(w io.Writer, c *Classification, ts []Tally, f Faults) {
 			dup = fmt.Sprintf("%d by _id", len(t.Conflicts))
 		}
 		win, wt := "-", "-"
-		if t.ReSends > 0 {
+		if t.ReSends > 0 && !t.DupByID { // no receive order to measure it by
 			win = fmt.Sprint(t.WindowRecords)
 			if t.WindowTime > 0 {
 				wt = t.WindowTime.Round(time.Millisecond).String()
