@@ -38,6 +38,23 @@ type Output interface {
 	Close() error
 }
 
+// Confirmer is an output whose Send returning nil does not yet mean the
+// receiver has the items: plain syslog has no acknowledgement, and a
+// receiver that stops loses what sat unread in its socket, although the
+// write succeeded. The Shipper acknowledges such items in the spool only
+// ConfirmAfter after they were sent, and only when Confirm then says the
+// connection that carried them is still up; otherwise it sends them again
+// from the spool. So nothing is lost across a receiver's stop or the
+// agent's SIGKILL, at the price of repeats within that window.
+type Confirmer interface {
+	// ConfirmAfter is how long after Send items may still be lost (0: Send
+	// returning nil is delivery).
+	ConfirmAfter() time.Duration
+	// Confirm reports whether the items sent at sentAt went out on a
+	// connection still alive now (nil), or may have been lost (an error).
+	Confirm(sentAt time.Time) error
+}
+
 // HealthReporter is implemented by outputs that count their work.
 type HealthReporter interface {
 	Health() Health

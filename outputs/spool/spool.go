@@ -863,6 +863,15 @@ func (s *Spool) Stats() Stats {
 	return st
 }
 
+// Rewind makes the next Read start again at the last Ack: everything read
+// since is read again (the output may have lost it; see
+// outputs.Confirmer). Call it from the reader, between Reads.
+func (s *Spool) Rewind() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rpos = s.cpos
+}
+
 // Dir is the spool's directory.
 func (s *Spool) Dir() string { return s.dir }
 

@@ -2,9 +2,11 @@
 // a tag, over UDP, TCP with octet-counting framing (RFC 6587), or TLS
 // (RFC 5425). It reconnects with jittered exponential back-off and counts
 // its work. TCP and TLS give at-least-once delivery together with the spool:
-// a batch whose write fails is sent again, so a receiver may see a batch
-// twice after a connection breaks (each message carries the record id in
-// its structured data for de-duplication). UDP gives no delivery guarantee.
+// a write counts as delivered only once the connection has outlived the
+// replay window (outputs.Confirmer), and what a broken connection may have
+// lost is sent again from the spool, so a receiver may see messages twice
+// after a connection breaks (each message carries the record id in its
+// structured data for de-duplication). UDP gives no delivery guarantee.
 package syslog
 
 import (
@@ -42,19 +44,17 @@ type Config struct {
 	// 65000; RFC 5426 only promises 480 and recommends 2048).
 	MaxUDPBytes int
 	// ReplayWindow: plain syslog has no acknowledgement, and a receiver that
-	// stops loses what sat unread in its socket. So messages written within
-	// the last ReplayWindow (default 2s; at most ReplayBytes, default 8 MiB)
-	// are written again on the next connection after a failure. This bounds
-	// loss at the price of duplicates within that window. Negative disables.
+	// stops loses what sat unread in its socket. So a message counts as
+	// delivered only ReplayWindow (default 2s) after it was written, when
+	// the connection that carried it is still up (outputs.Confirmer); the
+	// spool's Shipper sends again, from the spool, whatever was not
+	// confirmed — also after a SIGKILL, since the spool keeps it. This
+	// bounds loss at the price of duplicates within that window. Negative
+	// disables (TCP/TLS writes count as delivery).
 	ReplayWindow time.Duration
-	ReplayBytes  int
-}
-
-// sent is one chunk of framed messages written at a time.
-type sent struct {
-	at    time.Time
-	frame []byte
-	n     int
+	// ReplayBytes is not used any more: the spool holds what awaits
+	// confirmation (it was the cap of an in-memory copy that a SIGKILL lost).
+	ReplayBytes int
 }
 
 // TLSConfig for Network "tls".
@@ -78,13 +78,11 @@ type Output struct {
 	f        *Formatter
 	tls      *tls.Config
 	conn     net.Conn
+	connAt   time.Time // when conn was established
 	fails    int
 	nextDial time.Time
 	buf      []byte
 	msg      []byte
-	replay   []sent // recent writes on the current connection
-	rbytes   int
-	pending  []sent // replay owed to the next connection
 
 	Dials, Reconnects, Truncated atomic.Uint64
 }
@@ -113,9 +111,6 @@ func New(cfg Config) (*Output, error) {
 	}
 	if cfg.ReplayWindow == 0 {
 		cfg.ReplayWindow = 2 * time.Second
-	}
-	if cfg.ReplayBytes <= 0 {
-		cfg.ReplayBytes = 8 << 20
 	}
 	if cfg.MaxUDPBytes <= 0 || cfg.MaxUDPBytes > 65000 {
 		cfg.MaxUDPBytes = 65000
@@ -229,12 +224,12 @@ func (o *Output) connect(ctx context.Context) error {
 		o.Reconnects.Add(1)
 	}
 	o.fails = 0
-	o.conn = c
+	o.conn, o.connAt = c, time.Now()
 	return nil
 }
 
-// drop abandons a failed connection; what was written on it recently is
-// owed to the next one.
+// drop abandons a failed connection; what was written on it and not yet
+// confirmed goes again (the Shipper's rewind).
 func (o *Output) drop(err error) {
 	if o.conn != nil {
 		o.conn.Close()
@@ -242,55 +237,33 @@ func (o *Output) drop(err error) {
 	}
 	o.fails++
 	o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
-	o.trimReplay(time.Now())
-	o.pending = append(o.pending, o.replay...)
-	o.replay, o.rbytes = nil, 0
 	_ = err
 }
 
-func (o *Output) remember(frame []byte, n int, now time.Time) {
-	if o.cfg.ReplayWindow < 0 || o.cfg.Network == "udp" {
-		return
+// ConfirmAfter implements outputs.Confirmer: TCP and TLS writes are
+// confirmed ReplayWindow after they were made; UDP is never confirmed
+// (no guarantee), nor is anything with a negative ReplayWindow.
+func (o *Output) ConfirmAfter() time.Duration {
+	if o.cfg.Network == "udp" || o.cfg.ReplayWindow < 0 {
+		return 0
 	}
-	o.replay = append(o.replay, sent{now, append([]byte(nil), frame...), n})
-	o.rbytes += len(frame)
-	o.trimReplay(now)
+	return o.cfg.ReplayWindow
 }
 
-func (o *Output) trimReplay(now time.Time) {
-	i := 0
-	for i < len(o.replay) && (now.Sub(o.replay[i].at) > o.cfg.ReplayWindow || o.rbytes > o.cfg.ReplayBytes) {
-		o.rbytes -= len(o.replay[i].frame)
-		i++
+// Confirm implements outputs.Confirmer: what was written at sentAt reached
+// a receiver that is still reading when the connection it went out on is
+// the current one and the peer has not closed it.
+func (o *Output) Confirm(sentAt time.Time) error {
+	switch {
+	case o.conn == nil:
+		return fmt.Errorf("syslog output %q: the connection that carried the messages sent at %s is gone", o.cfg.Name, sentAt.Format(time.RFC3339Nano))
+	case o.connAt.After(sentAt):
+		return fmt.Errorf("syslog output %q: reconnected since the messages sent at %s", o.cfg.Name, sentAt.Format(time.RFC3339Nano))
+	case o.peerClosed():
+		o.drop(nil)
+		o.nextDial = time.Time{} // a clean close: reconnect at once
+		return fmt.Errorf("syslog output %q: %s closed the connection; messages sent since %s may be lost", o.cfg.Name, o.cfg.Address, sentAt.Format(time.RFC3339Nano))
 	}
-	if i > 0 {
-		o.replay = append(o.replay[:0], o.replay[i:]...)
-	}
-}
-
-// writePending replays what a failed connection may have lost.
-func (o *Output) writePending() error {
-	if len(o.pending) == 0 {
-		return nil
-	}
-	var buf []byte
-	for _, p := range o.pending {
-		buf = append(buf, p.frame...)
-	}
-	o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
-	if _, err := o.conn.Write(buf); err != nil {
-		o.conn.Close()
-		o.conn = nil
-		o.fails++
-		o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
-		return fmt.Errorf("syslog output %q: replay to %s: %w", o.cfg.Name, o.cfg.Address, err)
-	}
-	now := time.Now()
-	for _, p := range o.pending {
-		o.AddRetried(p.n)
-		o.remember(p.frame, p.n, now)
-	}
-	o.pending = nil
 	return nil
 }
 
@@ -331,10 +304,6 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 		o.Fail(len(items), err)
 		return err
 	}
-	if err := o.writePending(); err != nil {
-		o.Fail(len(items), err)
-		return err
-	}
 	if o.cfg.Network == "udp" {
 		return o.sendUDP(items)
 	}
@@ -354,7 +323,6 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			o.Fail(len(items)-i, err)
 			return err
 		}
-		o.remember(o.buf, j-i, time.Now())
 		if err := ctx.Err(); err != nil {
 			o.Fail(len(items)-j, err)
 			return err

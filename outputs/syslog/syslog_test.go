@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -259,5 +260,94 @@ func TestOutageRsyslog(t *testing.T) {
 	}
 	if h.Health.Failed == 0 {
 		t.Fatal("the outage was not noticed")
+	}
+}
+
+// TestUnreadAtStopIsResent: a receiver that stops with messages unread in
+// its socket loses them although every write succeeded, and an agent
+// SIGKILLed right after loses its memory of them. So the spool is
+// acknowledged only once the connection has outlived ReplayWindow
+// (outputs.Confirmer): here the first receiver takes the connection, reads
+// nothing and goes away; the shipper is stopped at once (the agent killed);
+// a new shipper on the same spool must deliver every record to the receiver
+// that is back. Found by the chaos suite (a record missing in rsyslog over
+// TLS after rsyslog's stop and a SIGKILL).
+func TestUnreadAtStopIsResent(t *testing.T) {
+	r := receivers.StartRsyslog(t)
+	dir := t.TempDir()
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 200
+	items := testItems("unread", total)
+	if err := sp.Append(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	// The receiver that stops: accepts, reads nothing, closes.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	closed := make(chan struct{})
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+		c.Close()
+		close(closed)
+	}()
+	oA, err := New(Config{Network: "tcp", Address: l.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shA := &spool.Shipper{Spool: sp, Output: oA}
+	ctx, kill := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { shA.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for oA.Health().Sent < total && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-closed
+	kill() // the agent is SIGKILLed: nothing it kept in memory survives
+	<-done
+	oA.Close()
+	if n := sp.Stats().Records; n != total {
+		t.Errorf("%d of %d records still in the spool: what an unread, closed connection took was acknowledged", n, total)
+	}
+	sp.Close()
+
+	sp2, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp2.Close()
+	oB, err := New(Config{Network: "tcp", Address: r.TCPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oB.Close()
+	ctx2, stop := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { (&spool.Shipper{Spool: sp2, Output: oB}).Run(ctx2); close(done2) }()
+	got := r.WaitMessages(t, total, 20*time.Second)
+	stop()
+	<-done2
+	count := map[string]int{}
+	for _, m := range got {
+		count[sdID(m.SD)]++
+	}
+	missing := 0
+	for _, it := range items {
+		if count[it.ID] == 0 {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d records lost", missing, total)
 	}
 }
