@@ -78,6 +78,7 @@ type Tracer struct {
 	claimed    map[string]bool        // VM refs a record already names as created
 	recent     []recentEvent          // recent VM events, for attribution windows (attribute.go)
 	changes    map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	notedNow   []string               // keys of the changes the batch being applied noted
 	claimedLog map[string]bool        // logged creations already matched to a VM (unexplained.go)
 	contact    time.Time              // pool time up to which the last commit saw the pool
 	written    map[string]written     // what the store holds of each VM (commit.go)

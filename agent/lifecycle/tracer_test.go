@@ -676,3 +676,35 @@ func TestRestartKeepsThePoolClock(t *testing.T) {
 		t.Fatalf("want the start found at the resync dated by the pool's clock %v: %+v", p.at(600), recs)
 	}
 }
+
+// TestChangeDatedByItsBatch: in a catch-up the VMs come before the tasks
+// that move the pool's clock (add, mod, del order); a change is dated by
+// the batch's clock, not by the clock before the batch (a minute stale
+// after a restart, which made the tracer stop waiting for the logs too
+// early: found by the chaos suite).
+func TestChangeDatedByItsBatch(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return time.Time{} }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+	p.power(2, "OpaqueRef:a", "start", "Running", "OpaqueRef:h1", 90, false)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := tr.changes["appear/g"]
+	if !ok {
+		t.Fatalf("no change noted for the new VM: %+v", tr.changes)
+	}
+	if c.At.Before(p.at(90)) {
+		t.Errorf("change dated %v, before the batch's clock %v", c.At, p.at(90))
+	}
+}

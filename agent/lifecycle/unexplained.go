@@ -60,6 +60,7 @@ func (t *Tracer) note(c change) {
 		delete(t.changes, "appear/"+c.VMUUID)
 	}
 	t.changes[key] = c
+	t.notedNow = append(t.notedNow, key)
 }
 
 // noteVM records the unexplained parts of a VM update (applyVM).
@@ -94,6 +95,16 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 // settle drops the changes that this batch's records explain, and turns
 // those no task explained in time (or at a resync) into records.
 func (t *Tracer) settle(b *batch, out []pending) []pending {
+	// A change is seen when its batch is: the batch's events (a catch-up
+	// after a restart, the tasks that ran meanwhile) may move the pool's
+	// clock well past the time it had when the change was applied.
+	for _, k := range t.notedNow {
+		if c, ok := t.changes[k]; ok && t.now().After(c.At) {
+			c.At = t.now()
+			t.changes[k] = c
+		}
+	}
+	t.notedNow = t.notedNow[:0]
 	for _, p := range out {
 		if p.rec.VMUUID == "" {
 			continue
