@@ -224,16 +224,42 @@ func (a *Agent) Close() error {
 // and what a resync finds is dated by the master's clock, not ours.
 type handler struct {
 	*lifecycle.Tracer
-	c   *xapi.Client
-	log *slog.Logger
-	a   *Agent
+	c         *xapi.Client
+	log       *slog.Logger
+	a         *Agent
+	clockRead bool // the pool's clock was read in this process
 }
 
 func (h *handler) Events(ctx context.Context, b *xapi.EventBatch) error {
 	h.a.metrics.Event(len(b.Events))
 	now := time.Now()
 	h.a.lastBatch.Store(&now)
+	if !h.clockRead {
+		// The first batch of a process is the catch-up of what happened
+		// while the agent was away: date it by the pool's clock, not by
+		// the last time the dead process saw it.
+		h.clockRead = true
+		h.readPoolClock(ctx)
+	}
 	return h.Tracer.Events(ctx, b)
+}
+
+// readPoolClock gives the tracer the pool master's clock.
+func (h *handler) readPoolClock(ctx context.Context) {
+	var pools []string
+	var master string
+	var at time.Time
+	err := h.c.Call(ctx, "pool.get_all", &pools)
+	if err == nil && len(pools) > 0 {
+		if err = h.c.Call(ctx, "pool.get_master", &master, pools[0]); err == nil {
+			err = h.c.Call(ctx, "host.get_servertime", &at, master)
+		}
+	}
+	if err != nil || at.IsZero() {
+		h.log.Debug("reading the pool's clock failed; the catch-up is dated by the newest pool time seen", "err", err)
+		return
+	}
+	h.SetServerTime(at)
 }
 
 func (h *handler) Resync(ctx context.Context, snap *xapi.PoolSnapshot, token, reason string) error {
