@@ -46,7 +46,7 @@ func syslogCopies(t *testing.T, rs *receivers.Rsyslog, input string) ([]Copy, []
 		seq, _ := ev.Custom(cef.LabelChainSeq)
 		hash, _ := ev.Custom(cef.LabelChainHash)
 		at, _ := time.Parse(time.RFC3339Nano, m.Received)
-		out = append(out, Copy{ID: id, Link: seq + ":" + hash, At: at})
+		out = append(out, Copy{ID: id, Link: seq + ":" + hash, At: at, Size: len(m.Raw)})
 		msgs = append(msgs, m.Msg[i:])
 	}
 	if bad > 0 {

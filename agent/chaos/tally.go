@@ -175,6 +175,7 @@ type Copy struct {
 	// went out under one id.
 	Link string
 	At   time.Time // when the receiver took it (zero: unknown)
+	Size int       // bytes of the message (for the window in bytes)
 }
 
 // IsCheckpoint reports whether an id names a chain checkpoint document
@@ -197,7 +198,14 @@ type Tally struct {
 	// stream, between a copy and the first copy of its id; WindowTime the
 	// largest distance in receive time (when known).
 	WindowRecords int
+	WindowBytes   int64
 	WindowTime    time.Duration
+	// WindowSpan is the largest receive-time span from a record's first
+	// copy to the last new record (a first copy) the receiver took before
+	// the record's repeat: what one connection carried between the first
+	// copy and its break. The at-least-once window (outputs/README.md)
+	// bounds it by the confirmation delay.
+	WindowSpan time.Duration
 	// DupByID says duplicates are judged by document id (Elasticsearch
 	// _id): re-sends of an identical document are not duplicates there.
 	DupByID bool
@@ -207,13 +215,16 @@ type Tally struct {
 func Count(output, receiver string, expected map[string]bool, copies []Copy, dupByID bool) Tally {
 	t := Tally{Output: output, Receiver: receiver, Expected: len(expected), DupByID: dupByID}
 	type first struct {
-		pos  int
-		at   time.Time
-		link string
-		n    int
+		pos   int
+		bytes int64
+		at    time.Time
+		link  string
+		n     int
 	}
 	seen := map[string]*first{}
 	pos := 0
+	var total int64       // bytes of the stream before the current copy
+	var newAt []time.Time // receive time of each first copy, by position (0: a repeat)
 	conflict := map[string]bool{}
 	for _, c := range copies {
 		if IsCheckpoint(c.ID) {
@@ -223,14 +234,31 @@ func Count(output, receiver string, expected map[string]bool, copies []Copy, dup
 		pos++
 		f := seen[c.ID]
 		if f == nil {
-			seen[c.ID] = &first{pos: pos, at: c.At, link: c.Link, n: 1}
+			seen[c.ID] = &first{pos: pos, bytes: total, at: c.At, link: c.Link, n: 1}
+			total += int64(c.Size)
+			newAt = append(newAt, c.At)
 			continue
+		}
+		newAt = append(newAt, time.Time{})
+		if !f.at.IsZero() {
+			for k := pos - 2; k >= f.pos; k-- { // newAt is 0-based
+				if at := newAt[k]; !at.IsZero() {
+					if d := at.Sub(f.at); d > t.WindowSpan {
+						t.WindowSpan = d
+					}
+					break
+				}
+			}
 		}
 		f.n++
 		t.ReSends++
 		if d := pos - f.pos; d > t.WindowRecords {
 			t.WindowRecords = d
 		}
+		if d := total - f.bytes; d > t.WindowBytes {
+			t.WindowBytes = d
+		}
+		total += int64(c.Size)
 		if !f.at.IsZero() && !c.At.IsZero() {
 			if d := c.At.Sub(f.at); d > t.WindowTime {
 				t.WindowTime = d
@@ -298,9 +326,9 @@ func WriteTable(w io.Writer, c *Classification, ts []Tally, f Faults) {
 		}
 		win, wt := "-", "-"
 		if t.ReSends > 0 && !t.DupByID { // no receive order to measure it by
-			win = fmt.Sprint(t.WindowRecords)
+			win = fmt.Sprintf("%d (%d KiB)", t.WindowRecords, (t.WindowBytes+1023)/1024)
 			if t.WindowTime > 0 {
-				wt = t.WindowTime.Round(time.Millisecond).String()
+				wt = fmt.Sprintf("%s (span %s)", t.WindowTime.Round(time.Millisecond), t.WindowSpan.Round(time.Millisecond))
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\t\n", t.Output, t.Receiver, t.Expected, t.Delivered, len(t.Missing), dup, t.ReSends, win, wt, t.Checkpoints)

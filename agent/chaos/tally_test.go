@@ -57,16 +57,16 @@ func TestCount(t *testing.T) {
 	exp := map[string]bool{"a": true, "b": true, "c": true, "d": true}
 	copies := []Copy{
 		{ID: "chain-0-x", Link: "0:x", At: t0},
-		{ID: "a", Link: "1:h1", At: t0},
-		{ID: "b", Link: "2:h2", At: t0.Add(time.Second)},
-		{ID: "c", Link: "3:h3", At: t0.Add(2 * time.Second)},
+		{ID: "a", Link: "1:h1", At: t0, Size: 100},
+		{ID: "b", Link: "2:h2", At: t0.Add(time.Second), Size: 10},
+		{ID: "c", Link: "3:h3", At: t0.Add(2 * time.Second), Size: 1},
 		{ID: "a", Link: "1:h1", At: t0.Add(3 * time.Second)}, // re-send, 3 records later
 		{ID: "b", Link: "9:zz", At: t0.Add(4 * time.Second)}, // same id, another record
 		{ID: "z", Link: "7:h7", At: t0.Add(5 * time.Second)}, // not expected
 	}
 	s := Count("siem", "rsyslog", exp, copies, false)
 	if s.Delivered != 3 || len(s.Missing) != 1 || s.Missing[0] != "d" || s.Duplicated != 2 || s.ReSends != 2 ||
-		s.WindowRecords != 3 || s.WindowTime != 3*time.Second || len(s.Conflicts) != 1 || s.Conflicts[0] != "b" ||
+		s.WindowRecords != 3 || s.WindowBytes != 111 || s.WindowTime != 3*time.Second || s.WindowSpan != 2*time.Second || len(s.Conflicts) != 1 || s.Conflicts[0] != "b" ||
 		len(s.Unexpected) != 1 || s.Checkpoints != 1 || s.DuplicatesCounted() != 2 {
 		t.Fatalf("syslog tally: %+v", s)
 	}
