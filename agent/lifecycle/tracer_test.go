@@ -708,3 +708,59 @@ func TestChangeDatedByItsBatch(t *testing.T) {
 		t.Errorf("change dated %v, before the batch's clock %v", c.At, p.at(90))
 	}
 }
+
+// TestLoggedRevertToASnapshotGone: as TestLoggedRevertExplainsPowerChange,
+// but the snapshot was made and destroyed while the agent was away: only
+// the logs' record of the snapshot (its name, its source) ties it to the VM.
+func TestLoggedRevertToASnapshotGone(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	logs := []record.Record{
+		{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "a-snap", ParentVMUUID: "a", Activity: record.Snapshot,
+			Start: p.at(10), End: p.at(12), Result: record.Success, TaskID: "0000000a0001", Source: record.SourceLog, Unknown: []string{"vm_uuid", "task_uuid"}},
+		{ID: record.ID("pool-1", "0000000b0002", 0), PoolUUID: "pool-1", SnapshotUUID: "s", Activity: record.Revert, Start: p.at(20), End: p.at(25),
+			Result: record.Success, TaskID: "0000000b0002", Source: record.SourceLog, Unknown: []string{"vm_uuid", "vm_name", "parent_vm_uuid", "task_uuid"}},
+		{ID: record.ID("pool-1", "0000000c0003", 0), PoolUUID: "pool-1", VMUUID: "s", VMName: "a-snap", Activity: record.Destroy, Start: p.at(30), End: p.at(31),
+			Result: record.Success, TaskID: "0000000c0003", Source: record.SourceLog, Unknown: []string{"parent_vm_uuid", "task_uuid"}},
+	}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error {
+		for i := range logs {
+			if _, err := tx.PutRecord(&logs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:a"].PowerState, p.vms["OpaqueRef:a"].ResidentOn = "Halted", "OpaqueRef:NULL"
+	if err := tr.Resync(ctx, p.snapshot(), "", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	for _, r := range recs {
+		switch {
+		case r.Source == record.SourceResync && r.VMUUID == "a":
+			t.Errorf("inferred %s of a, which the logged revert explains", r.Activity)
+		case r.ID == logs[1].ID && r.VMUUID != "a":
+			t.Errorf("the logged revert was not completed with its VM: %+v", r)
+		}
+	}
+}

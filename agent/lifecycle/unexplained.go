@@ -286,7 +286,7 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 		return pending{}, false
 	}
 	if c.Kind == "power" {
-		if p, ok := t.revertOf(ctx, c, since); ok {
+		if p, ok := t.revertOf(ctx, c); ok {
 			return p, true
 		}
 	}
@@ -329,8 +329,12 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 // state: the logs name the snapshot reverted to, not the VM, so the VM is
 // the snapshot's source (its family-tree parent). The returned pending
 // completes the record with the VM.
-func (t *Tracer) revertOf(ctx context.Context, c change, since time.Time) (pending, bool) {
-	recs, err := t.store.UnattributedReverts(ctx, since)
+func (t *Tracer) revertOf(ctx context.Context, c change) (pending, bool) {
+	// The snapshot ties a revert to its VM firmly enough to look back
+	// past the change's Since (the tracer's last contact may postdate the
+	// revert when only a coalesced view of it was seen); a record once
+	// completed is no longer unattributed.
+	recs, err := t.store.UnattributedReverts(ctx, time.Time{})
 	if err != nil {
 		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
 		return pending{}, false
@@ -363,7 +367,38 @@ func (t *Tracer) snapshotSource(uuid string) string {
 			}
 		}
 	}
-	return t.edge(uuid).parent
+	if p := t.edge(uuid).parent; p != "" {
+		return p
+	}
+	// Made and gone while nobody watched XAPI: the logs' record of the
+	// snapshot names its source, and the store knows the snapshot's name.
+	ctx := context.Background()
+	name := ""
+	if v, err := t.store.VM(ctx, uuid); err == nil {
+		name = v.Name
+	}
+	if name == "" { // never in the pool's view: a record of it (its destroy) has the name
+		if rs, err := t.store.RecordsOfVMSince(ctx, uuid, time.Time{}); err == nil {
+			for _, r := range rs {
+				if r.VMName != "" {
+					name = r.VMName
+				}
+			}
+		}
+	}
+	if name == "" {
+		return ""
+	}
+	recs, err := t.store.UnattributedCreations(ctx, name, time.Time{})
+	if err != nil {
+		return ""
+	}
+	for _, r := range recs {
+		if (r.Activity == record.Snapshot || r.Activity == record.Checkpoint) && r.Result == record.Success && r.ParentVMUUID != "" {
+			return r.ParentVMUUID
+		}
+	}
+	return ""
 }
 
 // creationFits says whether a logged creation can have made the VM that
