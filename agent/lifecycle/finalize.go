@@ -185,7 +185,8 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	// Nothing was created (a failure, or the result was never seen): the
 	// record is about the source VM.
 	if src == nil {
-		r.Unknown = append(r.Unknown, "vm_uuid")
+		// Not knowing the VM, the record knows neither its name nor parent.
+		r.Unknown = append(r.Unknown, "vm_uuid", "vm_name", "parent_vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = src.uuid, src.name
 		r.ParentVMUUID = t.edge(src.uuid).parent
@@ -225,7 +226,8 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 	r := base
 	r.ID = record.ID(t.pool.uuid, r.TaskID, 0)
 	if vm == nil {
-		r.Unknown = append(r.Unknown, "vm_uuid")
+		// Not knowing the VM, the record knows neither its name nor parent.
+		r.Unknown = append(r.Unknown, "vm_uuid", "vm_name", "parent_vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = vm.uuid, vm.name
 		r.ParentVMUUID = t.edge(vm.uuid).parent
