@@ -35,6 +35,14 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 		}
 	}
 	in := func(seq int64) bool { return seq > 0 && seq >= tk.FirstSeq && (tk.EndSeq == 0 || seq <= tk.EndSeq) }
+	if t.OtherSources && tk.FirstSeq <= t.gapSeq {
+		// The window spans a gap (a restart, a resync): changes made then
+		// were seen, if at all, only as states, and the one change in sight
+		// need not be this task's. With another source (the logs) to name
+		// the VM, leave it unknown rather than guess; alone, the guess is
+		// still better than a record of no VM beside an inferred one.
+		return
+	}
 	// A VM another task is tied to by its key changed for that task: two
 	// destroys whose windows overlap must not both take the VM the one saw
 	// deleted when the other's VM vanished unseen (an outage, a kill).

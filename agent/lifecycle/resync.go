@@ -33,6 +33,8 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 		return err
 	}
 	t.stats.Resyncs++
+	// Tasks seen before this resync end, now or later, across a gap.
+	t.gapSeq, t.catchUp = t.seq, false
 	b := newBatch(t)
 	b.resync = true
 	b.from = from
@@ -134,6 +136,7 @@ func (t *Tracer) load(ctx context.Context) error {
 		return nil
 	}
 	t.loaded = true
+	t.catchUp = true
 	pool, err := t.store.AgentState(ctx, KeyPool)
 	if err != nil {
 		return err

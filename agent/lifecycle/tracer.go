@@ -79,6 +79,8 @@ type Tracer struct {
 	recent     []recentEvent          // recent VM events, for attribution windows (attribute.go)
 	changes    map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
 	notedNow   []string               // keys of the changes the batch being applied noted
+	gapSeq     int64                  // event seq of the last gap in what the tracer saw (start, resync)
+	catchUp    bool                   // the next batch is the catch-up after a start: a gap too
 	claimedLog map[string]bool        // logged creations already matched to a VM (unexplained.go)
 	contact    time.Time              // pool time up to which the last commit saw the pool
 	written    map[string]written     // what the store holds of each VM (commit.go)
@@ -190,6 +192,11 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 			t.logEvent(&evs[i])
 		}
 		bt.apply(&evs[i])
+	}
+	if t.catchUp {
+		// The catch-up after a start shows each object once, as it is now:
+		// what it holds happened while nobody watched.
+		t.gapSeq, t.catchUp = t.seq, false
 	}
 	// Records and VM facts are worked out now, from the state right after
 	// this batch; only the writing waits for the group commit.
