@@ -17,9 +17,12 @@ func Merge(stored *Record, other *Record) bool {
 	// unknown (the logs cannot name a clone's new VM).
 	if stored.IsUnknown("result") && other.Result != "" && !other.IsUnknown("result") {
 		if stored.Result != other.Result && stored.Activity.Creating() {
-			stored.VMUUID, stored.VMName = other.VMUUID, other.VMName
+			// The parent follows too: a failure's is the source VM's own
+			// parent, a success's the source.
+			stored.VMUUID, stored.VMName, stored.ParentVMUUID = other.VMUUID, other.VMName, other.ParentVMUUID
 			stored.setUnknown("vm_uuid", other.IsUnknown("vm_uuid"))
 			stored.setUnknown("vm_name", other.IsUnknown("vm_name"))
+			stored.setUnknown("parent_vm_uuid", other.IsUnknown("parent_vm_uuid"))
 		}
 		if stored.Result != other.Result {
 			stored.Result, stored.Error = other.Result, other.Error

@@ -14,7 +14,7 @@ import (
 // tracer can later complete it with the VM it saw appear.
 func TestMergeInferredResult(t *testing.T) {
 	at := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
-	guess := Record{ID: "i", Activity: Clone, Result: Failure, VMUUID: "src", VMName: "base", ParentVMUUID: "src",
+	guess := Record{ID: "i", Activity: Clone, Result: Failure, VMUUID: "src", VMName: "base", ParentVMUUID: "grandparent",
 		Source: SourceXAPI, TaskUUID: "t", Start: at, End: at.Add(3 * time.Second), Unknown: []string{"end", "result", "error"}}
 	logged := Record{ID: "i", Activity: Clone, Result: Success, VMName: "gen-35", ParentVMUUID: "src",
 		Source: SourceLog, Start: at, End: at.Add(3 * time.Second), Unknown: []string{"vm_uuid", "task_uuid"}}
