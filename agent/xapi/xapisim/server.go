@@ -41,6 +41,10 @@ type Config struct {
 	BatchDelay time.Duration
 	// Speed before Play is called (default 1: real time).
 	Speed float64
+	// HostListeners gives every member host its own listener (own
+	// certificate under TLS) serving GET /audit_log from that host's log,
+	// as each xapi host does (HostURL names them).
+	HostListeners bool
 }
 
 // Server is a running simulated pool master.
@@ -65,10 +69,13 @@ type Server struct {
 	certFP    string
 	serveWG   sync.WaitGroup
 	played    bool
+	audit     *auditStore
+	hostLn    map[string]*hostListener
 }
 
 type session struct {
 	ref, user, originator string
+	info                  *userInfo // the caller as the audit log names it
 	gone                  chan struct{}
 	eventsLost            bool
 	lost                  chan struct{}
@@ -103,7 +110,7 @@ func New(cfg Config) *Server {
 		_ = sc.Validate()
 	}
 	s := &Server{cfg: cfg, sessions: map[string]*session{}, conns: map[net.Conn]struct{}{},
-		waiters: map[*waiter]struct{}{}, listeners: map[string]time.Time{}}
+		waiters: map[*waiter]struct{}{}, listeners: map[string]time.Time{}, audit: newAuditStore()}
 	s.sched = newScheduler(sc.Start, cfg.Speed, false)
 	s.sched.settle = s.settle
 	s.engine = s.newEngine(sc)
@@ -113,6 +120,7 @@ func New(cfg Config) *Server {
 func (s *Server) newEngine(sc *Scenario) *engine {
 	e := newEngine(sc, s.sched)
 	e.fault = s.applyFault
+	e.auditSink = s.audit.append
 	return e
 }
 
@@ -128,6 +136,12 @@ func (s *Server) Start() error {
 		ReadHeaderTimeout: 30 * time.Second}
 	if err := s.listen(s.cfg.Listen); err != nil {
 		return err
+	}
+	if s.cfg.HostListeners {
+		if err := s.startHostListeners(); err != nil {
+			s.httpSrv.Close()
+			return err
+		}
 	}
 	go s.sched.run(s.ctx)
 	return nil
@@ -161,6 +175,7 @@ func (s *Server) Close() error {
 	if s.httpSrv != nil {
 		s.httpSrv.Close()
 	}
+	s.closeHostListeners()
 	s.serveWG.Wait()
 	return nil
 }
@@ -408,6 +423,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	if r.Method == http.MethodGet && r.URL.Path == "/audit_log" {
+		s.serveAuditLog(w, r, s.masterName())
+		return
+	}
 	if r.Method != http.MethodPost {
 		http.Error(w, "xapisim: only POST is served", http.StatusNotFound)
 		return
@@ -433,7 +452,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, internalErrorHTML, kind+"("+htmlEscape(err.Error())+")")
 		return
 	}
-	value, xe, bare := s.call(r.Context(), req)
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	value, xe, bare := s.call(r.Context(), req, remote)
 	if errors.Is(r.Context().Err(), context.Canceled) && xe == nil && value == nil {
 		return // connection dropped while blocked
 	}
