@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"time"
@@ -202,6 +204,13 @@ func cloneArgs(as []Arg) []Arg {
 			Ref: strings.Clone(a.Ref), Args: cloneArgs(a.Args)}
 	}
 	return out
+}
+
+// TrackIDOf is the trackid xapi prints for a session ref: the MD5 hex of
+// the ref string (context.ml trackid_of_session).
+func TrackIDOf(sessionRef string) string {
+	sum := md5.Sum([]byte(sessionRef))
+	return hex.EncodeToString(sum[:])
 }
 
 // ErrNotAudit is wrapped by the error for a well-formed log line that is not
