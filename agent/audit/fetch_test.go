@@ -267,7 +267,7 @@ func TestFetchOverlapSameMillisecond(t *testing.T) {
 		return xapisim.AuditEntry{Host: "xen1", Time: ts, ThreadID: 7, Task: "Async.VM.start R:" + task, TrackID: strings.Repeat("ab", 16),
 			SubjectID: "LOCAL_SUPERUSER", Subject: "root", Decision: "ALLOWED", Result: "OK", CallType: "API", Action: "VM.start"}.Line()
 	}
-	p.srv.AppendAuditLine("xen1", mk(hwm, "aaaaaaaaaaa1"))                   // same millisecond as the mark
+	p.srv.AppendAuditLine("xen1", mk(hwm, "aaaaaaaaaaa1"))                     // same millisecond as the mark
 	p.srv.AppendAuditLine("xen1", mk(hwm.Add(-3*time.Second), "aaaaaaaaaaa2")) // late, inside the overlap
 	p.srv.AppendAuditLine("xen1", mk(hwm.Add(time.Second), "aaaaaaaaaaa3"))
 	if err := f.Poll(context.Background(), col.sink); err != nil {

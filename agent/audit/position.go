@@ -228,4 +228,3 @@ func (p *position) hwmTime() time.Time {
 	t, _ := parseStamp(p.HWM + "Z")
 	return t
 }
-
