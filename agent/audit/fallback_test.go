@@ -78,7 +78,7 @@ func TestFileSourceRotationAndRestart(t *testing.T) {
 	}
 	newSource := func() *audit.FileSource {
 		s, err := audit.NewFileSource(audit.FileConfig{Glob: filepath.Join(dir, "*", "audit.log"), PoolUUID: p.srv.PoolUUID(),
-			Hosts: map[string]string{"fin1": "d1d1d1d1-0000-4000-8000-000000000001", "fin2": "d2d2d2d2-0000-4000-8000-000000000002"},
+			Hosts:       map[string]string{"fin1": "d1d1d1d1-0000-4000-8000-000000000001", "fin2": "d2d2d2d2-0000-4000-8000-000000000002"},
 			RotateGrace: time.Millisecond, State: st, BatchLines: 16})
 		if err != nil {
 			t.Fatal(err)
