@@ -29,6 +29,8 @@ b -bench 'Enrich1MVMs' -benchtime 10000x -timeout 60m ./agent/alerts
 # Issue 5: replay throughput on a >= 1 GB corpus beside grep -c, peak RSS; the parser alone.
 b -bench . -timeout 60m ./agent/logsource
 b -bench . -cpu 1 ./agent/xensource
+# Issue 6: the RBAC audit line parser, lines/s and lines per CPU-second on one core, allocations per line.
+b -bench . -benchmem -cpu 1 ./agent/audit
 # Issue 8: a 10,000-VM pool drawn in headless Chromium.
 b -bench . -benchtime 1x -timeout 20m ./agent/webui
 exit $status

@@ -157,3 +157,49 @@ func hasNewline(l Line) bool {
 	}
 	return strings.ContainsAny(l.TrackID+l.SubjectID+l.SubjectName+l.ErrorText+l.Action, "\r\n") || walk(l.Args)
 }
+
+// FuzzParseSessionCreate: no input panics; an accepted line has a 32-hex
+// trackid and fields that do not run into each other.
+func FuzzParseSessionCreate(f *testing.F) {
+	f.Add("Session.create trackid=9be672f1a72fb158013dce44c1df30fc pool=false uname=root originator=HTTPS 10.0.0.5 using Basic auth is_local_superuser=true auth_user_sid= parent=trackid=9834f5af41c964e225f24279aefe4e49")
+	f.Add("Session.create trackid=9be672f1a72fb158013dce44c1df30fc pool=false uname= is_local_superuser=true auth_user_sid= parent=trackid=9834f5af41c964e225f24279aefe4e49")
+	f.Add("Session.create trackid=9be672f1a72fb158013dce44c1df30fc pool=true uname=EX\\a originator= is_local_superuser=false auth_user_sid=S-1-5 parent=trackid=")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, _, ok := ParseSessionCreate(s)
+		if !ok {
+			return
+		}
+		if len(got.TrackID) != 32 || !isHexString(got.TrackID) {
+			t.Fatalf("trackid %q", got.TrackID)
+		}
+		if strings.Contains(got.Originator, " is_local_superuser=") || strings.Contains(got.Uname, " is_local_superuser=") {
+			t.Fatalf("fields run together: %+v", got)
+		}
+	})
+}
+
+// FuzzSyslogHandle: any datagram is taken or counted, never a panic; every
+// message is accounted for once.
+func FuzzSyslogHandle(f *testing.F) {
+	for _, s := range referenceExamples(f) {
+		i := strings.Index(s, " xapi: ")
+		f.Add([]byte("<182>" + s[:15] + " xcp-h1 xapi: " + s[i+7:]))
+		f.Add([]byte("<182>1 2024-03-15T10:22:33.456Z xcp-h1 xapi - - - " + s[i+7:]))
+		f.Add([]byte(s))
+	}
+	f.Add([]byte("<30>Mar  4 08:00:00 fin1 squeezed: [debug||3 ||squeeze] balancing"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := NewSyslogSource(SyslogConfig{MaxMessage: 4096})
+		_ = s.Handle(b)
+		st := s.Stats()
+		if st.Messages != 1 || st.Lines+st.Bad+st.Other+st.Overlong+st.Dropped != 1 {
+			t.Fatalf("message not accounted for once: %+v", st)
+		}
+		if st.Lines == 1 {
+			e := s.pending[0]
+			if e.HostName == "" || e.Line.Action == "" || e.Source != FromSyslog {
+				t.Fatalf("entry %+v", e)
+			}
+		}
+	})
+}

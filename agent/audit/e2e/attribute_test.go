@@ -1,4 +1,4 @@
-package audit_test
+package e2e
 
 import (
 	"context"
