@@ -19,9 +19,10 @@ type chainKeeper struct {
 	settle time.Duration
 	every  time.Duration
 	sealed func(n int) // after records were sealed (wakes the outputs)
-	// ready, when set, may declare a record settled before the settle time
-	// (its actor is known).
-	ready func(*record.Record) bool
+	// complete, when set, may complete an unsealed record (its actor,
+	// joined from the audit log) and say it is final, so it is sealed before
+	// the settle time.
+	complete func(*record.Record) (changed, final bool)
 
 	mu    sync.Mutex
 	marks []seqMark // storage seq seen at a time, oldest first
@@ -53,19 +54,22 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 		k.marks = k.marks[i-1:]
 	}
 	k.mu.Unlock()
-	var settled func(int64, *record.Record) bool
+	var fn lineage.SealFunc
 	scan := upTo
 	if all {
 		scan = last
-	} else if k.ready != nil {
-		// Records stored after upTo are sealed early only when ready.
+	} else if k.complete != nil {
+		// Records stored after upTo are sealed early only when final.
 		scan = last
-		settled = func(seq int64, r *record.Record) bool { return seq <= upTo || k.ready(r) }
+		fn = func(seq int64, r *record.Record) (bool, bool) {
+			changed, final := k.complete(r)
+			return seq <= upTo || final, changed
+		}
 	}
 	if scan <= 0 {
 		return 0, nil
 	}
-	out, err := k.st.Seal(ctx, scan, settled, 20000)
+	out, err := k.st.Seal(ctx, scan, fn, 20000)
 	if n := len(out); n > 0 && k.sealed != nil {
 		k.sealed(n)
 	}
