@@ -133,12 +133,18 @@ func (a *Attributor) Stats() AttributorStats {
 func rank(l *Line) int {
 	switch {
 	case strings.HasPrefix(l.SubjectName, "OpaqueRef:"):
-		return 1
+		return rankInternal
 	case l.SubjectName == "" && l.SubjectID == "LOCAL_SUPERUSER":
-		return 2
+		return rankCopy
 	}
-	return 4
+	return rankCaller
 }
+
+const (
+	rankInternal = 1 // xapi's own sub-call (slave_login, named after a host ref)
+	rankCopy     = 2 // a member's copy of a forwarded call
+	rankCaller   = 4 // the session's subject: the caller
+)
 
 // lifecycleAction reports whether action can be a lifecycle record's call
 // and returns its vm_operation: VM.<message>, or the export and import
@@ -390,16 +396,26 @@ func (a *Attributor) Actor(pool, taskID string, end time.Time) (*record.Actor, b
 // record whose VM the event stream could not name (a refused async call
 // touches no VM) gets the VM the refused call named.
 func (a *Attributor) Apply(r *record.Record) bool {
+	changed, _ := a.Complete(r)
+	return changed
+}
+
+// Complete is Apply for a keeper that waits to seal a record until its
+// actor is known (agent/pipeline's chain keeper): changed as Apply; final
+// when the actor comes from the caller's own line, which nothing that can
+// still arrive would better (a member's copy or xapi's internal call is
+// not final: the coordinator's line may follow).
+func (a *Attributor) Complete(r *record.Record) (changed, final bool) {
 	if r == nil || r.TaskID == "" {
-		return false
+		return false, false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	li, ok := a.best(TaskKey{r.PoolUUID, r.TaskID}, r.Start, r.End)
 	if !ok {
-		return false
+		return false, false
 	}
-	changed := false
+	final = li.rank == rankCaller
 	act := a.actor(li)
 	if r.Actor == nil || *r.Actor != *act {
 		r.Actor = act
@@ -419,7 +435,7 @@ func (a *Attributor) Apply(r *record.Record) bool {
 	if changed {
 		a.stats.Attribute++
 	}
-	return changed
+	return changed, final
 }
 
 func without(list []string, drop ...string) []string {

@@ -55,11 +55,21 @@ func TestAttributorPrefersTheCallerOverCopiesAndInternalCalls(t *testing.T) {
 	if !ok || act.Name != `EX\alice` || act.ClientIP != "10.0.0.7" || act.TrackID != trk1 {
 		t.Fatalf("actor %+v %v", act, ok)
 	}
-	// Only the copy known: it is what the log says (no name).
+	// Only the copy known: it is what the log says (no name), not final.
 	b := NewAttributor(AttributorConfig{})
 	b.Add(batchOf(t, "xen2", auditLine("xen2", t0, "", task, trk2, "LOCAL_SUPERUSER", "", "ALLOWED", "OK", "VM.start", vmArg)))
 	if act, ok := b.Actor(testPool, "0f3a9b2c7d1e", t0); !ok || act.Name != "" || act.SubjectID != "LOCAL_SUPERUSER" {
 		t.Fatalf("copy only: %+v", act)
+	}
+	r := record.Record{PoolUUID: testPool, TaskID: "0f3a9b2c7d1e", Start: t0, End: t0}
+	if changed, final := b.Complete(&r); !changed || final {
+		t.Errorf("copy only: changed %v final %v", changed, final)
+	}
+	if changed, final := a.Complete(&r); !changed || !final || r.Actor.Name != `EX\alice` {
+		t.Errorf("the caller's line: changed %v final %v actor %+v", changed, final, r.Actor)
+	}
+	if changed, final := a.Complete(&r); changed || !final {
+		t.Errorf("again: changed %v final %v", changed, final)
 	}
 }
 
