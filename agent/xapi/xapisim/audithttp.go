@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -34,18 +33,20 @@ type flood struct {
 	lineLen int
 }
 
-var auditFloods sync.Map // *Server+host -> flood
-
 // FloodAuditLog makes host's /audit_log answers stream lines synthetic
 // audit lines of about lineLen bytes after the real ones; lines < 0 streams
 // without end (until the client goes away). 0 turns it off.
 func (s *Server) FloodAuditLog(host string, lines int64, lineLen int) {
-	key := fmt.Sprintf("%p/%s", s, host)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.floods == nil {
+		s.floods = map[string]flood{}
+	}
 	if lines == 0 {
-		auditFloods.Delete(key)
+		delete(s.floods, host)
 		return
 	}
-	auditFloods.Store(key, flood{n: lines, lineLen: lineLen})
+	s.floods[host] = flood{n: lines, lineLen: lineLen}
 }
 
 // startHostListeners gives every member its own listener (and certificate
@@ -226,8 +227,10 @@ func (s *Server) serveAuditLog(w http.ResponseWriter, r *http.Request, host stri
 			break
 		}
 	}
-	if f, ok := auditFloods.Load(fmt.Sprintf("%p/%s", s, host)); ok && alive {
-		fl := f.(flood)
+	s.mu.Lock()
+	fl, flooding := s.floods[host]
+	s.mu.Unlock()
+	if flooding && alive {
 		pad := strings.Repeat("x", max(fl.lineLen-200, 1))
 		t := s.sched.now()
 		for i := int64(0); fl.n < 0 || i < fl.n; i++ {

@@ -138,7 +138,7 @@ type hostAudit struct {
 // maxAuditLines bounds what a host keeps in memory (a generated pool runs
 // hundreds of thousands of operations): beyond it the oldest are dropped,
 // as logrotate's retention would.
-const maxAuditLines = 400000
+const maxAuditLines = 200000
 
 func newAuditStore() *auditStore { return &auditStore{hosts: map[string]*hostAudit{}} }
 

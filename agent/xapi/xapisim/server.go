@@ -71,6 +71,7 @@ type Server struct {
 	played    bool
 	audit     *auditStore
 	hostLn    map[string]*hostListener
+	floods    map[string]flood // FloodAuditLog
 }
 
 type session struct {
