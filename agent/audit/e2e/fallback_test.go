@@ -27,7 +27,7 @@ func waitWritten(t *testing.T, p *simPool, w *xapisim.HostLogWriter) {
 		for _, h := range []string{"fin1", "fin2"} {
 			n += len(p.srv.AuditLines(h))
 		}
-		return w.Audit >= int64(n)
+		return w.AuditWritten() >= int64(n)
 	})
 }
 

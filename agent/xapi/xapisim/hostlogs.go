@@ -176,6 +176,14 @@ func (w *HostLogWriter) Path(host string) string {
 	return filepath.Join(w.dir, host, "xensource.log")
 }
 
+// AuditWritten is how many audit lines the writer has written so far (safe
+// while it runs; the Audit field is only for after Close).
+func (w *HostLogWriter) AuditWritten() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.Audit
+}
+
 // AuditPath is the audit log file of host.
 func (w *HostLogWriter) AuditPath(host string) string {
 	return filepath.Join(w.dir, host, "audit.log")
