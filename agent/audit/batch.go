@@ -17,6 +17,10 @@ type Entry struct {
 	HostName string // the host whose log holds it
 	HostUUID string // "" when the source does not know it
 	Source   string // FromHTTP, FromFile, FromSyslog
+	// Replayed: delivered before a restart, sent again (FetchConfig.Rewarm)
+	// only so that an emptied Attributor knows it again; its denied record,
+	// if any, is one the store already has.
+	Replayed bool
 }
 
 // Batch is what a source hands its Sink: parsed lines, and the position to

@@ -58,7 +58,12 @@ type FetchConfig struct {
 	// PollTimeout bounds one host's answer in time (default 5 min).
 	PollTimeout time.Duration
 	// State reads the positions saved by earlier runs (lineage.Store).
-	State  StateReader
+	State StateReader
+	// Rewarm: the first poll of each host in this process asks for this
+	// much history before the saved position and hands it on marked
+	// Replayed, so an Attributor that a restart emptied knows the callers
+	// of records the tracer has yet to finish (default: none).
+	Rewarm time.Duration
 	Logger *slog.Logger
 }
 
@@ -67,6 +72,7 @@ type FetchStats struct {
 	Polls, Errors   int64
 	Lines           int64 // new lines delivered
 	Duplicates      int64 // lines of the overlap already delivered
+	Replayed        int64 // lines delivered again for the index after a restart (Rewarm)
 	Own             int64 // our own http/get_audit_log lines (dropped)
 	Bad, Overlong   int64 // malformed lines, lines over MaxLine (skipped, counted)
 	Bytes           int64
@@ -92,6 +98,8 @@ type hostPos struct {
 	loaded bool
 	saved  string // the position as last persisted (JSON)
 	pos    position
+	warmed bool   // the Rewarm poll was done
+	warmTo string // lines at or before this stamp are replayed (Rewarm)
 }
 
 // NewFetcher checks cfg and fills defaults.
@@ -286,8 +294,14 @@ func (f *Fetcher) pollHost(ctx context.Context, h Host, sink Sink) error {
 	}
 	f.mu.Unlock()
 	q := url.Values{}
-	if s := hp.pos.sinceFor(f.cfg.Overlap); s != "" {
-		q.Set("since", s)
+	since := hp.pos.sinceFor(f.cfg.Overlap)
+	hp.warmTo = ""
+	if !hp.warmed && f.cfg.Rewarm > 0 && hp.pos.HWM != "" {
+		since, hp.warmTo = hp.pos.sinceFor(f.cfg.Rewarm+f.cfg.Overlap), hp.pos.sinceFor(f.cfg.Overlap)
+	}
+	hp.warmed = true
+	if since != "" {
+		q.Set("since", since)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.PollTimeout)
 	defer cancel()
@@ -327,6 +341,7 @@ func (f *Fetcher) read(ctx context.Context, h Host, hp *hostPos, body io.Reader,
 		f.mu.Lock()
 		f.stats.Lines += counts.Lines
 		f.stats.Duplicates += counts.Duplicates
+		f.stats.Replayed += counts.Replayed
 		f.stats.Own += counts.Own
 		f.stats.Bad += counts.Bad
 		f.stats.Overlong += counts.Overlong
@@ -385,9 +400,15 @@ func (f *Fetcher) line(h Host, hp *hostPos, chunk []byte, l *Line, b *Batch, cou
 	}
 	// Aliases the read buffer until the Clone below.
 	s := unsafe.String(unsafe.SliceData(raw), len(raw))
-	if !hp.pos.admit(s) {
-		counts.Duplicates++
-		return
+	replayed := false
+	if st, ok := serverStamp(s); ok && st < hp.warmTo {
+		replayed = true // delivered before the restart: for the index only
+	} else if !hp.pos.admit(s) {
+		if hp.warmTo == "" {
+			counts.Duplicates++
+			return
+		}
+		replayed = true
 	}
 	if err := Parse(s, l); err != nil {
 		counts.Bad++
@@ -401,8 +422,12 @@ func (f *Fetcher) line(h Host, hp *hostPos, chunk []byte, l *Line, b *Batch, cou
 		counts.Own++
 		return
 	}
-	counts.Lines++
-	b.Entries = append(b.Entries, Entry{Line: l.Clone(), HostName: h.Name, HostUUID: h.UUID, Source: FromHTTP})
+	if replayed {
+		counts.Replayed++
+	} else {
+		counts.Lines++
+	}
+	b.Entries = append(b.Entries, Entry{Line: l.Clone(), HostName: h.Name, HostUUID: h.UUID, Source: FromHTTP, Replayed: replayed})
 }
 
 func (f *Fetcher) isOwn(trackid string) bool {

@@ -116,7 +116,9 @@ func (c *collector) sink(ctx context.Context, b *audit.Batch) error {
 		return err
 	}
 	for _, e := range b.Entries {
-		c.lines[e.HostName] = append(c.lines[e.HostName], e.Line.Raw())
+		if !e.Replayed {
+			c.lines[e.HostName] = append(c.lines[e.HostName], e.Line.Raw())
+		}
 	}
 	c.bad += b.Bad
 	return nil
@@ -214,6 +216,53 @@ func TestFetchEveryHostOnceAcrossRestarts(t *testing.T) {
 	}
 	if !found {
 		t.Error("the member's copy of VM.start_on was not fetched")
+	}
+}
+
+// TestFetchRewarmAfterRestart: after a restart the Attributor is empty; a
+// fetcher with Rewarm hands the recent history again, marked Replayed, so
+// records the tracer finishes after the restart still get their actor, and
+// no line counts as new twice.
+func TestFetchRewarmAfterRestart(t *testing.T) {
+	p := newSimPool(t, "insider", false)
+	p.play(t)
+	st := openStore(t, t.TempDir())
+	col := newCollector(t, st)
+	f := p.fetcher(t, func(c *audit.FetchConfig) { c.State = st })
+	if err := f.Poll(context.Background(), col.sink); err != nil {
+		t.Fatal(err)
+	}
+	// The restart: a new session, an empty index.
+	if err := p.c.Login(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	att := audit.NewAttributor(audit.AttributorConfig{})
+	f2 := p.fetcher(t, func(c *audit.FetchConfig) { c.State = st; c.Rewarm = time.Hour })
+	sink := func(ctx context.Context, b *audit.Batch) error {
+		att.Add(b)
+		return col.sink(ctx, b)
+	}
+	if err := f2.Poll(context.Background(), sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := f2.Poll(context.Background(), sink); err != nil {
+		t.Fatal(err)
+	}
+	truth, _ := p.srv.Truth()
+	for _, r := range truth {
+		r := r
+		r.Actor = nil
+		if !att.Apply(&r) || r.Actor.Name != truthActor(p, r).Name {
+			t.Errorf("%s of %s after the restart: actor %+v", r.Activity, r.VMName, r.Actor)
+		}
+	}
+	s := f2.Stats()
+	if s.Replayed == 0 || s.Lines > 4 { // new: the first fetcher's own poll lines (one per host) and ours
+		t.Errorf("stats %+v", s)
+	}
+	own := map[string]bool{audit.TrackIDOf(p.c.Session()): true}
+	for _, h := range []string{"fin1", "fin2"} {
+		sameLines(t, h, col.lines[h], expected(p, h, own))
 	}
 }
 
