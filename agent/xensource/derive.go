@@ -217,12 +217,15 @@ func (d *Deriver) get(id, name string, at time.Time) *task {
 		d.Stats.Late++
 		return nil
 	}
-	op, ok := opOfTaskName(name)
-	if !ok {
+	if _, ok := opOfTaskName(name); !ok {
 		return nil
 	}
+	// The task keeps its own copy: name aliases the caller's read buffer,
+	// and op must be cut from the copy, not from name.
+	name = strings.Clone(name)
+	op, _ := opOfTaskName(name)
 	a, _ := record.ActivityOf(op)
-	t := &task{id: strings.Clone(id), taskName: strings.Clone(name), op: op, activity: a, first: at, last: at}
+	t := &task{id: strings.Clone(id), taskName: name, op: op, activity: a, first: at, last: at}
 	d.tasks[t.id] = t
 	d.Stats.Tasks++
 	d.schedule(t, at.Add(d.cfg.IdleTimeout))
