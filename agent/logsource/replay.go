@@ -33,7 +33,7 @@ type ReplayConfig struct {
 	// CacheKiB is the SQLite page cache of the connection the replay
 	// writes through (default 16 MiB; the store's connections have 2 MiB):
 	// a transaction of thousands of records otherwise spills to the WAL and
-	// reads back (agent/lineage README, "Bulk insert").
+	// reads back (README.md, "Store cost").
 	CacheKiB int
 }
 
