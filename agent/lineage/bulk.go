@@ -14,19 +14,19 @@ import (
 )
 
 // bulkRows is how many records one INSERT statement of PutRecords carries:
-// 18 columns × 64 rows stays far below SQLite's 32,766 variables, and
+// 22 columns × 64 rows stays far below SQLite's 32,766 variables, and
 // larger statements gain nothing measurable.
 const bulkRows = 64
 
 const bulkColumns = `id,pool_uuid,host_uuid,host_name,vm_uuid,vm_name,parent_vm_uuid,activity,operation,
-		start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid,json`
+		start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid,json,chain_seq,chain_prev,chain_hash,sealed_ms`
 
-// bulkInsert is the INSERT for n rows, RETURNING the ids it inserted. It
-// says OR IGNORE where PutRecord says ON CONFLICT(id) DO NOTHING: a
-// multi-row statement that may abort needs a statement journal, which cost
-// more than the multi-row statement saved; OR IGNORE cannot abort. Every
-// ignored row is then checked to be an id already stored (see PutRecords),
-// so a row refused by any other constraint is an error, never lost.
+// bulkInsert is the INSERT for n rows. PutRecords inserts only ids it found
+// absent, and says OR IGNORE where PutRecord says ON CONFLICT(id) DO
+// NOTHING: a multi-row statement that may abort needs a statement journal,
+// which cost more than the multi-row statement saved; OR IGNORE cannot
+// abort. A row ignored all the same (a constraint a later schema adds) is
+// an error: the rows affected must be n.
 func bulkInsert(n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT OR IGNORE INTO records(" + bulkColumns + ") VALUES ")
@@ -34,11 +34,14 @@ func bulkInsert(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" RETURNING id")
 	return b.String()
 }
+
+// bulkStored selects which of bulkRows ids are stored (a shorter list
+// repeats its last id).
+var bulkStored = "SELECT id FROM records WHERE id IN (?" + strings.Repeat(",?", bulkRows-1) + ")"
 
 var (
 	bulkInsertFull = bulkInsert(bulkRows)
@@ -46,14 +49,17 @@ var (
 )
 
 // PutRecords stores recs as PutRecord would store each in turn, and is the
-// bulk form for imports (`vmlineage replay`): every record is validated
-// first and, if one is invalid, nothing is written and the error names it;
-// a record whose id is already stored, or appeared earlier in recs, is
-// skipped (ids are deterministic: the same operation is stored once).
-// isNew[i] reports whether recs[i] was stored. The rows and their json
-// column are exactly PutRecord's. It writes up to 64 records per INSERT
-// statement and encodes the json without reflection (1 µs a record instead
-// of 9; agent/logsource/README.md, "Store cost", has the measurements).
+// bulk form for imports (`vmlineage replay`). Every record is validated
+// first: if one is invalid, nothing is written and the error names it. A
+// record whose id is new is inserted and, unless the store defers sealing,
+// sealed into the hash chain in the order of recs (recs[i].Chain is set);
+// one whose id is already stored, or appeared earlier in recs, completes
+// the stored record if that one is not sealed yet (record.Merge), as
+// PutRecord does. isNew[i] reports whether recs[i] was inserted. Rows,
+// their json column and the chain are exactly PutRecord's. Per 64 records
+// it looks the ids up once, writes one INSERT and encodes the json without
+// reflection (1 µs a record instead of 9; agent/logsource/README.md,
+// "Store cost", has the measurements).
 func (t *Tx) PutRecords(recs []record.Record) (isNew []bool, err error) {
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -61,86 +67,138 @@ func (t *Tx) PutRecords(recs []record.Record) (isNew []bool, err error) {
 		}
 	}
 	isNew = make([]bool, len(recs))
+	seal := !t.store.deferSeal.Load()
+	sealedAt := time.Now().UnixMilli()
+	seen := make(map[string]bool, len(recs))
 	var js []byte
-	ends := make([]int, len(recs))
-	for i := range recs {
-		if js, err = appendRecordJSON(js, &recs[i]); err != nil {
-			return nil, fmt.Errorf("lineage: encode record %s: %w", recs[i].ID, err)
-		}
-		ends[i] = len(js)
-	}
-	// Rows within one statement whose id repeats: the first one wins, as
-	// with successive PutRecord calls.
-	at := make(map[string]int, bulkRows)
-	args := make([]any, 0, 18*bulkRows)
-	for lo := 0; lo < len(recs); {
-		n, q := bulkRows, bulkInsertFull
-		if len(recs)-lo < bulkRows {
-			n, q = 1, bulkInsertOne
-		}
-		args = args[:0]
-		clear(at)
-		for i := lo; i < lo+n; i++ {
-			r := &recs[i]
-			start := 0
-			if i > 0 {
-				start = ends[i-1]
-			}
-			if _, dup := at[r.ID]; !dup {
-				at[r.ID] = i
-			}
-			args = append(args, r.ID, r.PoolUUID, r.HostUUID, r.HostName, r.VMUUID, r.VMName, r.ParentVMUUID,
-				string(r.Activity), r.Operation, ms(r.Start), nullMS(r.End), string(r.Result), r.Error, r.TaskUUID,
-				r.TaskID, string(r.Source), r.DestinationHostUUID, string(js[start:ends[i]]))
-		}
-		st, err := t.stmt(q)
+	ends := make([]int, 0, bulkRows)
+	fresh := make([]int, 0, bulkRows) // indexes of recs to insert, in order
+	args := make([]any, 0, 22*bulkRows)
+	for lo := 0; lo < len(recs); lo += bulkRows {
+		chunk := recs[lo:min(lo+bulkRows, len(recs))]
+		stored, err := t.storedIDs(chunk, args[:0])
 		if err != nil {
 			return nil, err
 		}
-		rows, err := st.QueryContext(t.ctx, args...)
-		if err != nil {
-			return nil, fmt.Errorf("lineage: store records %s…: %w", recs[lo].ID, err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if i, ok := at[id]; ok {
-				isNew[i] = true
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return nil, fmt.Errorf("lineage: store records %s…: %w", recs[lo].ID, err)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("lineage: store records %s…: %w", recs[lo].ID, err)
-		}
-		// A row not inserted must be a duplicate: of an earlier row of this
-		// call, or of a record already stored.
-		for i := lo; i < lo+n; i++ {
-			if isNew[i] || at[recs[i].ID] != i {
+		fresh, js, ends, args = fresh[:0], js[:0], ends[:0], args[:0]
+		for k := range chunk {
+			i := lo + k
+			r := &recs[i]
+			if stored[r.ID] || seen[r.ID] {
 				continue
 			}
-			if ok, err := t.HasRecord(recs[i].ID); err != nil {
-				return nil, err
-			} else if !ok {
-				return nil, fmt.Errorf("lineage: store record %s: refused by a constraint of the records table", recs[i].ID)
+			seen[r.ID] = true
+			plain := *r
+			plain.Chain = nil
+			if js, err = appendRecordJSON(js, &plain); err != nil {
+				return nil, fmt.Errorf("lineage: encode record %s: %w", r.ID, err)
+			}
+			ends = append(ends, len(js))
+			var cseq, sealed any
+			var cprev, chash string
+			if seal {
+				link, err := t.nextLink(&plain)
+				if err != nil {
+					return nil, err
+				}
+				t.advance(link)
+				r.Chain = link
+				cseq, cprev, chash, sealed = link.Seq, link.Prev, link.Hash, sealedAt
+			}
+			fresh = append(fresh, i)
+			args = append(args, r.ID, r.PoolUUID, r.HostUUID, r.HostName, r.VMUUID, r.VMName, r.ParentVMUUID,
+				string(r.Activity), r.Operation, ms(r.Start), nullMS(r.End), string(r.Result), r.Error, r.TaskUUID,
+				r.TaskID, string(r.Source), r.DestinationHostUUID, nil, cseq, cprev, chash, sealed)
+		}
+		for k := range fresh {
+			start := 0
+			if k > 0 {
+				start = ends[k-1]
+			}
+			args[22*k+17] = string(js[start:ends[k]])
+		}
+		if err := t.insertRows(recs, fresh, args); err != nil {
+			return nil, err
+		}
+		for _, i := range fresh {
+			isNew[i] = true
+		}
+		// Second sightings, after the chunk's inserts (a record repeated
+		// within recs completes the row its first sighting just wrote).
+		for k := range chunk {
+			if i := lo + k; !isNew[i] {
+				if err := t.mergeUnsealed(&recs[i]); err != nil {
+					return nil, err
+				}
 			}
 		}
-		lo += n
 	}
 	return isNew, nil
 }
 
+// storedIDs reports which of recs' ids are stored.
+func (t *Tx) storedIDs(recs []record.Record, args []any) (map[string]bool, error) {
+	for i := 0; i < bulkRows; i++ {
+		args = append(args, recs[min(i, len(recs)-1)].ID)
+	}
+	st, err := t.stmt(bulkStored)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(t.ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: look up records %s…: %w", recs[0].ID, err)
+	}
+	defer rows.Close()
+	var stored map[string]bool
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		if stored == nil {
+			stored = map[string]bool{}
+		}
+		stored[id] = true
+	}
+	return stored, rows.Err()
+}
+
+// insertRows writes the rows args holds (22 values each) for recs[fresh]:
+// one statement when they are a full chunk, else one each.
+func (t *Tx) insertRows(recs []record.Record, fresh []int, args []any) error {
+	if len(fresh) == 0 {
+		return nil
+	}
+	q, per := bulkInsertOne, 1
+	if len(fresh) == bulkRows {
+		q, per = bulkInsertFull, bulkRows
+	}
+	st, err := t.stmt(q)
+	if err != nil {
+		return err
+	}
+	for k := 0; k < len(fresh); k += per {
+		res, err := st.ExecContext(t.ctx, args[22*k:22*(k+per)]...)
+		if err != nil {
+			return fmt.Errorf("lineage: store record %s: %w", recs[fresh[k]].ID, err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(per) {
+			return fmt.Errorf("lineage: store record %s: refused by a constraint of the records table (%d of %d rows written)",
+				recs[fresh[k]].ID, n, per)
+		}
+	}
+	return nil
+}
+
 // appendRecordJSON appends json.Marshal(r) to b: the same bytes (a test
 // compares them on many records, and a fuzz target on arbitrary strings),
-// without reflection. Strings that need escaping, and any record type this
-// encoder does not know field for field (record.Record grew a field), go
+// without reflection. Strings that need escaping, a record with a chain
+// link (the store encodes records without theirs), and any record type this
+// encoder does not know field for field (record.Record grew a field) go
 // through encoding/json.
 func appendRecordJSON(b []byte, r *record.Record) ([]byte, error) {
-	if !fastJSON {
+	if !fastJSON || r.Chain != nil {
 		js, err := json.Marshal(r)
 		return append(b, js...), err
 	}
@@ -241,7 +299,7 @@ var fastJSON = recordFieldsAre(reflect.TypeOf(record.Record{}), recordJSONFields
 var recordJSONFields = []string{"id", "pool_uuid", "host_uuid,omitempty", "host_name,omitempty", "vm_uuid",
 	"vm_name,omitempty", "parent_vm_uuid,omitempty", "activity", "operation,omitempty", "start", "end", "result",
 	"error,omitempty", "task_uuid,omitempty", "task_id,omitempty", "source", "destination_host_uuid,omitempty",
-	"snapshot_uuid,omitempty", "unknown,omitempty", "actor,omitempty"}
+	"snapshot_uuid,omitempty", "unknown,omitempty", "actor,omitempty", "chain,omitempty"}
 
 var actorJSONFields = []string{"name,omitempty", "subject_id,omitempty", "originator,omitempty",
 	"client_ip,omitempty", "trackid,omitempty"}
@@ -268,7 +326,7 @@ func recordFieldsAre(t reflect.Type, tags []string) bool {
 				return false
 			}
 		case reflect.Pointer:
-			if f.Type.Elem() != reflect.TypeOf(record.Actor{}) {
+			if f.Type.Elem() != reflect.TypeOf(record.Actor{}) && f.Type.Elem() != reflect.TypeOf(record.Chain{}) {
 				return false
 			}
 		default:
@@ -307,7 +365,8 @@ func (s *Store) BeginBulk(ctx context.Context, cacheKiB int) (*Bulk, error) {
 // defaultCacheKiB is the cache_size the store opens its connections with.
 const defaultCacheKiB = 2000
 
-// Update is Store.Update on the bulk connection.
+// Update is Store.Update on the bulk connection (it mirrors it step for
+// step: fn, the chain head, commit; TestBulkChain checks the chain).
 func (b *Bulk) Update(ctx context.Context, fn func(*Tx) error) error {
 	sqlTx, err := b.conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -315,6 +374,10 @@ func (b *Bulk) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	tx := &Tx{tx: sqlTx, ctx: ctx, store: b.s}
 	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if err := tx.saveHead(); err != nil {
 		sqlTx.Rollback()
 		return err
 	}

@@ -60,7 +60,9 @@ func TestRecordJSONSame(t *testing.T) {
 	if !fastJSON {
 		t.Fatal("fastJSON is off: record.Record or record.Actor changed; teach appendRecordJSON the new fields")
 	}
-	for _, r := range bulkRecords(500, 0) {
+	recs := bulkRecords(500, 0)
+	recs[3].Chain = &record.Chain{Seq: 7, Prev: record.GenesisHash, Hash: strings.Repeat("ab", 32)}
+	for _, r := range recs {
 		want, err := json.Marshal(&r)
 		if err != nil {
 			t.Fatal(err)
@@ -113,19 +115,22 @@ func FuzzRecordJSON(f *testing.F) {
 	})
 }
 
-// recordRows dumps the records table, every column, in storage order.
+// recordRows dumps the records table in storage order, every column but
+// seq (PutRecord's conflicting inserts use up AUTOINCREMENT numbers, so
+// only the order compares) and sealed_ms (whether it is set: a wall time).
 func recordRows(t *testing.T, s *Store) []string {
 	t.Helper()
-	rows, err := s.db.Query(`SELECT seq,` + strings.ReplaceAll(bulkColumns, "\n\t\t", "") + ` FROM records ORDER BY seq`)
+	cols := strings.ReplaceAll(strings.ReplaceAll(bulkColumns, "\n\t\t", ""), ",sealed_ms", ",sealed_ms IS NOT NULL")
+	rows, err := s.db.Query(`SELECT ` + cols + ` FROM records ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
+	names, _ := rows.Columns()
 	var out []string
 	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
+		vals := make([]any, len(names))
+		ptrs := make([]any, len(names))
 		for i := range vals {
 			ptrs[i] = &vals[i]
 		}
@@ -137,56 +142,95 @@ func recordRows(t *testing.T, s *Store) []string {
 	return out
 }
 
-// TestPutRecordsLikePutRecord: PutRecords leaves the table exactly as
-// PutRecord called on each record in turn would, and reports the same
-// "new" flags: ids already stored and ids repeated within one call (inside
-// one 64-row statement and across statements) are skipped.
+// TestPutRecordsLikePutRecord: PutRecords leaves the table, the chain and
+// the records it was given exactly as PutRecord called on each record in
+// turn would, and reports the same "new" flags: ids already stored and ids
+// repeated within one call (inside one 64-row chunk and across chunks) are
+// not inserted again but complete a stored record not yet sealed — with
+// sealing at once (the default) and deferred (the agent), then sealed.
 func TestPutRecordsLikePutRecord(t *testing.T) {
-	ctx := context.Background()
-	recs := bulkRecords(300, 0)
-	batches := [][]record.Record{
-		recs[:10],
-		append(append([]record.Record{}, recs[5:150]...), recs[20], recs[149], recs[7]), // stored before, repeated
-		append(append([]record.Record{}, recs[150:300]...), recs[200:203]...),
-		{recs[299]},
-	}
-	// Repeats inside one statement's 64 rows.
-	batches[2][3] = batches[2][1]
-	one, _ := open(t)
-	bulk, _ := open(t)
-	for bi, b := range batches {
-		var want []bool
-		if err := one.Update(ctx, func(tx *Tx) error {
-			for i := range b {
-				n, err := tx.PutRecord(&b[i])
-				if err != nil {
-					return err
-				}
-				want = append(want, n)
+	for _, deferred := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sealed", true: "deferred"}[deferred], func(t *testing.T) {
+			ctx := context.Background()
+			recs := bulkRecords(300, 0)
+			// A second sighting that knows more: the first lacks the VM.
+			more := recs[40]
+			recs[40].VMUUID, recs[40].Unknown = "", append([]string{"vm_uuid"}, recs[40].Unknown...)
+			batches := [][]record.Record{
+				recs[:10],
+				append(append([]record.Record{}, recs[5:150]...), recs[20], recs[149], recs[7], more), // stored before, repeated
+				append(append([]record.Record{}, recs[150:300]...), recs[200:203]...),
+				{recs[299], more},
 			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		var got []bool
-		if err := bulk.Update(ctx, func(tx *Tx) error {
-			var err error
-			got, err = tx.PutRecords(b)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("batch %d: new flags\n got %v\nwant %v", bi, got, want)
-		}
-	}
-	a, b := recordRows(t, one), recordRows(t, bulk)
-	if len(a) != 299 || !reflect.DeepEqual(a, b) {
-		t.Fatalf("tables differ: %d rows by PutRecord, %d by PutRecords", len(a), len(b))
-	}
-	back, err := bulk.Records(ctx, Filter{})
-	if err != nil || len(back) != 299 {
-		t.Fatalf("%d records read back: %v", len(back), err)
+			batches[2][3] = batches[2][1] // a repeat inside one 64-row chunk
+			one, _ := open(t)
+			bulk, _ := open(t)
+			one.DeferSeal(deferred)
+			bulk.DeferSeal(deferred)
+			for bi, b := range batches {
+				var want []bool
+				wantRecs := append([]record.Record{}, b...)
+				if err := one.Update(ctx, func(tx *Tx) error {
+					for i := range wantRecs {
+						n, err := tx.PutRecord(&wantRecs[i])
+						if err != nil {
+							return err
+						}
+						want = append(want, n)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				gotRecs := append([]record.Record{}, b...)
+				var got []bool
+				if err := bulk.Update(ctx, func(tx *Tx) error {
+					var err error
+					got, err = tx.PutRecords(gotRecs)
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("batch %d: new flags\n got %v\nwant %v", bi, got, want)
+				}
+				if !reflect.DeepEqual(gotRecs, wantRecs) {
+					t.Fatalf("batch %d: the records given back differ (chain links)", bi)
+				}
+			}
+			if deferred {
+				for _, s := range []*Store{one, bulk} {
+					if _, err := s.Seal(ctx, 0, nil, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			a, b := recordRows(t, one), recordRows(t, bulk)
+			if len(a) != 299 || !reflect.DeepEqual(a, b) {
+				for i := range a {
+					if i < len(b) && a[i] != b[i] {
+						t.Errorf("row %d differs:\n PutRecord  %s\n PutRecords %s", i, a[i], b[i])
+						break
+					}
+				}
+				t.Fatalf("tables differ: %d rows by PutRecord, %d by PutRecords", len(a), len(b))
+			}
+			for _, s := range []*Store{one, bulk} {
+				v, err := s.VerifyChain(ctx)
+				if err != nil || v.Break != nil || v.Records != 299 {
+					t.Fatalf("chain: %+v, %v", v, err)
+				}
+			}
+			back, err := bulk.Records(ctx, Filter{})
+			if err != nil || len(back) != 299 {
+				t.Fatalf("%d records read back: %v", len(back), err)
+			}
+			for _, r := range back {
+				if r.ID == more.ID && (r.VMUUID != more.VMUUID) != !deferred {
+					t.Fatalf("second sighting: stored %q (deferred %v)", r.VMUUID, deferred)
+				}
+			}
+		})
 	}
 }
 
@@ -353,7 +397,7 @@ func TestPutRecordsIgnoredRowIsAnError(t *testing.T) {
 		_, err := tx.PutRecords(recs)
 		return err
 	})
-	if err == nil || !strings.Contains(err.Error(), recs[80].ID) {
+	if err == nil || !strings.Contains(err.Error(), recs[80].ID) || !strings.Contains(err.Error(), "refused by a constraint") {
 		t.Fatalf("want an error naming %s, got %v", recs[80].ID, err)
 	}
 	if n, _ := s.CountRecords(ctx); n != 0 {
@@ -362,7 +406,8 @@ func TestPutRecordsIgnoredRowIsAnError(t *testing.T) {
 }
 
 // TestBulkConnection: a bulk connection has the larger cache, stores
-// through the same Tx, and the store works as before after Close.
+// through the same Tx (the chain head saved with each commit: TestBulkChain
+// below), and the store works as before after Close.
 func TestBulkConnection(t *testing.T) {
 	ctx := context.Background()
 	s, _ := open(t)
@@ -389,5 +434,37 @@ func TestBulkConnection(t *testing.T) {
 	}
 	if n, _ := s.CountRecords(ctx); n != 200 {
 		t.Fatalf("%d records", n)
+	}
+}
+
+// TestBulkChain: records stored through a bulk connection and then through
+// the store's own connections form one unbroken chain.
+func TestBulkChain(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	recs := bulkRecords(500, 0)
+	bk, err := s.BeginBulk(ctx, 16<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lo := 0; lo < 300; lo += 100 {
+		if err := bk.Update(ctx, func(tx *Tx) error { _, err := tx.PutRecords(recs[lo : lo+100]); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bk.Close()
+	if err := s.Update(ctx, func(tx *Tx) error {
+		for i := 300; i < 500; i++ {
+			if _, err := tx.PutRecord(&recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.VerifyChain(ctx)
+	if err != nil || v.Break != nil || v.Records != 500 || v.Head != 500 {
+		t.Fatalf("chain: %+v, %v", v, err)
 	}
 }
