@@ -63,12 +63,12 @@ type Server struct {
 	// client cut off by a fault (its session expired, its connection
 	// dropped, the endpoint paused) is waited for until it is back.
 	lastListen time.Time
-	httpSrv   *http.Server
-	cert      *tls.Certificate
-	certPEM   []byte
-	certFP    string
-	serveWG   sync.WaitGroup
-	played    bool
+	httpSrv    *http.Server
+	cert       *tls.Certificate
+	certPEM    []byte
+	certFP     string
+	serveWG    sync.WaitGroup
+	played     bool
 }
 
 type session struct {
