@@ -29,7 +29,7 @@ func run(t *testing.T, args ...string) (string, error) {
 func TestDemoPrintsThreatModelTree(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errs bytes.Buffer
-	if err := runDemo(context.Background(), &out, &errs, "threat-model", 50, dir, 2*time.Minute); err != nil {
+	if err := runDemo(context.Background(), &out, &errs, "threat-model", 0, dir, 2*time.Minute); err != nil {
 		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errs.String())
 	}
 	s := out.String()
@@ -160,7 +160,7 @@ func TestOutputsTestSendsToEachOutput(t *testing.T) {
 func TestVerifyNamesAlteredAndDeletedRecords(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errs bytes.Buffer
-	if err := runDemo(context.Background(), &out, &errs, "threat-model", 50, dir, 2*time.Minute); err != nil {
+	if err := runDemo(context.Background(), &out, &errs, "threat-model", 0, dir, 2*time.Minute); err != nil {
 		t.Fatalf("demo: %v\n%s", err, errs.String())
 	}
 	s, err := run(t, "verify", "--data-dir", dir)

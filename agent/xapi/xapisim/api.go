@@ -250,11 +250,13 @@ func (s *Server) eventFrom(ctx context.Context, sess *session, args []any) (any,
 	lost := sess.lost
 	s.waiters[w] = struct{}{}
 	s.listeners[sess.ref] = time.Now()
+	s.lastListen = time.Now()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.waiters, w)
 		s.listeners[sess.ref] = time.Now()
+		s.lastListen = time.Now()
 		s.mu.Unlock()
 	}()
 	deadline := time.NewTimer(timeout)
