@@ -116,6 +116,17 @@ func NewAttributor(cfg AttributorConfig) *Attributor {
 	return &Attributor{cfg: cfg, tasks: map[TaskKey]*taskLines{}, sessions: map[string]*sessionInfo{}}
 }
 
+// SetHosts gives the host name → uuid map of a pool (denied records from
+// sources that know only host names), when it is learnt after NewAttributor.
+func (a *Attributor) SetHosts(pool string, hosts map[string]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.Hosts == nil {
+		a.cfg.Hosts = map[string]map[string]string{}
+	}
+	a.cfg.Hosts[pool] = hosts
+}
+
 // Stats returns the counters.
 func (a *Attributor) Stats() AttributorStats {
 	a.mu.Lock()
@@ -419,6 +430,15 @@ func (a *Attributor) Complete(r *record.Record) (changed, final bool) {
 	act := a.actor(li)
 	if r.Actor == nil || *r.Actor != *act {
 		r.Actor = act
+		changed = true
+	}
+	if r.Activity.Creating() && r.Activity != record.Import && r.Activity != record.Create && r.Result == record.Success &&
+		r.ParentVMUUID == "" && li.vmUUID != "" && li.vmUUID != r.VMUUID {
+		// The call's vm argument is the VM the new one came from: what the
+		// event stream could not show when the source's current_operations
+		// came and went between two polls.
+		r.ParentVMUUID = li.vmUUID
+		r.Unknown = without(r.Unknown, "parent_vm_uuid")
 		changed = true
 	}
 	if r.Result == record.Denied && r.IsUnknown("vm_uuid") {

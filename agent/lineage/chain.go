@@ -218,8 +218,17 @@ func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([
 		}
 		for i := range todo {
 			if todo[i].changed {
-				if _, err := tx.UpdateUnsealed(&todo[i].r); err != nil {
+				r := &todo[i].r
+				if _, err := tx.UpdateUnsealed(r); err != nil {
 					return err
+				}
+				// A creating record that learnt its parent gives the new VM
+				// its edge in the tree, unless the tree knew better.
+				if r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
+					if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
+						r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
+						return err
+					}
 				}
 			}
 			if !todo[i].seal {

@@ -89,6 +89,10 @@ type EngineConfig struct {
 	OnShadowed func(*record.Record)
 	// OnRecord is called for each record stored (after the commit).
 	OnRecord func(*record.Record)
+	// OnSession, when set, gets the message of every xapi_session
+	// "Session.create" line (uname and originator of every session, root's
+	// included, joined to the RBAC audit log's lines by trackid).
+	OnSession func(host string, t time.Time, msg string)
 }
 
 // Engine turns lines of many hosts into records and commits them, with the
@@ -266,6 +270,9 @@ func (e *Engine) intern(s string) string {
 
 // feedParsed takes a parsed line. Caller holds e.mu.
 func (e *Engine) feedParsed(host string, t time.Time, l *xensource.Line) {
+	if e.cfg.OnSession != nil && l.Module == "xapi_session" && strings.HasPrefix(l.Msg, "Session.create ") {
+		e.cfg.OnSession(host, t, l.Message())
+	}
 	if !e.noClock {
 		e.lastLine = time.Now()
 	}

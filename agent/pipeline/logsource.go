@@ -75,7 +75,11 @@ func (a *Agent) startLogSource(ctx context.Context) (<-chan struct{}, error) {
 			// XAPI became unreachable is stored, not dropped.
 			hold = max(2*after, time.Minute)
 		}
-		e := logsource.NewEngine(a.Store, logsource.EngineConfig{
+		var onSession func(string, time.Time, string)
+		if a.attributor != nil {
+			onSession = sessionFeed(a.attributor)
+		}
+		e := logsource.NewEngine(a.Store, logsource.EngineConfig{OnSession: onSession,
 			Deriver: dcfg, Loc: loc, Log: a.log, Now: tune.Clock, Quiet: tune.Quiet,
 			Hold: hold,
 			// Lines that arrive after an outage (the logs lag) still give
