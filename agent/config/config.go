@@ -33,8 +33,32 @@ type Config struct {
 	Detectors Detectors `yaml:"detectors"`
 	Alerts    Alerts    `yaml:"alerts"`
 	LogSource LogSource `yaml:"logsource"`
+	Audit     Audit     `yaml:"audit"`
 	Chain     Chain     `yaml:"chain"`
 }
+
+// Audit is the intake of XAPI's RBAC audit log, joined to the records to
+// name who made each call (and to record refused calls).
+type Audit struct {
+	// Source: off (default), xapi (GET /audit_log on every host of the
+	// pool; xapi re-reads the host's archives on every request, so poll
+	// gently), files (audit.log files collected from the hosts) or syslog
+	// (the hosts forward their logs: xe host-syslog-reconfigure).
+	Source       string            `yaml:"source" help:"where the RBAC audit log comes from: off, xapi (GET /audit_log on every host), files, or syslog"`
+	Poll         Duration          `yaml:"poll" help:"how often every host's /audit_log is read (source xapi)"`
+	Glob         string            `yaml:"glob" help:"audit.log files, one per host (source files), e.g. /var/log/xen/*/audit.log"`
+	HostPattern  string            `yaml:"host_pattern" help:"regexp on a file's path whose first group is its host name; 'line': the lines' syslog host (source files)"`
+	SyslogListen string            `yaml:"syslog_listen" help:"host:port where the hosts forward their audit log, UDP and TCP (source syslog)"`
+	HostAlias    map[string]string `yaml:"host_alias"` // syslog host name -> XAPI host name-label (file only)
+	// HostURLs overrides, per host name-label, the base URL its
+	// /audit_log is read from (source xapi; default: the master's scheme
+	// and port at the host's management address), for hosts reached
+	// through another address (file only).
+	HostURLs map[string]string `yaml:"host_urls"`
+}
+
+// Enabled reports whether an audit source is configured.
+func (a Audit) Enabled() bool { return a.Source != "" && a.Source != "off" }
 
 // LogSource is the xensource.log fallback (paper section 3.2): the hosts'
 // logs, tailed from files (collected over NFS, say) or received over syslog,
@@ -168,6 +192,7 @@ func Default() Config {
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
 		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second), IdleTimeout: Duration(10 * time.Minute)},
+		Audit:     Audit{Source: "off", Poll: Duration(time.Minute)},
 		Chain:     Chain{Settle: Duration(30 * time.Second), CheckpointEvery: Duration(5 * time.Minute)},
 	}
 }
@@ -298,6 +323,22 @@ func (c *Config) Validate() error {
 	}
 	if c.LogSource.IdleTimeout < 0 || c.LogSource.Hold < 0 {
 		errs = append(errs, errors.New("logsource: idle_timeout and hold may not be negative"))
+	}
+	switch c.Audit.Source {
+	case "", "off", "xapi":
+	case "files":
+		if c.Audit.Glob == "" {
+			errs = append(errs, errors.New("audit.glob: source files needs the audit.log files"))
+		}
+	case "syslog":
+		if c.Audit.SyslogListen == "" {
+			errs = append(errs, errors.New("audit.syslog_listen: source syslog needs host:port"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("audit.source: %q is not off, xapi, files or syslog", c.Audit.Source))
+	}
+	if c.Audit.Source == "xapi" && c.Audit.Poll <= 0 {
+		errs = append(errs, errors.New("audit.poll: must be positive"))
 	}
 	if c.Chain.Settle < 0 || c.Chain.CheckpointEvery < 0 {
 		errs = append(errs, errors.New("chain: settle and checkpoint_every may not be negative"))

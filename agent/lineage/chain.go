@@ -162,10 +162,17 @@ func (t *Tx) sealLegacy() error {
 	return nil
 }
 
+// SealFunc decides, for an unsealed record (and its storage seq), whether
+// to seal it now; it may complete the record first (an actor joined from
+// the audit log) and then reports changed, so the store rewrites it before
+// it is hashed.
+type SealFunc func(seq int64, r *record.Record) (seal, changed bool)
+
 // Seal chains, in storage order, up to limit unsealed records stored at or
-// before storage seq upTo (0: any) for which settled says yes (nil: all of
-// them), and returns them sealed. settled gets each record's storage seq.
-func (s *Store) Seal(ctx context.Context, upTo int64, settled func(seq int64, r *record.Record) bool, limit int) ([]record.Record, error) {
+// before storage seq upTo (0: any) for which fn says so (nil: all of them),
+// and returns them sealed. Records fn changed are rewritten in the same
+// transaction, sealed or not.
+func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([]record.Record, error) {
 	var out []record.Record
 	if upTo <= 0 {
 		upTo = 1 << 62
@@ -181,8 +188,9 @@ func (s *Store) Seal(ctx context.Context, upTo int64, settled func(seq int64, r 
 			return err
 		}
 		type row struct {
-			seq int64
-			r   record.Record
+			seq           int64
+			r             record.Record
+			seal, changed bool
 		}
 		var todo []row
 		for rows.Next() {
@@ -196,7 +204,11 @@ func (s *Store) Seal(ctx context.Context, upTo int64, settled func(seq int64, r 
 				rows.Close()
 				return fmt.Errorf("lineage: record #%d is corrupt: %w", x.seq, err)
 			}
-			if settled == nil || settled(x.seq, &x.r) {
+			x.seal = true
+			if fn != nil {
+				x.seal, x.changed = fn(x.seq, &x.r)
+			}
+			if x.seal || x.changed {
 				todo = append(todo, x)
 			}
 		}
@@ -205,6 +217,23 @@ func (s *Store) Seal(ctx context.Context, upTo int64, settled func(seq int64, r 
 			return err
 		}
 		for i := range todo {
+			if todo[i].changed {
+				r := &todo[i].r
+				if _, err := tx.UpdateUnsealed(r); err != nil {
+					return err
+				}
+				// A creating record that learnt its parent gives the new VM
+				// its edge in the tree, unless the tree knew better.
+				if r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
+					if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
+						r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
+						return err
+					}
+				}
+			}
+			if !todo[i].seal {
+				continue
+			}
 			if err := tx.sealRow(todo[i].seq, &todo[i].r); err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/audit"
 	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/lifecycle"
 	"github.com/vmlineage/vmlineage/agent/lineage"
@@ -49,21 +50,22 @@ type LogSourceTuning struct {
 
 // Agent is one running vmlineage agent for one pool.
 type Agent struct {
-	cfg       config.Config
-	opts      Options
-	log       *slog.Logger
-	Store     *lineage.Store
-	Tracer    *lifecycle.Tracer
-	Client    *xapi.Client
-	Watcher   *xapi.Watcher
-	outs      *outputSet
-	detect    *detection
-	chain     *chainKeeper
-	deferSeal bool
-	logEngine atomic.Pointer[logsource.Engine]
-	metrics   *metrics.Metrics
-	started   time.Time
-	lastBatch atomic.Pointer[time.Time]
+	cfg        config.Config
+	opts       Options
+	log        *slog.Logger
+	Store      *lineage.Store
+	Tracer     *lifecycle.Tracer
+	Client     *xapi.Client
+	Watcher    *xapi.Watcher
+	outs       *outputSet
+	detect     *detection
+	chain      *chainKeeper
+	deferSeal  bool
+	logEngine  atomic.Pointer[logsource.Engine]
+	attributor *audit.Attributor
+	metrics    *metrics.Metrics
+	started    time.Time
+	lastBatch  atomic.Pointer[time.Time]
 }
 
 // New opens the store and prepares the XAPI client; Run starts tracing.
@@ -96,7 +98,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client, metrics: opts.Metrics, started: time.Now()}
 	// A record another source may still complete waits unsealed (and
 	// unshipped) up to chain.settle; otherwise it is sealed as stored.
-	a.deferSeal = cfg.LogSource.Enabled() && cfg.Chain.Settle > 0
+	a.deferSeal = (cfg.LogSource.Enabled() || cfg.Audit.Enabled()) && cfg.Chain.Settle > 0
 	tr.OtherSources = cfg.LogSource.Enabled()
 	if tr.OtherSources {
 		// A change the tracer cannot explain waits until the log source has
@@ -114,6 +116,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	store.DeferSeal(a.deferSeal)
 	a.chain = &chainKeeper{st: store, log: log, settle: cfg.Chain.Settle.D(), every: cfg.Chain.CheckpointEvery.D(),
 		sealed: func(int) { a.outs.notify() }, otherSettled: tr.OtherSettled, otherWait: tr.OtherWait, started: time.Now()}
+	if cfg.Audit.Enabled() {
+		a.attributor = audit.NewAttributor(audit.AttributorConfig{})
+		a.chain.complete = a.attributor.Complete
+	}
 	tr.OnRecord = func(r *record.Record) {
 		a.outs.notify()
 		a.detect.onRecord(r)
@@ -172,9 +178,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-keeperDone
 		return err
 	}
+	auDone, err := a.startAudit(tctx)
+	if err != nil {
+		tcancel()
+		<-lsDone
+		<-keeperDone
+		return err
+	}
 	err = a.Watcher.Run(tctx)
 	tcancel()
 	<-lsDone
+	<-auDone
 	<-keeperDone
 	a.drainOutputs(5 * time.Second)
 	ocancel()

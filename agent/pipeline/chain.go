@@ -20,9 +20,10 @@ type chainKeeper struct {
 	settle time.Duration
 	every  time.Duration
 	sealed func(n int) // after records were sealed (wakes the outputs)
-	// ready, when set, may declare a record settled before the settle time
-	// (its actor is known).
-	ready func(*record.Record) bool
+	// complete, when set, may complete an unsealed record (its actor,
+	// joined from the audit log) and say it is final, so it is sealed before
+	// the settle time.
+	complete func(*record.Record) (changed, final bool)
 	// otherSettled, when set, is the log source's Settled: a record the
 	// tracer saw only in part (fields listed unknown that the logs reveal)
 	// also waits until the logs are committed past its end, at most
@@ -88,25 +89,26 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 	if persist != nil {
 		k.saveMarks(ctx, persist)
 	}
-	var settled func(int64, *record.Record) bool
+	var fn lineage.SealFunc
 	scan := upTo
 	if all {
 		scan = last
-	} else if k.ready != nil || k.otherSettled != nil {
-		// Records stored after upTo are sealed early only when ready;
-		// those before wait for the log source when it may complete them.
+	} else if k.complete != nil || k.otherSettled != nil {
+		// Records stored after upTo are sealed early only when final; any
+		// waits while the log source may still complete it.
 		scan = last
-		settled = func(seq int64, r *record.Record) bool {
-			if k.ready != nil && k.ready(r) {
-				return true
+		fn = func(seq int64, r *record.Record) (bool, bool) {
+			changed, final := false, false
+			if k.complete != nil {
+				changed, final = k.complete(r)
 			}
-			return seq <= upTo && !k.awaitsLogs(r)
+			return (seq <= upTo || final) && !k.awaitsLogs(r), changed
 		}
 	}
 	if scan <= 0 {
 		return 0, nil
 	}
-	out, err := k.st.Seal(ctx, scan, settled, 20000)
+	out, err := k.st.Seal(ctx, scan, fn, 20000)
 	if n := len(out); n > 0 && k.sealed != nil {
 		k.sealed(n)
 	}
@@ -116,7 +118,7 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 // awaitsLogs says r, a record the tracer saw only in part, waits for the
 // log source (see otherSettled).
 func (k *chainKeeper) awaitsLogs(r *record.Record) bool {
-	if k.otherSettled == nil || r.Source == record.SourceLog || r.Source == record.SourceResync {
+	if k.otherSettled == nil || r.Source != record.SourceXAPI {
 		return false
 	}
 	partial := false

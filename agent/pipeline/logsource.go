@@ -70,7 +70,11 @@ func (a *Agent) startLogSource(ctx context.Context) (<-chan struct{}, error) {
 		tune := a.opts.LogSource
 		idle, hold := a.logTimings()
 		dcfg.IdleTimeout = idle
-		e := logsource.NewEngine(a.Store, logsource.EngineConfig{
+		var onSession func(string, time.Time, string)
+		if a.attributor != nil {
+			onSession = sessionFeed(a.attributor)
+		}
+		e := logsource.NewEngine(a.Store, logsource.EngineConfig{OnSession: onSession,
 			Deriver: dcfg, Loc: loc, Log: a.log, Now: tune.Clock, Quiet: tune.Quiet,
 			Hold: hold,
 			// Lines that arrive after an outage (the logs lag) still give
