@@ -56,7 +56,9 @@ func (b *batch) apply(ev *xapi.Event) {
 		b.applyVM(ev.Ref, ev.Snapshot, ev.Operation == "add")
 	case "task":
 		if ev.Operation == "del" || ev.Snapshot == nil {
+			delete(t.live, ev.Ref)
 			if tk := t.tasks[ev.Ref]; tk != nil {
+				t.touchTask(ev.Ref)
 				tk.Gone = true
 				tk.GoneAt = t.now()
 				tk.EndSeq = t.seq
@@ -124,6 +126,7 @@ func (t *Tracer) forget(ref string, vi *vmInfo) {
 func (b *batch) vanish(k string) {
 	b.vanished[k] = true
 	if tk := b.t.tasks[k]; tk != nil && tk.GoneAt.IsZero() {
+		b.t.touchTask(k)
 		tk.GoneAt = b.t.now()
 		tk.EndSeq = b.t.seq
 	}
@@ -213,6 +216,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	t := b.t
 	tk := t.task(ref)
+	t.live[ref] = true
 	tk.Seen = true
 	tk.UUID, tk.Name, tk.Status = s.UUID, s.NameLabel, s.Status
 	if xapi.TimeSet(s.Created) {
@@ -246,6 +250,7 @@ func (t *Tracer) task(ref string) *taskInfo {
 		tk = &taskInfo{Ref: ref, VMs: map[string]string{}, VMUUIDs: map[string]string{}, FirstSeq: t.seq}
 		t.tasks[ref] = tk
 	}
+	t.touchTask(ref)
 	return tk
 }
 

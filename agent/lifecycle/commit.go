@@ -27,7 +27,7 @@ type writes struct {
 	baseline bool
 	finish   map[string]bool
 	written  map[string]written
-	saved    string // tracer state persisted by this commit
+	saved    *savedState // tracer state persisted by this commit
 }
 
 // vmWrite is a VM's facts at one point, to be stored.
@@ -62,8 +62,9 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 	for r := range b.finish {
 		refs = append(refs, r)
 		w.finish[r] = true
+		t.touchTask(r)
 	}
-	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].sortKey() < t.tasks[refs[j]].sortKey() })
+	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].before(t.tasks[refs[j]]) })
 	var out []pending
 	for _, r := range refs {
 		out = append(out, t.finalize(b, t.tasks[r])...)
@@ -198,9 +199,7 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}
-	if w.saved != "" {
-		t.savedPending = w.saved
-	}
+	t.saved(w.saved)
 	for u, wr := range w.written {
 		if wr.destroyed {
 			delete(t.written, u)
@@ -223,12 +222,20 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	return nil
 }
 
-func (tk *taskInfo) sortKey() string {
-	ts := tk.Created
-	if ts.IsZero() {
-		ts = tk.FirstSeen
+// before orders tasks by creation (first sight when the creation time is
+// unknown), then ref.
+func (tk *taskInfo) before(o *taskInfo) bool {
+	a, b := tk.Created, o.Created
+	if a.IsZero() {
+		a = tk.FirstSeen
 	}
-	return ts.UTC().Format(time.RFC3339Nano) + tk.Ref
+	if b.IsZero() {
+		b = o.FirstSeen
+	}
+	if !a.Equal(b) {
+		return a.Before(b)
+	}
+	return tk.Ref < o.Ref
 }
 
 // keyHeld reports whether some VM still carries task key k. Only the VMs
@@ -356,7 +363,7 @@ func (t *Tracer) gc(w *writes) {
 		}
 	}
 	if len(recorded) > keep {
-		sort.Slice(recorded, func(i, j int) bool { return recorded[i].sortKey() < recorded[j].sortKey() })
+		sort.Slice(recorded, func(i, j int) bool { return recorded[i].before(recorded[j]) })
 		for _, tk := range recorded[:len(recorded)-keep] {
 			delete(t.tasks, tk.Ref)
 		}

@@ -87,6 +87,13 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 		tk.EndSeq = t.seq
 		b.finish[r] = true
 	}
+	// The tasks alive now are the snapshot's; from here on the event stream
+	// keeps the set, checked against valid_ref_counts (reconcile.go).
+	clear(t.live)
+	for r := range snap["task"] {
+		t.live[r] = true
+	}
+	t.liveKnown = true
 	// Completed tasks still in the pool may have been recorded before a
 	// restart: ids are deterministic, so the store ignores a second copy.
 	t.log.Info("resync", "reason", reason, "vms", len(t.vms), "tasks", len(snap["task"]), "hosts", len(t.hosts))
@@ -139,20 +146,56 @@ func (t *Tracer) load(ctx context.Context) error {
 		t.pool.uuid = pool
 	}
 	js, err := t.store.AgentState(ctx, KeyPending)
-	if err != nil || js == "" {
+	if err != nil {
 		return err
 	}
-	var saved struct {
-		Pool     poolState   `json:"pool"`
-		ServerAt time.Time   `json:"server_at"`
-		Tasks    []*taskInfo `json:"tasks"`
-		Hosts    []hostState `json:"hosts"`
-		Changes  []change    `json:"changes"`
+	var saved pendingHead
+	if js != "" {
+		if err := json.Unmarshal([]byte(js), &saved); err != nil {
+			return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
+		}
+		t.savedHead = js
 	}
-	if err := json.Unmarshal([]byte(js), &saved); err != nil {
-		return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
+	// Tasks and changes have a key each (savePending); a store written by an
+	// older agent keeps them inside the head, and they move to their own keys
+	// at the next commit.
+	for _, tk := range saved.Tasks {
+		t.touchTask(tk.Ref)
+	}
+	for _, c := range saved.Changes {
+		t.touchChange(c.Kind + "/" + c.VMUUID)
+	}
+	err = t.store.EachAgentState(ctx, keyTaskPrefix, func(k, v string) error {
+		tk := new(taskInfo)
+		if err := json.Unmarshal([]byte(v), tk); err != nil {
+			return fmt.Errorf("lifecycle: pending task %s in the store is corrupt (delete that key to drop it): %w", k, err)
+		}
+		saved.Tasks = append(saved.Tasks, tk)
+		t.savedTasks[strings.TrimPrefix(k, keyTaskPrefix)] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = t.store.EachAgentState(ctx, keyChangePrefix, func(k, v string) error {
+		var c change
+		if err := json.Unmarshal([]byte(v), &c); err != nil {
+			return fmt.Errorf("lifecycle: pending change %s in the store is corrupt (delete that key to drop it): %w", k, err)
+		}
+		saved.Changes = append(saved.Changes, c)
+		t.savedChanges[strings.TrimPrefix(k, keyChangePrefix)] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if js == "" && len(saved.Tasks) == 0 && len(saved.Changes) == 0 {
+		return nil
 	}
 	t.pool = poolInfo{ref: saved.Pool.Ref, uuid: saved.Pool.UUID, name: saved.Pool.Name, master: saved.Pool.Master}
+	if t.pool.uuid == "" {
+		t.pool.uuid = pool
+	}
 	t.serverAt = saved.ServerAt
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
@@ -196,48 +239,130 @@ func (t *Tracer) load(ctx context.Context) error {
 	return nil
 }
 
+// Agent-state keys of the pending state: one per task in flight and one per
+// unexplained change, so that a commit rewrites only what changed (a busy
+// pool has thousands in flight, and one document of them all rewritten at
+// every commit cost more than everything else the tracer does).
+const (
+	keyTaskPrefix   = "tracer.task/"
+	keyChangePrefix = "tracer.change/"
+)
+
+// pendingHead is what KeyPending holds: the pool, its hosts and clock.
+// Tasks and Changes are only read, from stores written by older agents.
+type pendingHead struct {
+	Pool     poolState   `json:"pool"`
+	ServerAt time.Time   `json:"server_at"`
+	Tasks    []*taskInfo `json:"tasks,omitempty"`
+	Hosts    []hostState `json:"hosts"`
+	Changes  []change    `json:"changes,omitempty"`
+}
+
 type poolState struct{ Ref, UUID, Name, Master string }
 type hostState struct{ Ref, UUID, Name, Address string }
 
+// touchTask notes that task ref changed and must be persisted (or
+// forgotten) at the next commit.
+func (t *Tracer) touchTask(ref string) { t.touchedTasks[ref] = true }
+
+func (t *Tracer) touchChange(key string) { t.touchedChanges[key] = true }
+
+// persistTask reports whether a restart needs task tk: a VM task not yet
+// recorded.
+func persistTask(tk *taskInfo) bool {
+	if tk == nil || tk.Recorded {
+		return false
+	}
+	class, _, _ := record.SplitTaskName(tk.Name)
+	return len(tk.VMs) > 0 || class == "VM"
+}
+
+// savedState is what a commit persisted of the pending state, applied to
+// the tracer once the transaction is committed.
+type savedState struct {
+	head                string
+	tasks, changes      []string // keys written
+	dropTasks, dropChgs []string // keys deleted
+}
+
 // savePending persists what a restart needs to finish the tasks in flight:
 // the tasks not yet recorded, the pool, the hosts, the pool clock and the
-// unexplained changes. It writes only what changed since the last batch:
-// with many tasks in flight this runs for every batch.
-func (t *Tracer) savePending(tx *lineage.Tx) (string, error) {
-	var saved struct {
-		Pool     poolState   `json:"pool"`
-		ServerAt time.Time   `json:"server_at"`
-		Tasks    []*taskInfo `json:"tasks"`
-		Hosts    []hostState `json:"hosts"`
-		Changes  []change    `json:"changes"`
-	}
-	saved.Pool = poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}
-	saved.ServerAt = t.serverAt
-	for _, tk := range t.tasks {
-		if tk.Recorded {
-			continue
+// unexplained changes. Only what changed since the last commit is written.
+func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
+	var st savedState
+	for ref := range t.touchedTasks {
+		tk := t.tasks[ref]
+		if persistTask(tk) {
+			js, err := json.Marshal(tk)
+			if err != nil {
+				return nil, err
+			}
+			if err := tx.SetAgentState(keyTaskPrefix+ref, string(js)); err != nil {
+				return nil, err
+			}
+			st.tasks = append(st.tasks, ref)
+		} else if t.savedTasks[ref] {
+			if err := tx.DeleteAgentState(keyTaskPrefix + ref); err != nil {
+				return nil, err
+			}
+			st.dropTasks = append(st.dropTasks, ref)
 		}
-		if class, _, _ := record.SplitTaskName(tk.Name); len(tk.VMs) > 0 || class == "VM" {
-			saved.Tasks = append(saved.Tasks, tk)
+	}
+	for key := range t.touchedChanges {
+		if c, ok := t.changes[key]; ok {
+			js, err := json.Marshal(c)
+			if err != nil {
+				return nil, err
+			}
+			if err := tx.SetAgentState(keyChangePrefix+key, string(js)); err != nil {
+				return nil, err
+			}
+			st.changes = append(st.changes, key)
+		} else if t.savedChanges[key] {
+			if err := tx.DeleteAgentState(keyChangePrefix + key); err != nil {
+				return nil, err
+			}
+			st.dropChgs = append(st.dropChgs, key)
 		}
 	}
-	sort.Slice(saved.Tasks, func(i, j int) bool { return saved.Tasks[i].Ref < saved.Tasks[j].Ref })
+	head := pendingHead{Pool: poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}, ServerAt: t.serverAt}
 	for r, h := range t.hosts {
-		saved.Hosts = append(saved.Hosts, hostState{r, h.uuid, h.name, h.address})
+		head.Hosts = append(head.Hosts, hostState{r, h.uuid, h.name, h.address})
 	}
-	sort.Slice(saved.Hosts, func(i, j int) bool { return saved.Hosts[i].Ref < saved.Hosts[j].Ref })
-	for _, c := range t.changes {
-		saved.Changes = append(saved.Changes, c)
-	}
-	sort.Slice(saved.Changes, func(i, j int) bool {
-		return saved.Changes[i].Kind+saved.Changes[i].VMUUID < saved.Changes[j].Kind+saved.Changes[j].VMUUID
-	})
-	js, err := json.Marshal(saved)
+	sort.Slice(head.Hosts, func(i, j int) bool { return head.Hosts[i].Ref < head.Hosts[j].Ref })
+	js, err := json.Marshal(head)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if string(js) == t.savedPending {
-		return "", nil
+	if string(js) != t.savedHead {
+		if err := tx.SetAgentState(KeyPending, string(js)); err != nil {
+			return nil, err
+		}
+		st.head = string(js)
 	}
-	return string(js), tx.SetAgentState(KeyPending, string(js))
+	return &st, nil
+}
+
+// saved applies what a committed transaction persisted.
+func (t *Tracer) saved(st *savedState) {
+	if st == nil {
+		return
+	}
+	if st.head != "" {
+		t.savedHead = st.head
+	}
+	for _, r := range st.tasks {
+		t.savedTasks[r] = true
+	}
+	for _, r := range st.dropTasks {
+		delete(t.savedTasks, r)
+	}
+	for _, k := range st.changes {
+		t.savedChanges[k] = true
+	}
+	for _, k := range st.dropChgs {
+		delete(t.savedChanges, k)
+	}
+	clear(t.touchedTasks)
+	clear(t.touchedChanges)
 }

@@ -33,6 +33,9 @@ const (
 // Stats are the tracer's counters.
 type Stats struct {
 	Events, Batches, Records, ResyncRecords, Resyncs int64
+	// Reconciled counts objects found deleted by re-reading refs: dels
+	// event.from dropped because the tracer fell behind (reconcile.go).
+	Reconciled int64
 }
 
 // Tracer turns XAPI events into lifecycle records. It implements the
@@ -69,8 +72,18 @@ type Tracer struct {
 	openToken  string
 	openSince  time.Time
 	openEvents int
-	// savedPending is the persisted pending state, to skip rewriting it.
-	savedPending string
+	// What the store holds of the pending state (resync.go savePending),
+	// and what changed since the last commit.
+	savedHead                    string
+	savedTasks, savedChanges     map[string]bool
+	touchedTasks, touchedChanges map[string]bool
+	// Task refs alive in the pool as far as the event stream says (seen,
+	// not deleted), and the pool's counts of the last batch: event.from
+	// drops dels silently when a client falls behind (reconcile.go).
+	live         map[string]bool
+	liveKnown    bool
+	counts       map[string]int
+	lastTaskSync time.Time
 	stats        Stats
 }
 
@@ -99,7 +112,9 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{}}
+	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
+		savedTasks: map[string]bool{}, savedChanges: map[string]bool{}, touchedTasks: map[string]bool{}, touchedChanges: map[string]bool{},
+		live: map[string]bool{}}
 	t.reset()
 	return t
 }
@@ -156,29 +171,15 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	if err := t.load(ctx); err != nil {
 		return err
 	}
-	evs := b.Events
-	// XAPI groups a batch by add/mod/del, not by time; the event id is the
-	// database generation of the change, so sorting by it restores order.
-	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
-	if t.open == nil {
-		t.open, t.openSince, t.openEvents = newWrites(), time.Now(), 0
-	}
-	bt := newBatch(t)
-	debug := t.log.Enabled(ctx, slog.LevelDebug)
-	for i := range evs {
-		if debug {
-			t.logEvent(&evs[i])
-		}
-		bt.apply(&evs[i])
-	}
-	// Records and VM facts are worked out now, from the state right after
-	// this batch; only the writing waits for the group commit.
-	t.prepare(bt, t.open)
+	t.applyEvents(b.Events)
 	t.openToken = b.Token
-	t.openEvents += len(evs)
-	t.stats.Events += int64(len(evs))
+	t.stats.Events += int64(len(b.Events))
 	t.stats.Batches++
-	if n, ok := b.ValidRefCounts["vm"]; ok && n != len(t.vms) && len(evs) > 0 {
+	t.counts = b.ValidRefCounts
+	if n, ok := b.ValidRefCounts["vm"]; ok && n > len(t.vms) && len(b.Events) > 0 {
+		// More VMs in the pool than the tracer holds: adds are never
+		// dropped, so its view is wrong (a fewer count is a dropped del,
+		// which Reconcile repairs).
 		if err := t.Flush(ctx); err != nil {
 			return err
 		}
@@ -189,6 +190,29 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 		return t.Flush(ctx)
 	}
 	return nil
+}
+
+// applyEvents applies events in the order of the pool's changes and works
+// out their records and VM facts, to be written at the next flush.
+func (t *Tracer) applyEvents(evs []xapi.Event) {
+	// XAPI groups a batch by add/mod/del, not by time; the event id is the
+	// database generation of the change, so sorting by it restores order.
+	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
+	if t.open == nil {
+		t.open, t.openSince, t.openEvents = newWrites(), time.Now(), 0
+	}
+	bt := newBatch(t)
+	debug := t.log.Enabled(context.Background(), slog.LevelDebug)
+	for i := range evs {
+		if debug {
+			t.logEvent(&evs[i])
+		}
+		bt.apply(&evs[i])
+	}
+	// Records and VM facts are worked out now, from the state right after
+	// this batch; only the writing waits for the group commit.
+	t.prepare(bt, t.open)
+	t.openEvents += len(evs)
 }
 
 // Pending reports whether applied batches wait to be committed.

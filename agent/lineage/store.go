@@ -145,6 +145,39 @@ func (s *Store) AgentState(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
+// EachAgentState calls fn for every key that starts with prefix, in key
+// order (a range scan of the primary key).
+func (s *Store) EachAgentState(ctx context.Context, prefix string, fn func(key, value string) error) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT key,value FROM agent_state WHERE key>=? AND key<? ORDER BY key", prefix, prefixEnd(prefix))
+	if err != nil {
+		return fmt.Errorf("lineage: read state %q*: %w", prefix, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return err
+		}
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// prefixEnd is the smallest string above every string that starts with p
+// (SQLite compares TEXT bytewise).
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\xff\xff\xff\xff"
+}
+
 func ms(t time.Time) int64 {
 	if t.IsZero() {
 		return 0

@@ -259,6 +259,12 @@ func (t *Tx) SetAgentState(key, value string) error {
 	return err
 }
 
+// DeleteAgentState removes key (nothing happens when it is absent).
+func (t *Tx) DeleteAgentState(key string) error {
+	_, err := t.exec("DELETE FROM agent_state WHERE key=?", key)
+	return err
+}
+
 // AgentState reads key inside the transaction.
 func (t *Tx) AgentState(key string) (string, error) {
 	var v string
