@@ -142,3 +142,20 @@ func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.D
 	return nil, &ProtocolError{URL: u, Method: method, StatusCode: resp.StatusCode,
 		ContentType: resp.Header.Get("Content-Type"), Reason: "unparseable answer", Err: err}
 }
+
+// DecodeEventFrom decodes an event.from answer (an XML-RPC
+// <methodResponse>) read from r the way the client decodes it off the wire,
+// one event at a time, no event larger than 8 MiB of XML. It is for tools
+// and benchmarks that replay recorded answers; a <fault> comes back as
+// *Error.
+func DecodeEventFrom(r io.Reader) (*EventBatch, error) {
+	var b EventBatch
+	if err := streamEventBatch(r, 8<<20, &b); err != nil {
+		var xe *Error
+		if errors.As(err, &xe) {
+			return nil, xe
+		}
+		return nil, err
+	}
+	return &b, nil
+}
