@@ -342,31 +342,28 @@ func split(s string) []string {
 }
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded
-// tasks whose deletion XAPI has not yet reported.
+// tasks whose deletion XAPI has not yet reported: the oldest recorded go
+// first (a FIFO, so nothing is scanned or sorted after each batch).
 func (t *Tracer) gc(w *writes) {
 	for r := range w.finish {
-		if tk := t.tasks[r]; tk != nil && tk.Recorded && tk.Gone {
+		tk := t.tasks[r]
+		switch {
+		case tk == nil || !tk.Recorded:
+		case tk.Gone:
 			delete(t.tasks, r)
+		default:
+			t.recorded = append(t.recorded, r)
 		}
 	}
-	// A full sweep only when the map has grown: it runs after every batch.
 	const keep = 20000
-	if len(t.tasks) < keep+keep/2 {
-		return
-	}
-	var recorded []*taskInfo
-	for r, tk := range t.tasks {
-		if tk.Recorded && tk.Gone {
-			delete(t.tasks, r)
-		} else if tk.Recorded {
-			recorded = append(recorded, tk)
+	if len(t.recorded) > keep+keep/4 { // trimmed in steps: the copy is then rare
+		n := len(t.recorded) - keep
+		for _, r := range t.recorded[:n] {
+			if tk := t.tasks[r]; tk != nil && tk.Recorded {
+				delete(t.tasks, r)
+			}
 		}
-	}
-	if len(recorded) > keep {
-		sort.Slice(recorded, func(i, j int) bool { return recorded[i].before(recorded[j]) })
-		for _, tk := range recorded[:len(recorded)-keep] {
-			delete(t.tasks, tk.Ref)
-		}
+		t.recorded = append(t.recorded[:0:0], t.recorded[n:]...)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
 )
@@ -51,25 +53,18 @@ func BenchmarkTracerReplay(b *testing.B) {
 	spacing := time.Duration(benchEnv("VMLINEAGE_BENCH_SPACING_MS", 4)) * time.Millisecond
 	poll := time.Duration(benchEnv("VMLINEAGE_BENCH_POLL_MS", 100)) * time.Millisecond
 	sc := xapisim.Generate(xapisim.GenConfig{Hosts: 16, VMs: vms, Ops: ops, Seed: 1, Spacing: spacing})
-	file := filepath.Join(b.TempDir(), "answers")
-	f, err := os.Create(file)
-	if err != nil {
-		b.Fatal(err)
+	// VMLINEAGE_BENCH_CAPTURE names a file to keep the capture in between
+	// runs (it is large: about 1 GB for the default pool).
+	file := os.Getenv("VMLINEAGE_BENCH_CAPTURE")
+	if file == "" {
+		file = filepath.Join(b.TempDir(), "answers")
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
+	file += fmt.Sprintf(".v%d-o%d-s%v-p%v", vms, ops, spacing, poll)
 	var answers int
-	truth, err := xapisim.Capture(sc, xapi.Classes, poll, func(body []byte) error {
-		answers++
-		var n [4]byte
-		binary.LittleEndian.PutUint32(n[:], uint32(len(body)))
-		w.Write(n[:])
-		_, err := w.Write(body)
-		return err
-	})
-	if err == nil {
-		err = w.Flush()
+	truth, err := readTruth(file)
+	if err != nil {
+		truth, answers, err = capture(sc, poll, file)
 	}
-	f.Close()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -155,6 +150,9 @@ func BenchmarkTracerReplay(b *testing.B) {
 		}
 		st.Close()
 		score := xapisim.ScoreRecords(truth, got)
+		if answers == 0 {
+			answers = batches
+		}
 		b.ReportMetric(float64(events)/cpu.Seconds(), "events/cpu-s")
 		b.ReportMetric(float64(events)/wall.Seconds(), "events/s")
 		b.ReportMetric(float64(score.Recorded())/float64(score.Expected)*100, "%recorded")
@@ -166,4 +164,48 @@ func BenchmarkTracerReplay(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// capture writes the answers to file, each after its length (4 bytes,
+// little-endian), and the ground truth beside it.
+func capture(sc *xapisim.Scenario, poll time.Duration, file string) ([]record.Record, int, error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	var answers int
+	truth, err := xapisim.Capture(sc, xapi.Classes, poll, func(body []byte) error {
+		answers++
+		var n [4]byte
+		binary.LittleEndian.PutUint32(n[:], uint32(len(body)))
+		w.Write(n[:])
+		_, err := w.Write(body)
+		return err
+	})
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		os.Remove(file)
+		return nil, 0, err
+	}
+	js, err := json.Marshal(truth)
+	if err == nil {
+		err = os.WriteFile(file+".truth", js, 0o600)
+	}
+	return truth, answers, err
+}
+
+func readTruth(file string) ([]record.Record, error) {
+	if _, err := os.Stat(file); err != nil {
+		return nil, err
+	}
+	js, err := os.ReadFile(file + ".truth")
+	if err != nil {
+		return nil, err
+	}
+	var truth []record.Record
+	return truth, json.Unmarshal(js, &truth)
 }

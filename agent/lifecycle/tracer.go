@@ -55,6 +55,7 @@ type Tracer struct {
 	goneFIFO []string
 	byUUID   map[string]string // VM uuid → ref
 	tasks    map[string]*taskInfo
+	recorded []string // refs of recorded tasks not yet deleted, oldest first (gc)
 	vifs     map[string]vifInfo
 	gms      map[string][]string // guest metrics ref → IPs
 	gmVM     map[string]string   // guest metrics ref → VM ref

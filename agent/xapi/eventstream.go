@@ -115,7 +115,7 @@ func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.D
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	if err := checkHTTP(resp, u, method); err != nil {
 		return nil, err
 	}
@@ -158,4 +158,13 @@ func DecodeEventFrom(r io.Reader) (*EventBatch, error) {
 		return nil, err
 	}
 	return &b, nil
+}
+
+// closeBody reads what is left of an answer the decoder stopped short of
+// (the newline after </methodResponse>, up to a bound) before closing it:
+// net/http reuses a connection only when its body was read to the end, and
+// a new TLS handshake for every event.from cost more than decoding it.
+func closeBody(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	body.Close()
 }
