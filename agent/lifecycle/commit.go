@@ -290,7 +290,17 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	if ok && was == now {
 		return nil
 	}
-	if !ok || was.name != now.name || was.parent != now.parent || was.kind != now.kind || was.power != now.power || was.host != now.host || was.ref != now.ref {
+	// A VM the store has never held (unknownV, and nothing written since)
+	// has no state or attribute rows: they are inserted without reading.
+	fresh := !ok && vw.unknownV
+	switch {
+	case ok && was.name == now.name && was.parent == now.parent && was.kind == now.kind && was.ref == now.ref:
+		if was.power != now.power || was.host != now.host {
+			if err := tx.SetPower(vi.uuid, vi.power, now.host, when); err != nil {
+				return err
+			}
+		}
+	default:
 		v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: now.parent,
 			Kind: vi.kind, PowerState: vi.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
 		if v.ParentUUID != "" {
@@ -303,9 +313,12 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	// With what the store holds known, changes are written blind (no read
 	// first); the first write of a VM in this process checks the store.
 	var err error
-	if !ok {
+	switch {
+	case fresh:
+		err = tx.OpenState(vi.uuid, vi.power, now.host, when)
+	case !ok:
 		err = tx.SetState(vi.uuid, vi.power, now.host, when)
-	} else if was.power != now.power || was.host != now.host {
+	case was.power != now.power || was.host != now.host:
 		err = tx.MoveState(vi.uuid, vi.power, now.host, when)
 	}
 	if err != nil {
@@ -313,6 +326,8 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	}
 	attr := func(kind string, changed bool, before, values []string) error {
 		switch {
+		case fresh:
+			return tx.ReplaceAttrs(vi.uuid, kind, nil, values, when)
 		case !ok:
 			return tx.SetAttrs(vi.uuid, kind, values, when)
 		case changed:

@@ -26,6 +26,14 @@ type Store struct {
 	db   *sql.DB
 	path string
 
+	// Writes go through one connection with a large page cache: the
+	// tracer's working set (the live VMs' rows and the index pages that
+	// records land in) is some tens of megabytes, and with the default
+	// 2 MB cache every transaction read most of it back from the file.
+	// Readers keep the small default cache.
+	wmu   sync.Mutex
+	wconn *sql.Conn
+
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared once, used by every write transaction
 }
@@ -58,8 +66,20 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.wconn, err = db.Conn(ctx); err == nil {
+		_, err = s.wconn.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size=%d", -writerCacheKiB))
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("lineage: open %s: %w", path, err)
+	}
 	return s, nil
 }
+
+// writerCacheKiB is the page cache of the writing connection.
+const writerCacheKiB = 32 << 10
 
 func (s *Store) migrate() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,6 +114,9 @@ func (s *Store) Close() error {
 	}
 	s.stmts = map[string]*sql.Stmt{}
 	s.mu.Unlock()
+	s.wmu.Lock()
+	s.wconn.Close()
+	s.wmu.Unlock()
 	return s.db.Close()
 }
 
@@ -117,7 +140,9 @@ func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 // together or not at all. The tracer commits each event batch, its records
 // and its event token this way, so a killed agent resumes exactly.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, nil)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	sqlTx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("lineage: begin: %w", err)
 	}
