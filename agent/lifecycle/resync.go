@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,7 +172,11 @@ func (t *Tracer) load(ctx context.Context) error {
 			return fmt.Errorf("lifecycle: pending task %s in the store is corrupt (delete that key to drop it): %w", k, err)
 		}
 		saved.Tasks = append(saved.Tasks, tk)
-		t.savedTasks[strings.TrimPrefix(k, keyTaskPrefix)] = true
+		seq := strings.TrimPrefix(k, keyTaskPrefix)
+		t.savedTasks[tk.Ref] = seq
+		if n, err := strconv.ParseInt(seq, 10, 64); err == nil && n >= t.taskKeySeq {
+			t.taskKeySeq = n + 1
+		}
 		return nil
 	})
 	if err != nil {
@@ -242,7 +247,9 @@ func (t *Tracer) load(ctx context.Context) error {
 // Agent-state keys of the pending state: one per task in flight and one per
 // unexplained change, so that a commit rewrites only what changed (a busy
 // pool has thousands in flight, and one document of them all rewritten at
-// every commit cost more than everything else the tracer does).
+// every commit cost more than everything else the tracer does). A task's
+// key is a sequence number, not its ref: the tasks in flight then sit side
+// by side in a few pages of the table instead of one page each.
 const (
 	keyTaskPrefix   = "tracer.task/"
 	keyChangePrefix = "tracer.change/"
@@ -281,8 +288,9 @@ func persistTask(tk *taskInfo) bool {
 // the tracer once the transaction is committed.
 type savedState struct {
 	head                string
-	tasks, changes      []string // keys written
-	dropTasks, dropChgs []string // keys deleted
+	tasks               [][2]string // task ref and key written
+	changes             []string    // change keys written
+	dropTasks, dropChgs []string    // task refs and change keys deleted
 }
 
 // savePending persists what a restart needs to finish the tasks in flight:
@@ -297,12 +305,17 @@ func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := tx.SetAgentState(keyTaskPrefix+ref, string(js)); err != nil {
+			seq, ok := t.savedTasks[ref]
+			if !ok {
+				seq = fmt.Sprintf("%012d", t.taskKeySeq)
+				t.taskKeySeq++
+			}
+			if err := tx.SetAgentState(keyTaskPrefix+seq, string(js)); err != nil {
 				return nil, err
 			}
-			st.tasks = append(st.tasks, ref)
-		} else if t.savedTasks[ref] {
-			if err := tx.DeleteAgentState(keyTaskPrefix + ref); err != nil {
+			st.tasks = append(st.tasks, [2]string{ref, seq})
+		} else if seq, ok := t.savedTasks[ref]; ok {
+			if err := tx.DeleteAgentState(keyTaskPrefix + seq); err != nil {
 				return nil, err
 			}
 			st.dropTasks = append(st.dropTasks, ref)
@@ -351,8 +364,8 @@ func (t *Tracer) saved(st *savedState) {
 	if st.head != "" {
 		t.savedHead = st.head
 	}
-	for _, r := range st.tasks {
-		t.savedTasks[r] = true
+	for _, rk := range st.tasks {
+		t.savedTasks[rk[0]] = rk[1]
 	}
 	for _, r := range st.dropTasks {
 		delete(t.savedTasks, r)

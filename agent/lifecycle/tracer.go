@@ -76,7 +76,9 @@ type Tracer struct {
 	// What the store holds of the pending state (resync.go savePending),
 	// and what changed since the last commit.
 	savedHead                    string
-	savedTasks, savedChanges     map[string]bool
+	savedTasks                   map[string]string // task ref → its key's sequence number
+	taskKeySeq                   int64
+	savedChanges                 map[string]bool
 	touchedTasks, touchedChanges map[string]bool
 	// Task refs alive in the pool as far as the event stream says (seen,
 	// not deleted), and the pool's counts of the last batch: event.from
@@ -114,7 +116,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 		log = slog.Default()
 	}
 	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
-		savedTasks: map[string]bool{}, savedChanges: map[string]bool{}, touchedTasks: map[string]bool{}, touchedChanges: map[string]bool{},
+		savedTasks: map[string]string{}, savedChanges: map[string]bool{}, touchedTasks: map[string]bool{}, touchedChanges: map[string]bool{},
 		live: map[string]bool{}}
 	t.reset()
 	return t

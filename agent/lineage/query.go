@@ -130,7 +130,12 @@ func (s *Store) queryVMs(ctx context.Context, q string, args ...any) ([]VM, erro
 
 // VM returns one VM by uuid.
 func (s *Store) VM(ctx context.Context, uuid string) (VM, error) {
-	v, err := scanVM(s.db.QueryRowContext(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?", uuid))
+	// Prepared once: the tracer asks this of every VM it meets first.
+	st, err := s.prepared(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?")
+	if err != nil {
+		return VM{}, fmt.Errorf("lineage: %w", err)
+	}
+	v, err := scanVM(st.QueryRowContext(ctx, uuid))
 	if errors.Is(err, sql.ErrNoRows) {
 		return VM{}, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
 	}
