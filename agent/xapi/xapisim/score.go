@@ -11,7 +11,8 @@ type Score struct {
 	Expected int // ground-truth records
 	// Truth records stored under their own id (the tracer saw the task):
 	Complete int // every field right
-	Partial  int // some fields marked unknown (event.from hid that part), the rest right
+	Partial  int // some fields marked unknown (event.from hid that part: times, result, error), the rest right
+	NoVM     int // which VM it acted on (or, for a creation, came from) is marked unknown; the rest right
 	Wrong    int // a field the record claims to know differs
 	// Truth records without their id in the store:
 	Inferred int // a resync record of the same VM and activity stands for it (the task was never seen)
@@ -22,11 +23,12 @@ type Score struct {
 }
 
 // Recorded is how many operations the store holds a record of.
-func (s Score) Recorded() int { return s.Complete + s.Partial + s.Wrong + s.Inferred }
+func (s Score) Recorded() int { return s.Complete + s.Partial + s.NoVM + s.Wrong + s.Inferred }
 
 func (s Score) String() string {
-	return fmt.Sprintf("%d of %d recorded (%d complete, %d with unknown fields, %d wrong, %d inferred from VM changes), %d missing, %d extra",
-		s.Recorded(), s.Expected, s.Complete, s.Partial, s.Wrong, s.Inferred, s.Missing, s.Extra)
+	return fmt.Sprintf("%d of %d recorded (%d complete, %d with unknown times/result/error, %d with the VM unknown, %d wrong, "+
+		"%d inferred from VM changes), %d missing, %d extra",
+		s.Recorded(), s.Expected, s.Complete, s.Partial, s.NoVM, s.Wrong, s.Inferred, s.Missing, s.Extra)
 }
 
 // ScoreRecords compares got with truth: by id (the same operation gives the
@@ -56,6 +58,8 @@ func ScoreRecords(truth, got []record.Record) Score {
 			if f, want, have := firstDiff(w, g); f != "" {
 				s.Wrong++
 				example("%s of %s (%s): %s is %q, want %q", w.Activity, w.VMName, w.ID, f, have, want)
+			} else if g.IsUnknown("vm_uuid") || g.IsUnknown("parent_vm_uuid") {
+				s.NoVM++
 			} else if len(g.Unknown) > 0 {
 				s.Partial++
 			} else {
@@ -83,7 +87,7 @@ func ScoreRecords(truth, got []record.Record) Score {
 
 // firstDiff names the first field g states differently from w (fields g
 // lists as unknown are skipped, except an inferred result, which must still
-// be right).
+// be right; with vm_uuid unknown so is the VM's name and parent).
 func firstDiff(w, g record.Record) (field, want, have string) {
 	for _, f := range []struct {
 		name string
@@ -104,6 +108,9 @@ func firstDiff(w, g record.Record) (field, want, have string) {
 		{"task_uuid", w.TaskUUID, g.TaskUUID},
 	} {
 		if g.IsUnknown(f.name) && f.name != "result" {
+			continue
+		}
+		if g.IsUnknown("vm_uuid") && (f.name == "vm_name" || f.name == "parent_vm_uuid") {
 			continue
 		}
 		if f.a != f.b {
