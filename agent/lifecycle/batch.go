@@ -16,14 +16,14 @@ type batch struct {
 	deleted  map[string]*vmInfo // VMs deleted in this batch, last known facts
 	finish   map[string]bool    // task refs to finalise
 	vanished map[string]bool    // task keys that left every VM's current_operations
-	before   map[string]vmInfo  // VM facts before this batch touched them
+	before   map[string]map[string]string // VMs' current_operations before this batch touched them
 	hosts    bool
 	baseline bool // first sync of this pool: store it, record nothing
 }
 
 func newBatch(t *Tracer) *batch {
 	return &batch{t: t, dirty: map[string]bool{}, deleted: map[string]*vmInfo{}, finish: map[string]bool{},
-		vanished: map[string]bool{}, before: map[string]vmInfo{}}
+		vanished: map[string]bool{}, before: map[string]map[string]string{}}
 }
 
 func (b *batch) apply(ev *xapi.Event) {
@@ -134,7 +134,7 @@ func (b *batch) vanish(k string) {
 
 func (b *batch) keepBefore(vi *vmInfo) {
 	if _, ok := b.before[vi.ref]; !ok {
-		b.before[vi.ref] = *vi
+		b.before[vi.ref] = vi.ops
 	}
 }
 
@@ -189,6 +189,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	for k, op := range vi.ops {
 		tk := t.task(k)
 		if _, seen := tk.VMs[ref]; !seen {
+			t.touchTask(k)
 			tk.VMs[ref] = op
 			tk.VMUUIDs[vi.uuid] = op
 			src := vi
@@ -217,6 +218,13 @@ func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	t := b.t
 	tk := t.task(ref)
 	t.live[ref] = true
+	// Only a change of what is persisted makes the task dirty: most task
+	// events are progress updates.
+	if !tk.Seen || tk.UUID != s.UUID || tk.Name != s.NameLabel || tk.Status != s.Status || tk.Result != s.Result ||
+		len(tk.ErrorInfo) != len(s.ErrorInfo) || (xapi.TimeSet(s.Finished) && !tk.Finished.Equal(s.Finished)) ||
+		(!xapi.IsNull(s.SubtaskOf) && tk.SubtaskOf != s.SubtaskOf) || (!xapi.IsNull(s.ResidentOn) && tk.Resident != t.hostUUID(s.ResidentOn)) {
+		t.touchTask(ref)
+	}
 	tk.Seen = true
 	tk.UUID, tk.Name, tk.Status = s.UUID, s.NameLabel, s.Status
 	if xapi.TimeSet(s.Created) {
@@ -249,8 +257,8 @@ func (t *Tracer) task(ref string) *taskInfo {
 	if tk == nil {
 		tk = &taskInfo{Ref: ref, VMs: map[string]string{}, VMUUIDs: map[string]string{}, FirstSeq: t.seq}
 		t.tasks[ref] = tk
+		t.touchTask(ref)
 	}
-	t.touchTask(ref)
 	return tk
 }
 

@@ -27,12 +27,13 @@ type writes struct {
 	baseline bool
 	finish   map[string]bool
 	written  map[string]written
-	saved    *savedState // tracer state persisted by this commit
+	prepared map[string]written // what the writes in vms will leave the store holding, by VM uuid
+	saved    *savedState        // tracer state persisted by this commit
 }
 
 // vmWrite is a VM's facts at one point, to be stored.
 type vmWrite struct {
-	vi       vmInfo
+	vi       vmFacts
 	now      written
 	macs     []string
 	ips      []string
@@ -41,8 +42,23 @@ type vmWrite struct {
 	unknownV bool // the store did not know the VM when this was prepared
 }
 
+// vmFacts is what writeVM reads of a VM besides written.
+type vmFacts struct{ uuid, ref, name, kind, power string }
+
 func newWrites() *writes {
-	return &writes{finish: map[string]bool{}, written: map[string]written{}}
+	return &writes{finish: map[string]bool{}, written: map[string]written{}, prepared: map[string]written{}}
+}
+
+// writesSomething reports whether vw would write anything: the store (as of the
+// last commit, or as the writes prepared since will leave it) may already
+// hold these facts. Most VM events change only fields the store does not
+// keep, and are dropped here rather than carried to the commit.
+func (t *Tracer) writesSomething(w *writes, vw *vmWrite) bool {
+	was, ok := w.prepared[vw.vi.uuid]
+	if !ok {
+		was, ok = t.written[vw.vi.uuid]
+	}
+	return !ok || was.destroyed || was != vw.now
 }
 
 // prepare finalises the batch's tasks and turns the batch into writes,
@@ -95,7 +111,11 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		if vi == nil || vi.control || vi.uuid == "" {
 			continue
 		}
-		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), false))
+		vw := t.snapshotVM(vi, b.effective(at, vi.uuid), false)
+		if t.writesSomething(w, &vw) {
+			w.vms = append(w.vms, vw)
+			w.prepared[vi.uuid] = vw.now
+		}
 	}
 	for _, vi := range b.deleted {
 		if vi.control || vi.uuid == "" {
@@ -105,6 +125,7 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 			continue // re-created under a new ref (revert of a destroyed VM)
 		}
 		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), true))
+		w.prepared[vi.uuid] = written{destroyed: true}
 	}
 }
 
@@ -120,7 +141,7 @@ func (t *Tracer) snapshotVM(vi *vmInfo, when time.Time, destroy bool) vmWrite {
 	sort.Strings(macs)
 	sort.Strings(ips)
 	ed := t.edge(vi.uuid)
-	return vmWrite{vi: *vi, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
+	return vmWrite{vi: vmFacts{uuid: vi.uuid, ref: vi.ref, name: vi.name, kind: vi.kind, power: vi.power}, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
 		now: written{name: vi.name, parent: ed.parent, via: ed.via, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
 			ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}}
 }

@@ -142,6 +142,13 @@ func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lineage: begin: %w", err)
+	}
+	// A transaction once begun runs to its end: the driver watches a
+	// cancellable context with a goroutine per statement, which cost the
+	// tracer more than many of its statements; busy_timeout bounds waits.
+	ctx = context.WithoutCancel(ctx)
 	sqlTx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("lineage: begin: %w", err)

@@ -476,6 +476,11 @@ func (sc scalar) time() (time.Time, error) {
 }
 
 func parseXAPITime(s string) (time.Time, error) {
+	// xapi's own form, 20060102T15:04:05Z, read without time.Parse (which
+	// allocated an error for the layout tried first on every timestamp).
+	if t, ok := parseCompactUTC(s); ok {
+		return t, nil
+	}
 	var err error
 	for _, l := range timeLayouts {
 		var t time.Time
@@ -484,4 +489,36 @@ func parseXAPITime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, err
+}
+
+// parseCompactUTC reads exactly "YYYYMMDDTHH:MM:SSZ" with values in range,
+// as time.Parse would with kolo's second layout.
+func parseCompactUTC(s string) (time.Time, bool) {
+	if len(s) != 18 || s[8] != 'T' || s[11] != ':' || s[14] != ':' || s[17] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(a, b int) (int, bool) {
+		n := 0
+		for _, c := range s[a:b] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(4, 6)
+	d, ok3 := num(6, 8)
+	h, ok4 := num(9, 11)
+	mi, ok5 := num(12, 14)
+	se, ok6 := num(15, 17)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, 0, time.UTC)
+	if t.Day() != d { // 31 April and the like: time.Parse refuses them
+		return time.Time{}, false
+	}
+	return t, true
 }

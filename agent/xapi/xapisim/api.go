@@ -226,10 +226,7 @@ func (s *Server) eventFrom(ctx context.Context, sess *session, args []any) (any,
 		// already waiting when the play began moves it when woken.
 		if p := s.sched.pacer(); p != nil && !paced {
 			paced = true
-			if answer, empty := p.advance(e, sub, tok); answer && empty {
-				e.db.mu.Lock()
-				out := batchStruct(nil, e.db.counts(map[string]int{"session": s.sessionCount()}), tok)
-				e.db.mu.Unlock()
+			if out, ok := p.answer(s, e, sub, strings.Join(classes, ","), tok); ok {
 				return out, nil
 			}
 		}

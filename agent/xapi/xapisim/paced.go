@@ -17,8 +17,10 @@ import (
 // nothing changed by then the call is answered empty at once (a client
 // holding uncommitted batches asks with a short timeout and flushes on
 // that); the next call moves on to the next write plus xapi's batching
-// delay. Once every step has run, event.from waits as usual. One client
-// at a time: two would each move the clock.
+// delay. The next answer is worked out while the client digests the last
+// one, so the two work side by side as a client and xapi do. Once every
+// step has run, event.from waits as usual. One client at a time: two would
+// each move the clock.
 func (s *Server) PlayPaced(ctx context.Context, sc *Scenario, poll time.Duration) error {
 	if poll <= 0 {
 		return errors.New("xapisim: paced play needs a positive poll interval")
@@ -57,6 +59,60 @@ type pacer struct {
 	poll  time.Duration
 	next  time.Time // virtual time of the next answer
 	quiet bool      // the last answer was empty
+	ready *prefetch // the next answer, worked out ahead
+}
+
+// prefetch is an answer worked out while the client digests the last one,
+// so that client and simulator work side by side, as a client and xapi do.
+type prefetch struct {
+	key  string // subscription
+	tok  token  // the token it answers
+	done chan struct{}
+	out  Struct
+	ok   bool
+	next token
+}
+
+// answer returns the answer to a paced call at tok, ok false when the call
+// is to wait as usual (every step has run and nothing changed).
+func (p *pacer) answer(s *Server, e *engine, sub *subscription, key string, tok token) (Struct, bool) {
+	p.mu.Lock()
+	r := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	if r != nil {
+		<-r.done
+	}
+	var out Struct
+	var ok bool
+	var next token
+	if r != nil && r.key == key && r.tok == tok {
+		out, ok, next = r.out, r.ok, r.next
+	} else {
+		out, ok, next = p.work(s, e, sub, tok)
+	}
+	if ok {
+		nr := &prefetch{key: key, tok: next, done: make(chan struct{})}
+		p.mu.Lock()
+		p.ready = nr
+		p.mu.Unlock()
+		go func() {
+			nr.out, nr.ok, nr.next = p.work(s, e, sub, next)
+			close(nr.done)
+		}()
+	}
+	return out, ok
+}
+
+// work moves the play on for a call at tok and builds its answer.
+func (p *pacer) work(s *Server, e *engine, sub *subscription, tok token) (Struct, bool, token) {
+	if answer, _ := p.advance(e, sub, tok); !answer {
+		return nil, false, tok
+	}
+	e.db.mu.Lock()
+	defer e.db.mu.Unlock()
+	events, nt := e.db.collect(sub, tok)
+	return batchStruct(events, e.db.counts(map[string]int{"session": s.sessionCount()}), nt), true, nt
 }
 
 func (s *scheduler) pacer() *pacer {
@@ -69,6 +125,7 @@ func (s *scheduler) pacer() *pacer {
 // tok, as Capture does between two answers. It reports whether the call
 // is to be answered now, and whether with nothing (emptyNow); otherwise
 // (every step has run and nothing changed) the call waits as usual.
+// Only one runs at a time (p.mu).
 func (p *pacer) advance(e *engine, sub *subscription, tok token) (answer, emptyNow bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
