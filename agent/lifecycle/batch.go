@@ -12,10 +12,10 @@ import (
 type batch struct {
 	t        *Tracer
 	resync   bool
-	dirty    map[string]bool    // VM refs whose facts changed
-	deleted  map[string]*vmInfo // VMs deleted in this batch, last known facts
-	finish   map[string]bool    // task refs to finalise
-	vanished map[string]bool    // task keys that left every VM's current_operations
+	dirty    map[string]bool              // VM refs whose facts changed
+	deleted  map[string]*vmInfo           // VMs deleted in this batch, last known facts
+	finish   map[string]bool              // task refs to finalise
+	vanished map[string]bool              // task keys that left every VM's current_operations
 	before   map[string]map[string]string // VMs' current_operations before this batch touched them
 	hosts    bool
 	baseline bool // first sync of this pool: store it, record nothing
