@@ -203,10 +203,11 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 			return err
 		}
 		w.saved = saved
-		if t.pool.uuid != "" {
+		if t.pool.uuid != "" && t.pool.uuid != t.poolSaved {
 			if err := tx.SetAgentState(KeyPool, t.pool.uuid); err != nil {
 				return err
 			}
+			t.poolSaved = t.pool.uuid
 		}
 		if token != "" {
 			return tx.SetAgentState(KeyToken, token)
@@ -214,6 +215,9 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 		return nil
 	})
 	if err != nil {
+		// What this transaction was to write is not in the store: write
+		// hosts, pool and pool uuid in full next time.
+		t.hostsWritten, t.poolWritten, t.poolSaved = nil, poolInfo{}, ""
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
@@ -276,17 +280,32 @@ func (t *Tracer) keyHeld(k string) bool {
 	return false
 }
 
+// writeHosts stores the hosts and the pool that changed since they were last
+// written, and all of them (their last_seen) once a minute of pool time:
+// every VM that starts, stops or moves changes its host's resident_VMs, so
+// host events come with most batches and rewriting every host each time
+// cost more than the VMs themselves.
 func (t *Tracer) writeHosts(tx *lineage.Tx) error {
 	now := t.now()
+	all := t.hostsWritten == nil || now.Sub(t.hostsWrittenAt) >= time.Minute || now.Before(t.hostsWrittenAt)
+	if all {
+		t.hostsWritten, t.hostsWrittenAt = map[string]hostInfo{}, now
+	}
 	for _, h := range t.hosts {
-		if h.uuid == "" {
+		if h.uuid == "" || (!all && t.hostsWritten[h.uuid] == h) {
 			continue
 		}
 		if err := tx.PutHost(&lineage.Host{UUID: h.uuid, PoolUUID: t.pool.uuid, Name: h.name, Address: h.address, FirstSeen: now, LastSeen: now}); err != nil {
 			return err
 		}
+		t.hostsWritten[h.uuid] = h
 	}
-	return tx.PutPool(&lineage.Pool{UUID: t.pool.uuid, Name: t.pool.name, MasterUUID: t.masterUUID()})
+	p := poolInfo{uuid: t.pool.uuid, name: t.pool.name, master: t.masterUUID()}
+	if !all && t.poolWritten == p {
+		return nil
+	}
+	t.poolWritten = p
+	return tx.PutPool(&lineage.Pool{UUID: p.uuid, Name: p.name, MasterUUID: p.master})
 }
 
 // written is what the store holds of a VM, so that an update that changes

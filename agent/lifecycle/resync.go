@@ -202,6 +202,11 @@ func (t *Tracer) load(ctx context.Context) error {
 		t.pool.uuid = pool
 	}
 	t.serverAt = saved.ServerAt
+	if v, err := t.store.AgentState(ctx, keyServerAt); err == nil && v != "" {
+		if at, err := time.Parse(time.RFC3339Nano, v); err == nil && at.After(t.serverAt) {
+			t.serverAt = at
+		}
+	}
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
 	}
@@ -253,13 +258,14 @@ func (t *Tracer) load(ctx context.Context) error {
 const (
 	keyTaskPrefix   = "tracer.task/"
 	keyChangePrefix = "tracer.change/"
+	keyServerAt     = "tracer.server_at"
 )
 
 // pendingHead is what KeyPending holds: the pool, its hosts and clock.
 // Tasks and Changes are only read, from stores written by older agents.
 type pendingHead struct {
 	Pool     poolState   `json:"pool"`
-	ServerAt time.Time   `json:"server_at"`
+	ServerAt time.Time   `json:"server_at,omitzero"` // older agents; now under keyServerAt
 	Tasks    []*taskInfo `json:"tasks,omitempty"`
 	Hosts    []hostState `json:"hosts"`
 	Changes  []change    `json:"changes,omitempty"`
@@ -287,7 +293,7 @@ func persistTask(tk *taskInfo) bool {
 // savedState is what a commit persisted of the pending state, applied to
 // the tracer once the transaction is committed.
 type savedState struct {
-	head                string
+	head, serverAt      string
 	tasks               [][2]string // task ref and key written
 	changes             []string    // change keys written
 	dropTasks, dropChgs []string    // task refs and change keys deleted
@@ -338,7 +344,15 @@ func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
 			st.dropChgs = append(st.dropChgs, key)
 		}
 	}
-	head := pendingHead{Pool: poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}, ServerAt: t.serverAt}
+	// The pool clock moves with nearly every batch: it has a key of its own
+	// so that the head is rewritten only when pool or hosts change.
+	if at := t.serverAt.Format(time.RFC3339Nano); !t.serverAt.IsZero() && at != t.savedServerAt {
+		if err := tx.SetAgentState(keyServerAt, at); err != nil {
+			return nil, err
+		}
+		st.serverAt = at
+	}
+	head := pendingHead{Pool: poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}}
 	for r, h := range t.hosts {
 		head.Hosts = append(head.Hosts, hostState{r, h.uuid, h.name, h.address})
 	}
@@ -363,6 +377,9 @@ func (t *Tracer) saved(st *savedState) {
 	}
 	if st.head != "" {
 		t.savedHead = st.head
+	}
+	if st.serverAt != "" {
+		t.savedServerAt = st.serverAt
 	}
 	for _, rk := range st.tasks {
 		t.savedTasks[rk[0]] = rk[1]

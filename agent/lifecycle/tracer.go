@@ -75,7 +75,7 @@ type Tracer struct {
 	openEvents int
 	// What the store holds of the pending state (resync.go savePending),
 	// and what changed since the last commit.
-	savedHead                    string
+	savedHead, savedServerAt     string
 	savedTasks                   map[string]string // task ref → its key's sequence number
 	taskKeySeq                   int64
 	savedChanges                 map[string]bool
@@ -87,7 +87,13 @@ type Tracer struct {
 	liveKnown    bool
 	counts       map[string]int
 	lastTaskSync time.Time
-	stats        Stats
+	// What the store holds of hosts and pool (writeHosts), and the pool
+	// uuid under KeyPool.
+	hostsWritten   map[string]hostInfo
+	hostsWrittenAt time.Time
+	poolWritten    poolInfo
+	poolSaved      string
+	stats          Stats
 }
 
 type poolInfo struct{ ref, uuid, name, master string }
@@ -165,7 +171,7 @@ func (t *Tracer) Token(ctx context.Context) (string, error) {
 // those batches from it: nothing is lost, and ids keep replays from doubling.
 const (
 	flushEvents = 4096
-	flushAfter  = 200 * time.Millisecond
+	flushAfter  = time.Second
 )
 
 // Events applies one event.from batch; its token is persisted with its
