@@ -42,8 +42,8 @@ type vmWrite struct {
 	unknownV bool // the store did not know the VM when this was prepared
 }
 
-// vmFacts is what writeVM reads of a VM besides written.
-type vmFacts struct{ uuid, ref, name, kind, power string }
+// vmFacts names the VM; what is written of it is in vmWrite.now.
+type vmFacts struct{ uuid string }
 
 func newWrites() *writes {
 	return &writes{finish: map[string]bool{}, written: map[string]written{}, prepared: map[string]written{}}
@@ -81,14 +81,15 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		t.touchTask(r)
 	}
 	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].before(t.tasks[refs[j]]) })
-	var out []pending
+	start := len(w.out) // this batch's records go straight to w.out
 	for _, r := range refs {
-		out = append(out, t.finalize(b, t.tasks[r])...)
+		w.out = append(w.out, t.finalize(b, t.tasks[r])...)
 	}
 	if b.resync {
 		t.diff(b)
 	}
-	out = append(out, t.settle(b, out)...)
+	w.out = append(w.out, t.settle(b, w.out[start:])...)
+	out := w.out[start:]
 	at := map[string]time.Time{}
 	for _, p := range out {
 		if p.rec.VMUUID != "" {
@@ -98,7 +99,6 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 			b.dirty[p.vmRef] = true
 		}
 	}
-	w.out = append(w.out, out...)
 	w.hosts = w.hosts || b.hosts
 	w.baseline = w.baseline || b.baseline
 	dirty := make([]string, 0, len(b.dirty))
@@ -141,7 +141,7 @@ func (t *Tracer) snapshotVM(vi *vmInfo, when time.Time, destroy bool) vmWrite {
 	sort.Strings(macs)
 	sort.Strings(ips)
 	ed := t.edge(vi.uuid)
-	return vmWrite{vi: vmFacts{uuid: vi.uuid, ref: vi.ref, name: vi.name, kind: vi.kind, power: vi.power}, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
+	return vmWrite{vi: vmFacts{uuid: vi.uuid}, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
 		now: written{name: vi.name, parent: ed.parent, via: ed.via, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
 			ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}}
 }
@@ -336,13 +336,13 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	switch {
 	case ok && was.name == now.name && was.parent == now.parent && was.kind == now.kind && was.ref == now.ref:
 		if was.power != now.power || was.host != now.host {
-			if err := tx.SetPower(vi.uuid, vi.power, now.host, when); err != nil {
+			if err := tx.SetPower(vi.uuid, now.power, now.host, when); err != nil {
 				return err
 			}
 		}
 	default:
-		v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: now.parent,
-			Kind: vi.kind, PowerState: vi.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
+		v := &lineage.VM{UUID: vi.uuid, Ref: now.ref, PoolUUID: t.pool.uuid, Name: now.name, ParentUUID: now.parent,
+			Kind: now.kind, PowerState: now.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
 		if v.ParentUUID != "" {
 			v.ParentVia = now.via
 		}
@@ -355,11 +355,11 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	var err error
 	switch {
 	case fresh:
-		err = tx.OpenState(vi.uuid, vi.power, now.host, when)
+		err = tx.OpenState(vi.uuid, now.power, now.host, when)
 	case !ok:
-		err = tx.SetState(vi.uuid, vi.power, now.host, when)
+		err = tx.SetState(vi.uuid, now.power, now.host, when)
 	case was.power != now.power || was.host != now.host:
-		err = tx.MoveState(vi.uuid, vi.power, now.host, when)
+		err = tx.MoveState(vi.uuid, now.power, now.host, when)
 	}
 	if err != nil {
 		return err
@@ -376,7 +376,7 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 		return nil
 	}
 	// Names may hold commas: they are compared whole, addresses as lists.
-	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{vi.name}); err != nil {
+	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{now.name}); err != nil {
 		return err
 	}
 	if err := attr(lineage.AttrMAC, was.macs != now.macs, split(was.macs), vw.macs); err != nil {

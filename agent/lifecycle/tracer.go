@@ -55,19 +55,22 @@ type Tracer struct {
 	goneFIFO []string
 	byUUID   map[string]string // VM uuid → ref
 	tasks    map[string]*taskInfo
-	recorded []string // refs of recorded tasks not yet deleted, oldest first (gc)
+	recorded []string  // refs of recorded tasks not yet deleted, oldest first (gc)
+	spareVMs []vmWrite // the VM writes of the last commit, emptied, for the next
 	vifs     map[string]vifInfo
 	gms      map[string][]string // guest metrics ref → IPs
 	gmVM     map[string]string   // guest metrics ref → VM ref
 	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
 	loaded   bool
-	serverAt time.Time              // newest time seen in the pool's own records
-	seq      int64                  // events applied so far (this process), for attribution windows
-	claimed  map[string]bool        // VM refs a record already names as created
-	recent   []recentEvent          // recent VM events, for attribution windows (attribute.go)
-	changes  map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
-	written  map[string]written     // what the store holds of each VM (commit.go)
-	synced   atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	serverAt time.Time       // newest time seen in the pool's own records
+	seq      int64           // events applied so far (this process), for attribution windows
+	claimed  map[string]bool // VM refs a record already names as created
+	recent   []recentEvent   // recent VM events, for attribution windows (attribute.go)
+	// recentTrimmed: older events were dropped from recent.
+	recentTrimmed bool
+	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	written       map[string]written     // what the store holds of each VM (commit.go)
+	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// The batch applied but not yet committed (group commit, see Events).
 	open       *writes
 	openToken  string
@@ -209,6 +212,7 @@ func (t *Tracer) applyEvents(evs []xapi.Event) {
 	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
 	if t.open == nil {
 		t.open, t.openSince, t.openEvents = newWrites(), time.Now(), 0
+		t.open.vms, t.spareVMs = t.spareVMs, nil // a commit's worth of VM writes: reuse the room
 	}
 	bt := newBatch(t)
 	debug := t.log.Enabled(context.Background(), slog.LevelDebug)
@@ -239,7 +243,12 @@ func (t *Tracer) Flush(ctx context.Context) error {
 	}
 	w, token := t.open, t.openToken
 	t.open, t.openToken = nil, ""
-	return t.write(ctx, w, token)
+	if err := t.write(ctx, w, token); err != nil {
+		return err
+	}
+	clear(w.vms)
+	t.spareVMs = w.vms[:0]
+	return nil
 }
 
 func (t *Tracer) logEvent(e *xapi.Event) {
