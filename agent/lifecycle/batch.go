@@ -140,8 +140,18 @@ func (b *batch) keepBefore(vi *vmInfo) {
 
 func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	t := b.t
-	prev := t.vms[ref]
-	vi := &vmInfo{ref: ref, uuid: s.UUID, name: s.NameLabel, power: s.PowerState, resident: s.ResidentOn,
+	// A known VM's record is rewritten in place (nothing keeps a pointer to
+	// a live VM's record across batches); prev is its copy from before.
+	vi := t.vms[ref]
+	var prev *vmInfo
+	var old vmInfo
+	if vi != nil {
+		old = *vi
+		prev = &old
+	} else {
+		vi = new(vmInfo)
+	}
+	*vi = vmInfo{ref: ref, uuid: s.UUID, name: s.NameLabel, power: s.PowerState, resident: s.ResidentOn,
 		kind: kindOf(s), snapshotOf: s.SnapshotOf, ops: s.CurrentOperations, guestMetrics: s.GuestMetrics,
 		vifs: s.VIFs, control: s.IsControlDomain, template: s.IsATemplate}
 	if xapi.IsNull(vi.resident) {

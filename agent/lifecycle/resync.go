@@ -307,10 +307,8 @@ func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
 	for ref := range t.touchedTasks {
 		tk := t.tasks[ref]
 		if persistTask(tk) {
-			js, err := json.Marshal(tk)
-			if err != nil {
-				return nil, err
-			}
+			t.jsonBuf = tk.appendJSON(t.jsonBuf[:0])
+			js := t.jsonBuf
 			seq, ok := t.savedTasks[ref]
 			if !ok {
 				seq = fmt.Sprintf("%012d", t.taskKeySeq)

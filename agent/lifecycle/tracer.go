@@ -57,6 +57,7 @@ type Tracer struct {
 	tasks    map[string]*taskInfo
 	recorded []string  // refs of recorded tasks not yet deleted, oldest first (gc)
 	spareVMs []vmWrite // the VM writes of the last commit, emptied, for the next
+	jsonBuf  []byte    // savePending's encoding buffer
 	vifs     map[string]vifInfo
 	gms      map[string][]string // guest metrics ref → IPs
 	gmVM     map[string]string   // guest metrics ref → VM ref

@@ -142,6 +142,26 @@ func (s *Store) VM(ctx context.Context, uuid string) (VM, error) {
 	return v, err
 }
 
+// LookupVM is VM read through the writing connection, whose page cache
+// holds the pages the writer works on: for a writer's own reads between
+// its transactions (the tracer asks this of every VM it meets first).
+func (s *Store) LookupVM(ctx context.Context, uuid string) (VM, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wvm == nil {
+		st, err := s.wconn.PrepareContext(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?")
+		if err != nil {
+			return VM{}, fmt.Errorf("lineage: %w", err)
+		}
+		s.wvm = st
+	}
+	v, err := scanVM(s.wvm.QueryRowContext(context.WithoutCancel(ctx), uuid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return VM{}, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
+	}
+	return v, err
+}
+
 // VMs returns every VM of the pool (all pools when pool is ""), ordered by
 // first sighting then uuid, so a tree prints the same way every time.
 func (s *Store) VMs(ctx context.Context, pool string) ([]VM, error) {

@@ -33,6 +33,7 @@ type Store struct {
 	// Readers keep the small default cache.
 	wmu   sync.Mutex
 	wconn *sql.Conn
+	wvm   *sql.Stmt // LookupVM on wconn
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared once, used by every write transaction
@@ -115,6 +116,9 @@ func (s *Store) Close() error {
 	s.stmts = map[string]*sql.Stmt{}
 	s.mu.Unlock()
 	s.wmu.Lock()
+	if s.wvm != nil {
+		s.wvm.Close()
+	}
 	s.wconn.Close()
 	s.wmu.Unlock()
 	return s.db.Close()
