@@ -47,6 +47,11 @@ type Tracer struct {
 	// OnRecord, when set, is called after each committed record (streaming
 	// detectors, stdout in demo).
 	OnRecord func(*record.Record)
+	// OtherSources says records of this pool also come from elsewhere (the
+	// xensource.log source): a change the tracer can only infer waits its
+	// grace even at a resync, and is not recorded when that source stored
+	// the operation behind it (explainedByStore).
+	OtherSources bool
 
 	pool     poolInfo
 	hosts    map[string]hostInfo
@@ -70,6 +75,8 @@ type Tracer struct {
 	// recentTrimmed: older events were dropped from recent.
 	recentTrimmed bool
 	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
+	contact       time.Time              // pool time up to which the last commit saw the pool
 	written       map[string]written     // what the store holds of each VM (commit.go)
 	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// The batch applied but not yet committed (group commit, see Events).
@@ -127,7 +134,7 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 	}
 	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
 		savedTasks: map[string]string{}, savedChanges: map[string]bool{}, touchedTasks: map[string]bool{}, touchedChanges: map[string]bool{},
-		live: map[string]bool{}}
+		live: map[string]bool{}, claimedLog: map[string]bool{}}
 	t.reset()
 	return t
 }
