@@ -173,9 +173,8 @@ func (t *Tracer) touched(tk *taskInfo) []string {
 	// A window that long (a task followed across a gap, many tasks ending
 	// at a resync) holds too many changes to single one out: leave the VM
 	// unknown rather than scan and guess.
-	const maxWindow = 2048
-	if hi-lo > maxWindow {
-		return nil
+	if hi-lo > maxWindow || (t.recentTrimmed && len(t.recent) > 0 && tk.FirstSeq < t.recent[0].seq) {
+		return nil // or part of the window is no longer in the log
 	}
 	seen := map[string]bool{}
 	var refs []string
@@ -192,12 +191,19 @@ func (t *Tracer) touched(tk *taskInfo) []string {
 	return refs
 }
 
-// remember logs a VM event for touched; the log keeps the newest events only.
+// maxWindow is the most VM events a task's window may hold for touched to
+// single a VM out.
+const maxWindow = 2048
+
+// remember logs a VM event for touched; the log keeps the newest events
+// only: a window reaching further back than maxWindow events is refused
+// anyway.
 func (t *Tracer) remember(ref string) {
-	const keep = 50000
+	const keep = 2 * maxWindow
 	t.recent = append(t.recent, recentEvent{seq: t.seq, ref: ref})
 	if len(t.recent) > 2*keep {
 		t.recent = append(t.recent[:0:0], t.recent[len(t.recent)-keep:]...)
+		t.recentTrimmed = true
 	}
 }
 

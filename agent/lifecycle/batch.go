@@ -12,11 +12,11 @@ import (
 type batch struct {
 	t        *Tracer
 	resync   bool
-	dirty    map[string]bool    // VM refs whose facts changed
-	deleted  map[string]*vmInfo // VMs deleted in this batch, last known facts
-	finish   map[string]bool    // task refs to finalise
-	vanished map[string]bool    // task keys that left every VM's current_operations
-	before   map[string]vmInfo  // VM facts before this batch touched them
+	dirty    map[string]bool              // VM refs whose facts changed
+	deleted  map[string]*vmInfo           // VMs deleted in this batch, last known facts
+	finish   map[string]bool              // task refs to finalise
+	vanished map[string]bool              // task keys that left every VM's current_operations
+	before   map[string]map[string]string // VMs' current_operations before this batch touched them
 	hosts    bool
 	baseline bool      // first sync of this pool: store it, record nothing
 	from     time.Time // resync: pool time of the last contact before it
@@ -38,7 +38,7 @@ func (b *batch) since() time.Time {
 
 func newBatch(t *Tracer) *batch {
 	return &batch{t: t, dirty: map[string]bool{}, deleted: map[string]*vmInfo{}, finish: map[string]bool{},
-		vanished: map[string]bool{}, before: map[string]vmInfo{}}
+		vanished: map[string]bool{}, before: map[string]map[string]string{}}
 }
 
 func (b *batch) apply(ev *xapi.Event) {
@@ -71,7 +71,9 @@ func (b *batch) apply(ev *xapi.Event) {
 		b.applyVM(ev.Ref, ev.Snapshot, ev.Operation == "add")
 	case "task":
 		if ev.Operation == "del" || ev.Snapshot == nil {
+			delete(t.live, ev.Ref)
 			if tk := t.tasks[ev.Ref]; tk != nil {
+				t.touchTask(ev.Ref)
 				tk.Gone = true
 				tk.GoneAt = t.now()
 				tk.EndSeq = t.seq
@@ -139,6 +141,7 @@ func (t *Tracer) forget(ref string, vi *vmInfo) {
 func (b *batch) vanish(k string) {
 	b.vanished[k] = true
 	if tk := b.t.tasks[k]; tk != nil && tk.GoneAt.IsZero() {
+		b.t.touchTask(k)
 		tk.GoneAt = b.t.now()
 		tk.EndSeq = b.t.seq
 	}
@@ -146,14 +149,24 @@ func (b *batch) vanish(k string) {
 
 func (b *batch) keepBefore(vi *vmInfo) {
 	if _, ok := b.before[vi.ref]; !ok {
-		b.before[vi.ref] = *vi
+		b.before[vi.ref] = vi.ops
 	}
 }
 
 func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	t := b.t
-	prev := t.vms[ref]
-	vi := &vmInfo{ref: ref, uuid: s.UUID, name: s.NameLabel, power: s.PowerState, resident: s.ResidentOn,
+	// A known VM's record is rewritten in place (nothing keeps a pointer to
+	// a live VM's record across batches); prev is its copy from before.
+	vi := t.vms[ref]
+	var prev *vmInfo
+	var old vmInfo
+	if vi != nil {
+		old = *vi
+		prev = &old
+	} else {
+		vi = new(vmInfo)
+	}
+	*vi = vmInfo{ref: ref, uuid: s.UUID, name: s.NameLabel, power: s.PowerState, resident: s.ResidentOn,
 		kind: kindOf(s), snapshotOf: s.SnapshotOf, ops: s.CurrentOperations, guestMetrics: s.GuestMetrics,
 		vifs: s.VIFs, control: s.IsControlDomain, template: s.IsATemplate}
 	if xapi.IsNull(vi.resident) {
@@ -201,6 +214,7 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	for k, op := range vi.ops {
 		tk := t.task(k)
 		if _, seen := tk.VMs[ref]; !seen {
+			t.touchTask(k)
 			tk.VMs[ref] = op
 			tk.VMUUIDs[vi.uuid] = op
 			src := vi
@@ -240,6 +254,14 @@ func snapshotOp(op string) bool {
 func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	t := b.t
 	tk := t.task(ref)
+	t.live[ref] = true
+	// Only a change of what is persisted makes the task dirty: most task
+	// events are progress updates.
+	if !tk.Seen || tk.UUID != s.UUID || tk.Name != s.NameLabel || tk.Status != s.Status || tk.Result != s.Result ||
+		len(tk.ErrorInfo) != len(s.ErrorInfo) || (xapi.TimeSet(s.Finished) && !tk.Finished.Equal(s.Finished)) ||
+		(!xapi.IsNull(s.SubtaskOf) && tk.SubtaskOf != s.SubtaskOf) || (!xapi.IsNull(s.ResidentOn) && tk.Resident != t.hostUUID(s.ResidentOn)) {
+		t.touchTask(ref)
+	}
 	tk.Seen = true
 	tk.UUID, tk.Name, tk.Status = s.UUID, s.NameLabel, s.Status
 	if xapi.TimeSet(s.Created) {
@@ -272,6 +294,7 @@ func (t *Tracer) task(ref string) *taskInfo {
 	if tk == nil {
 		tk = &taskInfo{Ref: ref, VMs: map[string]string{}, VMUUIDs: map[string]string{}, FirstSeq: t.seq}
 		t.tasks[ref] = tk
+		t.touchTask(ref)
 	}
 	return tk
 }

@@ -27,12 +27,13 @@ type writes struct {
 	baseline bool
 	finish   map[string]bool
 	written  map[string]written
-	saved    string // tracer state persisted by this commit
+	prepared map[string]written // what the writes in vms will leave the store holding, by VM uuid
+	saved    *savedState        // tracer state persisted by this commit
 }
 
 // vmWrite is a VM's facts at one point, to be stored.
 type vmWrite struct {
-	vi       vmInfo
+	vi       vmFacts
 	now      written
 	macs     []string
 	ips      []string
@@ -41,8 +42,23 @@ type vmWrite struct {
 	unknownV bool // the store did not know the VM when this was prepared
 }
 
+// vmFacts names the VM; what is written of it is in vmWrite.now.
+type vmFacts struct{ uuid string }
+
 func newWrites() *writes {
-	return &writes{finish: map[string]bool{}, written: map[string]written{}}
+	return &writes{finish: map[string]bool{}, written: map[string]written{}, prepared: map[string]written{}}
+}
+
+// writesSomething reports whether vw would write anything: the store (as of the
+// last commit, or as the writes prepared since will leave it) may already
+// hold these facts. Most VM events change only fields the store does not
+// keep, and are dropped here rather than carried to the commit.
+func (t *Tracer) writesSomething(w *writes, vw *vmWrite) bool {
+	was, ok := w.prepared[vw.vi.uuid]
+	if !ok {
+		was, ok = t.written[vw.vi.uuid]
+	}
+	return !ok || was.destroyed || was != vw.now
 }
 
 // prepare finalises the batch's tasks and turns the batch into writes,
@@ -62,16 +78,18 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 	for r := range b.finish {
 		refs = append(refs, r)
 		w.finish[r] = true
+		t.touchTask(r)
 	}
-	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].sortKey() < t.tasks[refs[j]].sortKey() })
-	var out []pending
+	sort.Slice(refs, func(i, j int) bool { return t.tasks[refs[i]].before(t.tasks[refs[j]]) })
+	start := len(w.out) // this batch's records go straight to w.out
 	for _, r := range refs {
-		out = append(out, t.finalize(b, t.tasks[r])...)
+		w.out = append(w.out, t.finalize(b, t.tasks[r])...)
 	}
 	if b.resync {
 		t.diff(b)
 	}
-	out = append(out, t.settle(b, out)...)
+	w.out = append(w.out, t.settle(b, w.out[start:])...)
+	out := w.out[start:]
 	at := map[string]time.Time{}
 	for _, p := range out {
 		if p.rec.VMUUID != "" {
@@ -81,7 +99,6 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 			b.dirty[p.vmRef] = true
 		}
 	}
-	w.out = append(w.out, out...)
 	w.hosts = w.hosts || b.hosts
 	w.baseline = w.baseline || b.baseline
 	dirty := make([]string, 0, len(b.dirty))
@@ -94,7 +111,11 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		if vi == nil || vi.control || vi.uuid == "" {
 			continue
 		}
-		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), false))
+		vw := t.snapshotVM(vi, b.effective(at, vi.uuid), false)
+		if t.writesSomething(w, &vw) {
+			w.vms = append(w.vms, vw)
+			w.prepared[vi.uuid] = vw.now
+		}
 	}
 	for _, vi := range b.deleted {
 		if vi.control || vi.uuid == "" {
@@ -104,6 +125,7 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 			continue // re-created under a new ref (revert of a destroyed VM)
 		}
 		w.vms = append(w.vms, t.snapshotVM(vi, b.effective(at, vi.uuid), true))
+		w.prepared[vi.uuid] = written{destroyed: true}
 	}
 }
 
@@ -119,7 +141,7 @@ func (t *Tracer) snapshotVM(vi *vmInfo, when time.Time, destroy bool) vmWrite {
 	sort.Strings(macs)
 	sort.Strings(ips)
 	ed := t.edge(vi.uuid)
-	return vmWrite{vi: *vi, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
+	return vmWrite{vi: vmFacts{uuid: vi.uuid}, macs: macs, ips: ips, when: when, destroy: destroy, unknownV: !ed.known,
 		now: written{name: vi.name, parent: ed.parent, via: ed.via, kind: vi.kind, power: vi.power, host: t.hostUUID(vi.resident),
 			ref: vi.ref, macs: strings.Join(macs, ","), ips: strings.Join(ips, ",")}}
 }
@@ -181,10 +203,11 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 			return err
 		}
 		w.saved = saved
-		if t.pool.uuid != "" {
+		if t.pool.uuid != "" && t.pool.uuid != t.poolSaved {
 			if err := tx.SetAgentState(KeyPool, t.pool.uuid); err != nil {
 				return err
 			}
+			t.poolSaved = t.pool.uuid
 		}
 		if token != "" {
 			return tx.SetAgentState(KeyToken, token)
@@ -192,6 +215,9 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 		return nil
 	})
 	if err != nil {
+		// What this transaction was to write is not in the store: write
+		// hosts, pool and pool uuid in full next time.
+		t.hostsWritten, t.poolWritten, t.poolSaved = nil, poolInfo{}, ""
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
@@ -199,9 +225,7 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}
-	if w.saved != "" {
-		t.savedPending = w.saved
-	}
+	t.saved(w.saved)
 	for u, wr := range w.written {
 		if wr.destroyed {
 			delete(t.written, u)
@@ -224,12 +248,20 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	return nil
 }
 
-func (tk *taskInfo) sortKey() string {
-	ts := tk.Created
-	if ts.IsZero() {
-		ts = tk.FirstSeen
+// before orders tasks by creation (first sight when the creation time is
+// unknown), then ref.
+func (tk *taskInfo) before(o *taskInfo) bool {
+	a, b := tk.Created, o.Created
+	if a.IsZero() {
+		a = tk.FirstSeen
 	}
-	return ts.UTC().Format(time.RFC3339Nano) + tk.Ref
+	if b.IsZero() {
+		b = o.FirstSeen
+	}
+	if !a.Equal(b) {
+		return a.Before(b)
+	}
+	return tk.Ref < o.Ref
 }
 
 // keyHeld reports whether some VM still carries task key k. Only the VMs
@@ -249,17 +281,32 @@ func (t *Tracer) keyHeld(k string) bool {
 	return false
 }
 
+// writeHosts stores the hosts and the pool that changed since they were last
+// written, and all of them (their last_seen) once a minute of pool time:
+// every VM that starts, stops or moves changes its host's resident_VMs, so
+// host events come with most batches and rewriting every host each time
+// cost more than the VMs themselves.
 func (t *Tracer) writeHosts(tx *lineage.Tx) error {
 	now := t.now()
+	all := t.hostsWritten == nil || now.Sub(t.hostsWrittenAt) >= time.Minute || now.Before(t.hostsWrittenAt)
+	if all {
+		t.hostsWritten, t.hostsWrittenAt = map[string]hostInfo{}, now
+	}
 	for _, h := range t.hosts {
-		if h.uuid == "" {
+		if h.uuid == "" || (!all && t.hostsWritten[h.uuid] == h) {
 			continue
 		}
 		if err := tx.PutHost(&lineage.Host{UUID: h.uuid, PoolUUID: t.pool.uuid, Name: h.name, Address: h.address, FirstSeen: now, LastSeen: now}); err != nil {
 			return err
 		}
+		t.hostsWritten[h.uuid] = h
 	}
-	return tx.PutPool(&lineage.Pool{UUID: t.pool.uuid, Name: t.pool.name, MasterUUID: t.masterUUID()})
+	p := poolInfo{uuid: t.pool.uuid, name: t.pool.name, master: t.masterUUID()}
+	if !all && t.poolWritten == p {
+		return nil
+	}
+	t.poolWritten = p
+	return tx.PutPool(&lineage.Pool{UUID: p.uuid, Name: p.name, MasterUUID: p.master})
 }
 
 // written is what the store holds of a VM, so that an update that changes
@@ -284,9 +331,19 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	if ok && was == now {
 		return nil
 	}
-	if !ok || was.name != now.name || was.parent != now.parent || was.kind != now.kind || was.power != now.power || was.host != now.host || was.ref != now.ref {
-		v := &lineage.VM{UUID: vi.uuid, Ref: vi.ref, PoolUUID: t.pool.uuid, Name: vi.name, ParentUUID: now.parent,
-			Kind: vi.kind, PowerState: vi.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
+	// A VM the store has never held (unknownV, and nothing written since)
+	// has no state or attribute rows: they are inserted without reading.
+	fresh := !ok && vw.unknownV
+	switch {
+	case ok && was.name == now.name && was.parent == now.parent && was.kind == now.kind && was.ref == now.ref:
+		if was.power != now.power || was.host != now.host {
+			if err := tx.SetPower(vi.uuid, now.power, now.host, when); err != nil {
+				return err
+			}
+		}
+	default:
+		v := &lineage.VM{UUID: vi.uuid, Ref: now.ref, PoolUUID: t.pool.uuid, Name: now.name, ParentUUID: now.parent,
+			Kind: now.kind, PowerState: now.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
 		if v.ParentUUID != "" {
 			v.ParentVia = now.via
 		}
@@ -297,16 +354,21 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	// With what the store holds known, changes are written blind (no read
 	// first); the first write of a VM in this process checks the store.
 	var err error
-	if !ok {
-		err = tx.SetState(vi.uuid, vi.power, now.host, when)
-	} else if was.power != now.power || was.host != now.host {
-		err = tx.MoveState(vi.uuid, vi.power, now.host, when)
+	switch {
+	case fresh:
+		err = tx.OpenState(vi.uuid, now.power, now.host, when)
+	case !ok:
+		err = tx.SetState(vi.uuid, now.power, now.host, when)
+	case was.power != now.power || was.host != now.host:
+		err = tx.MoveState(vi.uuid, now.power, now.host, when)
 	}
 	if err != nil {
 		return err
 	}
 	attr := func(kind string, changed bool, before, values []string) error {
 		switch {
+		case fresh:
+			return tx.ReplaceAttrs(vi.uuid, kind, nil, values, when)
 		case !ok:
 			return tx.SetAttrs(vi.uuid, kind, values, when)
 		case changed:
@@ -315,7 +377,7 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 		return nil
 	}
 	// Names may hold commas: they are compared whole, addresses as lists.
-	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{vi.name}); err != nil {
+	if err := attr(lineage.AttrName, was.name != now.name, []string{was.name}, []string{now.name}); err != nil {
 		return err
 	}
 	if err := attr(lineage.AttrMAC, was.macs != now.macs, split(was.macs), vw.macs); err != nil {
@@ -336,31 +398,28 @@ func split(s string) []string {
 }
 
 // gc forgets recorded tasks that are gone, and bounds the memory of recorded
-// tasks whose deletion XAPI has not yet reported.
+// tasks whose deletion XAPI has not yet reported: the oldest recorded go
+// first (a FIFO, so nothing is scanned or sorted after each batch).
 func (t *Tracer) gc(w *writes) {
 	for r := range w.finish {
-		if tk := t.tasks[r]; tk != nil && tk.Recorded && tk.Gone {
+		tk := t.tasks[r]
+		switch {
+		case tk == nil || !tk.Recorded:
+		case tk.Gone:
 			delete(t.tasks, r)
+		default:
+			t.recorded = append(t.recorded, r)
 		}
 	}
-	// A full sweep only when the map has grown: it runs after every batch.
 	const keep = 20000
-	if len(t.tasks) < keep+keep/2 {
-		return
-	}
-	var recorded []*taskInfo
-	for r, tk := range t.tasks {
-		if tk.Recorded && tk.Gone {
-			delete(t.tasks, r)
-		} else if tk.Recorded {
-			recorded = append(recorded, tk)
+	if len(t.recorded) > keep+keep/4 { // trimmed in steps: the copy is then rare
+		n := len(t.recorded) - keep
+		for _, r := range t.recorded[:n] {
+			if tk := t.tasks[r]; tk != nil && tk.Recorded {
+				delete(t.tasks, r)
+			}
 		}
-	}
-	if len(recorded) > keep {
-		sort.Slice(recorded, func(i, j int) bool { return recorded[i].sortKey() < recorded[j].sortKey() })
-		for _, tk := range recorded[:len(recorded)-keep] {
-			delete(t.tasks, tk.Ref)
-		}
+		t.recorded = append(t.recorded[:0:0], t.recorded[n:]...)
 	}
 }
 

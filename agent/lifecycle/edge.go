@@ -24,7 +24,7 @@ func (t *Tracer) edge(uuid string) edge {
 		return e
 	}
 	var e edge
-	v, err := t.store.VM(context.Background(), uuid)
+	v, err := t.store.LookupVM(context.Background(), uuid)
 	switch {
 	case err == nil:
 		e = edge{parent: v.ParentUUID, via: v.ParentVia, known: true}

@@ -95,8 +95,8 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 				return true
 			}
 		}
-		if bf, ok := b.before[ref]; ok {
-			for k, o := range bf.ops {
+		if ops, ok := b.before[ref]; ok {
+			for k, o := range ops {
 				if k != tk.Ref && (o == "reverting" || o == "revert") {
 					return true
 				}

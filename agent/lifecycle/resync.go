@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,6 +93,13 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 		tk.EndSeq = t.seq
 		b.finish[r] = true
 	}
+	// The tasks alive now are the snapshot's; from here on the event stream
+	// keeps the set, checked against valid_ref_counts (reconcile.go).
+	clear(t.live)
+	for r := range snap["task"] {
+		t.live[r] = true
+	}
+	t.liveKnown = true
 	// Completed tasks still in the pool may have been recorded before a
 	// restart: ids are deterministic, so the store ignores a second copy.
 	t.log.Info("resync", "reason", reason, "vms", len(t.vms), "tasks", len(snap["task"]), "hosts", len(t.hosts))
@@ -145,24 +153,70 @@ func (t *Tracer) load(ctx context.Context) error {
 		t.pool.uuid = pool
 	}
 	js, err := t.store.AgentState(ctx, KeyPending)
-	if err != nil || js == "" {
+	if err != nil {
 		return err
 	}
-	var saved struct {
-		Pool     poolState   `json:"pool"`
-		ServerAt time.Time   `json:"server_at"`
-		Tasks    []*taskInfo `json:"tasks"`
-		Hosts    []hostState `json:"hosts"`
-		Changes  []change    `json:"changes"`
+	var saved pendingHead
+	if js != "" {
+		if err := json.Unmarshal([]byte(js), &saved); err != nil {
+			return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
+		}
+		t.savedHead = js
 	}
-	if err := json.Unmarshal([]byte(js), &saved); err != nil {
-		return fmt.Errorf("lifecycle: pending-task state in the store is corrupt (delete key %s to start afresh): %w", KeyPending, err)
+	// Tasks and changes have a key each (savePending); a store written by an
+	// older agent keeps them inside the head, and they move to their own keys
+	// at the next commit.
+	for _, tk := range saved.Tasks {
+		t.touchTask(tk.Ref)
+	}
+	for _, c := range saved.Changes {
+		t.touchChange(c.Kind + "/" + c.VMUUID)
+	}
+	err = t.store.EachAgentState(ctx, keyTaskPrefix, func(k, v string) error {
+		tk := new(taskInfo)
+		if err := json.Unmarshal([]byte(v), tk); err != nil {
+			return fmt.Errorf("lifecycle: pending task %s in the store is corrupt (delete that key to drop it): %w", k, err)
+		}
+		saved.Tasks = append(saved.Tasks, tk)
+		seq := strings.TrimPrefix(k, keyTaskPrefix)
+		t.savedTasks[tk.Ref] = seq
+		if n, err := strconv.ParseInt(seq, 10, 64); err == nil && n >= t.taskKeySeq {
+			t.taskKeySeq = n + 1
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = t.store.EachAgentState(ctx, keyChangePrefix, func(k, v string) error {
+		var c change
+		if err := json.Unmarshal([]byte(v), &c); err != nil {
+			return fmt.Errorf("lifecycle: pending change %s in the store is corrupt (delete that key to drop it): %w", k, err)
+		}
+		saved.Changes = append(saved.Changes, c)
+		t.savedChanges[strings.TrimPrefix(k, keyChangePrefix)] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if js == "" && len(saved.Tasks) == 0 && len(saved.Changes) == 0 {
+		return nil
 	}
 	t.pool = poolInfo{ref: saved.Pool.Ref, uuid: saved.Pool.UUID, name: saved.Pool.Name, master: saved.Pool.Master}
+	if t.pool.uuid == "" {
+		t.pool.uuid = pool
+	}
+	at := saved.ServerAt
+	if v, err := t.store.AgentState(ctx, keyServerAt); err == nil && v != "" {
+		if x, err := time.Parse(time.RFC3339Nano, v); err == nil && x.After(at) {
+			at = x
+		}
+	}
 	// The pool's clock may already have been read (SetServerTime at the
 	// first resync after a restart): the saved time is older.
-	t.observe(saved.ServerAt)
-	t.contact = saved.ServerAt
+	t.observe(at)
+	t.contact = at
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
 	}
@@ -205,48 +259,148 @@ func (t *Tracer) load(ctx context.Context) error {
 	return nil
 }
 
+// Agent-state keys of the pending state: one per task in flight and one per
+// unexplained change, so that a commit rewrites only what changed (a busy
+// pool has thousands in flight, and one document of them all rewritten at
+// every commit cost more than everything else the tracer does). A task's
+// key is a sequence number, not its ref: the tasks in flight then sit side
+// by side in a few pages of the table instead of one page each.
+const (
+	keyTaskPrefix   = "tracer.task/"
+	keyChangePrefix = "tracer.change/"
+	keyServerAt     = "tracer.server_at"
+)
+
+// pendingHead is what KeyPending holds: the pool, its hosts and clock.
+// Tasks and Changes are only read, from stores written by older agents.
+type pendingHead struct {
+	Pool     poolState   `json:"pool"`
+	ServerAt time.Time   `json:"server_at,omitzero"` // older agents; now under keyServerAt
+	Tasks    []*taskInfo `json:"tasks,omitempty"`
+	Hosts    []hostState `json:"hosts"`
+	Changes  []change    `json:"changes,omitempty"`
+}
+
 type poolState struct{ Ref, UUID, Name, Master string }
 type hostState struct{ Ref, UUID, Name, Address string }
 
+// touchTask notes that task ref changed and must be persisted (or
+// forgotten) at the next commit.
+func (t *Tracer) touchTask(ref string) { t.touchedTasks[ref] = true }
+
+func (t *Tracer) touchChange(key string) { t.touchedChanges[key] = true }
+
+// persistTask reports whether a restart needs task tk: a VM task not yet
+// recorded.
+func persistTask(tk *taskInfo) bool {
+	if tk == nil || tk.Recorded {
+		return false
+	}
+	class, _, _ := record.SplitTaskName(tk.Name)
+	return len(tk.VMs) > 0 || class == "VM"
+}
+
+// savedState is what a commit persisted of the pending state, applied to
+// the tracer once the transaction is committed.
+type savedState struct {
+	head, serverAt      string
+	tasks               [][2]string // task ref and key written
+	changes             []string    // change keys written
+	dropTasks, dropChgs []string    // task refs and change keys deleted
+}
+
 // savePending persists what a restart needs to finish the tasks in flight:
 // the tasks not yet recorded, the pool, the hosts, the pool clock and the
-// unexplained changes. It writes only what changed since the last batch:
-// with many tasks in flight this runs for every batch.
-func (t *Tracer) savePending(tx *lineage.Tx) (string, error) {
-	var saved struct {
-		Pool     poolState   `json:"pool"`
-		ServerAt time.Time   `json:"server_at"`
-		Tasks    []*taskInfo `json:"tasks"`
-		Hosts    []hostState `json:"hosts"`
-		Changes  []change    `json:"changes"`
-	}
-	saved.Pool = poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}
-	saved.ServerAt = t.serverAt
-	for _, tk := range t.tasks {
-		if tk.Recorded {
-			continue
+// unexplained changes. Only what changed since the last commit is written.
+func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
+	var st savedState
+	for ref := range t.touchedTasks {
+		tk := t.tasks[ref]
+		if persistTask(tk) {
+			t.jsonBuf = tk.appendJSON(t.jsonBuf[:0])
+			js := t.jsonBuf
+			seq, ok := t.savedTasks[ref]
+			if !ok {
+				seq = fmt.Sprintf("%012d", t.taskKeySeq)
+				t.taskKeySeq++
+			}
+			if err := tx.SetAgentState(keyTaskPrefix+seq, string(js)); err != nil {
+				return nil, err
+			}
+			st.tasks = append(st.tasks, [2]string{ref, seq})
+		} else if seq, ok := t.savedTasks[ref]; ok {
+			if err := tx.DeleteAgentState(keyTaskPrefix + seq); err != nil {
+				return nil, err
+			}
+			st.dropTasks = append(st.dropTasks, ref)
 		}
-		if class, _, _ := record.SplitTaskName(tk.Name); len(tk.VMs) > 0 || class == "VM" {
-			saved.Tasks = append(saved.Tasks, tk)
+	}
+	for key := range t.touchedChanges {
+		if c, ok := t.changes[key]; ok {
+			js, err := json.Marshal(c)
+			if err != nil {
+				return nil, err
+			}
+			if err := tx.SetAgentState(keyChangePrefix+key, string(js)); err != nil {
+				return nil, err
+			}
+			st.changes = append(st.changes, key)
+		} else if t.savedChanges[key] {
+			if err := tx.DeleteAgentState(keyChangePrefix + key); err != nil {
+				return nil, err
+			}
+			st.dropChgs = append(st.dropChgs, key)
 		}
 	}
-	sort.Slice(saved.Tasks, func(i, j int) bool { return saved.Tasks[i].Ref < saved.Tasks[j].Ref })
+	// The pool clock moves with nearly every batch: it has a key of its own
+	// so that the head is rewritten only when pool or hosts change.
+	if at := t.serverAt.Format(time.RFC3339Nano); !t.serverAt.IsZero() && at != t.savedServerAt {
+		if err := tx.SetAgentState(keyServerAt, at); err != nil {
+			return nil, err
+		}
+		st.serverAt = at
+	}
+	head := pendingHead{Pool: poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}}
 	for r, h := range t.hosts {
-		saved.Hosts = append(saved.Hosts, hostState{r, h.uuid, h.name, h.address})
+		head.Hosts = append(head.Hosts, hostState{r, h.uuid, h.name, h.address})
 	}
-	sort.Slice(saved.Hosts, func(i, j int) bool { return saved.Hosts[i].Ref < saved.Hosts[j].Ref })
-	for _, c := range t.changes {
-		saved.Changes = append(saved.Changes, c)
-	}
-	sort.Slice(saved.Changes, func(i, j int) bool {
-		return saved.Changes[i].Kind+saved.Changes[i].VMUUID < saved.Changes[j].Kind+saved.Changes[j].VMUUID
-	})
-	js, err := json.Marshal(saved)
+	sort.Slice(head.Hosts, func(i, j int) bool { return head.Hosts[i].Ref < head.Hosts[j].Ref })
+	js, err := json.Marshal(head)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if string(js) == t.savedPending {
-		return "", nil
+	if string(js) != t.savedHead {
+		if err := tx.SetAgentState(KeyPending, string(js)); err != nil {
+			return nil, err
+		}
+		st.head = string(js)
 	}
-	return string(js), tx.SetAgentState(KeyPending, string(js))
+	return &st, nil
+}
+
+// saved applies what a committed transaction persisted.
+func (t *Tracer) saved(st *savedState) {
+	if st == nil {
+		return
+	}
+	if st.head != "" {
+		t.savedHead = st.head
+	}
+	if st.serverAt != "" {
+		t.savedServerAt = st.serverAt
+	}
+	for _, rk := range st.tasks {
+		t.savedTasks[rk[0]] = rk[1]
+	}
+	for _, r := range st.dropTasks {
+		delete(t.savedTasks, r)
+	}
+	for _, k := range st.changes {
+		t.savedChanges[k] = true
+	}
+	for _, k := range st.dropChgs {
+		delete(t.savedChanges, k)
+	}
+	clear(t.touchedTasks)
+	clear(t.touchedChanges)
 }

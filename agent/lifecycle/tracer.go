@@ -33,6 +33,9 @@ const (
 // Stats are the tracer's counters.
 type Stats struct {
 	Events, Batches, Records, ResyncRecords, Resyncs int64
+	// Reconciled counts objects found deleted by re-reading refs: dels
+	// event.from dropped because the tracer fell behind (reconcile.go).
+	Reconciled int64
 }
 
 // Tracer turns XAPI events into lifecycle records. It implements the
@@ -61,38 +64,61 @@ type Tracer struct {
 	OtherWait    time.Duration
 	started      time.Time
 
-	pool       poolInfo
-	hosts      map[string]hostInfo
-	vms        map[string]*vmInfo // by ref
-	gone       map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
-	goneFIFO   []string
-	byUUID     map[string]string // VM uuid → ref
-	tasks      map[string]*taskInfo
-	vifs       map[string]vifInfo
-	gms        map[string][]string // guest metrics ref → IPs
-	gmVM       map[string]string   // guest metrics ref → VM ref
-	edges      map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
-	loaded     bool
-	serverAt   time.Time              // newest time seen in the pool's own records
-	seq        int64                  // events applied so far (this process), for attribution windows
-	claimed    map[string]bool        // VM refs a record already names as created
-	recent     []recentEvent          // recent VM events, for attribution windows (attribute.go)
-	changes    map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
-	notedNow   []string               // keys of the changes the batch being applied noted
-	gapSeq     int64                  // event seq of the last gap in what the tracer saw (start, resync)
-	catchUp    bool                   // the next batch is the catch-up after a start: a gap too
-	claimedLog map[string]bool        // logged creations already matched to a VM (unexplained.go)
-	contact    time.Time              // pool time up to which the last commit saw the pool
-	written    map[string]written     // what the store holds of each VM (commit.go)
-	synced     atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	pool     poolInfo
+	hosts    map[string]hostInfo
+	vms      map[string]*vmInfo // by ref
+	gone     map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
+	goneFIFO []string
+	byUUID   map[string]string // VM uuid → ref
+	tasks    map[string]*taskInfo
+	recorded []string  // refs of recorded tasks not yet deleted, oldest first (gc)
+	spareVMs []vmWrite // the VM writes of the last commit, emptied, for the next
+	jsonBuf  []byte    // savePending's encoding buffer
+	vifs     map[string]vifInfo
+	gms      map[string][]string // guest metrics ref → IPs
+	gmVM     map[string]string   // guest metrics ref → VM ref
+	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
+	loaded   bool
+	serverAt time.Time       // newest time seen in the pool's own records
+	seq      int64           // events applied so far (this process), for attribution windows
+	claimed  map[string]bool // VM refs a record already names as created
+	recent   []recentEvent   // recent VM events, for attribution windows (attribute.go)
+	// recentTrimmed: older events were dropped from recent.
+	recentTrimmed bool
+	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	notedNow      []string               // keys of the changes the batch being applied noted
+	gapSeq        int64                  // event seq of the last gap in what the tracer saw (start, resync)
+	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
+	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
+	contact       time.Time              // pool time up to which the last commit saw the pool
+	written       map[string]written     // what the store holds of each VM (commit.go)
+	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// The batch applied but not yet committed (group commit, see Events).
 	open       *writes
 	openToken  string
 	openSince  time.Time
 	openEvents int
-	// savedPending is the persisted pending state, to skip rewriting it.
-	savedPending string
-	stats        Stats
+	// What the store holds of the pending state (resync.go savePending),
+	// and what changed since the last commit.
+	savedHead, savedServerAt     string
+	savedTasks                   map[string]string // task ref → its key's sequence number
+	taskKeySeq                   int64
+	savedChanges                 map[string]bool
+	touchedTasks, touchedChanges map[string]bool
+	// Task refs alive in the pool as far as the event stream says (seen,
+	// not deleted), and the pool's counts of the last batch: event.from
+	// drops dels silently when a client falls behind (reconcile.go).
+	live         map[string]bool
+	liveKnown    bool
+	counts       map[string]int
+	lastTaskSync time.Time
+	// What the store holds of hosts and pool (writeHosts), and the pool
+	// uuid under KeyPool.
+	hostsWritten   map[string]hostInfo
+	hostsWrittenAt time.Time
+	poolWritten    poolInfo
+	poolSaved      string
+	stats          Stats
 }
 
 type poolInfo struct{ ref, uuid, name, master string }
@@ -121,7 +147,8 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 		log = slog.Default()
 	}
 	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
-		claimedLog: map[string]bool{}, started: time.Now()}
+		savedTasks: map[string]string{}, savedChanges: map[string]bool{}, touchedTasks: map[string]bool{}, touchedChanges: map[string]bool{},
+		live: map[string]bool{}, claimedLog: map[string]bool{}, started: time.Now()}
 	t.reset()
 	return t
 }
@@ -169,7 +196,7 @@ func (t *Tracer) Token(ctx context.Context) (string, error) {
 // those batches from it: nothing is lost, and ids keep replays from doubling.
 const (
 	flushEvents = 4096
-	flushAfter  = 200 * time.Millisecond
+	flushAfter  = time.Second
 )
 
 // Events applies one event.from batch; its token is persisted with its
@@ -178,15 +205,39 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	if err := t.load(ctx); err != nil {
 		return err
 	}
-	evs := b.Events
+	t.applyEvents(b.Events)
+	t.openToken = b.Token
+	t.stats.Events += int64(len(b.Events))
+	t.stats.Batches++
+	t.counts = b.ValidRefCounts
+	if n, ok := b.ValidRefCounts["vm"]; ok && n > len(t.vms) && len(b.Events) > 0 {
+		// More VMs in the pool than the tracer holds: adds are never
+		// dropped, so its view is wrong (a fewer count is a dropped del,
+		// which Reconcile repairs).
+		if err := t.Flush(ctx); err != nil {
+			return err
+		}
+		t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
+		return xapi.ErrResyncNeeded
+	}
+	if t.openEvents >= flushEvents || time.Since(t.openSince) >= flushAfter {
+		return t.Flush(ctx)
+	}
+	return nil
+}
+
+// applyEvents applies events in the order of the pool's changes and works
+// out their records and VM facts, to be written at the next flush.
+func (t *Tracer) applyEvents(evs []xapi.Event) {
 	// XAPI groups a batch by add/mod/del, not by time; the event id is the
 	// database generation of the change, so sorting by it restores order.
 	sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
 	if t.open == nil {
 		t.open, t.openSince, t.openEvents = newWrites(), time.Now(), 0
+		t.open.vms, t.spareVMs = t.spareVMs, nil // a commit's worth of VM writes: reuse the room
 	}
 	bt := newBatch(t)
-	debug := t.log.Enabled(ctx, slog.LevelDebug)
+	debug := t.log.Enabled(context.Background(), slog.LevelDebug)
 	for i := range evs {
 		if debug {
 			t.logEvent(&evs[i])
@@ -201,21 +252,7 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	// Records and VM facts are worked out now, from the state right after
 	// this batch; only the writing waits for the group commit.
 	t.prepare(bt, t.open)
-	t.openToken = b.Token
 	t.openEvents += len(evs)
-	t.stats.Events += int64(len(evs))
-	t.stats.Batches++
-	if n, ok := b.ValidRefCounts["vm"]; ok && n != len(t.vms) && len(evs) > 0 {
-		if err := t.Flush(ctx); err != nil {
-			return err
-		}
-		t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
-		return xapi.ErrResyncNeeded
-	}
-	if t.openEvents >= flushEvents || time.Since(t.openSince) >= flushAfter {
-		return t.Flush(ctx)
-	}
-	return nil
 }
 
 // Pending reports whether applied batches wait to be committed.
@@ -233,7 +270,12 @@ func (t *Tracer) Flush(ctx context.Context) error {
 	}
 	w, token := t.open, t.openToken
 	t.open, t.openToken = nil, ""
-	return t.write(ctx, w, token)
+	if err := t.write(ctx, w, token); err != nil {
+		return err
+	}
+	clear(w.vms)
+	t.spareVMs = w.vms[:0]
+	return nil
 }
 
 func (t *Tracer) logEvent(e *xapi.Event) {

@@ -52,15 +52,24 @@ func (t *Tracer) note(c change) {
 		c.FromPower, c.FromHost, c.At = old.FromPower, old.FromHost, old.At // keep where it started
 		c.Noted = old.Noted
 		if c.FromPower == c.ToPower && c.FromHost == c.ToHost {
-			delete(t.changes, key) // back where it was
+			t.dropChange(key) // back where it was
 			return
 		}
 	}
 	if c.Kind == "vanish" {
-		delete(t.changes, "appear/"+c.VMUUID)
+		t.dropChange("appear/" + c.VMUUID)
 	}
 	t.changes[key] = c
 	t.notedNow = append(t.notedNow, key)
+	t.touchChange(key)
+}
+
+// dropChange forgets the change under key, if any.
+func (t *Tracer) dropChange(key string) {
+	if _, ok := t.changes[key]; ok {
+		delete(t.changes, key)
+		t.touchChange(key)
+	}
 }
 
 // noteVM records the unexplained parts of a VM update (applyVM).
@@ -110,18 +119,12 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			continue
 		}
 		for _, k := range []string{"appear", "vanish", "power", "template"} {
-			delete(t.changes, k+"/"+p.rec.VMUUID)
+			t.dropChange(k + "/" + p.rec.VMUUID)
 		}
 	}
-	now := t.now()
-	keys := make([]string, 0, len(t.changes))
-	for k := range t.changes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var more []pending
-	for _, k := range keys {
-		c := t.changes[k]
+	now, wall := t.now(), time.Now()
+	var due []string
+	for k, c := range t.changes {
 		// The pool clock only moves when tasks are seen; a quiet pool still
 		// ages the change by this machine's clock. At a resync no task will
 		// come to explain a change, but another source (the log source) may
@@ -130,17 +133,23 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		// when the tracer catches up after an outage).
 		switch {
 		case t.OtherSources:
-			if time.Since(c.Noted) < grace || t.otherPending(c) {
+			if wall.Sub(c.Noted) < grace || t.otherPending(c) {
 				continue
 			}
 		case b.resync:
-		case now.Sub(c.At) < grace && time.Since(c.Noted) < grace:
+		case now.Sub(c.At) < grace && wall.Sub(c.Noted) < grace:
 			continue
 		}
+		due = append(due, k)
+	}
+	sort.Strings(due)
+	var more []pending
+	for _, k := range due {
+		c := t.changes[k]
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
 			continue // an operation in flight will explain it
 		}
-		delete(t.changes, k)
+		t.dropChange(k)
 		if p, ok := t.inferred(c); ok {
 			more = append(more, p)
 		}

@@ -130,7 +130,32 @@ func (s *Store) queryVMs(ctx context.Context, q string, args ...any) ([]VM, erro
 
 // VM returns one VM by uuid.
 func (s *Store) VM(ctx context.Context, uuid string) (VM, error) {
-	v, err := scanVM(s.db.QueryRowContext(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?", uuid))
+	// Prepared once: the tracer asks this of every VM it meets first.
+	st, err := s.prepared(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?")
+	if err != nil {
+		return VM{}, fmt.Errorf("lineage: %w", err)
+	}
+	v, err := scanVM(st.QueryRowContext(ctx, uuid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return VM{}, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
+	}
+	return v, err
+}
+
+// LookupVM is VM read through the writing connection, whose page cache
+// holds the pages the writer works on: for a writer's own reads between
+// its transactions (the tracer asks this of every VM it meets first).
+func (s *Store) LookupVM(ctx context.Context, uuid string) (VM, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wvm == nil {
+		st, err := s.wconn.PrepareContext(ctx, "SELECT "+vmCols+" FROM vms WHERE uuid=?")
+		if err != nil {
+			return VM{}, fmt.Errorf("lineage: %w", err)
+		}
+		s.wvm = st
+	}
+	v, err := scanVM(s.wvm.QueryRowContext(context.WithoutCancel(ctx), uuid))
 	if errors.Is(err, sql.ErrNoRows) {
 		return VM{}, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
 	}

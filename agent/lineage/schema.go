@@ -59,7 +59,6 @@ CREATE TABLE IF NOT EXISTS vm_states (
   host_uuid   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS vm_states_vm ON vm_states(vm_uuid, from_ms);
-CREATE INDEX IF NOT EXISTS vm_states_open ON vm_states(to_ms) WHERE to_ms IS NULL;
 
 CREATE TABLE IF NOT EXISTS vm_attrs (
   vm_uuid TEXT NOT NULL,
@@ -69,7 +68,6 @@ CREATE TABLE IF NOT EXISTS vm_attrs (
   to_ms   INTEGER
 );
 CREATE INDEX IF NOT EXISTS vm_attrs_value ON vm_attrs(kind, value, from_ms);
-CREATE INDEX IF NOT EXISTS vm_attrs_vm ON vm_attrs(vm_uuid, kind) WHERE to_ms IS NULL;
 CREATE INDEX IF NOT EXISTS vm_attrs_vm_time ON vm_attrs(vm_uuid, kind, from_ms);
 
 CREATE TABLE IF NOT EXISTS hosts (
@@ -86,6 +84,11 @@ CREATE TABLE IF NOT EXISTS pools (
   name TEXT NOT NULL DEFAULT '',
   master_uuid TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
+
+-- Indexes no query needs, dropped from older stores: every state or
+-- address change paid for them (vm_attrs_vm_time serves what vm_attrs_vm did).
+DROP INDEX IF EXISTS vm_states_open;
+DROP INDEX IF EXISTS vm_attrs_vm;
 
 CREATE TABLE IF NOT EXISTS agent_state (
   key   TEXT PRIMARY KEY,

@@ -28,6 +28,15 @@ type Store struct {
 	db   *sql.DB
 	path string
 
+	// Writes go through one connection with a large page cache: the
+	// tracer's working set (the live VMs' rows and the index pages that
+	// records land in) is some tens of megabytes, and with the default
+	// 2 MB cache every transaction read most of it back from the file.
+	// Readers keep the small default cache.
+	wmu   sync.Mutex
+	wconn *sql.Conn
+	wvm   *sql.Stmt // LookupVM on wconn
+
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared once, used by every write transaction
 
@@ -64,12 +73,25 @@ func Open(path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(4)
 	s := &Store{db: db, path: path, stmts: map[string]*sql.Stmt{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.wconn, err = db.Conn(ctx); err == nil {
+		_, err = s.wconn.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size=%d", -writerCacheKiB))
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("lineage: open %s: %w", path, err)
+	}
 	if err := s.migrate(); err != nil {
+		s.wconn.Close()
 		db.Close()
 		return nil, err
 	}
 	return s, nil
 }
+
+// writerCacheKiB is the page cache of the writing connection.
+const writerCacheKiB = 32 << 10
 
 func (s *Store) migrate() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -134,6 +156,12 @@ func (s *Store) Close() error {
 	}
 	s.stmts = map[string]*sql.Stmt{}
 	s.mu.Unlock()
+	s.wmu.Lock()
+	if s.wvm != nil {
+		s.wvm.Close()
+	}
+	s.wconn.Close()
+	s.wmu.Unlock()
 	return s.db.Close()
 }
 
@@ -157,7 +185,16 @@ func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 // together or not at all. The tracer commits each event batch, its records
 // and its event token this way, so a killed agent resumes exactly.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, nil)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lineage: begin: %w", err)
+	}
+	// A transaction once begun runs to its end: the driver watches a
+	// cancellable context with a goroutine per statement, which cost the
+	// tracer more than many of its statements; busy_timeout bounds waits.
+	ctx = context.WithoutCancel(ctx)
+	sqlTx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("lineage: begin: %w", err)
 	}
@@ -187,6 +224,39 @@ func (s *Store) AgentState(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("lineage: read state %q: %w", key, err)
 	}
 	return v, nil
+}
+
+// EachAgentState calls fn for every key that starts with prefix, in key
+// order (a range scan of the primary key).
+func (s *Store) EachAgentState(ctx context.Context, prefix string, fn func(key, value string) error) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT key,value FROM agent_state WHERE key>=? AND key<? ORDER BY key", prefix, prefixEnd(prefix))
+	if err != nil {
+		return fmt.Errorf("lineage: read state %q*: %w", prefix, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return err
+		}
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// prefixEnd is the smallest string above every string that starts with p
+// (SQLite compares TEXT bytewise).
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\xff\xff\xff\xff"
 }
 
 func ms(t time.Time) int64 {

@@ -212,6 +212,27 @@ func (t *Tx) PutVM(v *VM) error {
 	return nil
 }
 
+// SetPower updates the power state and host of a VM the store holds alive,
+// touching nothing else (PutVM rewrites every column, and with them the
+// entries of the name and parent indexes).
+func (t *Tx) SetPower(vmUUID, ps, host string, at time.Time) error {
+	_, err := t.exec("UPDATE vms SET power_state=?, host_uuid=?, last_seen_ms=MAX(last_seen_ms,?) WHERE uuid=?", ps, host, ms(at), vmUUID)
+	if err != nil {
+		return fmt.Errorf("lineage: store VM %s: %w", vmUUID, err)
+	}
+	return nil
+}
+
+// OpenState is SetState for a VM the store holds no state of yet (a VM the
+// caller has just created): the first span is opened without a read.
+func (t *Tx) OpenState(vmUUID, ps, host string, at time.Time) error {
+	if ps == "" {
+		return nil
+	}
+	_, err := t.exec("INSERT INTO vm_states(vm_uuid,from_ms,to_ms,power_state,host_uuid) VALUES(?,?,NULL,?,?)", vmUUID, ms(at), ps, host)
+	return err
+}
+
 // SetState records that from time at the VM is in power state ps on host
 // (empty when not resident). The open span is closed at at; nothing is
 // written when the state is unchanged.
@@ -350,6 +371,12 @@ func (t *Tx) PutPool(p *Pool) error {
 // SetAgentState stores value under key.
 func (t *Tx) SetAgentState(key, value string) error {
 	_, err := t.exec("INSERT INTO agent_state(key,value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", key, value)
+	return err
+}
+
+// DeleteAgentState removes key (nothing happens when it is absent).
+func (t *Tx) DeleteAgentState(key string) error {
+	_, err := t.exec("DELETE FROM agent_state WHERE key=?", key)
 	return err
 }
 

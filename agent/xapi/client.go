@@ -403,7 +403,7 @@ func (c *Client) GetAllRecordsFunc(ctx context.Context, class string, fn func(re
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	if err := checkHTTP(resp, u, method); err != nil {
 		return err
 	}

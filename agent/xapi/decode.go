@@ -3,6 +3,7 @@ package xapi
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -19,6 +20,51 @@ func (s *scanner) str() (string, error) {
 		return "", fmt.Errorf("%w: a %s where a string was expected", errSyntax, c)
 	}
 	return sc.str()
+}
+
+// strInterned is str for members with few distinct values (classes, power
+// states, statuses, host and null refs): each value is allocated once, not
+// once per event.
+func (s *scanner) strInterned() (string, error) {
+	sc, c, err := s.value()
+	if err != nil {
+		return "", err
+	}
+	if c != "" {
+		return "", fmt.Errorf("%w: a %s where a string was expected", errSyntax, c)
+	}
+	switch sc.typ {
+	case "", "string":
+		if bytes.IndexByte(sc.text, '&') < 0 && bytes.IndexByte(sc.text, '\r') < 0 {
+			return intern(sc.text), nil
+		}
+	}
+	return sc.str()
+}
+
+// The intern table is bounded: past internMax distinct values (a field
+// holding more than expected), values are no longer kept.
+const internMax = 4096
+
+var (
+	internMu  sync.RWMutex
+	internTab = map[string]string{}
+)
+
+func intern(b []byte) string {
+	internMu.RLock()
+	v, ok := internTab[string(b)]
+	internMu.RUnlock()
+	if ok {
+		return v
+	}
+	v = string(b)
+	internMu.Lock()
+	if len(internTab) < internMax {
+		internTab[v] = v
+	}
+	internMu.Unlock()
+	return v
 }
 
 func (s *scanner) decodeSnapshot(x *Snapshot) error {
@@ -64,9 +110,9 @@ func (s *scanner) snapshotField(x *Snapshot, name []byte) error {
 	case "name_label":
 		x.NameLabel, err = s.str()
 	case "power_state":
-		x.PowerState, err = s.str()
+		x.PowerState, err = s.strInterned()
 	case "resident_on":
-		x.ResidentOn, err = s.str()
+		x.ResidentOn, err = s.strInterned()
 	case "is_a_template":
 		x.IsATemplate, err = s.boolean()
 	case "is_default_template":
@@ -76,11 +122,11 @@ func (s *scanner) snapshotField(x *Snapshot, name []byte) error {
 	case "is_control_domain":
 		x.IsControlDomain, err = s.boolean()
 	case "snapshot_of":
-		x.SnapshotOf, err = s.str()
+		x.SnapshotOf, err = s.strInterned()
 	case "snapshot_time":
 		err = s.timeInto(&x.SnapshotTime)
 	case "parent":
-		x.Parent, err = s.str()
+		x.Parent, err = s.strInterned()
 	case "current_operations":
 		x.CurrentOperations, err = s.strMap(x.CurrentOperations)
 	case "other_config":
@@ -92,7 +138,7 @@ func (s *scanner) snapshotField(x *Snapshot, name []byte) error {
 	case "domid":
 		x.Domid, err = s.str()
 	case "status":
-		x.Status, err = s.str()
+		x.Status, err = s.strInterned()
 	case "created":
 		err = s.timeInto(&x.Created)
 	case "finished":
@@ -104,13 +150,13 @@ func (s *scanner) snapshotField(x *Snapshot, name []byte) error {
 	case "error_info":
 		x.ErrorInfo, err = s.strSlice(x.ErrorInfo)
 	case "subtask_of":
-		x.SubtaskOf, err = s.str()
+		x.SubtaskOf, err = s.strInterned()
 	case "hostname":
 		x.Hostname, err = s.str()
 	case "address":
 		x.Address, err = s.str()
 	case "master":
-		x.Master, err = s.str()
+		x.Master, err = s.strInterned()
 	case "VM":
 		x.VM, err = s.str()
 	case "MAC":
@@ -274,9 +320,9 @@ func (s *scanner) decodeEvent(e *Event) error {
 		case "id":
 			e.ID, err = s.str()
 		case "class":
-			e.Class, err = s.str()
+			e.Class, err = s.strInterned()
 		case "operation":
-			e.Operation, err = s.str()
+			e.Operation, err = s.strInterned()
 		case "ref":
 			e.Ref, err = s.str()
 		case "snapshot":

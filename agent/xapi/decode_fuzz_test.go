@@ -236,3 +236,25 @@ func FuzzStreamEventBatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseXAPITime: the fast path for xapi's own datetimes gives what
+// time.Parse gives with kolo's layouts, and refuses what it refuses.
+func FuzzParseXAPITime(f *testing.F) {
+	for _, s := range []string{"20250319T04:16:24Z", "20240229T23:59:59Z", "20230229T00:00:00Z", "20250431T00:00:00Z",
+		"20251319T04:16:24Z", "20250319T24:00:00Z", "2025-03-19T04:16:24Z", "20250319T04:16:24", "19700101T00:00:00Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseXAPITime(s)
+		var want time.Time
+		var werr error
+		for _, l := range timeLayouts {
+			if want, werr = time.Parse(l, s); werr == nil {
+				break
+			}
+		}
+		if (err == nil) != (werr == nil) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: got %v (%v), time.Parse %v (%v)", s, got, err, want, werr)
+		}
+	})
+}

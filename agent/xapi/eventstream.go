@@ -115,7 +115,7 @@ func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.D
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	if err := checkHTTP(resp, u, method); err != nil {
 		return nil, err
 	}
@@ -141,4 +141,30 @@ func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.D
 	}
 	return nil, &ProtocolError{URL: u, Method: method, StatusCode: resp.StatusCode,
 		ContentType: resp.Header.Get("Content-Type"), Reason: "unparseable answer", Err: err}
+}
+
+// DecodeEventFrom decodes an event.from answer (an XML-RPC
+// <methodResponse>) read from r the way the client decodes it off the wire,
+// one event at a time, no event larger than 8 MiB of XML. It is for tools
+// and benchmarks that replay recorded answers; a <fault> comes back as
+// *Error.
+func DecodeEventFrom(r io.Reader) (*EventBatch, error) {
+	var b EventBatch
+	if err := streamEventBatch(r, 8<<20, &b); err != nil {
+		var xe *Error
+		if errors.As(err, &xe) {
+			return nil, xe
+		}
+		return nil, err
+	}
+	return &b, nil
+}
+
+// closeBody reads what is left of an answer the decoder stopped short of
+// (the newline after </methodResponse>, up to a bound) before closing it:
+// net/http reuses a connection only when its body was read to the end, and
+// a new TLS handshake for every event.from cost more than decoding it.
+func closeBody(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	body.Close()
 }

@@ -390,6 +390,15 @@ func (f *fakeXAPI) dispatch(r *http.Request, method string, p []any) (any, []str
 			out = append(out, kv{ref, f.objs[class][ref].fields})
 		}
 		return out, nil
+	case strings.HasSuffix(method, ".get_all"):
+		class := strings.ToLower(strings.TrimSuffix(method, ".get_all"))
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		out := []any{}
+		for _, ref := range sortedRefs(f.objs[class]) {
+			out = append(out, ref)
+		}
+		return out, nil
 	}
 	return nil, []string{ErrMethodUnknown, method}
 }

@@ -2,6 +2,7 @@ package xapi_test
 
 import (
 	"context"
+	"net/http/httptrace"
 	"sort"
 	"strings"
 	"sync"
@@ -162,5 +163,54 @@ func TestAgainstSimulator(t *testing.T) {
 				t.Fatalf("stats %+v", st)
 			}
 		})
+	}
+}
+
+// TestCallsReuseTheConnection: event.from and get_all_records answers are
+// read to their end, so the next call goes over the same TLS connection
+// instead of a new handshake (which cost the agent more than decoding).
+func TestCallsReuseTheConnection(t *testing.T) {
+	sc, err := xapisim.Builtin("threat-model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := xapisim.New(xapisim.Config{Scenario: sc, TLS: true})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := xapi.New(xapi.Config{URL: srv.URL(), User: "root", Password: "xapisim", Fingerprint: srv.CertFingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var fresh, reused int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i.Reused {
+			reused++
+		} else {
+			fresh++
+		}
+	}})
+	if err := c.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	token := ""
+	for i := 0; i < 5; i++ {
+		b, err := c.EventFrom(ctx, xapi.Classes, token, 0.01)
+		if err != nil {
+			t.Fatal(err)
+		}
+		token = b.Token
+		if _, err := c.GetAllRecords(ctx, "VM"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fresh != 1 || reused < 10 {
+		t.Fatalf("%d new connections, %d reused; want 1 new, every later call reusing it", fresh, reused)
 	}
 }

@@ -46,6 +46,21 @@ type Flusher interface {
 	Flush(ctx context.Context) error
 }
 
+// Reconciler is an optional extension of Handler for a handler that keeps
+// the set of live objects of some classes. event.from's deletion queue keeps
+// only the newest 256 to 512 deletions per class (xen-api db_cache_types.ml
+// Table.remove), so a client that falls behind a busy pool misses dels
+// without any error; valid_ref_counts shows it (Xen Orchestra compares its
+// task count the same way). After each applied batch the watcher asks
+// Stale which classes the handler holds more objects of than the pool
+// counts, re-reads only their refs (<class>.get_all, cheap next to a
+// resync) and hands them to Reconcile, which treats every object it holds
+// that is missing from refs as deleted.
+type Reconciler interface {
+	Stale() []string
+	Reconcile(ctx context.Context, class string, refs []string) error
+}
+
 // PoolSnapshot is the full state fetched at a resync.
 type PoolSnapshot struct {
 	PoolRef string
@@ -77,6 +92,7 @@ type Stats struct {
 	Resyncs     map[string]uint64
 	Relogins    uint64
 	Reconnects  uint64
+	Reconciles  uint64 // <class>.get_all calls made to find dels event.from dropped
 	LastError   string
 	LastErrorAt time.Time
 }
@@ -89,7 +105,7 @@ type Watcher struct {
 	log *slog.Logger
 	bo  Backoff
 
-	events, batches, relogins, reconnects atomic.Uint64
+	events, batches, relogins, reconnects, reconciles atomic.Uint64
 
 	mu        sync.Mutex
 	resyncs   map[string]uint64
@@ -124,7 +140,7 @@ func (w *Watcher) Stats() Stats {
 		r[k] = v
 	}
 	return Stats{Events: w.events.Load(), Batches: w.batches.Load(), Resyncs: r,
-		Relogins: w.relogins.Load(), Reconnects: w.reconnects.Load(), LastError: w.lastErr, LastErrorAt: w.lastErrAt}
+		Relogins: w.relogins.Load(), Reconnects: w.reconnects.Load(), Reconciles: w.reconciles.Load(), LastError: w.lastErr, LastErrorAt: w.lastErrAt}
 }
 
 func (w *Watcher) noteErr(err error) {
@@ -308,5 +324,31 @@ func (w *Watcher) follow(ctx context.Context, token string) error {
 		}
 		token = b.Token
 		w.bo.Reset()
+		if err := w.reconcile(ctx); err != nil {
+			return err
+		}
 	}
+}
+
+// reconcile re-reads the refs of the classes the handler finds stale (see
+// Reconciler). A failed call ends follow like a failed event.from.
+func (w *Watcher) reconcile(ctx context.Context) error {
+	rc, ok := w.h.(Reconciler)
+	if !ok {
+		return nil
+	}
+	for _, class := range rc.Stale() {
+		var refs []string
+		if err := w.c.Call(ctx, class+".get_all", &refs); err != nil {
+			return fmt.Errorf("reconcile %s: %w", class, err)
+		}
+		w.reconciles.Add(1)
+		if err := rc.Reconcile(ctx, class, refs); err != nil {
+			if errors.Is(err, ErrResyncNeeded) {
+				return err
+			}
+			return fmt.Errorf("%w: reconcile %s: %w", errHandler, class, err)
+		}
+	}
+	return nil
 }

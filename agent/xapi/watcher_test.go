@@ -292,6 +292,66 @@ func TestWatcherRefcountResync(t *testing.T) {
 	waitFor(t, "refcount resync", hasReason(h, ReasonRefcount))
 }
 
+// reconHandler holds more tasks than the pool once: the watcher re-reads
+// the task refs and hands them over, and follows on.
+type reconHandler struct {
+	recHandler
+	stale bool
+	got   [][]string
+}
+
+func (h *reconHandler) Stale() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stale && len(h.batches) > 0 {
+		h.stale = false
+		return []string{"task"}
+	}
+	return nil
+}
+
+func (h *reconHandler) Reconcile(_ context.Context, class string, refs []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, append([]string{class}, refs...))
+	return nil
+}
+
+func TestWatcherReconcilesDroppedDels(t *testing.T) {
+	f := newFake()
+	f.put("task", "OpaqueRef:task-1", taskRecord(1, TaskPending))
+	s := newPlain(t, f)
+	c := mustClient(t, Config{URL: s.URL, AllowHTTP: true})
+	h := &reconHandler{stale: true}
+	w, _ := startWatcher(t, c, h, WatcherConfig{})
+	waitFor(t, "start resync", hasReason(&h.recHandler, ReasonStart))
+	f.put("vm", "OpaqueRef:vm-1", vmRecord(1))
+	waitFor(t, "task refs re-read", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.got) == 1
+	})
+	h.mu.Lock()
+	got := strings.Join(h.got[0], " ")
+	h.mu.Unlock()
+	if got != "task OpaqueRef:task-1" {
+		t.Fatalf("Reconcile got %q, want the pool's task refs", got)
+	}
+	if f.count("task.get_all") != 1 || w.Stats().Reconciles != 1 {
+		t.Fatalf("task.get_all called %d times, Reconciles %d; want 1", f.count("task.get_all"), w.Stats().Reconciles)
+	}
+	// Following goes on from the same token.
+	f.put("vm", "OpaqueRef:vm-2", vmRecord(2))
+	waitFor(t, "next batch", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.batches) >= 2
+	})
+	if n := len(h.reasons()); n != 1 {
+		t.Fatalf("%d resyncs, want only the start one: %v", n, h.reasons())
+	}
+}
+
 func TestWatcherHandlerErrorRetriesSameBatch(t *testing.T) {
 	f := newFake()
 	s := newPlain(t, f)

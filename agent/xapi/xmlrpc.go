@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/kolo/xmlrpc"
 )
@@ -175,7 +176,8 @@ func streamRecords(r io.Reader, maxRecord int64, fn func(ref string, snap *Snaps
 // consume it and the Value member's end, each piece inside step (step
 // re-runs a piece with more input when the window ended inside it).
 func streamEnvelope(r io.Reader, maxRecord int64, what string, value func(s *scanner, step func(func() error) error) error) error {
-	w := &window{r: r, max: int(maxRecord), buf: make([]byte, 0, min(int(maxRecord), streamChunk))}
+	w := &window{r: r, max: int(maxRecord), buf: getWindow(min(int(maxRecord), streamChunk))}
+	defer func() { putWindow(w.buf) }()
 	s := &scanner{}
 	step := func(f func() error) error {
 		for {
@@ -321,6 +323,28 @@ func streamEnvelope(r io.Reader, maxRecord int64, what string, value func(s *sca
 
 // streamChunk is the window's initial size and read size.
 var streamChunk = 1 << 20
+
+// windowPool recycles windows: an event.from call that allocated (and the
+// runtime cleared) a fresh megabyte cost more than decoding a small batch.
+// Decoders copy what they keep, so a window is free once decoding ends.
+var windowPool sync.Pool
+
+func getWindow(size int) []byte {
+	// Only a window of exactly the size asked for: a larger one would let
+	// a record past a smaller MaxRecordBytes before the window fills.
+	if p, ok := windowPool.Get().(*[]byte); ok && cap(*p) == size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+// putWindow keeps windows of the usual size; one grown for a huge record
+// goes to the garbage collector.
+func putWindow(b []byte) {
+	if cap(b) <= streamChunk {
+		windowPool.Put(&b)
+	}
+}
 
 // window is the read buffer of streamRecords.
 type window struct {

@@ -101,7 +101,31 @@ func (s *scanner) tag() (name []byte, end, empty bool, err error) {
 	return name, end, empty, nil
 }
 
+// at reports whether the bytes at i are exactly "<name>" (or "</name>"
+// with end): the compact form xapi writes, matched without parsing a tag.
+func (s *scanner) at(i int, name string, end bool) int {
+	b := s.b
+	if i >= len(b) || b[i] != '<' {
+		return 0
+	}
+	j := i + 1
+	if end {
+		if j >= len(b) || b[j] != '/' {
+			return 0
+		}
+		j++
+	}
+	if len(b)-j <= len(name) || string(b[j:j+len(name)]) != name || b[j+len(name)] != '>' {
+		return 0
+	}
+	return j + len(name) + 1 - i
+}
+
 func (s *scanner) expectStart(name string) (empty bool, err error) {
+	if n := s.at(s.i, name, false); n > 0 {
+		s.i += n
+		return false, nil
+	}
 	at := s.i
 	n, end, empty, err := s.tag()
 	if err != nil {
@@ -115,6 +139,10 @@ func (s *scanner) expectStart(name string) (empty bool, err error) {
 }
 
 func (s *scanner) expectEnd(name string) error {
+	if n := s.at(s.i, name, true); n > 0 {
+		s.i += n
+		return nil
+	}
 	at := s.i
 	n, end, _, err := s.tag()
 	if err != nil {
@@ -156,6 +184,11 @@ func (s *scanner) value() (sc scalar, compound string, err error) {
 	t := s.text()
 	if s.i >= len(s.b) {
 		return sc, "", s.fail("unterminated <value>")
+	}
+	if k := s.at(s.i, "value", true); k > 0 { // an untyped scalar, xapi's usual
+		s.i += k
+		sc.text = bytes.TrimSpace(t)
+		return sc, "", nil
 	}
 	n, end, empty, err := s.tag()
 	if err != nil {
@@ -217,6 +250,18 @@ func typeName(n []byte) string {
 // nextMember reads "<member><name>N</name>" and returns N (escaped), or
 // ok=false at </struct>.
 func (s *scanner) nextMember() (name []byte, ok bool, err error) {
+	// The compact form first: <member><name>N</name>.
+	if n := s.at(s.i, "member", false); n > 0 {
+		if m := s.at(s.i+n, "name", false); m > 0 {
+			i := s.i + n + m
+			if k := bytes.IndexByte(s.b[i:], '<'); k >= 0 {
+				if e := s.at(i+k, "name", true); e > 0 {
+					s.i = i + k + e
+					return s.b[i : i+k], true, nil
+				}
+			}
+		}
+	}
 	at := s.i
 	n, end, _, err := s.tag()
 	if err != nil {
@@ -431,6 +476,11 @@ func (sc scalar) time() (time.Time, error) {
 }
 
 func parseXAPITime(s string) (time.Time, error) {
+	// xapi's own form, 20060102T15:04:05Z, read without time.Parse (which
+	// allocated an error for the layout tried first on every timestamp).
+	if t, ok := parseCompactUTC(s); ok {
+		return t, nil
+	}
 	var err error
 	for _, l := range timeLayouts {
 		var t time.Time
@@ -439,4 +489,36 @@ func parseXAPITime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, err
+}
+
+// parseCompactUTC reads exactly "YYYYMMDDTHH:MM:SSZ" with values in range,
+// as time.Parse would with kolo's second layout.
+func parseCompactUTC(s string) (time.Time, bool) {
+	if len(s) != 18 || s[8] != 'T' || s[11] != ':' || s[14] != ':' || s[17] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(a, b int) (int, bool) {
+		n := 0
+		for _, c := range s[a:b] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(4, 6)
+	d, ok3 := num(6, 8)
+	h, ok4 := num(9, 11)
+	mi, ok5 := num(12, 14)
+	se, ok6 := num(15, 17)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, 0, time.UTC)
+	if t.Day() != d { // 31 April and the like: time.Parse refuses them
+		return time.Time{}, false
+	}
+	return t, true
 }

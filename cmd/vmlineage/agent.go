@@ -63,7 +63,8 @@ every key is also a flag (xapi.url is --xapi-url). The XAPI password is read fro
 			return fmt.Errorf("agent: %w", err)
 		}
 		ts := a.Tracer.Stats()
-		log.Info("vmlineage agent stopped", "events", ts.Events, "batches", ts.Batches, "records", ts.Records, "resyncs", ts.Resyncs)
+		log.Info("vmlineage agent stopped", "events", ts.Events, "batches", ts.Batches, "records", ts.Records, "resyncs", ts.Resyncs,
+			"resync_records", ts.ResyncRecords, "reconciled", ts.Reconciled)
 		return nil
 	}
 	return c

@@ -261,8 +261,16 @@ func (s *Server) eventFrom(ctx context.Context, sess *session, args []any) (any,
 	}()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	expired := false
+	expired, paced := false, false
 	for {
+		// A paced play (paced.go) moves on once per call; a call that was
+		// already waiting when the play began moves it when woken.
+		if p := s.sched.pacer(); p != nil && !paced {
+			paced = true
+			if out, ok := p.answer(s, e, sub, strings.Join(classes, ","), tok); ok {
+				return out, nil
+			}
+		}
 		if !sub.onlyTask {
 			if d := s.batchDelay(); d > 0 {
 				t := time.NewTimer(d)

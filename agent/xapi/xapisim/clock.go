@@ -24,6 +24,7 @@ type scheduler struct {
 	wake     chan struct{}
 	fast     bool // ground truth: never sleep, no settle
 	settle   func()
+	pace     *pacer // paced play (paced.go): items run only when a client asks
 }
 
 type item struct {
@@ -143,7 +144,7 @@ func (s *scheduler) runOne() bool {
 func (s *scheduler) run(ctx context.Context) {
 	for {
 		s.mu.Lock()
-		if len(s.items) == 0 {
+		if len(s.items) == 0 || s.pace != nil {
 			s.mu.Unlock()
 			select {
 			case <-ctx.Done():

@@ -139,17 +139,17 @@ func (db *DB) collect(sub *subscription, tok token) (events []evt, newTok token)
 			}
 		}
 		for _, d := range t.deleted {
-			if d.deleted <= tok.gen || !sub.wants(cls, d.ref) {
+			// A row created and deleted since the token yields nothing, and
+			// does not move the token either: Table.fold_over_deleted only
+			// visits deletions with created <= since, and only what it
+			// visits moves from_inner's "last".
+			if d.deleted <= tok.gen || d.created > tok.gen || !sub.wants(cls, d.ref) {
 				continue
 			}
-			// The token moves past rows created and deleted since the last
-			// call too, though they yield no event (from_inner's "last").
 			if d.deleted > newTok.gen {
 				newTok.gen = d.deleted
 			}
-			if d.created <= tok.gen {
-				dels = append(dels, evt{gen: d.deleted, class: cls, op: "del", ref: d.ref})
-			}
+			dels = append(dels, evt{gen: d.deleted, class: cls, op: "del", ref: d.ref})
 		}
 	}
 	if sub.messages {

@@ -62,6 +62,14 @@ func TestEventFromCoalescesAndOrders(t *testing.T) {
 	if evs, tok3 := db.collect(s, tok2); len(evs) != 0 || tok3 != tok2 {
 		t.Fatalf("nothing new: %+v %s", evs, tok3)
 	}
+	// A row that lives and dies between two calls leaves no trace at all,
+	// not even in the token (xapi_event.ml collect_events: deletions are
+	// folded only when created <= since, and only they move "last").
+	mkVM(db, "OpaqueRef:brief", "brief")
+	db.remove("VM", "OpaqueRef:brief")
+	if evs, tok4 := db.collect(s, tok2); len(evs) != 0 || tok4 != tok2 {
+		t.Fatalf("short-lived row: %+v, token %s after %s", evs, tok4, tok2)
+	}
 }
 
 func TestEventFromSubscriptions(t *testing.T) {

@@ -108,7 +108,15 @@ func (r *opRun) planVMOp() []phase {
 		if r.req.fail == "HOST_NOT_ENOUGH_FREE_MEMORY" {
 			at = 0.15 // raised during host selection
 		}
-		return append([]phase{start, mark}, r.failPhases(at, unmark)...)
+		return append([]phase{start, mark}, r.failPhases(at, func() {
+			unmark()
+			if db.str("VM", vm, "resident_on") == nullRef {
+				// A start or resume that failed before the VM got a host
+				// names the master, as the record's host rule says: nothing
+				// a client sees names the host xapi was choosing.
+				r.host = e.masterRef
+			}
+		})...)
 	}
 	switch r.op {
 	case "clone", "copy", "snapshot", "checkpoint":

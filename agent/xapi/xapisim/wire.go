@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -165,11 +166,18 @@ const xmlResponseTail = `</param></params></methodResponse>`
 // XMLSuccess renders xapi's success envelope {Status, Value}.
 func XMLSuccess(v any) []byte {
 	var b bytes.Buffer
+	// Sized like the last answer: event.from answers run to megabytes, and
+	// growing the buffer by doubling (clearing each new one) cost the
+	// simulator more than rendering them.
+	b.Grow(int(min(lastXMLSize.Load(), 4<<20)) + 4096)
 	b.WriteString(xmlResponseHead)
 	writeXMLValue(&b, Struct{{"Status", "Success"}, {"Value", v}})
 	b.WriteString(xmlResponseTail)
+	lastXMLSize.Store(int64(b.Len()))
 	return b.Bytes()
 }
+
+var lastXMLSize atomic.Int64
 
 // XMLFailure renders xapi's failure envelope {Status, ErrorDescription}.
 func XMLFailure(code string, params ...string) []byte {
