@@ -45,9 +45,13 @@ func Merge(stored *Record, other *Record) bool {
 	}
 	str("host_uuid", &stored.HostUUID, other.HostUUID)
 	str("host_name", &stored.HostName, other.HostName)
-	str("vm_uuid", &stored.VMUUID, other.VMUUID)
-	str("vm_name", &stored.VMName, other.VMName)
-	str("parent_vm_uuid", &stored.ParentVMUUID, other.ParentVMUUID)
+	// A creating activity's VM fields mean different VMs by result (see
+	// above): a record whose result differs says nothing of this one's.
+	if !stored.Activity.Creating() || stored.Result == other.Result {
+		str("vm_uuid", &stored.VMUUID, other.VMUUID)
+		str("vm_name", &stored.VMName, other.VMName)
+		str("parent_vm_uuid", &stored.ParentVMUUID, other.ParentVMUUID)
+	}
 	str("operation", &stored.Operation, other.Operation)
 	if stored.Result == other.Result {
 		str("error", &stored.Error, other.Error)
