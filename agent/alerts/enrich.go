@@ -70,9 +70,10 @@ type DetectorOutcome struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// Enrich ties a to VMs, stores it, runs the detectors and returns the
-// enriched ECS document (one line of JSON, no newline). It fails only when
-// the alert cannot be written at all; everything else becomes a note.
+// Enrich ties a to VMs, runs the detectors and returns the enriched ECS
+// document (one line of JSON, no newline); the alert is stored (alert log)
+// without waiting for the write. It fails only when the alert cannot be
+// encoded at all; everything else becomes a note.
 func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 	received := e.now()
 	out := &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
@@ -86,11 +87,9 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		e.log.Error("alert matching failed", "alert", a.ID, "error", err)
 		out.Notes = append(out.Notes, "matching against the lineage store failed: "+err.Error())
 	}
-	seq, serr := e.svc.saveAlert(ctx, a, raw, vms, received)
-	if serr != nil {
-		e.log.Error("storing alert failed", "alert", a.ID, "error", serr)
-		out.Notes = append(out.Notes, "alert could not be stored: "+serr.Error())
-	}
+	// From here on the alert counts for AlertedVMs (other alerts of its
+	// family arriving meanwhile see it).
+	pend := e.svc.log.begin(a.ID, a.Time, vms)
 	out.matches = vms
 	if len(vms) == 0 {
 		if err == nil {
@@ -98,133 +97,146 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		}
 	} else {
 		out.Matched = true
-		fam, famStates := e.families(ctx, a, out)
-		e.describeVMs(ctx, a, out, fam, famStates)
+		cx := e.context(ctx, a, out)
+		e.describeVMs(ctx, a, out, cx)
 		if e.dets != nil {
-			pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: fam, FamilyStates: famStates}
-			e.addContext(ctx, pa, out)
-			e.runDetectors(ctx, pa, out)
+			pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: cx.family, FamilyStates: cx.states}
+			if cx.recordsOK && cx.alertedOK {
+				pa.ContextWindow, pa.Records, pa.FamilyAlerted = e.Window, cx.records, cx.alerted
+			}
+			e.runDetectors(ctx, pa, out, cx)
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
 		}
 	}
 	out.EnrichedAt = timeString(e.now())
 	doc := e.render(a, out)
-	js, err := json.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, err)
+	js, jerr := json.Marshal(doc)
+	row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: received.UnixMilli(), source: a.Source, json: string(raw), vms: vms}
+	if jerr == nil {
+		row.enriched = js
 	}
-	if serr == nil {
-		e.svc.saveEnriched(ctx, seq, js)
+	e.svc.log.finish(pend, row)
+	if jerr != nil {
+		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, jerr)
 	}
 	return js, nil
 }
 
-// families gathers the families of the matched VMs and their states at the
-// alert's time, to send along with the alert (most detectors need them,
-// and one query here saves each detector round trips). Nil when larger
-// than plugins.MaxAlertFamily: detectors then ask for what they need.
-func (e *Enricher) families(ctx context.Context, a *Alert, out *Output) ([]plugins.VM, []plugins.VMState) {
-	var fam []plugins.VM
-	seen := map[string]bool{}
-	for _, m := range out.matches {
-		if seen[m.UUID] {
-			continue
-		}
-		f, err := e.svc.Family(ctx, m.UUID)
-		if err != nil {
-			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
-			continue
-		}
-		for _, v := range f {
-			if !seen[v.UUID] {
-				seen[v.UUID] = true
-				fam = append(fam, v)
-			}
-		}
-		if len(fam) > plugins.MaxAlertFamily {
-			return nil, nil
-		}
-	}
-	uuids := make([]string, len(fam))
-	for i := range fam {
-		uuids[i] = fam[i].UUID
-	}
-	rows, err := e.svc.statesAt(ctx, uuids, a.Time)
-	if err != nil {
-		out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
-		return nil, nil
-	}
-	states := make([]plugins.VMState, len(rows))
-	for i := range rows {
-		states[i] = rows[i].VMState
-	}
-	return fam, states
+// alertContext is what the host reads once per alert and sends along to
+// the detectors (most need it, and one read here saves each of them round
+// trips over the broker).
+type alertContext struct {
+	// family holds the families of the matched VMs (root first, then
+	// descendants) and states their states at the alert's time; both nil
+	// when larger than plugins.MaxAlertFamily.
+	family []plugins.VM
+	states []plugins.VMState
+	// records of the matched VMs and which family members alerted, over
+	// e.Window before the alert; *OK false when not read (too many, or
+	// no family).
+	records   []record.Record
+	recordsOK bool
+	alerted   []plugins.AlertedVM
+	alertedOK bool
 }
 
 // maxContextRecords bounds the records sent along with an alert.
 const maxContextRecords = 1000
 
-// addContext sends along what the shipped detectors would otherwise each
-// ask for over the broker: the matched VMs' records and the family's alerts
-// within e.Window. Skipped (detectors then ask) when the family was not
-// sent or the records are too many.
-func (e *Enricher) addContext(ctx context.Context, pa *plugins.Alert, out *Output) {
-	if len(pa.Family) == 0 || e.Window <= 0 {
-		return
-	}
-	since, until := pa.Time.Add(-e.Window), pa.Time
-	var recs []record.Record
-	for _, m := range pa.VMs {
-		r, err := e.svc.Records(ctx, plugins.RecordQuery{VMUUID: m.UUID, Since: since, Until: until.Add(time.Millisecond), Limit: maxContextRecords + 1})
-		if err != nil || len(recs)+len(r) > maxContextRecords {
-			return
+func (e *Enricher) context(ctx context.Context, a *Alert, out *Output) *alertContext {
+	cx := &alertContext{}
+	inFamily := map[string]bool{}
+	for _, m := range out.matches {
+		if inFamily[m.UUID] {
+			continue // a second VM of a family already read
 		}
-		recs = append(recs, r...)
+		fam, err := e.svc.lin.FamilyAt(ctx, m.UUID, a.Time, plugins.MaxAlertFamily)
+		if err != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+			continue
+		}
+		for i := range fam {
+			if !inFamily[fam[i].UUID] {
+				inFamily[fam[i].UUID] = true
+				cx.family = append(cx.family, fam[i].VM)
+				cx.states = append(cx.states, fam[i].State)
+			}
+		}
+		if len(cx.family) > plugins.MaxAlertFamily {
+			cx.family, cx.states = nil, nil
+			return cx
+		}
 	}
-	uuids := make([]string, len(pa.Family))
-	for i := range pa.Family {
-		uuids[i] = pa.Family[i].UUID
+	if len(cx.family) == 0 || e.Window <= 0 {
+		return cx
+	}
+	since, until := a.Time.Add(-e.Window), a.Time
+	cx.recordsOK = true
+	for _, m := range out.matches {
+		r, err := e.svc.lin.RecordsOfVM(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
+		if err != nil || len(cx.records)+len(r) > maxContextRecords {
+			cx.records, cx.recordsOK = nil, false
+			break
+		}
+		cx.records = append(cx.records, r...)
+	}
+	uuids := make([]string, len(cx.family))
+	for i := range cx.family {
+		uuids[i] = cx.family[i].UUID
 	}
 	alerted, err := e.svc.AlertedVMs(ctx, uuids, since, until)
-	if err != nil {
-		return
+	if err == nil {
+		cx.alerted, cx.alertedOK = alerted, true
+	} else {
+		out.Notes = append(out.Notes, "could not read which VMs of the family alerted: "+err.Error())
 	}
-	pa.ContextWindow, pa.Records, pa.FamilyAlerted = e.Window, recs, alerted
+	return cx
 }
 
-func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, fam []plugins.VM, famStates []plugins.VMState) {
+func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, cx *alertContext) {
 	out.vmByUUID = map[string]*plugins.VM{}
-	known := map[string]stateRow{}
-	for i, st := range famStates {
-		known[st.UUID] = stateRow{VMState: st, name: fam[i].Name}
+	type known struct {
+		name, ps string
+	}
+	kn := map[string]known{}
+	for i, st := range cx.states {
+		kn[st.UUID] = known{cx.family[i].Name, st.PowerState}
 	}
 	var ask []string
 	for _, m := range out.matches {
-		if _, ok := known[m.UUID]; !ok {
+		if _, ok := kn[m.UUID]; !ok {
 			ask = append(ask, m.UUID)
 		}
 	}
 	if len(ask) > 0 {
-		rows, err := e.svc.statesAt(ctx, ask, a.Time)
+		vms := make(map[string]string, len(ask))
+		for _, u := range ask {
+			if v, err := e.svc.lin.VM(ctx, u); err == nil {
+				vms[u] = v.Name
+			}
+		}
+		sts, err := e.svc.lin.StatesAt(ctx, ask, a.Time)
 		if err != nil {
 			out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
 		}
-		for _, r := range rows {
-			known[r.UUID] = r
+		for _, st := range sts {
+			if name, ok := vms[st.UUID]; ok {
+				kn[st.UUID] = known{name, st.PowerState}
+			}
 		}
 	}
 	for _, m := range out.matches {
 		mv := MatchedVM{UUID: m.UUID, Field: m.Field, Value: m.Value}
-		if r, ok := known[m.UUID]; ok {
-			mv.Name, mv.PowerState = r.name, r.PowerState
-			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: r.name}
+		if k, ok := kn[m.UUID]; ok {
+			mv.Name, mv.PowerState = k.name, k.ps
+			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: k.name}
 		}
 		out.VMs = append(out.VMs, mv)
 	}
 }
 
-func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output) {
+func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output, cx *alertContext) {
 	for i := range pa.Family {
 		if out.vmByUUID[pa.Family[i].UUID] == nil {
 			out.vmByUUID[pa.Family[i].UUID] = &pa.Family[i]
@@ -276,31 +288,46 @@ func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Out
 			out.Notes = append(out.Notes, r.Detector+": "+n)
 		}
 	}
-	e.dropAlerted(ctx, pa.Time, out)
+	e.dropAlerted(ctx, pa.Time, out, cx)
 	sort.SliceStable(out.Suspects, func(i, j int) bool { return out.Suspects[i].Score > out.Suspects[j].Score })
 }
 
 // dropAlerted removes suspects that raised alerts themselves within the
-// window: they are already known, not suspected.
-func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output) {
+// window: they are already known, not suspected. Family members' alerts
+// were read with the context; others are asked for.
+func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output, cx *alertContext) {
 	if len(out.Suspects) == 0 {
 		return
 	}
-	uu := make([]string, len(out.Suspects))
-	for i, s := range out.Suspects {
-		uu[i] = s.VMUUID
-	}
-	av, err := e.svc.AlertedVMs(ctx, uu, at.Add(-e.Window), at)
-	if err != nil {
-		out.Notes = append(out.Notes, "could not check which suspects alerted themselves: "+err.Error())
-		return
-	}
-	if len(av) == 0 {
-		return
-	}
 	hit := map[string]bool{}
-	for _, x := range av {
-		hit[x.UUID] = true
+	var ask []string
+	if cx.alertedOK {
+		inFamily := make(map[string]bool, len(cx.family))
+		for i := range cx.family {
+			inFamily[cx.family[i].UUID] = true
+		}
+		for _, x := range cx.alerted {
+			hit[x.UUID] = true
+		}
+		for _, s := range out.Suspects {
+			if !inFamily[s.VMUUID] {
+				ask = append(ask, s.VMUUID)
+			}
+		}
+	} else {
+		for _, s := range out.Suspects {
+			ask = append(ask, s.VMUUID)
+		}
+	}
+	if len(ask) > 0 {
+		av, err := e.svc.AlertedVMs(ctx, ask, at.Add(-e.Window), at)
+		if err != nil {
+			out.Notes = append(out.Notes, "could not check which suspects alerted themselves: "+err.Error())
+			return
+		}
+		for _, x := range av {
+			hit[x.UUID] = true
+		}
 	}
 	keep := out.Suspects[:0]
 	for _, s := range out.Suspects {
@@ -308,7 +335,9 @@ func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output) {
 			keep = append(keep, s)
 		}
 	}
-	out.Notes = append(out.Notes, fmt.Sprintf("%d VMs named by detectors are left out of the suspects: they alerted themselves within %s", len(out.Suspects)-len(keep), e.Window))
+	if n := len(out.Suspects) - len(keep); n > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("%d VMs named by detectors are left out of the suspects: they alerted themselves within %s", n, e.Window))
+	}
 	out.Suspects = keep
 }
 

@@ -1,0 +1,79 @@
+// Package backend is the lineage that alert enrichment reads: the alert
+// matcher (which VM held this IP at time T?), the context sent with each
+// alert (the matched VMs' families and their states then, their records)
+// and the Lineage service the detector plugins call over the broker. Two
+// implementations: storebackend (the local lineage store, the default) and
+// esbackend (the VM documents the Elasticsearch output writes, so that one
+// enrichment service sees the VMs of every pool). Config key
+// lineage.backend chooses (store | elasticsearch).
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// Names of the backends, as config key lineage.backend takes them.
+const (
+	Store         = "store"
+	Elasticsearch = "elasticsearch"
+)
+
+// Kinds of key FindVMs takes: a VM uuid, or a value a VM held at a time.
+const (
+	KindUUID = "uuid"
+	KindName = "name"
+	KindIP   = "ip"
+	KindMAC  = "mac"
+)
+
+// ErrNotFound is plugins.ErrNotFound: a VM the backend does not know.
+var ErrNotFound = plugins.ErrNotFound
+
+// Lineage is what enrichment reads. Implementations are safe for
+// concurrent use. Errors for unknown VMs wrap ErrNotFound.
+type Lineage interface {
+	// The detectors' view (plugins.Lineage without AlertedVMs, which the
+	// alert log answers).
+	VM(ctx context.Context, uuid string) (plugins.VM, error)
+	Ancestors(ctx context.Context, uuid string) ([]plugins.VM, error)
+	Descendants(ctx context.Context, uuid string) ([]plugins.VM, error)
+	Siblings(ctx context.Context, uuid string) ([]plugins.VM, error)
+	Family(ctx context.Context, uuid string) ([]plugins.VM, error)
+	StatesAt(ctx context.Context, uuids []string, at time.Time) ([]plugins.VMState, error)
+	Records(ctx context.Context, q plugins.RecordQuery) ([]record.Record, error)
+
+	// FindVMs returns the uuids of the VMs that held value at time at:
+	// kind KindUUID (the VM itself, when known), KindName, KindIP or
+	// KindMAC (any notation; compared lower-case with colons).
+	FindVMs(ctx context.Context, kind, value string, at time.Time) ([]string, error)
+	// FamilyAt returns uuid's whole family, root first then breadth first,
+	// each member with its state at time at; at most limit+1 members when
+	// limit > 0 (so a caller can tell the family is larger than limit).
+	FamilyAt(ctx context.Context, uuid string, at time.Time, limit int) ([]Member, error)
+	// RecordsOfVM returns the records of the VM (as VM or as parent)
+	// started in [since, until), oldest first, at most limit.
+	RecordsOfVM(ctx context.Context, uuid string, since, until time.Time, limit int) ([]record.Record, error)
+
+	Close() error
+}
+
+// Member is a VM of a family and its state at the time asked.
+type Member struct {
+	plugins.VM
+	Depth int // generations below the family root
+	State plugins.VMState
+}
+
+// Counter is implemented by backends that count the queries they make
+// (the benchmark reports queries per alert).
+type Counter interface {
+	Queries() int64
+}
+
+// IsNotFound reports whether err says a VM is unknown.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
