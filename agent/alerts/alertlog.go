@@ -71,20 +71,20 @@ type alertLog struct {
 	queries *atomic.Int64
 	stmts   sync.Map // query -> *sql.Stmt, prepared once: parsing SQL costs more than these queries
 
-	mu      sync.Mutex
-	byVM    map[string][]*pending
-	byID    map[string]*pending
+	mu   sync.Mutex
+	byVM map[string][]*pending
+	byID map[string]*pending
 	// recent remembers the ids of the last alerts committed, so that a
 	// re-sent alert (a sensor's retry) is not counted again while its
 	// copy waits to be found a duplicate at commit.
 	recent    map[string]bool
 	recentIDs []string
 	recentAt  int
-	queue   []*pending
-	wake    chan struct{}
-	closed  bool
-	done    chan struct{}
-	written uint64 // last batch committed
+	queue     []*pending
+	wake      chan struct{}
+	closed    bool
+	done      chan struct{}
+	written   uint64 // last batch committed
 }
 
 // pending is an alert not yet committed.

@@ -69,7 +69,9 @@ func (s *Service) Queries() int64 {
 }
 
 // VM implements plugins.Lineage.
-func (s *Service) VM(ctx context.Context, uuid string) (plugins.VM, error) { return s.lin.VM(ctx, uuid) }
+func (s *Service) VM(ctx context.Context, uuid string) (plugins.VM, error) {
+	return s.lin.VM(ctx, uuid)
+}
 
 // Ancestors implements plugins.Lineage.
 func (s *Service) Ancestors(ctx context.Context, uuid string) ([]plugins.VM, error) {
