@@ -66,8 +66,11 @@ type MatchedVM struct {
 // DetectorOutcome says how each detector fared on this alert.
 type DetectorOutcome struct {
 	Name   string `json:"name"`
-	Status string `json:"status"` // ok, failed
+	Status string `json:"status"` // ok, failed, skipped
 	Error  string `json:"error,omitempty"`
+	// Reason says why a detector was skipped: what it declared it needs
+	// to find anything did not hold for this alert.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Enrich ties a to VMs, runs the detectors and returns the enriched ECS
@@ -248,6 +251,10 @@ func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Out
 	}
 	best := map[string]int{} // vm uuid -> index in out.Suspects
 	for _, r := range e.dets.Enrich(ctx, pa) {
+		if r.Skipped != "" {
+			out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "skipped", Reason: r.Skipped})
+			continue
+		}
 		if r.Err != nil {
 			out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "failed", Error: r.Err.Error()})
 			out.Notes = append(out.Notes, fmt.Sprintf("detector %s failed: %v; this alert is enriched by the others", r.Detector, r.Err))

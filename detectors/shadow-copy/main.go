@@ -47,6 +47,13 @@ func (d *Detector) Configure(_ context.Context, cfg map[string]string, lin plugi
 
 var copying = map[record.Activity]bool{record.Copy: true, record.Clone: true, record.Export: true}
 
+// Needs implements plugins.NeedsDeclarer: destroy records, and alerts on
+// VMs with a destroyed ancestor (read from the family sent along).
+func (d *Detector) Needs() plugins.Needs {
+	return plugins.Needs{Enrich: true, OnRecord: true, OnRecordActivities: []record.Activity{record.Destroy}, AlertFamily: true,
+		EnrichWhen: &plugins.EnrichWhen{DestroyedAncestor: true}}
+}
+
 // OnRecord implements plugins.Detector.
 func (d *Detector) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding, error) {
 	if r.Activity != record.Destroy || r.Result != record.Success || r.VMUUID == "" {
