@@ -128,7 +128,7 @@ type Manager struct {
 	once    sync.Once
 
 	enrichCalls, enrichSkipped, recordCalls, recordSkipped atomic.Int64
-	lineageCalls                                          atomic.Int64
+	lineageCalls                                           atomic.Int64
 }
 
 // Stats reports how many calls were made and skipped.
