@@ -74,7 +74,7 @@ func (d *DetectorClient) Configure(ctx context.Context, cfg map[string]string) e
 	id := d.broker.NextId()
 	lin := d.lineage
 	go d.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-		s := grpc.NewServer(opts...)
+		s := newGRPCServer(opts)
 		pb.RegisterLineageServer(s, &lineageServer{impl: lin})
 		return s
 	})
@@ -90,7 +90,7 @@ func needsFromPB(n *pb.Needs) Needs {
 	if n == nil || !n.Declared {
 		return AllNeeds()
 	}
-	out := Needs{Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords}
+	out := Needs{Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords, AlertAncestors: n.AlertAncestors}
 	for _, a := range n.OnRecordActivities {
 		out.OnRecordActivities = append(out.OnRecordActivities, record.Activity(a))
 	}
@@ -105,7 +105,8 @@ func needsFromPB(n *pb.Needs) Needs {
 }
 
 func needsToPB(n Needs) *pb.Needs {
-	out := &pb.Needs{Declared: true, Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords}
+	out := &pb.Needs{Declared: true, Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords,
+		AlertAncestors: n.AlertAncestors}
 	for _, a := range n.OnRecordActivities {
 		out.OnRecordActivities = append(out.OnRecordActivities, string(a))
 	}
@@ -153,6 +154,14 @@ func (d *DetectorClient) Enrich(ctx context.Context, a *Alert) (*Enrichment, err
 		for i, st := range a.FamilyStates {
 			sts[i].Uuid, sts[i].PowerState, sts[i].HostUuid, sts[i].Existed = st.UUID, st.PowerState, st.HostUUID, st.Existed
 			req.Alert.FamilyStates[i] = &sts[i]
+		}
+	}
+	if d.needs.AlertAncestors && len(a.Ancestors) > 0 {
+		vms := make([]pb.VM, len(a.Ancestors))
+		req.Alert.Ancestors = make([]*pb.VM, len(a.Ancestors))
+		for i := range a.Ancestors {
+			vmIntoPB(&vms[i], &a.Ancestors[i])
+			req.Alert.Ancestors[i] = &vms[i]
 		}
 	}
 	// The context window says what was sent: a detector that reads only
@@ -386,6 +395,9 @@ func (s *detectorServer) Enrich(ctx context.Context, r *pb.EnrichRequest) (*pb.E
 	}
 	for _, s := range r.Alert.FamilyStates {
 		a.FamilyStates = append(a.FamilyStates, VMState{UUID: s.Uuid, PowerState: s.PowerState, HostUUID: s.HostUuid, Existed: s.Existed})
+	}
+	for _, v := range r.Alert.Ancestors {
+		a.Ancestors = append(a.Ancestors, vmFromPB(v))
 	}
 	if r.Alert.ContextWindowMs > 0 {
 		a.ContextWindow = time.Duration(r.Alert.ContextWindowMs) * time.Millisecond

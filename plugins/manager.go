@@ -111,6 +111,7 @@ type Result struct {
 // Stats counts calls, for figures such as gRPC round trips per alert.
 type Stats struct {
 	EnrichCalls, EnrichSkipped     int64
+	EnrichFailed                   int64 // calls that ended in an error (down, hung, crashed, garbage)
 	OnRecordCalls, OnRecordSkipped int64
 	// LineageCalls are calls detectors made to the host's Lineage service.
 	LineageCalls int64
@@ -128,12 +129,13 @@ type Manager struct {
 	once    sync.Once
 
 	enrichCalls, enrichSkipped, recordCalls, recordSkipped atomic.Int64
+	enrichFailed                                          atomic.Int64
 	lineageCalls                                           atomic.Int64
 }
 
 // Stats reports how many calls were made and skipped.
 func (m *Manager) Stats() Stats {
-	return Stats{EnrichCalls: m.enrichCalls.Load(), EnrichSkipped: m.enrichSkipped.Load(),
+	return Stats{EnrichCalls: m.enrichCalls.Load(), EnrichSkipped: m.enrichSkipped.Load(), EnrichFailed: m.enrichFailed.Load(),
 		OnRecordCalls: m.recordCalls.Load(), OnRecordSkipped: m.recordSkipped.Load(), LineageCalls: m.lineageCalls.Load()}
 }
 
@@ -268,7 +270,7 @@ func (m *Manager) Status() []Status {
 // down, hung, crashed or answered garbage has Err set; one whose declared
 // Needs rule the call out is not asked (Skipped says why).
 func (m *Manager) Enrich(ctx context.Context, a *Alert) []Result {
-	return m.each(ctx, func(d *DetectorClient) string {
+	res := m.each(ctx, func(d *DetectorClient) string {
 		n := d.Needs()
 		why := n.SkipEnrich(a)
 		if why != "" {
@@ -281,6 +283,38 @@ func (m *Manager) Enrich(ctx context.Context, a *Alert) []Result {
 		e, err := d.Enrich(ctx, a)
 		return Result{Enrichment: e, Err: err}
 	}, true)
+	for i := range res {
+		if res[i].Err != nil {
+			m.enrichFailed.Add(1)
+		}
+	}
+	return res
+}
+
+// Wanted says which parts of an alert's context the detectors that Enrich
+// would ask read (the union of their declared Needs), so that the host
+// reads only those. It evaluates SkipEnrich over a as it stands (with
+// a.Facts) and counts nothing.
+func (m *Manager) Wanted(a *Alert) Needs {
+	var w Needs
+	for _, r := range m.runners {
+		r.mu.Lock()
+		d := r.det
+		running := r.state == StateRunning && d != nil
+		r.mu.Unlock()
+		if !running {
+			continue
+		}
+		n := d.Needs()
+		if n.SkipEnrich(a) != "" {
+			continue
+		}
+		w.Enrich = true
+		w.AlertFamily = w.AlertFamily || n.AlertFamily
+		w.AlertRecords = w.AlertRecords || n.AlertRecords
+		w.AlertAncestors = w.AlertAncestors || n.AlertAncestors
+	}
+	return w
 }
 
 // OnRecord passes a committed record to every detector that wants it;

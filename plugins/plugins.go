@@ -75,9 +75,12 @@ type Needs struct {
 	// (empty: all).
 	OnRecordActivities []record.Activity
 	// AlertFamily: Enrich reads Alert.Family, FamilyStates and
-	// FamilyAlerted; AlertRecords: it reads Alert.Records.
-	AlertFamily  bool
-	AlertRecords bool
+	// FamilyAlerted; AlertRecords: it reads Alert.Records;
+	// AlertAncestors: it reads Alert.Ancestors (a detector that reads the
+	// family finds the ancestors in it: Alert.Index covers both).
+	AlertFamily    bool
+	AlertRecords   bool
+	AlertAncestors bool
 	// EnrichWhen, when set, says when Enrich can yield something at all.
 	EnrichWhen *EnrichWhen
 }
@@ -104,7 +107,7 @@ type EnrichWhen struct {
 
 // AllNeeds is what the host assumes of a detector that declares nothing.
 func AllNeeds() Needs {
-	return Needs{Enrich: true, OnRecord: true, AlertFamily: true, AlertRecords: true}
+	return Needs{Enrich: true, OnRecord: true, AlertFamily: true, AlertRecords: true, AlertAncestors: true}
 }
 
 // WantsRecord reports whether OnRecord should see r.
@@ -125,7 +128,9 @@ func (n *Needs) WantsRecord(r *record.Record) bool {
 
 // SkipEnrich says why Enrich need not be called for a ("" when it must):
 // Enrich is not implemented, or none of the EnrichWhen conditions holds.
-// A condition the alert's context cannot settle counts as holding.
+// The conditions are read from a.Facts when the host set them, else from
+// the context sent along (Family, FamilyAlerted, Records, Ancestors). A
+// condition the alert's context cannot settle counts as holding.
 func (n *Needs) SkipEnrich(a *Alert) string {
 	if !n.Enrich {
 		return "it does not enrich alerts"
@@ -134,41 +139,54 @@ func (n *Needs) SkipEnrich(a *Alert) string {
 	if w == nil || (w.MinFamilyAlerted <= 0 && len(w.RecordActivities) == 0 && !w.DestroyedAncestor) {
 		return ""
 	}
-	if len(a.Family) == 0 || len(a.FamilyStates) != len(a.Family) {
-		return "" // no family sent: cannot tell
-	}
 	ix := a.Index()
 	for _, v := range a.VMs {
 		if ix.VMs[v.UUID] == nil {
-			return "" // a family was not sent: cannot tell
+			return "" // no family or ancestry for this VM: cannot tell
 		}
 	}
-	windowKnown := a.ContextWindow > 0 && a.ContextWindow >= w.Window
 	since := a.Time.Add(-w.Window)
 	var why []string
 	if w.MinFamilyAlerted > 0 {
-		if !windowKnown {
+		perRoot := map[string]int{}
+		switch f := a.Facts; {
+		case f != nil && f.FamilyAlerted != nil && f.Window >= w.Window:
+			for root, avs := range f.FamilyAlerted {
+				for _, x := range avs {
+					if !x.Last.Before(since) {
+						perRoot[root]++
+					}
+				}
+			}
+		case a.ContextWindow > 0 && a.ContextWindow >= w.Window && len(a.Family) > 0 && len(a.FamilyStates) == len(a.Family):
+			for _, x := range a.FamilyAlerted {
+				if r := ix.Root(x.UUID); r != nil && !x.Last.Before(since) {
+					perRoot[r.UUID]++
+				}
+			}
+		default:
 			return ""
 		}
-		perRoot := map[string]int{}
-		for _, x := range a.FamilyAlerted {
-			if x.Last.Before(since) {
-				continue
-			}
-			if r := ix.Root(x.UUID); r != nil {
-				if perRoot[r.UUID]++; perRoot[r.UUID] >= w.MinFamilyAlerted {
-					return ""
-				}
+		for _, c := range perRoot {
+			if c >= w.MinFamilyAlerted {
+				return ""
 			}
 		}
 		why = append(why, fmt.Sprintf("fewer than %d VMs of the family alerted within %s", w.MinFamilyAlerted, w.Window))
 	}
 	if len(w.RecordActivities) > 0 {
-		if !windowKnown {
+		var facts []RecordFact
+		switch f := a.Facts; {
+		case f != nil && f.RecordsOK && f.Window >= w.Window:
+			facts = f.Records
+		case a.ContextWindow > 0 && a.ContextWindow >= w.Window:
+			for i := range a.Records {
+				facts = append(facts, RecordFact{VMUUID: a.Records[i].VMUUID, Activity: a.Records[i].Activity, Start: a.Records[i].Start})
+			}
+		default:
 			return ""
 		}
-		for i := range a.Records {
-			r := &a.Records[i]
+		for _, r := range facts {
 			if r.Start.Before(since) {
 				continue
 			}
@@ -290,6 +308,35 @@ type Alert struct {
 	ContextWindow time.Duration
 	Records       []record.Record
 	FamilyAlerted []AlertedVM
+	// Ancestors are the matched VMs and their ancestors up to the family
+	// roots, each once (sent to detectors that declared AlertAncestors).
+	Ancestors []VM
+	// Facts summarize the context for SkipEnrich when the host has not
+	// read all of it. Host side only: never sent to a detector.
+	Facts *AlertFacts
+}
+
+// AlertFacts is what the host knows of an alert's context before it
+// decides which detectors to ask (and so which parts of the context to
+// read in full).
+type AlertFacts struct {
+	// Window is the look-back the facts cover.
+	Window time.Duration
+	// FamilyAlerted holds, per family root of a matched VM, the family's
+	// VMs that alerted within Window (this alert included); nil when not
+	// known.
+	FamilyAlerted map[string][]AlertedVM
+	// Records are the matched VMs' records within Window (as VM or as
+	// parent), in brief; RecordsOK says they are all there.
+	Records   []RecordFact
+	RecordsOK bool
+}
+
+// RecordFact is a lifecycle record in brief.
+type RecordFact struct {
+	VMUUID   string
+	Activity record.Activity
+	Start    time.Time
 }
 
 // MaxAlertFamily bounds the family sent along with an alert.
@@ -302,10 +349,13 @@ type FamilyIndex struct {
 	States map[string]VMState
 }
 
-// Index builds the FamilyIndex of the alert (empty maps when the host sent
-// no family).
+// Index builds the FamilyIndex of the alert over Family and Ancestors
+// (empty maps when the host sent neither).
 func (a *Alert) Index() FamilyIndex {
-	ix := FamilyIndex{VMs: make(map[string]*VM, len(a.Family)), States: make(map[string]VMState, len(a.FamilyStates))}
+	ix := FamilyIndex{VMs: make(map[string]*VM, len(a.Family)+len(a.Ancestors)), States: make(map[string]VMState, len(a.FamilyStates))}
+	for i := range a.Ancestors {
+		ix.VMs[a.Ancestors[i].UUID] = &a.Ancestors[i]
+	}
 	for i := range a.Family {
 		ix.VMs[a.Family[i].UUID] = &a.Family[i]
 	}

@@ -2,9 +2,7 @@ package alerts
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,11 +15,10 @@ import (
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
-// alertSchema lives beside the lineage tables in the same SQLite file: the
-// alerts as received and as sent out, and which VMs each named when, which
-// is what lineage-suspects counts ("k VMs of one family within a window").
-// alert_writers holds, per running writer, the last batch it committed (see
-// alertLog).
+// alertSchema is the alert log (a SQLite file of its own, see AlertsPath):
+// the alerts as received and as sent out, and which VMs each named when,
+// which is what lineage-suspects counts ("k VMs of one family within a
+// window").
 const alertSchema = `
 CREATE TABLE IF NOT EXISTS alerts (
   seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,10 +39,6 @@ CREATE TABLE IF NOT EXISTS alert_vms (
   value     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
-CREATE TABLE IF NOT EXISTS alert_writers (
-  writer TEXT PRIMARY KEY,
-  gen    INTEGER NOT NULL
-) WITHOUT ROWID;
 `
 
 // alertLog stores alerts off the enrichment path. An alert is visible to
@@ -56,17 +49,17 @@ CREATE TABLE IF NOT EXISTS alert_writers (
 // tracer's large transactions hold SQLite's write lock).
 //
 // Until its batch is committed an alert is in the in-memory overlay.
-// AlertedVMs reads the committed rows and, in the same read transaction,
-// the number of this writer's last committed batch; overlay entries of
-// later batches (or none yet) are added. So an alert is counted exactly
-// once whichever side of a commit the read falls on.
+// AlertedVMs reads the committed rows and adds the overlay entries of
+// batches not committed yet. A commit and such a read never overlap (a
+// read-write lock held around the commit alone, a few hundred
+// microseconds), so an alert is counted exactly once whichever side of a
+// commit the read falls on.
 //
 // A crash loses the stored copies of the alerts of the batch being
 // written (they have gone out enriched); Close writes what is queued.
 type alertLog struct {
-	db     *sql.DB
-	writer string
-	log    *slog.Logger
+	db  *sql.DB
+	log *slog.Logger
 	// queries counts SQL statements (the benchmark reports them per alert).
 	queries *atomic.Int64
 	stmts   sync.Map // query -> *sql.Stmt, prepared once: parsing SQL costs more than these queries
@@ -84,7 +77,15 @@ type alertLog struct {
 	wake      chan struct{}
 	closed    bool
 	done      chan struct{}
-	written   uint64 // last batch committed
+	written   uint64 // last batch numbered
+	writing   bool   // run holds a batch taken from queue
+
+	// commitMu is held for writing around a batch's COMMIT and for
+	// reading around a read of alert_vms; committed is the last batch
+	// committed (only changed under commitMu).
+	commitMu  sync.RWMutex
+	committed uint64
+	writeMu   sync.Mutex
 }
 
 // pending is an alert not yet committed.
@@ -108,16 +109,8 @@ type alertRow struct {
 }
 
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
-	if _, err := db.ExecContext(ctx, alertSchema); err != nil {
-		return nil, fmt.Errorf("alerts: create tables: %w", err)
-	}
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	l := &alertLog{db: db, writer: hex.EncodeToString(rnd[:]), log: log, queries: queries,
+	l := &alertLog{db: db, log: log, queries: queries,
 		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), done: make(chan struct{})}
-	if _, err := db.ExecContext(ctx, "INSERT INTO alert_writers(writer, gen) VALUES(?, 0)", l.writer); err != nil {
-		return nil, fmt.Errorf("alerts: register writer: %w", err)
-	}
 	go l.run()
 	return l, nil
 }
@@ -178,6 +171,7 @@ func (l *alertLog) run() {
 			l.mu.Lock()
 			batch := l.queue
 			l.queue = nil
+			l.writing = len(batch) > 0
 			closed := l.closed
 			l.mu.Unlock()
 			if len(batch) == 0 {
@@ -194,6 +188,8 @@ func (l *alertLog) run() {
 // write commits a batch, retrying a failing store a few times; alerts it
 // cannot store are logged (they have gone out enriched).
 func (l *alertLog) write(batch []*pending) {
+	l.writeMu.Lock() // batches commit in the order they are numbered
+	defer l.writeMu.Unlock()
 	for attempt := 0; ; attempt++ {
 		l.mu.Lock()
 		gen := l.written + 1
@@ -272,10 +268,6 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 	if err != nil {
 		return err
 	}
-	updGen, err := l.txStmt(ctx, tx, "UPDATE alert_writers SET gen=? WHERE writer=?")
-	if err != nil {
-		return err
-	}
 	n := 0
 	for _, p := range batch {
 		r := p.row
@@ -305,14 +297,30 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 			}
 		}
 	}
-	if _, err := updGen.ExecContext(ctx, gen, l.writer); err != nil {
+	l.queries.Add(int64(n + 2))
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	if err := tx.Commit(); err != nil {
 		return err
 	}
-	l.queries.Add(int64(n + 3))
-	return tx.Commit()
+	l.committed = gen
+	return nil
 }
 
-// close writes what is queued and unregisters the writer.
+// flush returns once the alerts finished before it are written.
+func (l *alertLog) flush() {
+	for {
+		l.mu.Lock()
+		idle := len(l.queue) == 0 && !l.writing
+		l.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// close writes what is queued.
 func (l *alertLog) close() {
 	l.mu.Lock()
 	if l.closed {
@@ -326,7 +334,6 @@ func (l *alertLog) close() {
 	default:
 	}
 	<-l.done
-	l.db.Exec("DELETE FROM alert_writers WHERE writer=?", l.writer)
 	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 }
 
@@ -365,6 +372,12 @@ type overlayHit struct {
 func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
 	s, u := since.UnixMilli(), until.UnixMilli()
 	var hits []overlayHit
+	agg := map[string]*plugins.AlertedVM{}
+	// No commit between the overlay snapshot and the end of the query:
+	// an entry is either in the rows read or in the snapshot unbatched or
+	// with a batch number above committed.
+	l.commitMu.RLock()
+	committed := l.committed
 	l.mu.Lock()
 	for _, vm := range uuids {
 		for _, p := range l.byVM[vm] {
@@ -374,42 +387,8 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 		}
 	}
 	l.mu.Unlock()
-	agg := map[string]*plugins.AlertedVM{}
-	var committed uint64
-	err := l.readTx(ctx, len(hits) > 0, func(q func(string) (*sql.Stmt, error), gen uint64) error {
-		committed = gen
-		const chunk = 256
-		for rest := uuids; len(rest) > 0; {
-			part := rest[:min(chunk, len(rest))]
-			rest = rest[len(part):]
-			list, in := inList(part)
-			st, err := q(`SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
-				WHERE time_ms>=?1 AND time_ms<=?2 AND vm_uuid IN (` + list + `) GROUP BY vm_uuid`)
-			if err != nil {
-				return err
-			}
-			rows, err := st.QueryContext(ctx, append([]any{s, u}, in...)...)
-			if err != nil {
-				return err
-			}
-			l.queries.Add(1)
-			for rows.Next() {
-				var a plugins.AlertedVM
-				var f, la int64
-				if err := rows.Scan(&a.UUID, &f, &la, &a.Count); err != nil {
-					rows.Close()
-					return err
-				}
-				a.First, a.Last = msTime(f), msTime(la)
-				agg[a.UUID] = &a
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := l.aggregate(ctx, uuids, s, u, agg)
+	l.commitMu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("alerted VMs: %w", err)
 	}
@@ -444,31 +423,39 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	return out, nil
 }
 
-// readTx runs fn over one consistent snapshot holding this writer's last
-// committed batch number, when withGen; else directly (no overlay to
-// reconcile, so no transaction needed).
-func (l *alertLog) readTx(ctx context.Context, withGen bool, fn func(stmt func(string) (*sql.Stmt, error), gen uint64) error) error {
-	if !withGen {
-		return fn(func(q string) (*sql.Stmt, error) { return l.stmt(ctx, q) }, 0)
+// aggregate adds the committed alerts of the VMs in [s, u] (ms) to agg.
+func (l *alertLog) aggregate(ctx context.Context, uuids []string, s, u int64, agg map[string]*plugins.AlertedVM) error {
+	const chunk = 256
+	for rest := uuids; len(rest) > 0; {
+		part := rest[:min(chunk, len(rest))]
+		rest = rest[len(part):]
+		list, in := inList(part)
+		st, err := l.stmt(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
+			WHERE time_ms>=?1 AND time_ms<=?2 AND vm_uuid IN (`+list+`) GROUP BY vm_uuid`)
+		if err != nil {
+			return err
+		}
+		l.queries.Add(1)
+		rows, err := st.QueryContext(ctx, append([]any{s, u}, in...)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var a plugins.AlertedVM
+			var f, la int64
+			if err := rows.Scan(&a.UUID, &f, &la, &a.Count); err != nil {
+				rows.Close()
+				return err
+			}
+			a.First, a.Last = msTime(f), msTime(la)
+			agg[a.UUID] = &a
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
 	}
-	tx, err := l.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	st, err := l.txStmt(ctx, tx, "SELECT gen FROM alert_writers WHERE writer=?")
-	if err != nil {
-		return err
-	}
-	var gen uint64
-	l.queries.Add(1)
-	if err := st.QueryRowContext(ctx, l.writer).Scan(&gen); err != nil {
-		return err
-	}
-	if err := fn(func(q string) (*sql.Stmt, error) { return l.txStmt(ctx, tx, q) }, gen); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return nil
 }
 
 // inList is "?3,?4,…" for the values after two leading parameters. Lists

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"time"
 
-	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/backend"
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
@@ -17,6 +18,13 @@ import (
 // that tests and the in-process path can stand in).
 type Detectors interface {
 	Enrich(ctx context.Context, a *plugins.Alert) []plugins.Result
+}
+
+// wanter is implemented by plugins.Manager: which parts of an alert's
+// context the detectors it would ask read. Without it the enricher reads
+// them all.
+type wanter interface {
+	Wanted(a *plugins.Alert) plugins.Needs
 }
 
 // Enricher ties alerts to VMs, asks the detectors, and writes the enriched
@@ -100,13 +108,15 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		}
 	} else {
 		out.Matched = true
-		cx := e.context(ctx, a, out)
+		pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw}
+		cx := e.facts(ctx, pa, out)
 		e.describeVMs(ctx, a, out, cx)
 		if e.dets != nil {
-			pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: cx.family, FamilyStates: cx.states}
-			if cx.recordsOK && cx.alertedOK {
-				pa.ContextWindow, pa.Records, pa.FamilyAlerted = e.Window, cx.records, cx.alerted
+			want := plugins.AllNeeds()
+			if w, ok := e.dets.(wanter); ok {
+				want = w.Wanted(pa)
 			}
+			e.load(ctx, pa, want, cx, out)
 			e.runDetectors(ctx, pa, out, cx)
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
@@ -127,19 +137,21 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 }
 
 // alertContext is what the host reads once per alert and sends along to
-// the detectors (most need it, and one read here saves each of them round
-// trips over the broker).
+// the detectors (most need some of it, and one read here saves each of
+// them round trips over the broker). It is read in two steps: first the
+// facts that decide which detectors can find anything (the matched VMs'
+// ancestry, which VMs of their families alerted, what their records are
+// about), then only the parts those detectors read (the families with
+// their states, the records themselves).
 type alertContext struct {
-	// family holds the families of the matched VMs (root first, then
-	// descendants) and states their states at the alert's time; both nil
-	// when larger than plugins.MaxAlertFamily.
-	family []plugins.VM
-	states []plugins.VMState
-	// records of the matched VMs and which family members alerted, over
-	// e.Window before the alert; *OK false when not read (too many, or
-	// no family).
-	records   []record.Record
-	recordsOK bool
+	// self holds each matched VM as it stood at the alert's time.
+	self map[string]backend.Member
+	// members lists each family (by root) of a matched VM; a family over
+	// plugins.MaxAlertFamily VMs is left out (detectors then ask).
+	members map[string][]string
+	tooBig  bool
+	// alerted: which VMs of those families alerted within the window
+	// (this alert included); alertedOK false when that is not known.
 	alerted   []plugins.AlertedVM
 	alertedOK bool
 }
@@ -147,102 +159,208 @@ type alertContext struct {
 // maxContextRecords bounds the records sent along with an alert.
 const maxContextRecords = 1000
 
-func (e *Enricher) context(ctx context.Context, a *Alert, out *Output) *alertContext {
-	cx := &alertContext{}
-	inFamily := map[string]bool{}
+// facts reads what decides which detectors to ask into pa.Ancestors and
+// pa.Facts.
+func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *alertContext {
+	cx := &alertContext{self: map[string]backend.Member{}, members: map[string][]string{}}
+	lin := e.svc.lin
+	inAncestry := map[string]bool{}
+	var roots []string
 	for _, m := range out.matches {
-		if inFamily[m.UUID] {
-			continue // a second VM of a family already read
-		}
-		fam, err := e.svc.lin.FamilyAt(ctx, m.UUID, a.Time, plugins.MaxAlertFamily)
+		anc, err := lin.AncestryAt(ctx, m.UUID, pa.Time)
 		if err != nil {
-			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the ancestry of %s: %v", m.UUID, err))
 			continue
 		}
-		for i := range fam {
-			if !inFamily[fam[i].UUID] {
-				inFamily[fam[i].UUID] = true
-				cx.family = append(cx.family, fam[i].VM)
-				cx.states = append(cx.states, fam[i].State)
+		cx.self[m.UUID] = anc[0]
+		for i := range anc {
+			if !inAncestry[anc[i].UUID] {
+				inAncestry[anc[i].UUID] = true
+				pa.Ancestors = append(pa.Ancestors, anc[i].VM)
 			}
 		}
-		if len(cx.family) > plugins.MaxAlertFamily {
-			cx.family, cx.states = nil, nil
-			return cx
+		root := anc[len(anc)-1].UUID
+		if _, ok := cx.members[root]; ok || slices.Contains(roots, root) {
+			continue
+		}
+		roots = append(roots, root)
+		uu, err := lin.FamilyUUIDs(ctx, root, plugins.MaxAlertFamily)
+		switch {
+		case err != nil:
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+		case len(uu) > plugins.MaxAlertFamily:
+			cx.tooBig = true
+		default:
+			cx.members[root] = uu
 		}
 	}
-	if len(cx.family) == 0 || e.Window <= 0 {
+	if e.Window <= 0 {
 		return cx
 	}
-	since, until := a.Time.Add(-e.Window), a.Time
-	cx.recordsOK = true
+	since, until := pa.Time.Add(-e.Window), pa.Time
+	f := &plugins.AlertFacts{Window: e.Window, RecordsOK: true}
+	pa.Facts = f
 	for _, m := range out.matches {
-		r, err := e.svc.lin.RecordsOfVM(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
-		if err != nil || len(cx.records)+len(r) > maxContextRecords {
-			cx.records, cx.recordsOK = nil, false
+		rf, err := lin.RecordFacts(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
+		if err != nil || len(f.Records)+len(rf) > maxContextRecords {
+			f.Records, f.RecordsOK = nil, false
 			break
 		}
-		cx.records = append(cx.records, r...)
+		f.Records = append(f.Records, rf...)
 	}
-	uuids := make([]string, len(cx.family))
-	for i := range cx.family {
-		uuids[i] = cx.family[i].UUID
+	if len(cx.members) == 0 || cx.tooBig || len(cx.members) < len(roots) {
+		return cx // some family unknown: lineage-suspects asks for itself
 	}
-	alerted, err := e.svc.AlertedVMs(ctx, uuids, since, until)
-	if err == nil {
-		cx.alerted, cx.alertedOK = alerted, true
-	} else {
+	rootOf := map[string]string{}
+	var all []string
+	for root, uu := range cx.members {
+		for _, u := range uu {
+			rootOf[u] = root
+		}
+		all = append(all, uu...)
+	}
+	alerted, err := e.svc.AlertedVMs(ctx, all, since, until)
+	if err != nil {
 		out.Notes = append(out.Notes, "could not read which VMs of the family alerted: "+err.Error())
+		return cx
+	}
+	cx.alerted, cx.alertedOK = alerted, true
+	f.FamilyAlerted = map[string][]plugins.AlertedVM{}
+	for root := range cx.members {
+		f.FamilyAlerted[root] = nil
+	}
+	for _, x := range alerted {
+		f.FamilyAlerted[rootOf[x.UUID]] = append(f.FamilyAlerted[rootOf[x.UUID]], x)
 	}
 	return cx
 }
 
+// load reads the parts of the context the detectors to be asked read.
+func (e *Enricher) load(ctx context.Context, pa *plugins.Alert, want plugins.Needs, cx *alertContext, out *Output) {
+	if !want.Enrich {
+		return
+	}
+	complete := pa.Facts != nil
+	if want.AlertFamily {
+		if cx.tooBig || len(cx.members) == 0 || !cx.alertedOK {
+			complete = false
+		} else if err := e.loadFamilies(ctx, pa, cx); err != nil {
+			out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
+			pa.Family, pa.FamilyStates = nil, nil
+			complete = false
+		} else {
+			pa.FamilyAlerted = cx.alerted
+		}
+	}
+	if want.AlertRecords && complete {
+		if !pa.Facts.RecordsOK {
+			complete = false
+		} else {
+			since, until := pa.Time.Add(-e.Window), pa.Time
+			for _, m := range out.matches {
+				r, err := e.svc.lin.RecordsOfVM(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
+				if err != nil || len(pa.Records)+len(r) > maxContextRecords {
+					pa.Records, complete = nil, false
+					break
+				}
+				pa.Records = append(pa.Records, r...)
+			}
+		}
+	}
+	if complete {
+		pa.ContextWindow = e.Window
+	} else {
+		pa.Records, pa.FamilyAlerted = nil, nil
+	}
+}
+
+// loadFamilies reads every member of the matched VMs' families with its
+// state at the alert's time, in one query, ordered root first then breadth
+// first (each generation by first sighting).
+func (e *Enricher) loadFamilies(ctx context.Context, pa *plugins.Alert, cx *alertContext) error {
+	var all []string
+	roots := make([]string, 0, len(cx.members))
+	for root, uu := range cx.members {
+		roots = append(roots, root)
+		all = append(all, uu...)
+	}
+	sort.Strings(roots)
+	ms, err := e.svc.lin.VMsAt(ctx, all, pa.Time)
+	if err != nil {
+		return err
+	}
+	children := map[string][]*backend.Member{}
+	byUUID := make(map[string]*backend.Member, len(ms))
+	for i := range ms {
+		m := &ms[i]
+		if m.FirstSeen.IsZero() {
+			continue // gone meanwhile (every stored VM has a first sighting)
+		}
+		byUUID[m.UUID] = m
+		children[m.ParentUUID] = append(children[m.ParentUUID], m)
+	}
+	// Breadth first from each root, then each generation by first sighting
+	// (the order of Store.Family).
+	type placed struct {
+		m     *backend.Member
+		depth int
+	}
+	seen := map[string]bool{}
+	for _, root := range roots {
+		r := byUUID[root]
+		if r == nil {
+			continue
+		}
+		var fam []placed
+		queue := []placed{{r, 0}}
+		for len(queue) > 0 {
+			p := queue[0]
+			queue = queue[1:]
+			if seen[p.m.UUID] {
+				continue
+			}
+			seen[p.m.UUID] = true
+			fam = append(fam, p)
+			for _, c := range children[p.m.UUID] {
+				queue = append(queue, placed{c, p.depth + 1})
+			}
+		}
+		sort.SliceStable(fam, func(i, j int) bool {
+			a, b := fam[i], fam[j]
+			if a.depth != b.depth {
+				return a.depth < b.depth
+			}
+			if !a.m.FirstSeen.Equal(b.m.FirstSeen) {
+				return a.m.FirstSeen.Before(b.m.FirstSeen)
+			}
+			return a.m.UUID < b.m.UUID
+		})
+		for _, p := range fam {
+			pa.Family = append(pa.Family, p.m.VM)
+			pa.FamilyStates = append(pa.FamilyStates, p.m.State)
+		}
+	}
+	return nil
+}
+
 func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, cx *alertContext) {
 	out.vmByUUID = map[string]*plugins.VM{}
-	type known struct {
-		name, ps string
-	}
-	kn := map[string]known{}
-	for i, st := range cx.states {
-		kn[st.UUID] = known{cx.family[i].Name, st.PowerState}
-	}
-	var ask []string
-	for _, m := range out.matches {
-		if _, ok := kn[m.UUID]; !ok {
-			ask = append(ask, m.UUID)
-		}
-	}
-	if len(ask) > 0 {
-		vms := make(map[string]string, len(ask))
-		for _, u := range ask {
-			if v, err := e.svc.lin.VM(ctx, u); err == nil {
-				vms[u] = v.Name
-			}
-		}
-		sts, err := e.svc.lin.StatesAt(ctx, ask, a.Time)
-		if err != nil {
-			out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
-		}
-		for _, st := range sts {
-			if name, ok := vms[st.UUID]; ok {
-				kn[st.UUID] = known{name, st.PowerState}
-			}
-		}
-	}
 	for _, m := range out.matches {
 		mv := MatchedVM{UUID: m.UUID, Field: m.Field, Value: m.Value}
-		if k, ok := kn[m.UUID]; ok {
-			mv.Name, mv.PowerState = k.name, k.ps
-			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: k.name}
+		if self, ok := cx.self[m.UUID]; ok {
+			mv.Name, mv.PowerState = self.Name, self.State.PowerState
+			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: self.Name}
 		}
 		out.VMs = append(out.VMs, mv)
 	}
 }
 
 func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output, cx *alertContext) {
-	for i := range pa.Family {
-		if out.vmByUUID[pa.Family[i].UUID] == nil {
-			out.vmByUUID[pa.Family[i].UUID] = &pa.Family[i]
+	for _, vms := range [][]plugins.VM{pa.Ancestors, pa.Family} {
+		for i := range vms {
+			if out.vmByUUID[vms[i].UUID] == nil {
+				out.vmByUUID[vms[i].UUID] = &vms[i]
+			}
 		}
 	}
 	alerted := map[string]bool{}
@@ -309,9 +427,11 @@ func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output, c
 	hit := map[string]bool{}
 	var ask []string
 	if cx.alertedOK {
-		inFamily := make(map[string]bool, len(cx.family))
-		for i := range cx.family {
-			inFamily[cx.family[i].UUID] = true
+		inFamily := map[string]bool{}
+		for _, uu := range cx.members {
+			for _, u := range uu {
+				inFamily[u] = true
+			}
 		}
 		for _, x := range cx.alerted {
 			hit[x.UUID] = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,40 +22,74 @@ import (
 // Elasticsearch), which VMs alerted from the alert log. The alert log
 // (tables alerts, alert_vms) lives in the lineage store file.
 type Service struct {
-	lin     backend.Lineage
-	st      *lineage.Store
-	db      *sql.DB
-	log     *alertLog
-	queries atomic.Int64 // alert log statements
+	lin       backend.Lineage
+	ownLin    bool // lin was opened by NewService
+	st        *lineage.Store
+	db        *sql.DB
+	log       *alertLog
+	queries   atomic.Int64 // alert log statements
+	closeOnce sync.Once
 }
 
 var _ plugins.Lineage = (*Service)(nil)
 
-// NewService reads lineage from the store and keeps the alert log in it.
+// NewService reads lineage from the store (through a reader of its own,
+// see storebackend.Open) and keeps the alert log beside it
+// (AlertsPath), moving there the alerts an earlier version kept in the
+// store.
 func NewService(ctx context.Context, st *lineage.Store) (*Service, error) {
-	return NewServiceWith(ctx, st, storebackend.New(st), nil)
+	lin, err := storebackend.Open(st, lineage.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := NewServiceWith(ctx, lin, AlertsPath(st.Path()), nil)
+	if err != nil {
+		lin.Close()
+		return nil, err
+	}
+	s.ownLin = true
+	if err := migrateFromStore(ctx, s.db, st); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
-// NewServiceWith reads lineage from lin and keeps the alert log in st.
-// The service does not close lin or st.
-func NewServiceWith(ctx context.Context, st *lineage.Store, lin backend.Lineage, log *slog.Logger) (*Service, error) {
+// NewServiceWith reads lineage from lin and keeps the alert log in the
+// SQLite file alertsPath (created when missing). The service does not
+// close lin.
+func NewServiceWith(ctx context.Context, lin backend.Lineage, alertsPath string, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{lin: lin, st: st, db: st.DB()}
+	db, err := openAlertDB(ctx, alertsPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{lin: lin, db: db}
 	l, err := newAlertLog(ctx, s.db, log, &s.queries)
 	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	s.log = l
 	return s, nil
 }
 
-// Close writes the alerts still queued; the store and backend stay open.
-func (s *Service) Close() { s.log.close() }
+// Flush returns once the alerts enriched before it are stored.
+func (s *Service) Flush() { s.log.flush() }
 
-// Store is the store holding the alert log.
-func (s *Service) Store() *lineage.Store { return s.st }
+// Close writes the alerts still queued and closes the backend NewService
+// opened; the store (and a backend given to NewServiceWith) stay open.
+func (s *Service) Close() {
+	s.closeOnce.Do(func() {
+		s.log.close()
+		s.db.Close()
+		if s.ownLin {
+			s.lin.Close()
+		}
+	})
+}
 
 // Backend is where lineage is read from.
 func (s *Service) Backend() backend.Lineage { return s.lin }

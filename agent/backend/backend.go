@@ -58,6 +58,17 @@ type Lineage interface {
 	// RecordsOfVM returns the records of the VM (as VM or as parent)
 	// started in [since, until), oldest first, at most limit.
 	RecordsOfVM(ctx context.Context, uuid string, since, until time.Time, limit int) ([]record.Record, error)
+	// RecordFacts is RecordsOfVM in brief (VM, activity, start), any order.
+	RecordFacts(ctx context.Context, uuid string, since, until time.Time, limit int) ([]plugins.RecordFact, error)
+	// AncestryAt returns the VM and its ancestors, nearest first up to the
+	// family root, each with its state at time at.
+	AncestryAt(ctx context.Context, uuid string, at time.Time) ([]Member, error)
+	// FamilyUUIDs returns root and the uuids of every VM descending from
+	// it, root first, at most limit+1 when limit > 0.
+	FamilyUUIDs(ctx context.Context, root string, limit int) ([]string, error)
+	// VMsAt returns the listed VMs with their states at time at, in the
+	// order asked; unknown ones come back with only UUID and State.UUID set.
+	VMsAt(ctx context.Context, uuids []string, at time.Time) ([]Member, error)
 
 	Close() error
 }

@@ -239,3 +239,130 @@ func (s *Store) RecordsOfVM(ctx context.Context, uuid string, since, until time.
 	}
 	return out, rows.Err()
 }
+
+// AncestryAt returns the VM and its ancestors, nearest first up to the
+// family root, each with its state at time at (one query; the up walk
+// and the joins go by primary key). ErrNotFound when uuid is unknown.
+func (s *Store) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]Member, error) {
+	st, err := s.prepared(ctx, `WITH RECURSIVE up(uuid, depth) AS (
+		  SELECT ?1, 0
+		  UNION ALL
+		  SELECT v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.uuid WHERE v.parent_uuid<>'' AND up.depth<?3)
+		SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms,v.xapi_ref,
+		  up.depth, st.power_state, st.host_uuid
+		FROM up CROSS JOIN vms v ON v.uuid=up.uuid
+		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?2 AND (st.to_ms IS NULL OR st.to_ms>?2)
+		ORDER BY up.depth, st.from_ms DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: ancestry of %s: %w", uuid, err)
+	}
+	t := ms(at)
+	rows, err := st.QueryContext(ctx, uuid, t, maxDepth)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: ancestry of %s: %w", uuid, err)
+	}
+	defer rows.Close()
+	var out []Member
+	for rows.Next() {
+		var m Member
+		var first, lastSeen int64
+		var destroyed sql.NullInt64
+		var ps, host sql.NullString
+		v := &m.VM
+		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
+			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &ps, &host); err != nil {
+			return nil, err
+		}
+		if n := len(out); n > 0 && out[n-1].Depth == m.Depth {
+			continue // overlapping spans written at the same millisecond: the newest won
+		}
+		v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(lastSeen), fromNullMS(destroyed)
+		m.PowerStateAt, m.HostAt = ps.String, host.String
+		m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
+	}
+	// Depth counted up from the VM; Member.Depth is below the root.
+	top := out[len(out)-1].Depth
+	for i := range out {
+		out[i].Depth = top - out[i].Depth
+	}
+	return out, nil
+}
+
+// FamilyUUIDs returns root and every VM descending from it (the root
+// first), at most limit+1 of them when limit > 0. It reads only the
+// parent index.
+func (s *Store) FamilyUUIDs(ctx context.Context, root string, limit int) ([]string, error) {
+	st, err := s.prepared(ctx, `WITH RECURSIVE down(uuid, depth) AS (
+		  SELECT ?1, 0
+		  UNION ALL
+		  SELECT v.uuid, down.depth+1 FROM down CROSS JOIN vms v ON v.parent_uuid=down.uuid WHERE down.depth<?2)
+		SELECT uuid FROM down`)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: family of %s: %w", root, err)
+	}
+	rows, err := st.QueryContext(ctx, root, maxDepth)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: family of %s: %w", root, err)
+	}
+	defer rows.Close()
+	var out []string
+	seen := map[string]bool{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		if seen[u] {
+			continue // only a corrupt (cyclic) tree repeats a VM
+		}
+		seen[u] = true
+		out = append(out, u)
+		if limit > 0 && len(out) > limit {
+			break
+		}
+	}
+	return out, rows.Err()
+}
+
+// RecordFact is what a record says in brief.
+type RecordFact struct {
+	VMUUID   string
+	Activity record.Activity
+	Start    time.Time
+}
+
+// RecordFactsOfVM returns the VM, activity and start of the VM's records
+// (as VM or as parent) that started in [since, until), at most limit,
+// without reading the records themselves.
+func (s *Store) RecordFactsOfVM(ctx context.Context, uuid string, since, until time.Time, limit int) ([]RecordFact, error) {
+	st, err := s.prepared(ctx, `SELECT vm_uuid, activity, start_ms FROM records WHERE vm_uuid=?1 AND start_ms>=?2 AND start_ms<?3
+		UNION ALL
+		SELECT vm_uuid, activity, start_ms FROM records WHERE parent_vm_uuid=?1 AND vm_uuid<>?1 AND start_ms>=?2 AND start_ms<?3
+		LIMIT ?4`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, uuid, ms(since), ms(until), limit)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: records of %s: %w", uuid, err)
+	}
+	defer rows.Close()
+	var out []RecordFact
+	for rows.Next() {
+		var f RecordFact
+		var start int64
+		if err := rows.Scan(&f.VMUUID, &f.Activity, &start); err != nil {
+			return nil, err
+		}
+		f.Start = fromMS(start)
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}

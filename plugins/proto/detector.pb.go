@@ -238,6 +238,7 @@ type Needs struct {
 	AlertFamily        bool                   `protobuf:"varint,5,opt,name=alert_family,json=alertFamily,proto3" json:"alert_family,omitempty"`                       // Enrich reads Alert.family, family_states, family_alerted
 	AlertRecords       bool                   `protobuf:"varint,6,opt,name=alert_records,json=alertRecords,proto3" json:"alert_records,omitempty"`                    // Enrich reads Alert.records_json
 	EnrichWhen         *EnrichWhen            `protobuf:"bytes,7,opt,name=enrich_when,json=enrichWhen,proto3" json:"enrich_when,omitempty"`                           // unset: any alert may yield something
+	AlertAncestors     bool                   `protobuf:"varint,8,opt,name=alert_ancestors,json=alertAncestors,proto3" json:"alert_ancestors,omitempty"`              // Enrich reads Alert.ancestors (the matched VMs' ancestor chains)
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -319,6 +320,13 @@ func (x *Needs) GetEnrichWhen() *EnrichWhen {
 		return x.EnrichWhen
 	}
 	return nil
+}
+
+func (x *Needs) GetAlertAncestors() bool {
+	if x != nil {
+		return x.AlertAncestors
+	}
+	return false
 }
 
 // EnrichWhen: Enrich can yield something only when one of the conditions
@@ -502,8 +510,12 @@ type Alert struct {
 	ContextWindowMs int64        `protobuf:"varint,7,opt,name=context_window_ms,json=contextWindowMs,proto3" json:"context_window_ms,omitempty"`
 	RecordsJson     [][]byte     `protobuf:"bytes,8,rep,name=records_json,json=recordsJson,proto3" json:"records_json,omitempty"`
 	FamilyAlerted   []*AlertedVM `protobuf:"bytes,9,rep,name=family_alerted,json=familyAlerted,proto3" json:"family_alerted,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The matched VMs and their ancestors up to the family roots, each once,
+	// for detectors that declared needs.alert_ancestors (those that read the
+	// family find them in it).
+	Ancestors     []*VM `protobuf:"bytes,10,rep,name=ancestors,proto3" json:"ancestors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -595,6 +607,13 @@ func (x *Alert) GetRecordsJson() [][]byte {
 func (x *Alert) GetFamilyAlerted() []*AlertedVM {
 	if x != nil {
 		return x.FamilyAlerted
+	}
+	return nil
+}
+
+func (x *Alert) GetAncestors() []*VM {
+	if x != nil {
+		return x.Ancestors
 	}
 	return nil
 }
@@ -1640,7 +1659,7 @@ const file_detector_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
 	"\x11ConfigureResponse\x121\n" +
-	"\x05needs\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.NeedsR\x05needs\"\x95\x02\n" +
+	"\x05needs\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.NeedsR\x05needs\"\xbe\x02\n" +
 	"\x05Needs\x12\x1a\n" +
 	"\bdeclared\x18\x01 \x01(\bR\bdeclared\x12\x16\n" +
 	"\x06enrich\x18\x02 \x01(\bR\x06enrich\x12\x1b\n" +
@@ -1649,7 +1668,8 @@ const file_detector_proto_rawDesc = "" +
 	"\falert_family\x18\x05 \x01(\bR\valertFamily\x12#\n" +
 	"\ralert_records\x18\x06 \x01(\bR\falertRecords\x12A\n" +
 	"\venrich_when\x18\a \x01(\v2 .vmlineage.plugins.v1.EnrichWhenR\n" +
-	"enrichWhen\"\xb3\x01\n" +
+	"enrichWhen\x12'\n" +
+	"\x0falert_ancestors\x18\b \x01(\bR\x0ealertAncestors\"\xb3\x01\n" +
 	"\n" +
 	"EnrichWhen\x12\x1b\n" +
 	"\twindow_ms\x18\x01 \x01(\x03R\bwindowMs\x12,\n" +
@@ -1660,7 +1680,7 @@ const file_detector_proto_rawDesc = "" +
 	"\vrecord_json\x18\x01 \x01(\fR\n" +
 	"recordJson\"M\n" +
 	"\x10OnRecordResponse\x129\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\x89\x03\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\xc1\x03\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12/\n" +
@@ -1670,7 +1690,9 @@ const file_detector_proto_rawDesc = "" +
 	"\rfamily_states\x18\x06 \x03(\v2\x1d.vmlineage.plugins.v1.VMStateR\ffamilyStates\x12*\n" +
 	"\x11context_window_ms\x18\a \x01(\x03R\x0fcontextWindowMs\x12!\n" +
 	"\frecords_json\x18\b \x03(\fR\vrecordsJson\x12F\n" +
-	"\x0efamily_alerted\x18\t \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\rfamilyAlerted\"l\n" +
+	"\x0efamily_alerted\x18\t \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\rfamilyAlerted\x126\n" +
+	"\tancestors\x18\n" +
+	" \x03(\v2\x18.vmlineage.plugins.v1.VMR\tancestors\"l\n" +
 	"\aAlertVM\x12\x17\n" +
 	"\avm_uuid\x18\x01 \x01(\tR\x06vmUuid\x12#\n" +
 	"\rmatched_field\x18\x02 \x01(\tR\fmatchedField\x12#\n" +
@@ -1820,43 +1842,44 @@ var file_detector_proto_depIdxs = []int32{
 	14, // 5: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
 	18, // 6: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
 	23, // 7: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
-	8,  // 8: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
-	12, // 9: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
-	13, // 10: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
-	14, // 11: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
-	26, // 12: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
-	14, // 13: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
-	18, // 14: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
-	23, // 15: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
-	0,  // 16: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
-	2,  // 17: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
-	6,  // 18: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
-	10, // 19: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
-	15, // 20: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 21: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 22: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 23: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 24: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
-	17, // 25: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
-	20, // 26: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
-	22, // 27: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
-	1,  // 28: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
-	3,  // 29: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
-	7,  // 30: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
-	11, // 31: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
-	14, // 32: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
-	16, // 33: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
-	16, // 34: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
-	16, // 35: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
-	16, // 36: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
-	19, // 37: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
-	21, // 38: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
-	24, // 39: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 8: vmlineage.plugins.v1.Alert.ancestors:type_name -> vmlineage.plugins.v1.VM
+	8,  // 9: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
+	12, // 10: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
+	13, // 11: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	14, // 12: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
+	26, // 13: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
+	14, // 14: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
+	18, // 15: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
+	23, // 16: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
+	0,  // 17: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
+	2,  // 18: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
+	6,  // 19: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
+	10, // 20: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
+	15, // 21: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 22: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 23: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 24: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 25: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 26: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
+	20, // 27: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
+	22, // 28: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
+	1,  // 29: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
+	3,  // 30: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
+	7,  // 31: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
+	11, // 32: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
+	14, // 33: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
+	16, // 34: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
+	16, // 35: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
+	16, // 36: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
+	16, // 37: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
+	19, // 38: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
+	21, // 39: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
+	24, // 40: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_detector_proto_init() }

@@ -19,23 +19,38 @@ import (
 
 // Backend reads the lineage store. Closing it leaves the store open.
 type Backend struct {
-	st      *lineage.Store
+	st      *lineage.Store // read through: the store itself or a reader on it
+	own     bool           // st is a reader this backend opened
 	queries atomic.Int64
 }
 
 var _ backend.Lineage = (*Backend)(nil)
 
-// New serves reads from st.
+// New serves reads through st's own connections.
 func New(st *lineage.Store) *Backend { return &Backend{st: st} }
 
-// Store is the lineage store read.
-func (b *Backend) Store() *lineage.Store { return b.st }
+// Open serves reads through a reader of its own on st's file
+// (lineage.Store.OpenReader): page caches sized for random lookups over
+// a million VMs, and no waiting behind the tracer's connections.
+func Open(st *lineage.Store, o lineage.ReaderOptions) (*Backend, error) {
+	r, err := st.OpenReader(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{st: r, own: true}, nil
+}
 
 // Queries is how many SQL queries the backend made.
 func (b *Backend) Queries() int64 { return b.queries.Load() }
 
-// Close implements backend.Lineage; the store stays open (its owner closes it).
-func (b *Backend) Close() error { return nil }
+// Close implements backend.Lineage: it closes the reader Open made; the
+// store itself stays open (its owner closes it).
+func (b *Backend) Close() error {
+	if b.own {
+		return b.st.Close()
+	}
+	return nil
+}
 
 func (b *Backend) count(n int) { b.queries.Add(int64(n)) }
 
@@ -112,11 +127,55 @@ func (b *Backend) FamilyAt(ctx context.Context, uuid string, at time.Time, limit
 	if err != nil {
 		return nil, notFound(err)
 	}
+	return members(ms), nil
+}
+
+// AncestryAt implements backend.Lineage in one query.
+func (b *Backend) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]backend.Member, error) {
+	b.count(1)
+	ms, err := b.st.AncestryAt(ctx, uuid, at)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return members(ms), nil
+}
+
+func members(ms []lineage.Member) []backend.Member {
 	out := make([]backend.Member, len(ms))
 	for i := range ms {
 		m := &ms[i]
 		out[i] = backend.Member{VM: ToVM(&m.VM), Depth: m.Depth,
 			State: plugins.VMState{UUID: m.UUID, PowerState: m.PowerStateAt, HostUUID: m.HostAt, Existed: m.ExistedAt}}
+	}
+	return out
+}
+
+// FamilyUUIDs implements backend.Lineage (the parent index only).
+func (b *Backend) FamilyUUIDs(ctx context.Context, root string, limit int) ([]string, error) {
+	b.count(1)
+	return b.st.FamilyUUIDs(ctx, root, limit)
+}
+
+// VMsAt implements backend.Lineage.
+func (b *Backend) VMsAt(ctx context.Context, uuids []string, at time.Time) ([]backend.Member, error) {
+	b.count((len(uuids) + 255) / 256)
+	ms, err := b.st.StatesAtOf(ctx, uuids, at)
+	if err != nil {
+		return nil, err
+	}
+	return members(ms), nil
+}
+
+// RecordFacts implements backend.Lineage.
+func (b *Backend) RecordFacts(ctx context.Context, uuid string, since, until time.Time, limit int) ([]plugins.RecordFact, error) {
+	b.count(1)
+	fs, err := b.st.RecordFactsOfVM(ctx, uuid, since, until, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]plugins.RecordFact, len(fs))
+	for i, f := range fs {
+		out[i] = plugins.RecordFact{VMUUID: f.VMUUID, Activity: f.Activity, Start: f.Start}
 	}
 	return out, nil
 }
