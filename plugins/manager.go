@@ -129,7 +129,7 @@ type Manager struct {
 	once    sync.Once
 
 	enrichCalls, enrichSkipped, recordCalls, recordSkipped atomic.Int64
-	enrichFailed                                          atomic.Int64
+	enrichFailed                                           atomic.Int64
 	lineageCalls                                           atomic.Int64
 }
 
