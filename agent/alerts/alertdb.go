@@ -41,7 +41,7 @@ func openAlertDB(ctx context.Context, path string) (*sql.DB, error) {
 	q := url.Values{}
 	// As the lineage store: WAL, and synchronous=NORMAL survives a killed
 	// process without losing a committed transaction.
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)", "cache_size(-4000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)", "cache_size(-256)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")

@@ -113,6 +113,11 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	machine0 := machineCPU()
 	load0 := loadAvg()
 	stats0, q0 := m.Stats(), svc.Queries()
+	type cacheStats interface{ CacheStats() (hits, misses int64) }
+	var hits0, misses0 int64
+	if c, ok := svc.Backend().(cacheStats); ok {
+		hits0, misses0 = c.CacheStats()
+	}
 	var prof *os.File
 	if profDir != "" {
 		if prof, err = os.Create(filepath.Join(profDir, "host.pprof")); err != nil {
@@ -157,6 +162,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	stats1, q1 := m.Stats(), svc.Queries()
+	var hits1, misses1 int64
+	if c, ok := svc.Backend().(cacheStats); ok {
+		hits1, misses1 = c.CacheStats()
+	}
 	commits := stopWriter()
 	hostRSS, kidsRSS := peakRSS(writerPID)
 	if failed > 0 {
@@ -192,6 +201,9 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.Logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
 		b.N, rate, elapsed.Round(time.Millisecond), big.Families*big.FamilySize,
 		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, commits)
+	if h, mi := hits1-hits0, misses1-misses0; h+mi > 0 {
+		b.Logf("family cache: %d hits, %d misses (%.0f%%)", h, mi, 100*float64(h)/float64(h+mi))
+	}
 	b.Logf("latency ms: p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", q(0.5), q(0.99), q(0.999), float64(lat[len(lat)-1].Microseconds())/1000)
 	b.Logf("CPU ms/alert: host %.3f + detectors %.3f = %.3f (%.2f of %d cores at this rate)",
 		hostMS, plugMS, hostMS+plugMS, (hostMS+plugMS)*float64(rate)/1000, runtime.NumCPU())

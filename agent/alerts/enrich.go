@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sort"
 	"time"
 
@@ -146,10 +145,10 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 type alertContext struct {
 	// self holds each matched VM as it stood at the alert's time.
 	self map[string]backend.Member
-	// members lists each family (by root) of a matched VM; a family over
-	// plugins.MaxAlertFamily VMs is left out (detectors then ask).
-	members map[string][]string
-	tooBig  bool
+	// fams holds the family (by root) of each matched VM; a family over
+	// plugins.MaxAlertFamily VMs is left out (tooBig; detectors then ask).
+	fams   map[string]*backend.Family
+	tooBig bool
 	// alerted: which VMs of those families alerted within the window
 	// (this alert included); alertedOK false when that is not known.
 	alerted   []plugins.AlertedVM
@@ -162,11 +161,39 @@ const maxContextRecords = 1000
 // facts reads what decides which detectors to ask into pa.Ancestors and
 // pa.Facts.
 func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *alertContext {
-	cx := &alertContext{self: map[string]backend.Member{}, members: map[string][]string{}}
+	cx := &alertContext{self: map[string]backend.Member{}, fams: map[string]*backend.Family{}}
 	lin := e.svc.lin
+	if err := lin.Fresh(ctx); err != nil {
+		out.Notes = append(out.Notes, "lineage backend: "+err.Error())
+	}
 	inAncestry := map[string]bool{}
-	var roots []string
+	addAncestor := func(v plugins.VM) {
+		if !inAncestry[v.UUID] {
+			inAncestry[v.UUID] = true
+			pa.Ancestors = append(pa.Ancestors, v)
+		}
+	}
 	for _, m := range out.matches {
+		f, err := lin.FamilyOf(ctx, m.UUID, plugins.MaxAlertFamily)
+		if err != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+			continue
+		}
+		if f != nil {
+			cx.fams[f.Root] = f
+			if st, ok := f.StateAt(m.UUID, pa.Time); ok {
+				for i, a := range f.Ancestry(m.UUID) {
+					if i == 0 {
+						cx.self[m.UUID] = backend.Member{VM: a.VM, Depth: a.Depth, State: st}
+					}
+					addAncestor(a.VM)
+				}
+				continue
+			}
+		} else {
+			cx.tooBig = true
+		}
+		// A family too large to send, or a time older than the states kept.
 		anc, err := lin.AncestryAt(ctx, m.UUID, pa.Time)
 		if err != nil {
 			out.Notes = append(out.Notes, fmt.Sprintf("could not read the ancestry of %s: %v", m.UUID, err))
@@ -174,24 +201,7 @@ func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *a
 		}
 		cx.self[m.UUID] = anc[0]
 		for i := range anc {
-			if !inAncestry[anc[i].UUID] {
-				inAncestry[anc[i].UUID] = true
-				pa.Ancestors = append(pa.Ancestors, anc[i].VM)
-			}
-		}
-		root := anc[len(anc)-1].UUID
-		if _, ok := cx.members[root]; ok || slices.Contains(roots, root) {
-			continue
-		}
-		roots = append(roots, root)
-		uu, err := lin.FamilyUUIDs(ctx, root, plugins.MaxAlertFamily)
-		switch {
-		case err != nil:
-			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
-		case len(uu) > plugins.MaxAlertFamily:
-			cx.tooBig = true
-		default:
-			cx.members[root] = uu
+			addAncestor(anc[i].VM)
 		}
 	}
 	if e.Window <= 0 {
@@ -208,16 +218,16 @@ func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *a
 		}
 		f.Records = append(f.Records, rf...)
 	}
-	if len(cx.members) == 0 || cx.tooBig || len(cx.members) < len(roots) {
+	if len(cx.fams) == 0 || cx.tooBig || len(cx.self) < len(out.matches) {
 		return cx // some family unknown: lineage-suspects asks for itself
 	}
 	rootOf := map[string]string{}
 	var all []string
-	for root, uu := range cx.members {
-		for _, u := range uu {
-			rootOf[u] = root
+	for root, fam := range cx.fams {
+		for i := range fam.Members {
+			rootOf[fam.Members[i].UUID] = root
+			all = append(all, fam.Members[i].UUID)
 		}
-		all = append(all, uu...)
 	}
 	alerted, err := e.svc.AlertedVMs(ctx, all, since, until)
 	if err != nil {
@@ -226,7 +236,7 @@ func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *a
 	}
 	cx.alerted, cx.alertedOK = alerted, true
 	f.FamilyAlerted = map[string][]plugins.AlertedVM{}
-	for root := range cx.members {
+	for root := range cx.fams {
 		f.FamilyAlerted[root] = nil
 	}
 	for _, x := range alerted {
@@ -242,7 +252,7 @@ func (e *Enricher) load(ctx context.Context, pa *plugins.Alert, want plugins.Nee
 	}
 	complete := pa.Facts != nil
 	if want.AlertFamily {
-		if cx.tooBig || len(cx.members) == 0 || !cx.alertedOK {
+		if cx.tooBig || len(cx.fams) == 0 || !cx.alertedOK {
 			complete = false
 		} else if err := e.loadFamilies(ctx, pa, cx); err != nil {
 			out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
@@ -274,71 +284,40 @@ func (e *Enricher) load(ctx context.Context, pa *plugins.Alert, want plugins.Nee
 	}
 }
 
-// loadFamilies reads every member of the matched VMs' families with its
-// state at the alert's time, in one query, ordered root first then breadth
-// first (each generation by first sighting).
+// loadFamilies puts the families read into pa with every member's state
+// at the alert's time (asking the backend only for states older than
+// those it kept).
 func (e *Enricher) loadFamilies(ctx context.Context, pa *plugins.Alert, cx *alertContext) error {
-	var all []string
-	roots := make([]string, 0, len(cx.members))
-	for root, uu := range cx.members {
+	roots := make([]string, 0, len(cx.fams))
+	for root := range cx.fams {
 		roots = append(roots, root)
-		all = append(all, uu...)
 	}
 	sort.Strings(roots)
-	ms, err := e.svc.lin.VMsAt(ctx, all, pa.Time)
+	var unknown []int
+	for _, root := range roots {
+		f := cx.fams[root]
+		for i := range f.Members {
+			st, ok := f.StateAt(f.Members[i].UUID, pa.Time)
+			if !ok {
+				unknown = append(unknown, len(pa.Family))
+			}
+			pa.Family = append(pa.Family, f.Members[i].VM)
+			pa.FamilyStates = append(pa.FamilyStates, st)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	uu := make([]string, len(unknown))
+	for k, i := range unknown {
+		uu[k] = pa.Family[i].UUID
+	}
+	sts, err := e.svc.lin.StatesAt(ctx, uu, pa.Time)
 	if err != nil {
 		return err
 	}
-	children := map[string][]*backend.Member{}
-	byUUID := make(map[string]*backend.Member, len(ms))
-	for i := range ms {
-		m := &ms[i]
-		if m.FirstSeen.IsZero() {
-			continue // gone meanwhile (every stored VM has a first sighting)
-		}
-		byUUID[m.UUID] = m
-		children[m.ParentUUID] = append(children[m.ParentUUID], m)
-	}
-	// Breadth first from each root, then each generation by first sighting
-	// (the order of Store.Family).
-	type placed struct {
-		m     *backend.Member
-		depth int
-	}
-	seen := map[string]bool{}
-	for _, root := range roots {
-		r := byUUID[root]
-		if r == nil {
-			continue
-		}
-		var fam []placed
-		queue := []placed{{r, 0}}
-		for len(queue) > 0 {
-			p := queue[0]
-			queue = queue[1:]
-			if seen[p.m.UUID] {
-				continue
-			}
-			seen[p.m.UUID] = true
-			fam = append(fam, p)
-			for _, c := range children[p.m.UUID] {
-				queue = append(queue, placed{c, p.depth + 1})
-			}
-		}
-		sort.SliceStable(fam, func(i, j int) bool {
-			a, b := fam[i], fam[j]
-			if a.depth != b.depth {
-				return a.depth < b.depth
-			}
-			if !a.m.FirstSeen.Equal(b.m.FirstSeen) {
-				return a.m.FirstSeen.Before(b.m.FirstSeen)
-			}
-			return a.m.UUID < b.m.UUID
-		})
-		for _, p := range fam {
-			pa.Family = append(pa.Family, p.m.VM)
-			pa.FamilyStates = append(pa.FamilyStates, p.m.State)
-		}
+	for k, i := range unknown {
+		pa.FamilyStates[i] = sts[k]
 	}
 	return nil
 }
@@ -428,9 +407,9 @@ func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output, c
 	var ask []string
 	if cx.alertedOK {
 		inFamily := map[string]bool{}
-		for _, uu := range cx.members {
-			for _, u := range uu {
-				inFamily[u] = true
+		for _, f := range cx.fams {
+			for i := range f.Members {
+				inFamily[f.Members[i].UUID] = true
 			}
 		}
 		for _, x := range cx.alerted {

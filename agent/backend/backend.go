@@ -51,6 +51,13 @@ type Lineage interface {
 	// kind KindUUID (the VM itself, when known), KindName, KindIP or
 	// KindMAC (any notation; compared lower-case with colons).
 	FindVMs(ctx context.Context, kind, value string, at time.Time) ([]string, error)
+	// FamilyOf returns uuid's family with every member's state history;
+	// nil and no error when it has more than limit members (limit > 0).
+	// Backends may answer from a cache: Fresh keeps that exact.
+	FamilyOf(ctx context.Context, uuid string, limit int) (*Family, error)
+	// Fresh is called by the alert path once per alert, before its reads:
+	// a backend that caches drops what was changed since.
+	Fresh(ctx context.Context) error
 	// FamilyAt returns uuid's whole family, root first then breadth first,
 	// each member with its state at time at; at most limit+1 members when
 	// limit > 0 (so a caller can tell the family is larger than limit).

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -192,7 +193,9 @@ func (s *Store) FindByAttrAt(ctx context.Context, kind, value string, at time.Ti
 	if kind == AttrMAC {
 		value = normalizeMAC(value)
 	}
-	st, err := s.prepared(ctx, `SELECT DISTINCT vm_uuid FROM vm_attrs WHERE kind=?1 AND value=?2 AND from_ms<=?3 AND (to_ms IS NULL OR to_ms>?3) ORDER BY vm_uuid`)
+	// No DISTINCT or ORDER BY in SQL: they cost a temporary B-tree per
+	// call; the handful of rows are sorted here.
+	st, err := s.prepared(ctx, `SELECT vm_uuid FROM vm_attrs WHERE kind=?1 AND value=?2 AND from_ms<=?3 AND (to_ms IS NULL OR to_ms>?3)`)
 	if err != nil {
 		return nil, err
 	}
@@ -207,8 +210,11 @@ func (s *Store) FindByAttrAt(ctx context.Context, kind, value string, at time.Ti
 		if err := rows.Scan(&u); err != nil {
 			return nil, err
 		}
-		out = append(out, u)
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
 	}
+	slices.Sort(out)
 	return out, rows.Err()
 }
 
@@ -365,4 +371,96 @@ func (s *Store) RecordFactsOfVM(ctx context.Context, uuid string, since, until t
 		out = append(out, f)
 	}
 	return out, rows.Err()
+}
+
+// Span is a power state span of a VM: from From until To (zero: still).
+type Span struct {
+	From, To   time.Time
+	PowerState string
+	HostUUID   string
+}
+
+// FamilyMember is a VM of a family with its state history.
+type FamilyMember struct {
+	VM
+	Depth int
+	// Spans are the VM's state spans, newest first; when SpansComplete is
+	// false only the newest MaxSpans are there.
+	Spans         []Span
+	SpansComplete bool
+}
+
+// MaxSpans bounds the state spans FamilyHistory keeps per VM.
+const MaxSpans = 64
+
+// FamilyHistory returns the whole family of uuid (root first, then every
+// descendant of the root, breadth first, each generation by first sighting)
+// with each member's state history, in one query; at most limit members
+// are kept (limit > 0), and more is reported as truncated. ErrNotFound when
+// uuid is unknown.
+func (s *Store) FamilyHistory(ctx context.Context, uuid string, limit int) (members []FamilyMember, truncated bool, err error) {
+	st, err := s.prepared(ctx, `WITH RECURSIVE
+		  up(uuid, parent, depth) AS (
+		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
+		    UNION ALL
+		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<?2),
+		  root(uuid) AS (SELECT uuid FROM up ORDER BY depth DESC LIMIT 1),
+		  down(uuid, depth) AS (
+		    SELECT uuid, 0 FROM root
+		    UNION ALL
+		    SELECT v.uuid, down.depth+1 FROM down CROSS JOIN vms v ON v.parent_uuid=down.uuid WHERE down.depth<?2)
+		SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms,v.xapi_ref,
+		  d.depth, st.from_ms, st.to_ms, st.power_state, st.host_uuid
+		FROM down d CROSS JOIN vms v ON v.uuid=d.uuid
+		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid
+		ORDER BY d.depth, v.first_seen_ms, v.uuid, st.from_ms DESC`)
+	if err != nil {
+		return nil, false, fmt.Errorf("lineage: family of %s: %w", uuid, err)
+	}
+	rows, err := st.QueryContext(ctx, uuid, maxDepth)
+	if err != nil {
+		return nil, false, fmt.Errorf("lineage: family of %s: %w", uuid, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var cur *FamilyMember
+	for rows.Next() {
+		var m FamilyMember
+		var first, lastSeen int64
+		var destroyed, from, to sql.NullInt64
+		var ps, host sql.NullString
+		v := &m.VM
+		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
+			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &from, &to, &ps, &host); err != nil {
+			return nil, false, err
+		}
+		if cur == nil || cur.UUID != v.UUID {
+			if seen[v.UUID] {
+				continue // only a corrupt (cyclic) tree repeats a VM
+			}
+			if limit > 0 && len(members) >= limit {
+				return members, true, nil
+			}
+			seen[v.UUID] = true
+			v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(lastSeen), fromNullMS(destroyed)
+			m.SpansComplete = true
+			members = append(members, m)
+			cur = &members[len(members)-1]
+		}
+		if !from.Valid {
+			continue
+		}
+		if len(cur.Spans) == MaxSpans {
+			cur.SpansComplete = false
+			continue
+		}
+		cur.Spans = append(cur.Spans, Span{From: fromMS(from.Int64), To: fromNullMS(to), PowerState: ps.String, HostUUID: host.String})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if len(members) == 0 {
+		return nil, false, fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
+	}
+	return members, false, nil
 }

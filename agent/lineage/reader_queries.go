@@ -29,7 +29,7 @@ func (s *Store) OpenReader(o ReaderOptions) (*Store, error) {
 		o.Conns = 2
 	}
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 8192
+		o.CacheKiB = 256
 	}
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "query_only(1)", "temp_store(MEMORY)", "cache_size(-" + strconv.Itoa(o.CacheKiB) + ")"} {

@@ -21,8 +21,13 @@ import (
 type Backend struct {
 	st      *lineage.Store // read through: the store itself or a reader on it
 	own     bool           // st is a reader this backend opened
+	cache   *famCache      // nil: no caching (New)
 	queries atomic.Int64
 }
+
+// CacheVMs bounds the VMs of the families Open's backend keeps
+// (a few hundred bytes each).
+const CacheVMs = 50000
 
 var _ backend.Lineage = (*Backend)(nil)
 
@@ -33,11 +38,84 @@ func New(st *lineage.Store) *Backend { return &Backend{st: st} }
 // (lineage.Store.OpenReader): page caches sized for random lookups over
 // a million VMs, and no waiting behind the tracer's connections.
 func Open(st *lineage.Store, o lineage.ReaderOptions) (*Backend, error) {
+	if o.Conns <= 0 {
+		o.Conns = 2
+	}
+	o.Conns++ // one is kept for the cache's data_version
 	r, err := st.OpenReader(o)
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{st: r, own: true}, nil
+	c, err := newFamCache(context.Background(), r.DB(), CacheVMs)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return &Backend{st: r, own: true, cache: c}, nil
+}
+
+// CacheStats reports the family cache's hits and misses.
+func (b *Backend) CacheStats() (hits, misses int64) {
+	if b.cache == nil {
+		return 0, 0
+	}
+	return b.cache.stats()
+}
+
+// Fresh implements backend.Lineage: one PRAGMA data_version.
+func (b *Backend) Fresh(ctx context.Context) error {
+	if b.cache == nil {
+		return nil
+	}
+	b.count(1)
+	_, err := b.cache.fresh(ctx)
+	return err
+}
+
+// FamilyOf implements backend.Lineage: from the cache, or one query.
+func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backend.Family, error) {
+	var version int64
+	if b.cache != nil {
+		if f := b.cache.get(uuid); f != nil {
+			if limit > 0 && len(f.Members) > limit {
+				return nil, nil
+			}
+			return f, nil
+		}
+		b.cache.mu.Lock()
+		version = b.cache.version // the version the read below belongs to at the earliest
+		b.cache.mu.Unlock()
+	}
+	b.count(1)
+	// Read up to CacheVMs members so that a family cached once serves any
+	// limit; larger ones are not kept.
+	max := limit
+	if b.cache != nil {
+		max = CacheVMs
+	}
+	ms, truncated, err := b.st.FamilyHistory(ctx, uuid, max)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	if truncated {
+		return nil, nil
+	}
+	fm := make([]backend.FamilyMember, len(ms))
+	for i := range ms {
+		m := &ms[i]
+		fm[i] = backend.FamilyMember{VM: ToVM(&m.VM), Depth: m.Depth, SpansComplete: m.SpansComplete, Spans: make([]backend.Span, len(m.Spans))}
+		for j, s := range m.Spans {
+			fm[i].Spans[j] = backend.Span{From: s.From, To: s.To, PowerState: s.PowerState, HostUUID: s.HostUUID}
+		}
+	}
+	f := backend.NewFamily(fm)
+	if b.cache != nil {
+		b.cache.put(f, version)
+	}
+	if limit > 0 && len(f.Members) > limit {
+		return nil, nil
+	}
+	return f, nil
 }
 
 // Queries is how many SQL queries the backend made.
@@ -46,6 +124,9 @@ func (b *Backend) Queries() int64 { return b.queries.Load() }
 // Close implements backend.Lineage: it closes the reader Open made; the
 // store itself stays open (its owner closes it).
 func (b *Backend) Close() error {
+	if b.cache != nil {
+		b.cache.close()
+	}
 	if b.own {
 		return b.st.Close()
 	}
