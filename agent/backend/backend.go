@@ -58,10 +58,6 @@ type Lineage interface {
 	// Fresh is called by the alert path once per alert, before its reads:
 	// a backend that caches drops what was changed since.
 	Fresh(ctx context.Context) error
-	// FamilyAt returns uuid's whole family, root first then breadth first,
-	// each member with its state at time at; at most limit+1 members when
-	// limit > 0 (so a caller can tell the family is larger than limit).
-	FamilyAt(ctx context.Context, uuid string, at time.Time, limit int) ([]Member, error)
 	// RecordsOfVM returns the records of the VM (as VM or as parent)
 	// started in [since, until), oldest first, at most limit.
 	RecordsOfVM(ctx context.Context, uuid string, since, until time.Time, limit int) ([]record.Record, error)
