@@ -463,11 +463,16 @@ func (b *Backend) records(ctx context.Context, vm string, act record.Activity, s
 		return nil, err
 	}
 	out := make([]record.Record, 0, len(a.Hits.Hits))
+	seen := map[string]bool{}
 	for _, h := range a.Hits.Hits {
 		r, err := RecordFromECS(h.Source)
 		if err != nil {
 			return nil, fmt.Errorf("elasticsearch record %s: %w", h.ID, err)
 		}
+		if seen[r.ID] {
+			continue // one pool shipped to two namespaces: the same record twice
+		}
+		seen[r.ID] = true
 		out = append(out, r)
 	}
 	return out, nil
