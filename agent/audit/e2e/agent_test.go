@@ -173,4 +173,3 @@ func fileRecords(t *testing.T, path string) []record.Record {
 	}
 	return out
 }
-
