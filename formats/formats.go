@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/vmlineage/vmlineage/agent/record"
 )
@@ -57,11 +58,16 @@ type Context struct {
 	VMMACs       []string // the VM's MAC addresses at the record's time
 
 	// Actor is who caused the operation (issue 6: RBAC audit log join).
-	ActorName    string // user name
-	ActorID      string // subject id
-	ActorAddress string // client address of the XAPI session
+	// Empty fields fall back to Record.Actor (see ActorOf).
+	ActorName       string // user name
+	ActorID         string // subject id
+	ActorAddress    string // client address of the XAPI session
+	ActorOriginator string // the session's originator (xe: cli)
 
-	// Tamper-evident chain (issue 6): hashes of the previous record and of this one.
+	// Tamper-evident chain (issue 6): the record's sequence number in the
+	// store's chain, hashes of the previous record and of this one. Empty
+	// fields fall back to Record.Chain (see ChainOf).
+	ChainSeq  int64
 	ChainPrev string
 	ChainHash string
 
@@ -70,6 +76,31 @@ type Context struct {
 	AgentVersion string
 	Namespace    string // data stream namespace; DefaultNamespace when empty
 }
+
+// Checkpoint is a copy of the head of the store's hash chain, shipped to
+// every output beside the records: whoever keeps the output's copy can later
+// prove the store's records up to Seq are the ones it was sent.
+type Checkpoint struct {
+	Seq      int64     // chain sequence number of the head
+	Hash     string    // its hash
+	At       time.Time // when the checkpoint was taken
+	Reason   string    // periodic, shutdown, start
+	PoolUUID string
+}
+
+// CheckpointID is the document id of a checkpoint: the same head gives the
+// same id, so a checkpoint sent twice is one document.
+func CheckpointID(cp *Checkpoint) string {
+	h := cp.Hash
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return fmt.Sprintf("chain-%d-%s", cp.Seq, h)
+}
+
+// CheckpointSignatureID is the CEF Device Event Class ID and ECS
+// event.action of checkpoints.
+const CheckpointSignatureID = "chain.checkpoint"
 
 // CheckNamespace reports whether ns can be a data stream namespace: lower
 // case, at most 100 bytes, none of \ / * ? " < > | , # : - or space.
@@ -331,6 +362,37 @@ func HostName(r *record.Record, c *Context) string {
 		return c.HostName
 	}
 	return ""
+}
+
+// ActorOf is who made the call: the context's fields where set, else the
+// record's own actor.
+func ActorOf(r *record.Record, c *Context) (name, id, addr, originator string) {
+	if c != nil {
+		name, id, addr, originator = c.ActorName, c.ActorID, c.ActorAddress, c.ActorOriginator
+	}
+	if a := r.Actor; a != nil {
+		name, id, addr, originator = or(name, a.Name), or(id, a.SubjectID), or(addr, a.ClientIP), or(originator, a.Originator)
+	}
+	return
+}
+
+// ChainOf is the record's chain link: the context's where set, else the
+// record's own.
+func ChainOf(r *record.Record, c *Context) (seq int64, prev, hash string) {
+	if c != nil {
+		seq, prev, hash = c.ChainSeq, c.ChainPrev, c.ChainHash
+	}
+	if ch := r.Chain; ch != nil && hash == "" {
+		seq, prev, hash = ch.Seq, ch.Prev, ch.Hash
+	}
+	return
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // NormMAC writes s into buf as a MAC address in upper case with sep between

@@ -26,9 +26,15 @@ b -bench . -benchtime 300000x ./outputs/syslog ./outputs/elasticsearch
 b -bench . -benchtime 100000x ./outputs/spool
 # Issue 4: enrichment latency p50/p99 with 1,000,000 VMs at 1,000 alerts/s through the plugin path.
 b -bench 'Enrich1MVMs' -benchtime 10000x -timeout 60m ./agent/alerts
-# Issue 5: replay throughput on a >= 1 GB corpus beside grep -c, peak RSS; the parser alone.
-b -bench . -timeout 60m ./agent/logsource
+# Issue 5: replay throughput (lines/s, lines per CPU-s, MB/s) on one core (GOMAXPROCS=1) over generated 1 GiB corpora,
+# realistic (a busy pool's log) and dense (operations back to back), beside grep -c over the same file, and peak RSS;
+# with and without the store. Corpora are made once into VMLINEAGE_BENCH_CACHE (default ~/.cache/vmlineage-bench);
+# VMLINEAGE_BENCH_BYTES sets their size. Then the parser and deriver alone, and what one stored record costs.
+b -bench . -benchtime 1x -cpu 1 -timeout 60m ./agent/logsource
 b -bench . -cpu 1 ./agent/xensource
+b -bench StoreRecords -benchtime 1x -cpu 1 -timeout 30m ./agent/lineage
+# Issue 6: the RBAC audit line parser, lines/s and lines per CPU-second on one core, allocations per line.
+b -bench . -benchmem -cpu 1 ./agent/audit
 # Issue 8: a 10,000-VM pool drawn in headless Chromium.
 b -bench . -benchtime 1x -timeout 20m ./agent/webui
 exit $status

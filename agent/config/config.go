@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -32,6 +33,59 @@ type Config struct {
 	Detectors Detectors `yaml:"detectors"`
 	Alerts    Alerts    `yaml:"alerts"`
 	Lineage   Lineage   `yaml:"lineage"`
+	LogSource LogSource `yaml:"logsource"`
+	Audit     Audit     `yaml:"audit"`
+	Chain     Chain     `yaml:"chain"`
+}
+
+// Audit is the intake of XAPI's RBAC audit log, joined to the records to
+// name who made each call (and to record refused calls).
+type Audit struct {
+	// Source: off (default), xapi (GET /audit_log on every host of the
+	// pool; xapi re-reads the host's archives on every request, so poll
+	// gently), files (audit.log files collected from the hosts) or syslog
+	// (the hosts forward their logs: xe host-syslog-reconfigure).
+	Source       string            `yaml:"source" help:"where the RBAC audit log comes from: off, xapi (GET /audit_log on every host), files, or syslog"`
+	Poll         Duration          `yaml:"poll" help:"how often every host's /audit_log is read (source xapi)"`
+	Glob         string            `yaml:"glob" help:"audit.log files, one per host (source files), e.g. /var/log/xen/*/audit.log"`
+	HostPattern  string            `yaml:"host_pattern" help:"regexp on a file's path whose first group is its host name; 'line': the lines' syslog host (source files)"`
+	SyslogListen string            `yaml:"syslog_listen" help:"host:port where the hosts forward their audit log, UDP and TCP (source syslog)"`
+	HostAlias    map[string]string `yaml:"host_alias"` // syslog host name -> XAPI host name-label (file only)
+	// HostURLs overrides, per host name-label, the base URL its
+	// /audit_log is read from (source xapi; default: the master's scheme
+	// and port at the host's management address), for hosts reached
+	// through another address (file only).
+	HostURLs map[string]string `yaml:"host_urls"`
+}
+
+// Enabled reports whether an audit source is configured.
+func (a Audit) Enabled() bool { return a.Source != "" && a.Source != "off" }
+
+// LogSource is the xensource.log fallback (paper section 3.2): the hosts'
+// logs, tailed from files (collected over NFS, say) or received over syslog,
+// give the records while the pool master cannot be reached.
+type LogSource struct {
+	Glob         string            `yaml:"glob" help:"xensource.log files to tail, one per host, e.g. /var/log/xen/*/xensource.log (empty: no files)"`
+	HostPattern  string            `yaml:"host_pattern" help:"regexp on a file's path whose first group is its host name; 'line' takes each line's syslog host (default: the parent directory's name)"`
+	SyslogListen string            `yaml:"syslog_listen" help:"host:port where the hosts forward their logs (host.syslog_destination), UDP and TCP (empty: off)"`
+	HostAlias    map[string]string `yaml:"host_alias"` // syslog host name -> XAPI host name-label (file only)
+	Timezone     string            `yaml:"timezone" help:"time zone of the hosts' syslog time stamps (dom0 local time; default UTC)"`
+	Poll         Duration          `yaml:"poll" help:"how often the tailed files are read"`
+	// FailoverAfter is how long XAPI must stay unreachable before records
+	// derived from the logs are stored on their own.
+	FailoverAfter Duration `yaml:"failover_after" help:"how long the pool master must be unreachable before the logs' records are stored"`
+}
+
+// Enabled reports whether a log source is configured.
+func (l LogSource) Enabled() bool { return l.Glob != "" || l.SyslogListen != "" }
+
+// Chain is the tamper-evident hash chain of stored records (issue 6).
+type Chain struct {
+	// Settle is how long a record may wait unsealed for what a second
+	// source adds (the log source, the audit log's actor) before it is
+	// sealed and shipped. Only used when such a source is configured.
+	Settle          Duration `yaml:"settle" help:"longest a record waits unsealed for its actor or a second source before it is sealed and shipped"`
+	CheckpointEvery Duration `yaml:"checkpoint_every" help:"how often a checkpoint of the chain head goes to every output (0: only at start and shutdown)"`
 }
 
 // Lineage is where alert enrichment reads lineage from.
@@ -87,7 +141,7 @@ type Alerts struct {
 type Output struct {
 	Name      string `yaml:"name"`      // unique; names the spool and the metrics
 	Type      string `yaml:"type"`      // syslog, elasticsearch, file, stdout
-	Format    string `yaml:"format"`    // cef or ecs (syslog, file, stdout); elasticsearch is always ecs
+	Format    string `yaml:"format"`    // cef or ecs (syslog, file, stdout), json (file, stdout); elasticsearch is always ecs
 	Namespace string `yaml:"namespace"` // ECS data_stream.namespace (default "default")
 
 	// syslog
@@ -164,6 +218,9 @@ func Default() Config {
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
 		Lineage:   Lineage{Backend: LineageStore},
+		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second)},
+		Audit:     Audit{Source: "off", Poll: Duration(time.Minute)},
+		Chain:     Chain{Settle: Duration(30 * time.Second), CheckpointEvery: Duration(5 * time.Minute)},
 	}
 }
 
@@ -290,6 +347,38 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("lineage.backend: %q is not store or elasticsearch", c.Lineage.Backend))
 	}
+	if c.LogSource.Timezone != "" {
+		if _, err := time.LoadLocation(c.LogSource.Timezone); err != nil {
+			errs = append(errs, fmt.Errorf("logsource.timezone: %w", err))
+		}
+	}
+	if c.LogSource.HostPattern != "" && c.LogSource.HostPattern != "line" {
+		if _, err := regexp.Compile(c.LogSource.HostPattern); err != nil {
+			errs = append(errs, fmt.Errorf("logsource.host_pattern: %w", err))
+		}
+	}
+	if c.LogSource.Enabled() && c.LogSource.FailoverAfter <= 0 {
+		errs = append(errs, errors.New("logsource.failover_after: must be positive"))
+	}
+	switch c.Audit.Source {
+	case "", "off", "xapi":
+	case "files":
+		if c.Audit.Glob == "" {
+			errs = append(errs, errors.New("audit.glob: source files needs the audit.log files"))
+		}
+	case "syslog":
+		if c.Audit.SyslogListen == "" {
+			errs = append(errs, errors.New("audit.syslog_listen: source syslog needs host:port"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("audit.source: %q is not off, xapi, files or syslog", c.Audit.Source))
+	}
+	if c.Audit.Source == "xapi" && c.Audit.Poll <= 0 {
+		errs = append(errs, errors.New("audit.poll: must be positive"))
+	}
+	if c.Chain.Settle < 0 || c.Chain.CheckpointEvery < 0 {
+		errs = append(errs, errors.New("chain: settle and checkpoint_every may not be negative"))
+	}
 	names := map[string]bool{}
 	for i, o := range c.Outputs {
 		key := fmt.Sprintf("outputs[%d]", i)
@@ -321,8 +410,12 @@ func (c *Config) Validate() error {
 		}
 		switch o.Format {
 		case "", "cef", "ecs":
+		case "json":
+			if o.Type != "file" && o.Type != "stdout" {
+				errs = append(errs, fmt.Errorf("%s.format: json is for file and stdout outputs (records as `vmlineage records --format json` writes them, for `vmlineage verify --file`)", key))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("%s.format: %q is not cef or ecs", key, o.Format))
+			errs = append(errs, fmt.Errorf("%s.format: %q is not cef, ecs or json", key, o.Format))
 		}
 		switch o.WhenFull {
 		case "", "block", "reject", "drop-oldest":

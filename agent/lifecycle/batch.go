@@ -18,7 +18,16 @@ type batch struct {
 	vanished map[string]bool    // task keys that left every VM's current_operations
 	before   map[string]vmInfo  // VM facts before this batch touched them
 	hosts    bool
-	baseline bool // first sync of this pool: store it, record nothing
+	baseline bool      // first sync of this pool: store it, record nothing
+	from     time.Time // resync: pool time of the last contact before it
+}
+
+// since is the earliest time a change this batch notes can have happened.
+func (b *batch) since() time.Time {
+	if b.resync {
+		return b.from
+	}
+	return b.t.now()
 }
 
 func newBatch(t *Tracer) *batch {

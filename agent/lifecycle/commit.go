@@ -195,6 +195,7 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
+	t.contact = t.serverAt
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}

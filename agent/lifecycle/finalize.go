@@ -220,7 +220,11 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		after.claimedSeq = after.powerSeq
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, vm, after)
-	if b.resync && tk.SrcHost == "" && after != nil {
+	if r.HostUUID == t.masterUUID() && tk.SrcHost == "" && residentOp(base.Activity) && (after == nil || t.hostUUID(after.resident) == "") {
+		// The master is only the fallback: a VM that runs had a host of its
+		// own, which nothing the tracer saw names.
+		r.Unknown = append(r.Unknown, "host_uuid")
+	} else if b.resync && tk.SrcHost == "" && after != nil {
 		// Read from the pool's state at the resync, which may already be
 		// later than this operation's end.
 		r.Unknown = append(r.Unknown, "host_uuid")
@@ -232,6 +236,16 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		}
 	}
 	return []pending{{rec: r, vmRef: vmRef}}
+}
+
+// residentOp says whether an activity runs on the host the VM is resident
+// on (so the master is a guess when no host is known).
+func residentOp(a record.Activity) bool {
+	switch a {
+	case record.Start, record.Resume, record.Shutdown, record.Reboot, record.Suspend, record.Pause, record.Unpause, record.Migrate:
+		return true
+	}
+	return false
 }
 
 // hostFor applies the host rule of the README: clone, copy, snapshot and

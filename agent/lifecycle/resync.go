@@ -27,12 +27,15 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	if err := t.load(ctx); err != nil {
 		return err
 	}
+	// The last contact before this resync (Flush below may move it).
+	from := t.contact
 	if err := t.Flush(ctx); err != nil {
 		return err
 	}
 	t.stats.Resyncs++
 	b := newBatch(t)
 	b.resync = true
+	b.from = from
 	b.hosts = true
 	if v, err := t.store.AgentState(ctx, KeyBaseline+"."+snapPoolUUID(snap)); err == nil && v == "" {
 		b.baseline = true
@@ -114,7 +117,7 @@ func (t *Tracer) diff(b *batch) {
 		if _, noted := t.changes["vanish/"+v.UUID]; noted {
 			return
 		}
-		t.note(change{Kind: "vanish", VMUUID: v.UUID, Name: v.Name, At: t.now(), FromPower: v.PowerState, FromHost: v.HostUUID})
+		t.note(change{Kind: "vanish", VMUUID: v.UUID, Name: v.Name, At: t.now(), Since: b.since(), FromPower: v.PowerState, FromHost: v.HostUUID})
 		b.deleted["resync:"+v.UUID] = &vmInfo{uuid: v.UUID, name: v.Name, kind: v.Kind}
 	})
 	if err != nil {
@@ -154,6 +157,7 @@ func (t *Tracer) load(ctx context.Context) error {
 	}
 	t.pool = poolInfo{ref: saved.Pool.Ref, uuid: saved.Pool.UUID, name: saved.Pool.Name, master: saved.Pool.Master}
 	t.serverAt = saved.ServerAt
+	t.contact = saved.ServerAt
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
 	}

@@ -44,26 +44,33 @@ type Tracer struct {
 	// OnRecord, when set, is called after each committed record (streaming
 	// detectors, stdout in demo).
 	OnRecord func(*record.Record)
+	// OtherSources says records of this pool also come from elsewhere (the
+	// xensource.log source): a change the tracer can only infer waits its
+	// grace even at a resync, and is not recorded when that source stored
+	// the operation behind it (explainedByStore).
+	OtherSources bool
 
-	pool     poolInfo
-	hosts    map[string]hostInfo
-	vms      map[string]*vmInfo // by ref
-	gone     map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
-	goneFIFO []string
-	byUUID   map[string]string // VM uuid → ref
-	tasks    map[string]*taskInfo
-	vifs     map[string]vifInfo
-	gms      map[string][]string // guest metrics ref → IPs
-	gmVM     map[string]string   // guest metrics ref → VM ref
-	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
-	loaded   bool
-	serverAt time.Time              // newest time seen in the pool's own records
-	seq      int64                  // events applied so far (this process), for attribution windows
-	claimed  map[string]bool        // VM refs a record already names as created
-	recent   []recentEvent          // recent VM events, for attribution windows (attribute.go)
-	changes  map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
-	written  map[string]written     // what the store holds of each VM (commit.go)
-	synced   atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	pool       poolInfo
+	hosts      map[string]hostInfo
+	vms        map[string]*vmInfo // by ref
+	gone       map[string]*vmInfo // recently deleted VMs by ref, for tasks that finish after the del
+	goneFIFO   []string
+	byUUID     map[string]string // VM uuid → ref
+	tasks      map[string]*taskInfo
+	vifs       map[string]vifInfo
+	gms        map[string][]string // guest metrics ref → IPs
+	gmVM       map[string]string   // guest metrics ref → VM ref
+	edges      map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
+	loaded     bool
+	serverAt   time.Time              // newest time seen in the pool's own records
+	seq        int64                  // events applied so far (this process), for attribution windows
+	claimed    map[string]bool        // VM refs a record already names as created
+	recent     []recentEvent          // recent VM events, for attribution windows (attribute.go)
+	changes    map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
+	claimedLog map[string]bool        // logged creations already matched to a VM (unexplained.go)
+	contact    time.Time              // pool time up to which the last commit saw the pool
+	written    map[string]written     // what the store holds of each VM (commit.go)
+	synced     atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// The batch applied but not yet committed (group commit, see Events).
 	open       *writes
 	openToken  string
@@ -99,7 +106,8 @@ func New(store *lineage.Store, log *slog.Logger) *Tracer {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{}}
+	t := &Tracer{store: store, log: log, changes: map[string]change{}, written: map[string]written{}, edges: map[string]edge{},
+		claimedLog: map[string]bool{}}
 	t.reset()
 	return t
 }

@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"context"
+	"slices"
 	"sort"
 	"time"
 
@@ -31,6 +33,9 @@ type change struct {
 	Snapshot   bool      `json:"snapshot,omitempty"`
 	At         time.Time `json:"at"`    // pool clock when seen
 	Noted      time.Time `json:"noted"` // this machine's clock when seen
+	// Since is the earliest pool time the change can have happened: the
+	// last time the tracer saw the pool before a resync, else At.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // grace is how long (pool time) a change waits for a task to explain it.
@@ -66,7 +71,7 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 	switch {
 	case prev == nil:
 		if isNew && !t.edge(vi.uuid).known && !busy {
-			c := change{Kind: "appear", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Imported: vi.importTask != "",
+			c := change{Kind: "appear", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since(), Imported: vi.importTask != "",
 				Snapshot: vi.kind == lineage.KindSnapshot, ToPower: vi.power, ToHost: t.hostUUID(vi.resident)}
 			if sv := t.vmByRef(b, vi.snapshotOf); sv != nil {
 				c.SnapshotOf = sv.uuid
@@ -76,11 +81,11 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 	case busy:
 	default:
 		if prev.power != vi.power || prev.resident != vi.resident {
-			t.note(change{Kind: "power", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(),
+			t.note(change{Kind: "power", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since(),
 				FromPower: prev.power, FromHost: t.hostUUID(prev.resident), ToPower: vi.power, ToHost: t.hostUUID(vi.resident)})
 		}
 		if !prev.template && vi.template && vi.kind == lineage.KindTemplate {
-			t.note(change{Kind: "template", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now()})
+			t.note(change{Kind: "template", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since()})
 		}
 	}
 }
@@ -106,8 +111,18 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	for _, k := range keys {
 		c := t.changes[k]
 		// The pool clock only moves when tasks are seen; a quiet pool still
-		// ages the change by this machine's clock.
-		if !b.resync && now.Sub(c.At) < grace && time.Since(c.Noted) < grace {
+		// ages the change by this machine's clock. At a resync no task will
+		// come to explain a change, but another source (the log source) may
+		// still store its record: with one, a change waits by this machine's
+		// clock, the one that source's lines arrive by (the pool clock jumps
+		// when the tracer catches up after an outage).
+		switch {
+		case t.OtherSources:
+			if time.Since(c.Noted) < grace {
+				continue
+			}
+		case b.resync:
+		case now.Sub(c.At) < grace && time.Since(c.Noted) < grace:
 			continue
 		}
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
@@ -146,6 +161,11 @@ func (t *Tracer) inferred(c change) (pending, bool) {
 	}
 	if a == "" {
 		return pending{}, false
+	}
+	if t.OtherSources {
+		if p, explained := t.explainedByStore(c, a); explained {
+			return p, p.rec.ID != ""
+		}
 	}
 	r := record.Record{ID: record.ResyncID(t.pool.uuid, c.VMUUID, a, c.At), PoolUUID: t.pool.uuid, VMUUID: c.VMUUID, VMName: c.Name,
 		ParentVMUUID: parent, Activity: a, Operation: "", Start: c.At, End: c.At, Result: record.Success, Source: record.SourceResync,
@@ -190,4 +210,91 @@ func transition(from, fromHost, to, toHost string) (record.Activity, string) {
 		return record.Pause, ""
 	}
 	return "", ""
+}
+
+// sourceSlack covers the difference between XAPI's second-precision times
+// and the logs' milliseconds.
+const sourceSlack = 5 * time.Second
+
+// explainedByStore reports whether another source (the log source) has
+// stored the operation behind a change the tracer could only infer: then no
+// resync record is made. A VM that appeared is matched to a creating record
+// whose new VM the logs could not name (same name, since the change could
+// have happened): the returned pending completes that record with the VM's
+// uuid (the store merges it while the record is unsealed) and sets the
+// family-tree edge it gives.
+func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
+	ctx := context.Background()
+	since := c.Since
+	if since.IsZero() || since.After(c.At) {
+		since = c.At
+	}
+	since = since.Add(-sourceSlack)
+	if c.Kind == "appear" {
+		recs, err := t.store.UnattributedCreations(ctx, c.Name, since)
+		if err != nil {
+			t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
+			return pending{}, false
+		}
+		for _, r := range recs {
+			if t.claimedLog[r.ID] || !creationFits(c, &r) {
+				continue
+			}
+			t.claimedLog[r.ID] = true
+			done := r
+			done.VMUUID = c.VMUUID
+			done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return f == "vm_uuid" })
+			if r.ParentVMUUID != "" {
+				t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+			}
+			t.log.Debug("lifecycle: a VM seen at a resync is the new VM of a logged operation", "vm", c.VMUUID, "record", r.ID, "activity", r.Activity)
+			return pending{rec: done, vmRef: c.Ref, parent: r.ParentVMUUID}, true
+		}
+		return pending{}, false
+	}
+	recs, err := t.store.RecordsOfVMSince(ctx, c.VMUUID, since)
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
+		return pending{}, false
+	}
+	for _, r := range recs {
+		if r.Source == record.SourceResync {
+			continue
+		}
+		switch c.Kind {
+		case "vanish":
+			if r.Activity == record.Destroy {
+				return pending{}, true
+			}
+		case "template":
+			if r.Activity == record.ConvertToTemplate {
+				return pending{}, true
+			}
+		case "power":
+			switch r.Activity {
+			case record.Start, record.Shutdown, record.Reboot, record.Suspend, record.Resume, record.Pause,
+				record.Unpause, record.Migrate, record.Revert:
+				return pending{}, true
+			}
+		}
+	}
+	return pending{}, false
+}
+
+// creationFits says whether a logged creation can have made the VM that
+// appeared.
+func creationFits(c change, r *record.Record) bool {
+	if r.Result != record.Success {
+		return false
+	}
+	switch {
+	case c.Snapshot:
+		if r.Activity != record.Snapshot && r.Activity != record.Checkpoint {
+			return false
+		}
+		return c.SnapshotOf == "" || r.ParentVMUUID == "" || r.ParentVMUUID == c.SnapshotOf
+	case c.Imported:
+		return r.Activity == record.Import
+	}
+	return r.Activity == record.Clone || r.Activity == record.Copy || r.Activity == record.Create || r.Activity == record.Import
 }

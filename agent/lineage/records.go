@@ -84,7 +84,7 @@ func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRe
 	if f.AfterSeq > 0 {
 		where, args = append(where, "seq>?"), append(args, f.AfterSeq)
 	}
-	q := "SELECT seq, json FROM records"
+	q := "SELECT seq, json, chain_seq, chain_prev, chain_hash FROM records"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -101,11 +101,17 @@ func (s *Store) records(ctx context.Context, f Filter, order string) ([]StoredRe
 	for rows.Next() {
 		var sr StoredRecord
 		var js string
-		if err := rows.Scan(&sr.Seq, &js); err != nil {
+		var cseq sql.NullInt64
+		var c record.Chain
+		if err := rows.Scan(&sr.Seq, &js, &cseq, &c.Prev, &c.Hash); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(js), &sr.Record); err != nil {
 			return nil, fmt.Errorf("lineage: record #%d is corrupt: %w", sr.Seq, err)
+		}
+		if cseq.Valid {
+			c.Seq = cseq.Int64
+			sr.Chain = &c
 		}
 		out = append(out, sr)
 	}
@@ -128,4 +134,40 @@ func (s *Store) LastRecord(ctx context.Context, vmUUID string) (record.Record, b
 		return r, false, err
 	}
 	return r, true, nil
+}
+
+// RecordsOfVMSince returns the records whose subject is the VM and that
+// started at or after since, oldest first (the tracer asks whether another
+// source already recorded a change it could only infer).
+func (s *Store) RecordsOfVMSince(ctx context.Context, vmUUID string, since time.Time) ([]record.Record, error) {
+	return s.jsonRecords(ctx, "SELECT json FROM records WHERE vm_uuid=? AND start_ms>=? ORDER BY start_ms, seq", vmUUID, ms(since))
+}
+
+// UnattributedCreations returns the creating records (clone, copy, snapshot,
+// checkpoint, import, create) since since whose new VM is unknown (the logs
+// cannot name it) and whose new VM was called name.
+func (s *Store) UnattributedCreations(ctx context.Context, name string, since time.Time) ([]record.Record, error) {
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND start_ms>=? AND vm_name=?
+		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
+}
+
+func (s *Store) jsonRecords(ctx context.Context, q string, args ...any) ([]record.Record, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: query records: %w", err)
+	}
+	defer rows.Close()
+	var out []record.Record
+	for rows.Next() {
+		var js string
+		if err := rows.Scan(&js); err != nil {
+			return nil, err
+		}
+		var r record.Record
+		if err := json.Unmarshal([]byte(js), &r); err != nil {
+			return nil, fmt.Errorf("lineage: a record is corrupt: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -2,7 +2,7 @@ package lineage
 
 // schemaVersion is bumped with every change to schema; migrate() brings older
 // files forward so a store survives upgrades.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // schema is documented table by table in README.md ("Forensics with sqlite3");
 // times are Unix milliseconds (UTC) so that sqlite3 users can write
@@ -92,3 +92,29 @@ CREATE TABLE IF NOT EXISTS agent_state (
   value TEXT NOT NULL
 ) WITHOUT ROWID;
 `
+
+// upgrades[v] brings a store at user_version v to v+1. They run after schema
+// (whose CREATE ... IF NOT EXISTS leaves existing tables alone) inside one
+// transaction each.
+var upgrades = map[int][]string{
+	// v1 -> v2: the hash chain (issue 6). chain_seq is NULL until the record
+	// is sealed; sealing gives the next sequence number, the previous
+	// record's hash and its own. Records stored before the upgrade are sealed
+	// in storage order by sealLegacy.
+	1: {
+		`ALTER TABLE records ADD COLUMN chain_seq INTEGER`,
+		`ALTER TABLE records ADD COLUMN chain_prev TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE records ADD COLUMN chain_hash TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE records ADD COLUMN sealed_ms INTEGER`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS records_chain ON records(chain_seq) WHERE chain_seq IS NOT NULL`,
+		`CREATE INDEX IF NOT EXISTS records_unsealed ON records(seq) WHERE chain_seq IS NULL`,
+		`CREATE TABLE IF NOT EXISTS checkpoints (
+		  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		  chain_seq  INTEGER NOT NULL,
+		  chain_hash TEXT NOT NULL,
+		  records    INTEGER NOT NULL,
+		  at_ms      INTEGER NOT NULL,
+		  reason     TEXT NOT NULL DEFAULT ''
+		)`,
+	},
+}

@@ -14,7 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -28,6 +30,12 @@ type Store struct {
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared once, used by every write transaction
+
+	// deferSeal leaves new records unsealed for Seal to chain later (the
+	// agent, while an audit log or a second source may still complete
+	// them); otherwise PutRecord seals at once.
+	deferSeal atomic.Bool
+	merged    atomic.Int64
 }
 
 // Open opens or creates the store at path. The directory is created with
@@ -62,7 +70,7 @@ func Open(path string) (*Store, error) {
 }
 
 func (s *Store) migrate() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var v int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
@@ -74,8 +82,28 @@ func (s *Store) migrate() error {
 	if _, err := s.db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("lineage: create schema in %s: %w", s.path, err)
 	}
-	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", schemaVersion)); err != nil {
-		return fmt.Errorf("lineage: set schema version: %w", err)
+	if v == 0 {
+		v = 1 // a new file: schema made the v1 tables
+	}
+	for ; v < schemaVersion; v++ {
+		err := s.Update(ctx, func(tx *Tx) error {
+			tx.upgrading = true
+			for _, q := range upgrades[v] {
+				if _, err := tx.tx.ExecContext(ctx, q); err != nil {
+					return fmt.Errorf("%s: %w", strings.Fields(q)[0:3], err)
+				}
+			}
+			if v == 1 {
+				if err := tx.sealLegacy(); err != nil {
+					return err
+				}
+			}
+			_, err := tx.tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", v+1))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("lineage: upgrade %s from schema %d: %w", s.path, v, err)
+		}
 	}
 	return nil
 }
@@ -123,6 +151,10 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	tx := &Tx{tx: sqlTx, ctx: ctx, store: s}
 	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if err := tx.saveHead(); err != nil {
 		sqlTx.Rollback()
 		return err
 	}

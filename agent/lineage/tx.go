@@ -19,6 +19,10 @@ type Tx struct {
 	ctx   context.Context
 	store *Store
 	stmts map[string]*sql.Stmt
+
+	chain      *chainHead // the head as this transaction sees it
+	chainDirty bool       // moved: saved before commit
+	upgrading  bool       // schema upgrade: prepare on the transaction
 }
 
 // exec runs a statement prepared once per transaction: the tracer writes
@@ -37,6 +41,15 @@ func (t *Tx) stmt(q string) (*sql.Stmt, error) {
 	}
 	if t.stmts == nil {
 		t.stmts = map[string]*sql.Stmt{}
+	}
+	if t.upgrading {
+		// The schema is changing inside this transaction: statements
+		// prepared on other connections would not see it.
+		st, err := t.tx.PrepareContext(t.ctx, q)
+		if err == nil {
+			t.stmts[q] = st
+		}
+		return st, err
 	}
 	ps, err := t.store.prepared(t.ctx, q)
 	if err != nil {
@@ -57,22 +70,101 @@ func (t *Tx) queryRow(q string, args ...any) *sql.Row {
 
 // PutRecord stores r unless a record with the same id is already there (ids
 // are deterministic, so the same operation seen twice is stored once). It
-// reports whether r was new.
+// reports whether r was new. A new record is sealed into the hash chain at
+// once (r.Chain is set) unless the store defers sealing; a second sighting
+// of a record not yet sealed completes it (record.Merge), one already sealed
+// is never changed.
 func (t *Tx) PutRecord(r *record.Record) (bool, error) {
 	if err := r.Validate(); err != nil {
 		return false, fmt.Errorf("lineage: refusing record: %w", err)
 	}
-	js, err := json.Marshal(r)
+	plain := *r
+	plain.Chain = nil
+	js, err := json.Marshal(&plain)
 	if err != nil {
 		return false, err
 	}
+	var link *record.Chain
+	if !t.store.deferSeal.Load() {
+		if link, err = t.nextLink(&plain); err != nil {
+			return false, err
+		}
+	}
+	var cseq, sealed any
+	var cprev, chash string
+	if link != nil {
+		cseq, cprev, chash, sealed = link.Seq, link.Prev, link.Hash, time.Now().UnixMilli()
+	}
 	res, err := t.exec(`INSERT INTO records(id,pool_uuid,host_uuid,host_name,vm_uuid,vm_name,parent_vm_uuid,activity,operation,
-		start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid,json)
-		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`,
+		start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid,json,chain_seq,chain_prev,chain_hash,sealed_ms)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`,
 		r.ID, r.PoolUUID, r.HostUUID, r.HostName, r.VMUUID, r.VMName, r.ParentVMUUID, string(r.Activity), r.Operation,
-		ms(r.Start), nullMS(r.End), string(r.Result), r.Error, r.TaskUUID, r.TaskID, string(r.Source), r.DestinationHostUUID, string(js))
+		ms(r.Start), nullMS(r.End), string(r.Result), r.Error, r.TaskUUID, r.TaskID, string(r.Source), r.DestinationHostUUID, string(js),
+		cseq, cprev, chash, sealed)
 	if err != nil {
 		return false, fmt.Errorf("lineage: store record %s: %w", r.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		if link != nil {
+			t.advance(link)
+			r.Chain = link
+		}
+		return true, nil
+	}
+	return false, t.mergeUnsealed(r)
+}
+
+// mergeUnsealed completes the stored, not yet sealed record with r's id with
+// what r knows (record.Merge).
+func (t *Tx) mergeUnsealed(r *record.Record) error {
+	var js string
+	var cseq sql.NullInt64
+	if err := t.queryRow("SELECT json, chain_seq FROM records WHERE id=?", r.ID).Scan(&js, &cseq); err != nil {
+		return fmt.Errorf("lineage: read record %s: %w", r.ID, err)
+	}
+	if cseq.Valid {
+		return nil // sealed: the chain vouches for it as it is
+	}
+	var stored record.Record
+	if err := json.Unmarshal([]byte(js), &stored); err != nil {
+		return fmt.Errorf("lineage: record %s is corrupt: %w", r.ID, err)
+	}
+	if !record.Merge(&stored, r) {
+		return nil
+	}
+	nj, err := json.Marshal(&stored)
+	if err != nil {
+		return err
+	}
+	if _, err := t.exec(`UPDATE records SET host_uuid=?,host_name=?,vm_uuid=?,vm_name=?,parent_vm_uuid=?,operation=?,start_ms=?,end_ms=?,
+		error=?,task_uuid=?,task_id=?,destination_host_uuid=?,json=? WHERE id=? AND chain_seq IS NULL`,
+		stored.HostUUID, stored.HostName, stored.VMUUID, stored.VMName, stored.ParentVMUUID, stored.Operation, ms(stored.Start), nullMS(stored.End),
+		stored.Error, stored.TaskUUID, stored.TaskID, stored.DestinationHostUUID, string(nj), r.ID); err != nil {
+		return fmt.Errorf("lineage: complete record %s: %w", r.ID, err)
+	}
+	t.store.merged.Add(1)
+	return nil
+}
+
+// UpdateUnsealed rewrites the unsealed record r.ID with r (an attribution
+// joined before sealing). It reports false when the record is sealed or
+// unknown: a sealed record is never changed.
+func (t *Tx) UpdateUnsealed(r *record.Record) (bool, error) {
+	if err := r.Validate(); err != nil {
+		return false, fmt.Errorf("lineage: refusing record: %w", err)
+	}
+	plain := *r
+	plain.Chain = nil
+	js, err := json.Marshal(&plain)
+	if err != nil {
+		return false, err
+	}
+	res, err := t.exec(`UPDATE records SET host_uuid=?,host_name=?,vm_uuid=?,vm_name=?,parent_vm_uuid=?,activity=?,operation=?,start_ms=?,end_ms=?,
+		result=?,error=?,task_uuid=?,task_id=?,source=?,destination_host_uuid=?,json=? WHERE id=? AND chain_seq IS NULL`,
+		r.HostUUID, r.HostName, r.VMUUID, r.VMName, r.ParentVMUUID, string(r.Activity), r.Operation, ms(r.Start), nullMS(r.End),
+		string(r.Result), r.Error, r.TaskUUID, r.TaskID, string(r.Source), r.DestinationHostUUID, string(js), r.ID)
+	if err != nil {
+		return false, fmt.Errorf("lineage: update record %s: %w", r.ID, err)
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil

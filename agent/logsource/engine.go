@@ -1,7 +1,6 @@
 package logsource
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -90,6 +89,10 @@ type EngineConfig struct {
 	OnShadowed func(*record.Record)
 	// OnRecord is called for each record stored (after the commit).
 	OnRecord func(*record.Record)
+	// OnSession, when set, gets the message of every xapi_session
+	// "Session.create" line (uname and originator of every session, root's
+	// included, joined to the RBAC audit log's lines by trackid).
+	OnSession func(host string, t time.Time, msg string)
 }
 
 // Engine turns lines of many hosts into records and commits them, with the
@@ -122,6 +125,22 @@ type Engine struct {
 	curOff    int64
 	replay    bool
 	susp      bool // XAPI was suspect or down since the oldest pending record
+	// noClock: the caller (Replay) sets lastLine itself now and then; a
+	// clock read per line costs more than parsing it on some VMs.
+	noClock bool
+
+	// Per-line lookups that nearly always repeat the previous line's.
+	lastKey  string
+	lastYear *xensource.YearInferer
+	lastHost string
+	hostName string
+
+	// bulk, when set (Replay), is the store connection commits go through.
+	bulk *lineage.Bulk
+
+	// Buffers reused across commits (see commit).
+	spare, takeBuf, keepBuf []pending
+	recBuf                  []record.Record
 }
 
 // track is where the lines of one task lie, so that a restart re-reads
@@ -203,7 +222,9 @@ func (e *Engine) DeriveStats() xensource.DeriveStats {
 // feedLine parses one line (without its newline) of stream key from host
 // (host "" takes the line's syslog host field). Caller holds e.mu.
 func (e *Engine) feedLine(key, host string, b []byte) {
-	l := &e.line
+	// Parsed straight into the grouper's scratch entry: a line that passes
+	// through (nearly all) is not copied again.
+	l := e.g.Scratch()
 	if err := xensource.ParseBytes(b, l); err != nil {
 		var pe *xensource.ParseError
 		if !errors.As(err, &pe) || pe.Kind != xensource.ErrKindHeader {
@@ -213,27 +234,24 @@ func (e *Engine) feedLine(key, host string, b []byte) {
 			return
 		}
 	}
-	// xensource.Deriver (derive.go get) keeps the operation name as a
-	// substring of the task name it is given without copying it, and the
-	// read buffer is reused: lines that can open a task get memory of their
-	// own (task names interned; the rare forwarded/failure lines copied).
-	if (l.Module == "taskhelper" && strings.Contains(l.Msg, " forwarded")) ||
-		(l.Module == "backtrace" && strings.Contains(l.Msg, "failed with exception")) {
-		b = bytes.Clone(b)
-		_ = xensource.ParseBytes(b, l)
-	}
-	if l.TaskRefKind == 'R' {
-		l.TaskName = e.intern(l.TaskName)
-	}
+	// The line aliases the read buffer, which is reused: the Deriver and
+	// the grouper copy what they keep.
 	if host == "" {
-		// The deriver keys per-host state by this string: give it memory
-		// of its own (the line's bytes are reused).
-		host = e.intern(l.SyslogHost)
+		// Per-host state is keyed by this string: memory of its own.
+		if l.SyslogHost != e.lastHost || e.hostName == "" {
+			e.hostName = e.intern(l.SyslogHost)
+			e.lastHost = e.hostName
+		}
+		host = e.hostName
 	}
-	y := e.years[key]
-	if y == nil {
-		y = xensource.NewYearInferer(e.cfg.Now(), e.cfg.Loc)
-		e.years[key] = y
+	y := e.lastYear
+	if key != e.lastKey || y == nil {
+		y = e.years[key]
+		if y == nil {
+			y = xensource.NewYearInferer(e.cfg.Now(), e.cfg.Loc)
+			e.years[key] = y
+		}
+		e.lastKey, e.lastYear = key, y
 	}
 	t := y.Infer(l.Stamp)
 	e.feedParsed(host, t, l)
@@ -252,7 +270,12 @@ func (e *Engine) intern(s string) string {
 
 // feedParsed takes a parsed line. Caller holds e.mu.
 func (e *Engine) feedParsed(host string, t time.Time, l *xensource.Line) {
-	e.lastLine = time.Now()
+	if e.cfg.OnSession != nil && l.Module == "xapi_session" && strings.HasPrefix(l.Msg, "Session.create ") {
+		e.cfg.OnSession(host, t, l.Message())
+	}
+	if !e.noClock {
+		e.lastLine = time.Now()
+	}
 	if e.merge {
 		if e.clock == nil {
 			e.clock = map[string]time.Time{}
@@ -424,18 +447,36 @@ func (e *Engine) expire(flushAll bool) {
 func (e *Engine) commit(ctx context.Context, states func(open map[string]*track, gone map[*track]bool) map[string]string) error {
 	now := time.Now()
 	mode := Mode(e.mode.Load())
-	var take []pending
-	var keep []pending
-	for _, p := range e.pending {
-		if mode == Active || !now.Before(p.release) {
-			take = append(take, p)
-		} else {
-			keep = append(keep, p)
+	// The pending records are split into those released now and those kept,
+	// in buffers reused from one commit to the next (a replay commits
+	// thousands of records at a time; growing fresh slices dominated it).
+	// Callbacks get copies, so nothing outside keeps a pointer into them.
+	all := true
+	for i := range e.pending {
+		if mode != Active && now.Before(e.pending[i].release) {
+			all = false
+			break
 		}
 	}
-	gone := map[*track]bool{}
+	var take, keep []pending
+	if all {
+		take = e.pending
+	} else {
+		take, keep = e.takeBuf[:0], e.keepBuf[:0]
+		for _, p := range e.pending {
+			if mode == Active || !now.Before(p.release) {
+				take = append(take, p)
+			} else {
+				keep = append(keep, p)
+			}
+		}
+	}
+	var gone map[*track]bool
 	for _, p := range take {
 		if p.tr != nil {
+			if gone == nil {
+				gone = map[*track]bool{}
+			}
 			gone[p.tr] = true
 		}
 	}
@@ -447,84 +488,114 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 	}
 	for _, tr := range e.open {
 		if !tr.held && e.newest.Sub(tr.last) > horizon+time.Minute {
+			if gone == nil {
+				gone = map[*track]bool{}
+			}
 			gone[tr] = true
 		}
 	}
 	var kv map[string]string
 	if states != nil {
+		if gone == nil {
+			gone = map[*track]bool{}
+		}
 		kv = states(e.open, gone)
 	}
 	if len(take) == 0 && len(kv) == 0 {
-		return nil
-	}
-	if e.store == nil {
-		// No store (benchmarks of the reading path, fuzzing): count and drop.
-		e.pending = keep
-		e.stats.Dropped += int64(len(take))
-		for id, tr := range e.open {
-			if gone[tr] {
-				delete(e.open, id)
-			}
+		if !all {
+			e.takeBuf, e.keepBuf = take[:0], keep[:0]
 		}
 		return nil
 	}
-	var stored, shadowed []*record.Record
-	var known, dropped int64
-	err := e.store.Update(ctx, func(tx *lineage.Tx) error {
-		stored, shadowed, known, dropped = stored[:0], shadowed[:0], 0, 0
-		for i := range take {
-			p := &take[i]
-			if mode == Standby && !p.susp && !e.cfg.StandbyStores {
-				dropped++
-				continue
+	var stored, shadowed []record.Record
+	var nstored, known, dropped int64
+	if e.store == nil {
+		// No store (benchmarks of the reading path, fuzzing): count and drop.
+		dropped = int64(len(take))
+	} else {
+		update := e.store.Update
+		if e.bulk != nil {
+			update = e.bulk.Update
+		}
+		err := update(ctx, func(tx *lineage.Tx) error {
+			stored, shadowed, nstored, known, dropped = stored[:0], shadowed[:0], 0, 0, 0
+			recs := e.recBuf[:0]
+			for i := range take {
+				p := &take[i]
+				if mode == Standby && !p.susp && !e.cfg.StandbyStores {
+					dropped++
+					continue
+				}
+				if err := p.rec.Validate(); err != nil {
+					e.log.Error("log source: dropping an invalid record", "err", err)
+					continue
+				}
+				recs = append(recs, p.rec)
 			}
-			if err := p.rec.Validate(); err != nil {
-				e.log.Error("log source: dropping an invalid record", "err", err)
-				continue
-			}
-			isNew, err := tx.PutRecord(&p.rec)
+			defer func() { clear(recs); e.recBuf = recs[:0] }()
+			debug := e.log.Enabled(ctx, slog.LevelDebug)
+			// One bulk call: multi-row INSERTs (lineage/bulk.go), the same
+			// rows and dedupe by id as PutRecord one by one.
+			isNew, err := tx.PutRecords(recs)
 			if err != nil {
 				return err
 			}
-			if !isNew && e.cfg.OnShadowed != nil {
-				shadowed = append(shadowed, &p.rec)
+			for i, n := range isNew {
+				r := &recs[i]
+				if !n {
+					known++
+					if e.cfg.OnShadowed != nil {
+						shadowed = append(shadowed, *r)
+					}
+					continue
+				}
+				nstored++
+				if debug {
+					e.log.Debug("log source: stored", "task", r.TaskID, "host", r.HostName, "end", r.End)
+				}
+				if e.cfg.OnRecord != nil {
+					stored = append(stored, *r)
+				}
 			}
-			if isNew {
-				e.log.Debug("log source: stored", "task", p.rec.TaskID, "host", p.rec.HostName, "end", p.rec.End)
-				stored = append(stored, &p.rec)
-			} else {
-				known++
+			for k, v := range kv {
+				if err := tx.SetAgentState(k, v); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			// Nothing was committed: every pending record stays.
+			if !all {
+				e.takeBuf, e.keepBuf = take[:0], keep[:0]
+			}
+			return err
 		}
-		for k, v := range kv {
-			if err := tx.SetAgentState(k, v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	e.pending = keep
+	clear(take)
+	if all {
+		e.pending, e.spare = e.spare[:0], take[:0]
+	} else {
+		old := e.pending
+		clear(old)
+		e.pending, e.keepBuf, e.takeBuf = keep, old[:0], take[:0]
+	}
 	for id, tr := range e.open {
 		if gone[tr] {
 			delete(e.open, id)
 		}
 	}
-	if len(keep) == 0 && mode == Standby {
+	if len(e.pending) == 0 && mode == Standby {
 		e.susp = false
 	}
-	e.stats.Stored += int64(len(stored))
+	e.stats.Stored += nstored
 	e.stats.Known += known
 	e.stats.Dropped += dropped
-	for _, r := range shadowed {
-		e.cfg.OnShadowed(r)
+	for i := range shadowed {
+		e.cfg.OnShadowed(&shadowed[i])
 	}
-	if e.cfg.OnRecord != nil {
-		for _, r := range stored {
-			e.cfg.OnRecord(r)
-		}
+	for i := range stored {
+		e.cfg.OnRecord(&stored[i])
 	}
 	return nil
 }

@@ -357,6 +357,8 @@ func compareExact(t *testing.T, want, got []record.Record) {
 			t.Errorf("missing %s %s task %s", w.Activity, w.Result, w.TaskID)
 			bad++
 		} else {
+			// The chain link depends on commit order, not on the lines.
+			w.Chain, g.Chain = nil, nil
 			wj, _ := json.Marshal(w)
 			gj, _ := json.Marshal(g)
 			if !bytes.Equal(wj, gj) {

@@ -32,12 +32,16 @@ type Metrics struct {
 	DetectorRestarts *prometheus.CounterVec // detector plugin restarts, by detector
 	DetectorUp       *prometheus.GaugeVec   // 1 while a detector runs, by detector
 	XAPIReconnects   prometheus.Counter     // event.from sessions re-established
+	ChainHead        prometheus.Gauge       // chain sequence number of the last sealed record
+	ChainUnsealed    prometheus.Gauge       // records waiting to be sealed (and shipped)
+	RecordsMerged    prometheus.Counter     // records completed by a second sighting before the seal
 	BuildInfo        *prometheus.GaugeVec   // 1, labelled with version
 
 	mu      sync.Mutex
 	hooks   []func()
 	lastOut map[string]OutputStats // last absolute figures per output, for SetOutput
 	lastDet map[string]int         // last start count per detector, for SetDetector
+	merged  int64                  // last merged total, for SetChain
 }
 
 // OutputStats are an output's own running totals (the spool shipper's
@@ -73,11 +77,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "1 while the detector plugin runs, 0 while it is down, restarting or refused."}, []string{"detector"}),
 		XAPIReconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "xapi_reconnects_total",
 			Help: "Times the XAPI session or event.from stream was re-established."}),
+		ChainHead: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "chain_head_seq",
+			Help: "Sequence number of the last record sealed into the hash chain."}),
+		ChainUnsealed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "chain_unsealed_records",
+			Help: "Records stored but not yet sealed (waiting up to chain.settle for a second source or their actor)."}),
+		RecordsMerged: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "records_merged_total",
+			Help: "Records completed in place by a second sighting of the same operation (another source, the audit log) before they were sealed."}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 			Help: "Always 1; the version is in the label."}, []string{"version"}),
 	}
 	reg.MustRegister(m.EventsIn, m.RecordsCommitted, m.RecordsOut, m.OutputErrors, m.QueueDepth, m.LagSeconds,
-		m.LastEvent, m.DetectorRestarts, m.DetectorUp, m.XAPIReconnects, m.BuildInfo,
+		m.LastEvent, m.DetectorRestarts, m.DetectorUp, m.XAPIReconnects, m.ChainHead, m.ChainUnsealed, m.RecordsMerged, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version).Set(1)
 	m.lastOut = map[string]OutputStats{}
@@ -213,4 +223,21 @@ func (m *Metrics) SetDetector(name string, starts int, up bool) {
 		v = 1
 	}
 	m.DetectorUp.WithLabelValues(name).Set(v)
+}
+
+// SetChain takes the chain's head, the records waiting to be sealed and the
+// running total of merged records (absolute figures, read at scrape time).
+func (m *Metrics) SetChain(head, unsealed, merged int64) {
+	if m == nil {
+		return
+	}
+	m.ChainHead.Set(float64(head))
+	m.ChainUnsealed.Set(float64(unsealed))
+	m.mu.Lock()
+	d := merged - m.merged
+	m.merged = merged
+	m.mu.Unlock()
+	if d > 0 {
+		m.RecordsMerged.Add(float64(d))
+	}
 }

@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/audit"
 	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/lifecycle"
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/logsource"
 	"github.com/vmlineage/vmlineage/agent/metrics"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
@@ -32,22 +34,38 @@ type Options struct {
 	FatalAuth bool
 	// BackoffBase overrides the first reconnection delay (tests).
 	BackoffBase time.Duration
+	// LogSource overrides the log source's timings (tests).
+	LogSource LogSourceTuning
+}
+
+// LogSourceTuning overrides timings of the log source (tests; zero: the
+// defaults).
+type LogSourceTuning struct {
+	Clock func() time.Time // anchors year-less stamps (the simulator's clock)
+	Hold  time.Duration    // logsource.EngineConfig.Hold
+	Quiet time.Duration    // logsource.EngineConfig.Quiet
+	Idle  time.Duration    // xensource.Config.IdleTimeout
+	Every time.Duration    // logsource.Failover.Every
 }
 
 // Agent is one running vmlineage agent for one pool.
 type Agent struct {
-	cfg       config.Config
-	opts      Options
-	log       *slog.Logger
-	Store     *lineage.Store
-	Tracer    *lifecycle.Tracer
-	Client    *xapi.Client
-	Watcher   *xapi.Watcher
-	outs      *outputSet
-	detect    *detection
-	metrics   *metrics.Metrics
-	started   time.Time
-	lastBatch atomic.Pointer[time.Time]
+	cfg        config.Config
+	opts       Options
+	log        *slog.Logger
+	Store      *lineage.Store
+	Tracer     *lifecycle.Tracer
+	Client     *xapi.Client
+	Watcher    *xapi.Watcher
+	outs       *outputSet
+	detect     *detection
+	chain      *chainKeeper
+	deferSeal  bool
+	logEngine  atomic.Pointer[logsource.Engine]
+	attributor *audit.Attributor
+	metrics    *metrics.Metrics
+	started    time.Time
+	lastBatch  atomic.Pointer[time.Time]
 }
 
 // New opens the store and prepares the XAPI client; Run starts tracing.
@@ -78,6 +96,17 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	tr := lifecycle.New(store, log)
 	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client, metrics: opts.Metrics, started: time.Now()}
+	// A record another source may still complete waits unsealed (and
+	// unshipped) up to chain.settle; otherwise it is sealed as stored.
+	a.deferSeal = (cfg.LogSource.Enabled() || cfg.Audit.Enabled()) && cfg.Chain.Settle > 0
+	tr.OtherSources = cfg.LogSource.Enabled()
+	store.DeferSeal(a.deferSeal)
+	a.chain = &chainKeeper{st: store, log: log, settle: cfg.Chain.Settle.D(), every: cfg.Chain.CheckpointEvery.D(),
+		sealed: func(int) { a.outs.notify() }}
+	if cfg.Audit.Enabled() {
+		a.attributor = audit.NewAttributor(audit.AttributorConfig{})
+		a.chain.complete = a.attributor.Complete
+	}
 	tr.OnRecord = func(r *record.Record) {
 		a.outs.notify()
 		a.detect.onRecord(r)
@@ -104,23 +133,21 @@ func (a *Agent) Outputs() []*Output {
 }
 
 // Run traces until ctx ends or a fatal error occurs. The outputs run beside
-// the tracer and stop with it.
+// the tracer; when tracing stops they get a short while to ship the shutdown
+// checkpoint and what is spooled.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := a.serveSide(ctx); err != nil {
 		return err
 	}
+	octx, ocancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ocancel()
 	if len(a.cfg.Outputs) > 0 {
-		octx, cancel := context.WithCancel(ctx)
-		defer cancel()
 		outs, err := startOutputs(octx, a.cfg, a.Store, a.log, a.opts.Version)
 		if err != nil {
 			return err
 		}
 		a.outs = outs
-		defer func() {
-			cancel()
-			outs.close()
-		}()
+		defer outs.close()
 	}
 	det, err := a.startDetection(ctx)
 	if err != nil {
@@ -128,11 +155,62 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.detect = det
 	defer det.close()
-	err = a.Watcher.Run(ctx)
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	keeperDone := make(chan struct{})
+	go func() { defer close(keeperDone); a.chain.run(tctx, a.deferSeal) }()
+	lsDone, err := a.startLogSource(tctx)
+	if err != nil {
+		tcancel()
+		<-keeperDone
+		return err
+	}
+	auDone, err := a.startAudit(tctx)
+	if err != nil {
+		tcancel()
+		<-lsDone
+		<-keeperDone
+		return err
+	}
+	err = a.Watcher.Run(tctx)
+	tcancel()
+	<-lsDone
+	<-auDone
+	<-keeperDone
+	a.drainOutputs(5 * time.Second)
+	ocancel()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// drainOutputs waits, up to d, until every output has spooled the whole
+// chain and its shipper has delivered what is spooled.
+func (a *Agent) drainOutputs(d time.Duration) {
+	if a.outs == nil {
+		return
+	}
+	ctx := context.Background()
+	head, _, err := a.Store.ChainHead(ctx)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		done := true
+		for _, o := range a.outs.list {
+			if o.fed.Load() < head || o.spool.Stats().Records > 0 {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		a.outs.notify()
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.log.Info("outputs not drained at shutdown; the spools keep the rest for the next start")
 }
 
 // Close releases the store and logs out.

@@ -48,6 +48,25 @@ func (b *contextBuilder) names(ctx context.Context) (map[string]lineage.Host, ma
 	return b.hosts, b.pools
 }
 
+// pool is the uuid of the (first) pool the store knows.
+func (b *contextBuilder) pool(ctx context.Context) string {
+	_, pools := b.names(ctx)
+	for u := range pools {
+		return u
+	}
+	return ""
+}
+
+// base is the context of a document that is about no VM (checkpoints).
+func (b *contextBuilder) base(ctx context.Context, namespace string) *formats.Context {
+	_, pools := b.names(ctx)
+	c := &formats.Context{AgentName: b.agent, AgentVersion: b.version, Namespace: namespace}
+	for _, name := range pools {
+		c.PoolName = name
+	}
+	return c
+}
+
 func (b *contextBuilder) build(ctx context.Context, r *record.Record, namespace string) *formats.Context {
 	hosts, pools := b.names(ctx)
 	c := &formats.Context{PoolName: pools[r.PoolUUID], AgentName: b.agent, AgentVersion: b.version, Namespace: namespace}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/config"
@@ -38,17 +39,52 @@ import (
 
 // Output is one configured destination, running.
 type Output struct {
-	Name    string
-	cfg     config.Output
-	out     outputs.Output
-	spool   *spool.Spool
-	shipper *spool.Shipper
-	encode  func(dst []byte, r *record.Record, c *formats.Context) []byte
+	Name       string
+	cfg        config.Output
+	out        outputs.Output
+	spool      *spool.Spool
+	shipper    *spool.Shipper
+	encode     func(dst []byte, r *record.Record, c *formats.Context) []byte
+	checkpoint func(dst []byte, cp *formats.Checkpoint, c *formats.Context) []byte
+	fed        atomic.Int64 // chain seq of the last record in the spool
 }
 
 // cef reports whether the output carries CEF (else ECS JSON).
 func (o *Output) cef() bool {
-	return !(o.cfg.Type == "elasticsearch" || o.cfg.Format == "ecs" || (o.cfg.Format == "" && o.cfg.Type != "syslog"))
+	if o.cfg.Type == "elasticsearch" {
+		return false
+	}
+	return o.cfg.Format == "cef" || (o.cfg.Format == "" && o.cfg.Type == "syslog")
+}
+
+// AppendJSON writes r as `vmlineage records --format json` does, with its
+// chain link: the form `vmlineage verify --file` checks.
+func AppendJSON(dst []byte, r *record.Record, _ *formats.Context) []byte {
+	b, err := json.Marshal(r)
+	if err != nil { // a Record always marshals; keep the line whole anyway
+		return append(dst, "{}"...)
+	}
+	return append(dst, b...)
+}
+
+// CheckpointJSON is a checkpoint line in the json format.
+type CheckpointJSON struct {
+	Checkpoint struct {
+		Seq      int64  `json:"seq"`
+		Hash     string `json:"hash"`
+		At       string `json:"at"`
+		Reason   string `json:"reason,omitempty"`
+		PoolUUID string `json:"pool_uuid,omitempty"`
+	} `json:"checkpoint"`
+}
+
+// AppendCheckpointJSON writes a checkpoint in the json format.
+func AppendCheckpointJSON(dst []byte, cp *formats.Checkpoint, _ *formats.Context) []byte {
+	var c CheckpointJSON
+	c.Checkpoint.Seq, c.Checkpoint.Hash, c.Checkpoint.At = cp.Seq, cp.Hash, record.FormatTime(cp.At)
+	c.Checkpoint.Reason, c.Checkpoint.PoolUUID = cp.Reason, cp.PoolUUID
+	b, _ := json.Marshal(c)
+	return append(dst, b...)
 }
 
 // Raw is the output itself, without spool (setup, outputs test).
@@ -57,8 +93,11 @@ func Raw(o *Output) outputs.Output { return o.out }
 // Health reports the output's counters and spool.
 func (o *Output) Health() spool.ShipperHealth { return o.shipper.Health() }
 
-// cursorKey is the agent_state key of an output's position in the store.
-func cursorKey(name string) string { return "output." + name + ".seq" }
+// cursorKey is the agent_state key of an output's position in the store's
+// hash chain (the chain seq of the last record it took), checkpointKey the
+// id of the last checkpoint it took.
+func cursorKey(name string) string     { return "output." + name + ".chain" }
+func checkpointKey(name string) string { return "output." + name + ".checkpoint" }
 
 // NewOutput builds the output a configuration names (no I/O beyond opening
 // files and its spool).
@@ -68,9 +107,12 @@ func NewOutput(c config.Output, dataDir string) (*Output, error) {
 	if o.out, err = buildOutput(c, dataDir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", c.Name, err)
 	}
-	o.encode = ecs.AppendRecord
-	if o.cef() {
-		o.encode = cef.AppendRecord
+	o.encode, o.checkpoint = ecs.AppendRecord, ecs.AppendCheckpoint
+	switch {
+	case o.cef():
+		o.encode, o.checkpoint = cef.AppendRecord, cef.AppendCheckpoint
+	case c.Format == "json" && c.Type != "elasticsearch":
+		o.encode, o.checkpoint = AppendJSON, AppendCheckpointJSON
 	}
 	pol := spool.Block
 	switch c.WhenFull {
@@ -134,26 +176,35 @@ func buildOutput(c config.Output, dataDir string) (outputs.Output, error) {
 	return nil, fmt.Errorf("unknown type %q", c.Type)
 }
 
-// feed moves records from the store into the output's spool, from the
-// output's cursor on, until ctx ends. wake is signalled when the tracer
-// commits records.
+// feed moves sealed records, in chain order, and the chain checkpoints
+// from the store into the output's spool, from the output's cursors on,
+// until ctx ends. wake is signalled when records are sealed.
 func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder, wake <-chan struct{}, log *slog.Logger) {
-	key := cursorKey(o.Name)
-	var cursor int64
+	key, ckey := cursorKey(o.Name), checkpointKey(o.Name)
+	var cursor, ckCursor int64
 	if v, err := st.AgentState(ctx, key); err == nil && v != "" {
 		fmt.Sscan(v, &cursor)
+	}
+	if v, err := st.AgentState(ctx, ckey); err == nil && v != "" {
+		fmt.Sscan(v, &ckCursor)
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var buf []byte
 	for ctx.Err() == nil {
-		recs, err := st.RecordsAfter(ctx, cursor, 500)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("output: reading the store failed", "output", o.Name, "err", err)
+		recs, err := st.Sealed(ctx, cursor, 500)
+		var cps []lineage.Checkpoint
+		if err == nil {
+			last := cursor
+			if len(recs) > 0 {
+				last = recs[len(recs)-1].Chain.Seq
 			}
+			cps, err = st.Checkpoints(ctx, ckCursor, last)
 		}
-		if len(recs) == 0 || err != nil {
+		if err != nil && ctx.Err() == nil {
+			log.Error("output: reading the store failed", "output", o.Name, "err", err)
+		}
+		if (len(recs) == 0 && len(cps) == 0) || err != nil {
 			select {
 			case <-ctx.Done():
 				return
@@ -162,26 +213,53 @@ func (o *Output) feed(ctx context.Context, st *lineage.Store, cb *contextBuilder
 			}
 			continue
 		}
-		items := make([]outputs.Item, 0, len(recs))
+		items := make([]outputs.Item, 0, len(recs)+len(cps))
+		addCheckpoints := func(upTo int64) {
+			for len(cps) > 0 && cps[0].Seq <= upTo {
+				cp := cps[0]
+				cps = cps[1:]
+				f := formats.Checkpoint{Seq: cp.Seq, Hash: cp.Hash, At: cp.At, Reason: cp.Reason, PoolUUID: cb.pool(ctx)}
+				buf = o.checkpoint(buf[:0], &f, cb.base(ctx, o.cfg.Namespace))
+				items = append(items, outputs.Item{ID: formats.CheckpointID(&f), Payload: append([]byte(nil), buf...), Time: cp.At})
+				ckCursor = cp.ID
+			}
+		}
 		for i := range recs {
-			r := &recs[i].Record
+			r := &recs[i]
+			addCheckpoints(r.Chain.Seq - 1)
 			c := cb.build(ctx, r, o.cfg.Namespace)
 			buf = o.encode(buf[:0], r, c)
 			items = append(items, outputs.Item{ID: r.ID, Payload: append([]byte(nil), buf...), Time: r.End})
+			cursor = r.Chain.Seq
 		}
+		addCheckpoints(cursor)
 		if err := o.spool.Append(ctx, items); err != nil {
 			if ctx.Err() == nil {
 				log.Error("output: spool refused records; retrying", "output", o.Name, "err", err)
 				sleepCtx(ctx, time.Second)
 			}
+			// Re-read from the saved cursors.
+			if v, err := st.AgentState(ctx, key); err == nil {
+				cursor = 0
+				fmt.Sscan(v, &cursor)
+			}
+			if v, err := st.AgentState(ctx, ckey); err == nil {
+				ckCursor = 0
+				fmt.Sscan(v, &ckCursor)
+			}
 			continue
 		}
-		last := recs[len(recs)-1].Seq
-		if err := st.Update(ctx, func(tx *lineage.Tx) error { return tx.SetAgentState(key, fmt.Sprint(last)) }); err != nil {
+		c, k := cursor, ckCursor
+		if err := st.Update(ctx, func(tx *lineage.Tx) error {
+			if err := tx.SetAgentState(key, fmt.Sprint(c)); err != nil {
+				return err
+			}
+			return tx.SetAgentState(ckey, fmt.Sprint(k))
+		}); err != nil {
 			// The spool holds them; a restart re-appends at most this batch.
 			log.Warn("output: saving the cursor failed", "output", o.Name, "err", err)
 		}
-		cursor = last
+		o.fed.Store(c)
 	}
 }
 

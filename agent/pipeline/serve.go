@@ -46,6 +46,10 @@ func (a *Agent) serveSide(ctx context.Context) error {
 			a.metrics = m
 		}
 		m.OnScrape(func() {
+			if head, _, err := a.Store.ChainHead(ctx); err == nil {
+				unsealed, _ := a.Store.Unsealed(ctx)
+				m.SetChain(head, unsealed, a.Store.Merged())
+			}
 			for _, o := range a.Outputs() {
 				h := o.Health()
 				m.SetOutput(h.Output, metrics.OutputStats{Delivered: h.Spool.Acked, Errors: h.Health.Failed, Queued: h.Spool.Records})

@@ -74,6 +74,12 @@ func TestAgentServesMetricsAndWebView(t *testing.T) {
 	if got := metricValue(after, "vmlineage_records_committed_total"); got != float64(len(truth)) {
 		t.Errorf("records committed: %v, want %d", got, len(truth))
 	}
+	if got := metricValue(after, "vmlineage_chain_head_seq"); got != float64(len(truth)) {
+		t.Errorf("chain head: %v, want %d (every record sealed as stored)", got, len(truth))
+	}
+	if got := metricValue(after, "vmlineage_chain_unsealed_records"); got != 0 {
+		t.Errorf("unsealed records: %v", got)
+	}
 	if b, a := metricValue(before, "vmlineage_events_in_total"), metricValue(after, "vmlineage_events_in_total"); !(a > b) {
 		t.Errorf("events in did not move: %v -> %v", b, a)
 	}

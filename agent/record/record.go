@@ -154,6 +154,9 @@ type Record struct {
 	Unknown []string `json:"unknown,omitempty"`
 	// Actor is who made the call (nil: not attributed, e.g. no audit line).
 	Actor *Actor `json:"actor,omitempty"`
+	// Chain is the record's place in the store's hash chain, set once the
+	// store sealed it (not part of what the chain hashes: see ChainHash).
+	Chain *Chain `json:"chain,omitempty"`
 }
 
 // TimeLayout is the on-the-wire time format: RFC 3339, UTC, milliseconds.

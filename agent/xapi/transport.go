@@ -128,7 +128,12 @@ func dialPinned(ctx context.Context, d *net.Dialer, base *tls.Config, pn *pins, 
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("server sent no certificate")
 		}
-		want := pn.get(host)
+		// A host:port pin (a member learnt from the pool) wins over the
+		// host's: several endpoints may share an address.
+		want := pn.get(addr)
+		if want == nil {
+			want = pn.get(host)
+		}
 		if want == nil {
 			return fmt.Errorf("no pinned fingerprint for host %s (only the configured host and masters it names are pinned)", host)
 		}

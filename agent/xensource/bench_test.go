@@ -82,10 +82,15 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 // BenchmarkReplayFile replays a generated file from disk (size from
-// VMLINEAGE_BENCH_BYTES, default 64 MiB) through Scanner and Deriver and
-// reports lines/s, MB/s and the peak heap, which must stay flat whatever the
-// file size.
+// VMLINEAGE_BENCH_BYTES, default 64 MiB; the realistic and the dense corpus)
+// through Scanner and Deriver and reports lines/s, MB/s and the peak heap,
+// which must stay flat whatever the file size.
 func BenchmarkReplayFile(b *testing.B) {
+	b.Run("realistic", func(b *testing.B) { benchReplayFile(b, false) })
+	b.Run("dense", func(b *testing.B) { benchReplayFile(b, true) })
+}
+
+func benchReplayFile(b *testing.B, dense bool) {
 	size := int64(64 << 20)
 	if s := os.Getenv("VMLINEAGE_BENCH_BYTES"); s != "" {
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -97,7 +102,7 @@ func BenchmarkReplayFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	nlines, err := WriteCorpus(f, size, CorpusConfig{Failed: 7})
+	nlines, err := WriteCorpus(f, size, CorpusConfig{Failed: 7, Dense: dense})
 	if err1 := f.Close(); err == nil {
 		err = err1
 	}

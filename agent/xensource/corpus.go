@@ -13,25 +13,48 @@ type CorpusConfig struct {
 	Start  time.Time // time of the first operation; default 2026-12-31 20:00 UTC
 	Seed   uint64    // varies task refs and uuids
 	Failed int       // one operation in Failed fails (0: none)
+	// Dense writes operations back to back, 1.5 s apart, with only the
+	// lines Render writes (about one record per 12 lines): a stress case for
+	// the deriver and the store, far denser in operations than a real log.
+	Dense bool
+	// The realistic corpus (Dense false) is shaped by the three values below;
+	// README.md "Generated corpus" gives the evidence for the defaults.
+	RunningVMs int           // running VMs per host (default 20); each logs xenopsd's guest-agent check once a minute
+	OpEvery    time.Duration // one lifecycle operation in the pool this often (default 1 minute)
+	Clients    int           // API clients (XenCenter, Xen Orchestra) polling event.from on each host (default 2)
+
+	bare   bool // tests: only Render's lines of the same operations, no background and no per-operation detail
+	maxOps int  // tests: stop after this many operations instead of at size
 }
 
-// WriteCorpus writes at least size bytes of realistic xensource.log text:
-// Render output of every activity, with noise, the hosts' lines merged in
-// time order into one stream (what `replay` of a merged file or of a syslog
-// collector's file sees). It returns the number of lines written. Used by
-// benchmarks and by `make bench` to build a large replay corpus.
+// WriteCorpus writes at least size bytes of xensource.log text, the hosts'
+// lines merged in time order into one stream (what `replay` of a merged
+// file or of a syslog collector's file sees), and returns the number of
+// lines written. The default corpus is realistic: background lines of
+// every running VM, API client and daemon, and lifecycle operations as
+// verbose as xapi and xenopsd make them; Dense gives the operations alone.
+// Used by benchmarks and by `make bench` to build a large replay corpus.
 func WriteCorpus(w io.Writer, size int64, cfg CorpusConfig) (int64, error) {
-	hosts := cfg.Hosts
-	if len(hosts) == 0 {
-		hosts = []string{"xen1", "xen2", "xen3"}
+	if len(cfg.Hosts) == 0 {
+		cfg.Hosts = []string{"xen1", "xen2", "xen3"}
 	}
-	start := cfg.Start
-	if start.IsZero() {
-		start = time.Date(2026, 12, 31, 20, 0, 0, 0, time.UTC)
+	if cfg.Start.IsZero() {
+		cfg.Start = time.Date(2026, 12, 31, 20, 0, 0, 0, time.UTC)
 	}
-	ops := []string{"start", "clean_shutdown", "hard_reboot", "suspend", "resume", "pause", "unpause",
-		"pool_migrate", "clone", "copy", "snapshot", "checkpoint", "revert", "destroy", "import", "export",
-		"provision", "create", "hard_shutdown", "start_on"}
+	if cfg.Dense {
+		return writeDense(w, size, cfg)
+	}
+	return writeRealistic(w, size, cfg)
+}
+
+// corpusOps is the rotation of operations both corpora cycle through.
+var corpusOps = []string{"start", "clean_shutdown", "hard_reboot", "suspend", "resume", "pause", "unpause",
+	"pool_migrate", "clone", "copy", "snapshot", "checkpoint", "revert", "destroy", "import", "export",
+	"provision", "create", "hard_shutdown", "start_on"}
+
+func writeDense(w io.Writer, size int64, cfg CorpusConfig) (int64, error) {
+	hosts, start := cfg.Hosts, cfg.Start
+	ops := corpusOps
 	bw := bufio.NewWriterSize(w, 1<<20)
 	var written, lines int64
 	var pending []HostLine

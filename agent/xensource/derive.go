@@ -53,6 +53,7 @@ type Deriver struct {
 	checked time.Time
 	pruned  time.Time
 	dueQ    dueHeap // when open tasks may close (lazy: re-checked on pop)
+	closing []*task // reused by expire
 	Stats   DeriveStats
 }
 
@@ -217,12 +218,15 @@ func (d *Deriver) get(id, name string, at time.Time) *task {
 		d.Stats.Late++
 		return nil
 	}
-	op, ok := opOfTaskName(name)
-	if !ok {
+	if _, ok := opOfTaskName(name); !ok {
 		return nil
 	}
+	// The task keeps its own copy: name aliases the caller's read buffer,
+	// and op must be cut from the copy, not from name.
+	name = strings.Clone(name)
+	op, _ := opOfTaskName(name)
 	a, _ := record.ActivityOf(op)
-	t := &task{id: strings.Clone(id), taskName: strings.Clone(name), op: op, activity: a, first: at, last: at}
+	t := &task{id: strings.Clone(id), taskName: name, op: op, activity: a, first: at, last: at}
 	d.tasks[t.id] = t
 	d.Stats.Tasks++
 	d.schedule(t, at.Add(d.cfg.IdleTimeout))
@@ -380,7 +384,7 @@ func (d *Deriver) Expire(now time.Time) []record.Record { return d.expire(now, f
 
 func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 	var out []record.Record
-	var closing []*task
+	closing := d.closing[:0]
 	if all {
 		for _, t := range d.tasks {
 			closing = append(closing, t)
@@ -409,19 +413,17 @@ func (d *Deriver) expire(wm time.Time, all bool) []record.Record {
 		}
 		return a.id < b.id
 	})
-	ids := make([]string, len(closing))
-	for i, t := range closing {
-		ids[i] = t.id
-	}
-	for _, id := range ids {
-		t := d.tasks[id]
+	for _, t := range closing {
+		id := t.id
 		delete(d.tasks, id)
 		if d.byVM[t.vmUUID] == id {
 			delete(d.byVM, t.vmUUID)
 		}
 		d.done[id] = t.last
-		out = append(out, d.records(t)...)
+		out = d.appendRecords(out, t)
 	}
+	clear(closing)
+	d.closing = closing[:0]
 	// Forget emitted ids once no late line can plausibly arrive.
 	if len(d.done) > 0 && !wm.IsZero() && wm.Sub(d.pruned) > d.cfg.IdleTimeout {
 		d.pruned = wm

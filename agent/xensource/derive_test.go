@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -99,12 +100,69 @@ func TestDeriverIdleTimeoutAndLate(t *testing.T) {
 	}
 }
 
-// TestCorpusReplay: the generated corpus (used by the replay benchmark)
-// parses without a bad line and yields one valid record per operation,
-// with the expected share of failures.
+// TestCorpusReplay: the generated corpora (used by the replay benchmarks)
+// parse without a bad line and yield one valid record per operation, with
+// the expected share of failures.
 func TestCorpusReplay(t *testing.T) {
+	for _, dense := range []bool{false, true} {
+		t.Run(map[bool]string{false: "realistic", true: "dense"}[dense], func(t *testing.T) {
+			recs, n, sc, d := corpusRecords(t, 2<<20, CorpusConfig{Failed: 5, Seed: 7, Dense: dense})
+			if sc.Stats.BadTotal() != 0 || sc.Stats.Lines != n {
+				t.Fatalf("scanner stats %+v", sc.Stats)
+			}
+			failed := 0
+			ids := map[string]bool{}
+			for _, r := range recs {
+				if err := r.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				if ids[r.ID] {
+					t.Fatalf("duplicate record %s", r.ID)
+				}
+				ids[r.ID] = true
+				if r.Result == record.Failure {
+					failed++
+				}
+			}
+			if int64(len(recs)) != d.Stats.Tasks || failed == 0 || failed > len(recs)/4 {
+				t.Fatalf("%d records for %d tasks, %d failed", len(recs), d.Stats.Tasks, failed)
+			}
+			perRecord := float64(n) / float64(len(recs))
+			t.Logf("%d lines, %d records: one per %.0f lines", n, len(recs), perRecord)
+			if dense && perRecord > 20 || !dense && perRecord < 500 {
+				t.Fatalf("one record per %.0f lines: not the density this corpus promises", perRecord)
+			}
+		})
+	}
+}
+
+// TestCorpusRealisticSameRecords: the realistic corpus's background and
+// per-operation detail lines change no record: deriving it gives exactly
+// the records of the same operations' Render lines alone.
+func TestCorpusRealisticSameRecords(t *testing.T) {
+	cfg := CorpusConfig{Failed: 7, Seed: 3, RunningVMs: 10}
+	full, _, _, d := corpusRecords(t, 3<<20, cfg)
+	n := len(full)
+	cfg.bare, cfg.maxOps = true, int(d.Stats.Tasks)
+	bare, _, _, _ := corpusRecords(t, 1<<40, cfg)
+	if len(bare) != n || n < 20 {
+		t.Fatalf("bare corpus: %d records, full %d", len(bare), n)
+	}
+	if !reflect.DeepEqual(normalise(full), normalise(bare)) {
+		for i := range full {
+			if !reflect.DeepEqual(full[i], bare[i]) {
+				t.Fatalf("record %d differs:\n full %+v\n bare %+v", i, full[i], bare[i])
+			}
+		}
+		t.Fatal("records differ")
+	}
+}
+
+// corpusRecords generates a corpus of size bytes and derives its records.
+func corpusRecords(t *testing.T, size int64, cfg CorpusConfig) ([]record.Record, int64, *Scanner, *Deriver) {
+	t.Helper()
 	var buf strings.Builder
-	n, err := WriteCorpus(&buf, 2<<20, CorpusConfig{Failed: 5, Seed: 7})
+	n, err := WriteCorpus(&buf, size, cfg)
 	if err != nil || n == 0 {
 		t.Fatal(n, err)
 	}
@@ -120,26 +178,7 @@ func TestCorpusReplay(t *testing.T) {
 	}
 	sc.Flush(emit)
 	recs = append(recs, d.Flush()...)
-	if sc.Stats.BadTotal() != 0 || sc.Stats.Lines != n {
-		t.Fatalf("scanner stats %+v", sc.Stats)
-	}
-	failed := 0
-	ids := map[string]bool{}
-	for _, r := range recs {
-		if err := r.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		if ids[r.ID] {
-			t.Fatalf("duplicate record %s", r.ID)
-		}
-		ids[r.ID] = true
-		if r.Result == record.Failure {
-			failed++
-		}
-	}
-	if int64(len(recs)) != d.Stats.Tasks || failed == 0 || failed > len(recs)/4 {
-		t.Fatalf("%d records for %d tasks, %d failed", len(recs), d.Stats.Tasks, failed)
-	}
+	return recs, n, sc, d
 }
 
 // TestDeriverExpireLive: a tailer whose logs went quiet closes tasks with

@@ -4,19 +4,19 @@ import (
 	"github.com/vmlineage/vmlineage/agent/record"
 )
 
-// records turns a closed task into its records: one, or for an import one
-// per "Created VM" line (ids with index 0..n-1, as the XAPI ground truth
-// numbers the VMs of an import).
-func (d *Deriver) records(t *task) []record.Record {
+// appendRecords appends a closed task's records to out: one, or for an
+// import one per "Created VM" line (ids with index 0..n-1, as the XAPI
+// ground truth numbers the VMs of an import).
+func (d *Deriver) appendRecords(out []record.Record, t *task) []record.Record {
 	r := d.build(t)
 	if t.activity != record.Import || r.Result != record.Success || t.created < 2 {
-		return []record.Record{r}
+		return append(out, r)
 	}
-	out := make([]record.Record, t.created)
-	for i := range out {
-		out[i] = r
-		out[i].ID = record.ID(d.cfg.PoolUUID, t.id, i)
-		out[i].Unknown = append([]string(nil), r.Unknown...)
+	for i := 0; i < t.created; i++ {
+		c := r
+		c.ID = record.ID(d.cfg.PoolUUID, t.id, i)
+		c.Unknown = append([]string(nil), r.Unknown...)
+		out = append(out, c)
 	}
 	return out
 }
@@ -40,7 +40,7 @@ func (d *Deriver) build(t *task) record.Record {
 		// the time the task closed means it succeeded.
 		r.Result = record.Success
 	}
-	var unknown []string
+	unknown := make([]string, 0, 4)
 	unk := func(f string) { unknown = append(unknown, f) }
 	if t.result == "" && t.xenopsdOnlyFailure() {
 		// Only xenopsd's side was read and it failed: the task failed, but

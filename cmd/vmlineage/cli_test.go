@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ func run(t *testing.T, args ...string) (string, error) {
 func TestDemoPrintsThreatModelTree(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errs bytes.Buffer
-	if err := runDemo(context.Background(), &out, &errs, "threat-model", 50, dir, 2*time.Minute); err != nil {
+	if err := runDemo(context.Background(), &out, &errs, "threat-model", 0, dir, 2*time.Minute); err != nil {
 		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errs.String())
 	}
 	s := out.String()
@@ -151,4 +152,79 @@ func TestOutputsTestSendsToEachOutput(t *testing.T) {
 	if !strings.Contains(string(b), "vmlineage-outputs-test") {
 		t.Errorf("the file output did not get the test record: %q", b)
 	}
+}
+
+// TestVerifyNamesAlteredAndDeletedRecords is issue 6's acceptance on the
+// command: the demo's store verifies; with one record altered, and in a
+// copy with one record deleted, `vmlineage verify` names it (exit status 3).
+func TestVerifyNamesAlteredAndDeletedRecords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var out, errs bytes.Buffer
+	if err := runDemo(context.Background(), &out, &errs, "threat-model", 0, dir, 2*time.Minute); err != nil {
+		t.Fatalf("demo: %v\n%s", err, errs.String())
+	}
+	s, err := run(t, "verify", "--data-dir", dir)
+	if err != nil || !strings.Contains(s, "store: 12 records verified") {
+		t.Fatalf("an unaltered store must verify: %v\n%s", err, s)
+	}
+	// A JSON-lines copy of the records verifies too.
+	js, err := run(t, "records", "--data-dir", dir, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile := filepath.Join(t.TempDir(), "records.jsonl")
+	os.WriteFile(copyFile, []byte(js), 0o600)
+	if s, err := run(t, "verify", "--file", copyFile); err != nil || !strings.Contains(s, "12 records verified") {
+		t.Fatalf("verify --file: %v\n%s", err, s)
+	}
+
+	del := filepath.Join(t.TempDir(), "deleted")
+	if err := os.CopyFS(del, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	victim := sqlOne(t, dir, "SELECT id FROM records WHERE chain_seq=5")
+	sqlExec(t, dir, "UPDATE records SET json=json_set(json,'$.vm_name','innocent') WHERE chain_seq=5")
+	_, err = run(t, "verify", "--data-dir", dir)
+	if err == nil || exitCode(err) != 3 || !strings.Contains(err.Error(), victim) || !strings.Contains(err.Error(), "altered") {
+		t.Fatalf("altered record %s not named: %v", victim, err)
+	}
+	gone := sqlOne(t, del, "SELECT id FROM records WHERE chain_seq=7")
+	sqlExec(t, del, "DELETE FROM records WHERE chain_seq=7")
+	_, err = run(t, "verify", "--data-dir", del)
+	if err == nil || exitCode(err) != 3 || !strings.Contains(err.Error(), "chain seq 7") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("deleted record %s not named: %v", gone, err)
+	}
+	// The copy taken before vouches against the altered store.
+	_, err = run(t, "verify", "--data-dir", dir, "--checkpoints", copyFile)
+	if err == nil || !strings.Contains(err.Error(), "chain seq 5") {
+		t.Fatalf("the earlier copy must disagree with the altered store at seq 5: %v", err)
+	}
+}
+
+func sqlDB(t *testing.T, dir string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "lineage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func sqlOne(t *testing.T, dir, q string) string {
+	t.Helper()
+	var v string
+	if err := sqlDB(t, dir).QueryRow(q).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func sqlExec(t *testing.T, dir, q string) {
+	t.Helper()
+	db := sqlDB(t, dir)
+	if _, err := db.Exec(q); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 }

@@ -39,6 +39,6 @@ func main() {
 	if err := newRoot().Execute(); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "vmlineage:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

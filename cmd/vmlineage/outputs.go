@@ -141,6 +141,10 @@ func newStatusCmd() *cobra.Command {
 			n, _ := st.CountRecords(ctx)
 			last, _ := st.LastSeq(ctx)
 			out := map[string]any{"pool_uuid": pool, "event_token": token, "records": n, "last_seq": last}
+			if seq, hash, err := st.ChainHead(ctx); err == nil {
+				unsealed, _ := st.Unsealed(ctx)
+				out["chain"] = map[string]any{"head_seq": seq, "head_hash": hash, "unsealed": unsealed}
+			}
 			health, _ := st.AgentState(ctx, "outputs.health")
 			if health != "" {
 				var h any

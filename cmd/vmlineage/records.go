@@ -94,7 +94,7 @@ func printRecords(w io.Writer, st *lineage.Store, recs []record.Record, format s
 	case "table":
 		names := vmNames(st)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "START\tEND\tACTIVITY\tRESULT\tVM\tPARENT\tHOST\tSOURCE")
+		fmt.Fprintln(tw, "START\tEND\tACTIVITY\tRESULT\tVM\tPARENT\tHOST\tSOURCE\tACTOR")
 		for _, r := range recs {
 			act := string(r.Activity)
 			if r.Activity == record.Other {
@@ -108,8 +108,15 @@ func printRecords(w io.Writer, st *lineage.Store, recs []record.Record, format s
 			if r.DestinationHostUUID != "" {
 				host += " -> " + names.host(r.DestinationHostUUID)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", record.FormatTime(r.Start), record.FormatTime(r.End), act, res,
-				names.vm(r.VMUUID, r.VMName), names.vm(r.ParentVMUUID, ""), host, r.Source)
+			actor := "-"
+			if a := r.Actor; a != nil && a.Name != "" {
+				actor = a.Name
+				if a.ClientIP != "" {
+					actor += "@" + a.ClientIP
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", record.FormatTime(r.Start), record.FormatTime(r.End), act, res,
+				names.vm(r.VMUUID, r.VMName), names.vm(r.ParentVMUUID, ""), host, r.Source, actor)
 		}
 		return tw.Flush()
 	}

@@ -115,51 +115,19 @@ one summary line is printed.`,
 // replayDeriverConfig fills the pool and host map from the flags, else from
 // what the store already knows (an agent that traced the pool before).
 func replayDeriverConfig(ctx context.Context, st *lineage.Store, pool, master string, hosts []string) (xensource.Config, error) {
-	cfg := xensource.Config{PoolUUID: pool, Master: master, Hosts: map[string]string{}}
+	m := map[string]string{}
 	for _, h := range hosts {
 		name, uuid, ok := strings.Cut(h, "=")
 		if !ok || name == "" || uuid == "" {
-			return cfg, fmt.Errorf("--hosts %q: want NAME=UUID", h)
+			return xensource.Config{}, fmt.Errorf("--hosts %q: want NAME=UUID", h)
 		}
-		cfg.Hosts[name] = uuid
+		m[name] = uuid
 	}
-	if cfg.PoolUUID == "" {
-		pools, err := st.Pools(ctx)
-		if err != nil {
-			return cfg, err
-		}
-		switch len(pools) {
-		case 0:
-			return cfg, errors.New("the store knows no pool: give --pool UUID (it is part of every record id)")
-		case 1:
-			cfg.PoolUUID = pools[0].UUID
-		default:
-			return cfg, fmt.Errorf("the store knows %d pools: choose one with --pool", len(pools))
-		}
+	cfg, err := logsource.DeriverConfig(ctx, st, pool, master, m)
+	if errors.Is(err, logsource.ErrNoPool) {
+		return cfg, errors.New("the store knows no pool: give --pool UUID (it is part of every record id)")
 	}
-	if len(cfg.Hosts) == 0 {
-		hs, err := st.Hosts(ctx)
-		if err != nil {
-			return cfg, err
-		}
-		for _, h := range hs {
-			if h.PoolUUID == cfg.PoolUUID || h.PoolUUID == "" {
-				cfg.Hosts[h.Name] = h.UUID
-			}
-		}
-		if cfg.Master == "" {
-			if pools, err := st.Pools(ctx); err == nil {
-				for _, p := range pools {
-					for _, h := range hs {
-						if p.UUID == cfg.PoolUUID && h.UUID == p.MasterUUID {
-							cfg.Master = h.Name
-						}
-					}
-				}
-			}
-		}
-	}
-	return cfg, nil
+	return cfg, err
 }
 
 func printReplaySummary(w io.Writer, res logsource.ReplayResult, d time.Duration) {

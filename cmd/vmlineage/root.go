@@ -29,7 +29,7 @@ snapshotted from whom) in an embedded store, and answers forensic questions abou
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newAgentCmd(), newSimCmd(), newRecordsCmd(), newTreeCmd(), newAtCmd(), newDemoCmd(), newServeCmd(), newEnrichCmd(), newAlertsCmd(), newConfigCmd(), newVersionCmd(), newSetupCmd(), newOutputsCmd(), newStatusCmd(), newReplayCmd())
+	root.AddCommand(newAgentCmd(), newSimCmd(), newRecordsCmd(), newTreeCmd(), newAtCmd(), newDemoCmd(), newServeCmd(), newEnrichCmd(), newAlertsCmd(), newConfigCmd(), newVersionCmd(), newSetupCmd(), newOutputsCmd(), newStatusCmd(), newReplayCmd(), newVerifyCmd())
 	return root
 }
 

@@ -43,6 +43,7 @@ const (
 	maxFacility   = 1023
 	maxMsg        = 1023
 	maxCS         = 4000
+	maxFlex       = 1023 // flexString1/2 (ArcSight: 1023)
 )
 
 // Custom-field labels: a contract, like the vendor and product.
@@ -56,6 +57,9 @@ const (
 	LabelSnapshotUUID   = "snapshotUuid"
 	LabelDurationMillis = "durationMs"
 	LabelLineageDepth   = "lineageDepth"
+	LabelChainSeq       = "chainSeq"
+	LabelChainHash      = "chainHash"
+	LabelChainPrev      = "chainPrev"
 )
 
 // Marshal returns the CEF line of r as a new slice.
@@ -140,9 +144,11 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 			break
 		}
 	}
-	b = appendExt(b, " suser=", c.ActorName, maxUser)
-	b = appendExt(b, " suid=", c.ActorID, maxUser)
-	b = appendIPv4(b, " src=", c.ActorAddress)
+	actorName, actorID, actorAddr, originator := formats.ActorOf(r, c)
+	b = appendExt(b, " suser=", actorName, maxUser)
+	b = appendExt(b, " suid=", actorID, maxUser)
+	b = appendIPv4(b, " src=", actorAddr)
+	b = appendExt(b, " requestClientApplication=", originator, maxUser)
 
 	// msg: the human sentence, written piece by piece within one budget
 	var parts [formats.MaxMessageParts]string
@@ -178,6 +184,14 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	if len(c.AncestorPath) > 0 {
 		b = append(b, " cn2Label="+LabelLineageDepth+" cn2="...)
 		b = strconv.AppendInt(b, int64(len(c.AncestorPath)), 10)
+	}
+	if seq, prev, hash := formats.ChainOf(r, c); hash != "" {
+		if seq > 0 {
+			b = append(b, " cn3Label="+LabelChainSeq+" cn3="...)
+			b = strconv.AppendInt(b, seq, 10)
+		}
+		b = appendExt(b, " flexString1Label="+LabelChainHash+" flexString1=", hash, maxFlex)
+		b = appendExt(b, " flexString2Label="+LabelChainPrev+" flexString2=", prev, maxFlex)
 	}
 	return b
 }

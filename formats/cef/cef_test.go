@@ -122,9 +122,22 @@ func expected(r *record.Record, c *formats.Context) want {
 			break
 		}
 	}
-	w.set("suser", refClean(c.ActorName, 1023, false))
-	w.set("suid", refClean(c.ActorID, 1023, false))
-	w.set("src", firstIPv4(c.ActorAddress))
+	name, id, addr, orig := c.ActorName, c.ActorID, c.ActorAddress, c.ActorOriginator
+	if a := r.Actor; a != nil {
+		pick := func(x *string, y string) {
+			if *x == "" {
+				*x = y
+			}
+		}
+		pick(&name, a.Name)
+		pick(&id, a.SubjectID)
+		pick(&addr, a.ClientIP)
+		pick(&orig, a.Originator)
+	}
+	w.set("suser", refClean(name, 1023, false))
+	w.set("suid", refClean(id, 1023, false))
+	w.set("src", firstIPv4(addr))
+	w.set("requestClientApplication", refClean(orig, 1023, false))
 	var p [formats.MaxMessageParts]string
 	n := formats.MessageParts(r, c, &p)
 	w.set("msg", refClean(strings.Join(p[:n], ""), 1023, false))
@@ -151,6 +164,14 @@ func expected(r *record.Record, c *formats.Context) want {
 	if len(c.AncestorPath) > 0 {
 		w.set("cn2Label", "lineageDepth")
 		w.set("cn2", strconv.Itoa(len(c.AncestorPath)))
+	}
+	if ch := r.Chain; ch != nil {
+		w.set("cn3Label", "chainSeq")
+		w.set("cn3", strconv.FormatInt(ch.Seq, 10))
+		w.set("flexString1Label", "chainHash")
+		w.set("flexString1", ch.Hash)
+		w.set("flexString2Label", "chainPrev")
+		w.set("flexString2", ch.Prev)
 	}
 	return w
 }

@@ -86,7 +86,8 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	}
 	sp := formats.SpecOf(r.Activity)
 	vmIPs := ipMask(c.VMIPs)
-	hostIPok, actorIPok := validIP(c.HostIP), validIP(c.ActorAddress)
+	actorName, actorID, actorAddr, originator := formats.ActorOf(r, c)
+	hostIPok, actorIPok := validIP(c.HostIP), validIP(actorAddr)
 	b := dst
 	var top object
 	b = append(b, '{')
@@ -210,25 +211,31 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 	b = append(b, '}', '}')
 
 	// user / source: who did it (issue 6)
-	if c.ActorName != "" || c.ActorID != "" {
+	if actorName != "" || actorID != "" {
 		b = top.key(b, `"user":`)
 		var u object
 		b = append(b, '{')
-		b = u.str(b, `"name":`, c.ActorName)
-		b = u.str(b, `"id":`, c.ActorID)
+		b = u.str(b, `"name":`, actorName)
+		b = u.str(b, `"id":`, actorID)
+		b = append(b, '}')
+	}
+	if originator != "" {
+		b = top.key(b, `"user_agent":`)
+		b = append(b, `{"name":`...)
+		b = appendString(b, originator)
 		b = append(b, '}')
 	}
 	if actorIPok {
 		b = top.key(b, `"source":`)
 		b = append(b, `{"ip":`...)
-		b = appendString(b, c.ActorAddress)
+		b = appendString(b, actorAddr)
 		b = append(b, '}')
 	}
 
 	// related: every host name and address the event names
 	hosts := [...]string{vmName, hostName, c.DestinationHostName, c.ParentName}
 	if hosts[0] != "" || hosts[1] != "" || hosts[2] != "" || hosts[3] != "" ||
-		vmIPs != 0 || hostIPok || actorIPok || c.ActorName != "" {
+		vmIPs != 0 || hostIPok || actorIPok || actorName != "" {
 		b = top.key(b, `"related":`)
 		var rel object
 		b = append(b, '{')
@@ -249,11 +256,11 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		if nh > 0 {
 			b = append(b, ']')
 		}
-		b = ipArray(b, &rel, `"ip":`, c.VMIPs, vmIPs, c.HostIP, hostIPok, c.ActorAddress, actorIPok)
-		if c.ActorName != "" {
+		b = ipArray(b, &rel, `"ip":`, c.VMIPs, vmIPs, c.HostIP, hostIPok, actorAddr, actorIPok)
+		if actorName != "" {
 			b = rel.key(b, `"user":`)
 			b = append(b, '[')
-			b = appendString(b, c.ActorName)
+			b = appendString(b, actorName)
 			b = append(b, ']')
 		}
 		b = append(b, '}')
@@ -332,12 +339,16 @@ func AppendRecord(dst []byte, r *record.Record, c *formats.Context) []byte {
 		b = appendInt(b, int64(len(c.AncestorPath)))
 	}
 	b = l.str(b, `"family_root":`, c.FamilyRoot)
-	if c.ChainPrev != "" || c.ChainHash != "" {
+	if seq, prev, hash := formats.ChainOf(r, c); prev != "" || hash != "" {
 		b = l.key(b, `"chain":`)
 		var ch object
 		b = append(b, '{')
-		b = ch.str(b, `"prev":`, c.ChainPrev)
-		b = ch.str(b, `"hash":`, c.ChainHash)
+		if seq > 0 {
+			b = ch.key(b, `"seq":`)
+			b = appendInt(b, seq)
+		}
+		b = ch.str(b, `"prev":`, prev)
+		b = ch.str(b, `"hash":`, hash)
 		b = append(b, '}')
 	}
 	b = append(b, '}')

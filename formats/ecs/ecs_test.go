@@ -146,7 +146,15 @@ func TestRecordFields(t *testing.T) {
 				"data_stream.namespace":    "default",
 				"host.ip":                  nilIfNone(validIPs(c.VMIPs...)),
 				"observer.ip":              nilIfNone(validIPs(c.HostIP)),
-				"user.name":                nilIfEmpty(clean(c.ActorName)),
+				"user.name":                nilIfEmpty(clean(actor(c.ActorName, r, func(a *record.Actor) string { return a.Name }))),
+				"user.id":                  nilIfEmpty(clean(actor(c.ActorID, r, func(a *record.Actor) string { return a.SubjectID }))),
+				"user_agent.name":          nilIfEmpty(clean(actor(c.ActorOriginator, r, func(a *record.Actor) string { return a.Originator }))),
+				"vmlineage.chain.hash":     nil,
+				"vmlineage.chain.prev":     nil,
+				"vmlineage.chain.seq":      nil,
+			}
+			if ch := r.Chain; ch != nil {
+				want["vmlineage.chain.hash"], want["vmlineage.chain.prev"], want["vmlineage.chain.seq"] = ch.Hash, ch.Prev, json.Number(fmt.Sprint(ch.Seq))
 			}
 			if !r.End.IsZero() {
 				want["event.end"] = record.FormatTime(r.End)
@@ -180,6 +188,14 @@ func TestRecordFields(t *testing.T) {
 			}
 		})
 	}
+}
+
+// actor is the context's value, else the record's actor's.
+func actor(ctx string, r *record.Record, f func(*record.Actor) string) string {
+	if ctx != "" || r.Actor == nil {
+		return ctx
+	}
+	return f(r.Actor)
 }
 
 func nilIfEmpty(s string) any {

@@ -15,6 +15,7 @@ func FuzzAppendRecord(f *testing.F) {
 	f.Add("web-01", "xen1", "VM_BAD_POWER_STATE: x", "192.0.2.1")
 	f.Fuzz(func(t *testing.T, vm, host, errText, addr string) {
 		tc := fixtures.Base()
+		tc.R.Actor = nil // the context's actor only
 		tc.R.VMName, tc.R.HostName, tc.R.Error, tc.R.Operation = vm, host, errText, addr
 		tc.C.PoolName, tc.C.ActorName, tc.C.FamilyRoot, tc.C.Namespace = host, vm, errText, addr
 		tc.C.VMIPs, tc.C.HostIP, tc.C.ActorAddress, tc.C.VMMACs = []string{addr, vm}, addr, host, []string{addr}

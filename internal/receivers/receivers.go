@@ -523,3 +523,53 @@ func PeakRSS() int64 {
 	}
 	return 0
 }
+
+// RsyslogRelay is rsyslogd forwarding everything it receives as a
+// XenServer/XCP-ng host forwards its logs after xe host-syslog-reconfigure
+// ("*.* @<destination>": UDP, rsyslog's traditional forward format; "@@":
+// TCP). Messages go in on UDP (or TCP) at InAddr, as local programs'
+// syslog(3) calls would reach it.
+type RsyslogRelay struct {
+	Dir    string
+	InAddr string
+	p      *proc
+}
+
+// StartRsyslogRelay starts a relay forwarding to dest (host:port) over UDP,
+// or TCP when tcp is set; it stops when the test ends.
+func StartRsyslogRelay(t testing.TB, dest string, tcp bool) *RsyslogRelay {
+	t.Helper()
+	bin, err := Find("rsyslogd", "RSYSLOGD")
+	if err != nil {
+		Missing(t, "rsyslogd", err)
+	}
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "rs"), 0o755)
+	port := FreePort(t)
+	r := &RsyslogRelay{Dir: dir, InAddr: fmt.Sprintf("127.0.0.1:%d", port)}
+	at := "@"
+	if tcp {
+		at = "@@"
+	}
+	// The host's rsyslog.d/xenserver.conf sets $RepeatedMsgReduction on.
+	conf := fmt.Sprintf(`global(workDirectory="%[1]s/rs" maxMessageSize="64k"
+       parser.escapeControlCharactersOnReceive="off")
+$RepeatedMsgReduction on
+module(load="imudp")
+module(load="imtcp")
+input(type="imudp" address="127.0.0.1" port="%[2]d")
+input(type="imtcp" address="127.0.0.1" port="%[2]d")
+*.* %[3]s%[4]s
+`, dir, port, at, dest)
+	confPath := filepath.Join(dir, "rsyslog.conf")
+	os.WriteFile(confPath, []byte(conf), 0o644)
+	if out, err := exec.Command(bin, "-N1", "-f", confPath).CombinedOutput(); err != nil {
+		t.Fatalf("rsyslog config check: %v\n%s", err, out)
+	}
+	r.p = &proc{t: t, name: "rsyslogd (relay)", log: filepath.Join(dir, "rsyslogd.log"),
+		args:  []string{bin, "-n", "-f", confPath, "-i", filepath.Join(dir, "rs", "rsyslogd.pid")},
+		ready: dialReady("tcp", r.InAddr)}
+	r.p.start()
+	t.Cleanup(r.p.stop)
+	return r
+}

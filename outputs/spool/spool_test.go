@@ -177,8 +177,14 @@ func TestFullPolicies(t *testing.T) {
 			}
 			done <- nil
 		}()
-		// The producer must stall: the spool holds far fewer than 2000.
-		time.Sleep(200 * time.Millisecond)
+		// The producer must stall: the spool holds far fewer than 2000. Wait
+		// for the first full wait (a loaded machine may take a while to
+		// fill 16 KiB), then check it stays stalled.
+		deadline := time.Now().Add(20 * time.Second)
+		for s.Stats().FullWaits == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond)
 		if st := s.Stats(); st.Records >= total || st.FullWaits == 0 || st.Bytes > 16<<10 {
 			t.Fatalf("producer not blocked: %+v", st)
 		}

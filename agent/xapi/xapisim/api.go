@@ -51,7 +51,7 @@ func canonicalMethod(m string) string {
 }
 
 // call dispatches one request. bare is true for system.listMethods.
-func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) {
+func (s *Server) call(ctx context.Context, req *Request, remote string) (any, *XenError, bool) {
 	s.mu.Lock()
 	slave := s.slaveOf
 	s.mu.Unlock()
@@ -64,7 +64,7 @@ func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) 
 	case "system.listMethods":
 		return s.listMethods(), nil, true
 	case "session.login_with_password":
-		v, xe := s.login(method, p)
+		v, xe := s.login(method, p, remote)
 		return v, xe, false
 	}
 	if len(p) == 0 {
@@ -95,6 +95,20 @@ func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) 
 		return "", nil, false
 	case "session.get_this_host":
 		return s.eng().masterRef, nil, false
+	case "host.get_server_certificate":
+		if len(args) != 1 {
+			return nil, paramCount(method, 2, p), false
+		}
+		ref, _ := args[0].(string)
+		e := s.eng()
+		e.db.mu.Lock()
+		ok := e.db.get("host", ref) != nil
+		name := e.db.str("host", ref, "name_label")
+		e.db.mu.Unlock()
+		if !ok {
+			return nil, errf("HANDLE_INVALID", "host", ref), false
+		}
+		return string(s.HostCertPEM(name)), nil, false
 	case "host.get_servertime", "host.get_server_localtime":
 		// The pool's clock is the scenario's virtual clock: the agent dates
 		// what a resync finds by it.
@@ -134,7 +148,7 @@ func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) 
 		e.db.notify()
 		return "", nil, false
 	}
-	if v, xe, ok := s.lifecycle(method, p); ok {
+	if v, xe, ok := s.lifecycle(method, p, sess); ok {
 		return v, xe, false
 	}
 	if v, xe, ok := s.getter(method, p); ok {
@@ -143,13 +157,14 @@ func (s *Server) call(ctx context.Context, req *Request) (any, *XenError, bool) 
 	return nil, errf("MESSAGE_METHOD_UNKNOWN", req.Method), false
 }
 
-func (s *Server) login(method string, p []any) (any, *XenError) {
+func (s *Server) login(method string, p []any, remote string) (any, *XenError) {
 	if len(p) < 2 || len(p) > 4 {
 		return nil, paramCount(method, 2, p)
 	}
 	user, _ := p[0].(string)
 	pass, _ := p[1].(string)
-	if user != s.cfg.User || pass != s.cfg.Password {
+	spec, ok := s.credentials(user, pass)
+	if !ok {
 		time.Sleep(s.cfg.AuthFailDelay)
 		return nil, errf("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
 	}
@@ -157,10 +172,34 @@ func (s *Server) login(method string, p []any) (any, *XenError) {
 	if len(p) == 4 {
 		ss.originator, _ = p[3].(string)
 	}
+	// The session's identity as the audit log shows it: the caller's real
+	// address, the originator it gave.
+	spec.ClientIP, spec.Originator, spec.Uname = remote, ss.originator, user
+	ss.info = &userInfo{spec: spec, session: ss.ref, trackid: TrackID(ss.ref)}
+	e := s.eng()
+	e.db.mu.Lock()
+	e.sessionLine(ss.info, s.sched.now())
+	e.db.mu.Unlock()
 	s.mu.Lock()
 	s.sessions[ss.ref] = ss
 	s.mu.Unlock()
 	return ss.ref, nil
+}
+
+// credentials accepts the configured root login and any scenario user
+// that has a password.
+func (s *Server) credentials(user, pass string) (UserSpec, bool) {
+	if user == s.cfg.User && pass == s.cfg.Password {
+		return UserSpec{Name: user, SubjectID: "LOCAL_SUPERUSER", Role: "pool-admin"}, true
+	}
+	e := s.eng()
+	for _, name := range e.userOrder {
+		u := e.users[name]
+		if u.spec.Password != "" && pass == u.spec.Password && (user == u.spec.Uname || user == u.spec.Name) {
+			return u.spec, true
+		}
+	}
+	return UserSpec{}, false
 }
 
 // eventFrom implements event.from (section 6.1 of the reference).
@@ -211,11 +250,13 @@ func (s *Server) eventFrom(ctx context.Context, sess *session, args []any) (any,
 	lost := sess.lost
 	s.waiters[w] = struct{}{}
 	s.listeners[sess.ref] = time.Now()
+	s.lastListen = time.Now()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.waiters, w)
 		s.listeners[sess.ref] = time.Now()
+		s.lastListen = time.Now()
 		s.mu.Unlock()
 	}()
 	deadline := time.NewTimer(timeout)
@@ -392,7 +433,7 @@ func (s *Server) known(method string) bool {
 
 func (s *Server) listMethods() []string {
 	ms := []string{"system.listMethods", "session.login_with_password", "session.logout",
-		"session.get_this_host", "host.get_servertime", "host.get_server_localtime", "event.from", "event.inject", "event.get_current_id", "task.destroy"}
+		"session.get_this_host", "host.get_server_certificate", "host.get_servertime", "host.get_server_localtime", "event.from", "event.inject", "event.get_current_id", "task.destroy"}
 	for _, c := range allClasses {
 		for _, m := range []string{"get_all_records", "get_all", "get_record", "get_by_uuid"} {
 			ms = append(ms, c.name+"."+m)

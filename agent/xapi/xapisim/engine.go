@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/xensource"
 )
 
 // engine owns the database contents: it loads a scenario's pool and runs
@@ -33,10 +34,19 @@ type engine struct {
 	ips      map[string]string // VM ref -> IP its guest reports when running
 
 	truth   []record.Record
-	pending int  // operations and deferred task destroys still to run
-	stepsIn bool // every step has been launched
+	denied  []record.Record // every call RBAC refused (see Server.Denied)
+	pending int             // operations and deferred task destroys still to run
+	stepsIn bool            // every step has been launched
 	done    chan struct{}
 	fault   func(Step) // server hook; nil in ground-truth runs
+
+	// users are the scenario's callers with their sessions; auditSink
+	// (nil in ground-truth runs) receives each host's audit.log lines;
+	// sessionLines are xensource.log's Session.create lines.
+	users        map[string]*userInfo
+	userOrder    []string
+	auditSink    func(host, line string)
+	sessionLines []xensource.HostLine
 }
 
 // vmInfo is the ground-truth view of one VM.
@@ -61,6 +71,7 @@ func newEngine(sc *Scenario, sched *scheduler) *engine {
 		hostByName: map[string]string{}, domids: map[string]int64{}, vmByName: map[string]string{},
 		vms: map[string]*vmInfo{}, ips: map[string]string{}, done: make(chan struct{}),
 	}
+	e.users, e.userOrder = newUsers(sc)
 	e.load()
 	return e
 }

@@ -25,6 +25,9 @@ func (sc *Scenario) GroundTruth() ([]record.Record, []TreeVM) {
 // scheduleSteps puts every step on the scheduler. VM names are resolved
 // when the step runs, so steps can use VMs created by earlier steps.
 func (e *engine) scheduleSteps() {
+	// Every user logs in when the scenario starts (their Session.create
+	// lines come before any step).
+	e.sched.at(e.sc.Start, e.loginUsers)
 	var last time.Time
 	for _, st := range e.sc.Steps {
 		st := st
@@ -58,7 +61,8 @@ func (e *engine) runStep(st Step) {
 	e.db.mu.Lock()
 	req := &opReq{op: canonicalOp(st.Op), newNames: st.NewNames, newUUIDs: st.NewUUIDs, ip: st.IP, mac: st.MAC,
 		async: st.Async, duration: time.Duration(st.Duration), fail: st.Fail, failParams: st.FailParams,
-		cancel: st.Cancel, keepTask: st.KeepTask, destroyAfter: time.Duration(st.DestroyAfter), fromScenario: true}
+		cancel: st.Cancel, keepTask: st.KeepTask, destroyAfter: time.Duration(st.DestroyAfter), fromScenario: true,
+		user: e.users[e.sc.stepUser(st).Name], denied: st.Denied}
 	if st.NewName != "" {
 		req.newNames = append([]string{st.NewName}, req.newNames...)
 	}

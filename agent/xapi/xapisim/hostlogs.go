@@ -23,8 +23,20 @@ func (s *Server) HostLogLines() []xensource.HostLine {
 	for _, op := range s.logOps(nil) {
 		out = append(out, xensource.Render(op)...)
 	}
+	out = append(out, s.sessionLines(0)...)
 	sortHostLines(out)
 	return out
+}
+
+// sessionLines returns the Session.create lines logged since the first n.
+func (s *Server) sessionLines(n int) []xensource.HostLine {
+	e := s.eng()
+	e.db.mu.Lock()
+	defer e.db.mu.Unlock()
+	if n >= len(e.sessionLines) {
+		return nil
+	}
+	return append([]xensource.HostLine(nil), e.sessionLines[n:]...)
 }
 
 func sortHostLines(ls []xensource.HostLine) {
@@ -59,7 +71,8 @@ func (s *Server) logOps(seen map[string]bool) []xensource.Op {
 	var order []string
 	for _, r := range e.truth {
 		// Setters run under a dummy task: nothing is logged with an R: id.
-		if r.TaskUUID == "" || r.TaskID == "" || (seen != nil && seen[r.TaskID]) {
+		// A call RBAC refused never reached message_forwarding.ml.
+		if r.TaskUUID == "" || r.TaskID == "" || r.Result == record.Denied || (seen != nil && seen[r.TaskID]) {
 			continue
 		}
 		if _, ok := groups[r.TaskID]; !ok {
@@ -109,21 +122,26 @@ func (s *Server) logOps(seen map[string]bool) []xensource.Op {
 }
 
 // HostLogWriter appends, while a scenario plays, the lines each host would
-// log to <dir>/<host>/xensource.log. Lines are written once every operation
-// that could still log before them has finished (Lag of virtual time), so
-// each file is in time order, as xapi writes it.
+// log to <dir>/<host>/xensource.log, and each host's RBAC audit lines to
+// <dir>/<host>/audit.log. xensource.log lines are written once every
+// operation that could still log before them has finished (Lag of virtual
+// time), so each file is in time order, as xapi writes it; audit lines are
+// written as they are logged.
 type HostLogWriter struct {
-	s       *Server
-	dir     string
-	lag     time.Duration
-	seen    map[string]bool
-	pending []xensource.HostLine
-	files   map[string]*bufio.Writer
-	fds     map[string]*os.File
-	mu      sync.Mutex
-	stop    chan struct{}
-	done    chan struct{}
-	Lines   int64 // lines written so far
+	s        *Server
+	dir      string
+	lag      time.Duration
+	seen     map[string]bool
+	sessions int // Session.create lines taken
+	pending  []xensource.HostLine
+	files    map[string]*bufio.Writer
+	fds      map[string]*os.File
+	audited  map[string]int // audit lines written per host
+	mu       sync.Mutex
+	stop     chan struct{}
+	done     chan struct{}
+	Lines    int64 // xensource.log lines written so far
+	Audit    int64 // audit.log lines written so far
 }
 
 // WriteHostLogs starts a HostLogWriter polling every interval of real time.
@@ -136,7 +154,7 @@ func (s *Server) WriteHostLogs(dir string, every, lag time.Duration) *HostLogWri
 		every = 50 * time.Millisecond
 	}
 	w := &HostLogWriter{s: s, dir: dir, lag: lag, seen: map[string]bool{}, files: map[string]*bufio.Writer{},
-		fds: map[string]*os.File{}, stop: make(chan struct{}), done: make(chan struct{})}
+		fds: map[string]*os.File{}, audited: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(every)
@@ -156,6 +174,19 @@ func (s *Server) WriteHostLogs(dir string, every, lag time.Duration) *HostLogWri
 // Path is the log file of host.
 func (w *HostLogWriter) Path(host string) string {
 	return filepath.Join(w.dir, host, "xensource.log")
+}
+
+// AuditWritten is how many audit lines the writer has written so far (safe
+// while it runs; the Audit field is only for after Close).
+func (w *HostLogWriter) AuditWritten() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.Audit
+}
+
+// AuditPath is the audit log file of host.
+func (w *HostLogWriter) AuditPath(host string) string {
+	return filepath.Join(w.dir, host, "audit.log")
 }
 
 // Reopen closes the files so that the next write creates them anew (after
@@ -192,21 +223,33 @@ func (w *HostLogWriter) step(all bool) {
 	for _, op := range ops {
 		w.pending = append(w.pending, xensource.Render(op)...)
 	}
+	sess := w.s.sessionLines(w.sessions)
+	w.sessions += len(sess)
+	w.pending = append(w.pending, sess...)
+	for _, h := range w.s.audit.hostNames() {
+		lines, n := w.s.audit.since(h, w.audited[h])
+		if len(lines) == 0 {
+			continue
+		}
+		b := w.open(h + "\x00audit")
+		if b == nil {
+			continue
+		}
+		for _, l := range lines {
+			b.WriteString(l)
+			b.WriteByte('\n')
+			w.Audit++
+		}
+		w.audited[h] = n
+	}
 	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].Time.Before(w.pending[j].Time) })
 	cut := w.s.eng().sched.now().Add(-w.lag)
 	k := 0
 	for k < len(w.pending) && (all || w.pending[k].Time.Before(cut)) {
 		hl := w.pending[k]
-		b := w.files[hl.Host]
+		b := w.open(hl.Host)
 		if b == nil {
-			p := w.Path(hl.Host)
-			_ = os.MkdirAll(filepath.Dir(p), 0o755)
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-			if err != nil {
-				break
-			}
-			b = bufio.NewWriter(f)
-			w.files[hl.Host], w.fds[hl.Host] = b, f
+			break
 		}
 		b.WriteString(hl.Line)
 		b.WriteByte('\n')
@@ -217,6 +260,26 @@ func (w *HostLogWriter) step(all bool) {
 	for _, b := range w.files {
 		b.Flush()
 	}
+}
+
+// open returns the writer of a file: key is a host name (its
+// xensource.log) or "<host>\x00audit" (its audit.log). Caller holds w.mu.
+func (w *HostLogWriter) open(key string) *bufio.Writer {
+	if b := w.files[key]; b != nil {
+		return b
+	}
+	p := w.Path(key)
+	if h, ok := strings.CutSuffix(key, "\x00audit"); ok {
+		p = w.AuditPath(h)
+	}
+	_ = os.MkdirAll(filepath.Dir(p), 0o755)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil
+	}
+	b := bufio.NewWriter(f)
+	w.files[key], w.fds[key] = b, f
+	return b
 }
 
 // HostNames returns each host's name_label → uuid, and the master's name

@@ -42,7 +42,7 @@ var lifecycleCalls = map[string]lifecycleCall{
 }
 
 // lifecycle runs VM.<call> or Async.VM.<call>; ok is false for other methods.
-func (s *Server) lifecycle(method string, p []any) (any, *XenError, bool) {
+func (s *Server) lifecycle(method string, p []any, sess *session) (any, *XenError, bool) {
 	async := false
 	m := method
 	if rest, ok := strings.CutPrefix(m, "Async."); ok {
@@ -62,7 +62,7 @@ func (s *Server) lifecycle(method string, p []any) (any, *XenError, bool) {
 	}
 	e := s.eng()
 	req := &opReq{op: lc.op, async: async, label: method, done: make(chan opResult, 1),
-		started: make(chan string, 1)}
+		started: make(chan string, 1), user: sess.info}
 	str := func(i int) string { v, _ := args[i].(string); return v }
 	e.db.mu.Lock()
 	if lc.hasVM {

@@ -38,6 +38,8 @@ type opReq struct {
 	destroyAfter time.Duration
 	fromScenario bool
 	label        string // task name_label override (HTTP handlers)
+	user         *userInfo
+	denied       bool // refused whatever the user's role (a scenario's "denied")
 
 	started chan string   // async: the task ref once it exists
 	done    chan opResult // sync: the reply
@@ -151,6 +153,8 @@ type opRun struct {
 	value    any
 	phases   []phase
 	finished bool
+	denied   bool       // RBAC refused the call
+	preArgs  []AuditArg // audit arguments taken before the call (destroy: allowed_pre_fn)
 }
 
 // launch schedules req to start at vt. Caller holds db.mu or runs inside a
@@ -168,6 +172,11 @@ func (e *engine) begin(req *opReq) {
 	}
 	r.created = r.start.Truncate(time.Second)
 	r.plan()
+	if u := req.user; u != nil && (req.denied || !u.permitted(r.permission())) {
+		r.phases = []phase{{0, r.deny}}
+	} else if r.op == "destroy" || r.op == "make_into_template" {
+		r.preArgs = r.callArgs() // Rbac_audit.allowed_pre_fn: while the VM exists
+	}
 	e.db.mu.Unlock()
 	r.next(0)
 }
@@ -249,6 +258,7 @@ func (r *opRun) beginTask() {
 		r.req.started <- r.task
 		r.req.started = nil
 	}
+	r.auditHTTPStart()
 }
 
 // progress writes task.progress.
@@ -272,8 +282,11 @@ func (r *opRun) succeed(result string, value any) bool {
 // failWith completes the task as failed (or cancelled for TASK_CANCELLED).
 func (r *opRun) failWith(xe *XenError) bool {
 	status, res := "failure", record.Failure
-	if xe.Code == "TASK_CANCELLED" {
+	switch xe.Code {
+	case "TASK_CANCELLED":
 		status, res = "cancelled", record.Cancelled
+	case "RBAC_PERMISSION_DENIED":
+		res = record.Denied
 	}
 	if !strings.HasPrefix(r.task, "DummyRef:") {
 		db := r.e.db
@@ -293,6 +306,7 @@ func (r *opRun) failWith(xe *XenError) bool {
 func (r *opRun) finish(res record.Result, xe *XenError) {
 	e := r.e
 	r.finished = true
+	r.auditFinish(xe)
 	r.emit(res, xe)
 	isTask := strings.HasPrefix(r.task, "OpaqueRef:")
 	if isTask && !r.req.async {
@@ -311,10 +325,11 @@ func (r *opRun) finish(res record.Result, xe *XenError) {
 		if after <= 0 {
 			after = time.Second
 		}
-		task := r.task
+		task, user := r.task, r.req.user
 		e.pending++
 		e.sched.at(e.sched.now().Add(after), func() {
 			e.db.mu.Lock()
+			e.auditTaskDestroy(user, task)
 			e.db.remove("task", task)
 			e.pending--
 			e.checkDone()
@@ -350,6 +365,9 @@ func (r *opRun) emit(res record.Result, xe *XenError) {
 	if xe != nil {
 		base.Error = xe.Error()
 	}
+	if r.req.user != nil {
+		base.Actor = r.req.user.actor()
+	}
 	if r.host != "" {
 		base.HostUUID = e.db.str("host", r.host, "uuid")
 		base.HostName = e.db.str("host", r.host, "name_label")
@@ -368,6 +386,11 @@ func (r *opRun) emit(res record.Result, xe *XenError) {
 			rec.VMUUID, rec.VMName, rec.ParentVMUUID = info.uuid, info.name, info.parent
 			e.truth = append(e.truth, rec)
 		}
+		return
+	}
+	if res == record.Denied {
+		e.truth = append(e.truth, r.deniedRecord(xe))
+		e.denied = append(e.denied, r.deniedRecord(xe))
 		return
 	}
 	rec := base

@@ -301,6 +301,7 @@ func (r *opRun) subtaskStart(name string) string {
 
 func (r *opRun) subtaskEnd(st, result string) {
 	db := r.e.db
+	r.auditSubtask(st, db.str("task", st, "name_label"), db.str("task", st, "resident_on"))
 	db.set("task", st, "allowed_operations", []string{})
 	db.set("task", st, "finished", r.now())
 	db.set("task", st, "progress", 1.0)

@@ -26,6 +26,7 @@ func (s *Server) Play(ctx context.Context, sc *Scenario, speed float64) error {
 		s.mu.Lock()
 		s.engine = ne
 		e = ne
+		s.audit.reset() // the new pool's hosts start with empty logs
 		// Every client must start over: old refs and tokens mean nothing now.
 		for ref, ss := range s.sessions {
 			close(ss.gone)

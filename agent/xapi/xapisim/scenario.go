@@ -24,6 +24,9 @@ type Scenario struct {
 	Hosts       []HostSpec `json:"hosts"`
 	VMs         []VMSpec   `json:"vms"`
 	Steps       []Step     `json:"steps"`
+	// Users call XAPI, each in its own session (the first is the default
+	// for steps that name none); none: root, locally.
+	Users []UserSpec `json:"users,omitempty"`
 }
 
 // PoolSpec names the pool.
@@ -73,6 +76,8 @@ type Step struct {
 	KeepTask     bool     `json:"keep_task,omitempty"`
 	DestroyAfter Duration `json:"destroy_after,omitempty"`
 	Master       string   `json:"master,omitempty"` // host_is_slave: address to redirect to
+	User         string   `json:"user,omitempty"`   // who calls (a users[] name)
+	Denied       bool     `json:"denied,omitempty"` // RBAC refuses the call
 	hasAt        bool
 }
 
@@ -264,7 +269,7 @@ func (sc *Scenario) Validate() error {
 			last = end
 		}
 	}
-	return nil
+	return sc.validateUsers()
 }
 
 func contains(list []string, s string) bool {

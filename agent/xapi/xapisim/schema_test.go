@@ -1,11 +1,14 @@
 package xapisim
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // TestSchemaMatchesTypes keeps scenario.schema.json and the Go types in
@@ -47,21 +50,57 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("hosts", reflect.TypeOf(HostSpec{}), s.Properties["hosts"].Items.Properties)
 	check("vms", reflect.TypeOf(VMSpec{}), s.Properties["vms"].Items.Properties)
 	check("steps", reflect.TypeOf(Step{}), s.Properties["steps"].Items.Properties)
+	check("users", reflect.TypeOf(UserSpec{}), s.Properties["users"].Items.Properties)
 }
 
 func TestLoadScenarioErrorsNameTheProblem(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"hosts":[{"name":"h"}]}`: "missing name",
 		`{"name":"x"}`:             "no hosts",
-		`{"name":"x","hosts":[{"name":"h"}],"vms":[{"name":"v","power_state":"On"}]}`:   `bad power_state "On"`,
-		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"start"}]}`:                  "op start needs vm",
-		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"fault":"boom"}]}`:                `unknown fault "boom"`,
-		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"x","vm":"v","at":"soon"}]}`: `bad duration "soon"`,
-		`{"name":"x","hosts":[{"name":"h"}],"bogus":1}`:                                 `unknown field "bogus"`,
+		`{"name":"x","hosts":[{"name":"h"}],"vms":[{"name":"v","power_state":"On"}]}`:         `bad power_state "On"`,
+		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"start"}]}`:                        "op start needs vm",
+		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"fault":"boom"}]}`:                      `unknown fault "boom"`,
+		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"x","vm":"v","at":"soon"}]}`:       `bad duration "soon"`,
+		`{"name":"x","hosts":[{"name":"h"}],"bogus":1}`:                                       `unknown field "bogus"`,
+		`{"name":"x","hosts":[{"name":"h"}],"users":[{"name":"a"},{"name":"a"}]}`:             `user "a" twice`,
+		`{"name":"x","hosts":[{"name":"h"}],"users":[{"name":"a","role":"god"}]}`:             `unknown role "god"`,
+		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"start","vm":"v","user":"z"}]}`:    `unknown user "z"`,
+		`{"name":"x","hosts":[{"name":"h"}],"steps":[{"op":"start","vm":"v","denied":true}]}`: "local superuser",
 	} {
 		_, err := LoadScenario(strings.NewReader(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want %q", in, err, want)
+		}
+	}
+}
+
+// TestShippedScenariosFitTheSchema validates every shipped scenario against
+// scenario.schema.json with a JSON Schema validator.
+func TestShippedScenariosFitTheSchema(t *testing.T) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("scenario.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("scenario.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range BuiltinNames() {
+		b, err := builtinFS.ReadFile("scenarios/" + n + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Validate(inst); err != nil {
+			t.Errorf("%s: %v", n, err)
 		}
 	}
 }

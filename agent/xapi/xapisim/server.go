@@ -41,6 +41,10 @@ type Config struct {
 	BatchDelay time.Duration
 	// Speed before Play is called (default 1: real time).
 	Speed float64
+	// HostListeners gives every member host its own listener (own
+	// certificate under TLS) serving GET /audit_log from that host's log,
+	// as each xapi host does (HostURL names them).
+	HostListeners bool
 }
 
 // Server is a running simulated pool master.
@@ -59,16 +63,24 @@ type Server struct {
 	slaveOf   string
 	waiters   map[*waiter]struct{}
 	listeners map[string]time.Time // sessions that called event.from recently
-	httpSrv   *http.Server
-	cert      *tls.Certificate
-	certPEM   []byte
-	certFP    string
-	serveWG   sync.WaitGroup
-	played    bool
+	// lastListen is when any session last called event.from: at speed 0 a
+	// client cut off by a fault (its session expired, its connection
+	// dropped, the endpoint paused) is waited for until it is back.
+	lastListen time.Time
+	httpSrv    *http.Server
+	cert       *tls.Certificate
+	certPEM    []byte
+	certFP     string
+	serveWG    sync.WaitGroup
+	played     bool
+	audit      *auditStore
+	hostLn     map[string]*hostListener
+	floods     map[string]flood // FloodAuditLog
 }
 
 type session struct {
 	ref, user, originator string
+	info                  *userInfo // the caller as the audit log names it
 	gone                  chan struct{}
 	eventsLost            bool
 	lost                  chan struct{}
@@ -103,7 +115,7 @@ func New(cfg Config) *Server {
 		_ = sc.Validate()
 	}
 	s := &Server{cfg: cfg, sessions: map[string]*session{}, conns: map[net.Conn]struct{}{},
-		waiters: map[*waiter]struct{}{}, listeners: map[string]time.Time{}}
+		waiters: map[*waiter]struct{}{}, listeners: map[string]time.Time{}, audit: newAuditStore()}
 	s.sched = newScheduler(sc.Start, cfg.Speed, false)
 	s.sched.settle = s.settle
 	s.engine = s.newEngine(sc)
@@ -113,6 +125,7 @@ func New(cfg Config) *Server {
 func (s *Server) newEngine(sc *Scenario) *engine {
 	e := newEngine(sc, s.sched)
 	e.fault = s.applyFault
+	e.auditSink = s.audit.append
 	return e
 }
 
@@ -128,6 +141,12 @@ func (s *Server) Start() error {
 		ReadHeaderTimeout: 30 * time.Second}
 	if err := s.listen(s.cfg.Listen); err != nil {
 		return err
+	}
+	if s.cfg.HostListeners {
+		if err := s.startHostListeners(); err != nil {
+			s.httpSrv.Close()
+			return err
+		}
 	}
 	go s.sched.run(s.ctx)
 	return nil
@@ -161,6 +180,7 @@ func (s *Server) Close() error {
 	if s.httpSrv != nil {
 		s.httpSrv.Close()
 	}
+	s.closeHostListeners()
 	s.serveWG.Wait()
 	return nil
 }
@@ -277,6 +297,10 @@ func (s *Server) SetSlave(masterAddr string) {
 	s.mu.Unlock()
 }
 
+// paused reports (s.mu held) whether clients cannot get in: the endpoint is
+// paused or answers HOST_IS_SLAVE.
+func (s *Server) paused() bool { return s.listener == nil || s.slaveOf != "" }
+
 // Pause closes the listener and every connection; the database is kept.
 func (s *Server) Pause() {
 	s.mu.Lock()
@@ -354,11 +378,16 @@ func (s *Server) batchDelay() time.Duration {
 
 // settle (speed 0) waits until every recent event.from client is blocked
 // again with nothing pending, so each write batch is observed; capped at
-// 2 s per batch so a client that went away cannot stall the player.
+// lockstepWait per batch so a client that went away cannot stall the player.
+// lockstepWait is how long, at speed 0, the play waits for a client to come
+// back to event.from before it goes on without it.
+const lockstepWait = 15 * time.Second
+
 func (s *Server) settle() {
-	// Long enough for a client on a loaded machine; it only bounds how long a
-	// dead client (one that stopped calling event.from) holds the play up.
-	deadline := time.Now().Add(2 * time.Second)
+	// Long enough for a client on a heavily loaded machine (a CI runner
+	// building in parallel); it only bounds how long a dead client (one that
+	// stopped calling event.from) holds the play up.
+	deadline := time.Now().Add(lockstepWait)
 	for time.Now().Before(deadline) {
 		if s.settled() {
 			return
@@ -375,15 +404,29 @@ func (s *Server) settled() bool {
 		ws = append(ws, w)
 		waiting[w.sess.ref] = true
 	}
+	if s.paused() {
+		// No client can get in until the fault's end, which is the next
+		// thing to play: waiting for one would only hold it up.
+		s.mu.Unlock()
+		return true
+	}
+	live := 0
 	for ref, t := range s.listeners {
-		if time.Since(t) > time.Second || s.sessions[ref] == nil {
+		if time.Since(t) > lockstepWait || s.sessions[ref] == nil {
 			delete(s.listeners, ref)
 			continue
 		}
+		live++
 		if !waiting[ref] {
 			s.mu.Unlock()
 			return false
 		}
+	}
+	if live == 0 && !s.lastListen.IsZero() && time.Since(s.lastListen) < lockstepWait {
+		// The client lost its session or connection: wait for it to log in
+		// again and catch up, as a real pool goes on only in wall time.
+		s.mu.Unlock()
+		return false
 	}
 	db := s.engine.db
 	s.mu.Unlock()
@@ -406,6 +449,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.Header().Set("Access-Control-Allow-Headers", "content-type")
 		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/audit_log" {
+		s.serveAuditLog(w, r, s.masterName())
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -433,7 +480,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, internalErrorHTML, kind+"("+htmlEscape(err.Error())+")")
 		return
 	}
-	value, xe, bare := s.call(r.Context(), req)
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	value, xe, bare := s.call(r.Context(), req, remote)
 	if errors.Is(r.Context().Err(), context.Canceled) && xe == nil && value == nil {
 		return // connection dropped while blocked
 	}

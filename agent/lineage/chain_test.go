@@ -1,0 +1,271 @@
+package lineage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmlineage/vmlineage/agent/record"
+)
+
+func chainRec(i int) *record.Record {
+	return &record.Record{ID: record.ID("p", fmt.Sprintf("%012x", i), 0), PoolUUID: "p", VMUUID: fmt.Sprintf("vm-%d", i), VMName: fmt.Sprintf("vm%d", i),
+		Activity: record.Start, Start: at(i), End: at(i + 1), Result: record.Success, Source: record.SourceXAPI}
+}
+
+func putN(t *testing.T, s *Store, from, n int) []*record.Record {
+	t.Helper()
+	var out []*record.Record
+	err := s.Update(context.Background(), func(tx *Tx) error {
+		for i := from; i < from+n; i++ {
+			r := chainRec(i)
+			if _, err := tx.PutRecord(r); err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func verify(t *testing.T, s *Store) *Verification {
+	t.Helper()
+	v, err := s.VerifyChain(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestChainSealsAtOnceAndVerifies(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	recs := putN(t, s, 1, 30)
+	putN(t, s, 31, 20)
+	if recs[0].Chain == nil || recs[0].Chain.Seq != 1 || recs[0].Chain.Prev != record.GenesisHash || recs[1].Chain.Prev != recs[0].Chain.Hash {
+		t.Fatalf("links: %+v %+v", recs[0].Chain, recs[1].Chain)
+	}
+	// The same operation again is not a new link.
+	putN(t, s, 5, 1)
+	v := verify(t, s)
+	if v.Break != nil || v.Records != 50 || v.Head != 50 {
+		t.Fatalf("unaltered store: %+v %v", v, v.Break)
+	}
+	got, _ := s.Sealed(ctx, 48, 0)
+	if len(got) != 2 || got[0].Chain.Seq != 49 || got[1].Chain.Seq != 50 || got[1].Chain.Prev != got[0].Chain.Hash {
+		t.Fatalf("Sealed: %+v", got)
+	}
+	all, _ := s.Records(ctx, Filter{})
+	if all[0].Chain == nil || all[0].Chain.Hash != record.ChainHash(all[0].Chain.Prev, &all[0]) {
+		t.Fatalf("Records must carry verifiable links: %+v", all[0].Chain)
+	}
+}
+
+func TestChainNamesAlteredRecord(t *testing.T) {
+	s, _ := open(t)
+	recs := putN(t, s, 1, 40)
+	target := recs[16]
+	// The content an investigator reads, changed behind the store's back.
+	if _, err := s.db.Exec("UPDATE records SET json=replace(json, '\"vm17\"', '\"innocent\"') WHERE id=?", target.ID); err != nil {
+		t.Fatal(err)
+	}
+	v := verify(t, s)
+	if v.Break == nil || v.Break.ID != target.ID || v.Break.Seq != 17 || !strings.Contains(v.Break.Problem, "altered") {
+		t.Fatalf("want a break at seq 17 naming %s, got %+v", target.ID, v.Break)
+	}
+	if v.Records != 16 {
+		t.Errorf("records verified before the break: %d", v.Records)
+	}
+}
+
+func TestChainNamesAlteredColumn(t *testing.T) {
+	s, _ := open(t)
+	recs := putN(t, s, 1, 10)
+	s.db.Exec("UPDATE records SET vm_uuid='other' WHERE id=?", recs[3].ID)
+	if v := verify(t, s); v.Break == nil || v.Break.ID != recs[3].ID {
+		t.Fatalf("want the altered column named: %+v", v.Break)
+	}
+}
+
+func TestChainNamesDeletedRecord(t *testing.T) {
+	s, _ := open(t)
+	recs := putN(t, s, 1, 40)
+	s.db.Exec("DELETE FROM records WHERE id=?", recs[9].ID)
+	v := verify(t, s)
+	if v.Break == nil || v.Break.Seq != 10 || !strings.Contains(v.Break.Problem, "missing") ||
+		!strings.Contains(v.Break.Problem, recs[8].ID) || !strings.Contains(v.Break.Problem, recs[10].ID) {
+		t.Fatalf("want seq 10 missing between %s and %s, got %+v", recs[8].ID, recs[10].ID, v.Break)
+	}
+}
+
+func TestChainNamesDeletedHead(t *testing.T) {
+	s, _ := open(t)
+	recs := putN(t, s, 1, 5)
+	s.db.Exec("DELETE FROM records WHERE id=?", recs[4].ID)
+	if v := verify(t, s); v.Break == nil || v.Break.Seq != 5 || !strings.Contains(v.Break.Problem, "head") {
+		t.Fatalf("a deleted last record must show: %+v", v.Break)
+	}
+	// Sealing goes on from the recorded head: the gap stays visible.
+	putN(t, s, 100, 1)
+	if v := verify(t, s); v.Break == nil || v.Break.Seq != 5 {
+		t.Fatalf("after more records: %+v", v.Break)
+	}
+}
+
+func TestChainCheckpointCatchesRewrite(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	putN(t, s, 1, 10)
+	cp, added, err := s.AddCheckpoint(ctx, "periodic", at(100), false)
+	if err != nil || !added || cp.Seq != 10 {
+		t.Fatalf("checkpoint: %+v %v %v", cp, added, err)
+	}
+	if _, added, _ := s.AddCheckpoint(ctx, "periodic", at(101), false); added {
+		t.Error("an unmoved head needs no second checkpoint")
+	}
+	if v := verify(t, s); v.Break != nil || v.Checkpoints != 1 {
+		t.Fatalf("%+v", v)
+	}
+	// An attacker who rewrites a record and re-hashes the whole chain
+	// still disagrees with the checkpoint.
+	rewriteChain(t, s, 3, "vm3", "innocent")
+	v := verify(t, s)
+	if v.Break == nil || v.Break.Seq != 10 || !strings.Contains(v.Break.Problem, "checkpoint") {
+		t.Fatalf("want the checkpoint to catch the rewrite: %+v", v.Break)
+	}
+}
+
+// rewriteChain alters the record at chain seq and recomputes every link
+// after it, head included, as a careful attacker with the file would.
+func rewriteChain(t *testing.T, s *Store, seq int64, from, to string) {
+	t.Helper()
+	ctx := context.Background()
+	s.db.Exec("UPDATE records SET json=replace(json, ?, ?), vm_name=? WHERE chain_seq=?", `"`+from+`"`, `"`+to+`"`, to, seq)
+	recs, _ := s.Sealed(ctx, 0, 0)
+	prev := record.GenesisHash
+	for i := range recs {
+		h := record.ChainHash(prev, &recs[i])
+		s.db.Exec("UPDATE records SET chain_prev=?, chain_hash=? WHERE chain_seq=?", prev, h, recs[i].Chain.Seq)
+		prev = h
+	}
+	s.db.Exec("UPDATE agent_state SET value=? WHERE key=?", fmt.Sprintf("%d %s", len(recs), prev), KeyChainHead)
+}
+
+func TestDeferredSealMergesThenFreezes(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	s.DeferSeal(true)
+	// The log's record first: it cannot know the new VM.
+	logRec := &record.Record{ID: record.ID("p", "0123456789ab", 0), PoolUUID: "p", VMName: "web-03", ParentVMUUID: "tpl",
+		Activity: record.Clone, Start: at(1), End: at(1), Result: record.Success, Source: record.SourceLog, Unknown: []string{"vm_uuid", "task_uuid", "end"}}
+	xapiRec := &record.Record{ID: logRec.ID, PoolUUID: "p", VMUUID: "new-vm", VMName: "web-03", ParentVMUUID: "tpl", Activity: record.Clone,
+		Start: at(1), End: at(3), Result: record.Success, TaskUUID: "task-u", Source: record.SourceXAPI}
+	err := s.Update(ctx, func(tx *Tx) error {
+		if n, err := tx.PutRecord(logRec); err != nil || !n {
+			return fmt.Errorf("first: %v %v", n, err)
+		}
+		if n, err := tx.PutRecord(xapiRec); err != nil || n {
+			return fmt.Errorf("second must not be new: %v %v", n, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logRec.Chain != nil {
+		t.Fatal("deferred records carry no link yet")
+	}
+	if n, _ := s.Unsealed(ctx); n != 1 {
+		t.Fatalf("unsealed %d", n)
+	}
+	got, _ := s.Records(ctx, Filter{})
+	if len(got) != 1 || got[0].VMUUID != "new-vm" || got[0].TaskUUID != "task-u" || !got[0].End.Equal(at(3)) || len(got[0].Unknown) != 0 || got[0].Source != record.SourceLog {
+		t.Fatalf("merged record: %+v", got[0])
+	}
+	if s.Merged() != 1 {
+		t.Errorf("merged counter %d", s.Merged())
+	}
+	// Not settled: stays unsealed.
+	if out, _ := s.Seal(ctx, 0, func(int64, *record.Record) (bool, bool) { return false, false }, 0); len(out) != 0 {
+		t.Fatal("sealed an unsettled record")
+	}
+	// Completed at the seal (an actor found meanwhile): rewritten, then hashed.
+	out, err := s.Seal(ctx, 0, func(_ int64, r *record.Record) (bool, bool) {
+		r.Actor = &record.Actor{Name: "alice", SubjectID: "LOCAL_SUPERUSER"}
+		return true, true
+	}, 0)
+	if err != nil || len(out) != 1 || out[0].Chain == nil || out[0].Chain.Seq != 1 {
+		t.Fatalf("seal: %+v %v", out, err)
+	}
+	// Sealed: a later sighting changes nothing.
+	late := *xapiRec
+	late.Actor = &record.Actor{Name: "mallory"}
+	late.ID = logRec.ID
+	s.Update(ctx, func(tx *Tx) error { _, err := tx.PutRecord(&late); return err })
+	if ok, _ := updateUnsealed(s, &late); ok {
+		t.Error("UpdateUnsealed changed a sealed record")
+	}
+	if v := verify(t, s); v.Break != nil || v.Records != 1 {
+		t.Fatalf("%+v %v", v, v.Break)
+	}
+	got, _ = s.Records(ctx, Filter{})
+	if got[0].Actor == nil || got[0].Actor.Name != "alice" {
+		t.Fatalf("the actor added at the seal is lost or a sealed record was changed: %+v", got[0].Actor)
+	}
+}
+
+func updateUnsealed(s *Store, r *record.Record) (bool, error) {
+	var ok bool
+	err := s.Update(context.Background(), func(tx *Tx) error { var err error; ok, err = tx.UpdateUnsealed(r); return err })
+	return ok, err
+}
+
+// TestUpgradeSealsLegacyStore opens a schema-1 store (records, an output
+// cursor) and checks the upgrade chains the records in storage order and
+// moves the cursor to chain positions.
+func TestUpgradeSealsLegacyStore(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		r := chainRec(i)
+		js, _ := r.MarshalJSON()
+		if _, err := db.Exec(`INSERT INTO records(id,pool_uuid,vm_uuid,parent_vm_uuid,activity,start_ms,end_ms,result,source,json) VALUES(?,?,?,?,?,?,?,?,?,?)`,
+			r.ID, r.PoolUUID, r.VMUUID, r.ParentVMUUID, string(r.Activity), ms(r.Start), ms(r.End), string(r.Result), string(r.Source), string(js)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Exec("DELETE FROM records WHERE seq=2") // a legacy store may have gaps in seq
+	db.Exec("INSERT INTO agent_state(key,value) VALUES('output.siem.seq','4')")
+	db.Exec("PRAGMA user_version=1")
+	db.Close()
+	s, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := verify(t, s)
+	if v.Break != nil || v.Records != 5 || v.Unsealed != 0 {
+		t.Fatalf("upgraded: %+v %v", v, v.Break)
+	}
+	if c, _ := s.AgentState(ctx, "output.siem.chain"); c != "3" {
+		t.Errorf("cursor after seq 4 (third record) should be chain seq 3, got %q", c)
+	}
+	recs, _ := s.Sealed(ctx, 0, 0)
+	if recs[0].VMUUID != "vm-1" || recs[1].VMUUID != "vm-3" {
+		t.Errorf("order: %s %s", recs[0].VMUUID, recs[1].VMUUID)
+	}
+}
