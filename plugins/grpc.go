@@ -52,7 +52,12 @@ type DetectorClient struct {
 	c       pb.DetectorClient
 	broker  *goplugin.GRPCBroker
 	lineage Lineage
+	needs   Needs
 }
+
+// Needs is what the detector declared in Configure (AllNeeds when it
+// declared nothing).
+func (d *DetectorClient) Needs() Needs { return d.needs }
 
 // Info asks the detector who it is.
 func (d *DetectorClient) Info(ctx context.Context) (Info, error) {
@@ -69,12 +74,50 @@ func (d *DetectorClient) Configure(ctx context.Context, cfg map[string]string) e
 	id := d.broker.NextId()
 	lin := d.lineage
 	go d.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-		s := grpc.NewServer(opts...)
+		s := newGRPCServer(opts)
 		pb.RegisterLineageServer(s, &lineageServer{impl: lin})
 		return s
 	})
-	_, err := d.c.Configure(ctx, &pb.ConfigureRequest{LineageBrokerId: id, Config: cfg})
-	return err
+	resp, err := d.c.Configure(ctx, &pb.ConfigureRequest{LineageBrokerId: id, Config: cfg})
+	if err != nil {
+		return err
+	}
+	d.needs = needsFromPB(resp.Needs)
+	return nil
+}
+
+func needsFromPB(n *pb.Needs) Needs {
+	if n == nil || !n.Declared {
+		return AllNeeds()
+	}
+	out := Needs{Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords, AlertAncestors: n.AlertAncestors}
+	for _, a := range n.OnRecordActivities {
+		out.OnRecordActivities = append(out.OnRecordActivities, record.Activity(a))
+	}
+	if w := n.EnrichWhen; w != nil {
+		out.EnrichWhen = &EnrichWhen{Window: time.Duration(w.WindowMs) * time.Millisecond, MinFamilyAlerted: int(w.MinFamilyAlerted),
+			DestroyedAncestor: w.DestroyedAncestor}
+		for _, a := range w.RecordActivities {
+			out.EnrichWhen.RecordActivities = append(out.EnrichWhen.RecordActivities, record.Activity(a))
+		}
+	}
+	return out
+}
+
+func needsToPB(n Needs) *pb.Needs {
+	out := &pb.Needs{Declared: true, Enrich: n.Enrich, OnRecord: n.OnRecord, AlertFamily: n.AlertFamily, AlertRecords: n.AlertRecords,
+		AlertAncestors: n.AlertAncestors}
+	for _, a := range n.OnRecordActivities {
+		out.OnRecordActivities = append(out.OnRecordActivities, string(a))
+	}
+	if w := n.EnrichWhen; w != nil {
+		out.EnrichWhen = &pb.EnrichWhen{WindowMs: w.Window.Milliseconds(), MinFamilyAlerted: int32(w.MinFamilyAlerted),
+			DestroyedAncestor: w.DestroyedAncestor}
+		for _, a := range w.RecordActivities {
+			out.EnrichWhen.RecordActivities = append(out.EnrichWhen.RecordActivities, string(a))
+		}
+	}
+	return out
 }
 
 // OnRecord passes a lifecycle record to the detector.
@@ -90,29 +133,55 @@ func (d *DetectorClient) OnRecord(ctx context.Context, r *record.Record) ([]Find
 	return findingsFromPB(resp.Findings)
 }
 
-// Enrich asks the detector about an alert.
+// Enrich asks the detector about an alert, sending only the parts of the
+// context it declared it reads.
 func (d *DetectorClient) Enrich(ctx context.Context, a *Alert) (*Enrichment, error) {
-	req := &pb.EnrichRequest{Alert: &pb.Alert{Id: a.ID, TimeMs: ms(a.Time), EcsJson: a.ECS}}
-	for _, v := range a.VMs {
-		req.Alert.Vms = append(req.Alert.Vms, &pb.AlertVM{VmUuid: v.UUID, MatchedField: v.Field, MatchedValue: v.Value})
+	req := &pb.EnrichRequest{Alert: &pb.Alert{Id: a.ID, TimeMs: ms(a.Time), EcsJson: a.ECS,
+		Vms: make([]*pb.AlertVM, len(a.VMs))}}
+	for i, v := range a.VMs {
+		req.Alert.Vms[i] = &pb.AlertVM{VmUuid: v.UUID, MatchedField: v.Field, MatchedValue: v.Value}
 	}
-	for i := range a.Family {
-		req.Alert.Family = append(req.Alert.Family, vmToPB(&a.Family[i]))
-	}
-	for _, st := range a.FamilyStates {
-		req.Alert.FamilyStates = append(req.Alert.FamilyStates, &pb.VMState{Uuid: st.UUID, PowerState: st.PowerState, HostUuid: st.HostUUID, Existed: st.Existed})
-	}
-	if a.ContextWindow > 0 {
-		req.Alert.ContextWindowMs = a.ContextWindow.Milliseconds()
-		for i := range a.Records {
-			js, err := json.Marshal(&a.Records[i])
-			if err != nil {
-				return nil, err
-			}
-			req.Alert.RecordsJson = append(req.Alert.RecordsJson, js)
+	family := d.needs.AlertFamily && len(a.Family) > 0
+	if family {
+		vms := make([]pb.VM, len(a.Family)) // one allocation for the lot
+		req.Alert.Family = make([]*pb.VM, len(a.Family))
+		for i := range a.Family {
+			vmIntoPB(&vms[i], &a.Family[i])
+			req.Alert.Family[i] = &vms[i]
 		}
-		for _, x := range a.FamilyAlerted {
-			req.Alert.FamilyAlerted = append(req.Alert.FamilyAlerted, &pb.AlertedVM{VmUuid: x.UUID, FirstMs: ms(x.First), LastMs: ms(x.Last), Count: x.Count})
+		sts := make([]pb.VMState, len(a.FamilyStates))
+		req.Alert.FamilyStates = make([]*pb.VMState, len(a.FamilyStates))
+		for i, st := range a.FamilyStates {
+			sts[i].Uuid, sts[i].PowerState, sts[i].HostUuid, sts[i].Existed = st.UUID, st.PowerState, st.HostUUID, st.Existed
+			req.Alert.FamilyStates[i] = &sts[i]
+		}
+	}
+	if d.needs.AlertAncestors && len(a.Ancestors) > 0 {
+		vms := make([]pb.VM, len(a.Ancestors))
+		req.Alert.Ancestors = make([]*pb.VM, len(a.Ancestors))
+		for i := range a.Ancestors {
+			vmIntoPB(&vms[i], &a.Ancestors[i])
+			req.Alert.Ancestors[i] = &vms[i]
+		}
+	}
+	// The context window says what was sent: a detector that reads only
+	// the family gets it with the family alerts, one that reads only
+	// records with the records.
+	if a.ContextWindow > 0 && (family || d.needs.AlertRecords) {
+		req.Alert.ContextWindowMs = a.ContextWindow.Milliseconds()
+		if d.needs.AlertRecords {
+			for i := range a.Records {
+				js, err := json.Marshal(&a.Records[i])
+				if err != nil {
+					return nil, err
+				}
+				req.Alert.RecordsJson = append(req.Alert.RecordsJson, js)
+			}
+		}
+		if family {
+			for _, x := range a.FamilyAlerted {
+				req.Alert.FamilyAlerted = append(req.Alert.FamilyAlerted, &pb.AlertedVM{VmUuid: x.UUID, FirstMs: ms(x.First), LastMs: ms(x.Last), Count: x.Count})
+			}
 		}
 	}
 	resp, err := d.c.Enrich(ctx, req)
@@ -294,7 +363,11 @@ func (s *detectorServer) Configure(ctx context.Context, r *pb.ConfigureRequest) 
 	if err := s.impl.Configure(ctx, r.Config, &lineageClient{c: pb.NewLineageClient(conn)}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return &pb.ConfigureResponse{}, nil
+	out := &pb.ConfigureResponse{}
+	if nd, ok := s.impl.(NeedsDeclarer); ok {
+		out.Needs = needsToPB(nd.Needs())
+	}
+	return out, nil
 }
 
 func (s *detectorServer) OnRecord(ctx context.Context, r *pb.OnRecordRequest) (*pb.OnRecordResponse, error) {
@@ -322,6 +395,9 @@ func (s *detectorServer) Enrich(ctx context.Context, r *pb.EnrichRequest) (*pb.E
 	}
 	for _, s := range r.Alert.FamilyStates {
 		a.FamilyStates = append(a.FamilyStates, VMState{UUID: s.Uuid, PowerState: s.PowerState, HostUUID: s.HostUuid, Existed: s.Existed})
+	}
+	for _, v := range r.Alert.Ancestors {
+		a.Ancestors = append(a.Ancestors, vmFromPB(v))
 	}
 	if r.Alert.ContextWindowMs > 0 {
 		a.ContextWindow = time.Duration(r.Alert.ContextWindowMs) * time.Millisecond
@@ -449,9 +525,15 @@ func (l *lineageClient) AlertedVMs(ctx context.Context, uuids []string, since, u
 }
 
 func vmToPB(v *VM) *pb.VM {
-	return &pb.VM{Uuid: v.UUID, PoolUuid: v.PoolUUID, Name: v.Name, ParentUuid: v.ParentUUID, ParentVia: v.ParentVia,
-		Kind: v.Kind, PowerState: v.PowerState, HostUuid: v.HostUUID, FirstSeenMs: ms(v.FirstSeen),
-		LastSeenMs: ms(v.LastSeen), DestroyedMs: ms(v.Destroyed)}
+	out := &pb.VM{}
+	vmIntoPB(out, v)
+	return out
+}
+
+func vmIntoPB(out *pb.VM, v *VM) {
+	out.Uuid, out.PoolUuid, out.Name, out.ParentUuid, out.ParentVia = v.UUID, v.PoolUUID, v.Name, v.ParentUUID, v.ParentVia
+	out.Kind, out.PowerState, out.HostUuid = v.Kind, v.PowerState, v.HostUUID
+	out.FirstSeenMs, out.LastSeenMs, out.DestroyedMs = ms(v.FirstSeen), ms(v.LastSeen), ms(v.Destroyed)
 }
 
 func vmFromPB(v *pb.VM) VM {

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -102,6 +103,18 @@ type Result struct {
 	Enrichment *Enrichment // nil on error
 	Findings   []Finding   // OnRecord
 	Err        error
+	// Skipped says why the detector was not asked (its declared Needs
+	// rule the call out); "" when it was.
+	Skipped string
+}
+
+// Stats counts calls, for figures such as gRPC round trips per alert.
+type Stats struct {
+	EnrichCalls, EnrichSkipped     int64
+	EnrichFailed                   int64 // calls that ended in an error (down, hung, crashed, garbage)
+	OnRecordCalls, OnRecordSkipped int64
+	// LineageCalls are calls detectors made to the host's Lineage service.
+	LineageCalls int64
 }
 
 // Manager finds, verifies, starts, supervises and calls detectors. It never
@@ -114,6 +127,16 @@ type Manager struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	enrichCalls, enrichSkipped, recordCalls, recordSkipped atomic.Int64
+	enrichFailed                                           atomic.Int64
+	lineageCalls                                           atomic.Int64
+}
+
+// Stats reports how many calls were made and skipped.
+func (m *Manager) Stats() Stats {
+	return Stats{EnrichCalls: m.enrichCalls.Load(), EnrichSkipped: m.enrichSkipped.Load(), EnrichFailed: m.enrichFailed.Load(),
+		OnRecordCalls: m.recordCalls.Load(), OnRecordSkipped: m.recordSkipped.Load(), LineageCalls: m.lineageCalls.Load()}
 }
 
 // ErrDetectorDown is wrapped in Result.Err while a detector is not running.
@@ -127,7 +150,8 @@ func NewManager(cfg Config, lin Lineage) (*Manager, error) {
 	if lin == nil {
 		return nil, errors.New("plugins: no lineage service")
 	}
-	m := &Manager{cfg: cfg, lineage: lin, stop: make(chan struct{})}
+	m := &Manager{cfg: cfg, stop: make(chan struct{})}
+	m.lineage = countingLineage{Lineage: lin, n: &m.lineageCalls}
 	if cfg.Dir == "" {
 		return m, nil
 	}
@@ -243,40 +267,112 @@ func (m *Manager) Status() []Status {
 
 // Enrich asks every detector about the alert, in parallel, each bounded by
 // CallTimeout. Results come in detector-name order; a detector that is
-// down, hung, crashed or answered garbage has Err set.
+// down, hung, crashed or answered garbage has Err set; one whose declared
+// Needs rule the call out is not asked (Skipped says why).
 func (m *Manager) Enrich(ctx context.Context, a *Alert) []Result {
-	return m.each(ctx, func(ctx context.Context, d *DetectorClient) Result {
+	res := m.each(ctx, func(d *DetectorClient) string {
+		n := d.Needs()
+		why := n.SkipEnrich(a)
+		if why != "" {
+			m.enrichSkipped.Add(1)
+		} else {
+			m.enrichCalls.Add(1)
+		}
+		return why
+	}, func(ctx context.Context, d *DetectorClient) Result {
 		e, err := d.Enrich(ctx, a)
 		return Result{Enrichment: e, Err: err}
-	})
+	}, true)
+	for i := range res {
+		if res[i].Err != nil {
+			m.enrichFailed.Add(1)
+		}
+	}
+	return res
 }
 
-// OnRecord passes a committed record to every detector.
+// Wanted says which parts of an alert's context the detectors that Enrich
+// would ask read (the union of their declared Needs), so that the host
+// reads only those. It evaluates SkipEnrich over a as it stands (with
+// a.Facts) and counts nothing.
+func (m *Manager) Wanted(a *Alert) Needs {
+	var w Needs
+	for _, r := range m.runners {
+		r.mu.Lock()
+		d := r.det
+		running := r.state == StateRunning && d != nil
+		r.mu.Unlock()
+		if !running {
+			continue
+		}
+		n := d.Needs()
+		if n.SkipEnrich(a) != "" {
+			continue
+		}
+		w.Enrich = true
+		w.AlertFamily = w.AlertFamily || n.AlertFamily
+		w.AlertRecords = w.AlertRecords || n.AlertRecords
+		w.AlertAncestors = w.AlertAncestors || n.AlertAncestors
+	}
+	return w
+}
+
+// OnRecord passes a committed record to every detector that wants it;
+// detectors that do not are left out of the results.
 func (m *Manager) OnRecord(ctx context.Context, rec *record.Record) []Result {
-	return m.each(ctx, func(ctx context.Context, d *DetectorClient) Result {
+	return m.each(ctx, func(d *DetectorClient) string {
+		n := d.Needs()
+		if !n.WantsRecord(rec) {
+			m.recordSkipped.Add(1)
+			return "not wanted"
+		}
+		m.recordCalls.Add(1)
+		return ""
+	}, func(ctx context.Context, d *DetectorClient) Result {
 		fs, err := d.OnRecord(ctx, rec)
 		return Result{Findings: fs, Err: err}
-	})
+	}, false)
 }
 
-func (m *Manager) each(ctx context.Context, call func(context.Context, *DetectorClient) Result) []Result {
-	out := make([]Result, len(m.runners))
-	var wg sync.WaitGroup
-	for i, r := range m.runners {
+// each calls the running detectors that skip does not rule out, in
+// parallel (the last one on this goroutine), and sets the detector names.
+func (m *Manager) each(ctx context.Context, skip func(*DetectorClient) string, call func(context.Context, *DetectorClient) Result, keepSkipped bool) []Result {
+	out := make([]Result, 0, len(m.runners))
+	type job struct {
+		i int
+		r *runner
+		d *DetectorClient
+	}
+	var jobs []job
+	for _, r := range m.runners {
 		d, err := r.get()
 		if err != nil {
-			out[i] = Result{Detector: r.name, Err: err}
+			out = append(out, Result{Detector: r.name, Err: err})
 			continue
+		}
+		if why := skip(d); why != "" {
+			if keepSkipped {
+				out = append(out, Result{Detector: r.name, Skipped: why})
+			}
+			continue
+		}
+		jobs = append(jobs, job{len(out), r, d})
+		out = append(out, Result{Detector: r.name})
+	}
+	var wg sync.WaitGroup
+	for k, j := range jobs {
+		if k == len(jobs)-1 {
+			out[j.i] = j.r.call(ctx, j.d, call)
+			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = r.call(ctx, d, call)
+			out[j.i] = j.r.call(ctx, j.d, call)
 		}()
 	}
 	wg.Wait()
 	for i := range out {
-		out[i].Detector = m.runners[i].name
 		if e := out[i].Enrichment; e != nil {
 			for j := range e.Suspects {
 				e.Suspects[j].Detector = out[i].Detector
@@ -374,14 +470,11 @@ func (r *runner) maybeRestartLocked() {
 func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.Context, *DetectorClient) Result) Result {
 	cctx, cancel := context.WithTimeout(ctx, r.m.cfg.CallTimeout)
 	defer cancel()
-	done := make(chan Result, 1)
-	go func() { done <- call(cctx, d) }()
-	var res Result
-	select {
-	case res = <-done:
-	case <-cctx.Done(): // belt and braces: gRPC honours the deadline, but never trust a peer
-		res = Result{Err: cctx.Err()}
-	}
+	// No watchdog goroutine: the call is local work plus one gRPC round
+	// trip, and gRPC's client ends that at the deadline whatever the peer
+	// does (the hang and kill-mid-call tests hold it to that).
+	res := call(cctx, d)
+	res.Detector = r.name
 	if res.Err == nil {
 		r.mu.Lock()
 		r.timeouts = 0
@@ -643,4 +736,50 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.l.Warn("detector log", "detector", w.name, "line", s)
 	}
 	return len(p), nil
+}
+
+// countingLineage counts the calls detectors make over the broker.
+type countingLineage struct {
+	Lineage
+	n *atomic.Int64
+}
+
+func (c countingLineage) VM(ctx context.Context, uuid string) (VM, error) {
+	c.n.Add(1)
+	return c.Lineage.VM(ctx, uuid)
+}
+
+func (c countingLineage) Ancestors(ctx context.Context, uuid string) ([]VM, error) {
+	c.n.Add(1)
+	return c.Lineage.Ancestors(ctx, uuid)
+}
+
+func (c countingLineage) Descendants(ctx context.Context, uuid string) ([]VM, error) {
+	c.n.Add(1)
+	return c.Lineage.Descendants(ctx, uuid)
+}
+
+func (c countingLineage) Siblings(ctx context.Context, uuid string) ([]VM, error) {
+	c.n.Add(1)
+	return c.Lineage.Siblings(ctx, uuid)
+}
+
+func (c countingLineage) Family(ctx context.Context, uuid string) ([]VM, error) {
+	c.n.Add(1)
+	return c.Lineage.Family(ctx, uuid)
+}
+
+func (c countingLineage) StatesAt(ctx context.Context, uuids []string, at time.Time) ([]VMState, error) {
+	c.n.Add(1)
+	return c.Lineage.StatesAt(ctx, uuids, at)
+}
+
+func (c countingLineage) Records(ctx context.Context, q RecordQuery) ([]record.Record, error) {
+	c.n.Add(1)
+	return c.Lineage.Records(ctx, q)
+}
+
+func (c countingLineage) AlertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]AlertedVM, error) {
+	c.n.Add(1)
+	return c.Lineage.AlertedVMs(ctx, uuids, since, until)
 }

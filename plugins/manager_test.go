@@ -297,3 +297,96 @@ func TestSymlinkRefused(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// A detector that declares its Needs is asked only when its condition can
+// hold and is sent only what it reads; one that declares nothing (test-ok,
+// like every detector built before Needs) gets every call and everything.
+func TestNeedsSkipAndTrim(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("picky", "picky"), testDet("ok", "ok"))
+	m := newManager(t, dir, pins, nil)
+	at := time.Date(2024, 3, 1, 9, 10, 0, 0, time.UTC)
+	p := plugins.VM{UUID: "p", Name: "parent"}
+	a := plugins.VM{UUID: "a", Name: "vm-a", ParentUUID: "p"}
+	al := &plugins.Alert{ID: "y", Time: at, VMs: []plugins.AlertVM{{UUID: "a", Field: "host.name", Value: "vm-a"}},
+		Family: []plugins.VM{p, a}, FamilyStates: []plugins.VMState{{UUID: "p", Existed: true}, {UUID: "a", Existed: true, PowerState: "Running"}},
+		Ancestors: []plugins.VM{a, p}, ContextWindow: time.Hour,
+		Records: []record.Record{{ID: "r", VMUUID: "a", Activity: record.Start, Start: at.Add(-time.Minute)}}}
+	if w := m.Wanted(al); !w.Enrich || !w.AlertFamily || !w.AlertRecords {
+		t.Errorf("wanted (test-ok declares nothing: everything): %+v", w)
+	}
+	rs := results(m.Enrich(context.Background(), al))
+	if r := rs["picky"]; r.Skipped != "no ancestor of the alerted VM was destroyed" || r.Enrichment != nil {
+		t.Errorf("picky with no destroyed ancestor: %+v", r)
+	}
+	requireOK(t, rs["ok"])
+	// Once the parent is gone, picky is asked, with the ancestors alone.
+	al.Family[0].Destroyed, al.Ancestors[1].Destroyed = at.Add(-time.Hour), at.Add(-time.Hour)
+	rs = results(m.Enrich(context.Background(), al))
+	r := rs["picky"]
+	if r.Skipped != "" || r.Err != nil || r.Enrichment == nil || len(r.Enrichment.Notes) != 1 || r.Enrichment.Notes[0] != "family=0 ancestors=2 records=0 window=0s" {
+		t.Errorf("picky with a destroyed parent: %+v", r)
+	}
+	st := m.Stats()
+	if st.EnrichSkipped != 1 || st.EnrichCalls != 3 {
+		t.Errorf("stats: %+v", st)
+	}
+	// Records: picky handles none; test-ok every one.
+	rr := m.OnRecord(context.Background(), &record.Record{VMUUID: "a", Activity: record.Start, Start: at})
+	if len(rr) != 1 || rr[0].Detector != "ok" {
+		t.Errorf("OnRecord went to %+v", rr)
+	}
+}
+
+func TestSkipEnrichConditions(t *testing.T) {
+	at := time.Date(2024, 3, 1, 9, 10, 0, 0, time.UTC)
+	base := func() *plugins.Alert {
+		return &plugins.Alert{Time: at, VMs: []plugins.AlertVM{{UUID: "a"}},
+			Ancestors: []plugins.VM{{UUID: "a", ParentUUID: "r"}, {UUID: "r"}},
+			Facts: &plugins.AlertFacts{Window: 24 * time.Hour, RecordsOK: true,
+				FamilyAlerted: map[string][]plugins.AlertedVM{"r": {{UUID: "a", First: at, Last: at, Count: 1}}}}}
+	}
+	k2 := plugins.Needs{Enrich: true, EnrichWhen: &plugins.EnrichWhen{Window: 24 * time.Hour, MinFamilyAlerted: 2}}
+	if why := k2.SkipEnrich(base()); !strings.Contains(why, "fewer than 2 VMs") {
+		t.Errorf("one alerted of k=2: %q", why)
+	}
+	a := base()
+	a.Facts.FamilyAlerted["r"] = append(a.Facts.FamilyAlerted["r"], plugins.AlertedVM{UUID: "b", First: at.Add(-time.Hour), Last: at.Add(-time.Hour), Count: 1})
+	if why := k2.SkipEnrich(a); why != "" {
+		t.Errorf("two alerted of k=2: %q", why)
+	}
+	// b alerted 25 h ago: outside a 24 h window.
+	a.Facts.FamilyAlerted["r"][1].Last = at.Add(-25 * time.Hour)
+	if why := k2.SkipEnrich(a); why == "" {
+		t.Error("an alert outside the window counted")
+	}
+	// A window longer than the host's facts cover: cannot tell, so call.
+	k2w := k2
+	k2w.EnrichWhen = &plugins.EnrichWhen{Window: 48 * time.Hour, MinFamilyAlerted: 2}
+	if why := k2w.SkipEnrich(base()); why != "" {
+		t.Errorf("window beyond the facts: %q", why)
+	}
+	rev := plugins.Needs{Enrich: true, EnrichWhen: &plugins.EnrichWhen{Window: time.Hour, RecordActivities: []record.Activity{record.Revert}}}
+	a = base()
+	a.Facts.Records = []plugins.RecordFact{{VMUUID: "a", Activity: record.Start, Start: at.Add(-time.Minute)}, {VMUUID: "a", Activity: record.Revert, Start: at.Add(-2 * time.Hour)}}
+	if why := rev.SkipEnrich(a); !strings.Contains(why, "no revert") {
+		t.Errorf("revert outside the window: %q", why)
+	}
+	a.Facts.Records[1].Start = at.Add(-time.Minute)
+	if why := rev.SkipEnrich(a); why != "" {
+		t.Errorf("revert inside the window: %q", why)
+	}
+	a.Facts.RecordsOK = false
+	a.Facts.Records = nil
+	if why := rev.SkipEnrich(a); why != "" {
+		t.Errorf("records unknown: %q", why)
+	}
+	// A matched VM the host knows nothing of: call.
+	a = base()
+	a.Ancestors = nil
+	if why := k2.SkipEnrich(a); why != "" {
+		t.Errorf("no ancestry: %q", why)
+	}
+	if why := (&plugins.Needs{}).SkipEnrich(base()); why != "it does not enrich alerts" {
+		t.Errorf("no Enrich: %q", why)
+	}
+}

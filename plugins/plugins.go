@@ -12,6 +12,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -53,6 +55,164 @@ type Detector interface {
 	// Enrich returns suspects and findings for an alert the host has tied to
 	// VMs. A nil Enrichment means "nothing to add".
 	Enrich(ctx context.Context, a *Alert) (*Enrichment, error)
+}
+
+// NeedsDeclarer is implemented by detectors that say what they need; the
+// SDK asks right after each successful Configure and tells the host, which
+// then skips calls that cannot yield anything and leaves out of a request
+// what the detector does not read. A detector without it is sent
+// everything (AllNeeds), as before this existed.
+type NeedsDeclarer interface {
+	Needs() Needs
+}
+
+// Needs is what a detector needs, once configured.
+type Needs struct {
+	// Enrich and OnRecord say whether the call may return anything.
+	Enrich   bool
+	OnRecord bool
+	// OnRecordActivities limits OnRecord to records of these activities
+	// (empty: all).
+	OnRecordActivities []record.Activity
+	// AlertFamily: Enrich reads Alert.Family, FamilyStates and
+	// FamilyAlerted; AlertRecords: it reads Alert.Records;
+	// AlertAncestors: it reads Alert.Ancestors (a detector that reads the
+	// family finds the ancestors in it: Alert.Index covers both).
+	AlertFamily    bool
+	AlertRecords   bool
+	AlertAncestors bool
+	// EnrichWhen, when set, says when Enrich can yield something at all.
+	EnrichWhen *EnrichWhen
+}
+
+// EnrichWhen: Enrich can yield something only when one of the conditions
+// set holds. The host checks them against the context it sends with the
+// alert (Alert.Family, Records, FamilyAlerted) and skips the call when none
+// holds; it calls whenever it cannot tell (no context sent, or its
+// ContextWindow shorter than Window). A condition may hold when Enrich
+// then finds nothing; it must never fail to hold when Enrich would.
+type EnrichWhen struct {
+	// Window is the look-back of the conditions.
+	Window time.Duration
+	// MinFamilyAlerted: at least this many VMs of one matched VM's family
+	// alerted within Window (this alert included).
+	MinFamilyAlerted int
+	// RecordActivities: a matched VM has a record (as VM or parent) of one
+	// of these activities within Window.
+	RecordActivities []record.Activity
+	// DestroyedAncestor: an ancestor of a matched VM was destroyed before
+	// the alert.
+	DestroyedAncestor bool
+}
+
+// AllNeeds is what the host assumes of a detector that declares nothing.
+func AllNeeds() Needs {
+	return Needs{Enrich: true, OnRecord: true, AlertFamily: true, AlertRecords: true, AlertAncestors: true}
+}
+
+// WantsRecord reports whether OnRecord should see r.
+func (n *Needs) WantsRecord(r *record.Record) bool {
+	if !n.OnRecord {
+		return false
+	}
+	if len(n.OnRecordActivities) == 0 {
+		return true
+	}
+	for _, a := range n.OnRecordActivities {
+		if a == r.Activity {
+			return true
+		}
+	}
+	return false
+}
+
+// SkipEnrich says why Enrich need not be called for a ("" when it must):
+// Enrich is not implemented, or none of the EnrichWhen conditions holds.
+// The conditions are read from a.Facts when the host set them, else from
+// the context sent along (Family, FamilyAlerted, Records, Ancestors). A
+// condition the alert's context cannot settle counts as holding.
+func (n *Needs) SkipEnrich(a *Alert) string {
+	if !n.Enrich {
+		return "it does not enrich alerts"
+	}
+	w := n.EnrichWhen
+	if w == nil || (w.MinFamilyAlerted <= 0 && len(w.RecordActivities) == 0 && !w.DestroyedAncestor) {
+		return ""
+	}
+	ix := a.Index()
+	for _, v := range a.VMs {
+		if ix.VMs[v.UUID] == nil {
+			return "" // no family or ancestry for this VM: cannot tell
+		}
+	}
+	since := a.Time.Add(-w.Window)
+	var why []string
+	if w.MinFamilyAlerted > 0 {
+		perRoot := map[string]int{}
+		switch f := a.Facts; {
+		case f != nil && f.FamilyAlerted != nil && f.Window >= w.Window:
+			for root, avs := range f.FamilyAlerted {
+				for _, x := range avs {
+					if !x.Last.Before(since) {
+						perRoot[root]++
+					}
+				}
+			}
+		case a.ContextWindow > 0 && a.ContextWindow >= w.Window && len(a.Family) > 0 && len(a.FamilyStates) == len(a.Family):
+			for _, x := range a.FamilyAlerted {
+				if r := ix.Root(x.UUID); r != nil && !x.Last.Before(since) {
+					perRoot[r.UUID]++
+				}
+			}
+		default:
+			return ""
+		}
+		for _, c := range perRoot {
+			if c >= w.MinFamilyAlerted {
+				return ""
+			}
+		}
+		why = append(why, fmt.Sprintf("fewer than %d VMs of the family alerted within %s", w.MinFamilyAlerted, w.Window))
+	}
+	if len(w.RecordActivities) > 0 {
+		var facts []RecordFact
+		switch f := a.Facts; {
+		case f != nil && f.RecordsOK && f.Window >= w.Window:
+			facts = f.Records
+		case a.ContextWindow > 0 && a.ContextWindow >= w.Window:
+			for i := range a.Records {
+				facts = append(facts, RecordFact{VMUUID: a.Records[i].VMUUID, Activity: a.Records[i].Activity, Start: a.Records[i].Start})
+			}
+		default:
+			return ""
+		}
+		for _, r := range facts {
+			if r.Start.Before(since) {
+				continue
+			}
+			for _, act := range w.RecordActivities {
+				if r.Activity == act {
+					return ""
+				}
+			}
+		}
+		acts := make([]string, len(w.RecordActivities))
+		for i, act := range w.RecordActivities {
+			acts[i] = string(act)
+		}
+		why = append(why, fmt.Sprintf("no %s of the alerted VM within %s", strings.Join(acts, " or "), w.Window))
+	}
+	if w.DestroyedAncestor {
+		for _, v := range a.VMs {
+			for _, p := range ix.Ancestors(v.UUID) {
+				if p.IsDestroyed() && !p.Destroyed.After(a.Time) {
+					return ""
+				}
+			}
+		}
+		why = append(why, "no ancestor of the alerted VM was destroyed")
+	}
+	return strings.Join(why, "; ")
 }
 
 // Lineage is the read-only view of the lineage store offered to detectors.
@@ -148,6 +308,35 @@ type Alert struct {
 	ContextWindow time.Duration
 	Records       []record.Record
 	FamilyAlerted []AlertedVM
+	// Ancestors are the matched VMs and their ancestors up to the family
+	// roots, each once (sent to detectors that declared AlertAncestors).
+	Ancestors []VM
+	// Facts summarize the context for SkipEnrich when the host has not
+	// read all of it. Host side only: never sent to a detector.
+	Facts *AlertFacts
+}
+
+// AlertFacts is what the host knows of an alert's context before it
+// decides which detectors to ask (and so which parts of the context to
+// read in full).
+type AlertFacts struct {
+	// Window is the look-back the facts cover.
+	Window time.Duration
+	// FamilyAlerted holds, per family root of a matched VM, the family's
+	// VMs that alerted within Window (this alert included); nil when not
+	// known.
+	FamilyAlerted map[string][]AlertedVM
+	// Records are the matched VMs' records within Window (as VM or as
+	// parent), in brief; RecordsOK says they are all there.
+	Records   []RecordFact
+	RecordsOK bool
+}
+
+// RecordFact is a lifecycle record in brief.
+type RecordFact struct {
+	VMUUID   string
+	Activity record.Activity
+	Start    time.Time
 }
 
 // MaxAlertFamily bounds the family sent along with an alert.
@@ -160,10 +349,13 @@ type FamilyIndex struct {
 	States map[string]VMState
 }
 
-// Index builds the FamilyIndex of the alert (empty maps when the host sent
-// no family).
+// Index builds the FamilyIndex of the alert over Family and Ancestors
+// (empty maps when the host sent neither).
 func (a *Alert) Index() FamilyIndex {
-	ix := FamilyIndex{VMs: make(map[string]*VM, len(a.Family)), States: make(map[string]VMState, len(a.FamilyStates))}
+	ix := FamilyIndex{VMs: make(map[string]*VM, len(a.Family)+len(a.Ancestors)), States: make(map[string]VMState, len(a.FamilyStates))}
+	for i := range a.Ancestors {
+		ix.VMs[a.Ancestors[i].UUID] = &a.Ancestors[i]
+	}
 	for i := range a.Family {
 		ix.VMs[a.Family[i].UUID] = &a.Family[i]
 	}

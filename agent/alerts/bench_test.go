@@ -1,10 +1,16 @@
 package alerts
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,16 +19,29 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
 
-// BenchmarkEnrich1MVMs: enrichment latency through the plugin path (all
-// shipped detectors, gRPC over go-plugin with AutoMTLS, lineage through the
-// broker; lineage-suspects, rollback, shadow-copy) with 1,000,000 VMs in the store and alerts arriving at 1,000/s
-// (open loop: latency counts from the alert's scheduled arrival, so queueing
-// shows). Alerts come in pairs from one family so that lineage-suspects does
-// its whole walk. Run with -benchtime 10000x (10 s of alerts).
+// BenchmarkEnrich1MVMs: enrichment latency through the plugin path with
+// 1,000,000 VMs in the store (and their 1.3 million records) and alerts
+// arriving at 1,000/s. Each alert is parsed from ECS JSON, matched to a VM
+// by source.ip as held at its time, stored, given its lineage context, and
+// offered to every shipped production detector (lineage-suspects,
+// rollback, shadow-copy: separate processes, gRPC over go-plugin with
+// AutoMTLS, lineage through the broker) before the enriched document is
+// encoded. Open loop: latency counts from the alert's scheduled arrival,
+// so queueing shows. Alerts come in pairs from one family so that
+// lineage-suspects does its whole walk; every tenth family had a revert,
+// so rollback is asked too. Meanwhile another process commits a batch of
+// lifecycle records and state changes every 200 ms (a busy pool's tracer),
+// competing for the store. Run with -benchtime 10000x (10 s of alerts).
+//
+// Environment: VMLINEAGE_BENCH_RATE (alerts/s, default 1000),
+// VMLINEAGE_BENCH_PROFILE=dir (CPU profiles of the measured part: host.pprof
+// and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer).
 func BenchmarkEnrich1MVMs(b *testing.B) {
 	rate := 1000
 	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_RATE")); err == nil && v > 0 {
@@ -39,6 +58,13 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		b.Fatal(err)
 	}
 	defer svc.Close()
+	profDir := os.Getenv("VMLINEAGE_BENCH_PROFILE")
+	if profDir != "" {
+		if err := os.MkdirAll(profDir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		b.Setenv(plugins.EnvCPUProfile, profDir)
+	}
 	// The three production detectors; detectors/example is a template.
 	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects", "rollback", "shadow-copy")...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
@@ -47,28 +73,58 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	m.Start(ctx)
 	defer m.Close()
+	for _, s := range m.Status() {
+		if s.State != plugins.StateRunning {
+			b.Fatalf("detector %s: %s %s", s.Name, s.State, s.LastError)
+		}
+	}
 	e := NewEnricher(svc, m, nil)
 	rng := rand.New(rand.NewPCG(1, 2))
 	docs := make([][]byte, b.N)
 	at := alertstest.BigT0.Add(2 * time.Hour)
+	run := time.Now().UnixNano() // fresh alert ids: the store copy may hold earlier runs'
 	for i := 0; i < b.N; i += 2 {
 		f := rng.IntN(big.Families)
 		for j := 0; j < 2 && i+j < b.N; j++ {
 			mem := 1 + rng.IntN(big.FamilySize-3) // a running clone
-			docs[i+j] = fmt.Appendf(nil, `{"@timestamp":%q,"event":{"kind":"alert","id":"bench-%d-%d"},"source":{"ip":%q}}`,
-				at.Add(time.Duration(i+j)*time.Millisecond).Format(time.RFC3339Nano), i+j, time.Now().UnixNano(), big.IP(f, mem))
+			docs[i+j] = fmt.Appendf(nil, `{"@timestamp":%q,"event":{"kind":"alert","id":"bench-%d-%d"},"source":{"ip":%q},"rule":{"name":"ET MALWARE beacon"}}`,
+				at.Add(time.Duration(i+j)*time.Millisecond).Format(time.RFC3339Nano), run, i+j, big.IP(f, mem))
 		}
 	}
-	// Warm up the detectors' connections.
-	if a, err := ParseJSON(docs[0], time.Now()); err == nil {
+	// Warm up the detectors' connections and the statements.
+	for i := 0; i < 20; i++ {
+		a, _ := ParseJSON(fmt.Appendf(nil, `{"@timestamp":%q,"source":{"ip":%q}}`, at.Format(time.RFC3339), big.IP(rng.IntN(big.Families), 1)), time.Now())
 		e.Enrich(ctx, a)
 	}
+	stopWriter, writerPID := func() int { return 0 }, 0
+	if os.Getenv("VMLINEAGE_BENCH_WRITER") != "0" {
+		stopWriter, writerPID = busyPool(b, st)
+	}
+
 	lat := make([]time.Duration, b.N)
 	var failed int
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(rate)
-	cpu0 := treeCPU()
+	runtime.GC()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	self0, kids0 := procCPU(writerPID)
+	machine0 := machineCPU()
+	load0 := loadAvg()
+	stats0, q0 := m.Stats(), svc.Queries()
+	type cacheStats interface{ CacheStats() (hits, misses int64) }
+	var hits0, misses0 int64
+	if c, ok := svc.Backend().(cacheStats); ok {
+		hits0, misses0 = c.CacheStats()
+	}
+	var prof *os.File
+	if profDir != "" {
+		if prof, err = os.Create(filepath.Join(profDir, "host.pprof")); err != nil {
+			b.Fatal(err)
+		}
+		pprof.StartCPUProfile(prof)
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
@@ -95,34 +151,201 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	b.StopTimer()
-	if cpu0 >= 0 {
-		// CPU of the host and its detector processes per alert: what the
-		// latency figures cost, independent of how busy the machine was.
-		b.ReportMetric(float64((treeCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/alert")
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
 	}
+	self1, kids1 := procCPU(writerPID)
+	machine1 := machineCPU()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	stats1, q1 := m.Stats(), svc.Queries()
+	var hits1, misses1 int64
+	if c, ok := svc.Backend().(cacheStats); ok {
+		hits1, misses1 = c.CacheStats()
+	}
+	commits := stopWriter()
+	hostRSS, kidsRSS := peakRSS(writerPID)
 	if failed > 0 {
 		b.Fatalf("%d alerts failed", failed)
 	}
+	n := float64(b.N)
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
 	}
+	ours := (self1 - self0) + (kids1 - kids0)
+	hostMS := float64((self1 - self0).Microseconds()) / 1000 / n
+	plugMS := float64((kids1 - kids0).Microseconds()) / 1000 / n
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(0.999), "p99.9-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "alerts/s")
+	b.ReportMetric(n/elapsed.Seconds(), "alerts/s")
+	// CPU per alert: what the latency figures cost, whatever else ran.
+	b.ReportMetric(hostMS, "host-cpu-ms/alert")
+	b.ReportMetric(plugMS, "plugin-cpu-ms/alert")
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "host-allocs/alert")
+	b.ReportMetric(float64(stats1.EnrichCalls-stats0.EnrichCalls)/n, "grpc-enrich/alert")
+	b.ReportMetric(float64(stats1.LineageCalls-stats0.LineageCalls)/n, "broker-calls/alert")
+	b.ReportMetric(float64(q1-q0)/n, "sql/alert")
+	b.ReportMetric(float64(hostRSS)/(1<<20), "host-peak-rss-MiB")
+	b.ReportMetric(float64(kidsRSS)/(1<<20), "plugins-peak-rss-MiB")
+	other := machine1.busy - machine0.busy - ours
+	starts := 0
+	for _, s := range m.Status() {
+		starts += s.Starts - 1
+	}
+	b.Logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
+		b.N, rate, elapsed.Round(time.Millisecond), big.Families*big.FamilySize,
+		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, commits)
+	if h, mi := hits1-hits0, misses1-misses0; h+mi > 0 {
+		b.Logf("family cache: %d hits, %d misses (%.0f%%)", h, mi, 100*float64(h)/float64(h+mi))
+	}
+	b.Logf("latency ms: p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", q(0.5), q(0.99), q(0.999), float64(lat[len(lat)-1].Microseconds())/1000)
+	b.Logf("CPU ms/alert: host %.3f + detectors %.3f = %.3f (%.2f of %d cores at this rate)",
+		hostMS, plugMS, hostMS+plugMS, (hostMS+plugMS)*float64(rate)/1000, runtime.NumCPU())
+	b.Logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after)",
+		max(0, other.Seconds()/elapsed.Seconds()), load0, loadAvg())
 }
 
-// treeCPU is the user+system CPU time of this process and its children
-// (the detectors), from /proc; -1 where /proc is not there.
-func treeCPU() time.Duration {
-	self := os.Getpid()
-	ents, err := os.ReadDir("/proc")
+// busyPoolEnv names the store a child process of the test binary writes
+// to as a busy pool's tracer would (see busyPool).
+const busyPoolEnv = "VMLINEAGE_BENCH_BUSY_POOL_STORE"
+
+// busyPool starts a process that commits, every 200 ms until stopped, what
+// a tracer commits for a busy pool: 50 VMs starting or stopping (a state
+// span and a record each), dated after the benchmark's alerts so that
+// their enrichment is the same whatever the timing. Its commits reach the
+// enrichment path as they would in the agent (SQLite empties the page
+// caches of every other connection on each commit) while its CPU is not
+// counted as enrichment's. The stop function returns the number of
+// commits.
+func busyPool(b *testing.B, st *lineage.Store) (stop func() int, pid int) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), busyPoolEnv+"="+st.Path())
+	in, err := cmd.StdinPipe()
 	if err != nil {
-		return -1
+		b.Fatal(err)
 	}
-	var ticks int64
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return func() int {
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("busy pool writer: %v: %s", err, out.String())
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(out.String()))
+		return n
+	}, cmd.Process.Pid
+}
+
+// busyPoolChild is the writer process: it commits until stdin closes and
+// prints the number of commits.
+func busyPoolChild(path string) int {
+	st, err := lineage.Open(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer st.Close()
+	big := alertstest.Big{Families: 100000, FamilySize: 10}
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
+	rng := rand.New(rand.NewPCG(3, 4))
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	at := alertstest.BigT0.Add(3 * time.Hour)
+	n, commits := 0, 0
+	for {
+		select {
+		case <-stop:
+			fmt.Println(commits)
+			return 0
+		case <-t.C:
+		}
+		err := st.Update(context.Background(), func(tx *lineage.Tx) error {
+			for i := 0; i < 50; i++ {
+				n++
+				f, m := rng.IntN(big.Families), 1+rng.IntN(big.FamilySize-1)
+				at = at.Add(time.Millisecond)
+				ps, act := "Halted", record.Shutdown
+				if n%2 == 0 {
+					ps, act = "Running", record.Start
+				}
+				if err := tx.MoveState(big.UUID(f, m), ps, "", at); err != nil {
+					return err
+				}
+				r := &record.Record{ID: record.ID(alertstest.BigPool, fmt.Sprintf("busy-%d-%d", os.Getpid(), n), 0), PoolUUID: alertstest.BigPool,
+					VMUUID: big.UUID(f, m), VMName: big.Name(f, m), Activity: act, Start: at, End: at, Result: record.Success, Source: record.SourceXAPI}
+				if _, err := tx.PutRecord(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "busy pool writer:", err)
+			return 1
+		}
+		commits++
+	}
+}
+
+// procCPU is the user+system CPU time of this process and, separately, of
+// its children but the writer (the detectors), from /proc.
+func procCPU(writer int) (self, kids time.Duration) {
+	me := os.Getpid()
+	eachProc(func(pid, ppid int, stat []string, _ string) {
+		if pid == writer {
+			return
+		}
+		u, _ := strconv.ParseInt(stat[11], 10, 64)
+		s, _ := strconv.ParseInt(stat[12], 10, 64)
+		d := time.Duration(u+s) * time.Second / 100 // USER_HZ is 100 on Linux
+		switch {
+		case pid == me:
+			self += d
+		case ppid == me:
+			kids += d
+		}
+	})
+	return self, kids
+}
+
+// peakRSS is VmHWM of this process and the sum over its children but the
+// writer.
+func peakRSS(writer int) (self, kids int64) {
+	me := os.Getpid()
+	eachProc(func(pid, ppid int, _ []string, status string) {
+		if (pid != me && ppid != me) || pid == writer {
+			return
+		}
+		for _, line := range strings.Split(status, "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if pid == me {
+					self = kb << 10
+				} else {
+					kids += kb << 10
+				}
+			}
+		}
+	})
+	return self, kids
+}
+
+// eachProc calls fn for this process and its children with the fields of
+// /proc/<pid>/stat after the command name (state is [0], ppid [1], utime
+// [11], stime [12]) and /proc/<pid>/status.
+func eachProc(fn func(pid, ppid int, stat []string, status string)) {
+	me := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -132,7 +355,6 @@ func treeCPU() time.Duration {
 		if err != nil {
 			continue
 		}
-		// Fields after the command name (which may hold spaces): state ppid ... utime(14) stime(15).
 		s := string(b)
 		i := strings.LastIndexByte(s, ')')
 		if i < 0 {
@@ -143,12 +365,43 @@ func treeCPU() time.Duration {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
-		if pid != self && ppid != self {
+		if pid != me && ppid != me {
 			continue
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + st
+		status, _ := os.ReadFile("/proc/" + e.Name() + "/status")
+		fn(pid, ppid, f, string(status))
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+type cpuTimes struct{ busy time.Duration }
+
+// machineCPU is the CPU time all processes used, from /proc/stat.
+func machineCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy int64
+	for i, v := range f[1:min(len(f), 9)] { // guest time is already in user
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return cpuTimes{busy: time.Duration(busy) * time.Second / 100}
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], "/")
 }

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/agent/backend"
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
@@ -17,6 +17,13 @@ import (
 // that tests and the in-process path can stand in).
 type Detectors interface {
 	Enrich(ctx context.Context, a *plugins.Alert) []plugins.Result
+}
+
+// wanter is implemented by plugins.Manager: which parts of an alert's
+// context the detectors it would ask read. Without it the enricher reads
+// them all.
+type wanter interface {
+	Wanted(a *plugins.Alert) plugins.Needs
 }
 
 // Enricher ties alerts to VMs, asks the detectors, and writes the enriched
@@ -66,13 +73,17 @@ type MatchedVM struct {
 // DetectorOutcome says how each detector fared on this alert.
 type DetectorOutcome struct {
 	Name   string `json:"name"`
-	Status string `json:"status"` // ok, failed
+	Status string `json:"status"` // ok, failed, skipped
 	Error  string `json:"error,omitempty"`
+	// Reason says why a detector was skipped: what it declared it needs
+	// to find anything did not hold for this alert.
+	Reason string `json:"reason,omitempty"`
 }
 
-// Enrich ties a to VMs, stores it, runs the detectors and returns the
-// enriched ECS document (one line of JSON, no newline). It fails only when
-// the alert cannot be written at all; everything else becomes a note.
+// Enrich ties a to VMs, runs the detectors and returns the enriched ECS
+// document (one line of JSON, no newline); the alert is stored (alert log)
+// without waiting for the write. It fails only when the alert cannot be
+// encoded at all; everything else becomes a note.
 func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 	received := e.now()
 	out := &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
@@ -86,11 +97,9 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		e.log.Error("alert matching failed", "alert", a.ID, "error", err)
 		out.Notes = append(out.Notes, "matching against the lineage store failed: "+err.Error())
 	}
-	seq, serr := e.svc.saveAlert(ctx, a, raw, vms, received)
-	if serr != nil {
-		e.log.Error("storing alert failed", "alert", a.ID, "error", serr)
-		out.Notes = append(out.Notes, "alert could not be stored: "+serr.Error())
-	}
+	// From here on the alert counts for AlertedVMs (other alerts of its
+	// family arriving meanwhile see it).
+	pend := e.svc.log.begin(a.ID, a.Time, vms)
 	out.matches = vms
 	if len(vms) == 0 {
 		if err == nil {
@@ -98,136 +107,239 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 		}
 	} else {
 		out.Matched = true
-		fam, famStates := e.families(ctx, a, out)
-		e.describeVMs(ctx, a, out, fam, famStates)
+		pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw}
+		cx := e.facts(ctx, pa, out)
+		e.describeVMs(ctx, a, out, cx)
 		if e.dets != nil {
-			pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw, Family: fam, FamilyStates: famStates}
-			e.addContext(ctx, pa, out)
-			e.runDetectors(ctx, pa, out)
+			want := plugins.AllNeeds()
+			if w, ok := e.dets.(wanter); ok {
+				want = w.Wanted(pa)
+			}
+			e.load(ctx, pa, want, cx, out)
+			e.runDetectors(ctx, pa, out, cx)
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
 		}
 	}
 	out.EnrichedAt = timeString(e.now())
 	doc := e.render(a, out)
-	js, err := json.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, err)
+	js, jerr := json.Marshal(doc)
+	row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: received.UnixMilli(), source: a.Source, json: string(raw), vms: vms}
+	if jerr == nil {
+		row.enriched = js
 	}
-	if serr == nil {
-		e.svc.saveEnriched(ctx, seq, js)
+	e.svc.log.finish(pend, row)
+	if jerr != nil {
+		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, jerr)
 	}
 	return js, nil
 }
 
-// families gathers the families of the matched VMs and their states at the
-// alert's time, to send along with the alert (most detectors need them,
-// and one query here saves each detector round trips). Nil when larger
-// than plugins.MaxAlertFamily: detectors then ask for what they need.
-func (e *Enricher) families(ctx context.Context, a *Alert, out *Output) ([]plugins.VM, []plugins.VMState) {
-	var fam []plugins.VM
-	seen := map[string]bool{}
-	for _, m := range out.matches {
-		if seen[m.UUID] {
-			continue
-		}
-		f, err := e.svc.Family(ctx, m.UUID)
-		if err != nil {
-			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
-			continue
-		}
-		for _, v := range f {
-			if !seen[v.UUID] {
-				seen[v.UUID] = true
-				fam = append(fam, v)
-			}
-		}
-		if len(fam) > plugins.MaxAlertFamily {
-			return nil, nil
-		}
-	}
-	uuids := make([]string, len(fam))
-	for i := range fam {
-		uuids[i] = fam[i].UUID
-	}
-	rows, err := e.svc.statesAt(ctx, uuids, a.Time)
-	if err != nil {
-		out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
-		return nil, nil
-	}
-	states := make([]plugins.VMState, len(rows))
-	for i := range rows {
-		states[i] = rows[i].VMState
-	}
-	return fam, states
+// alertContext is what the host reads once per alert and sends along to
+// the detectors (most need some of it, and one read here saves each of
+// them round trips over the broker). It is read in two steps: first the
+// facts that decide which detectors can find anything (the matched VMs'
+// ancestry, which VMs of their families alerted, what their records are
+// about), then only the parts those detectors read (the families with
+// their states, the records themselves).
+type alertContext struct {
+	// self holds each matched VM as it stood at the alert's time.
+	self map[string]backend.Member
+	// fams holds the family (by root) of each matched VM; a family over
+	// plugins.MaxAlertFamily VMs is left out (tooBig; detectors then ask).
+	fams   map[string]*backend.Family
+	tooBig bool
+	// alerted: which VMs of those families alerted within the window
+	// (this alert included); alertedOK false when that is not known.
+	alerted   []plugins.AlertedVM
+	alertedOK bool
 }
 
 // maxContextRecords bounds the records sent along with an alert.
 const maxContextRecords = 1000
 
-// addContext sends along what the shipped detectors would otherwise each
-// ask for over the broker: the matched VMs' records and the family's alerts
-// within e.Window. Skipped (detectors then ask) when the family was not
-// sent or the records are too many.
-func (e *Enricher) addContext(ctx context.Context, pa *plugins.Alert, out *Output) {
-	if len(pa.Family) == 0 || e.Window <= 0 {
-		return
+// facts reads what decides which detectors to ask into pa.Ancestors and
+// pa.Facts.
+func (e *Enricher) facts(ctx context.Context, pa *plugins.Alert, out *Output) *alertContext {
+	cx := &alertContext{self: map[string]backend.Member{}, fams: map[string]*backend.Family{}}
+	lin := e.svc.lin
+	if err := lin.Fresh(ctx); err != nil {
+		out.Notes = append(out.Notes, "lineage backend: "+err.Error())
+	}
+	inAncestry := map[string]bool{}
+	addAncestor := func(v plugins.VM) {
+		if !inAncestry[v.UUID] {
+			inAncestry[v.UUID] = true
+			pa.Ancestors = append(pa.Ancestors, v)
+		}
+	}
+	for _, m := range out.matches {
+		f, err := lin.FamilyOf(ctx, m.UUID, plugins.MaxAlertFamily)
+		if err != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the family of %s: %v", m.UUID, err))
+			continue
+		}
+		if f != nil {
+			cx.fams[f.Root] = f
+			if st, ok := f.StateAt(m.UUID, pa.Time); ok {
+				for i, a := range f.Ancestry(m.UUID) {
+					if i == 0 {
+						cx.self[m.UUID] = backend.Member{VM: a.VM, Depth: a.Depth, State: st}
+					}
+					addAncestor(a.VM)
+				}
+				continue
+			}
+		} else {
+			cx.tooBig = true
+		}
+		// A family too large to send, or a time older than the states kept.
+		anc, err := lin.AncestryAt(ctx, m.UUID, pa.Time)
+		if err != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("could not read the ancestry of %s: %v", m.UUID, err))
+			continue
+		}
+		cx.self[m.UUID] = anc[0]
+		for i := range anc {
+			addAncestor(anc[i].VM)
+		}
+	}
+	if e.Window <= 0 {
+		return cx
 	}
 	since, until := pa.Time.Add(-e.Window), pa.Time
-	var recs []record.Record
-	for _, m := range pa.VMs {
-		r, err := e.svc.Records(ctx, plugins.RecordQuery{VMUUID: m.UUID, Since: since, Until: until.Add(time.Millisecond), Limit: maxContextRecords + 1})
-		if err != nil || len(recs)+len(r) > maxContextRecords {
-			return
+	f := &plugins.AlertFacts{Window: e.Window, RecordsOK: true}
+	pa.Facts = f
+	for _, m := range out.matches {
+		rf, err := lin.RecordFacts(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
+		if err != nil || len(f.Records)+len(rf) > maxContextRecords {
+			f.Records, f.RecordsOK = nil, false
+			break
 		}
-		recs = append(recs, r...)
+		f.Records = append(f.Records, rf...)
 	}
-	uuids := make([]string, len(pa.Family))
-	for i := range pa.Family {
-		uuids[i] = pa.Family[i].UUID
+	if len(cx.fams) == 0 || cx.tooBig || len(cx.self) < len(out.matches) {
+		return cx // some family unknown: lineage-suspects asks for itself
 	}
-	alerted, err := e.svc.AlertedVMs(ctx, uuids, since, until)
+	rootOf := map[string]string{}
+	var all []string
+	for root, fam := range cx.fams {
+		for i := range fam.Members {
+			rootOf[fam.Members[i].UUID] = root
+			all = append(all, fam.Members[i].UUID)
+		}
+	}
+	alerted, err := e.svc.AlertedVMs(ctx, all, since, until)
 	if err != nil {
-		return
+		out.Notes = append(out.Notes, "could not read which VMs of the family alerted: "+err.Error())
+		return cx
 	}
-	pa.ContextWindow, pa.Records, pa.FamilyAlerted = e.Window, recs, alerted
+	cx.alerted, cx.alertedOK = alerted, true
+	f.FamilyAlerted = map[string][]plugins.AlertedVM{}
+	for root := range cx.fams {
+		f.FamilyAlerted[root] = nil
+	}
+	for _, x := range alerted {
+		f.FamilyAlerted[rootOf[x.UUID]] = append(f.FamilyAlerted[rootOf[x.UUID]], x)
+	}
+	return cx
 }
 
-func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, fam []plugins.VM, famStates []plugins.VMState) {
+// load reads the parts of the context the detectors to be asked read.
+func (e *Enricher) load(ctx context.Context, pa *plugins.Alert, want plugins.Needs, cx *alertContext, out *Output) {
+	if !want.Enrich {
+		return
+	}
+	complete := pa.Facts != nil
+	if want.AlertFamily {
+		if cx.tooBig || len(cx.fams) == 0 || !cx.alertedOK {
+			complete = false
+		} else if err := e.loadFamilies(ctx, pa, cx); err != nil {
+			out.Notes = append(out.Notes, "could not read the families' states: "+err.Error())
+			pa.Family, pa.FamilyStates = nil, nil
+			complete = false
+		} else {
+			pa.FamilyAlerted = cx.alerted
+		}
+	}
+	if want.AlertRecords && complete {
+		if !pa.Facts.RecordsOK {
+			complete = false
+		} else {
+			since, until := pa.Time.Add(-e.Window), pa.Time
+			for _, m := range out.matches {
+				r, err := e.svc.lin.RecordsOfVM(ctx, m.UUID, since, until.Add(time.Millisecond), maxContextRecords+1)
+				if err != nil || len(pa.Records)+len(r) > maxContextRecords {
+					pa.Records, complete = nil, false
+					break
+				}
+				pa.Records = append(pa.Records, r...)
+			}
+		}
+	}
+	if complete {
+		pa.ContextWindow = e.Window
+	} else {
+		pa.Records, pa.FamilyAlerted = nil, nil
+	}
+}
+
+// loadFamilies puts the families read into pa with every member's state
+// at the alert's time (asking the backend only for states older than
+// those it kept).
+func (e *Enricher) loadFamilies(ctx context.Context, pa *plugins.Alert, cx *alertContext) error {
+	roots := make([]string, 0, len(cx.fams))
+	for root := range cx.fams {
+		roots = append(roots, root)
+	}
+	sort.Strings(roots)
+	var unknown []int
+	for _, root := range roots {
+		f := cx.fams[root]
+		for i := range f.Members {
+			st, ok := f.StateAt(f.Members[i].UUID, pa.Time)
+			if !ok {
+				unknown = append(unknown, len(pa.Family))
+			}
+			pa.Family = append(pa.Family, f.Members[i].VM)
+			pa.FamilyStates = append(pa.FamilyStates, st)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	uu := make([]string, len(unknown))
+	for k, i := range unknown {
+		uu[k] = pa.Family[i].UUID
+	}
+	sts, err := e.svc.lin.StatesAt(ctx, uu, pa.Time)
+	if err != nil {
+		return err
+	}
+	for k, i := range unknown {
+		pa.FamilyStates[i] = sts[k]
+	}
+	return nil
+}
+
+func (e *Enricher) describeVMs(ctx context.Context, a *Alert, out *Output, cx *alertContext) {
 	out.vmByUUID = map[string]*plugins.VM{}
-	known := map[string]stateRow{}
-	for i, st := range famStates {
-		known[st.UUID] = stateRow{VMState: st, name: fam[i].Name}
-	}
-	var ask []string
-	for _, m := range out.matches {
-		if _, ok := known[m.UUID]; !ok {
-			ask = append(ask, m.UUID)
-		}
-	}
-	if len(ask) > 0 {
-		rows, err := e.svc.statesAt(ctx, ask, a.Time)
-		if err != nil {
-			out.Notes = append(out.Notes, "could not read the matched VMs' state: "+err.Error())
-		}
-		for _, r := range rows {
-			known[r.UUID] = r
-		}
-	}
 	for _, m := range out.matches {
 		mv := MatchedVM{UUID: m.UUID, Field: m.Field, Value: m.Value}
-		if r, ok := known[m.UUID]; ok {
-			mv.Name, mv.PowerState = r.name, r.PowerState
-			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: r.name}
+		if self, ok := cx.self[m.UUID]; ok {
+			mv.Name, mv.PowerState = self.Name, self.State.PowerState
+			out.vmByUUID[m.UUID] = &plugins.VM{UUID: m.UUID, Name: self.Name}
 		}
 		out.VMs = append(out.VMs, mv)
 	}
 }
 
-func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output) {
-	for i := range pa.Family {
-		if out.vmByUUID[pa.Family[i].UUID] == nil {
-			out.vmByUUID[pa.Family[i].UUID] = &pa.Family[i]
+func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Output, cx *alertContext) {
+	for _, vms := range [][]plugins.VM{pa.Ancestors, pa.Family} {
+		for i := range vms {
+			if out.vmByUUID[vms[i].UUID] == nil {
+				out.vmByUUID[vms[i].UUID] = &vms[i]
+			}
 		}
 	}
 	alerted := map[string]bool{}
@@ -236,6 +348,10 @@ func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Out
 	}
 	best := map[string]int{} // vm uuid -> index in out.Suspects
 	for _, r := range e.dets.Enrich(ctx, pa) {
+		if r.Skipped != "" {
+			out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "skipped", Reason: r.Skipped})
+			continue
+		}
 		if r.Err != nil {
 			out.Detectors = append(out.Detectors, DetectorOutcome{Name: r.Detector, Status: "failed", Error: r.Err.Error()})
 			out.Notes = append(out.Notes, fmt.Sprintf("detector %s failed: %v; this alert is enriched by the others", r.Detector, r.Err))
@@ -276,31 +392,48 @@ func (e *Enricher) runDetectors(ctx context.Context, pa *plugins.Alert, out *Out
 			out.Notes = append(out.Notes, r.Detector+": "+n)
 		}
 	}
-	e.dropAlerted(ctx, pa.Time, out)
+	e.dropAlerted(ctx, pa.Time, out, cx)
 	sort.SliceStable(out.Suspects, func(i, j int) bool { return out.Suspects[i].Score > out.Suspects[j].Score })
 }
 
 // dropAlerted removes suspects that raised alerts themselves within the
-// window: they are already known, not suspected.
-func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output) {
+// window: they are already known, not suspected. Family members' alerts
+// were read with the context; others are asked for.
+func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output, cx *alertContext) {
 	if len(out.Suspects) == 0 {
 		return
 	}
-	uu := make([]string, len(out.Suspects))
-	for i, s := range out.Suspects {
-		uu[i] = s.VMUUID
-	}
-	av, err := e.svc.AlertedVMs(ctx, uu, at.Add(-e.Window), at)
-	if err != nil {
-		out.Notes = append(out.Notes, "could not check which suspects alerted themselves: "+err.Error())
-		return
-	}
-	if len(av) == 0 {
-		return
-	}
 	hit := map[string]bool{}
-	for _, x := range av {
-		hit[x.UUID] = true
+	var ask []string
+	if cx.alertedOK {
+		inFamily := map[string]bool{}
+		for _, f := range cx.fams {
+			for i := range f.Members {
+				inFamily[f.Members[i].UUID] = true
+			}
+		}
+		for _, x := range cx.alerted {
+			hit[x.UUID] = true
+		}
+		for _, s := range out.Suspects {
+			if !inFamily[s.VMUUID] {
+				ask = append(ask, s.VMUUID)
+			}
+		}
+	} else {
+		for _, s := range out.Suspects {
+			ask = append(ask, s.VMUUID)
+		}
+	}
+	if len(ask) > 0 {
+		av, err := e.svc.AlertedVMs(ctx, ask, at.Add(-e.Window), at)
+		if err != nil {
+			out.Notes = append(out.Notes, "could not check which suspects alerted themselves: "+err.Error())
+			return
+		}
+		for _, x := range av {
+			hit[x.UUID] = true
+		}
 	}
 	keep := out.Suspects[:0]
 	for _, s := range out.Suspects {
@@ -308,7 +441,9 @@ func (e *Enricher) dropAlerted(ctx context.Context, at time.Time, out *Output) {
 			keep = append(keep, s)
 		}
 	}
-	out.Notes = append(out.Notes, fmt.Sprintf("%d VMs named by detectors are left out of the suspects: they alerted themselves within %s", len(out.Suspects)-len(keep), e.Window))
+	if n := len(out.Suspects) - len(keep); n > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("%d VMs named by detectors are left out of the suspects: they alerted themselves within %s", n, e.Window))
+	}
 	out.Suspects = keep
 }
 

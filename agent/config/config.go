@@ -32,6 +32,7 @@ type Config struct {
 	WebUI     WebUI     `yaml:"webui"`
 	Detectors Detectors `yaml:"detectors"`
 	Alerts    Alerts    `yaml:"alerts"`
+	Lineage   Lineage   `yaml:"lineage"`
 	LogSource LogSource `yaml:"logsource"`
 	Audit     Audit     `yaml:"audit"`
 	Chain     Chain     `yaml:"chain"`
@@ -92,6 +93,38 @@ type Chain struct {
 	// sealed and shipped. Only used when such a source is configured.
 	Settle          Duration `yaml:"settle" help:"longest a record waits unsealed for its actor or a second source before it is sealed and shipped"`
 	CheckpointEvery Duration `yaml:"checkpoint_every" help:"how often a checkpoint of the chain head goes to every output (0: only at start and shutdown)"`
+}
+
+// Lineage is where alert enrichment reads lineage from.
+type Lineage struct {
+	Backend string `yaml:"backend" help:"where alert enrichment reads lineage: store (this agent's store) or elasticsearch (the VM documents every agent's Elasticsearch output writes: every pool's VMs)"`
+	Output  string `yaml:"output" help:"with lineage.backend elasticsearch: the elasticsearch output to read through (default: the only one)"`
+}
+
+// Lineage backends.
+const (
+	LineageStore         = "store"
+	LineageElasticsearch = "elasticsearch"
+)
+
+// LineageOutput is the elasticsearch output lineage.backend elasticsearch
+// reads through: lineage.output, or the only elasticsearch output.
+func (c *Config) LineageOutput() (Output, error) {
+	var found []Output
+	for _, o := range c.Outputs {
+		if o.Type == "elasticsearch" && (c.Lineage.Output == "" || o.Name == c.Lineage.Output) {
+			found = append(found, o)
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case c.Lineage.Output != "":
+		return Output{}, fmt.Errorf("lineage.output: no elasticsearch output is named %q", c.Lineage.Output)
+	case len(found) == 0:
+		return Output{}, errors.New("lineage.backend: elasticsearch needs an output of type elasticsearch")
+	}
+	return Output{}, fmt.Errorf("lineage.output: %d elasticsearch outputs; name the one to read through", len(found))
 }
 
 // Detectors are the detector plugins the agent runs (separate processes,
@@ -191,6 +224,7 @@ func Default() Config {
 			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
+		Lineage:   Lineage{Backend: LineageStore},
 		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second), IdleTimeout: Duration(10 * time.Minute)},
 		Audit:     Audit{Source: "off", Poll: Duration(time.Minute)},
 		Chain:     Chain{Settle: Duration(30 * time.Second), CheckpointEvery: Duration(5 * time.Minute)},
@@ -307,6 +341,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Alerts.HTTPListen != "" && c.Alerts.TokenFile == "" {
 		errs = append(errs, errors.New("alerts.token_file: POST /v1/alerts needs a bearer token"))
+	}
+	switch c.Lineage.Backend {
+	case LineageStore:
+		if c.Lineage.Output != "" {
+			errs = append(errs, errors.New("lineage.output: only read with lineage.backend: elasticsearch"))
+		}
+	case LineageElasticsearch:
+		if _, err := c.LineageOutput(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("lineage.backend: %q is not store or elasticsearch", c.Lineage.Backend))
 	}
 	if c.LogSource.Timezone != "" {
 		if _, err := time.LoadLocation(c.LogSource.Timezone); err != nil {

@@ -79,3 +79,47 @@ func TestPasswordFromFileOrEnv(t *testing.T) {
 		t.Error("no password at all must be an error")
 	}
 }
+
+func TestLineageBackend(t *testing.T) {
+	for _, c := range []struct {
+		yml, err string
+	}{
+		{"", ""},
+		{"lineage:\n  backend: store\n", ""},
+		{"lineage:\n  backend: sqlite\n", `lineage.backend: "sqlite" is not store or elasticsearch`},
+		{"lineage:\n  backend: elasticsearch\n", "lineage.backend: elasticsearch needs an output of type elasticsearch"},
+		{"lineage:\n  backend: store\n  output: es\n", "lineage.output: only read with lineage.backend: elasticsearch"},
+		{"lineage:\n  backend: elasticsearch\noutputs:\n  - {name: es, type: elasticsearch, urls: [http://es:9200]}\n", ""},
+		{"lineage:\n  backend: elasticsearch\n  output: other\noutputs:\n  - {name: es, type: elasticsearch, urls: [http://es:9200]}\n", `lineage.output: no elasticsearch output is named "other"`},
+		{"lineage:\n  backend: elasticsearch\noutputs:\n  - {name: a, type: elasticsearch, urls: [http://a:9200]}\n  - {name: b, type: elasticsearch, urls: [http://b:9200]}\n", "lineage.output: 2 elasticsearch outputs; name the one"},
+		{"lineage:\n  backend: elasticsearch\n  output: b\noutputs:\n  - {name: a, type: elasticsearch, urls: [http://a:9200]}\n  - {name: b, type: elasticsearch, urls: [http://b:9200]}\n", ""},
+	} {
+		cfg := Default()
+		if err := Decode([]byte(c.yml), &cfg); err != nil {
+			t.Fatalf("%q: %v", c.yml, err)
+		}
+		err := cfg.Validate()
+		if (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%q: got %v, want %q", c.yml, err, c.err)
+		}
+		if c.err == "" && cfg.Lineage.Backend == LineageElasticsearch {
+			if o, err := cfg.LineageOutput(); err != nil || o.Type != "elasticsearch" {
+				t.Errorf("%q: lineage output %+v %v", c.yml, o, err)
+			}
+		}
+	}
+	// config check reports it on its key and line; the flags exist.
+	_, ps := CheckBytes([]byte("data_dir: /tmp/x\nlineage:\n  backend: es\n"), CheckOptions{LookupEnv: noEnv})
+	if p := find(ps, "lineage.backend"); p == nil || p.Line != 3 {
+		t.Errorf("config check: %v", ps)
+	}
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	f := BindFlags(fs)
+	if err := fs.Parse([]string{"--lineage-backend", "elasticsearch", "--lineage-output", "es"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	if err := f.Apply(&cfg); err != nil || cfg.Lineage.Backend != "elasticsearch" || cfg.Lineage.Output != "es" {
+		t.Errorf("flags: %+v %v", cfg.Lineage, err)
+	}
+}

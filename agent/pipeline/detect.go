@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/alerts"
+	"github.com/vmlineage/vmlineage/agent/backend"
+	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/plugins"
@@ -24,16 +26,19 @@ import (
 // syslog or HTTP are enriched with lineage, and findings and enriched alerts
 // go to the outputs.
 type detection struct {
-	svc  *alerts.Service
-	mgr  *plugins.Manager
-	enr  *alerts.Enricher
-	pump *alerts.Pump
+	svc       *alerts.Service
+	mgr       *plugins.Manager
+	enr       *alerts.Enricher
+	pump      *alerts.Pump
+	lin       backend.Lineage
+	stopIndex func() // the VM index writers (elasticsearch outputs)
 }
 
 func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
+	d := &detection{stopIndex: a.startVMIndex(ctx)}
 	dc := a.cfg.Detectors
 	if dc.Dir == "" {
-		return nil, nil
+		return d, nil
 	}
 	pins := map[string]string{}
 	pinsFile := dc.PinsFile
@@ -52,17 +57,31 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 	for k, v := range dc.Pins {
 		pins[k] = v
 	}
-	svc, err := alerts.NewService(ctx, a.Store)
+	var svc *alerts.Service
+	var err error
+	if a.cfg.Lineage.Backend == config.LineageElasticsearch {
+		lin, lerr := OpenLineage(a.cfg, a.Store)
+		if lerr != nil {
+			d.close()
+			return nil, lerr
+		}
+		d.lin = lin
+		svc, err = alerts.NewServiceWith(ctx, lin, alerts.AlertsPath(a.Store.Path()), a.log)
+	} else {
+		svc, err = alerts.NewService(ctx, a.Store)
+	}
 	if err != nil {
+		d.close()
 		return nil, err
 	}
+	d.svc = svc
 	mgr, err := plugins.NewManager(plugins.Config{Dir: dc.Dir, Pins: pins, CallTimeout: dc.CallTimeout.D()}, svc)
 	if err != nil {
-		svc.Close()
+		d.close()
 		return nil, fmt.Errorf("detectors: %w", err)
 	}
 	mgr.Start(ctx)
-	d := &detection{svc: svc, mgr: mgr, enr: alerts.NewEnricher(svc, mgr, a.log)}
+	d.mgr, d.enr = mgr, alerts.NewEnricher(svc, mgr, a.log)
 	d.pump = alerts.NewPump(mgr, func(doc []byte) { a.emitDoc(ctx, doc, false) }, a.log, 0)
 	handle := func(ctx context.Context, al *alerts.Alert) ([]byte, error) {
 		js, err := d.enr.Enrich(ctx, al)
@@ -113,7 +132,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 }
 
 func (d *detection) onRecord(r *record.Record) {
-	if d != nil {
+	if d != nil && d.pump != nil {
 		d.pump.OnRecord(r)
 	}
 }
@@ -125,8 +144,18 @@ func (d *detection) close() {
 	if d.pump != nil {
 		d.pump.Close()
 	}
-	d.mgr.Close()
-	d.svc.Close()
+	if d.mgr != nil {
+		d.mgr.Close()
+	}
+	if d.svc != nil {
+		d.svc.Close()
+	}
+	if d.lin != nil {
+		d.lin.Close()
+	}
+	if d.stopIndex != nil {
+		d.stopIndex()
+	}
 }
 
 // emitDoc sends a finding or an enriched alert (ECS JSON) to every output

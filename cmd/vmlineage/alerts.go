@@ -45,12 +45,7 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 			}
 			ctx, cancel := signal.NotifyContext(cmdContext(c), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
-			st, err := sf.open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			e, stop, err := df.start(ctx, c, st)
+			e, stop, err := df.start(ctx, c, &sf)
 			if err != nil {
 				return err
 			}

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmlineage/vmlineage/agent/alerts"
+	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
@@ -29,6 +31,7 @@ type detectorFlags struct {
 	k           int
 	callTimeout time.Duration
 	logLevel    string
+	backend     string
 }
 
 func (d *detectorFlags) bind(c *cobra.Command) {
@@ -42,6 +45,7 @@ func (d *detectorFlags) bind(c *cobra.Command) {
 	f.IntVar(&d.k, "k", 2, "lineage-suspects: VMs of one family that must alert within the window")
 	f.DurationVar(&d.callTimeout, "call-timeout", 2*time.Second, "bound of every call to a detector")
 	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	f.StringVar(&d.backend, "lineage-backend", "", "where lineage is read: store (the lineage store in --data-dir) or elasticsearch (the VM documents behind the elasticsearch output of --config, every pool's); default: lineage.backend of --config, else store")
 }
 
 func (d *detectorFlags) config() (plugins.Config, error) {
@@ -92,17 +96,45 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// startDetectors opens the alert service over the store and starts the
+// start opens the lineage backend and the alert log and starts the
 // detectors found in the plugin directory (none when it does not exist).
-func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage.Store) (*alerts.Enricher, func(), error) {
+// With the store backend the store in --data-dir must exist; the alert log
+// is kept beside it (alerts.db) in either case.
+func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, sf *storeFlags) (*alerts.Enricher, func(), error) {
 	log := newLogger(c.ErrOrStderr(), d.logLevel, "text")
-	svc, err := alerts.NewService(ctx, st)
+	acfg, err := sf.load()
 	if err != nil {
+		return nil, nil, err
+	}
+	if d.backend != "" {
+		acfg.Lineage.Backend = d.backend
+	}
+	if err := acfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	var st *lineage.Store
+	closeStore := func() {}
+	if acfg.Lineage.Backend == config.LineageStore {
+		if st, err = sf.open(); err != nil {
+			return nil, nil, err
+		}
+		closeStore = func() { st.Close() }
+	}
+	lin, err := pipeline.OpenLineage(acfg, st)
+	if err != nil {
+		closeStore()
+		return nil, nil, err
+	}
+	closeLin := func() { lin.Close(); closeStore() }
+	svc, err := alerts.NewServiceWith(ctx, lin, alerts.AlertsPath(acfg.StorePath()), log)
+	if err != nil {
+		closeLin()
 		return nil, nil, err
 	}
 	cfg, err := d.config()
 	if err != nil {
 		svc.Close()
+		closeLin()
 		return nil, nil, err
 	}
 	cfg.Logger = log
@@ -113,6 +145,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage
 	m, err := plugins.NewManager(cfg, svc)
 	if err != nil {
 		svc.Close()
+		closeLin()
 		return nil, nil, err
 	}
 	m.Start(ctx)
@@ -123,7 +156,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, st *lineage
 	}
 	e := alerts.NewEnricher(svc, m, log)
 	e.Window = d.window
-	return e, func() { m.Close(); svc.Close() }, nil
+	return e, func() { m.Close(); svc.Close(); closeLin() }, nil
 }
 
 func newEnrichCmd() *cobra.Command {
@@ -138,19 +171,16 @@ the alert's @timestamp; ask the detector plugins; and write each alert enriched 
 vmlineage.suspects, vmlineage.common_ancestor, vmlineage.findings, vmlineage.notes) as one JSON
 line on stdout, in input order. A line that is not an alert is replaced by an error document
 (vmlineage.error, event.original) and reported on stderr; nothing is dropped. Alerts are stored
-in the lineage store, so alerts of earlier runs count towards --k within --window.
+in the alert log beside the lineage store (alerts.db), so alerts of earlier runs count towards
+--k within --window. Lineage is read from the store, or with --lineage-backend elasticsearch
+(lineage.backend in --config) from the VM documents the Elasticsearch output writes.
 
 Detector binaries are taken from --plugin-dir and must be pinned by SHA-256 (--pin name=sum or
 a SHA256SUMS file in the directory).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := cmdContext(c)
-			st, err := sf.open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			e, stop, err := df.start(ctx, c, st)
+			e, stop, err := df.start(ctx, c, &sf)
 			if err != nil {
 				return err
 			}

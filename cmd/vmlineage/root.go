@@ -44,16 +44,25 @@ func (s *storeFlags) bind(c *cobra.Command) {
 	c.Flags().StringVar(&s.config, "config", "", "agent configuration file to take data_dir from")
 }
 
-func (s *storeFlags) open() (*lineage.Store, error) {
+// load reads --config (defaults without it) with --data-dir applied.
+func (s *storeFlags) load() (config.Config, error) {
 	cfg := config.Default()
 	if s.config != "" {
 		var err error
 		if cfg, err = config.Load(s.config); err != nil {
-			return nil, err
+			return cfg, err
 		}
 	}
 	if s.dataDir != "" {
 		cfg.DataDir = s.dataDir
+	}
+	return cfg, nil
+}
+
+func (s *storeFlags) open() (*lineage.Store, error) {
+	cfg, err := s.load()
+	if err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(cfg.StorePath()); err != nil {
 		return nil, fmt.Errorf("no lineage store at %s (is --data-dir right?)", cfg.StorePath())

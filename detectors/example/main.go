@@ -28,6 +28,13 @@ func (s *Siblings) Configure(_ context.Context, _ map[string]string, lin plugins
 	return nil
 }
 
+// Needs is optional (plugins.NeedsDeclarer): it tells the host what to
+// send and when to call. Here: alerts only, with the alerted VM's family.
+// Without it the host sends everything and calls on every alert and record.
+func (s *Siblings) Needs() plugins.Needs {
+	return plugins.Needs{Enrich: true, AlertFamily: true}
+}
+
 // OnRecord sees every lifecycle record; this detector has nothing to say.
 func (s *Siblings) OnRecord(context.Context, *record.Record) ([]plugins.Finding, error) {
 	return nil, nil

@@ -46,6 +46,13 @@ func (d *Detector) Configure(_ context.Context, cfg map[string]string, lin plugi
 	return nil
 }
 
+// Needs implements plugins.NeedsDeclarer: alerts only, with their family,
+// and only once k VMs of a family alerted within the window.
+func (d *Detector) Needs() plugins.Needs {
+	return plugins.Needs{Enrich: true, AlertFamily: true,
+		EnrichWhen: &plugins.EnrichWhen{Window: d.window, MinFamilyAlerted: d.k}}
+}
+
 // OnRecord implements plugins.Detector; this detector works on alerts only.
 func (d *Detector) OnRecord(context.Context, *record.Record) ([]plugins.Finding, error) {
 	return nil, nil

@@ -49,6 +49,14 @@ func (d *Detector) Configure(_ context.Context, cfg map[string]string, lin plugi
 	return nil
 }
 
+// Needs implements plugins.NeedsDeclarer: reverts and resumes, and alerts
+// on VMs that had one within the window (read from the records sent along).
+func (d *Detector) Needs() plugins.Needs {
+	acts := []record.Activity{record.Revert, record.Resume}
+	return plugins.Needs{Enrich: true, OnRecord: true, OnRecordActivities: acts, AlertRecords: true,
+		EnrichWhen: &plugins.EnrichWhen{Window: d.window, RecordActivities: acts}}
+}
+
 // OnRecord implements plugins.Detector.
 func (d *Detector) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding, error) {
 	if r.Result != record.Success {

@@ -47,6 +47,13 @@ func (d *Detector) Configure(_ context.Context, cfg map[string]string, lin plugi
 
 var copying = map[record.Activity]bool{record.Copy: true, record.Clone: true, record.Export: true}
 
+// Needs implements plugins.NeedsDeclarer: destroy records, and alerts on
+// VMs with a destroyed ancestor (read from the ancestry sent along).
+func (d *Detector) Needs() plugins.Needs {
+	return plugins.Needs{Enrich: true, OnRecord: true, OnRecordActivities: []record.Activity{record.Destroy}, AlertAncestors: true,
+		EnrichWhen: &plugins.EnrichWhen{DestroyedAncestor: true}}
+}
+
 // OnRecord implements plugins.Detector.
 func (d *Detector) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding, error) {
 	if r.Activity != record.Destroy || r.Result != record.Success || r.VMUUID == "" {
@@ -105,7 +112,7 @@ func (d *Detector) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enric
 	ix := a.Index()
 	for _, av := range a.VMs {
 		anc := ix.Ancestors(av.UUID)
-		if ix.VMs[av.UUID] == nil { // family not sent along: ask
+		if ix.VMs[av.UUID] == nil { // ancestry not sent along: ask
 			var err error
 			if anc, err = d.lin.Ancestors(ctx, av.UUID); err != nil {
 				return nil, err

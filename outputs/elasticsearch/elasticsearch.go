@@ -213,6 +213,26 @@ func (o *Output) UpsertVMs(ctx context.Context, docs []VMDoc) error {
 	return o.bulk(ctx, ops)
 }
 
+// IndexVMs writes whole VM documents into the VM index (bulk "index" with
+// the VM uuid as _id): each replaces what was stored for that VM. The
+// lineage backend (agent/backend/esbackend) builds them complete from the
+// store, so a re-sent document is harmless.
+func (o *Output) IndexVMs(ctx context.Context, docs []VMDoc) error {
+	ops := make([]op, len(docs))
+	for i, d := range docs {
+		a := fmt.Appendf(nil, `{"index":{"_index":%s,"_id":%s}}`, jsonStr(o.cfg.VMIndex), jsonStr(d.ID))
+		ops[i] = op{item: outputs.Item{ID: d.ID, Payload: d.Doc}, action: a, source: d.Doc}
+	}
+	return o.bulk(ctx, ops)
+}
+
+// VMIndex is the index of VM documents.
+func (o *Output) VMIndex() string { return o.cfg.VMIndex }
+
+// RecordsPattern matches the record data streams of every namespace
+// (logs-<dataset>-*), for readers that want every pool's records.
+func (o *Output) RecordsPattern() string { return "logs-" + o.cfg.Dataset + "-*" }
+
 func jsonStr(s string) []byte {
 	b, _ := json.Marshal(s)
 	return b

@@ -89,17 +89,36 @@ func (o *Output) ILMPolicyBody() map[string]any {
 	}}
 }
 
-// VMIndexTemplate maps the VM index (one document per VM).
+// VMIndexTemplate maps the VM index (one document per VM, see
+// agent/backend/esbackend): lineage.ancestors makes "descendants of X" one
+// term query, lineage.root "the family of X"; states and attrs are nested
+// so that a value and its time span match together (which VM held
+// 10.0.0.5 at 09:01).
 func (o *Output) VMIndexTemplate() map[string]any {
+	date := map[string]any{"type": "date"}
 	return map[string]any{
 		"index_patterns": []string{o.cfg.VMIndex},
 		"priority":       templatePriority,
-		"_meta":          map[string]any{"managed_by": "vmlineage"},
+		"_meta":          map[string]any{"managed_by": "vmlineage", "description": "vmlineage: one document per VM, its lineage and its states, names and addresses over time"},
 		"template": map[string]any{"mappings": map[string]any{
 			"dynamic_templates": []any{
 				map[string]any{"strings_as_keyword": map[string]any{"match_mapping_type": "string", "mapping": kw()}},
 			},
-			"properties": map[string]any{"@timestamp": map[string]any{"type": "date"}},
+			"properties": map[string]any{
+				"@timestamp": date,
+				"vm": props(map[string]any{
+					"uuid": kw(), "name": kw(), "kind": kw(), "pool_uuid": kw(), "host_uuid": kw(), "power_state": kw(),
+					"parent_uuid": kw(), "parent_via": kw(), "first_seen": date, "last_seen": date,
+					"destroyed": map[string]any{"type": "boolean"}, "destroyed_at": date,
+				}),
+				"lineage": props(map[string]any{"root": kw(), "ancestors": kw(), "depth": map[string]any{"type": "integer"}}),
+				"states": map[string]any{"type": "nested", "properties": map[string]any{
+					"from": date, "to": date, "power_state": kw(), "host_uuid": kw()}},
+				"states_complete": map[string]any{"type": "boolean"},
+				"attrs": map[string]any{"type": "nested", "properties": map[string]any{
+					"kind": kw(), "value": kw(), "from": date, "to": date}},
+				"attrs_complete": map[string]any{"type": "boolean"},
+			},
 		}},
 	}
 }

@@ -181,7 +181,10 @@ func (x *ConfigureRequest) GetConfig() map[string]string {
 }
 
 type ConfigureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the detector needs, as configured. Detectors built before this
+	// field existed leave it unset and are sent everything, as before.
+	Needs         *Needs `protobuf:"bytes,1,opt,name=needs,proto3" json:"needs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -216,6 +219,188 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_detector_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *ConfigureResponse) GetNeeds() *Needs {
+	if x != nil {
+		return x.Needs
+	}
+	return nil
+}
+
+// Needs lets the host skip calls that cannot yield anything and leave out
+// of a request what the detector does not read. It is a promise by the
+// detector; the host may still send more or call more.
+type Needs struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Declared           bool                   `protobuf:"varint,1,opt,name=declared,proto3" json:"declared,omitempty"`                                                // the detector filled this in
+	Enrich             bool                   `protobuf:"varint,2,opt,name=enrich,proto3" json:"enrich,omitempty"`                                                    // Enrich may return something
+	OnRecord           bool                   `protobuf:"varint,3,opt,name=on_record,json=onRecord,proto3" json:"on_record,omitempty"`                                // OnRecord may return something
+	OnRecordActivities []string               `protobuf:"bytes,4,rep,name=on_record_activities,json=onRecordActivities,proto3" json:"on_record_activities,omitempty"` // ... for records of these activities only (empty: all)
+	AlertFamily        bool                   `protobuf:"varint,5,opt,name=alert_family,json=alertFamily,proto3" json:"alert_family,omitempty"`                       // Enrich reads Alert.family, family_states, family_alerted
+	AlertRecords       bool                   `protobuf:"varint,6,opt,name=alert_records,json=alertRecords,proto3" json:"alert_records,omitempty"`                    // Enrich reads Alert.records_json
+	EnrichWhen         *EnrichWhen            `protobuf:"bytes,7,opt,name=enrich_when,json=enrichWhen,proto3" json:"enrich_when,omitempty"`                           // unset: any alert may yield something
+	AlertAncestors     bool                   `protobuf:"varint,8,opt,name=alert_ancestors,json=alertAncestors,proto3" json:"alert_ancestors,omitempty"`              // Enrich reads Alert.ancestors (the matched VMs' ancestor chains)
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Needs) Reset() {
+	*x = Needs{}
+	mi := &file_detector_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Needs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Needs) ProtoMessage() {}
+
+func (x *Needs) ProtoReflect() protoreflect.Message {
+	mi := &file_detector_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Needs.ProtoReflect.Descriptor instead.
+func (*Needs) Descriptor() ([]byte, []int) {
+	return file_detector_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Needs) GetDeclared() bool {
+	if x != nil {
+		return x.Declared
+	}
+	return false
+}
+
+func (x *Needs) GetEnrich() bool {
+	if x != nil {
+		return x.Enrich
+	}
+	return false
+}
+
+func (x *Needs) GetOnRecord() bool {
+	if x != nil {
+		return x.OnRecord
+	}
+	return false
+}
+
+func (x *Needs) GetOnRecordActivities() []string {
+	if x != nil {
+		return x.OnRecordActivities
+	}
+	return nil
+}
+
+func (x *Needs) GetAlertFamily() bool {
+	if x != nil {
+		return x.AlertFamily
+	}
+	return false
+}
+
+func (x *Needs) GetAlertRecords() bool {
+	if x != nil {
+		return x.AlertRecords
+	}
+	return false
+}
+
+func (x *Needs) GetEnrichWhen() *EnrichWhen {
+	if x != nil {
+		return x.EnrichWhen
+	}
+	return nil
+}
+
+func (x *Needs) GetAlertAncestors() bool {
+	if x != nil {
+		return x.AlertAncestors
+	}
+	return false
+}
+
+// EnrichWhen: Enrich can yield something only when one of the conditions
+// set holds. The host checks them against the context it sends with the
+// alert and skips the call when none holds; it calls whenever it cannot
+// tell (no context sent, or its context window shorter than window_ms).
+type EnrichWhen struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	WindowMs          int64                  `protobuf:"varint,1,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`                            // look-back the conditions are about
+	MinFamilyAlerted  int32                  `protobuf:"varint,2,opt,name=min_family_alerted,json=minFamilyAlerted,proto3" json:"min_family_alerted,omitempty"`  // at least this many VMs of a matched VM's family alerted within the window (this alert included)
+	RecordActivities  []string               `protobuf:"bytes,3,rep,name=record_activities,json=recordActivities,proto3" json:"record_activities,omitempty"`     // a matched VM has a record of one of these activities within the window
+	DestroyedAncestor bool                   `protobuf:"varint,4,opt,name=destroyed_ancestor,json=destroyedAncestor,proto3" json:"destroyed_ancestor,omitempty"` // an ancestor of a matched VM was destroyed before the alert
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *EnrichWhen) Reset() {
+	*x = EnrichWhen{}
+	mi := &file_detector_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrichWhen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrichWhen) ProtoMessage() {}
+
+func (x *EnrichWhen) ProtoReflect() protoreflect.Message {
+	mi := &file_detector_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrichWhen.ProtoReflect.Descriptor instead.
+func (*EnrichWhen) Descriptor() ([]byte, []int) {
+	return file_detector_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EnrichWhen) GetWindowMs() int64 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *EnrichWhen) GetMinFamilyAlerted() int32 {
+	if x != nil {
+		return x.MinFamilyAlerted
+	}
+	return 0
+}
+
+func (x *EnrichWhen) GetRecordActivities() []string {
+	if x != nil {
+		return x.RecordActivities
+	}
+	return nil
+}
+
+func (x *EnrichWhen) GetDestroyedAncestor() bool {
+	if x != nil {
+		return x.DestroyedAncestor
+	}
+	return false
+}
+
 type OnRecordRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RecordJson    []byte                 `protobuf:"bytes,1,opt,name=record_json,json=recordJson,proto3" json:"record_json,omitempty"`
@@ -225,7 +410,7 @@ type OnRecordRequest struct {
 
 func (x *OnRecordRequest) Reset() {
 	*x = OnRecordRequest{}
-	mi := &file_detector_proto_msgTypes[4]
+	mi := &file_detector_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +422,7 @@ func (x *OnRecordRequest) String() string {
 func (*OnRecordRequest) ProtoMessage() {}
 
 func (x *OnRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[4]
+	mi := &file_detector_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +435,7 @@ func (x *OnRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnRecordRequest.ProtoReflect.Descriptor instead.
 func (*OnRecordRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{4}
+	return file_detector_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OnRecordRequest) GetRecordJson() []byte {
@@ -269,7 +454,7 @@ type OnRecordResponse struct {
 
 func (x *OnRecordResponse) Reset() {
 	*x = OnRecordResponse{}
-	mi := &file_detector_proto_msgTypes[5]
+	mi := &file_detector_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +466,7 @@ func (x *OnRecordResponse) String() string {
 func (*OnRecordResponse) ProtoMessage() {}
 
 func (x *OnRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[5]
+	mi := &file_detector_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +479,7 @@ func (x *OnRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnRecordResponse.ProtoReflect.Descriptor instead.
 func (*OnRecordResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{5}
+	return file_detector_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OnRecordResponse) GetFindings() []*Finding {
@@ -325,13 +510,17 @@ type Alert struct {
 	ContextWindowMs int64        `protobuf:"varint,7,opt,name=context_window_ms,json=contextWindowMs,proto3" json:"context_window_ms,omitempty"`
 	RecordsJson     [][]byte     `protobuf:"bytes,8,rep,name=records_json,json=recordsJson,proto3" json:"records_json,omitempty"`
 	FamilyAlerted   []*AlertedVM `protobuf:"bytes,9,rep,name=family_alerted,json=familyAlerted,proto3" json:"family_alerted,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The matched VMs and their ancestors up to the family roots, each once,
+	// for detectors that declared needs.alert_ancestors (those that read the
+	// family find them in it).
+	Ancestors     []*VM `protobuf:"bytes,10,rep,name=ancestors,proto3" json:"ancestors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_detector_proto_msgTypes[6]
+	mi := &file_detector_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +532,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[6]
+	mi := &file_detector_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +545,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{6}
+	return file_detector_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Alert) GetId() string {
@@ -422,6 +611,13 @@ func (x *Alert) GetFamilyAlerted() []*AlertedVM {
 	return nil
 }
 
+func (x *Alert) GetAncestors() []*VM {
+	if x != nil {
+		return x.Ancestors
+	}
+	return nil
+}
+
 type AlertVM struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	VmUuid        string                 `protobuf:"bytes,1,opt,name=vm_uuid,json=vmUuid,proto3" json:"vm_uuid,omitempty"`
@@ -433,7 +629,7 @@ type AlertVM struct {
 
 func (x *AlertVM) Reset() {
 	*x = AlertVM{}
-	mi := &file_detector_proto_msgTypes[7]
+	mi := &file_detector_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +641,7 @@ func (x *AlertVM) String() string {
 func (*AlertVM) ProtoMessage() {}
 
 func (x *AlertVM) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[7]
+	mi := &file_detector_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +654,7 @@ func (x *AlertVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertVM.ProtoReflect.Descriptor instead.
 func (*AlertVM) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{7}
+	return file_detector_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AlertVM) GetVmUuid() string {
@@ -491,7 +687,7 @@ type EnrichRequest struct {
 
 func (x *EnrichRequest) Reset() {
 	*x = EnrichRequest{}
-	mi := &file_detector_proto_msgTypes[8]
+	mi := &file_detector_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +699,7 @@ func (x *EnrichRequest) String() string {
 func (*EnrichRequest) ProtoMessage() {}
 
 func (x *EnrichRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[8]
+	mi := &file_detector_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +712,7 @@ func (x *EnrichRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrichRequest.ProtoReflect.Descriptor instead.
 func (*EnrichRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{8}
+	return file_detector_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EnrichRequest) GetAlert() *Alert {
@@ -538,7 +734,7 @@ type EnrichResponse struct {
 
 func (x *EnrichResponse) Reset() {
 	*x = EnrichResponse{}
-	mi := &file_detector_proto_msgTypes[9]
+	mi := &file_detector_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +746,7 @@ func (x *EnrichResponse) String() string {
 func (*EnrichResponse) ProtoMessage() {}
 
 func (x *EnrichResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[9]
+	mi := &file_detector_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +759,7 @@ func (x *EnrichResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrichResponse.ProtoReflect.Descriptor instead.
 func (*EnrichResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{9}
+	return file_detector_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EnrichResponse) GetSuspects() []*Suspect {
@@ -608,7 +804,7 @@ type Suspect struct {
 
 func (x *Suspect) Reset() {
 	*x = Suspect{}
-	mi := &file_detector_proto_msgTypes[10]
+	mi := &file_detector_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +816,7 @@ func (x *Suspect) String() string {
 func (*Suspect) ProtoMessage() {}
 
 func (x *Suspect) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[10]
+	mi := &file_detector_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +829,7 @@ func (x *Suspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Suspect.ProtoReflect.Descriptor instead.
 func (*Suspect) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{10}
+	return file_detector_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Suspect) GetVmUuid() string {
@@ -694,7 +890,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_detector_proto_msgTypes[11]
+	mi := &file_detector_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +902,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[11]
+	mi := &file_detector_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +915,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{11}
+	return file_detector_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Finding) GetKind() string {
@@ -797,7 +993,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_detector_proto_msgTypes[12]
+	mi := &file_detector_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1005,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[12]
+	mi := &file_detector_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1018,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{12}
+	return file_detector_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VM) GetUuid() string {
@@ -911,7 +1107,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_detector_proto_msgTypes[13]
+	mi := &file_detector_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1119,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[13]
+	mi := &file_detector_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1132,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{13}
+	return file_detector_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VMRequest) GetUuid() string {
@@ -955,7 +1151,7 @@ type VMList struct {
 
 func (x *VMList) Reset() {
 	*x = VMList{}
-	mi := &file_detector_proto_msgTypes[14]
+	mi := &file_detector_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1163,7 @@ func (x *VMList) String() string {
 func (*VMList) ProtoMessage() {}
 
 func (x *VMList) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[14]
+	mi := &file_detector_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1176,7 @@ func (x *VMList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMList.ProtoReflect.Descriptor instead.
 func (*VMList) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{14}
+	return file_detector_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VMList) GetVms() []*VM {
@@ -1000,7 +1196,7 @@ type StatesAtRequest struct {
 
 func (x *StatesAtRequest) Reset() {
 	*x = StatesAtRequest{}
-	mi := &file_detector_proto_msgTypes[15]
+	mi := &file_detector_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1208,7 @@ func (x *StatesAtRequest) String() string {
 func (*StatesAtRequest) ProtoMessage() {}
 
 func (x *StatesAtRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[15]
+	mi := &file_detector_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1221,7 @@ func (x *StatesAtRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatesAtRequest.ProtoReflect.Descriptor instead.
 func (*StatesAtRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{15}
+	return file_detector_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatesAtRequest) GetUuids() []string {
@@ -1054,7 +1250,7 @@ type VMState struct {
 
 func (x *VMState) Reset() {
 	*x = VMState{}
-	mi := &file_detector_proto_msgTypes[16]
+	mi := &file_detector_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1262,7 @@ func (x *VMState) String() string {
 func (*VMState) ProtoMessage() {}
 
 func (x *VMState) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[16]
+	mi := &file_detector_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1275,7 @@ func (x *VMState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMState.ProtoReflect.Descriptor instead.
 func (*VMState) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{16}
+	return file_detector_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VMState) GetUuid() string {
@@ -1119,7 +1315,7 @@ type StatesAtResponse struct {
 
 func (x *StatesAtResponse) Reset() {
 	*x = StatesAtResponse{}
-	mi := &file_detector_proto_msgTypes[17]
+	mi := &file_detector_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1327,7 @@ func (x *StatesAtResponse) String() string {
 func (*StatesAtResponse) ProtoMessage() {}
 
 func (x *StatesAtResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[17]
+	mi := &file_detector_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1340,7 @@ func (x *StatesAtResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatesAtResponse.ProtoReflect.Descriptor instead.
 func (*StatesAtResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{17}
+	return file_detector_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatesAtResponse) GetStates() []*VMState {
@@ -1167,7 +1363,7 @@ type RecordsRequest struct {
 
 func (x *RecordsRequest) Reset() {
 	*x = RecordsRequest{}
-	mi := &file_detector_proto_msgTypes[18]
+	mi := &file_detector_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1375,7 @@ func (x *RecordsRequest) String() string {
 func (*RecordsRequest) ProtoMessage() {}
 
 func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[18]
+	mi := &file_detector_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1388,7 @@ func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
 func (*RecordsRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{18}
+	return file_detector_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecordsRequest) GetVmUuid() string {
@@ -1239,7 +1435,7 @@ type RecordsResponse struct {
 
 func (x *RecordsResponse) Reset() {
 	*x = RecordsResponse{}
-	mi := &file_detector_proto_msgTypes[19]
+	mi := &file_detector_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1447,7 @@ func (x *RecordsResponse) String() string {
 func (*RecordsResponse) ProtoMessage() {}
 
 func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[19]
+	mi := &file_detector_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1460,7 @@ func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
 func (*RecordsResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{19}
+	return file_detector_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordsResponse) GetRecordsJson() [][]byte {
@@ -1285,7 +1481,7 @@ type AlertedVMsRequest struct {
 
 func (x *AlertedVMsRequest) Reset() {
 	*x = AlertedVMsRequest{}
-	mi := &file_detector_proto_msgTypes[20]
+	mi := &file_detector_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1493,7 @@ func (x *AlertedVMsRequest) String() string {
 func (*AlertedVMsRequest) ProtoMessage() {}
 
 func (x *AlertedVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[20]
+	mi := &file_detector_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1506,7 @@ func (x *AlertedVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVMsRequest.ProtoReflect.Descriptor instead.
 func (*AlertedVMsRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{20}
+	return file_detector_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AlertedVMsRequest) GetUuids() []string {
@@ -1346,7 +1542,7 @@ type AlertedVM struct {
 
 func (x *AlertedVM) Reset() {
 	*x = AlertedVM{}
-	mi := &file_detector_proto_msgTypes[21]
+	mi := &file_detector_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1554,7 @@ func (x *AlertedVM) String() string {
 func (*AlertedVM) ProtoMessage() {}
 
 func (x *AlertedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[21]
+	mi := &file_detector_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1567,7 @@ func (x *AlertedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVM.ProtoReflect.Descriptor instead.
 func (*AlertedVM) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{21}
+	return file_detector_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AlertedVM) GetVmUuid() string {
@@ -1411,7 +1607,7 @@ type AlertedVMsResponse struct {
 
 func (x *AlertedVMsResponse) Reset() {
 	*x = AlertedVMsResponse{}
-	mi := &file_detector_proto_msgTypes[22]
+	mi := &file_detector_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1619,7 @@ func (x *AlertedVMsResponse) String() string {
 func (*AlertedVMsResponse) ProtoMessage() {}
 
 func (x *AlertedVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[22]
+	mi := &file_detector_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1632,7 @@ func (x *AlertedVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVMsResponse.ProtoReflect.Descriptor instead.
 func (*AlertedVMsResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{22}
+	return file_detector_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AlertedVMsResponse) GetVms() []*AlertedVM {
@@ -1461,13 +1657,30 @@ const file_detector_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x03(\v22.vmlineage.plugins.v1.ConfigureRequest.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
-	"\x11ConfigureResponse\"2\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x11ConfigureResponse\x121\n" +
+	"\x05needs\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.NeedsR\x05needs\"\xbe\x02\n" +
+	"\x05Needs\x12\x1a\n" +
+	"\bdeclared\x18\x01 \x01(\bR\bdeclared\x12\x16\n" +
+	"\x06enrich\x18\x02 \x01(\bR\x06enrich\x12\x1b\n" +
+	"\ton_record\x18\x03 \x01(\bR\bonRecord\x120\n" +
+	"\x14on_record_activities\x18\x04 \x03(\tR\x12onRecordActivities\x12!\n" +
+	"\falert_family\x18\x05 \x01(\bR\valertFamily\x12#\n" +
+	"\ralert_records\x18\x06 \x01(\bR\falertRecords\x12A\n" +
+	"\venrich_when\x18\a \x01(\v2 .vmlineage.plugins.v1.EnrichWhenR\n" +
+	"enrichWhen\x12'\n" +
+	"\x0falert_ancestors\x18\b \x01(\bR\x0ealertAncestors\"\xb3\x01\n" +
+	"\n" +
+	"EnrichWhen\x12\x1b\n" +
+	"\twindow_ms\x18\x01 \x01(\x03R\bwindowMs\x12,\n" +
+	"\x12min_family_alerted\x18\x02 \x01(\x05R\x10minFamilyAlerted\x12+\n" +
+	"\x11record_activities\x18\x03 \x03(\tR\x10recordActivities\x12-\n" +
+	"\x12destroyed_ancestor\x18\x04 \x01(\bR\x11destroyedAncestor\"2\n" +
 	"\x0fOnRecordRequest\x12\x1f\n" +
 	"\vrecord_json\x18\x01 \x01(\fR\n" +
 	"recordJson\"M\n" +
 	"\x10OnRecordResponse\x129\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\x89\x03\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\"\xc1\x03\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12/\n" +
@@ -1477,7 +1690,9 @@ const file_detector_proto_rawDesc = "" +
 	"\rfamily_states\x18\x06 \x03(\v2\x1d.vmlineage.plugins.v1.VMStateR\ffamilyStates\x12*\n" +
 	"\x11context_window_ms\x18\a \x01(\x03R\x0fcontextWindowMs\x12!\n" +
 	"\frecords_json\x18\b \x03(\fR\vrecordsJson\x12F\n" +
-	"\x0efamily_alerted\x18\t \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\rfamilyAlerted\"l\n" +
+	"\x0efamily_alerted\x18\t \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\rfamilyAlerted\x126\n" +
+	"\tancestors\x18\n" +
+	" \x03(\v2\x18.vmlineage.plugins.v1.VMR\tancestors\"l\n" +
 	"\aAlertVM\x12\x17\n" +
 	"\avm_uuid\x18\x01 \x01(\tR\x06vmUuid\x12#\n" +
 	"\rmatched_field\x18\x02 \x01(\tR\fmatchedField\x12#\n" +
@@ -1588,78 +1803,83 @@ func file_detector_proto_rawDescGZIP() []byte {
 	return file_detector_proto_rawDescData
 }
 
-var file_detector_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_detector_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_detector_proto_goTypes = []any{
 	(*InfoRequest)(nil),        // 0: vmlineage.plugins.v1.InfoRequest
 	(*InfoResponse)(nil),       // 1: vmlineage.plugins.v1.InfoResponse
 	(*ConfigureRequest)(nil),   // 2: vmlineage.plugins.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),  // 3: vmlineage.plugins.v1.ConfigureResponse
-	(*OnRecordRequest)(nil),    // 4: vmlineage.plugins.v1.OnRecordRequest
-	(*OnRecordResponse)(nil),   // 5: vmlineage.plugins.v1.OnRecordResponse
-	(*Alert)(nil),              // 6: vmlineage.plugins.v1.Alert
-	(*AlertVM)(nil),            // 7: vmlineage.plugins.v1.AlertVM
-	(*EnrichRequest)(nil),      // 8: vmlineage.plugins.v1.EnrichRequest
-	(*EnrichResponse)(nil),     // 9: vmlineage.plugins.v1.EnrichResponse
-	(*Suspect)(nil),            // 10: vmlineage.plugins.v1.Suspect
-	(*Finding)(nil),            // 11: vmlineage.plugins.v1.Finding
-	(*VM)(nil),                 // 12: vmlineage.plugins.v1.VM
-	(*VMRequest)(nil),          // 13: vmlineage.plugins.v1.VMRequest
-	(*VMList)(nil),             // 14: vmlineage.plugins.v1.VMList
-	(*StatesAtRequest)(nil),    // 15: vmlineage.plugins.v1.StatesAtRequest
-	(*VMState)(nil),            // 16: vmlineage.plugins.v1.VMState
-	(*StatesAtResponse)(nil),   // 17: vmlineage.plugins.v1.StatesAtResponse
-	(*RecordsRequest)(nil),     // 18: vmlineage.plugins.v1.RecordsRequest
-	(*RecordsResponse)(nil),    // 19: vmlineage.plugins.v1.RecordsResponse
-	(*AlertedVMsRequest)(nil),  // 20: vmlineage.plugins.v1.AlertedVMsRequest
-	(*AlertedVM)(nil),          // 21: vmlineage.plugins.v1.AlertedVM
-	(*AlertedVMsResponse)(nil), // 22: vmlineage.plugins.v1.AlertedVMsResponse
-	nil,                        // 23: vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
-	nil,                        // 24: vmlineage.plugins.v1.Finding.DetailsEntry
+	(*Needs)(nil),              // 4: vmlineage.plugins.v1.Needs
+	(*EnrichWhen)(nil),         // 5: vmlineage.plugins.v1.EnrichWhen
+	(*OnRecordRequest)(nil),    // 6: vmlineage.plugins.v1.OnRecordRequest
+	(*OnRecordResponse)(nil),   // 7: vmlineage.plugins.v1.OnRecordResponse
+	(*Alert)(nil),              // 8: vmlineage.plugins.v1.Alert
+	(*AlertVM)(nil),            // 9: vmlineage.plugins.v1.AlertVM
+	(*EnrichRequest)(nil),      // 10: vmlineage.plugins.v1.EnrichRequest
+	(*EnrichResponse)(nil),     // 11: vmlineage.plugins.v1.EnrichResponse
+	(*Suspect)(nil),            // 12: vmlineage.plugins.v1.Suspect
+	(*Finding)(nil),            // 13: vmlineage.plugins.v1.Finding
+	(*VM)(nil),                 // 14: vmlineage.plugins.v1.VM
+	(*VMRequest)(nil),          // 15: vmlineage.plugins.v1.VMRequest
+	(*VMList)(nil),             // 16: vmlineage.plugins.v1.VMList
+	(*StatesAtRequest)(nil),    // 17: vmlineage.plugins.v1.StatesAtRequest
+	(*VMState)(nil),            // 18: vmlineage.plugins.v1.VMState
+	(*StatesAtResponse)(nil),   // 19: vmlineage.plugins.v1.StatesAtResponse
+	(*RecordsRequest)(nil),     // 20: vmlineage.plugins.v1.RecordsRequest
+	(*RecordsResponse)(nil),    // 21: vmlineage.plugins.v1.RecordsResponse
+	(*AlertedVMsRequest)(nil),  // 22: vmlineage.plugins.v1.AlertedVMsRequest
+	(*AlertedVM)(nil),          // 23: vmlineage.plugins.v1.AlertedVM
+	(*AlertedVMsResponse)(nil), // 24: vmlineage.plugins.v1.AlertedVMsResponse
+	nil,                        // 25: vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
+	nil,                        // 26: vmlineage.plugins.v1.Finding.DetailsEntry
 }
 var file_detector_proto_depIdxs = []int32{
-	23, // 0: vmlineage.plugins.v1.ConfigureRequest.config:type_name -> vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
-	11, // 1: vmlineage.plugins.v1.OnRecordResponse.findings:type_name -> vmlineage.plugins.v1.Finding
-	7,  // 2: vmlineage.plugins.v1.Alert.vms:type_name -> vmlineage.plugins.v1.AlertVM
-	12, // 3: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
-	16, // 4: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
-	21, // 5: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
-	6,  // 6: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
-	10, // 7: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
-	11, // 8: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
-	12, // 9: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
-	24, // 10: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
-	12, // 11: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
-	16, // 12: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
-	21, // 13: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
-	0,  // 14: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
-	2,  // 15: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
-	4,  // 16: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
-	8,  // 17: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
-	13, // 18: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 19: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 20: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 21: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
-	13, // 22: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 23: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
-	18, // 24: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
-	20, // 25: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
-	1,  // 26: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
-	3,  // 27: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
-	5,  // 28: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
-	9,  // 29: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
-	12, // 30: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
-	14, // 31: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
-	14, // 32: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
-	14, // 33: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
-	14, // 34: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
-	17, // 35: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
-	19, // 36: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
-	22, // 37: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	25, // 0: vmlineage.plugins.v1.ConfigureRequest.config:type_name -> vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
+	4,  // 1: vmlineage.plugins.v1.ConfigureResponse.needs:type_name -> vmlineage.plugins.v1.Needs
+	5,  // 2: vmlineage.plugins.v1.Needs.enrich_when:type_name -> vmlineage.plugins.v1.EnrichWhen
+	13, // 3: vmlineage.plugins.v1.OnRecordResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	9,  // 4: vmlineage.plugins.v1.Alert.vms:type_name -> vmlineage.plugins.v1.AlertVM
+	14, // 5: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
+	18, // 6: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
+	23, // 7: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
+	14, // 8: vmlineage.plugins.v1.Alert.ancestors:type_name -> vmlineage.plugins.v1.VM
+	8,  // 9: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
+	12, // 10: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
+	13, // 11: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	14, // 12: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
+	26, // 13: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
+	14, // 14: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
+	18, // 15: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
+	23, // 16: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
+	0,  // 17: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
+	2,  // 18: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
+	6,  // 19: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
+	10, // 20: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
+	15, // 21: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 22: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 23: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 24: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
+	15, // 25: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 26: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
+	20, // 27: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
+	22, // 28: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
+	1,  // 29: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
+	3,  // 30: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
+	7,  // 31: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
+	11, // 32: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
+	14, // 33: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
+	16, // 34: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
+	16, // 35: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
+	16, // 36: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
+	16, // 37: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
+	19, // 38: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
+	21, // 39: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
+	24, // 40: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_detector_proto_init() }
@@ -1673,7 +1893,7 @@ func file_detector_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_detector_proto_rawDesc), len(file_detector_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
+	"github.com/vmlineage/vmlineage/internal/receivers"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
 
@@ -94,5 +95,63 @@ func TestAgentRunsDetectors(t *testing.T) {
 		b, _ := os.ReadFile(out)
 		s := string(b)
 		return strings.Contains(s, "shadow_copy") && strings.Contains(s, `"vm_name":"vm5"`)
+	})
+}
+
+// TestAgentWritesVMDocuments runs the agent with an Elasticsearch output
+// (VictoriaLogs here, which takes the bulk API): besides the records, one
+// document per VM arrives in the VM index, with the family root and the
+// ancestor path that lineage.backend: elasticsearch reads.
+func TestAgentWritesVMDocuments(t *testing.T) {
+	sc, _ := xapisim.Builtin("threat-model")
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	srv := xapisim.New(xapisim.Config{Scenario: sc, TLS: true, Password: "s3cret"})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	vl := receivers.StartVictoriaLogs(t)
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.XAPI.URL, cfg.XAPI.PasswordFile, cfg.XAPI.Fingerprint = srv.URL(), pw, srv.CertFingerprint()
+	cfg.XAPI.EventTimeout = config.Duration(2 * time.Second)
+	cfg.Outputs = []config.Output{{Name: "es", Type: "elasticsearch", URLs: []string{vl.ESURL}}}
+	a, err := pipeline.New(cfg, pipeline.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), BackoffBase: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done; a.Close() }()
+	wait(t, "agent baseline", func() bool { return a.Tracer.PoolUUID() != "" && srv.Waiting() > 0 })
+	if err := srv.Play(ctx, sc, 0); err != nil {
+		t.Fatal(err)
+	}
+	truth, _ := srv.Truth()
+	wait(t, "records", func() bool { n, _ := a.Store.CountRecords(ctx); return n >= int64(len(truth)) })
+	var rows []map[string]string
+	wait(t, "VM documents with their lineage", func() bool {
+		vl.Flush(t)
+		rows = vl.Query(t, `vm.uuid:* | sort by (_time) | fields vm.uuid, vm.name, vm.destroyed, lineage.root, lineage.ancestors, lineage.depth`)
+		latest := map[string]map[string]string{}
+		for _, r := range rows {
+			latest[r["vm.uuid"]] = r
+		}
+		root := ""
+		for _, r := range latest {
+			if r["lineage.depth"] == "0" && r["vm.destroyed"] == "true" {
+				root = r["vm.uuid"]
+			}
+		}
+		n := 0
+		for _, r := range latest {
+			if root != "" && r["lineage.root"] == root && r["lineage.depth"] == "1" && strings.Contains(r["lineage.ancestors"], root) {
+				n++
+			}
+		}
+		return n == 5 // vm1..vm5, clones of the destroyed origin
 	})
 }

@@ -7,8 +7,10 @@
 // (Enrich never returns), crash (Enrich exits the process), slow (Enrich
 // takes 2 s, for kill-mid-call tests), garbage (prints junk instead of the
 // go-plugin handshake), badanswer (a suspect with a NaN score), configfail
-// (Configure fails). With VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its
-// pid to <dir>/<mode>.pid at start.
+// (Configure fails), picky (declares Needs: enrich only, ancestors only,
+// when an ancestor was destroyed; its note says what the host sent). With
+// VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its pid to <dir>/<mode>.pid
+// at start.
 package main
 
 import (
@@ -34,7 +36,22 @@ func main() {
 		fmt.Println("this is not a go-plugin handshake \x00\xff|||")
 		os.Exit(0)
 	}
+	if mode == "picky" {
+		plugins.Serve(&picky{})
+		return
+	}
 	plugins.Serve(&det{})
+}
+
+// picky declares what it needs.
+type picky struct{ det }
+
+func (p *picky) Needs() plugins.Needs {
+	return plugins.Needs{Enrich: true, AlertAncestors: true, EnrichWhen: &plugins.EnrichWhen{DestroyedAncestor: true}}
+}
+
+func (p *picky) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
+	return &plugins.Enrichment{Notes: []string{fmt.Sprintf("family=%d ancestors=%d records=%d window=%s", len(a.Family), len(a.Ancestors), len(a.Records), a.ContextWindow)}}, nil
 }
 
 type det struct{ lin plugins.Lineage }

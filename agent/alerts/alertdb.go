@@ -1,0 +1,107 @@
+package alerts
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+)
+
+// AlertsPath is the alert log's file for a lineage store at storePath:
+// alerts.db beside lineage.db (<name>-alerts.db beside any other name).
+//
+// The alert log is a file of its own because SQLite discards a
+// connection's whole page cache whenever another connection commits to
+// the file: alerts written into the lineage store every millisecond or
+// two left enrichment's readers with cold caches on every query, and made
+// alert writes queue behind the tracer's large transactions.
+func AlertsPath(storePath string) string {
+	dir, base := filepath.Split(storePath)
+	if base == "lineage.db" {
+		return filepath.Join(dir, "alerts.db")
+	}
+	ext := filepath.Ext(base)
+	return filepath.Join(dir, strings.TrimSuffix(base, ext)+"-alerts"+ext)
+}
+
+// openAlertDB opens (creating when missing) the alert log at path.
+func openAlertDB(ctx context.Context, path string) (*sql.DB, error) {
+	if path == "" {
+		return nil, errors.New("alerts: empty alert log path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("alerts: create directory of %s: %w", path, err)
+	}
+	q := url.Values{}
+	// As the lineage store: WAL, and synchronous=NORMAL survives a killed
+	// process without losing a committed transaction.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)", "cache_size(-256)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("alerts: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if _, err := db.ExecContext(ctx, alertSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("alerts: %s is not an alert log: %w", path, err)
+	}
+	return db, nil
+}
+
+// migrateFromStore moves the alerts an earlier vmlineage kept inside the
+// lineage store into the alert log, then drops them from the store. Every
+// step can be repeated: a crash half-way is finished at the next start.
+func migrateFromStore(ctx context.Context, adb *sql.DB, st *lineage.Store) error {
+	var n int
+	if err := st.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name IN ('alerts','alert_vms')").Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	conn, err := adb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "ATTACH DATABASE ? AS old", "file:"+st.Path()+"?mode=ro"); err != nil {
+		return fmt.Errorf("alerts: attach %s: %w", st.Path(), err)
+	}
+	defer conn.ExecContext(context.Background(), "DETACH DATABASE old")
+	if n == 2 {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		for _, q := range []string{
+			"CREATE TEMP TABLE moved AS SELECT seq, id FROM old.alerts WHERE id NOT IN (SELECT id FROM main.alerts)",
+			`INSERT INTO main.alerts(id,time_ms,received_ms,source,matched,json,enriched)
+			  SELECT id,time_ms,received_ms,source,matched,json,enriched FROM old.alerts WHERE seq IN (SELECT seq FROM moved) ORDER BY seq`,
+			`INSERT INTO main.alert_vms(alert_seq,vm_uuid,time_ms,field,value)
+			  SELECT n.seq, av.vm_uuid, av.time_ms, av.field, av.value FROM old.alert_vms av
+			  JOIN moved m ON m.seq=av.alert_seq JOIN main.alerts n ON n.id=m.id`,
+			"DROP TABLE temp.moved",
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("alerts: move alerts out of the lineage store: %w", err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "DETACH DATABASE old"); err != nil {
+		return err
+	}
+	if _, err := st.DB().ExecContext(ctx, "DROP TABLE IF EXISTS alert_vms; DROP TABLE IF EXISTS alerts"); err != nil {
+		return fmt.Errorf("alerts: drop the old alert tables from the lineage store: %w", err)
+	}
+	return nil
+}

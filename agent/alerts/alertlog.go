@@ -1,0 +1,479 @@
+package alerts
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// alertSchema is the alert log (a SQLite file of its own, see AlertsPath):
+// the alerts as received and as sent out, and which VMs each named when,
+// which is what lineage-suspects counts ("k VMs of one family within a
+// window").
+const alertSchema = `
+CREATE TABLE IF NOT EXISTS alerts (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  id          TEXT NOT NULL UNIQUE,
+  time_ms     INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL,
+  source      TEXT NOT NULL DEFAULT '',
+  matched     INTEGER NOT NULL,
+  json        TEXT NOT NULL,
+  enriched    TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_ms);
+CREATE TABLE IF NOT EXISTS alert_vms (
+  alert_seq INTEGER NOT NULL,
+  vm_uuid   TEXT NOT NULL,
+  time_ms   INTEGER NOT NULL,
+  field     TEXT NOT NULL DEFAULT '',
+  value     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
+`
+
+// alertLog stores alerts off the enrichment path. An alert is visible to
+// AlertedVMs from the moment it is matched (so two alerts of one family a
+// millisecond apart see each other), and written by one goroutine in
+// batches of whatever queued meanwhile (group commit): the enriched alert
+// never waits for a disk write or for another writer of the store (the
+// tracer's large transactions hold SQLite's write lock).
+//
+// Until its batch is committed an alert is in the in-memory overlay.
+// AlertedVMs reads the committed rows and adds the overlay entries of
+// batches not committed yet. A commit and such a read never overlap (a
+// read-write lock held around the commit alone, a few hundred
+// microseconds), so an alert is counted exactly once whichever side of a
+// commit the read falls on.
+//
+// A crash loses the stored copies of the alerts of the batch being
+// written (they have gone out enriched); Close writes what is queued.
+type alertLog struct {
+	db  *sql.DB
+	log *slog.Logger
+	// queries counts SQL statements (the benchmark reports them per alert).
+	queries *atomic.Int64
+	stmts   sync.Map // query -> *sql.Stmt, prepared once: parsing SQL costs more than these queries
+
+	mu   sync.Mutex
+	byVM map[string][]*pending
+	byID map[string]*pending
+	// recent remembers the ids of the last alerts committed, so that a
+	// re-sent alert (a sensor's retry) is not counted again while its
+	// copy waits to be found a duplicate at commit.
+	recent    map[string]bool
+	recentIDs []string
+	recentAt  int
+	queue     []*pending
+	wake      chan struct{}
+	closed    bool
+	done      chan struct{}
+	written   uint64 // last batch numbered
+	writing   bool   // run holds a batch taken from queue
+
+	// commitMu is held for writing around a batch's COMMIT and for
+	// reading around a read of alert_vms; committed is the last batch
+	// committed (only changed under commitMu).
+	commitMu  sync.RWMutex
+	committed uint64
+	writeMu   sync.Mutex
+}
+
+// pending is an alert not yet committed.
+type pending struct {
+	id   string
+	at   int64 // alert time, ms
+	vms  []string
+	gen  uint64 // batch it is being written in; 0 while queued or still being enriched
+	row  *alertRow
+	refs int // Enrich calls holding it (a re-sent alert shares the entry)
+}
+
+type alertRow struct {
+	id       string
+	timeMS   int64
+	received int64
+	source   string
+	json     string
+	enriched []byte
+	vms      []plugins.AlertVM
+}
+
+func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
+	l := &alertLog{db: db, log: log, queries: queries,
+		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+// recentAlerts is how many committed alert ids are remembered.
+const recentAlerts = 1 << 16
+
+// begin makes the alert visible to AlertedVMs for the VMs it matched.
+func (l *alertLog) begin(id string, at time.Time, vms []plugins.AlertVM) *pending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev := l.byID[id]
+	if prev != nil && prev.gen == 0 {
+		prev.refs++ // re-sent while the first copy is still queued: one entry
+		return prev
+	}
+	p := &pending{id: id, at: at.UnixMilli(), refs: 1}
+	if prev != nil || l.recent[id] {
+		return p // re-sent after the first copy: stored once, counted once
+	}
+	for _, v := range vms {
+		p.vms = append(p.vms, v.UUID)
+		l.byVM[v.UUID] = append(l.byVM[v.UUID], p)
+	}
+	l.byID[id] = p
+	return p
+}
+
+// finish queues the alert (and its enriched form) for writing.
+func (l *alertLog) finish(p *pending, row *alertRow) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.refs--; p.row == nil || p.refs <= 0 {
+		p.row = row // the last enrichment of a re-sent alert is the one stored
+	}
+	if p.refs > 0 {
+		return
+	}
+	if l.closed {
+		// Close has already written the queue: write this one alone.
+		l.mu.Unlock()
+		l.write([]*pending{p})
+		l.mu.Lock()
+		return
+	}
+	l.queue = append(l.queue, p)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *alertLog) run() {
+	defer close(l.done)
+	for {
+		<-l.wake
+		for {
+			l.mu.Lock()
+			batch := l.queue
+			l.queue = nil
+			l.writing = len(batch) > 0
+			closed := l.closed
+			l.mu.Unlock()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			l.write(batch)
+		}
+	}
+}
+
+// write commits a batch, retrying a failing store a few times; alerts it
+// cannot store are logged (they have gone out enriched).
+func (l *alertLog) write(batch []*pending) {
+	l.writeMu.Lock() // batches commit in the order they are numbered
+	defer l.writeMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		l.mu.Lock()
+		gen := l.written + 1
+		l.written = gen // batches are written one at a time
+		for _, p := range batch {
+			p.gen = gen
+		}
+		l.mu.Unlock()
+		err := l.commit(batch, gen)
+		l.mu.Lock()
+		if err == nil || attempt >= 4 {
+			for _, p := range batch {
+				l.forget(p)
+			}
+			l.mu.Unlock()
+			if err != nil {
+				l.log.Error("alerts could not be stored (they went out enriched)", "alerts", len(batch), "error", err)
+			}
+			return
+		}
+		for _, p := range batch {
+			p.gen = 0
+		}
+		l.mu.Unlock()
+		l.log.Warn("storing alerts failed; retrying", "alerts", len(batch), "error", err)
+		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+	}
+}
+
+// forget drops a committed alert from the overlay; l.mu is held.
+func (l *alertLog) forget(p *pending) {
+	for _, u := range p.vms {
+		list := l.byVM[u]
+		for i, q := range list {
+			if q == p {
+				list = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(l.byVM, u)
+		} else {
+			l.byVM[u] = list
+		}
+	}
+	if l.byID[p.id] == p {
+		delete(l.byID, p.id)
+	}
+	if !l.recent[p.id] {
+		if old := l.recentIDs[l.recentAt]; old != "" {
+			delete(l.recent, old)
+		}
+		l.recentIDs[l.recentAt] = p.id
+		l.recentAt = (l.recentAt + 1) % recentAlerts
+		l.recent[p.id] = true
+	}
+}
+
+func (l *alertLog) commit(batch []*pending, gen uint64) error {
+	ctx := context.Background()
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,?,?,?)
+		ON CONFLICT(id) DO NOTHING RETURNING seq`)
+	if err != nil {
+		return err
+	}
+	insVM, err := l.txStmt(ctx, tx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)")
+	if err != nil {
+		return err
+	}
+	upd, err := l.txStmt(ctx, tx, "UPDATE alerts SET enriched=? WHERE id=?")
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, p := range batch {
+		r := p.row
+		var enriched any
+		if r.enriched != nil {
+			enriched = string(r.enriched)
+		}
+		var seq int64
+		n++
+		err := ins.QueryRowContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, r.json, enriched).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Stored before (a re-sent alert): counted once, its enriched
+			// form refreshed.
+			n++
+			if _, err := upd.ExecContext(ctx, enriched, r.id); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, v := range r.vms {
+			n++
+			if _, err := insVM.ExecContext(ctx, seq, v.UUID, r.timeMS, v.Field, v.Value); err != nil {
+				return err
+			}
+		}
+	}
+	l.queries.Add(int64(n + 2))
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	l.committed = gen
+	return nil
+}
+
+// flush returns once the alerts finished before it are written.
+func (l *alertLog) flush() {
+	for {
+		l.mu.Lock()
+		idle := len(l.queue) == 0 && !l.writing
+		l.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// close writes what is queued.
+func (l *alertLog) close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	<-l.done
+	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+}
+
+// stmt returns the statement for q, prepared once.
+func (l *alertLog) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := l.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := l.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := l.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (l *alertLog) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	st, err := l.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
+type overlayHit struct {
+	vm  string
+	at  int64
+	gen uint64
+}
+
+// alertedVMs says which of the VMs were named by an alert in [since, until]
+// (both inclusive), committed or not.
+func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
+	s, u := since.UnixMilli(), until.UnixMilli()
+	var hits []overlayHit
+	agg := map[string]*plugins.AlertedVM{}
+	// No commit between the overlay snapshot and the end of the query:
+	// an entry is either in the rows read or in the snapshot unbatched or
+	// with a batch number above committed.
+	l.commitMu.RLock()
+	committed := l.committed
+	l.mu.Lock()
+	for _, vm := range uuids {
+		for _, p := range l.byVM[vm] {
+			if p.at >= s && p.at <= u {
+				hits = append(hits, overlayHit{vm, p.at, p.gen})
+			}
+		}
+	}
+	l.mu.Unlock()
+	err := l.aggregate(ctx, uuids, s, u, agg)
+	l.commitMu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("alerted VMs: %w", err)
+	}
+	for _, h := range hits {
+		if h.gen != 0 && h.gen <= committed {
+			continue // in the rows read
+		}
+		t := msTime(h.at)
+		a := agg[h.vm]
+		if a == nil {
+			agg[h.vm] = &plugins.AlertedVM{UUID: h.vm, First: t, Last: t, Count: 1}
+			continue
+		}
+		a.Count++
+		if t.Before(a.First) {
+			a.First = t
+		}
+		if t.After(a.Last) {
+			a.Last = t
+		}
+	}
+	out := make([]plugins.AlertedVM, 0, len(agg))
+	for _, a := range agg {
+		out = append(out, *a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].First.Equal(out[j].First) {
+			return out[i].First.Before(out[j].First)
+		}
+		return out[i].UUID < out[j].UUID
+	})
+	return out, nil
+}
+
+// aggregate adds the committed alerts of the VMs in [s, u] (ms) to agg.
+func (l *alertLog) aggregate(ctx context.Context, uuids []string, s, u int64, agg map[string]*plugins.AlertedVM) error {
+	const chunk = 256
+	for rest := uuids; len(rest) > 0; {
+		part := rest[:min(chunk, len(rest))]
+		rest = rest[len(part):]
+		list, in := inList(part)
+		st, err := l.stmt(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
+			WHERE time_ms>=?1 AND time_ms<=?2 AND vm_uuid IN (`+list+`) GROUP BY vm_uuid`)
+		if err != nil {
+			return err
+		}
+		l.queries.Add(1)
+		rows, err := st.QueryContext(ctx, append([]any{s, u}, in...)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var a plugins.AlertedVM
+			var f, la int64
+			if err := rows.Scan(&a.UUID, &f, &la, &a.Count); err != nil {
+				rows.Close()
+				return err
+			}
+			a.First, a.Last = msTime(f), msTime(la)
+			agg[a.UUID] = &a
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inList is "?3,?4,…" for the values after two leading parameters. Lists
+// are padded to a power of two (repeating the last value) so that few
+// distinct statements are prepared.
+func inList(vals []string) (string, []any) {
+	n := 1
+	for n < len(vals) {
+		n *= 2
+	}
+	args := make([]any, n)
+	var b strings.Builder
+	for i := range args {
+		args[i] = vals[min(i, len(vals)-1)]
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "?%d", i+3)
+	}
+	return b.String(), args
+}

@@ -1,0 +1,116 @@
+package alerts
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// Alerts written in batches while being read: every read counts each
+// alert begun before it exactly once, whichever side of a commit it falls.
+func TestAlertLogCountsEachAlertOnce(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	svc, err := NewService(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	ctx := context.Background()
+	vm := alertstest.VMUUID["vm1"]
+	at := alertstest.At(600)
+	var begun atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				vms := []plugins.AlertVM{{UUID: vm, Field: "cloud.instance.id", Value: vm}}
+				p := svc.log.begin(id, at, vms)
+				begun.Add(1)
+				time.Sleep(time.Duration(i%3) * 100 * time.Microsecond) // "enrichment"
+				svc.log.finish(p, &alertRow{id: id, timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: vms})
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	reads := 0
+	for time.Now().Before(deadline) {
+		lo := begun.Load() // begun before the read started
+		av, err := svc.AlertedVMs(ctx, []string{vm}, at.Add(-time.Hour), at)
+		hi := begun.Load() // begun before it ended
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int64
+		if len(av) == 1 {
+			got = av[0].Count
+		}
+		if got < lo || got > hi {
+			t.Fatalf("read %d counted %d alerts; %d..%d were begun", reads, got, lo, hi)
+		}
+		reads++
+	}
+	close(stop)
+	wg.Wait()
+	svc.Close()
+	var n int64
+	adb, err := openAlertDB(ctx, AlertsPath(st.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adb.Close()
+	if err := adb.QueryRow("SELECT COUNT(*) FROM alert_vms").Scan(&n); err != nil || n != begun.Load() {
+		t.Fatalf("%d rows stored for %d alerts (%v)", n, begun.Load(), err)
+	}
+	t.Logf("%d reads over %d alerts", reads, n)
+}
+
+// Alerts an earlier version stored inside the lineage store move to the
+// alert log once, and still count.
+func TestAlertsMoveOutOfTheStore(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	vm := alertstest.VMUUID["vm2"]
+	if _, err := st.DB().Exec(alertSchema); err != nil {
+		t.Fatal(err)
+	}
+	for i, ms := range []int64{alertstest.At(100).UnixMilli(), alertstest.At(200).UnixMilli()} {
+		res, err := st.DB().Exec("INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,1,'{}',NULL)", fmt.Sprint("old-", i), ms, ms, "stdin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, _ := res.LastInsertId()
+		if _, err := st.DB().Exec("INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,'host.name','vm2')", seq, vm, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 2; round++ {
+		svc, err := NewService(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		av, err := svc.AlertedVMs(ctx, []string{vm}, alertstest.T0, alertstest.At(1000))
+		svc.Close()
+		if err != nil || len(av) != 1 || av[0].Count != 2 || !av[0].First.Equal(alertstest.At(100)) {
+			t.Fatalf("round %d: %+v %v", round, av, err)
+		}
+		var n int
+		if err := st.DB().QueryRow("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('alerts','alert_vms')").Scan(&n); err != nil || n != 0 {
+			t.Fatalf("round %d: old tables left: %d %v", round, n, err)
+		}
+	}
+}

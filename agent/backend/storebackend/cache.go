@@ -1,0 +1,110 @@
+package storebackend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+
+	"github.com/vmlineage/vmlineage/agent/backend"
+)
+
+// famCache keeps the families the alert path read, so that the alerts of
+// one family (which come in bursts: that is what lineage-suspects looks
+// for) read the store once. It is exact: every entry belongs to one
+// version of the store, SQLite's data_version as seen by a connection
+// kept for the purpose, which changes with every commit made elsewhere;
+// Fresh (once per alert) drops everything when it has changed. On a busy
+// pool (the tracer commits several times a second) entries live that
+// long; on a quiet one until memory bounds them.
+type famCache struct {
+	conn *sql.Conn // data_version is per connection
+
+	mu      sync.Mutex
+	version int64
+	byRoot  map[string]*backend.Family
+	rootOf  map[string]string
+	vms     int // members held
+	max     int
+
+	hits, misses int64
+}
+
+func newFamCache(ctx context.Context, db *sql.DB, maxVMs int) (*famCache, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &famCache{conn: conn, max: maxVMs, byRoot: map[string]*backend.Family{}, rootOf: map[string]string{}}
+	if c.version, err = c.dataVersion(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *famCache) dataVersion(ctx context.Context) (int64, error) {
+	var v int64
+	if err := c.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("storebackend: data_version: %w", err)
+	}
+	return v, nil
+}
+
+// fresh drops everything when the store changed since the entries were
+// read; it returns the version they now belong to.
+func (c *famCache) fresh(ctx context.Context) (int64, error) {
+	v, err := c.dataVersion(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v != c.version {
+		c.version = v
+		c.clearLocked()
+	}
+	return v, nil
+}
+
+func (c *famCache) clearLocked() {
+	clear(c.byRoot)
+	clear(c.rootOf)
+	c.vms = 0
+}
+
+func (c *famCache) get(uuid string) *backend.Family {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if root, ok := c.rootOf[uuid]; ok {
+		c.hits++
+		return c.byRoot[root]
+	}
+	c.misses++
+	return nil
+}
+
+// put keeps f when it was read at the version the cache is at.
+func (c *famCache) put(f *backend.Family, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if version != c.version || c.byRoot[f.Root] != nil {
+		return
+	}
+	if c.vms+len(f.Members) > c.max {
+		c.clearLocked() // simple and bounded: the next alerts refill what they use
+	}
+	c.byRoot[f.Root] = f
+	for i := range f.Members {
+		c.rootOf[f.Members[i].UUID] = f.Root
+	}
+	c.vms += len(f.Members)
+}
+
+func (c *famCache) stats() (hits, misses int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hits, c.misses
+}
+
+func (c *famCache) close() { c.conn.Close() }
