@@ -91,7 +91,7 @@ type Chain struct {
 	// Settle is how long a record may wait unsealed for what a second
 	// source adds (the log source, the audit log's actor) before it is
 	// sealed and shipped. Only used when such a source is configured.
-	Settle          Duration `yaml:"settle" help:"longest a record waits unsealed for its actor or a second source before it is sealed and shipped"`
+	Settle          Duration `yaml:"settle" help:"longest a record waits unsealed for its actor or a second source before it is sealed and shipped (with a log source, one XAPI saw only in part also waits until the logs have settled past it)"`
 	CheckpointEvery Duration `yaml:"checkpoint_every" help:"how often a checkpoint of the chain head goes to every output (0: only at start and shutdown)"`
 }
 

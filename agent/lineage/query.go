@@ -146,6 +146,9 @@ func (s *Store) VM(ctx context.Context, uuid string) (VM, error) {
 // holds the pages the writer works on: for a writer's own reads between
 // its transactions (the tracer asks this of every VM it meets first).
 func (s *Store) LookupVM(ctx context.Context, uuid string) (VM, error) {
+	if s.wconn == nil {
+		return s.VM(ctx, uuid) // a reader (OpenReader) has no writing connection
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.wvm == nil {

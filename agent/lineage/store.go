@@ -160,7 +160,9 @@ func (s *Store) Close() error {
 	if s.wvm != nil {
 		s.wvm.Close()
 	}
-	s.wconn.Close()
+	if s.wconn != nil { // a reader (OpenReader) has none
+		s.wconn.Close()
+	}
 	s.wmu.Unlock()
 	return s.db.Close()
 }

@@ -138,6 +138,7 @@ type HostLogWriter struct {
 	fds      map[string]*os.File
 	audited  map[string]int // audit lines written per host
 	mu       sync.Mutex
+	stepMu   sync.Mutex
 	stop     chan struct{}
 	done     chan struct{}
 	Lines    int64 // xensource.log lines written so far
@@ -228,7 +229,14 @@ func (w *HostLogWriter) Close(context.Context) error {
 	return nil
 }
 
+// Flush writes every line held back by the lag now: the end of a play
+// whose clock stops (speed 0), after which the last lag of log time would
+// otherwise never be written.
+func (w *HostLogWriter) Flush() { w.step(true) }
+
 func (w *HostLogWriter) step(all bool) {
+	w.stepMu.Lock() // the ticker's steps and Flush
+	defer w.stepMu.Unlock()
 	ops := w.s.logOps(w.seen)
 	w.mu.Lock()
 	defer w.mu.Unlock()
