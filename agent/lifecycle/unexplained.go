@@ -143,11 +143,26 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		due = append(due, k)
 	}
 	sort.Strings(due)
+	// This batch's records without their VM are candidates too (they are
+	// stored with it, after settle).
+	t.batchUnknown = t.batchUnknown[:0]
+	for i := range out {
+		if out[i].rec.VMUUID == "" && out[i].rec.IsUnknown("vm_uuid") {
+			t.batchUnknown = append(t.batchUnknown, out[i].rec)
+		}
+	}
 	var more []pending
 	for _, k := range due {
 		c := t.changes[k]
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
 			continue // an operation in flight will explain it
+		}
+		if t.inFlightFor(c) {
+			// A task that can explain it is still running, tied to no VM
+			// or to this one: a restart's catch-up shows the VM as it is
+			// now (its current_operations already empty, a clone's new VM
+			// before the task's result names it), and the task ends later.
+			continue
 		}
 		t.dropChange(k)
 		if p, ok := t.inferred(c); ok {
@@ -155,6 +170,54 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		}
 	}
 	return more
+}
+
+// inFlightFor reports whether a running task could be the operation behind
+// c: one of the activity c implies (any creating one for a VM that
+// appeared), tied to no VM or to c's.
+func (t *Tracer) inFlightFor(c change) bool {
+	want := changeActivity(c)
+	if want == "" {
+		return false
+	}
+	for _, tk := range t.tasks {
+		if tk.Done || tk.Gone || tk.Recorded || tk.SubtaskOf != "" {
+			continue
+		}
+		a, ok := record.ActivityOf(tk.mainOp())
+		if !ok {
+			continue
+		}
+		if c.Kind == "appear" {
+			if a.Creating() {
+				return true
+			}
+			continue
+		}
+		if a != want {
+			continue
+		}
+		if _, mine := tk.VMs[c.Ref]; mine || len(tk.VMs) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// changeActivity is the activity a change implies (inferred's choice).
+func changeActivity(c change) record.Activity {
+	switch c.Kind {
+	case "appear":
+		return record.Create
+	case "vanish":
+		return record.Destroy
+	case "template":
+		return record.ConvertToTemplate
+	case "power":
+		a, _ := transition(c.FromPower, c.FromHost, c.ToPower, c.ToHost)
+		return a
+	}
+	return ""
 }
 
 // otherPending says the other source may still store the operation behind
@@ -204,10 +267,14 @@ func (t *Tracer) inferred(c change) (pending, bool) {
 	if a == "" {
 		return pending{}, false
 	}
-	if t.OtherSources {
-		if p, explained := t.explainedByStore(c, a); explained {
-			return p, p.rec.ID != ""
-		}
+	// The store may hold the operation already: another source's record,
+	// or the tracer's own from before a restart whose commit the change's
+	// window spans.
+	if p, explained := t.explainedByStore(c, a); explained {
+		return p, p.rec.ID != ""
+	}
+	if t.explainedByUnattributed(c, a) {
+		return pending{}, false
 	}
 	r := record.Record{ID: record.ResyncID(t.pool.uuid, c.VMUUID, a, c.At), PoolUUID: t.pool.uuid, VMUUID: c.VMUUID, VMName: c.Name,
 		ParentVMUUID: parent, Activity: a, Operation: "", Start: c.At, End: c.At, Result: record.Success, Source: record.SourceResync,
@@ -252,6 +319,66 @@ func transition(from, fromHost, to, toHost string) (record.Activity, string) {
 		return record.Pause, ""
 	}
 	return "", ""
+}
+
+// explainedByUnattributed reports whether a record of activity a whose VM
+// is unknown, in the window the change can have happened in, stands for it:
+// after a gap (a restart, EVENTS_LOST) the tracer records a task it saw end
+// without being sure of its VM (another task of the same activity could
+// have made the change), and the change it leaves unexplained is that very
+// operation. Inferring a record for it too would count the operation
+// twice. The record is claimed (one change each) but not completed: which
+// of several such tasks made which change is what was unsure.
+func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
+	from := c.Since
+	if from.IsZero() || from.After(c.At) {
+		from = c.At
+	}
+	from, to := from.Add(-sourceSlack), c.At.Add(sourceSlack)
+	fits := func(r *record.Record) bool {
+		if t.claimedLog[r.ID] || r.Source == record.SourceResync || r.Result != record.Success {
+			return false
+		}
+		if r.Activity != a && (c.Kind != "appear" || !r.Activity.Creating()) {
+			return false
+		}
+		end := r.End
+		if end.IsZero() {
+			end = r.Start
+		}
+		if end.Before(from) || r.Start.After(to) {
+			return false
+		}
+		// A creation names its new VM (the logs and the tracer both know
+		// the name it was given).
+		return c.Kind != "appear" || r.VMName == "" || r.VMName == c.Name
+	}
+	claim := func(r *record.Record) bool {
+		t.claimedLog[r.ID] = true
+		if c.Kind == "appear" && r.VMName != "" && r.VMName == c.Name && r.ParentVMUUID != "" && r.Activity.Creating() {
+			// The name the operation gave is the VM's: its family-tree edge
+			// is as sure as the record's parent.
+			t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+		}
+		t.log.Debug("lifecycle: a VM change stands for a record whose VM is unknown", "vm", c.VMUUID, "change", c.Kind, "record", r.ID, "activity", r.Activity)
+		return true
+	}
+	for i := range t.batchUnknown {
+		if r := &t.batchUnknown[i]; fits(r) {
+			return claim(r)
+		}
+	}
+	recs, err := t.store.UnattributedOf(context.Background(), a, from, to)
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for a record of unknown VM failed", "err", err)
+		return false
+	}
+	for i := range recs {
+		if r := &recs[i]; fits(r) {
+			return claim(r)
+		}
+	}
+	return false
 }
 
 // sourceSlack covers the difference between XAPI's second-precision times

@@ -152,6 +152,19 @@ func (s *Store) UnattributedCreations(ctx context.Context, name string, since ti
 		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
 }
 
+// UnattributedOf returns the records of activity a whose VM is unknown and
+// whose span meets [from, to]: the tracer's own records of tasks it saw
+// finish without learning their VM (after a gap), or another source's.
+func (s *Store) UnattributedOf(ctx context.Context, a record.Activity, from, to time.Time) ([]record.Record, error) {
+	if a.Creating() {
+		// A new VM's record may be of any creating activity.
+		return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity IN ('clone','copy','snapshot','checkpoint','import','create','provision')
+			AND COALESCE(end_ms,start_ms)>=? AND start_ms<=? ORDER BY start_ms, seq`, ms(from), ms(to))
+	}
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity=? AND COALESCE(end_ms,start_ms)>=? AND start_ms<=?
+		ORDER BY start_ms, seq`, string(a), ms(from), ms(to))
+}
+
 // UnattributedReverts returns the reverts that ended at or after since whose
 // VM is unknown (the logs name the snapshot, not the VM reverted).
 func (s *Store) UnattributedReverts(ctx context.Context, since time.Time) ([]record.Record, error) {
