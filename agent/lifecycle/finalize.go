@@ -157,6 +157,10 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.Result, _ = t.outcome(tk, base.Activity, nv, true)
 		if parent != "" {
 			t.setEdge(nv.uuid, parent, string(base.Activity))
+		} else if base.Activity != record.Import && base.Activity != record.Create && t.edge(nv.uuid).parent == "" {
+			// Made from a VM not known: its records list the parent unknown
+			// rather than claim it has none (parentOf).
+			t.setEdge(nv.uuid, "", string(base.Activity))
 		}
 		t.claimed[ref] = true
 		out = append(out, pending{rec: r, vmRef: ref, parent: parent})
@@ -189,7 +193,7 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		r.Unknown = append(r.Unknown, "vm_uuid", "vm_name", "parent_vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = src.uuid, src.name
-		r.ParentVMUUID = t.edge(src.uuid).parent
+		t.parentOf(&r, src.uuid)
 	}
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
@@ -230,7 +234,7 @@ func (t *Tracer) acting(b *batch, tk *taskInfo, base record.Record, op string) [
 		r.Unknown = append(r.Unknown, "vm_uuid", "vm_name", "parent_vm_uuid")
 	} else {
 		r.VMUUID, r.VMName = vm.uuid, vm.name
-		r.ParentVMUUID = t.edge(vm.uuid).parent
+		t.parentOf(&r, vm.uuid)
 	}
 	if snap != nil {
 		r.SnapshotUUID = snap.uuid
@@ -302,4 +306,15 @@ func (t *Tracer) named(uuid string) (string, string) {
 		}
 	}
 	return uuid, ""
+}
+
+// parentOf sets r's parent VM from the family tree; a VM made (by clone,
+// copy, snapshot …) from a VM the tracer never learnt has its parent listed
+// unknown, not empty.
+func (t *Tracer) parentOf(r *record.Record, uuid string) {
+	e := t.edge(uuid)
+	r.ParentVMUUID = e.parent
+	if e.parent == "" && e.via != "" && !r.IsUnknown("parent_vm_uuid") {
+		r.Unknown = append(r.Unknown, "parent_vm_uuid")
+	}
 }

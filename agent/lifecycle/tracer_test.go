@@ -811,3 +811,69 @@ func TestNoGuessAcrossARestart(t *testing.T) {
 		}
 	}
 }
+
+// TestResyncWaitsForTheRunningTask: the agent restarts while a synchronous
+// suspend runs. Its resync finds the VM suspended, its current_operations
+// already empty, and the task still pending; the task's del comes after.
+// The change is the task's: one suspend record, none inferred beside it
+// (TestSIGKILLMidScenario found both). Likewise a clone's new VM seen at a
+// resync before the clone's result names it is no 'create'.
+func TestResyncWaitsForTheRunningTask(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:p"] = &xapi.Snapshot{UUID: "p", NameLabel: "p", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// While no agent runs: a sync suspend of p and a clone of a, both
+	// still pending, their VMs' current_operations already empty.
+	sus, cl := taskRef(1), taskRef(2)
+	p.tasks[sus] = &xapi.Snapshot{UUID: "task-1", NameLabel: "VM.suspend", Status: "pending", Created: p.at(10)}
+	p.vms["OpaqueRef:p"].PowerState, p.vms["OpaqueRef:p"].ResidentOn = "Suspended", "OpaqueRef:NULL"
+	p.tasks[cl] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(11)}
+	p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "n", PowerState: "Halted"}
+
+	tr = New(st, nil) // the restarted agent
+	tr.SetServerTime(p.at(12))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	delete(p.tasks, sus)
+	p.ev("task", "del", sus, nil)
+	p.tasks[cl].Status, p.tasks[cl].Finished, p.tasks[cl].Result = "success", p.at(14), "<value>OpaqueRef:n</value>"
+	p.ev("task", "mod", cl, p.tasks[cl])
+	delete(p.tasks, cl)
+	p.ev("task", "del", cl, nil)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
+	}
+	if len(recs) != 2 {
+		t.Fatalf("want the suspend and the clone, got %q", got)
+	}
+	for _, r := range recs {
+		if r.Source != record.SourceXAPI {
+			t.Errorf("inferred record beside the task's: %q", got)
+		}
+		if r.Activity == record.Suspend && (r.VMUUID != "p" || r.Result != record.Success) {
+			t.Errorf("the suspend is p's, and succeeded (p is suspended): %q", got)
+		}
+		if r.Activity == record.Clone && (r.VMUUID != "n" || r.Result != record.Success) {
+			t.Errorf("the clone made n: %q", got)
+		}
+	}
+}

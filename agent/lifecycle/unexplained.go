@@ -114,6 +114,9 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		}
 	}
 	t.notedNow = t.notedNow[:0]
+	if !t.OtherSources {
+		t.completeByOnlyChange(out)
+	}
 	for _, p := range out {
 		if p.rec.VMUUID == "" {
 			continue
@@ -170,6 +173,84 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		}
 	}
 	return more
+}
+
+// completeByOnlyChange gives a record of this batch that ended with its VM
+// unknown (a task seen across a gap: a restart's resync found its VM
+// already changed, its current_operations empty) the one pending change
+// that fits it: the only record of that activity without a VM, the only
+// change implying that activity in its time window. Without another source
+// to name the VM, the guess beats a record of no VM beside an inferred one;
+// with one, the logs name it (attribute leaves it unknown then).
+func (t *Tracer) completeByOnlyChange(out []pending) {
+	for i := range out {
+		r := &out[i].rec
+		if r.VMUUID != "" || !r.IsUnknown("vm_uuid") || r.Activity.Creating() {
+			continue
+		}
+		rivals := 0
+		for j := range out {
+			if out[j].rec.VMUUID == "" && out[j].rec.Activity == r.Activity {
+				rivals++
+			}
+		}
+		if rivals != 1 {
+			continue
+		}
+		end := r.End
+		if end.IsZero() {
+			end = t.now()
+		}
+		from, to := r.Start.Add(-sourceSlack), end.Add(sourceSlack)
+		var only *change
+		n := 0
+		for k := range t.changes {
+			c := t.changes[k]
+			if c.Kind == "appear" || changeActivity(c) != r.Activity {
+				continue
+			}
+			since := c.Since
+			if since.IsZero() || since.After(c.At) {
+				since = c.At
+			}
+			if c.At.Before(from) || since.After(to) {
+				continue
+			}
+			n++
+			only = &c
+		}
+		if n != 1 {
+			continue
+		}
+		c := only
+		r.VMUUID, r.VMName = c.VMUUID, c.Name
+		drop := []string{"vm_uuid", "vm_name"}
+		if parent := t.edge(c.VMUUID).parent; parent != "" {
+			r.ParentVMUUID = parent
+			drop = append(drop, "parent_vm_uuid")
+		}
+		if r.IsUnknown("host_uuid") || r.HostUUID == "" {
+			host := c.FromHost
+			if host == "" {
+				host = c.ToHost
+			}
+			if host != "" {
+				r.HostUUID, r.HostName = t.named(host)
+				drop = append(drop, "host_uuid", "host_name")
+			}
+		}
+		if r.IsUnknown("result") {
+			// The change it made is in sight: it succeeded.
+			r.Result, r.Error = record.Success, ""
+			drop = append(drop, "result", "error")
+		}
+		r.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return slices.Contains(drop, f) })
+		if len(r.Unknown) == 0 {
+			r.Unknown = nil
+		}
+		out[i].vmRef = c.Ref
+		t.log.Debug("lifecycle: a task that ended with its VM unknown is given the only change that fits it", "task", r.TaskUUID, "vm", c.VMUUID, "activity", r.Activity)
+	}
 }
 
 // inFlightFor reports whether a running task could be the operation behind
