@@ -877,3 +877,41 @@ func TestResyncWaitsForTheRunningTask(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRecordExplainsOnlyItsKind: a VM's start is stored, the agent
+// restarts, and its resync finds the VM halted by a shutdown no task showed
+// (from inside the guest). The start just stored is no explanation of that:
+// the shutdown is inferred.
+func TestOwnRecordExplainsOnlyItsKind(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:v"] = &xapi.Snapshot{UUID: "v", NameLabel: "v", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.power(1, "OpaqueRef:v", "start", "Running", "OpaqueRef:h1", 10, false)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:v"].PowerState, p.vms["OpaqueRef:v"].ResidentOn = "Halted", "OpaqueRef:NULL"
+	tr = New(st, nil)
+	tr.SetServerTime(p.at(12))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var got []string
+	shutdowns := 0
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s of %s (%s)", r.Activity, r.VMUUID, r.Source))
+		if r.Activity == record.Shutdown && r.VMUUID == "v" {
+			shutdowns++
+		}
+	}
+	if shutdowns != 1 {
+		t.Errorf("want the start and an inferred shutdown of v, got %q", got)
+	}
+}

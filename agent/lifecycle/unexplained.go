@@ -532,6 +532,15 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 				return pending{}, true
 			}
 		case "power":
+			if !t.OtherSources {
+				// The tracer's own record explains only a change of its
+				// kind: a start stored just before a restart says nothing
+				// of the shutdown the restart's resync finds.
+				if r.Activity == a {
+					return pending{}, true
+				}
+				continue
+			}
 			switch r.Activity {
 			case record.Start, record.Shutdown, record.Reboot, record.Suspend, record.Resume, record.Pause,
 				record.Unpause, record.Migrate, record.Revert:
