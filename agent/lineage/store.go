@@ -75,8 +75,18 @@ func Open(path string) (*Store, error) {
 	s := &Store{db: db, path: path, stmts: map[string]*sql.Stmt{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if s.wconn, err = db.Conn(ctx); err == nil {
-		_, err = s.wconn.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size=%d", -writerCacheKiB))
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		if s.wconn, err = db.Conn(ctx); err == nil {
+			if _, err = s.wconn.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size=%d", -writerCacheKiB)); err != nil {
+				s.wconn.Close()
+			}
+		}
+		// A fresh file switched to WAL by another process at the same
+		// moment answers SQLITE_BUSY without waiting (SQLite will not wait
+		// where waiting could deadlock): try again.
+		if err == nil || !isBusy(err) || sleepCtx(ctx, wait) != nil {
+			break
+		}
 	}
 	if err != nil {
 		db.Close()
@@ -88,6 +98,24 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// isBusy reports SQLITE_BUSY (any extended code).
+func isBusy(err error) bool {
+	var c interface{ Code() int }
+	return errors.As(err, &c) && c.Code()&0xff == 5
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // writerCacheKiB is the page cache of the writing connection.
