@@ -29,8 +29,12 @@ test: test-deps vet fmt-check unit package-test
 test-deps:
 	./scripts/test-deps.sh
 
+# The chaos suite's short form runs after the other packages, alone: it
+# judges syslog repeats against the at-least-once window in wall time, and
+# sharing two cores with the rest of the suite stretched that window.
 unit:
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/agent/chaos$$')
+	$(GO) test -count=1 -timeout 10m ./agent/chaos/
 
 vet:
 	$(GO) vet ./...
