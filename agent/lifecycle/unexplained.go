@@ -188,6 +188,9 @@ func (t *Tracer) completeByOnlyChange(out []pending) {
 		if r.VMUUID != "" || !r.IsUnknown("vm_uuid") || r.Activity.Creating() {
 			continue
 		}
+		if r.Result != record.Success && !r.IsUnknown("result") {
+			continue // a failure seen as such changed nothing
+		}
 		rivals := 0
 		for j := range out {
 			if out[j].rec.VMUUID == "" && out[j].rec.Activity == r.Activity {
