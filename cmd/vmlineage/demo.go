@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -112,6 +113,10 @@ func runDemo(ctx context.Context, out, errw io.Writer, name string, speed float6
 		return n >= int64(len(truth)) && unsealed == 0
 	}); err != nil {
 		n, _ := a.Store.CountRecords(ctx)
+		if os.Getenv("VMLINEAGE_DEMO_STACKS") != "" {
+			// Where the agent waits, for a demo that traced nothing.
+			pprof.Lookup("goroutine").WriteTo(errw, 1)
+		}
 		return fmt.Errorf("traced %d of %d records: %w", n, len(truth), err)
 	}
 	stopAgent()
