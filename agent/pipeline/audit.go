@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"time"
 
@@ -31,14 +30,9 @@ func (a *Agent) startAudit(ctx context.Context) (<-chan struct{}, error) {
 	var tcp net.Listener
 	if ac.Source == "syslog" {
 		var err error
-		if udp, err = net.ListenPacket("udp", ac.SyslogListen); err != nil {
+		if udp, tcp, err = listenSyslog("audit.syslog_listen", ac.SyslogListen); err != nil {
 			close(done)
-			return done, fmt.Errorf("audit.syslog_listen: %w", err)
-		}
-		if tcp, err = net.Listen("tcp", ac.SyslogListen); err != nil {
-			udp.Close()
-			close(done)
-			return done, fmt.Errorf("audit.syslog_listen: %w", err)
+			return done, err
 		}
 	}
 	go func() {

@@ -44,14 +44,9 @@ func (a *Agent) startLogSource(ctx context.Context) (<-chan struct{}, error) {
 	var tcp net.Listener
 	if ls.SyslogListen != "" {
 		var err error
-		if udp, err = net.ListenPacket("udp", ls.SyslogListen); err != nil {
+		if udp, tcp, err = listenSyslog("logsource.syslog_listen", ls.SyslogListen); err != nil {
 			close(done)
-			return done, fmt.Errorf("logsource.syslog_listen: %w", err)
-		}
-		if tcp, err = net.Listen("tcp", ls.SyslogListen); err != nil {
-			udp.Close()
-			close(done)
-			return done, fmt.Errorf("logsource.syslog_listen: %w", err)
+			return done, err
 		}
 	}
 	go func() {
@@ -169,4 +164,19 @@ func (a *Agent) logRecord(r *record.Record) {
 	if a.opts.OnRecord != nil {
 		a.opts.OnRecord(r)
 	}
+}
+
+// listenSyslog opens the UDP and TCP listeners a syslog intake (the log
+// source's, the audit log's) takes on addr; key names the setting in errors.
+func listenSyslog(key, addr string) (net.PacketConn, net.Listener, error) {
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", key, err)
+	}
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		udp.Close()
+		return nil, nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return udp, tcp, nil
 }
