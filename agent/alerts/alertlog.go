@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS alert_vms (
   value     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
+CREATE TABLE IF NOT EXISTS alert_log_state (
+  id  INTEGER PRIMARY KEY CHECK (id = 1),
+  gen INTEGER NOT NULL
+);
 `
 
 // alertLog stores alerts off the enrichment path. An alert is visible to
@@ -50,10 +54,14 @@ CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
 //
 // Until its batch is committed an alert is in the in-memory overlay.
 // AlertedVMs reads the committed rows and adds the overlay entries of
-// batches not committed yet. A commit and such a read never overlap (a
-// read-write lock held around the commit alone, a few hundred
-// microseconds), so an alert is counted exactly once whichever side of a
-// commit the read falls on.
+// batches not committed yet. Which batches a read saw comes from the read
+// itself: every commit stores its batch number (alert_log_state.gen) in
+// the same transaction, and the read's one statement returns that number
+// with the rows, from the same snapshot. So an alert is counted exactly
+// once whichever side of a commit the read falls on, and a read never
+// waits for a commit. (It used to: a lock held around COMMIT stalled
+// every enrichment for up to a second whenever the commit ran a WAL
+// checkpoint behind a busy disk.)
 //
 // A crash loses the stored copies of the alerts of the batch being
 // written (they have gone out enriched); Close writes what is queued.
@@ -77,14 +85,8 @@ type alertLog struct {
 	wake      chan struct{}
 	closed    bool
 	done      chan struct{}
-	written   uint64 // last batch numbered
+	written   uint64 // last batch numbered (alert_log_state.gen at start)
 	writing   bool   // run holds a batch taken from queue
-
-	// commitMu is held for writing around a batch's COMMIT and for
-	// reading around a read of alert_vms; committed is the last batch
-	// committed (only changed under commitMu).
-	commitMu  sync.RWMutex
-	committed uint64
 	writeMu   sync.Mutex
 }
 
@@ -111,6 +113,13 @@ type alertRow struct {
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
 	l := &alertLog{db: db, log: log, queries: queries,
 		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// Batch numbers go on from the last one committed: a read compares
+	// them with the number stored.
+	var gen sql.NullInt64
+	if err := db.QueryRowContext(ctx, "SELECT MAX(gen) FROM alert_log_state").Scan(&gen); err != nil {
+		return nil, fmt.Errorf("alerts: read the alert log's batch number: %w", err)
+	}
+	l.written = uint64(gen.Int64)
 	go l.run()
 	return l, nil
 }
@@ -268,6 +277,13 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 	if err != nil {
 		return err
 	}
+	mark, err := l.txStmt(ctx, tx, "INSERT INTO alert_log_state(id,gen) VALUES(1,?) ON CONFLICT(id) DO UPDATE SET gen=excluded.gen")
+	if err != nil {
+		return err
+	}
+	if _, err := mark.ExecContext(ctx, int64(gen)); err != nil {
+		return err
+	}
 	n := 0
 	for _, p := range batch {
 		r := p.row
@@ -297,14 +313,8 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 			}
 		}
 	}
-	l.queries.Add(int64(n + 2))
-	l.commitMu.Lock()
-	defer l.commitMu.Unlock()
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	l.committed = gen
-	return nil
+	l.queries.Add(int64(n + 3))
+	return tx.Commit()
 }
 
 // flush returns once the alerts finished before it are written.
@@ -362,9 +372,8 @@ func (l *alertLog) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt,
 }
 
 type overlayHit struct {
-	vm  string
-	at  int64
-	gen uint64
+	vm string
+	p  *pending
 }
 
 // alertedVMs says which of the VMs were named by an alert in [since, until]
@@ -372,31 +381,38 @@ type overlayHit struct {
 func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
 	s, u := since.UnixMilli(), until.UnixMilli()
 	var hits []overlayHit
-	agg := map[string]*plugins.AlertedVM{}
-	// No commit between the overlay snapshot and the end of the query:
-	// an entry is either in the rows read or in the snapshot unbatched or
-	// with a batch number above committed.
-	l.commitMu.RLock()
-	committed := l.committed
+	// The overlay first, the rows second. An entry committed before the
+	// overlay was taken is no longer in it; one committed between the two
+	// is in the rows, and its batch number, read after the rows, is at
+	// most the one the rows came with. (The number at the time the overlay
+	// was taken would not do: a queued entry has none yet.)
 	l.mu.Lock()
 	for _, vm := range uuids {
 		for _, p := range l.byVM[vm] {
 			if p.at >= s && p.at <= u {
-				hits = append(hits, overlayHit{vm, p.at, p.gen})
+				hits = append(hits, overlayHit{vm, p})
 			}
 		}
 	}
 	l.mu.Unlock()
-	err := l.aggregate(ctx, uuids, s, u, agg)
-	l.commitMu.RUnlock()
+	agg := map[string]*plugins.AlertedVM{}
+	seen, err := l.aggregate(ctx, uuids, s, u, agg)
 	if err != nil {
 		return nil, fmt.Errorf("alerted VMs: %w", err)
 	}
+	l.mu.Lock()
+	keep := hits[:0]
 	for _, h := range hits {
-		if h.gen != 0 && h.gen <= committed {
-			continue // in the rows read
+		// A batch numbered at most the stored number was committed: a
+		// failed attempt's entries are renumbered before any later batch
+		// can commit.
+		if g := h.p.gen; g == 0 || g > seen[h.vm] {
+			keep = append(keep, h)
 		}
-		t := msTime(h.at)
+	}
+	l.mu.Unlock()
+	for _, h := range keep {
+		t := msTime(h.p.at)
 		a := agg[h.vm]
 		if a == nil {
 			agg[h.vm] = &plugins.AlertedVM{UUID: h.vm, First: t, Last: t, Count: 1}
@@ -423,39 +439,54 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	return out, nil
 }
 
-// aggregate adds the committed alerts of the VMs in [s, u] (ms) to agg.
-func (l *alertLog) aggregate(ctx context.Context, uuids []string, s, u int64, agg map[string]*plugins.AlertedVM) error {
+// aggregate adds the committed alerts of the VMs in [s, u] (ms) to agg and
+// returns, for each VM, the last batch committed in the snapshot its rows
+// were read from (one statement reads the rows and alert_log_state
+// together; a long list is read in several).
+func (l *alertLog) aggregate(ctx context.Context, uuids []string, s, u int64, agg map[string]*plugins.AlertedVM) (map[string]uint64, error) {
 	const chunk = 256
+	seen := make(map[string]uint64, len(uuids))
 	for rest := uuids; len(rest) > 0; {
 		part := rest[:min(chunk, len(rest))]
 		rest = rest[len(part):]
 		list, in := inList(part)
-		st, err := l.stmt(ctx, `SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*) FROM alert_vms
+		st, err := l.stmt(ctx, `SELECT NULL, 0, 0, 0, COALESCE((SELECT gen FROM alert_log_state WHERE id=1), 0)
+			UNION ALL
+			SELECT vm_uuid, MIN(time_ms), MAX(time_ms), COUNT(*), 0 FROM alert_vms
 			WHERE time_ms>=?1 AND time_ms<=?2 AND vm_uuid IN (`+list+`) GROUP BY vm_uuid`)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		l.queries.Add(1)
 		rows, err := st.QueryContext(ctx, append([]any{s, u}, in...)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		var gen int64
 		for rows.Next() {
+			var vm sql.NullString
 			var a plugins.AlertedVM
-			var f, la int64
-			if err := rows.Scan(&a.UUID, &f, &la, &a.Count); err != nil {
+			var f, la, g int64
+			if err := rows.Scan(&vm, &f, &la, &a.Count, &g); err != nil {
 				rows.Close()
-				return err
+				return nil, err
 			}
-			a.First, a.Last = msTime(f), msTime(la)
+			if !vm.Valid {
+				gen = g
+				continue
+			}
+			a.UUID, a.First, a.Last = vm.String, msTime(f), msTime(la)
 			agg[a.UUID] = &a
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return err
+			return nil, err
+		}
+		for _, vm := range part {
+			seen[vm] = uint64(gen)
 		}
 	}
-	return nil
+	return seen, nil
 }
 
 // inList is "?3,?4,…" for the values after two leading parameters. Lists
