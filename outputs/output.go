@@ -45,7 +45,13 @@ type Output interface {
 // ConfirmAfter after they were sent, and only when Confirm then says the
 // connection that carried them is still up; otherwise it sends them again
 // from the spool. So nothing is lost across a receiver's stop or the
-// agent's SIGKILL, at the price of repeats within that window.
+// agent's SIGKILL, at the price of repeats within RepeatWindow.
+//
+// For that bound a Confirmer's Send stops writing at its context's
+// deadline (the Shipper sets it), and it never carries items on a new
+// connection while what the previous one carried is unconfirmed: it
+// returns an error, and the Shipper sends everything unacknowledged again
+// first.
 type Confirmer interface {
 	// ConfirmAfter is how long after Send items may still be lost (0: Send
 	// returning nil is delivery).
@@ -54,6 +60,15 @@ type Confirmer interface {
 	// connection still alive now (nil), or may have been lost (an error).
 	Confirm(sentAt time.Time) error
 }
+
+// RepeatWindow is the at-least-once window of a Confirmer that confirms
+// confirmAfter after a write: the Shipper ends every write within it of
+// the start of the Send of the oldest batch not yet acknowledged, so
+// between a copy of a record and its repeat a receiver takes only records
+// written within RepeatWindow after that copy (outputs/README.md). Twice
+// the delay: a batch is confirmed confirmAfter after its Send returned, and
+// the Sends meanwhile get at least confirmAfter to write.
+func RepeatWindow(confirmAfter time.Duration) time.Duration { return 2 * confirmAfter }
 
 // HealthReporter is implemented by outputs that count their work.
 type HealthReporter interface {

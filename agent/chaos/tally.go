@@ -203,18 +203,32 @@ type Tally struct {
 	Conflicts   []string // ids whose copies carry different chain links
 	Unexpected  []string // ids held that are not expected
 	Checkpoints int      // checkpoint copies held
+	// The window of a repeat is measured from the record's previous copy
+	// (the copy the receiver took before this one), not its first: what
+	// the agent bounds is what it writes between a copy and the failure
+	// that sends it again (outputs/README.md, "At-least-once window"). A
+	// record repeated twice — a receiver's outage, then a SIGKILL before
+	// the re-send was confirmed — has an outage between its first and its
+	// third copy, and records the receiver lost in it come again (new to
+	// it) after the outage: nothing a sender does bounds that span.
+	//
 	// WindowRecords is the largest distance, in records of the receiver's
-	// stream, between a copy and the first copy of its id; WindowTime the
-	// largest distance in receive time (when known).
+	// stream, between a copy and the previous copy of its id, WindowBytes
+	// the bytes in between; WindowTime the largest distance in receive
+	// time (when known; it includes the outage or restart in between).
 	WindowRecords int
 	WindowBytes   int64
 	WindowTime    time.Duration
-	// WindowSpan is the largest receive-time span from a record's first
-	// copy to the last new record (a first copy) the receiver took before
-	// the record's repeat: what one connection carried between the first
-	// copy and its break. The at-least-once window (outputs/README.md)
-	// bounds it by the confirmation delay.
+	// WindowSpan is the largest receive-time span from a record's
+	// previous copy to the last new record (a first copy of its id) the
+	// receiver took before the repeat: what the agent wrote between that
+	// copy and the failure. The at-least-once window bounds it.
 	WindowSpan time.Duration
+	// WindowSpanID is the record of that largest span, WindowSpanFrom the
+	// receive time of its previous copy and WindowSpanTo that of the last
+	// new record before its repeat (forensics: compare with faults.log).
+	WindowSpanID                 string
+	WindowSpanFrom, WindowSpanTo time.Time
 	// DupByID says duplicates are judged by document id (Elasticsearch
 	// _id): re-sends of an identical document are not duplicates there.
 	DupByID bool
@@ -223,14 +237,14 @@ type Tally struct {
 // Count tallies copies, in receiver order, against the expected ids.
 func Count(output, receiver string, expected map[string]bool, copies []Copy, dupByID bool) Tally {
 	t := Tally{Output: output, Receiver: receiver, Expected: len(expected), DupByID: dupByID}
-	type first struct {
-		pos   int
-		bytes int64
-		at    time.Time
-		link  string
+	type seenID struct {
+		pos   int       // of the previous copy
+		bytes int64     // of the stream before the previous copy
+		at    time.Time // the previous copy was received
+		link  string    // of the first copy
 		n     int
 	}
-	seen := map[string]*first{}
+	seen := map[string]*seenID{}
 	pos := 0
 	var total int64       // bytes of the stream before the current copy
 	var newAt []time.Time // receive time of each first copy, by position (0: a repeat)
@@ -243,7 +257,7 @@ func Count(output, receiver string, expected map[string]bool, copies []Copy, dup
 		pos++
 		f := seen[c.ID]
 		if f == nil {
-			seen[c.ID] = &first{pos: pos, bytes: total, at: c.At, link: c.Link, n: 1}
+			seen[c.ID] = &seenID{pos: pos, bytes: total, at: c.At, link: c.Link, n: 1}
 			total += int64(c.Size)
 			newAt = append(newAt, c.At)
 			continue
@@ -253,7 +267,7 @@ func Count(output, receiver string, expected map[string]bool, copies []Copy, dup
 			for k := pos - 2; k >= f.pos; k-- { // newAt is 0-based
 				if at := newAt[k]; !at.IsZero() {
 					if d := at.Sub(f.at); d > t.WindowSpan {
-						t.WindowSpan = d
+						t.WindowSpan, t.WindowSpanID, t.WindowSpanFrom, t.WindowSpanTo = d, c.ID, f.at, at
 					}
 					break
 				}
@@ -267,7 +281,6 @@ func Count(output, receiver string, expected map[string]bool, copies []Copy, dup
 		if d := total - f.bytes; d > t.WindowBytes {
 			t.WindowBytes = d
 		}
-		total += int64(c.Size)
 		if !f.at.IsZero() && !c.At.IsZero() {
 			if d := c.At.Sub(f.at); d > t.WindowTime {
 				t.WindowTime = d
@@ -277,6 +290,8 @@ func Count(output, receiver string, expected map[string]bool, copies []Copy, dup
 			conflict[c.ID] = true
 			t.Conflicts = append(t.Conflicts, c.ID)
 		}
+		f.pos, f.bytes, f.at = pos, total, c.At
+		total += int64(c.Size)
 	}
 	for id, f := range seen {
 		if f.n > 1 {

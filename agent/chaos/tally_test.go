@@ -66,10 +66,13 @@ func TestCount(t *testing.T) {
 		{ID: "a", Link: "1:h1", At: t0.Add(3 * time.Second)}, // re-send, 3 records later
 		{ID: "b", Link: "9:zz", At: t0.Add(4 * time.Second)}, // same id, another record
 		{ID: "z", Link: "7:h7", At: t0.Add(5 * time.Second)}, // not expected
+		// Again, after an outage: measured from the previous copy (t0+3s:
+		// 3 records, 0 bytes, z 2 s later), not from the first (t0).
+		{ID: "a", Link: "1:h1", At: t0.Add(6 * time.Second)},
 	}
 	s := Count("siem", "rsyslog", exp, copies, false)
-	if s.Delivered != 3 || len(s.Missing) != 1 || s.Missing[0] != "d" || s.Duplicated != 2 || s.ReSends != 2 ||
-		s.WindowRecords != 3 || s.WindowBytes != 111 || s.WindowTime != 3*time.Second || s.WindowSpan != 2*time.Second || len(s.Conflicts) != 1 || s.Conflicts[0] != "b" ||
+	if s.Delivered != 3 || len(s.Missing) != 1 || s.Missing[0] != "d" || s.Duplicated != 2 || s.ReSends != 3 ||
+		s.WindowRecords != 3 || s.WindowBytes != 111 || s.WindowTime != 3*time.Second || s.WindowSpan != 2*time.Second || s.WindowSpanID != "a" || !s.WindowSpanFrom.Equal(t0) || len(s.Conflicts) != 1 || s.Conflicts[0] != "b" ||
 		len(s.Unexpected) != 1 || s.Checkpoints != 1 || s.DuplicatesCounted() != 2 {
 		t.Fatalf("syslog tally: %+v", s)
 	}

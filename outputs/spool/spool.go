@@ -734,6 +734,9 @@ func (s *Spool) nextSegPos(id uint64) pos {
 func (s *Spool) Ack(b Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return outputs.ErrClosed
+	}
 	if b.n == 0 || !s.cpos.less(b.end) {
 		// Empty, or behind a cursor that DropOldest moved.
 		return nil

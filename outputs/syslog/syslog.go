@@ -28,6 +28,10 @@ import (
 	"github.com/vmlineage/vmlineage/outputs"
 )
 
+// DefaultReplayWindow is Config.ReplayWindow's default: repeats after a
+// failure span at most outputs.RepeatWindow of it (4 s).
+const DefaultReplayWindow = 2 * time.Second
+
 // Config of a syslog output.
 type Config struct {
 	Name    string // default "syslog"
@@ -35,7 +39,9 @@ type Config struct {
 	Address string // host:port
 	FormatConfig
 	TLS TLSConfig
-	// DialTimeout (default 10s) and WriteTimeout per batch (default 30s).
+	// DialTimeout (default 10s) and WriteTimeout per batch (default 30s;
+	// on TCP and TLS the repeat window ends a write sooner, see
+	// ReplayWindow).
 	DialTimeout  time.Duration
 	WriteTimeout time.Duration
 	// Backoff between reconnect attempts (default 100ms .. 30s, jittered).
@@ -49,8 +55,12 @@ type Config struct {
 	// the connection that carried it is still up (outputs.Confirmer); the
 	// spool's Shipper sends again, from the spool, whatever was not
 	// confirmed — also after a SIGKILL, since the spool keeps it. This
-	// bounds loss at the price of duplicates within that window. Negative
-	// disables (TCP/TLS writes count as delivery).
+	// bounds loss at the price of duplicates: the Shipper ends every write
+	// within 2×ReplayWindow of the start of the oldest unconfirmed write,
+	// so a repeat comes only of what was written in the 2×ReplayWindow (4 s)
+	// before a failure (outputs/README.md, "At-least-once window"); a write
+	// that cannot finish by then fails (WriteTimeout is the bound only
+	// beyond it). Negative disables (TCP/TLS writes count as delivery).
 	ReplayWindow time.Duration
 	// ReplayBytes is not used any more: the spool holds what awaits
 	// confirmation (it was the cap of an in-memory copy that a SIGKILL lost).
@@ -79,6 +89,8 @@ type Output struct {
 	tls      *tls.Config
 	conn     net.Conn
 	connAt   time.Time // when conn was established
+	wroteAt  time.Time // end of the last write on conn
+	confAt   time.Time // latest sentAt Confirm vouched for on conn
 	fails    int
 	nextDial time.Time
 	buf      []byte
@@ -110,7 +122,7 @@ func New(cfg Config) (*Output, error) {
 		cfg.WriteTimeout = 30 * time.Second
 	}
 	if cfg.ReplayWindow == 0 {
-		cfg.ReplayWindow = 2 * time.Second
+		cfg.ReplayWindow = DefaultReplayWindow
 	}
 	if cfg.MaxUDPBytes <= 0 || cfg.MaxUDPBytes > 65000 {
 		cfg.MaxUDPBytes = 65000
@@ -225,6 +237,7 @@ func (o *Output) connect(ctx context.Context) error {
 	}
 	o.fails = 0
 	o.conn, o.connAt = c, time.Now()
+	o.wroteAt, o.confAt = time.Time{}, time.Time{}
 	return nil
 }
 
@@ -264,6 +277,9 @@ func (o *Output) Confirm(sentAt time.Time) error {
 		o.nextDial = time.Time{} // a clean close: reconnect at once
 		return fmt.Errorf("syslog output %q: %s closed the connection; messages sent since %s may be lost", o.cfg.Name, o.cfg.Address, sentAt.Format(time.RFC3339Nano))
 	}
+	if sentAt.After(o.confAt) {
+		o.confAt = sentAt
+	}
 	return nil
 }
 
@@ -297,8 +313,18 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 		return nil
 	}
 	if o.peerClosed() {
+		unconfirmed := o.ConfirmAfter() > 0 && o.wroteAt.After(o.confAt)
 		o.drop(nil)
 		o.nextDial = time.Time{} // a clean close: reconnect at once
+		if unconfirmed {
+			// What the closed connection carried may be lost: the Shipper
+			// sends it again first, from the spool. Writing these items on
+			// a new connection before that would put them ahead of records
+			// the receiver never took (and outside the repeat window).
+			err := fmt.Errorf("syslog output %q: %s closed the connection; messages not yet confirmed may be lost", o.cfg.Name, o.cfg.Address)
+			o.Fail(len(items), err)
+			return err
+		}
 	}
 	if err := o.connect(ctx); err != nil {
 		o.Fail(len(items), err)
@@ -307,7 +333,9 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 	if o.cfg.Network == "udp" {
 		return o.sendUDP(items)
 	}
-	// Write in chunks of about 256 KiB, each under a deadline.
+	// Write in chunks of about 256 KiB, each under a deadline: WriteTimeout,
+	// or ctx's deadline when sooner (the Shipper's repeat window).
+	ctxDeadline, hasDeadline := ctx.Deadline()
 	i := 0
 	for i < len(items) {
 		o.buf = o.buf[:0]
@@ -316,13 +344,18 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			o.msg = o.f.Append(o.msg[:0], items[j].ID, items[j].Time, items[j].Payload)
 			o.buf = AppendOctetCounted(o.buf, o.msg)
 		}
-		o.conn.SetWriteDeadline(time.Now().Add(o.cfg.WriteTimeout))
+		wd := time.Now().Add(o.cfg.WriteTimeout)
+		if hasDeadline && ctxDeadline.Before(wd) {
+			wd = ctxDeadline
+		}
+		o.conn.SetWriteDeadline(wd)
 		if _, err := o.conn.Write(o.buf); err != nil {
 			err = fmt.Errorf("syslog output %q: write to %s: %w", o.cfg.Name, o.cfg.Address, err)
 			o.drop(err)
 			o.Fail(len(items)-i, err)
 			return err
 		}
+		o.wroteAt = time.Now()
 		if err := ctx.Err(); err != nil {
 			o.Fail(len(items)-j, err)
 			return err
