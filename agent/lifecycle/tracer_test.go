@@ -915,3 +915,77 @@ func TestOwnRecordExplainsOnlyItsKind(t *testing.T) {
 		t.Errorf("want the start and an inferred shutdown of v, got %q", got)
 	}
 }
+
+// TestSnapshotSourceOfACloneFirstSeenWithTheKey: a snapshot made while no
+// agent watched is cloned just as the tracer comes back; the catch-up shows
+// the snapshot for the first time ("add"), already carrying the clone's key.
+// A clone or copy never makes a snapshot, so the snapshot is the clone's
+// source, not its new VM (found by the chaos suite: the clone recorded as
+// made of the snapshot, and its real new VM inferred as a 'create').
+func TestSnapshotSourceOfACloneFirstSeenWithTheKey(t *testing.T) {
+	for _, newSeenWithKey := range []bool{true, false} {
+		t.Run(fmt.Sprintf("new VM seen with the key %v", newSeenWithKey), func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			st.DeferSeal(true) // as the agent does with a log source: the logs' record completes the tracer's
+			p := newFakePool()
+			p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+			tr := New(st, nil)
+			tr.OtherSources = true
+			tr.OtherSettled = func() time.Time { return p.at(3600) }
+			tr.SetServerTime(p.at(0))
+			if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+				t.Fatal(err)
+			}
+			tk := taskRef(0xa0001)
+			p.tasks[tk] = &xapi.Snapshot{UUID: "task-c", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(10)}
+			p.ev("task", "add", tk, p.tasks[tk])
+			p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "s", PowerState: "Halted", IsASnapshot: true, IsATemplate: true,
+				SnapshotOf: "OpaqueRef:a", CurrentOperations: map[string]string{tk: "clone"}}
+			p.ev("vm", "add", "OpaqueRef:s", p.vms["OpaqueRef:s"])
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			// The agent dies; the next one's catch-up shows the rest.
+			tr = New(st, nil)
+			tr.OtherSources = true
+			tr.OtherSettled = func() time.Time { return p.at(3600) }
+			p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "gen-1", PowerState: "Halted", IsATemplate: true,
+				CurrentOperations: map[string]string{tk: "clone"}}
+			if newSeenWithKey {
+				p.ev("vm", "add", "OpaqueRef:n", p.vms["OpaqueRef:n"])
+			}
+			p.vms["OpaqueRef:n"].CurrentOperations, p.vms["OpaqueRef:s"].CurrentOperations = nil, nil
+			p.ev("vm", map[bool]string{true: "mod", false: "add"}[newSeenWithKey], "OpaqueRef:n", p.vms["OpaqueRef:n"])
+			p.ev("vm", "mod", "OpaqueRef:s", p.vms["OpaqueRef:s"])
+			delete(p.tasks, tk) // its completion and result unseen
+			p.ev("task", "del", tk, nil)
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			// The logs' record of the clone (same id): its new VM by name.
+			logged := record.Record{ID: record.ID("pool-1", shortID(tk), 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "s",
+				Activity: record.Clone, Operation: "clone", Start: p.at(10), End: p.at(12), Result: record.Success, TaskID: shortID(tk),
+				Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
+			if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+				t.Fatal(err)
+			}
+			for k, c := range tr.changes {
+				c.Noted = c.Noted.Add(-time.Minute)
+				tr.changes[k] = c
+			}
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			recs, _ := st.Records(ctx, lineage.Filter{})
+			var got []string
+			for _, r := range recs {
+				got = append(got, fmt.Sprintf("%s %s of %s from %s (%s)", r.Activity, r.Result, r.VMUUID, r.ParentVMUUID, r.Source))
+			}
+			if len(recs) != 1 || recs[0].Activity != record.Clone || recs[0].VMUUID != "n" || recs[0].ParentVMUUID != "s" ||
+				recs[0].Result != record.Success {
+				t.Errorf("want one record: the clone of n from s, got %q", got)
+			}
+		})
+	}
+}
