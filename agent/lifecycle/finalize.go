@@ -114,10 +114,20 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	// appeared carrying the key stand in only when it was not: a source VM
 	// first seen in a catch-up also appears carrying the key.
 	newRefs := xapi.ParseResultRefs(tk.Result)
+	isNew := map[string]bool{}
 	if len(newRefs) == 0 {
 		newRefs = append(newRefs, tk.NewVMs...)
+		if len(newRefs) > 1 && makesOneVM(base.Activity) {
+			// Several VMs first seen carrying the key of an operation that
+			// makes one: the source was made while nobody watched and is
+			// first seen beside its copy. Which is which, nothing the
+			// tracer saw tells: neither is named (the logs name them).
+			for _, r := range newRefs {
+				isNew[r] = true
+			}
+			newRefs = nil
+		}
 	}
-	isNew := map[string]bool{}
 	for _, r := range newRefs {
 		isNew[r] = true
 	}
@@ -198,6 +208,15 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
 	return []pending{{rec: r}}
+}
+
+// makesOneVM says whether a creating activity makes exactly one VM.
+func makesOneVM(a record.Activity) bool {
+	switch a {
+	case record.Clone, record.Copy, record.Snapshot, record.Checkpoint:
+		return true
+	}
+	return false
 }
 
 // acting handles every activity that does not create a VM.
