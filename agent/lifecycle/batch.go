@@ -278,7 +278,7 @@ func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	if !xapi.IsNull(s.ResidentOn) {
 		tk.Resident = t.hostUUID(s.ResidentOn)
 	}
-	t.observe(s.Created, s.Finished)
+	t.observeData(s.Created, s.Finished)
 	if tk.FirstSeen.IsZero() {
 		tk.FirstSeen = t.now()
 	}
