@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"time"
+
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
@@ -86,6 +88,9 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 		if op != "hard_shutdown" {
 			continue
 		}
+		if t.revertHeld(tk, ref) {
+			return true
+		}
 		vi := t.vmByRef(b, ref)
 		if vi == nil {
 			continue
@@ -102,6 +107,37 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 				}
 			}
 		}
+	}
+	return false
+}
+
+// revertHeld reports whether a revert task held VM ref while tk did: the
+// revert's key may be gone from the VM before the tracer looks again (a
+// restart between: the VM as loaded from the store carries no keys), but
+// the revert task itself is still known.
+func (t *Tracer) revertHeld(tk *taskInfo, ref string) bool {
+	end := func(x *taskInfo) time.Time {
+		if !x.Finished.IsZero() {
+			return x.Finished
+		}
+		return x.GoneAt
+	}
+	for _, o := range t.tasks {
+		if o == tk {
+			continue
+		}
+		if op := o.VMs[ref]; op != "reverting" && op != "revert" {
+			continue
+		}
+		// Both held the VM at some moment: o began before tk ended and
+		// ended (if it did) after tk was first seen.
+		if e := end(tk); !e.IsZero() && !o.FirstSeen.IsZero() && o.FirstSeen.After(e) {
+			continue
+		}
+		if e := end(o); !e.IsZero() && !tk.FirstSeen.IsZero() && e.Before(tk.FirstSeen) {
+			continue
+		}
+		return true
 	}
 	return false
 }

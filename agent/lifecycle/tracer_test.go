@@ -1121,3 +1121,51 @@ func changeJustAfterAResyncSnapshot(t *testing.T, restart bool) {
 		}
 	}
 }
+
+// TestRevertSubtaskAcrossARestart: a revert runs as the agent dies; the
+// tracer had seen the revert's keys on the VM and the snapshot and the key
+// of its hard_shutdown sub-task on the VM, never that sub-task's object.
+// After the restart both tasks are gone and the VM as the store knew it
+// carries no keys: the sub-task still folds into the revert, it is no
+// shutdown of its own (found by the chaos suite: a failed shutdown
+// standing for nothing).
+func TestRevertSubtaskAcrossARestart(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:v"] = &xapi.Snapshot{UUID: "v", NameLabel: "v", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "s", PowerState: "Suspended", IsASnapshot: true, IsATemplate: true,
+		SnapshotOf: "OpaqueRef:v"}
+	tr := New(st, nil)
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	rv, hs := taskRef(0xc0001), taskRef(0xc0002)
+	p.tasks[rv] = &xapi.Snapshot{UUID: "task-r", NameLabel: "Async.VM.revert", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", rv, p.tasks[rv])
+	p.vms["OpaqueRef:s"].CurrentOperations = map[string]string{rv: "revert"}
+	p.ev("vm", "mod", "OpaqueRef:s", p.vms["OpaqueRef:s"])
+	p.vms["OpaqueRef:v"].CurrentOperations = map[string]string{rv: "reverting", hs: "hard_shutdown"}
+	p.ev("vm", "mod", "OpaqueRef:v", p.vms["OpaqueRef:v"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// The agent dies; the revert ends (the VM as the checkpoint was).
+	p.vms["OpaqueRef:v"].CurrentOperations, p.vms["OpaqueRef:s"].CurrentOperations = nil, nil
+	p.vms["OpaqueRef:v"].PowerState, p.vms["OpaqueRef:v"].ResidentOn = "Suspended", "OpaqueRef:NULL"
+	delete(p.tasks, rv)
+	tr = New(st, nil)
+	tr.SetServerTime(p.at(20))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
+	}
+	if len(recs) != 1 || recs[0].Activity != record.Revert || recs[0].VMUUID != "v" {
+		t.Errorf("want the revert of v alone, got %q", got)
+	}
+}
