@@ -34,6 +34,9 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 		return err
 	}
 	t.delivered()
+	// The snapshot's classes are read one after another (VMs before
+	// tasks): a task's time says nothing of how fresh the VMs are.
+	seen := t.seenAt
 	t.stats.Resyncs++
 	// Tasks seen before this resync end, now or later, across a gap.
 	t.gapSeq, t.catchUp = t.seq, false
@@ -103,6 +106,7 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	t.liveKnown = true
 	// Completed tasks still in the pool may have been recorded before a
 	// restart: ids are deterministic, so the store ignores a second copy.
+	t.seenAt = seen
 	t.log.Info("resync", "reason", reason, "vms", len(t.vms), "tasks", len(snap["task"]), "hosts", len(t.hosts))
 	return t.commit(ctx, b, token)
 }

@@ -1084,8 +1084,10 @@ func changeJustAfterAResyncSnapshot(t *testing.T, restart bool) {
 		t.Fatal(err)
 	}
 	// EVENTS_LOST; the resync's snapshot still shows v running, v is shut
-	// down (the logs store it), and the resync reads the clock.
+	// down (the logs store it), and the resync reads the clock. Its tasks,
+	// read after its VMs, already hold one created after the shutdown.
 	snap := p.snapshot()
+	snap.Records["task"][taskRef(0xb0002)] = &xapi.Snapshot{UUID: "task-later", NameLabel: "Async.VM.start", Status: "pending", Created: p.at(38)}
 	logged := record.Record{ID: record.ID("pool-1", "0000000b0001", 0), PoolUUID: "pool-1", VMUUID: "v", VMName: "v",
 		Activity: record.Shutdown, Operation: "hard_shutdown", Start: p.at(30), End: p.at(31), Result: record.Success,
 		TaskID: "0000000b0001", Source: record.SourceLog, Unknown: []string{"task_uuid", "parent_vm_uuid"}}
