@@ -157,15 +157,6 @@ func (c *Classification) Defects() []string {
 	for _, s := range c.ResyncInstead {
 		out = append(out, fmt.Sprintf("resync record %s stands for %s %s of %s task %s, which %s", s.Stored.ID, s.Truth.Activity, s.Truth.Result, s.Truth.VMName, s.Truth.TaskID, s.Reason))
 	}
-	return out
-}
-
-// KnownDefects lists the defects issue 9 still has open: resync records
-// doubling an operation stored under its own id, and records standing for
-// nothing in the scenario (inferred beside the logs' or the tracer's own).
-// No record is missing for them; they are extra.
-func (c *Classification) KnownDefects() []string {
-	var out []string
 	for _, s := range c.Doubled {
 		out = append(out, fmt.Sprintf("resync record %s (%s of %s at %s): %s", s.Stored.ID, s.Stored.Activity, s.Stored.VMName, record.FormatTime(s.Stored.Start), s.Reason))
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
 
@@ -231,10 +232,10 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 			// that task (xapi creates clones with current_operations set).
 			// In a resync every VM is an "add": only one the store has never
 			// seen counts as new.
-			// A snapshot's new VM is a snapshot: a plain VM carrying a
-			// snapshot's key is its source, even when first seen now (made
-			// while nobody watched).
-			if isNew && (!snapshotOp(op) || vi.kind == "snapshot") {
+			// A snapshot's new VM is a snapshot and a clone's or copy's
+			// never is: a VM of the other kind carrying the key is the
+			// source, even when first seen now (made while nobody watched).
+			if isNew && snapshotOp(op) == (vi.kind == lineage.KindSnapshot) {
 				tk.NewVMs = appendUnique(tk.NewVMs, ref)
 			}
 		}
@@ -277,7 +278,7 @@ func (b *batch) applyTask(ref string, s *xapi.Snapshot) {
 	if !xapi.IsNull(s.ResidentOn) {
 		tk.Resident = t.hostUUID(s.ResidentOn)
 	}
-	t.observe(s.Created, s.Finished)
+	t.observeData(s.Created, s.Finished)
 	if tk.FirstSeen.IsZero() {
 		tk.FirstSeen = t.now()
 	}

@@ -221,7 +221,12 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
-	t.contact = t.serverAt
+	t.contact = t.seenAt
+	if t.contact.IsZero() {
+		// Nothing yet dates the data (a first sync, no task seen): the
+		// clock reading is all there is.
+		t.contact = t.serverAt
+	}
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}

@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"time"
+
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
@@ -86,6 +88,9 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 		if op != "hard_shutdown" {
 			continue
 		}
+		if t.revertHeld(tk, ref) {
+			return true
+		}
 		vi := t.vmByRef(b, ref)
 		if vi == nil {
 			continue
@@ -106,6 +111,37 @@ func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 	return false
 }
 
+// revertHeld reports whether a revert task held VM ref while tk did: the
+// revert's key may be gone from the VM before the tracer looks again (a
+// restart between: the VM as loaded from the store carries no keys), but
+// the revert task itself is still known.
+func (t *Tracer) revertHeld(tk *taskInfo, ref string) bool {
+	end := func(x *taskInfo) time.Time {
+		if !x.Finished.IsZero() {
+			return x.Finished
+		}
+		return x.GoneAt
+	}
+	for _, o := range t.tasks {
+		if o == tk {
+			continue
+		}
+		if op := o.VMs[ref]; op != "reverting" && op != "revert" {
+			continue
+		}
+		// Both held the VM at some moment: o began before tk ended and
+		// ended (if it did) after tk was first seen.
+		if e := end(tk); !e.IsZero() && !o.FirstSeen.IsZero() && o.FirstSeen.After(e) {
+			continue
+		}
+		if e := end(o); !e.IsZero() && !tk.FirstSeen.IsZero() && e.Before(tk.FirstSeen) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
 // creating handles clone, copy, snapshot, checkpoint, import and create: the
 // new VMs come from the task result or from the VMs created carrying the
 // task's key; the parent is the VM that held the key without being new.
@@ -114,10 +150,20 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	// appeared carrying the key stand in only when it was not: a source VM
 	// first seen in a catch-up also appears carrying the key.
 	newRefs := xapi.ParseResultRefs(tk.Result)
+	isNew := map[string]bool{}
 	if len(newRefs) == 0 {
 		newRefs = append(newRefs, tk.NewVMs...)
+		if len(newRefs) > 1 && makesOneVM(base.Activity) {
+			// Several VMs first seen carrying the key of an operation that
+			// makes one: the source was made while nobody watched and is
+			// first seen beside its copy. Which is which, nothing the
+			// tracer saw tells: neither is named (the logs name them).
+			for _, r := range newRefs {
+				isNew[r] = true
+			}
+			newRefs = nil
+		}
 	}
-	isNew := map[string]bool{}
 	for _, r := range newRefs {
 		isNew[r] = true
 	}
@@ -198,6 +244,15 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
 	return []pending{{rec: r}}
+}
+
+// makesOneVM says whether a creating activity makes exactly one VM.
+func makesOneVM(a record.Activity) bool {
+	switch a {
+	case record.Clone, record.Copy, record.Snapshot, record.Checkpoint:
+		return true
+	}
+	return false
 }
 
 // acting handles every activity that does not create a VM.

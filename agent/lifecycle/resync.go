@@ -33,6 +33,10 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	if err := t.Flush(ctx); err != nil {
 		return err
 	}
+	t.delivered()
+	// The snapshot's classes are read one after another (VMs before
+	// tasks): a task's time says nothing of how fresh the VMs are.
+	seen := t.seenAt
 	t.stats.Resyncs++
 	// Tasks seen before this resync end, now or later, across a gap.
 	t.gapSeq, t.catchUp = t.seq, false
@@ -102,6 +106,7 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	t.liveKnown = true
 	// Completed tasks still in the pool may have been recorded before a
 	// restart: ids are deterministic, so the store ignores a second copy.
+	t.seenAt = seen
 	t.log.Info("resync", "reason", reason, "vms", len(t.vms), "tasks", len(snap["task"]), "hosts", len(t.hosts))
 	return t.commit(ctx, b, token)
 }
@@ -216,7 +221,17 @@ func (t *Tracer) load(ctx context.Context) error {
 	// The pool's clock may already have been read (SetServerTime at the
 	// first resync after a restart): the saved time is older.
 	t.observe(at)
+	// The last contact; a store written by an older agent has only the
+	// clock.
 	t.contact = at
+	if v, err := t.store.AgentState(ctx, keyContact); err == nil && v != "" {
+		if x, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			t.contact, t.savedContact = x, v
+		}
+	}
+	if t.contact.After(t.seenAt) {
+		t.seenAt = t.contact
+	}
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
 	}
@@ -269,6 +284,7 @@ const (
 	keyTaskPrefix   = "tracer.task/"
 	keyChangePrefix = "tracer.change/"
 	keyServerAt     = "tracer.server_at"
+	keyContact      = "tracer.contact" // pool time up to which the last commit saw the pool
 )
 
 // pendingHead is what KeyPending holds: the pool, its hosts and clock.
@@ -304,6 +320,7 @@ func persistTask(tk *taskInfo) bool {
 // the tracer once the transaction is committed.
 type savedState struct {
 	head, serverAt      string
+	contact             string
 	tasks               [][2]string // task ref and key written
 	changes             []string    // change keys written
 	dropTasks, dropChgs []string    // task refs and change keys deleted
@@ -360,6 +377,12 @@ func (t *Tracer) savePending(tx *lineage.Tx) (*savedState, error) {
 		}
 		st.serverAt = at
 	}
+	if at := t.seenAt.Format(time.RFC3339Nano); !t.seenAt.IsZero() && at != t.savedContact {
+		if err := tx.SetAgentState(keyContact, at); err != nil {
+			return nil, err
+		}
+		st.contact = at
+	}
 	head := pendingHead{Pool: poolState{t.pool.ref, t.pool.uuid, t.pool.name, t.pool.master}}
 	for r, h := range t.hosts {
 		head.Hosts = append(head.Hosts, hostState{r, h.uuid, h.name, h.address})
@@ -388,6 +411,9 @@ func (t *Tracer) saved(st *savedState) {
 	}
 	if st.serverAt != "" {
 		t.savedServerAt = st.serverAt
+	}
+	if st.contact != "" {
+		t.savedContact = st.contact
 	}
 	for _, rk := range st.tasks {
 		t.savedTasks[rk[0]] = rk[1]

@@ -79,10 +79,18 @@ type Tracer struct {
 	gmVM     map[string]string   // guest metrics ref → VM ref
 	edges    map[string]edge     // VM uuid → its family-tree edge: a cache over the store (edge.go)
 	loaded   bool
-	serverAt time.Time       // newest time seen in the pool's own records
-	seq      int64           // events applied so far (this process), for attribution windows
-	claimed  map[string]bool // VM refs a record already names as created
-	recent   []recentEvent   // recent VM events, for attribution windows (attribute.go)
+	serverAt time.Time // newest time seen in the pool's own records
+	// seenAt is the newest pool time known to precede what the tracer has
+	// applied: task times in the data, and clock readings taken before the
+	// data was fetched. A reading (SetServerTime) is taken after the data
+	// it comes with (host.get_servertime follows a resync's fetch and the
+	// catch-up's event.from), so it counts only from the next delivery on
+	// (readBefore): a VM changed between a resync's fetch and its clock
+	// reading would otherwise look changed after the reading.
+	seenAt, read, readBefore time.Time
+	seq                      int64           // events applied so far (this process), for attribution windows
+	claimed                  map[string]bool // VM refs a record already names as created
+	recent                   []recentEvent   // recent VM events, for attribution windows (attribute.go)
 	// recentTrimmed: older events were dropped from recent.
 	recentTrimmed bool
 	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
@@ -91,7 +99,7 @@ type Tracer struct {
 	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
 	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
 	batchUnknown  []record.Record        // the settling batch's records without their VM (explainedByUnattributed)
-	contact       time.Time              // pool time up to which the last commit saw the pool
+	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)
 	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
 	// The batch applied but not yet committed (group commit, see Events).
@@ -102,6 +110,7 @@ type Tracer struct {
 	// What the store holds of the pending state (resync.go savePending),
 	// and what changed since the last commit.
 	savedHead, savedServerAt     string
+	savedContact                 string
 	savedTasks                   map[string]string // task ref → its key's sequence number
 	taskKeySeq                   int64
 	savedChanges                 map[string]bool
@@ -206,6 +215,7 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 	if err := t.load(ctx); err != nil {
 		return err
 	}
+	t.delivered()
 	t.applyEvents(b.Events)
 	t.openToken = b.Token
 	t.stats.Events += int64(len(b.Events))
@@ -308,13 +318,39 @@ func (t *Tracer) observe(ts ...time.Time) {
 	}
 }
 
+// observeData is observe for times the applied data itself holds.
+func (t *Tracer) observeData(ts ...time.Time) {
+	t.observe(ts...)
+	for _, x := range ts {
+		if xapi.TimeSet(x) && x.After(t.seenAt) {
+			t.seenAt = x.UTC()
+		}
+	}
+}
+
+// delivered notes that new data (an event batch, a resync's snapshot) is
+// about to be applied: the clock readings taken before the one that came
+// with it precede its fetch.
+func (t *Tracer) delivered() {
+	if t.readBefore.After(t.seenAt) {
+		t.seenAt = t.readBefore
+	}
+	t.readBefore = t.read
+}
+
 // PoolTime is the newest time the pool has stated (task timestamps, its
 // clock at the last resync): the reference for how far behind records are.
 func (t *Tracer) PoolTime() time.Time { return t.now() }
 
 // SetServerTime tells the tracer the pool's clock (host.get_servertime on
 // the master), which dates what a resync finds before any task has.
-func (t *Tracer) SetServerTime(at time.Time) { t.observe(at) }
+// It is read after the data it comes with was fetched (see seenAt).
+func (t *Tracer) SetServerTime(at time.Time) {
+	t.observe(at)
+	if xapi.TimeSet(at) && at.After(t.read) {
+		t.read = at.UTC()
+	}
+}
 
 func (t *Tracer) now() time.Time {
 	if t.serverAt.IsZero() {
