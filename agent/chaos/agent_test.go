@@ -99,10 +99,17 @@ func (a *agentProc) stop(timeout time.Duration) error {
 	select {
 	case <-a.done:
 	case <-time.After(timeout):
-		a.cmd.Process.Signal(syscall.SIGKILL)
-		<-a.done
+		// SIGQUIT first: the Go runtime writes every goroutine to the
+		// agent's log and exits, which shows where the shutdown hangs.
+		a.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-a.done:
+		case <-time.After(5 * time.Second):
+			a.cmd.Process.Signal(syscall.SIGKILL)
+			<-a.done
+		}
 		a.cmd = nil
-		return fmt.Errorf("the agent did not stop within %s of SIGTERM", timeout)
+		return fmt.Errorf("the agent did not stop within %s of SIGTERM (its goroutines are at the end of %s)", timeout, a.logPath(a.n))
 	}
 	err := a.cmd.ProcessState
 	a.cmd = nil
