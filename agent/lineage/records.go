@@ -148,9 +148,12 @@ func (s *Store) RecordsOfVMSince(ctx context.Context, vmUUID string, since time.
 // checkpoint, import, create) that ended at or after since whose new VM is
 // unknown (the logs cannot name it) and whose new VM was called name.
 func (s *Store) UnattributedCreations(ctx context.Context, name string, since time.Time) ([]record.Record, error) {
-	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND COALESCE(end_ms,start_ms)>=? AND vm_name=?
-		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`, ms(since), name)
+	return s.jsonRecords(ctx, qUnattributedCreations, ms(since), name)
 }
+
+// qUnattributedCreations reads through records_unattributed.
+const qUnattributedCreations = `SELECT json FROM records WHERE vm_uuid='' AND COALESCE(end_ms,start_ms)>=? AND vm_name=?
+		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`
 
 // UnattributedOf returns the records of activity a whose VM is unknown and
 // whose span meets [from, to]: the tracer's own records of tasks it saw
