@@ -170,6 +170,11 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		t.dropChange(k)
 		if p, ok := t.inferred(c); ok {
 			more = append(more, p)
+		} else if c.Kind == "appear" && c.Ref != "" {
+			// A record it stands for may have given it its family-tree
+			// edge (explainedByUnattributed): write the VM again (nothing
+			// is written when nothing changed).
+			b.dirty[c.Ref] = true
 		}
 	}
 	return more
@@ -412,7 +417,10 @@ func transition(from, fromHost, to, toHost string) (record.Activity, string) {
 // have made the change), and the change it leaves unexplained is that very
 // operation. Inferring a record for it too would count the operation
 // twice. The record is claimed (one change each) but not completed: which
-// of several such tasks made which change is what was unsure.
+// of several such tasks made which change is what was unsure. A creating
+// record whose result is unknown too (its completion never seen and no VM
+// it made seen: an inferred failure) explains a VM that appeared as well:
+// that VM is the one it did not see.
 func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 	from := c.Since
 	if from.IsZero() || from.After(c.At) {
@@ -420,8 +428,17 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 	}
 	from, to := from.Add(-sourceSlack), c.At.Add(sourceSlack)
 	fits := func(r *record.Record) bool {
-		if t.claimedLog[r.ID] || r.Source == record.SourceResync || r.Result != record.Success {
+		if t.claimedLog[r.ID] || r.Source == record.SourceResync {
 			return false
+		}
+		if r.Result != record.Success {
+			if c.Kind != "appear" || !r.Activity.Creating() || !r.IsUnknown("result") {
+				return false
+			}
+			// Not sure it made a VM at all: it must have made one of this kind.
+			if snap := r.Activity == record.Snapshot || r.Activity == record.Checkpoint; snap != c.Snapshot {
+				return false
+			}
 		}
 		if r.Activity != a && (c.Kind != "appear" || !r.Activity.Creating()) {
 			return false
@@ -443,6 +460,14 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 			// The name the operation gave is the VM's: its family-tree edge
 			// is as sure as the record's parent.
 			t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+		} else if c.Kind == "appear" && c.Snapshot && c.SnapshotOf != "" && t.edge(c.VMUUID).parent == "" {
+			// A snapshot names its source whichever task made it: the edge
+			// the inferred record would have given.
+			via := string(a)
+			if r.Activity == record.Snapshot || r.Activity == record.Checkpoint {
+				via = string(r.Activity)
+			}
+			t.setEdge(c.VMUUID, c.SnapshotOf, via)
 		}
 		t.log.Debug("lifecycle: a VM change stands for a record whose VM is unknown", "vm", c.VMUUID, "change", c.Kind, "record", r.ID, "activity", r.Activity)
 		return true
