@@ -1234,3 +1234,64 @@ func TestUnknownResultCreationExplainsTheVMThatAppeared(t *testing.T) {
 		t.Errorf("the snapshot's parent in the store: %+v %v (want a)", v, err)
 	}
 }
+
+// TestUnknownResultSnapshotOfTheSourceExplainsTheVMThatAppeared: as
+// TestUnknownResultCreationExplainsTheVMThatAppeared, but the snapshot task
+// was seen holding its source: its record is about the source (nothing it
+// made seen, result unknown). The snapshot of that source that appeared is
+// still the task's, not a second operation.
+func TestUnknownResultSnapshotOfTheSourceExplainsTheVMThatAppeared(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tk := taskRef(1)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.snapshot", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	p.vms["OpaqueRef:a"].CurrentOperations = map[string]string{tk: "snapshot"}
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	delete(p.tasks, tk)
+	p.vms["OpaqueRef:a"].CurrentOperations = nil
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "a-snap", PowerState: "Halted", IsASnapshot: true, SnapshotOf: "OpaqueRef:a"}
+	p.evs = nil
+	tr.SetServerTime(p.at(20))
+	if err := tr.Resync(ctx, p.snapshot(), "", "EVENTS_LOST"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var own, resync []record.Record
+	for _, r := range recs {
+		switch {
+		case r.TaskUUID == "task-1":
+			own = append(own, r)
+		case r.Source == record.SourceResync:
+			resync = append(resync, r)
+		}
+	}
+	if len(own) != 1 || own[0].VMUUID != "a" || !own[0].IsUnknown("result") {
+		t.Fatalf("want the task's record about its source, result unknown, got %+v (all: %+v)", own, recs)
+	}
+	if len(resync) != 0 {
+		t.Errorf("the snapshot that appeared was also inferred: %+v", resync)
+	}
+	if v, err := st.LookupVM(ctx, "s"); err != nil || v.ParentUUID != "a" {
+		t.Errorf("the snapshot's parent in the store: %+v %v (want a)", v, err)
+	}
+}

@@ -150,8 +150,9 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	// stored with it, after settle).
 	t.batchUnknown = t.batchUnknown[:0]
 	for i := range out {
-		if out[i].rec.VMUUID == "" && out[i].rec.IsUnknown("vm_uuid") {
-			t.batchUnknown = append(t.batchUnknown, out[i].rec)
+		r := &out[i].rec
+		if (r.VMUUID == "" && r.IsUnknown("vm_uuid")) || (r.Activity.Creating() && r.Result != record.Success && r.IsUnknown("result")) {
+			t.batchUnknown = append(t.batchUnknown, *r)
 		}
 	}
 	var more []pending
@@ -427,8 +428,18 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 		from = c.At
 	}
 	from, to := from.Add(-sourceSlack), c.At.Add(sourceSlack)
+	// A snapshot that appeared names its source: a snapshot or checkpoint
+	// recorded about that source with its result unknown (nothing it made
+	// was seen) stands for it as one of unknown VM does.
+	source := ""
+	if c.Kind == "appear" && c.Snapshot {
+		source = c.SnapshotOf
+	}
 	fits := func(r *record.Record) bool {
 		if t.claimedLog[r.ID] || r.Source == record.SourceResync {
+			return false
+		}
+		if r.VMUUID != "" && (source == "" || r.VMUUID != source || r.Result == record.Success) {
 			return false
 		}
 		if r.Result != record.Success {
@@ -452,7 +463,7 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 		}
 		// A creation names its new VM (the logs and the tracer both know
 		// the name it was given).
-		return c.Kind != "appear" || r.VMName == "" || r.VMName == c.Name
+		return c.Kind != "appear" || r.VMUUID != "" || r.VMName == "" || r.VMName == c.Name
 	}
 	claim := func(r *record.Record) bool {
 		t.claimedLog[r.ID] = true
@@ -485,6 +496,18 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 	for i := range recs {
 		if r := &recs[i]; fits(r) {
 			return claim(r)
+		}
+	}
+	if source != "" {
+		recs, err := t.store.RecordsOfVMSince(context.Background(), source, from)
+		if err != nil {
+			t.log.Warn("lifecycle: reading the store for a record of unknown result failed", "err", err)
+			return false
+		}
+		for i := range recs {
+			if r := &recs[i]; fits(r) {
+				return claim(r)
+			}
 		}
 	}
 	return false
