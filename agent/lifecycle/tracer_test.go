@@ -1171,3 +1171,127 @@ func TestRevertSubtaskAcrossARestart(t *testing.T) {
 		t.Errorf("want the revert of v alone, got %q", got)
 	}
 }
+
+// TestUnknownResultCreationExplainsTheVMThatAppeared: a snapshot task is
+// seen pending, tied to no VM; then a gap (EVENTS_LOST): the resync finds
+// the task gone, its completion never seen, and a new snapshot VM. The
+// task's record knows neither its VM nor its result (no VM it made was seen:
+// an inferred failure). The VM that appeared is that snapshot's: one
+// record, not a second, inferred one beside it (the chaos suite found both).
+func TestUnknownResultCreationExplainsTheVMThatAppeared(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	// With the logs to name it, the tracer does not guess the task's VM
+	// across the gap (attribute); no log record comes here.
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tk := taskRef(1)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.snapshot", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	delete(p.tasks, tk)
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "a-snap", PowerState: "Halted", IsASnapshot: true, SnapshotOf: "OpaqueRef:a"}
+	p.evs = nil
+	tr.SetServerTime(p.at(20))
+	if err := tr.Resync(ctx, p.snapshot(), "", "EVENTS_LOST"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var own, resync []record.Record
+	for _, r := range recs {
+		switch {
+		case r.TaskUUID == "task-1":
+			own = append(own, r)
+		case r.Source == record.SourceResync:
+			resync = append(resync, r)
+		}
+	}
+	if len(own) != 1 || own[0].VMUUID != "" || !own[0].IsUnknown("vm_uuid") || !own[0].IsUnknown("result") {
+		t.Fatalf("want the task's record of unknown VM and result, got %+v (all: %+v)", own, recs)
+	}
+	if len(resync) != 0 {
+		t.Errorf("the snapshot that appeared was also inferred: %+v", resync)
+	}
+	// The family tree keeps the edge the inferred record gave: a snapshot
+	// names its source.
+	if v, err := st.LookupVM(ctx, "s"); err != nil || v.ParentUUID != "a" {
+		t.Errorf("the snapshot's parent in the store: %+v %v (want a)", v, err)
+	}
+}
+
+// TestUnknownResultSnapshotOfTheSourceExplainsTheVMThatAppeared: as
+// TestUnknownResultCreationExplainsTheVMThatAppeared, but the snapshot task
+// was seen holding its source: its record is about the source (nothing it
+// made seen, result unknown). The snapshot of that source that appeared is
+// still the task's, not a second operation.
+func TestUnknownResultSnapshotOfTheSourceExplainsTheVMThatAppeared(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	tr := New(st, nil)
+	p := newFakePool()
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(3600) }
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tk := taskRef(1)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.snapshot", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	p.vms["OpaqueRef:a"].CurrentOperations = map[string]string{tk: "snapshot"}
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	delete(p.tasks, tk)
+	p.vms["OpaqueRef:a"].CurrentOperations = nil
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "a-snap", PowerState: "Halted", IsASnapshot: true, SnapshotOf: "OpaqueRef:a"}
+	p.evs = nil
+	tr.SetServerTime(p.at(20))
+	if err := tr.Resync(ctx, p.snapshot(), "", "EVENTS_LOST"); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range tr.changes {
+		c.Noted = c.Noted.Add(-time.Minute)
+		tr.changes[k] = c
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var own, resync []record.Record
+	for _, r := range recs {
+		switch {
+		case r.TaskUUID == "task-1":
+			own = append(own, r)
+		case r.Source == record.SourceResync:
+			resync = append(resync, r)
+		}
+	}
+	if len(own) != 1 || own[0].VMUUID != "a" || !own[0].IsUnknown("result") {
+		t.Fatalf("want the task's record about its source, result unknown, got %+v (all: %+v)", own, recs)
+	}
+	if len(resync) != 0 {
+		t.Errorf("the snapshot that appeared was also inferred: %+v", resync)
+	}
+	if v, err := st.LookupVM(ctx, "s"); err != nil || v.ParentUUID != "a" {
+		t.Errorf("the snapshot's parent in the store: %+v %v (want a)", v, err)
+	}
+}

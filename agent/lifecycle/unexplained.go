@@ -150,8 +150,9 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	// stored with it, after settle).
 	t.batchUnknown = t.batchUnknown[:0]
 	for i := range out {
-		if out[i].rec.VMUUID == "" && out[i].rec.IsUnknown("vm_uuid") {
-			t.batchUnknown = append(t.batchUnknown, out[i].rec)
+		r := &out[i].rec
+		if (r.VMUUID == "" && r.IsUnknown("vm_uuid")) || (r.Activity.Creating() && r.Result != record.Success && r.IsUnknown("result")) {
+			t.batchUnknown = append(t.batchUnknown, *r)
 		}
 	}
 	var more []pending
@@ -170,6 +171,11 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 		t.dropChange(k)
 		if p, ok := t.inferred(c); ok {
 			more = append(more, p)
+		} else if c.Kind == "appear" && c.Ref != "" {
+			// A record it stands for may have given it its family-tree
+			// edge (explainedByUnattributed): write the VM again (nothing
+			// is written when nothing changed).
+			b.dirty[c.Ref] = true
 		}
 	}
 	return more
@@ -412,16 +418,38 @@ func transition(from, fromHost, to, toHost string) (record.Activity, string) {
 // have made the change), and the change it leaves unexplained is that very
 // operation. Inferring a record for it too would count the operation
 // twice. The record is claimed (one change each) but not completed: which
-// of several such tasks made which change is what was unsure.
+// of several such tasks made which change is what was unsure. A creating
+// record whose result is unknown too (its completion never seen and no VM
+// it made seen: an inferred failure) explains a VM that appeared as well:
+// that VM is the one it did not see.
 func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 	from := c.Since
 	if from.IsZero() || from.After(c.At) {
 		from = c.At
 	}
 	from, to := from.Add(-sourceSlack), c.At.Add(sourceSlack)
+	// A snapshot that appeared names its source: a snapshot or checkpoint
+	// recorded about that source with its result unknown (nothing it made
+	// was seen) stands for it as one of unknown VM does.
+	source := ""
+	if c.Kind == "appear" && c.Snapshot {
+		source = c.SnapshotOf
+	}
 	fits := func(r *record.Record) bool {
-		if t.claimedLog[r.ID] || r.Source == record.SourceResync || r.Result != record.Success {
+		if t.claimedLog[r.ID] || r.Source == record.SourceResync {
 			return false
+		}
+		if r.VMUUID != "" && (source == "" || r.VMUUID != source || r.Result == record.Success) {
+			return false
+		}
+		if r.Result != record.Success {
+			if c.Kind != "appear" || !r.Activity.Creating() || !r.IsUnknown("result") {
+				return false
+			}
+			// Not sure it made a VM at all: it must have made one of this kind.
+			if snap := r.Activity == record.Snapshot || r.Activity == record.Checkpoint; snap != c.Snapshot {
+				return false
+			}
 		}
 		if r.Activity != a && (c.Kind != "appear" || !r.Activity.Creating()) {
 			return false
@@ -435,7 +463,7 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 		}
 		// A creation names its new VM (the logs and the tracer both know
 		// the name it was given).
-		return c.Kind != "appear" || r.VMName == "" || r.VMName == c.Name
+		return c.Kind != "appear" || r.VMUUID != "" || r.VMName == "" || r.VMName == c.Name
 	}
 	claim := func(r *record.Record) bool {
 		t.claimedLog[r.ID] = true
@@ -443,6 +471,14 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 			// The name the operation gave is the VM's: its family-tree edge
 			// is as sure as the record's parent.
 			t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+		} else if c.Kind == "appear" && c.Snapshot && c.SnapshotOf != "" && t.edge(c.VMUUID).parent == "" {
+			// A snapshot names its source whichever task made it: the edge
+			// the inferred record would have given.
+			via := string(a)
+			if r.Activity == record.Snapshot || r.Activity == record.Checkpoint {
+				via = string(r.Activity)
+			}
+			t.setEdge(c.VMUUID, c.SnapshotOf, via)
 		}
 		t.log.Debug("lifecycle: a VM change stands for a record whose VM is unknown", "vm", c.VMUUID, "change", c.Kind, "record", r.ID, "activity", r.Activity)
 		return true
@@ -460,6 +496,18 @@ func (t *Tracer) explainedByUnattributed(c change, a record.Activity) bool {
 	for i := range recs {
 		if r := &recs[i]; fits(r) {
 			return claim(r)
+		}
+	}
+	if source != "" {
+		recs, err := t.store.RecordsOfVMSince(context.Background(), source, from)
+		if err != nil {
+			t.log.Warn("lifecycle: reading the store for a record of unknown result failed", "err", err)
+			return false
+		}
+		for i := range recs {
+			if r := &recs[i]; fits(r) {
+				return claim(r)
+			}
 		}
 	}
 	return false

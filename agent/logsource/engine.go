@@ -113,6 +113,7 @@ type Engine struct {
 	names     map[string]string // interned task names
 	pending   []pending
 	newest    time.Time // newest log time fed
+	given     time.Time // newest log time given to the grouper and Deriver (merge queues passed)
 	newAt     time.Time // wall time it was fed
 	lastLine  time.Time // wall time of the last line fed
 	merge     bool      // queue lines and feed them in time order across hosts
@@ -338,6 +339,9 @@ type queued struct {
 // hosts, as a merged replay would feed them.
 func (e *Engine) deliver(host string, t time.Time, l *xensource.Line) {
 	if !e.merge {
+		if t.After(e.given) {
+			e.given = t
+		}
 		e.g.Feed(host, t, l, e.emit)
 		return
 	}
@@ -393,6 +397,9 @@ func (e *Engine) release(all, overflow bool) {
 			delete(e.queues, best)
 		}
 		e.queued--
+		if x.t.After(e.given) {
+			e.given = x.t
+		}
 		e.g.Feed(x.host, x.t, &x.l, e.emit)
 	}
 }
@@ -482,13 +489,28 @@ func (e *Engine) commit(ctx context.Context, states func(open map[string]*track,
 		}
 	}
 	// Tracks of tasks that ended long ago (in log time) without a record
-	// (non-VM tasks) no longer hold the restart point back.
+	// (non-VM tasks) no longer hold the restart point back. Long ago on the
+	// lines the Deriver was given, not on the newest line read, and never
+	// while the Deriver has the task open or a line of it may still wait in
+	// a merge queue: while one host's log is silent the others' lines wait
+	// there, the Deriver's clocks stand still, and a task without an end
+	// marker stays open until the logs go quiet; its lines must be read
+	// again after a restart, or its record is lost (found by the chaos
+	// suite: the last operations of a play, agents killed every few seconds,
+	// each login logged on the coordinator).
 	horizon := e.cfg.Deriver.IdleTimeout
 	if horizon <= 0 {
 		horizon = 10 * time.Minute
 	}
-	for _, tr := range e.open {
-		if !tr.held && e.newest.Sub(tr.last) > horizon+time.Minute {
+	var queuedFrom time.Time
+	for _, q := range e.queues {
+		if len(q) > 0 && (queuedFrom.IsZero() || q[0].t.Before(queuedFrom)) {
+			queuedFrom = q[0].t
+		}
+	}
+	for id, tr := range e.open {
+		if !tr.held && e.given.Sub(tr.last) > horizon+time.Minute && !e.d.Open(id) &&
+			(queuedFrom.IsZero() || queuedFrom.After(tr.last)) {
 			if gone == nil {
 				gone = map[*track]bool{}
 			}

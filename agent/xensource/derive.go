@@ -388,6 +388,13 @@ func (d *Deriver) OldestOpen() (time.Time, bool) {
 	return oldest, !oldest.IsZero()
 }
 
+// Open reports whether the task with short id is open: a record for it may
+// still come.
+func (d *Deriver) Open(id string) bool {
+	_, ok := d.tasks[id]
+	return ok
+}
+
 // IdleTimeout is the configured (or default) idle timeout.
 func (d *Deriver) IdleTimeout() time.Duration { return d.cfg.IdleTimeout }
 
