@@ -679,6 +679,7 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 	WriteTable(&tab, c, tallies, r.faults)
 	fmt.Fprintf(&tab, "hosts' log lines: %d written (all generations), %d consumed by the log source\n", written, consumed)
 	fmt.Fprintf(&tab, "records from xensource.log: %d; resync records standing for setters: %d\n", fromLogs, len(c.StoodFor))
+	fmt.Fprintln(&tab, CountFields(truth, stored))
 	t.Logf("chaos %s form, %d operations:\n%s", r.p.Form, r.p.Ops, tab.String())
 	if p := os.Getenv("CHAOS_REPORT"); p != "" {
 		os.WriteFile(p, []byte(tab.String()), 0o644)

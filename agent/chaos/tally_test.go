@@ -85,3 +85,24 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+func TestCountFields(t *testing.T) {
+	truth := []record.Record{
+		{ID: "a", VMUUID: "v1", ParentVMUUID: "p1"},
+		{ID: "b", VMUUID: "v2", ParentVMUUID: "p2"},
+		{ID: "c", VMUUID: "v3", ParentVMUUID: "p3"},
+		{ID: "d", VMUUID: "v4"},
+		{ID: "e", VMUUID: "v5"}, // not stored
+	}
+	stored := []record.Record{
+		{ID: "a", VMUUID: "v1", ParentVMUUID: "p1"},
+		{ID: "b", VMUUID: "", ParentVMUUID: ""},
+		{ID: "c", VMUUID: "v9", ParentVMUUID: "p9"},
+		{ID: "d", VMUUID: "v4", ParentVMUUID: "p8"},
+	}
+	f := CountFields(truth, stored)
+	want := Fields{ByID: 4, VMUnknown: 1, VMWrong: 1, ParentUnknown: 1, ParentWrong: 2}
+	if f != want {
+		t.Errorf("CountFields = %+v, want %+v", f, want)
+	}
+}
