@@ -47,6 +47,10 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 	vm := alertstest.VMUUID["vm1"]
 	at := alertstest.At(600)
 	stop := make(chan struct{})
+	// starting counts alerts whose begin has been called (begun: returned):
+	// a read may see one whose writer has not counted it in begun yet.
+	var starting atomic.Int64
+	starting.Store(begun.Load())
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
@@ -60,6 +64,7 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 				}
 				id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
 				vms := []plugins.AlertVM{{UUID: vm, Field: "cloud.instance.id", Value: vm}}
+				starting.Add(1)
 				p := svc.log.begin(id, at, vms)
 				begun.Add(1)
 				time.Sleep(time.Duration(i%3) * 100 * time.Microsecond) // "enrichment"
@@ -72,7 +77,7 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 	for time.Now().Before(deadline) {
 		lo := begun.Load() // begun before the read started
 		av, err := svc.AlertedVMs(ctx, []string{vm}, at.Add(-time.Hour), at)
-		hi := begun.Load() // begun before it ended
+		hi := starting.Load() // whose begin started before it ended
 		if err != nil {
 			t.Fatal(err)
 		}
