@@ -63,6 +63,15 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 	} else {
 		out = t.acting(b, tk, base, op)
 	}
+	for i := range out {
+		r := &out[i].rec
+		// A creation whose result is unknown may have made a VM it did
+		// not see, though its record names the source.
+		if (r.VMUUID == "" && r.IsUnknown("vm_uuid")) || (act.Creating() && r.IsUnknown("result") && out[i].vmRef == "") {
+			t.noteUnsure(tk, act)
+			break
+		}
+	}
 	if !tk.Done {
 		// The task vanished before its completion was seen: the result is
 		// read from the VM's state and the error text is not known.

@@ -98,6 +98,7 @@ type Tracer struct {
 	gapSeq        int64                  // event seq of the last gap in what the tracer saw (start, resync)
 	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
 	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
+	unsure        []unsureWindow         // windows of tasks recorded without their VM, this process (rivalFor)
 	batchUnknown  []record.Record        // the settling batch's records without their VM or of unknown result (explainedByUnattributed)
 	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)

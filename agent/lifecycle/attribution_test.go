@@ -1,0 +1,94 @@
+package lifecycle
+
+import (
+	"context"
+	"testing"
+
+	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/xapi"
+)
+
+// TestRecordedTaskOfUnknownVMContestsItsWindow: two starts run across a
+// restart. task-2 (of y) was seen before the kill; its key never shows, so
+// it is recorded with its VM unknown (its window spans the gap: the logs
+// name it). task-1 (of x) is first seen after the catch-up, and x's change
+// came just before it (the task's event carries its latest generation).
+// y's change, inside task-1's window, is task-2's: task-1 must not take it
+// because task-2 is already recorded (it used to count as a rival only
+// while pending). The chaos long form: a start of vm-000738 recorded
+// against vm-001478, and vm-000738's start inferred beside it.
+func TestRecordedTaskOfUnknownVMContestsItsWindow(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:x"] = &xapi.Snapshot{UUID: "x", NameLabel: "x", PowerState: "Halted"}
+	p.vms["OpaqueRef:y"] = &xapi.Snapshot{UUID: "y", NameLabel: "y", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	t2 := taskRef(2)
+	p.tasks[t2] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.start", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", t2, p.tasks[t2])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// Killed and started again: the catch-up holds nothing of the VMs.
+	tr2 := New(st, nil)
+	tr2.OtherSources = true
+	p.ev("host", "mod", "OpaqueRef:h1", &xapi.Snapshot{UUID: "host-1", NameLabel: "xen1"})
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// x starts (its key coalesced away), then task-1 shows.
+	p.vms["OpaqueRef:x"].PowerState, p.vms["OpaqueRef:x"].ResidentOn = "Running", "OpaqueRef:h1"
+	p.ev("vm", "mod", "OpaqueRef:x", p.vms["OpaqueRef:x"])
+	t1 := taskRef(1)
+	p.tasks[t1] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.start", Status: "pending", Created: p.at(20)}
+	p.ev("task", "add", t1, p.tasks[t1])
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// y starts and task-2 ends: recorded, its VM unknown.
+	p.vms["OpaqueRef:y"].PowerState, p.vms["OpaqueRef:y"].ResidentOn = "Running", "OpaqueRef:h2"
+	p.ev("vm", "mod", "OpaqueRef:y", p.vms["OpaqueRef:y"])
+	p.tasks[t2].Status, p.tasks[t2].Finished = "success", p.at(22)
+	p.ev("task", "mod", t2, p.tasks[t2])
+	delete(p.tasks, t2)
+	p.ev("task", "del", t2, nil)
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// task-1 ends.
+	p.tasks[t1].Status, p.tasks[t1].Finished = "success", p.at(24)
+	p.ev("task", "mod", t1, p.tasks[t1])
+	delete(p.tasks, t1)
+	p.ev("task", "del", t1, nil)
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	n := 0
+	for _, r := range recs {
+		switch r.TaskUUID {
+		case "task-1":
+			n++
+			if r.VMUUID != "" && r.VMUUID != "x" {
+				t.Errorf("task-1 (a start of x) was given %s, the change task-2 made: %+v", r.VMUUID, r)
+			}
+			if r.VMUUID == "" && !r.IsUnknown("vm_uuid") {
+				t.Errorf("task-1's VM is empty but not listed unknown: %+v", r)
+			}
+		case "task-2":
+			n++
+			if r.VMUUID != "" && r.VMUUID != "y" {
+				t.Errorf("task-2 (a start of y) was given %s: %+v", r.VMUUID, r)
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("want the records of task-1 and task-2, got %d of them: %+v", n, recs)
+	}
+}
