@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/agent/xapi"
 )
 
@@ -90,5 +91,66 @@ func TestRecordedTaskOfUnknownVMContestsItsWindow(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("want the records of task-1 and task-2, got %d of them: %+v", n, recs)
+	}
+}
+
+// TestCloneSourceFirstSeenAloneWithTheKey: after a restart, the catch-up
+// shows a VM made while the agent was away (s) carrying the key of a clone
+// being made of it, and the clone's new VM (n) already without it (xapi
+// drops the new VM's key before the source's); the task goes with its
+// result unseen. s is the source, not the new VM: the source holds the key
+// as long as the new VM does, so a VM alone with the key is the source. It
+// used to be recorded as the clone's new VM, its parent itself (from the
+// logs), and n inferred as a 'create' standing for nothing (chaos short
+// form, seed 1: gen-000341 cloned from gen-000203).
+func TestCloneSourceFirstSeenAloneWithTheKey(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tr = New(st, nil) // killed and started again
+	tr.OtherSources = true
+	tk := taskRef(0xc1)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-c", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(10)}
+	p.ev("task", "add", tk, p.tasks[tk])
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "gen-s", PowerState: "Halted", CurrentOperations: map[string]string{tk: "clone"}}
+	p.ev("vm", "add", "OpaqueRef:s", p.vms["OpaqueRef:s"])
+	p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "gen-n", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:n", p.vms["OpaqueRef:n"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:s"].CurrentOperations = nil
+	p.ev("vm", "mod", "OpaqueRef:s", p.vms["OpaqueRef:s"])
+	delete(p.tasks, tk) // its completion and result unseen
+	p.ev("task", "del", tk, nil)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	n := 0
+	for _, r := range recs {
+		if r.TaskUUID != "task-c" {
+			continue
+		}
+		n++
+		if r.VMUUID == "s" && r.Result == record.Success {
+			t.Errorf("the clone's source s recorded as its new VM: %+v", r)
+		}
+		if r.ParentVMUUID != "" && r.ParentVMUUID != "s" {
+			t.Errorf("the clone's parent is s, got %+v", r)
+		}
+	}
+	if n != 1 {
+		t.Errorf("want one record of the clone, got %d: %+v", n, recs)
+	}
+	if e := tr.edge("s"); e.parent != "" {
+		t.Errorf("s given a parent: %+v", e)
 	}
 }

@@ -162,6 +162,13 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	isNew := map[string]bool{}
 	if len(newRefs) == 0 {
 		newRefs = append(newRefs, tk.NewVMs...)
+		if len(newRefs) == 1 && (base.Activity == record.Clone || base.Activity == record.Copy) && !tk.heldByOther(newRefs[0]) {
+			// xapi drops a clone's key from the new VM before the source's:
+			// a VM first seen carrying it while no other VM ever did is the
+			// source, made while nobody watched (a snapshot's new VM is
+			// told apart by its kind).
+			newRefs = nil
+		}
 		if len(newRefs) > 1 && makesOneVM(base.Activity) {
 			// Several VMs first seen carrying the key of an operation that
 			// makes one: the source was made while nobody watched and is
@@ -253,6 +260,16 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
 	return []pending{{rec: r}}
+}
+
+// heldByOther says whether a VM other than ref carried tk's key.
+func (tk *taskInfo) heldByOther(ref string) bool {
+	for r := range tk.VMs {
+		if r != ref {
+			return true
+		}
+	}
+	return false
 }
 
 // makesOneVM says whether a creating activity makes exactly one VM.
