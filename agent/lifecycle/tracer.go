@@ -99,6 +99,7 @@ type Tracer struct {
 	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
 	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
 	unsure        []unsureWindow         // windows of tasks recorded without their VM, this process (rivalFor)
+	loggedChecked time.Time              // when completeLogged last looked up every VM that appeared
 	batchUnknown  []record.Record        // the settling batch's records without their VM or of unknown result (explainedByUnattributed)
 	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)

@@ -107,11 +107,13 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	// A change is seen when its batch is: the batch's events (a catch-up
 	// after a restart, the tasks that ran meanwhile) may move the pool's
 	// clock well past the time it had when the change was applied.
+	fresh := make(map[string]bool, len(t.notedNow))
 	for _, k := range t.notedNow {
 		if c, ok := t.changes[k]; ok && t.now().After(c.At) {
 			c.At = t.now()
 			t.changes[k] = c
 		}
+		fresh[k] = true
 	}
 	t.notedNow = t.notedNow[:0]
 	if !t.OtherSources {
@@ -125,6 +127,7 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			t.dropChange(k + "/" + p.rec.VMUUID)
 		}
 	}
+	more := t.completeLogged(fresh)
 	now, wall := t.now(), time.Now()
 	var due []string
 	for k, c := range t.changes {
@@ -155,7 +158,6 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			t.batchUnknown = append(t.batchUnknown, *r)
 		}
 	}
-	var more []pending
 	for _, k := range due {
 		c := t.changes[k]
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
@@ -532,26 +534,7 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 	}
 	since = since.Add(-sourceSlack)
 	if c.Kind == "appear" {
-		recs, err := t.store.UnattributedCreations(ctx, c.Name, since)
-		if err != nil {
-			t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
-			return pending{}, false
-		}
-		for _, r := range recs {
-			if t.claimedLog[r.ID] || !creationFits(c, &r) {
-				continue
-			}
-			t.claimedLog[r.ID] = true
-			done := r
-			done.VMUUID = c.VMUUID
-			done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return f == "vm_uuid" })
-			if r.ParentVMUUID != "" {
-				t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
-			}
-			t.log.Debug("lifecycle: a VM seen at a resync is the new VM of a logged operation", "vm", c.VMUUID, "record", r.ID, "activity", r.Activity)
-			return pending{rec: done, vmRef: c.Ref, parent: r.ParentVMUUID}, true
-		}
-		return pending{}, false
+		return t.loggedCreation(c)
 	}
 	if c.Kind == "power" {
 		if p, ok := t.revertOf(ctx, c); ok {
@@ -600,6 +583,74 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 		}
 	}
 	return pending{}, false
+}
+
+// loggedCreation matches a VM that appeared to the creating record whose
+// new VM another source could not name (same name, made since the change
+// could have happened); the returned pending completes that record with
+// the VM's uuid (the store merges it while the record is unsealed) and sets
+// the family-tree edge it gives.
+func (t *Tracer) loggedCreation(c change) (pending, bool) {
+	since := c.Since
+	if since.IsZero() || since.After(c.At) {
+		since = c.At
+	}
+	recs, err := t.store.UnattributedCreations(context.Background(), c.Name, since.Add(-sourceSlack))
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
+		return pending{}, false
+	}
+	for _, r := range recs {
+		if t.claimedLog[r.ID] || !creationFits(c, &r) {
+			continue
+		}
+		t.claimedLog[r.ID] = true
+		done := r
+		done.VMUUID = c.VMUUID
+		done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return f == "vm_uuid" })
+		if r.ParentVMUUID != "" {
+			t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+		}
+		t.log.Debug("lifecycle: a VM seen at a resync is the new VM of a logged operation", "vm", c.VMUUID, "record", r.ID, "activity", r.Activity)
+		return pending{rec: done, vmRef: c.Ref, parent: r.ParentVMUUID}, true
+	}
+	return pending{}, false
+}
+
+// completeLogged gives each VM that appeared with no task in sight the
+// logged creation that made it as soon as the store holds that record, not
+// when the change is due: a change waits its grace (30 s) and any creating
+// task in flight, while the chain seals a record chain.settle after it was
+// stored (10 s in the chaos suite), and a sealed record is never completed.
+// Changes noted by this batch are looked up at once, the others at most
+// once a second (the log source stores records all the time).
+func (t *Tracer) completeLogged(fresh map[string]bool) []pending {
+	if !t.OtherSources {
+		return nil
+	}
+	all := time.Since(t.loggedChecked) >= time.Second
+	if all {
+		t.loggedChecked = time.Now()
+	}
+	var keys []string
+	for k, c := range t.changes {
+		if c.Kind == "appear" && (all || fresh[k]) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var out []pending
+	for _, k := range keys {
+		c := t.changes[k]
+		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 {
+			continue // an operation in flight will explain it
+		}
+		if p, ok := t.loggedCreation(c); ok {
+			t.dropChange(k)
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // revertOf finds a logged revert that explains a VM's change of power
