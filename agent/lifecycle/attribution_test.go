@@ -229,3 +229,77 @@ func TestLoggedCreationCompletedBeforeItIsSealed(t *testing.T) {
 		}
 	}
 }
+
+// TestLoggedCreationOfAVMUsedOrGone: a clone ran while the agent was away;
+// the next tracer sees its new VM g appear, then either started by a task
+// it follows or destroyed, before the logs' record of the clone is stored.
+// Neither explains how g came to be: the logs' record must still get g
+// (it used to keep its VM unknown, and the tree g's parent: the start's or
+// the destroy's record dropped g's appearance; chaos short form: 14 clones
+// so, gen-000111 among them, and snapshots destroyed seconds after).
+func TestLoggedCreationOfAVMUsedOrGone(t *testing.T) {
+	for _, destroyed := range []bool{false, true} {
+		ctx := context.Background()
+		st := openStore(t)
+		st.DeferSeal(true)
+		p := newFakePool()
+		p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+		settled := p.at(0)
+		tr := New(st, nil)
+		tr.OtherSources = true
+		tr.OtherSettled = func() time.Time { return settled }
+		tr.SetServerTime(p.at(0))
+		if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+			t.Fatal(err)
+		}
+		p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
+		p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+		if err := feed(ctx, tr, p.flush()); err != nil {
+			t.Fatal(err)
+		}
+		if destroyed {
+			tk := taskRef(3)
+			p.tasks[tk] = &xapi.Snapshot{UUID: "task-3", NameLabel: "Async.VM.destroy", Status: "pending", Created: p.at(20)}
+			p.ev("task", "add", tk, p.tasks[tk])
+			p.vms["OpaqueRef:g"].CurrentOperations = map[string]string{tk: "destroy"}
+			p.ev("vm", "mod", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+			delete(p.vms, "OpaqueRef:g")
+			p.ev("vm", "del", "OpaqueRef:g", nil)
+			p.tasks[tk].Status, p.tasks[tk].Finished = "success", p.at(21)
+			p.ev("task", "mod", tk, p.tasks[tk])
+			delete(p.tasks, tk)
+			p.ev("task", "del", tk, nil)
+		} else {
+			p.power(3, "OpaqueRef:g", "start", "Running", "OpaqueRef:h1", 20, false)
+		}
+		if err := feed(ctx, tr, p.flush()); err != nil {
+			t.Fatal(err)
+		}
+		logged := record.Record{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "a",
+			Activity: record.Clone, Operation: "clone", Start: p.at(5), End: p.at(8), Result: record.Success, TaskID: "0000000a0001",
+			Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
+		if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+			t.Fatal(err)
+		}
+		settled = p.at(3600)
+		tr.loggedChecked = time.Time{}
+		if err := tr.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Seal(ctx, 0, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		recs, _ := st.Records(ctx, lineage.Filter{})
+		for _, r := range recs {
+			if r.Source == record.SourceResync {
+				t.Errorf("destroyed %v: inferred %s of %s", destroyed, r.Activity, r.VMName)
+			}
+			if r.ID == logged.ID && (r.VMUUID != "g" || r.IsUnknown("vm_uuid")) {
+				t.Errorf("destroyed %v: the clone's record sealed without its new VM g: %+v", destroyed, r)
+			}
+		}
+		if v, err := st.VM(ctx, "g"); err != nil || v.ParentUUID != "a" {
+			t.Errorf("destroyed %v: g in the tree: %+v (%v), want parent a", destroyed, v, err)
+		}
+	}
+}

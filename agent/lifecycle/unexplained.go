@@ -20,19 +20,22 @@ import (
 // agent was dead, an operation behind an EVENTS_LOST: all end up here, so
 // nothing that changed the pool goes unrecorded.
 type change struct {
-	Kind       string    `json:"kind"` // appear, vanish, power, template
-	VMUUID     string    `json:"vm"`
-	Ref        string    `json:"ref,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	FromPower  string    `json:"from_power,omitempty"`
-	FromHost   string    `json:"from_host,omitempty"` // host uuid
-	ToPower    string    `json:"to_power,omitempty"`
-	ToHost     string    `json:"to_host,omitempty"`
-	SnapshotOf string    `json:"snapshot_of,omitempty"` // uuid
-	Imported   bool      `json:"imported,omitempty"`
-	Snapshot   bool      `json:"snapshot,omitempty"`
-	At         time.Time `json:"at"`    // pool clock when seen
-	Noted      time.Time `json:"noted"` // this machine's clock when seen
+	Kind       string `json:"kind"` // appear, vanish, power, template
+	VMUUID     string `json:"vm"`
+	Ref        string `json:"ref,omitempty"`
+	Name       string `json:"name,omitempty"`
+	FromPower  string `json:"from_power,omitempty"`
+	FromHost   string `json:"from_host,omitempty"` // host uuid
+	ToPower    string `json:"to_power,omitempty"`
+	ToHost     string `json:"to_host,omitempty"`
+	SnapshotOf string `json:"snapshot_of,omitempty"` // uuid
+	Imported   bool   `json:"imported,omitempty"`
+	// Vanished: an appear whose VM is gone again. Its creation is still
+	// matched to the record that made it, never inferred.
+	Vanished bool      `json:"vanished,omitempty"`
+	Snapshot bool      `json:"snapshot,omitempty"`
+	At       time.Time `json:"at"`    // pool clock when seen
+	Noted    time.Time `json:"noted"` // this machine's clock when seen
 	// Since is the earliest pool time the change can have happened: the
 	// last time the tracer saw the pool (before a resync, or before the
 	// batch that showed the change).
@@ -57,11 +60,23 @@ func (t *Tracer) note(c change) {
 		}
 	}
 	if c.Kind == "vanish" {
-		t.dropChange("appear/" + c.VMUUID)
+		t.appearGone(c.VMUUID)
 	}
 	t.changes[key] = c
 	t.notedNow = append(t.notedNow, key)
 	t.touchChange(key)
+}
+
+// appearGone marks the pending appearance of a VM that is deleted again:
+// the record of the operation that made it (the logs', which cannot name
+// it) still needs it, but a VM gone needs no inferred creation.
+func (t *Tracer) appearGone(uuid string) {
+	key := "appear/" + uuid
+	if c, ok := t.changes[key]; ok && !c.Vanished {
+		c.Vanished = true
+		t.changes[key] = c
+		t.touchChange(key)
+	}
 }
 
 // dropChange forgets the change under key, if any.
@@ -124,6 +139,13 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			continue
 		}
 		for _, k := range []string{"appear", "vanish", "power", "template"} {
+			// Only the creation that made a VM explains its appearance: a
+			// start or destroy of a VM made while nobody watched left the
+			// record of its making without its VM (and the tree without
+			// its edge).
+			if k == "appear" && (!p.rec.Activity.Creating() || p.rec.Result != record.Success) {
+				continue
+			}
 			t.dropChange(k + "/" + p.rec.VMUUID)
 		}
 	}
@@ -171,6 +193,14 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			continue
 		}
 		t.dropChange(k)
+		if c.Kind == "appear" && c.Vanished {
+			if p, ok := t.loggedCreation(c); ok {
+				more = append(more, p)
+			} else {
+				t.explainedByUnattributed(c, record.Create)
+			}
+			continue
+		}
 		if p, ok := t.inferred(c); ok {
 			more = append(more, p)
 		} else if c.Kind == "appear" && c.Ref != "" {

@@ -227,18 +227,20 @@ func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([
 			todo[i].changed = todo[i].changed || done
 		}
 		for i := range todo {
+			r := &todo[i].r
 			if todo[i].changed {
-				r := &todo[i].r
 				if _, err := tx.UpdateUnsealed(r); err != nil {
 					return err
 				}
-				// A creating record that learnt its parent gives the new VM
-				// its edge in the tree, unless the tree knew better.
-				if r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
-					if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
-						r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
-						return err
-					}
+			}
+			// A creating record that names both VMs gives the new VM its
+			// edge in the tree, unless the tree knew better: it may have
+			// learnt them after the tracer last wrote the VM (a VM gone
+			// before the logs' record of its making was completed).
+			if (todo[i].changed || todo[i].seal) && r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
+				if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
+					r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
+					return err
 				}
 			}
 			if !todo[i].seal {
