@@ -303,3 +303,49 @@ func TestLoggedCreationOfAVMUsedOrGone(t *testing.T) {
 		}
 	}
 }
+
+// TestMayName: what the chain asks before it seals a creation whose new VM
+// is unknown (agent/pipeline awaitsTracer).
+func TestMayName(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	p.vms["OpaqueRef:b"] = &xapi.Snapshot{UUID: "b", NameLabel: "b", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(0) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	logged := record.Record{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "a",
+		Activity: record.Clone, Operation: "clone", Start: p.at(5), End: p.at(8), Result: record.Success, TaskID: "0000000a0001",
+		Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
+	earlier := logged
+	earlier.Start, earlier.End, earlier.VMName = p.at(-90), p.at(-60), "gen-0"
+	if tr.MayName(&earlier) || !tr.MayName(&logged) {
+		t.Errorf("seen the pool at 0 s: want a clone ended at -60 s not to wait, one ended at 8 s to: %v %v", tr.MayName(&earlier), tr.MayName(&logged))
+	}
+	// The tracer sees gen-1 appear, and the pool past the clone (b's start).
+	p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+	p.power(2, "OpaqueRef:b", "start", "Running", "OpaqueRef:h1", 30, false)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.MayName(&logged) {
+		t.Error("gen-1 appeared and waits to be matched: the clone must wait")
+	}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+		t.Fatal(err)
+	}
+	tr.loggedChecked = time.Time{}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tr.MayName(&logged) {
+		t.Error("gen-1 matched: the clone need not wait")
+	}
+}

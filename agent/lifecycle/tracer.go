@@ -104,6 +104,10 @@ type Tracer struct {
 	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)
 	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	// What MayName reads from other goroutines: the last commit's contact
+	// (unix ms) and the names of the VMs whose appearance it left pending.
+	pubContact atomic.Int64
+	pubAppear  atomic.Pointer[map[string]bool]
 	// The batch applied but not yet committed (group commit, see Events).
 	open       *writes
 	openToken  string
@@ -359,6 +363,41 @@ func (t *Tracer) now() time.Time {
 		return time.Now().UTC()
 	}
 	return t.serverAt
+}
+
+// MayName says whether the tracer may still name the new VM of r, a
+// creation whose new VM is unknown: it has not yet seen the pool past r's
+// end (another source's record, made while the tracer was away), or a VM
+// that appeared under the name r gives is not yet matched to its making.
+// The chain keeps such a record unsealed meanwhile (a sealed record is
+// never completed). Safe to call from any goroutine.
+func (t *Tracer) MayName(r *record.Record) bool {
+	if names := t.pubAppear.Load(); names != nil && r.VMName != "" && (*names)[r.VMName] {
+		return true
+	}
+	if r.Source == record.SourceXAPI {
+		return false // its own: made from what it saw
+	}
+	end := r.End
+	if end.IsZero() {
+		end = r.Start
+	}
+	c := t.pubContact.Load()
+	return c == 0 || time.UnixMilli(c).Before(end.Add(sourceSlack))
+}
+
+// publish makes what MayName needs visible to other goroutines.
+func (t *Tracer) publish() {
+	if !t.contact.IsZero() {
+		t.pubContact.Store(t.contact.UnixMilli())
+	}
+	names := map[string]bool{}
+	for _, c := range t.changes {
+		if c.Kind == "appear" && c.Name != "" {
+			names[c.Name] = true
+		}
+	}
+	t.pubAppear.Store(&names)
 }
 
 func (t *Tracer) hostUUID(ref string) string { return t.hosts[ref].uuid }
