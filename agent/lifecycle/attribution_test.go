@@ -349,3 +349,50 @@ func TestMayName(t *testing.T) {
 		t.Error("gen-1 matched: the clone need not wait")
 	}
 }
+
+// TestResultNamesAVMSeenNextBatch: a resync reads the pool's VMs before its
+// tasks; a snapshot made in between shows as succeeded, its result naming
+// a VM the tracer has not seen, and the VM comes in the next batch. The
+// record must get that VM (it kept its VM unknown while the tree got its
+// edge: chaos short form, 14 such snapshots and clones).
+func TestResultNamesAVMSeenNextBatch(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return p.at(0) }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	tk := taskRef(5)
+	p.tasks[tk] = &xapi.Snapshot{UUID: "task-5", NameLabel: "Async.VM.snapshot", Status: "success", Created: p.at(10), Finished: p.at(12),
+		Result: "<value>OpaqueRef:n</value>"}
+	if err := tr.Resync(ctx, p.snapshot(), "", "EVENTS_LOST"); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "a snap", PowerState: "Halted", IsASnapshot: true, SnapshotOf: "OpaqueRef:a"}
+	p.ev("vm", "add", "OpaqueRef:n", p.vms["OpaqueRef:n"])
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	n := 0
+	for _, r := range recs {
+		if r.TaskUUID == "task-5" {
+			n++
+			if r.VMUUID != "n" || r.VMName != "a snap" || r.ParentVMUUID != "a" || r.IsUnknown("vm_uuid") || r.IsUnknown("vm_name") {
+				t.Errorf("the snapshot's record: want VM n from a, got %+v", r)
+			}
+		}
+		if r.Source == record.SourceResync {
+			t.Errorf("inferred %s of %s", r.Activity, r.VMName)
+		}
+	}
+	if n != 1 {
+		t.Errorf("want one record of task-5, got %d: %+v", n, recs)
+	}
+}

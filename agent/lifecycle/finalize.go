@@ -246,6 +246,9 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		}
 		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 		r.Result = record.Success
+		if refs := xapi.ParseResultRefs(tk.Result); len(refs) == 1 {
+			t.expectNew(refs[0], r)
+		}
 		return []pending{{rec: r}}
 	}
 	// Nothing was created (a failure, or the result was never seen): the

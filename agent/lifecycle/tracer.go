@@ -93,13 +93,15 @@ type Tracer struct {
 	recent                   []recentEvent   // recent VM events, for attribution windows (attribute.go)
 	// recentTrimmed: older events were dropped from recent.
 	recentTrimmed bool
-	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
-	notedNow      []string               // keys of the changes the batch being applied noted
-	gapSeq        int64                  // event seq of the last gap in what the tracer saw (start, resync)
-	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
-	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
-	unsure        []unsureWindow         // windows of tasks recorded without their VM, this process (rivalFor)
-	loggedChecked time.Time              // when completeLogged last looked up every VM that appeared
+	changes       map[string]change        // unexplained VM changes waiting for a task (unexplained.go)
+	notedNow      []string                 // keys of the changes the batch being applied noted
+	gapSeq        int64                    // event seq of the last gap in what the tracer saw (start, resync)
+	catchUp       bool                     // the next batch is the catch-up after a start: a gap too
+	claimedLog    map[string]bool          // logged creations already matched to a VM (unexplained.go)
+	unsure        []unsureWindow           // windows of tasks recorded without their VM, this process (rivalFor)
+	loggedChecked time.Time                // when completeLogged last looked up every VM that appeared
+	awaitNew      map[string]record.Record // VM ref → record of the creation whose result named it, the VM not yet seen (expectNew)
+	awaitFIFO     []string
 	batchUnknown  []record.Record        // the settling batch's records without their VM or of unknown result (explainedByUnattributed)
 	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)
@@ -372,7 +374,7 @@ func (t *Tracer) now() time.Time {
 // The chain keeps such a record unsealed meanwhile (a sealed record is
 // never completed). Safe to call from any goroutine.
 func (t *Tracer) MayName(r *record.Record) bool {
-	if names := t.pubAppear.Load(); names != nil && r.VMName != "" && (*names)[r.VMName] {
+	if names := t.pubAppear.Load(); names != nil && ((r.VMName != "" && (*names)[r.VMName]) || (*names)["id:"+r.ID]) {
 		return true
 	}
 	if r.Source == record.SourceXAPI {
@@ -396,6 +398,9 @@ func (t *Tracer) publish() {
 		if c.Kind == "appear" && c.Name != "" {
 			names[c.Name] = true
 		}
+	}
+	for _, r := range t.awaitNew {
+		names["id:"+r.ID] = true
 	}
 	t.pubAppear.Store(&names)
 }

@@ -655,8 +655,17 @@ func (t *Tracer) loggedCreation(c change) (pending, bool) {
 // Changes noted by this batch are looked up at once, the others at most
 // once a second (the log source stores records all the time).
 func (t *Tracer) completeLogged(fresh map[string]bool) []pending {
+	var out []pending
+	for k := range fresh {
+		if c, ok := t.changes[k]; ok && c.Kind == "appear" {
+			if p, ok := t.expected(c); ok {
+				t.dropChange(k)
+				out = append(out, p)
+			}
+		}
+	}
 	if !t.OtherSources {
-		return nil
+		return out
 	}
 	all := time.Since(t.loggedChecked) >= time.Second
 	if all {
@@ -669,7 +678,6 @@ func (t *Tracer) completeLogged(fresh map[string]bool) []pending {
 		}
 	}
 	sort.Strings(keys)
-	var out []pending
 	for _, k := range keys {
 		c := t.changes[k]
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 {
@@ -681,6 +689,52 @@ func (t *Tracer) completeLogged(fresh map[string]bool) []pending {
 		}
 	}
 	return out
+}
+
+// expectNew remembers the record of a creation seen succeeding whose new
+// VM, named by ref in the task's result, the tracer had not seen: a resync
+// reads the pool's VMs before its tasks, so a VM made in between shows
+// only in the next batch. The oldest go first (in memory only: after a
+// restart the logs' name stands in).
+func (t *Tracer) expectNew(ref string, r record.Record) {
+	const most = 1024
+	if t.awaitNew == nil {
+		t.awaitNew = map[string]record.Record{}
+	}
+	if _, ok := t.awaitNew[ref]; !ok {
+		t.awaitFIFO = append(t.awaitFIFO, ref)
+	}
+	t.awaitNew[ref] = r
+	if len(t.awaitFIFO) > most {
+		delete(t.awaitNew, t.awaitFIFO[0])
+		t.awaitFIFO = t.awaitFIFO[1:]
+	}
+}
+
+// expected completes the record expectNew kept for the VM that appeared
+// under the ref its task's result named.
+func (t *Tracer) expected(c change) (pending, bool) {
+	r, ok := t.awaitNew[c.Ref]
+	if !ok || c.Ref == "" {
+		return pending{}, false
+	}
+	delete(t.awaitNew, c.Ref)
+	done := r
+	done.VMUUID, done.VMName = c.VMUUID, c.Name
+	drop := []string{"vm_uuid", "vm_name"}
+	if done.ParentVMUUID == "" && c.SnapshotOf != "" {
+		done.ParentVMUUID = c.SnapshotOf
+		drop = append(drop, "parent_vm_uuid")
+	}
+	done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return slices.Contains(drop, f) })
+	if len(done.Unknown) == 0 {
+		done.Unknown = nil
+	}
+	if done.ParentVMUUID != "" {
+		t.setEdge(c.VMUUID, done.ParentVMUUID, string(done.Activity))
+	}
+	t.log.Debug("lifecycle: a VM that appeared is the one its creation's result named", "vm", c.VMUUID, "record", r.ID)
+	return pending{rec: done, vmRef: c.Ref, parent: done.ParentVMUUID}, true
 }
 
 // revertOf finds a logged revert that explains a VM's change of power
