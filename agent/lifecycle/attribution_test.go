@@ -396,3 +396,57 @@ func TestResultNamesAVMSeenNextBatch(t *testing.T) {
 		t.Errorf("want one record of task-5, got %d: %+v", n, recs)
 	}
 }
+
+// TestParentOfAVMNotYetExplained: a VM made while the agent was away is
+// started before anything tied it to the operation that made it; the
+// start's record must list its parent unknown, not claim it has none, so
+// that the seal can fill it once the tree learns it (chaos short form:
+// starts and destroys recorded with no parent, the tree knowing it later).
+func TestParentOfAVMNotYetExplained(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	settled := p.at(0)
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return settled }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
+	p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
+	p.power(3, "OpaqueRef:g", "start", "Running", "OpaqueRef:h1", 20, false)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	// The logs' record of the clone comes; the tracer matches g; the seal.
+	logged := record.Record{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "a",
+		Activity: record.Clone, Operation: "clone", Start: p.at(5), End: p.at(8), Result: record.Success, TaskID: "0000000a0001",
+		Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
+	if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
+		t.Fatal(err)
+	}
+	tr.loggedChecked = time.Time{}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Seal(ctx, 0, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{VMUUID: "g"})
+	n := 0
+	for _, r := range recs {
+		if r.Activity == record.Start {
+			n++
+			if r.ParentVMUUID != "a" {
+				t.Errorf("start of g: want parent a (from the tree, once the clone was matched), got %+v", r)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("want one start of g, got %+v", recs)
+	}
+}

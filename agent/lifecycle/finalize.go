@@ -398,7 +398,11 @@ func (t *Tracer) named(uuid string) (string, string) {
 func (t *Tracer) parentOf(r *record.Record, uuid string) {
 	e := t.edge(uuid)
 	r.ParentVMUUID = e.parent
-	if e.parent == "" && e.via != "" && !r.IsUnknown("parent_vm_uuid") {
+	// A VM whose appearance no creation explained yet may well have a
+	// parent: the record says unknown, not none (the seal fills it from the
+	// tree once the creation is matched).
+	_, unexplained := t.changes["appear/"+uuid]
+	if e.parent == "" && (e.via != "" || unexplained) && !r.IsUnknown("parent_vm_uuid") {
 		r.Unknown = append(r.Unknown, "parent_vm_uuid")
 	}
 }
