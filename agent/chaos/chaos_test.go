@@ -679,7 +679,8 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 	WriteTable(&tab, c, tallies, r.faults)
 	fmt.Fprintf(&tab, "hosts' log lines: %d written (all generations), %d consumed by the log source\n", written, consumed)
 	fmt.Fprintf(&tab, "records from xensource.log: %d; resync records standing for setters: %d\n", fromLogs, len(c.StoodFor))
-	fmt.Fprintln(&tab, CountFields(truth, stored))
+	fields := CountFields(truth, stored)
+	fmt.Fprintln(&tab, fields)
 	t.Logf("chaos %s form, %d operations:\n%s", r.p.Form, r.p.Ops, tab.String())
 	if p := os.Getenv("CHAOS_REPORT"); p != "" {
 		os.WriteFile(p, []byte(tab.String()), 0o644)
@@ -697,6 +698,9 @@ func (r *run) report(bin string, truth []record.Record, _ *Classification) {
 			t.Errorf("… %d more defects", len(c.Defects())-50)
 			break
 		}
+		t.Error(d)
+	}
+	for _, d := range fields.Defects() {
 		t.Error(d)
 	}
 	for _, tl := range tallies {

@@ -365,14 +365,22 @@ func WriteTable(w io.Writer, c *Classification, ts []Tally, f Faults) {
 // Fields tallies, over the truth records stored under their own id, how
 // many of those records name the right VM and parent, leave them unknown,
 // or name another. Classify matches by id alone; this says how complete
-// and how right the matched records are. Printed, not yet a failure: the
-// long form leaves thousands of records with their VM or parent unknown
-// (issue 9's note).
+// and how right the matched records are. A wrong VM or parent fails the
+// suite; unknowns fail it beyond UnknownBound (Defects).
 type Fields struct {
 	ByID                       int
 	VMUnknown, VMWrong         int
 	ParentUnknown, ParentWrong int
+	// Wrong describes the records naming another VM or parent.
+	Wrong []string
 }
+
+// UnknownBound is the share of the records stored under their own id that
+// may leave their VM, and apart from that their parent, unknown: what no
+// source can tell (a VM made and destroyed while the agent was away, seen
+// by no one but the logs, which cannot name a new VM) and what the agent
+// learns only after the record is sealed (README, "Known defects").
+const UnknownBound = 0.02
 
 // CountFields compares the VM and parent of every truth record stored
 // under its id.
@@ -388,12 +396,14 @@ func CountFields(truth, stored []record.Record) Fields {
 			continue
 		}
 		f.ByID++
+		wrong := ""
 		switch {
 		case s.VMUUID == w.VMUUID:
 		case s.VMUUID == "":
 			f.VMUnknown++
 		default:
 			f.VMWrong++
+			wrong = fmt.Sprintf("VM %s (%s), want %s (%s)", s.VMUUID, s.VMName, w.VMUUID, w.VMName)
 		}
 		switch {
 		case s.ParentVMUUID == w.ParentVMUUID:
@@ -401,9 +411,32 @@ func CountFields(truth, stored []record.Record) Fields {
 			f.ParentUnknown++
 		default:
 			f.ParentWrong++
+			wrong += fmt.Sprintf(" parent %s, want %s", s.ParentVMUUID, w.ParentVMUUID)
+		}
+		if wrong != "" {
+			f.Wrong = append(f.Wrong, fmt.Sprintf("%s %s %s (%s): %s", w.Activity, w.Result, w.ID, s.Source, strings.TrimSpace(wrong)))
 		}
 	}
 	return f
+}
+
+// Defects lists what fails the suite: any record naming another VM or
+// parent, and unknowns beyond UnknownBound.
+func (f Fields) Defects() []string {
+	var out []string
+	for _, w := range f.Wrong {
+		out = append(out, "record of the wrong VM or parent: "+w)
+	}
+	limit := int(UnknownBound * float64(f.ByID))
+	if f.VMUnknown > limit {
+		out = append(out, fmt.Sprintf("%d of %d records stored under their own id leave their VM unknown, beyond the bound of %d (%.0f%%)",
+			f.VMUnknown, f.ByID, limit, 100*UnknownBound))
+	}
+	if f.ParentUnknown > limit {
+		out = append(out, fmt.Sprintf("%d of %d records stored under their own id leave their parent unknown, beyond the bound of %d (%.0f%%)",
+			f.ParentUnknown, f.ByID, limit, 100*UnknownBound))
+	}
+	return out
 }
 
 func (f Fields) String() string {

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +103,27 @@ func TestCountFields(t *testing.T) {
 	}
 	f := CountFields(truth, stored)
 	want := Fields{ByID: 4, VMUnknown: 1, VMWrong: 1, ParentUnknown: 1, ParentWrong: 2}
-	if f != want {
-		t.Errorf("CountFields = %+v, want %+v", f, want)
+	if f.ByID != want.ByID || f.VMUnknown != want.VMUnknown || f.VMWrong != want.VMWrong || f.ParentUnknown != want.ParentUnknown ||
+		f.ParentWrong != want.ParentWrong || len(f.Wrong) != 2 {
+		t.Errorf("CountFields = %+v, want %+v and two records described wrong", f, want)
+	}
+	// c and d name another VM or parent; b leaves both unknown, one in
+	// four records, beyond UnknownBound.
+	if d := f.Defects(); len(d) != 4 {
+		t.Errorf("Defects = %q, want c, d and the two unknowns", d)
+	}
+	// Within the bound: two unknowns in a hundred, nothing wrong.
+	var big []record.Record
+	for i := range 100 {
+		big = append(big, record.Record{ID: fmt.Sprint(i), VMUUID: fmt.Sprint("v", i)})
+	}
+	got := append([]record.Record(nil), big...)
+	got[7].VMUUID, got[8].VMUUID = "", ""
+	if d := CountFields(big, got).Defects(); len(d) != 0 {
+		t.Errorf("two VMs unknown in 100 records: Defects = %q, want none", d)
+	}
+	got[9].VMUUID = ""
+	if d := CountFields(big, got).Defects(); len(d) != 1 {
+		t.Errorf("three VMs unknown in 100 records: Defects = %q, want one", d)
 	}
 }

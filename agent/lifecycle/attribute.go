@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/vmlineage/vmlineage/agent/record"
@@ -159,7 +160,37 @@ func (t *Tracer) rivalFor(tk *taskInfo, act record.Activity, vi *vmInfo) bool {
 			return true
 		}
 	}
+	// A task already recorded without its VM is a rival as well: its VM's
+	// change may come in a later batch than its end, and taking it gives
+	// one record the other's VM while the other's own change is inferred.
+	for _, w := range t.unsure {
+		if w.act == act && seq >= w.first && (w.end == 0 || seq <= w.end) {
+			return true
+		}
+	}
 	return false
+}
+
+// unsureWindow is the event window of a task recorded with its VM (or new
+// VM) unknown: a change inside it may be that task's.
+type unsureWindow struct {
+	act        record.Activity
+	first, end int64
+}
+
+// noteUnsure remembers tk's window once it is recorded without its VM. Old
+// windows go once they end before the oldest remembered event (touched
+// refuses such windows anyway).
+func (t *Tracer) noteUnsure(tk *taskInfo, act record.Activity) {
+	const most = 4096
+	if len(t.unsure) >= most/2 && len(t.recent) > 0 {
+		oldest := t.recent[0].seq
+		t.unsure = slices.DeleteFunc(t.unsure, func(w unsureWindow) bool { return w.end != 0 && w.end < oldest })
+	}
+	if len(t.unsure) >= most {
+		t.unsure = append(t.unsure[:0:0], t.unsure[len(t.unsure)-most/2:]...)
+	}
+	t.unsure = append(t.unsure, unsureWindow{act: act, first: tk.FirstSeq, end: tk.EndSeq})
 }
 
 // touched returns the refs of the VMs that changed inside the task's window

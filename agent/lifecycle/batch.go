@@ -55,6 +55,7 @@ func (b *batch) apply(ev *xapi.Event) {
 				}
 				vi.delSeq = t.seq
 				t.remember(ev.Ref)
+				t.appearGone(vi.uuid)
 				if len(vi.ops) == 0 && !vi.control && !b.baseline {
 					t.note(change{Kind: "vanish", VMUUID: vi.uuid, Ref: ev.Ref, Name: vi.name, At: t.now(),
 						FromPower: vi.power, FromHost: t.hostUUID(vi.resident)})

@@ -230,6 +230,7 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 	if pool := t.pool.uuid; pool != "" {
 		t.synced.Store(&pool)
 	}
+	t.publish()
 	t.saved(w.saved)
 	for u, wr := range w.written {
 		if wr.destroyed {

@@ -63,6 +63,15 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 	} else {
 		out = t.acting(b, tk, base, op)
 	}
+	for i := range out {
+		r := &out[i].rec
+		// A creation whose result is unknown may have made a VM it did
+		// not see, though its record names the source.
+		if (r.VMUUID == "" && r.IsUnknown("vm_uuid")) || (act.Creating() && r.IsUnknown("result") && out[i].vmRef == "") {
+			t.noteUnsure(tk, act)
+			break
+		}
+	}
 	if !tk.Done {
 		// The task vanished before its completion was seen: the result is
 		// read from the VM's state and the error text is not known.
@@ -153,6 +162,13 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	isNew := map[string]bool{}
 	if len(newRefs) == 0 {
 		newRefs = append(newRefs, tk.NewVMs...)
+		if len(newRefs) == 1 && (base.Activity == record.Clone || base.Activity == record.Copy) && !tk.heldByOther(newRefs[0]) {
+			// xapi drops a clone's key from the new VM before the source's:
+			// a VM first seen carrying it while no other VM ever did is the
+			// source, made while nobody watched (a snapshot's new VM is
+			// told apart by its kind).
+			newRefs = nil
+		}
 		if len(newRefs) > 1 && makesOneVM(base.Activity) {
 			// Several VMs first seen carrying the key of an operation that
 			// makes one: the source was made while nobody watched and is
@@ -230,6 +246,9 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 		}
 		r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 		r.Result = record.Success
+		if refs := xapi.ParseResultRefs(tk.Result); len(refs) == 1 {
+			t.expectNew(refs[0], r)
+		}
 		return []pending{{rec: r}}
 	}
 	// Nothing was created (a failure, or the result was never seen): the
@@ -244,6 +263,16 @@ func (t *Tracer) creating(b *batch, tk *taskInfo, base record.Record) []pending 
 	r.HostUUID, r.HostName = t.hostFor(tk, src, nil)
 	r.Result, _ = t.outcome(tk, base.Activity, src, false)
 	return []pending{{rec: r}}
+}
+
+// heldByOther says whether a VM other than ref carried tk's key.
+func (tk *taskInfo) heldByOther(ref string) bool {
+	for r := range tk.VMs {
+		if r != ref {
+			return true
+		}
+	}
+	return false
 }
 
 // makesOneVM says whether a creating activity makes exactly one VM.
@@ -369,7 +398,11 @@ func (t *Tracer) named(uuid string) (string, string) {
 func (t *Tracer) parentOf(r *record.Record, uuid string) {
 	e := t.edge(uuid)
 	r.ParentVMUUID = e.parent
-	if e.parent == "" && e.via != "" && !r.IsUnknown("parent_vm_uuid") {
+	// A VM whose appearance no creation explained yet may well have a
+	// parent: the record says unknown, not none (the seal fills it from the
+	// tree once the creation is matched).
+	_, unexplained := t.changes["appear/"+uuid]
+	if e.parent == "" && (e.via != "" || unexplained) && !r.IsUnknown("parent_vm_uuid") {
 		r.Unknown = append(r.Unknown, "parent_vm_uuid")
 	}
 }

@@ -235,6 +235,7 @@ func (t *Tracer) load(ctx context.Context) error {
 	for _, c := range saved.Changes {
 		t.changes[c.Kind+"/"+c.VMUUID] = c
 	}
+	t.publish()
 	hostRef := map[string]string{}
 	for _, h := range saved.Hosts {
 		t.hosts[h.Ref] = hostInfo{uuid: h.UUID, name: h.Name, address: h.Address}

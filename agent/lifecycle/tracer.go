@@ -93,15 +93,23 @@ type Tracer struct {
 	recent                   []recentEvent   // recent VM events, for attribution windows (attribute.go)
 	// recentTrimmed: older events were dropped from recent.
 	recentTrimmed bool
-	changes       map[string]change      // unexplained VM changes waiting for a task (unexplained.go)
-	notedNow      []string               // keys of the changes the batch being applied noted
-	gapSeq        int64                  // event seq of the last gap in what the tracer saw (start, resync)
-	catchUp       bool                   // the next batch is the catch-up after a start: a gap too
-	claimedLog    map[string]bool        // logged creations already matched to a VM (unexplained.go)
+	changes       map[string]change        // unexplained VM changes waiting for a task (unexplained.go)
+	notedNow      []string                 // keys of the changes the batch being applied noted
+	gapSeq        int64                    // event seq of the last gap in what the tracer saw (start, resync)
+	catchUp       bool                     // the next batch is the catch-up after a start: a gap too
+	claimedLog    map[string]bool          // logged creations already matched to a VM (unexplained.go)
+	unsure        []unsureWindow           // windows of tasks recorded without their VM, this process (rivalFor)
+	loggedChecked time.Time                // when completeLogged last looked up every VM that appeared
+	awaitNew      map[string]record.Record // VM ref → record of the creation whose result named it, the VM not yet seen (expectNew)
+	awaitFIFO     []string
 	batchUnknown  []record.Record        // the settling batch's records without their VM or of unknown result (explainedByUnattributed)
 	contact       time.Time              // pool time up to which the last commit saw the pool (seenAt)
 	written       map[string]written     // what the store holds of each VM (commit.go)
 	synced        atomic.Pointer[string] // pool uuid of the last commit, for other goroutines
+	// What MayName reads from other goroutines: the last commit's contact
+	// (unix ms) and the names of the VMs whose appearance it left pending.
+	pubContact atomic.Int64
+	pubAppear  atomic.Pointer[map[string]bool]
 	// The batch applied but not yet committed (group commit, see Events).
 	open       *writes
 	openToken  string
@@ -357,6 +365,44 @@ func (t *Tracer) now() time.Time {
 		return time.Now().UTC()
 	}
 	return t.serverAt
+}
+
+// MayName says whether the tracer may still name the new VM of r, a
+// creation whose new VM is unknown: it has not yet seen the pool past r's
+// end (another source's record, made while the tracer was away), or a VM
+// that appeared under the name r gives is not yet matched to its making.
+// The chain keeps such a record unsealed meanwhile (a sealed record is
+// never completed). Safe to call from any goroutine.
+func (t *Tracer) MayName(r *record.Record) bool {
+	if names := t.pubAppear.Load(); names != nil && ((r.VMName != "" && (*names)[r.VMName]) || (*names)["id:"+r.ID]) {
+		return true
+	}
+	if r.Source == record.SourceXAPI {
+		return false // its own: made from what it saw
+	}
+	end := r.End
+	if end.IsZero() {
+		end = r.Start
+	}
+	c := t.pubContact.Load()
+	return c == 0 || time.UnixMilli(c).Before(end.Add(sourceSlack))
+}
+
+// publish makes what MayName needs visible to other goroutines.
+func (t *Tracer) publish() {
+	if !t.contact.IsZero() {
+		t.pubContact.Store(t.contact.UnixMilli())
+	}
+	names := map[string]bool{}
+	for _, c := range t.changes {
+		if c.Kind == "appear" && c.Name != "" {
+			names[c.Name] = true
+		}
+	}
+	for _, r := range t.awaitNew {
+		names["id:"+r.ID] = true
+	}
+	t.pubAppear.Store(&names)
 }
 
 func (t *Tracer) hostUUID(ref string) string { return t.hosts[ref].uuid }

@@ -20,19 +20,22 @@ import (
 // agent was dead, an operation behind an EVENTS_LOST: all end up here, so
 // nothing that changed the pool goes unrecorded.
 type change struct {
-	Kind       string    `json:"kind"` // appear, vanish, power, template
-	VMUUID     string    `json:"vm"`
-	Ref        string    `json:"ref,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	FromPower  string    `json:"from_power,omitempty"`
-	FromHost   string    `json:"from_host,omitempty"` // host uuid
-	ToPower    string    `json:"to_power,omitempty"`
-	ToHost     string    `json:"to_host,omitempty"`
-	SnapshotOf string    `json:"snapshot_of,omitempty"` // uuid
-	Imported   bool      `json:"imported,omitempty"`
-	Snapshot   bool      `json:"snapshot,omitempty"`
-	At         time.Time `json:"at"`    // pool clock when seen
-	Noted      time.Time `json:"noted"` // this machine's clock when seen
+	Kind       string `json:"kind"` // appear, vanish, power, template
+	VMUUID     string `json:"vm"`
+	Ref        string `json:"ref,omitempty"`
+	Name       string `json:"name,omitempty"`
+	FromPower  string `json:"from_power,omitempty"`
+	FromHost   string `json:"from_host,omitempty"` // host uuid
+	ToPower    string `json:"to_power,omitempty"`
+	ToHost     string `json:"to_host,omitempty"`
+	SnapshotOf string `json:"snapshot_of,omitempty"` // uuid
+	Imported   bool   `json:"imported,omitempty"`
+	// Vanished: an appear whose VM is gone again. Its creation is still
+	// matched to the record that made it, never inferred.
+	Vanished bool      `json:"vanished,omitempty"`
+	Snapshot bool      `json:"snapshot,omitempty"`
+	At       time.Time `json:"at"`    // pool clock when seen
+	Noted    time.Time `json:"noted"` // this machine's clock when seen
 	// Since is the earliest pool time the change can have happened: the
 	// last time the tracer saw the pool (before a resync, or before the
 	// batch that showed the change).
@@ -57,11 +60,23 @@ func (t *Tracer) note(c change) {
 		}
 	}
 	if c.Kind == "vanish" {
-		t.dropChange("appear/" + c.VMUUID)
+		t.appearGone(c.VMUUID)
 	}
 	t.changes[key] = c
 	t.notedNow = append(t.notedNow, key)
 	t.touchChange(key)
+}
+
+// appearGone marks the pending appearance of a VM that is deleted again:
+// the record of the operation that made it (the logs', which cannot name
+// it) still needs it, but a VM gone needs no inferred creation.
+func (t *Tracer) appearGone(uuid string) {
+	key := "appear/" + uuid
+	if c, ok := t.changes[key]; ok && !c.Vanished {
+		c.Vanished = true
+		t.changes[key] = c
+		t.touchChange(key)
+	}
 }
 
 // dropChange forgets the change under key, if any.
@@ -107,11 +122,13 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 	// A change is seen when its batch is: the batch's events (a catch-up
 	// after a restart, the tasks that ran meanwhile) may move the pool's
 	// clock well past the time it had when the change was applied.
+	fresh := make(map[string]bool, len(t.notedNow))
 	for _, k := range t.notedNow {
 		if c, ok := t.changes[k]; ok && t.now().After(c.At) {
 			c.At = t.now()
 			t.changes[k] = c
 		}
+		fresh[k] = true
 	}
 	t.notedNow = t.notedNow[:0]
 	if !t.OtherSources {
@@ -122,9 +139,17 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			continue
 		}
 		for _, k := range []string{"appear", "vanish", "power", "template"} {
+			// Only the creation that made a VM explains its appearance: a
+			// start or destroy of a VM made while nobody watched left the
+			// record of its making without its VM (and the tree without
+			// its edge).
+			if k == "appear" && (!p.rec.Activity.Creating() || p.rec.Result != record.Success) {
+				continue
+			}
 			t.dropChange(k + "/" + p.rec.VMUUID)
 		}
 	}
+	more := t.completeLogged(fresh)
 	now, wall := t.now(), time.Now()
 	var due []string
 	for k, c := range t.changes {
@@ -155,7 +180,6 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			t.batchUnknown = append(t.batchUnknown, *r)
 		}
 	}
-	var more []pending
 	for _, k := range due {
 		c := t.changes[k]
 		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 && c.Kind != "vanish" {
@@ -169,6 +193,14 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			continue
 		}
 		t.dropChange(k)
+		if c.Kind == "appear" && c.Vanished {
+			if p, ok := t.loggedCreation(c); ok {
+				more = append(more, p)
+			} else {
+				t.explainedByUnattributed(c, record.Create)
+			}
+			continue
+		}
 		if p, ok := t.inferred(c); ok {
 			more = append(more, p)
 		} else if c.Kind == "appear" && c.Ref != "" {
@@ -532,26 +564,7 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 	}
 	since = since.Add(-sourceSlack)
 	if c.Kind == "appear" {
-		recs, err := t.store.UnattributedCreations(ctx, c.Name, since)
-		if err != nil {
-			t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
-			return pending{}, false
-		}
-		for _, r := range recs {
-			if t.claimedLog[r.ID] || !creationFits(c, &r) {
-				continue
-			}
-			t.claimedLog[r.ID] = true
-			done := r
-			done.VMUUID = c.VMUUID
-			done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return f == "vm_uuid" })
-			if r.ParentVMUUID != "" {
-				t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
-			}
-			t.log.Debug("lifecycle: a VM seen at a resync is the new VM of a logged operation", "vm", c.VMUUID, "record", r.ID, "activity", r.Activity)
-			return pending{rec: done, vmRef: c.Ref, parent: r.ParentVMUUID}, true
-		}
-		return pending{}, false
+		return t.loggedCreation(c)
 	}
 	if c.Kind == "power" {
 		if p, ok := t.revertOf(ctx, c); ok {
@@ -600,6 +613,128 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 		}
 	}
 	return pending{}, false
+}
+
+// loggedCreation matches a VM that appeared to the creating record whose
+// new VM another source could not name (same name, made since the change
+// could have happened); the returned pending completes that record with
+// the VM's uuid (the store merges it while the record is unsealed) and sets
+// the family-tree edge it gives.
+func (t *Tracer) loggedCreation(c change) (pending, bool) {
+	since := c.Since
+	if since.IsZero() || since.After(c.At) {
+		since = c.At
+	}
+	recs, err := t.store.UnattributedCreations(context.Background(), c.Name, since.Add(-sourceSlack))
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for another source's record failed", "err", err)
+		return pending{}, false
+	}
+	for _, r := range recs {
+		if t.claimedLog[r.ID] || !creationFits(c, &r) {
+			continue
+		}
+		t.claimedLog[r.ID] = true
+		done := r
+		done.VMUUID = c.VMUUID
+		done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return f == "vm_uuid" })
+		if r.ParentVMUUID != "" {
+			t.setEdge(c.VMUUID, r.ParentVMUUID, string(r.Activity))
+		}
+		t.log.Debug("lifecycle: a VM seen at a resync is the new VM of a logged operation", "vm", c.VMUUID, "record", r.ID, "activity", r.Activity)
+		return pending{rec: done, vmRef: c.Ref, parent: r.ParentVMUUID}, true
+	}
+	return pending{}, false
+}
+
+// completeLogged gives each VM that appeared with no task in sight the
+// logged creation that made it as soon as the store holds that record, not
+// when the change is due: a change waits its grace (30 s) and any creating
+// task in flight, while the chain seals a record chain.settle after it was
+// stored (10 s in the chaos suite), and a sealed record is never completed.
+// Changes noted by this batch are looked up at once, the others at most
+// once a second (the log source stores records all the time).
+func (t *Tracer) completeLogged(fresh map[string]bool) []pending {
+	var out []pending
+	for k := range fresh {
+		if c, ok := t.changes[k]; ok && c.Kind == "appear" {
+			if p, ok := t.expected(c); ok {
+				t.dropChange(k)
+				out = append(out, p)
+			}
+		}
+	}
+	if !t.OtherSources {
+		return out
+	}
+	all := time.Since(t.loggedChecked) >= time.Second
+	if all {
+		t.loggedChecked = time.Now()
+	}
+	var keys []string
+	for k, c := range t.changes {
+		if c.Kind == "appear" && (all || fresh[k]) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := t.changes[k]
+		if vi := t.vms[c.Ref]; vi != nil && len(vi.ops) > 0 {
+			continue // an operation in flight will explain it
+		}
+		if p, ok := t.loggedCreation(c); ok {
+			t.dropChange(k)
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// expectNew remembers the record of a creation seen succeeding whose new
+// VM, named by ref in the task's result, the tracer had not seen: a resync
+// reads the pool's VMs before its tasks, so a VM made in between shows
+// only in the next batch. The oldest go first (in memory only: after a
+// restart the logs' name stands in).
+func (t *Tracer) expectNew(ref string, r record.Record) {
+	const most = 1024
+	if t.awaitNew == nil {
+		t.awaitNew = map[string]record.Record{}
+	}
+	if _, ok := t.awaitNew[ref]; !ok {
+		t.awaitFIFO = append(t.awaitFIFO, ref)
+	}
+	t.awaitNew[ref] = r
+	if len(t.awaitFIFO) > most {
+		delete(t.awaitNew, t.awaitFIFO[0])
+		t.awaitFIFO = t.awaitFIFO[1:]
+	}
+}
+
+// expected completes the record expectNew kept for the VM that appeared
+// under the ref its task's result named.
+func (t *Tracer) expected(c change) (pending, bool) {
+	r, ok := t.awaitNew[c.Ref]
+	if !ok || c.Ref == "" {
+		return pending{}, false
+	}
+	delete(t.awaitNew, c.Ref)
+	done := r
+	done.VMUUID, done.VMName = c.VMUUID, c.Name
+	drop := []string{"vm_uuid", "vm_name"}
+	if done.ParentVMUUID == "" && c.SnapshotOf != "" {
+		done.ParentVMUUID = c.SnapshotOf
+		drop = append(drop, "parent_vm_uuid")
+	}
+	done.Unknown = slices.DeleteFunc(slices.Clone(r.Unknown), func(f string) bool { return slices.Contains(drop, f) })
+	if len(done.Unknown) == 0 {
+		done.Unknown = nil
+	}
+	if done.ParentVMUUID != "" {
+		t.setEdge(c.VMUUID, done.ParentVMUUID, string(done.Activity))
+	}
+	t.log.Debug("lifecycle: a VM that appeared is the one its creation's result named", "vm", c.VMUUID, "record", r.ID)
+	return pending{rec: done, vmRef: c.Ref, parent: done.ParentVMUUID}, true
 }
 
 // revertOf finds a logged revert that explains a VM's change of power

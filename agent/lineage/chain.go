@@ -217,18 +217,30 @@ func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([
 			return err
 		}
 		for i := range todo {
+			if !todo[i].seal {
+				continue
+			}
+			done, err := tx.completeFromTree(&todo[i].r)
+			if err != nil {
+				return err
+			}
+			todo[i].changed = todo[i].changed || done
+		}
+		for i := range todo {
+			r := &todo[i].r
 			if todo[i].changed {
-				r := &todo[i].r
 				if _, err := tx.UpdateUnsealed(r); err != nil {
 					return err
 				}
-				// A creating record that learnt its parent gives the new VM
-				// its edge in the tree, unless the tree knew better.
-				if r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
-					if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
-						r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
-						return err
-					}
+			}
+			// A creating record that names both VMs gives the new VM its
+			// edge in the tree, unless the tree knew better: it may have
+			// learnt them after the tracer last wrote the VM (a VM gone
+			// before the logs' record of its making was completed).
+			if (todo[i].changed || todo[i].seal) && r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
+				if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
+					r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
+					return err
 				}
 			}
 			if !todo[i].seal {
@@ -242,6 +254,63 @@ func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([
 		return nil
 	})
 	return out, err
+}
+
+// completeFromTree fills, as the record is sealed, what it lists unknown
+// and the family tree has learnt since it was made: the parent of its VM
+// (a log-derived record of a VM whose creation the logs could not tie to
+// it; a record made before the tracer matched that creation), and the VM a
+// revert acted on (the logs name the snapshot; the VM is the snapshot's
+// source). The tree only ever gains parents, so this is evidence, not a
+// guess; a sealed record is never changed.
+func (t *Tx) completeFromTree(r *record.Record) (bool, error) {
+	changed := false
+	if r.Activity == record.Revert && r.VMUUID == "" && r.IsUnknown("vm_uuid") && r.SnapshotUUID != "" {
+		snap, ok, err := t.treeOf(r.SnapshotUUID)
+		if err != nil || !ok {
+			return false, err
+		}
+		if snap.parent != "" && (snap.via == string(record.Snapshot) || snap.via == string(record.Checkpoint)) {
+			vm, ok, err := t.treeOf(snap.parent)
+			if err != nil {
+				return false, err
+			}
+			r.VMUUID = snap.parent
+			r.Forget("vm_uuid")
+			if ok && r.VMName == "" && vm.name != "" {
+				r.VMName = vm.name
+				r.Forget("vm_name")
+			}
+			changed = true
+		}
+	}
+	if r.VMUUID != "" && r.ParentVMUUID == "" && r.IsUnknown("parent_vm_uuid") {
+		vm, ok, err := t.treeOf(r.VMUUID)
+		if err != nil {
+			return changed, err
+		}
+		// A failed creation's VM is its source: the parent is the source's.
+		if ok && vm.parent != "" && vm.parent != r.VMUUID {
+			r.ParentVMUUID = vm.parent
+			r.Forget("parent_vm_uuid")
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+type treeRow struct{ parent, via, name string }
+
+func (t *Tx) treeOf(uuid string) (treeRow, bool, error) {
+	var v treeRow
+	err := t.queryRow("SELECT parent_uuid, parent_via, name FROM vms WHERE uuid=?", uuid).Scan(&v.parent, &v.via, &v.name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, fmt.Errorf("lineage: read VM %s: %w", uuid, err)
+	}
+	return v, true, nil
 }
 
 // Unsealed counts records waiting to be sealed.

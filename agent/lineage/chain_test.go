@@ -302,3 +302,68 @@ func TestMergedResultKeepsColumns(t *testing.T) {
 		t.Errorf("the result column says %q", col)
 	}
 }
+
+// TestSealCompletesFromTheTree: records the logs made before the family
+// tree knew what they lack are completed from it when sealed, never after:
+// the start of a VM made while the agent was away (its parent learnt when
+// the tracer matched the VM to the logs' clone), and a revert (the logs
+// name the snapshot; the VM is the snapshot's source). A parent the tree
+// does not know stays unknown. The chaos short form sealed 144 records with
+// their parent unknown, most of them with the tree knowing it, and 42
+// reverts with their VM unknown.
+func TestSealCompletesFromTheTree(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	s.DeferSeal(true)
+	snap := vm("s", "a snap", "a", 2)
+	snap.ParentVia, snap.Kind = "snapshot", KindSnapshot
+	c := vm("c", "gen-c", "a", 3)
+	c.ParentVia = "clone"
+	start := &record.Record{ID: record.ID("p", "00000000000a", 0), PoolUUID: "p", VMUUID: "c", VMName: "gen-c", Activity: record.Start,
+		Start: at(4), End: at(5), Result: record.Success, Source: record.SourceLog, Unknown: []string{"task_uuid", "parent_vm_uuid"}}
+	revert := &record.Record{ID: record.ID("p", "00000000000b", 0), PoolUUID: "p", SnapshotUUID: "s", Activity: record.Revert,
+		Start: at(6), End: at(7), Result: record.Success, Source: record.SourceLog, Unknown: []string{"task_uuid", "vm_uuid", "vm_name", "parent_vm_uuid"}}
+	orphan := &record.Record{ID: record.ID("p", "00000000000c", 0), PoolUUID: "p", VMUUID: "o", VMName: "gen-o", Activity: record.Start,
+		Start: at(8), End: at(9), Result: record.Success, Source: record.SourceLog, Unknown: []string{"task_uuid", "parent_vm_uuid"}}
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, r := range []*record.Record{start, revert, orphan} {
+			if _, err := tx.PutRecord(r); err != nil {
+				return err
+			}
+		}
+		// The tree learns c's parent after the start was stored.
+		for _, v := range []*VM{vm("a", "a", "", 1), snap, c, vm("o", "gen-o", "", 3)} {
+			if err := tx.PutVM(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Seal(ctx, 0, nil, 0)
+	if err != nil || len(out) != 3 {
+		t.Fatalf("sealed %d (%v)", len(out), err)
+	}
+	got, _ := s.Records(ctx, Filter{})
+	for _, r := range got {
+		switch r.ID {
+		case start.ID:
+			if r.ParentVMUUID != "a" || r.IsUnknown("parent_vm_uuid") {
+				t.Errorf("start of c: want parent a from the tree, got %+v", r)
+			}
+		case revert.ID:
+			if r.VMUUID != "a" || r.VMName != "a" || r.ParentVMUUID != "" || r.IsUnknown("vm_uuid") || r.IsUnknown("vm_name") || !r.IsUnknown("parent_vm_uuid") {
+				t.Errorf("revert to s: want VM a (the snapshot's source), its parent still unknown, got %+v", r)
+			}
+		case orphan.ID:
+			if r.ParentVMUUID != "" || !r.IsUnknown("parent_vm_uuid") {
+				t.Errorf("start of o: the tree knows no parent, got %+v", r)
+			}
+		}
+	}
+	if v, err := s.VerifyChain(ctx); err != nil || v.Break != nil {
+		t.Fatalf("chain: %+v %v", v, err)
+	}
+}

@@ -116,6 +116,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	store.DeferSeal(a.deferSeal)
 	a.chain = &chainKeeper{st: store, log: log, settle: cfg.Chain.Settle.D(), every: cfg.Chain.CheckpointEvery.D(),
 		sealed: func(int) { a.outs.notify() }, otherSettled: tr.OtherSettled, otherWait: tr.OtherWait, started: time.Now()}
+	if tr.OtherSources {
+		// The logs cannot name a clone's new VM; the tracer matches it when
+		// it sees the VM, which may be after chain.settle (an outage, a
+		// restart).
+		a.chain.mayName, a.chain.nameWait = tr.MayName, 2*time.Minute
+	}
 	if cfg.Audit.Enabled() {
 		a.attributor = audit.NewAttributor(audit.AttributorConfig{})
 		a.chain.complete = a.attributor.Complete

@@ -32,6 +32,14 @@ type chainKeeper struct {
 	otherSettled func() time.Time
 	otherWait    time.Duration
 	started      time.Time
+	// mayName, when set, is the tracer's MayName: a creation whose new VM
+	// is unknown waits unsealed while the tracer may still name it (it has
+	// not seen the pool since, or a VM of that name waits to be matched),
+	// each record at most nameWait in each process.
+	mayName  func(*record.Record) bool
+	nameWait time.Duration
+	heldMu   sync.Mutex
+	held     map[string]time.Time // record id → when this process first held it for the tracer
 
 	mu     sync.Mutex
 	marks  []seqMark // storage seq seen at a time, oldest first
@@ -93,7 +101,7 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 	scan := upTo
 	if all {
 		scan = last
-	} else if k.complete != nil || k.otherSettled != nil {
+	} else if k.complete != nil || k.otherSettled != nil || k.mayName != nil {
 		// Records stored after upTo are sealed early only when final; any
 		// waits while the log source may still complete it.
 		scan = last
@@ -102,7 +110,7 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 			if k.complete != nil {
 				changed, final = k.complete(r)
 			}
-			return (seq <= upTo || final) && !k.awaitsLogs(r), changed
+			return (seq <= upTo || final) && !k.awaitsLogs(r) && !k.awaitsTracer(r), changed
 		}
 	}
 	if scan <= 0 {
@@ -135,6 +143,29 @@ func (k *chainKeeper) awaitsLogs(r *record.Record) bool {
 		end = r.Start
 	}
 	return k.otherSettled().Before(end.Add(otherSlack))
+}
+
+// awaitsTracer says r, a creation whose new VM is unknown, waits for the
+// tracer to name it (see mayName).
+func (k *chainKeeper) awaitsTracer(r *record.Record) bool {
+	if k.mayName == nil {
+		return false
+	}
+	k.heldMu.Lock()
+	defer k.heldMu.Unlock()
+	since, held := k.held[r.ID]
+	unnamed := r.Activity.Creating() && r.Result == record.Success && r.VMUUID == "" && r.IsUnknown("vm_uuid")
+	if !unnamed || !k.mayName(r) || (held && time.Since(since) >= k.nameWait) {
+		delete(k.held, r.ID)
+		return false
+	}
+	if !held {
+		if k.held == nil {
+			k.held = map[string]time.Time{}
+		}
+		k.held[r.ID] = time.Now()
+	}
+	return true
 }
 
 func (k *chainKeeper) loadMarks(ctx context.Context) []seqMark {

@@ -99,3 +99,10 @@ func (r *Record) forget(name string) {
 		}
 	}
 }
+
+// Forget removes names from r.Unknown: what they name has been learnt.
+func (r *Record) Forget(names ...string) {
+	for _, n := range names {
+		r.forget(n)
+	}
+}
