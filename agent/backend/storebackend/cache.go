@@ -19,6 +19,12 @@ import (
 // long; on a quiet one until memory bounds them.
 type famCache struct {
 	conn *sql.Conn // data_version is per connection
+	// fill lets one family read run at a time: the alerts of one family
+	// arrive together, and those behind the first find its family in the
+	// cache when the read is done instead of reading it again (under load
+	// most of a burst was in flight at once and nearly every alert read
+	// its family itself).
+	fill sync.Mutex
 
 	mu      sync.Mutex
 	version int64
@@ -73,15 +79,26 @@ func (c *famCache) clearLocked() {
 	c.vms = 0
 }
 
-func (c *famCache) get(uuid string) *backend.Family {
+// get returns the cached family of uuid, or nil; count says whether the
+// lookup counts as a hit or a miss (a second look after waiting for a
+// fill counts only when it hits).
+func (c *famCache) get(uuid string, count bool) *backend.Family {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if root, ok := c.rootOf[uuid]; ok {
-		c.hits++
+		if count {
+			c.hits++
+		}
 		return c.byRoot[root]
 	}
-	c.misses++
 	return nil
+}
+
+// missed counts a read the cache could not answer.
+func (c *famCache) missed() {
+	c.mu.Lock()
+	c.misses++
+	c.mu.Unlock()
 }
 
 // put keeps f when it was read at the version the cache is at.
