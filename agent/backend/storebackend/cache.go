@@ -23,8 +23,14 @@ type famCache struct {
 	// arrive together, and those behind the first find its family in the
 	// cache when the read is done instead of reading it again (under load
 	// most of a burst was in flight at once and nearly every alert read
-	// its family itself).
+	// its family itself; a bounded wait did not hold under load: at 2 and
+	// 10 ms nearly all stopped waiting and read again). Members of large
+	// families, whose reads take tens of milliseconds and more, read
+	// without it once one read has shown their size.
 	fill sync.Mutex
+	// large holds the members of the families found to be larger than
+	// largeFamily (at most maxLarge of them); it outlives clearing.
+	large map[string]struct{}
 
 	mu      sync.Mutex
 	version int64
@@ -41,7 +47,7 @@ func newFamCache(ctx context.Context, db *sql.DB, maxVMs int) (*famCache, error)
 	if err != nil {
 		return nil, err
 	}
-	c := &famCache{conn: conn, max: maxVMs, byRoot: map[string]*backend.Family{}, rootOf: map[string]string{}}
+	c := &famCache{conn: conn, max: maxVMs, byRoot: map[string]*backend.Family{}, rootOf: map[string]string{}, large: map[string]struct{}{}}
 	if c.version, err = c.dataVersion(ctx); err != nil {
 		conn.Close()
 		return nil, err
@@ -92,6 +98,33 @@ func (c *famCache) get(uuid string, count bool) *backend.Family {
 		return c.byRoot[root]
 	}
 	return nil
+}
+
+// largeFamily is the size above which a family is read without taking
+// turns (fill); maxLarge bounds the members remembered as such.
+var largeFamily = 1000
+
+const maxLarge = 200000
+
+// isLarge reports whether uuid was last seen in a family larger than
+// largeFamily.
+func (c *famCache) isLarge(uuid string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.large[uuid]
+	return ok
+}
+
+// markLarge remembers the members of a family larger than largeFamily.
+func (c *famCache) markLarge(uuids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range uuids {
+		if len(c.large) >= maxLarge {
+			return
+		}
+		c.large[u] = struct{}{}
+	}
 }
 
 // missed counts a read the cache could not answer.

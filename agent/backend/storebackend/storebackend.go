@@ -77,7 +77,7 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 	var version int64
 	if b.cache != nil {
 		f := b.cache.get(uuid, true)
-		if f == nil {
+		if f == nil && !b.cache.isLarge(uuid) {
 			b.cache.fill.Lock()
 			defer b.cache.fill.Unlock()
 			f = b.cache.get(uuid, true) // read meanwhile by the alert ahead
@@ -103,6 +103,13 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 	ms, truncated, err := b.st.FamilyHistory(ctx, uuid, max)
 	if err != nil {
 		return nil, notFound(err)
+	}
+	if b.cache != nil && (truncated || len(ms) > largeFamily) {
+		uu := make([]string, len(ms))
+		for i := range ms {
+			uu[i] = ms[i].UUID
+		}
+		b.cache.markLarge(uu)
 	}
 	if truncated {
 		return nil, nil
