@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS alert_log_state (
 // checkpoint behind a busy disk.)
 //
 // A crash loses the stored copies of the alerts of the batch being
-// written (they have gone out enriched); Close writes what is queued.
+// gathered or written (they have gone out enriched); Close writes what is
+// queued.
 type alertLog struct {
 	db  *sql.DB
 	log *slog.Logger
@@ -83,6 +84,7 @@ type alertLog struct {
 	recentAt  int
 	queue     []*pending
 	wake      chan struct{}
+	hurry     chan struct{} // ends a linger: a full batch, a flush or close
 	closed    bool
 	done      chan struct{}
 	written   uint64 // last batch numbered (alert_log_state.gen at start)
@@ -112,7 +114,7 @@ type alertRow struct {
 
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
 	l := &alertLog{db: db, log: log, queries: queries,
-		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), done: make(chan struct{})}
+		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{})}
 	// Batch numbers go on from the last one committed: a read compares
 	// them with the number stored.
 	var gen sql.NullInt64
@@ -166,31 +168,66 @@ func (l *alertLog) finish(p *pending, row *alertRow) {
 		return
 	}
 	l.queue = append(l.queue, p)
+	signal(l.wake)
+	if len(l.queue) >= lingerBatch {
+		signal(l.hurry)
+	}
+}
+
+func signal(c chan struct{}) {
 	select {
-	case l.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
+// commitLinger is how long the writer lets a batch gather before it
+// commits it, unless lingerBatch alerts are queued first. Each commit
+// writes the log's shared pages (indexes, sequence, batch number) again
+// and empties the page caches of the connections that read AlertedVMs:
+// with a commit per alert or two, storing cost about 0.15 ms of CPU per
+// alert at 600 alerts/s. Meanwhile the alerts are counted from the
+// overlay; a crash loses at most this much more of their stored copies.
+const (
+	commitLinger = 10 * time.Millisecond
+	lingerBatch  = 256
+)
+
 func (l *alertLog) run() {
 	defer close(l.done)
 	for {
-		<-l.wake
-		for {
-			l.mu.Lock()
-			batch := l.queue
-			l.queue = nil
-			l.writing = len(batch) > 0
-			closed := l.closed
-			l.mu.Unlock()
-			if len(batch) == 0 {
-				if closed {
-					return
-				}
-				break
+		l.mu.Lock()
+		n, closed := len(l.queue), l.closed
+		l.mu.Unlock()
+		if n == 0 {
+			if closed {
+				return
 			}
-			l.write(batch)
+			<-l.wake
+			continue
 		}
+		if n < lingerBatch && !closed {
+			l.linger()
+		}
+		l.mu.Lock()
+		batch := l.queue
+		l.queue = nil
+		l.writing = true
+		l.mu.Unlock()
+		l.write(batch)
+		l.mu.Lock()
+		l.writing = false
+		l.mu.Unlock()
+	}
+}
+
+// linger waits commitLinger or until hurried.
+func (l *alertLog) linger() {
+	t := time.NewTimer(commitLinger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.hurry:
 	}
 }
 
@@ -319,6 +356,7 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 
 // flush returns once the alerts finished before it are written.
 func (l *alertLog) flush() {
+	signal(l.hurry)
 	for {
 		l.mu.Lock()
 		idle := len(l.queue) == 0 && !l.writing
@@ -339,10 +377,8 @@ func (l *alertLog) close() {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	signal(l.wake)
+	signal(l.hurry)
 	<-l.done
 	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 }

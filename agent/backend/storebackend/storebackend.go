@@ -76,12 +76,19 @@ func (b *Backend) Fresh(ctx context.Context) error {
 func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backend.Family, error) {
 	var version int64
 	if b.cache != nil {
-		if f := b.cache.get(uuid); f != nil {
+		f := b.cache.get(uuid, true)
+		if f == nil && !b.cache.isLarge(uuid) {
+			b.cache.fill.Lock()
+			defer b.cache.fill.Unlock()
+			f = b.cache.get(uuid, true) // read meanwhile by the alert ahead
+		}
+		if f != nil {
 			if limit > 0 && len(f.Members) > limit {
 				return nil, nil
 			}
 			return f, nil
 		}
+		b.cache.missed()
 		b.cache.mu.Lock()
 		version = b.cache.version // the version the read below belongs to at the earliest
 		b.cache.mu.Unlock()
@@ -96,6 +103,13 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 	ms, truncated, err := b.st.FamilyHistory(ctx, uuid, max)
 	if err != nil {
 		return nil, notFound(err)
+	}
+	if b.cache != nil && (truncated || len(ms) > largeFamily) {
+		uu := make([]string, len(ms))
+		for i := range ms {
+			uu[i] = ms[i].UUID
+		}
+		b.cache.markLarge(uu)
 	}
 	if truncated {
 		return nil, nil
