@@ -240,6 +240,17 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 				tk.NewVMs = appendUnique(tk.NewVMs, ref)
 			}
 		}
+		if op == "hard_shutdown" && tk.InRevert == "" {
+			// VM.revert's sub-task, if its object is never seen: noted now,
+			// while both keys are in sight (nestedInRevert).
+			for k2, op2 := range vi.ops {
+				if k2 != k && (op2 == "reverting" || op2 == "revert") {
+					tk.InRevert = k2
+					t.touchTask(k)
+					break
+				}
+			}
+		}
 	}
 	b.dirty[ref] = true
 }
