@@ -193,8 +193,10 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	case prev.power != vi.power || prev.resident != vi.resident:
 		vi.addSeq, vi.claimedSeq = prev.addSeq, prev.claimedSeq
 		vi.powerSeq, vi.prevPower, vi.prevResident = t.seq, prev.power, prev.resident
+		vi.powerFrom = prev.modSeq
 	default:
 		vi.addSeq, vi.powerSeq, vi.claimedSeq, vi.prevPower, vi.prevResident = prev.addSeq, prev.powerSeq, prev.claimedSeq, prev.prevPower, prev.prevResident
+		vi.powerFrom = prev.powerFrom
 	}
 	b.noteVM(prev, vi, isNew)
 	if prev != nil {
