@@ -142,13 +142,20 @@ func (t *Tracer) attribute(b *batch, tk *taskInfo, op string, act record.Activit
 // the first to be finalized would otherwise take the only change it sees,
 // which may be the other's (the change of its own VM was never seen).
 func (t *Tracer) rivalFor(tk *taskInfo, act record.Activity, vi *vmInfo) bool {
+	// The change surfaced at seq and happened after lo: a power change
+	// any time since the VM was last seen before it (a VM touched again
+	// after its task ended shows its change only then), so a task that
+	// ended in between may have made it.
 	seq := vi.powerSeq
+	lo := vi.powerFrom + 1
 	switch {
 	case act.Creating():
-		seq = vi.addSeq
+		seq, lo = vi.addSeq, vi.addSeq
 	case act == record.Destroy:
-		seq = vi.delSeq
+		seq, lo = vi.delSeq, vi.delSeq
 	}
+	lo = min(lo, seq)
+	overlaps := func(first, end int64) bool { return first <= seq && (end == 0 || end >= lo) }
 	for _, o := range t.tasks {
 		if o == tk || o.SubtaskOf != "" || len(o.VMs) > 0 || len(o.NewVMs) > 0 {
 			continue
@@ -156,7 +163,7 @@ func (t *Tracer) rivalFor(tk *taskInfo, act record.Activity, vi *vmInfo) bool {
 		if a, ok := record.ActivityOf(o.mainOp()); !ok || a != act {
 			continue
 		}
-		if seq >= o.FirstSeq && (o.EndSeq == 0 || seq <= o.EndSeq) {
+		if overlaps(o.FirstSeq, o.EndSeq) {
 			return true
 		}
 	}
@@ -164,7 +171,7 @@ func (t *Tracer) rivalFor(tk *taskInfo, act record.Activity, vi *vmInfo) bool {
 	// change may come in a later batch than its end, and taking it gives
 	// one record the other's VM while the other's own change is inferred.
 	for _, w := range t.unsure {
-		if w.act == act && seq >= w.first && (w.end == 0 || seq <= w.end) {
+		if w.act == act && overlaps(w.first, w.end) {
 			return true
 		}
 	}

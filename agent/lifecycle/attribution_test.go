@@ -450,3 +450,66 @@ func TestParentOfAVMNotYetExplained(t *testing.T) {
 		t.Errorf("want one start of g, got %+v", recs)
 	}
 }
+
+// TestChangeSurfacingAfterItsTaskEnded: a restart's resync reads the VMs,
+// then the tasks: a resume of x (task-1) is pending, x not yet touched.
+// Then event.from coalesces: task-1 ends, another resume (task-2, of a VM
+// whose change the tracer does not see as one) shows, and x's change
+// surfaces last, after task-1's end (xapi touched x again after the task
+// ended: the guest metrics a started VM reports; its key was gone by then).
+// task-1 is recorded with its VM unknown (its window spans the resync: the
+// logs name it). x's change may have happened anywhere since x was last
+// seen, inside task-1's window: task-2 must not take it (chaos long form: a
+// resume_on of vm-000118 recorded against vm-004237, whose own resume_on
+// ended a second earlier).
+func TestChangeSurfacingAfterItsTaskEnded(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:x"] = &xapi.Snapshot{UUID: "x", NameLabel: "x", PowerState: "Suspended"}
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	// Killed and started again: the resync finds task-1 pending.
+	t1, t2 := taskRef(1), taskRef(2)
+	p.tasks[t1] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.resume_on", Status: "pending", Created: p.at(10)}
+	tr2 := New(st, nil)
+	tr2.OtherSources = true
+	tr2.SetServerTime(p.at(11))
+	if err := tr2.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	p.tasks[t1].Status, p.tasks[t1].Finished = "success", p.at(14)
+	p.ev("task", "mod", t1, p.tasks[t1])
+	p.tasks[t2] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.resume_on", Status: "pending", Created: p.at(13)}
+	p.ev("task", "add", t2, p.tasks[t2])
+	p.vms["OpaqueRef:x"].PowerState, p.vms["OpaqueRef:x"].ResidentOn = "Running", "OpaqueRef:h2"
+	p.ev("vm", "mod", "OpaqueRef:x", p.vms["OpaqueRef:x"])
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	p.tasks[t2].Status, p.tasks[t2].Finished = "success", p.at(17)
+	p.ev("task", "mod", t2, p.tasks[t2])
+	if err := feed(ctx, tr2, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	n := 0
+	for _, r := range recs {
+		if r.TaskUUID == "task-2" {
+			n++
+			if r.VMUUID == "x" {
+				t.Errorf("task-2 was given x, the change task-1 made: %+v", r)
+			}
+			if r.VMUUID == "" && !r.IsUnknown("vm_uuid") {
+				t.Errorf("task-2's VM is empty but not listed unknown: %+v", r)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("want task-2's record, got %d: %+v", n, recs)
+	}
+}

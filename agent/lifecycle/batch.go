@@ -193,8 +193,10 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 	case prev.power != vi.power || prev.resident != vi.resident:
 		vi.addSeq, vi.claimedSeq = prev.addSeq, prev.claimedSeq
 		vi.powerSeq, vi.prevPower, vi.prevResident = t.seq, prev.power, prev.resident
+		vi.powerFrom = prev.modSeq
 	default:
 		vi.addSeq, vi.powerSeq, vi.claimedSeq, vi.prevPower, vi.prevResident = prev.addSeq, prev.powerSeq, prev.claimedSeq, prev.prevPower, prev.prevResident
+		vi.powerFrom = prev.powerFrom
 	}
 	b.noteVM(prev, vi, isNew)
 	if prev != nil {
@@ -238,6 +240,17 @@ func (b *batch) applyVM(ref string, s *xapi.Snapshot, added bool) {
 			// source, even when first seen now (made while nobody watched).
 			if isNew && snapshotOp(op) == (vi.kind == lineage.KindSnapshot) {
 				tk.NewVMs = appendUnique(tk.NewVMs, ref)
+			}
+		}
+		if op == "hard_shutdown" && tk.InRevert == "" {
+			// VM.revert's sub-task, if its object is never seen: noted now,
+			// while both keys are in sight (nestedInRevert).
+			for k2, op2 := range vi.ops {
+				if k2 != k && (op2 == "reverting" || op2 == "revert") {
+					tk.InRevert = k2
+					t.touchTask(k)
+					break
+				}
 			}
 		}
 	}

@@ -17,7 +17,15 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 		return nil
 	}
 	tk.Recorded = true
-	if tk.SubtaskOf != "" || t.nestedInRevert(b, tk) {
+	if tk.SubtaskOf != "" {
+		return nil
+	}
+	if t.nestedInRevert(b, tk) {
+		// The VM's halt is the revert's doing; the revert's record may be
+		// out already (a restart between), so it cannot explain it now.
+		for uuid := range tk.VMUUIDs {
+			t.dropChange("power/" + uuid)
+		}
 		return nil
 	}
 	op := tk.mainOp()
@@ -92,6 +100,9 @@ func (t *Tracer) finalize(b *batch, tk *taskInfo) []pending {
 func (t *Tracer) nestedInRevert(b *batch, tk *taskInfo) bool {
 	if tk.Seen {
 		return false
+	}
+	if tk.InRevert != "" {
+		return true
 	}
 	for ref, op := range tk.VMs {
 		if op != "hard_shutdown" {

@@ -82,6 +82,7 @@ func (tk *taskInfo) appendJSON(b []byte) []byte {
 	str("result", tk.Result)
 	list("error_info", tk.ErrorInfo)
 	str("subtask_of", tk.SubtaskOf)
+	str("in_revert", tk.InRevert)
 	str("resident", tk.Resident)
 	dict("vms", tk.VMs)
 	dict("vm_uuids", tk.VMUUIDs)

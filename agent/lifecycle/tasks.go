@@ -12,26 +12,31 @@ import (
 // taskInfo is what the tracer knows of one task, from its own record and from
 // the VMs whose current_operations named it. It is persisted while pending.
 type taskInfo struct {
-	Ref       string            `json:"ref"`
-	UUID      string            `json:"uuid,omitempty"`
-	Name      string            `json:"name,omitempty"`
-	Status    string            `json:"status,omitempty"`
-	Created   time.Time         `json:"created,omitzero"`
-	Finished  time.Time         `json:"finished,omitzero"`
-	FirstSeen time.Time         `json:"first_seen,omitzero"`
-	GoneAt    time.Time         `json:"gone_at,omitzero"` // pool clock when it vanished
-	Result    string            `json:"result,omitempty"`
-	ErrorInfo []string          `json:"error_info,omitempty"`
-	SubtaskOf string            `json:"subtask_of,omitempty"`
-	Resident  string            `json:"resident,omitempty"` // host uuid
-	VMs       map[string]string `json:"vms,omitempty"`      // VM ref → operation
-	VMUUIDs   map[string]string `json:"vm_uuids,omitempty"` // VM uuid → operation
-	NewVMs    []string          `json:"new_vms,omitempty"`  // refs of VMs created carrying the key
-	SrcHost   string            `json:"src_host,omitempty"` // host uuid the VM was on when first tied to the task
-	Seen      bool              `json:"seen,omitempty"`     // the task object itself was seen
-	Done      bool              `json:"done,omitempty"`     // its completion was seen
-	Gone      bool              `json:"gone,omitempty"`     // deleted, or its keys vanished unseen
-	Recorded  bool              `json:"recorded,omitempty"`
+	Ref       string    `json:"ref"`
+	UUID      string    `json:"uuid,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Created   time.Time `json:"created,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	GoneAt    time.Time `json:"gone_at,omitzero"` // pool clock when it vanished
+	Result    string    `json:"result,omitempty"`
+	ErrorInfo []string  `json:"error_info,omitempty"`
+	SubtaskOf string    `json:"subtask_of,omitempty"`
+	// InRevert is the revert task whose key sat beside this task's
+	// hard_shutdown key on one VM: the sub-task VM.revert runs, when its own
+	// object is never seen. Kept because the revert may be recorded and
+	// forgotten (a restart between) before this task's key vanishes.
+	InRevert string            `json:"in_revert,omitempty"`
+	Resident string            `json:"resident,omitempty"` // host uuid
+	VMs      map[string]string `json:"vms,omitempty"`      // VM ref → operation
+	VMUUIDs  map[string]string `json:"vm_uuids,omitempty"` // VM uuid → operation
+	NewVMs   []string          `json:"new_vms,omitempty"`  // refs of VMs created carrying the key
+	SrcHost  string            `json:"src_host,omitempty"` // host uuid the VM was on when first tied to the task
+	Seen     bool              `json:"seen,omitempty"`     // the task object itself was seen
+	Done     bool              `json:"done,omitempty"`     // its completion was seen
+	Gone     bool              `json:"gone,omitempty"`     // deleted, or its keys vanished unseen
+	Recorded bool              `json:"recorded,omitempty"`
 	// The window of this process's events in which the task was seen; a VM
 	// change inside it may be the task's when nothing else ties them.
 	FirstSeq, EndSeq int64 `json:"-"`

@@ -150,7 +150,12 @@ type vmInfo struct {
 	// power state or host last changed (from prevPower/prevResident), when
 	// it was deleted, and which power change a record already explained.
 	addSeq, powerSeq, delSeq, claimedSeq, modSeq int64
-	prevPower, prevResident                      string
+	// powerFrom is the VM's event before its last power or host change:
+	// the change happened after it, at most at powerSeq (event.from shows
+	// an object once, as last modified, so a change can surface well after
+	// the task that made it ended).
+	powerFrom               int64
+	prevPower, prevResident string
 
 	ref, uuid, name, power, resident, kind, snapshotOf string
 	ops                                                map[string]string // task ref → vm operation

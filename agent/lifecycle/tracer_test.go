@@ -1295,3 +1295,52 @@ func TestUnknownResultSnapshotOfTheSourceExplainsTheVMThatAppeared(t *testing.T)
 		t.Errorf("the snapshot's parent in the store: %+v %v (want a)", v, err)
 	}
 }
+
+// TestRevertSubtaskSeenOnlyAtAResync: a restart's resync reads the VMs
+// while a revert runs (the VM carries the revert's key and its
+// hard_shutdown sub-task's) and the tasks seconds later, when the revert
+// has ended and the sub-task is gone: the revert is recorded, the sub-task
+// waits for its key to vanish. The agent dies before it does; the next one
+// finds neither key nor revert task. The sub-task still folds into the
+// revert (chaos long form: a failed shutdown standing for nothing, first
+// seen after the revert's end, the revert recorded and forgotten by then).
+func TestRevertSubtaskSeenOnlyAtAResync(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:v"] = &xapi.Snapshot{UUID: "v", NameLabel: "v", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+	p.vms["OpaqueRef:s"] = &xapi.Snapshot{UUID: "s", NameLabel: "s", PowerState: "Halted", IsASnapshot: true, IsATemplate: true,
+		SnapshotOf: "OpaqueRef:v"}
+	tr := New(st, nil)
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	// A restart: the VMs read mid-revert, the tasks after its end.
+	rv, hs := taskRef(0xc0011), taskRef(0xc0012)
+	p.vms["OpaqueRef:s"].CurrentOperations = map[string]string{rv: "revert"}
+	p.vms["OpaqueRef:v"].CurrentOperations = map[string]string{rv: "reverting", hs: "hard_shutdown"}
+	p.tasks[rv] = &xapi.Snapshot{UUID: "task-r", NameLabel: "Async.VM.revert", Status: "success", Created: p.at(10), Finished: p.at(15)}
+	tr = New(st, nil)
+	tr.SetServerTime(p.at(17))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	// The agent dies; the revert's effect is all the next one sees.
+	p.vms["OpaqueRef:v"].CurrentOperations, p.vms["OpaqueRef:s"].CurrentOperations = nil, nil
+	p.vms["OpaqueRef:v"].PowerState, p.vms["OpaqueRef:v"].ResidentOn = "Halted", "OpaqueRef:NULL"
+	delete(p.tasks, rv)
+	tr = New(st, nil)
+	tr.SetServerTime(p.at(30))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{})
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %s %s of %s (%s)", r.TaskID, r.Activity, r.Result, r.VMUUID, r.Source))
+	}
+	if len(recs) != 1 || recs[0].Activity != record.Revert || recs[0].VMUUID != "v" {
+		t.Errorf("want the revert of v alone, got %q", got)
+	}
+}
