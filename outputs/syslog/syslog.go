@@ -286,14 +286,50 @@ func (o *Output) Confirm(sentAt time.Time) error {
 // peerClosed notices a receiver that closed the stream since the last
 // Send: writing into a half-closed TCP connection "succeeds" and the data
 // is lost, so look for the FIN (or RST) first.
+//
+// It peeks at the socket without waiting (peekSocket) rather than reading
+// under a short deadline: a deadline can expire before the read is even
+// tried (the thread descheduled between setting it and reading, or a timer
+// fired by another P), and the closed peer then looked open. Measured: 85
+// of 200,000 checks of a closed connection on a busy machine; one such miss
+// at Confirm acknowledged records rsyslog never took (the chaos long form,
+// two records missing over TLS after rsyslog's stop). TestPeerClosedNeverMissed.
 func (o *Output) peerClosed() bool {
 	if o.cfg.Network == "udp" || o.conn == nil {
 		return false
 	}
+	raw := o.conn
+	if tc, ok := o.conn.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	for range 4 {
+		switch peekSocket(raw) {
+		case peekOpen:
+			return false
+		case peekClosed:
+			return true
+		case peekUnknown:
+			return o.readClosed(time.Millisecond)
+		}
+		// Bytes wait: TLS records (session tickets, or the close_notify
+		// alert), or a receiver that talks. Read them through the stream
+		// (tls.Conn handles post-handshake messages and alerts); they are
+		// there, so the read does not wait, and the deadline is only a
+		// bound. Then look again.
+		if o.readClosed(50 * time.Millisecond) {
+			return true
+		}
+	}
+	return false
+}
+
+// readClosed reads (and drops) what the receiver sent, for at most d, and
+// reports whether the stream ended or failed.
+func (o *Output) readClosed(d time.Duration) bool {
 	// Through tls.Conn for TLS: it consumes post-handshake messages (session
 	// tickets), and a read timeout does not poison its state.
-	o.conn.SetReadDeadline(time.Now().Add(time.Microsecond))
-	var b [1]byte
+	o.conn.SetReadDeadline(time.Now().Add(d))
+	var b [512]byte
 	_, err := o.conn.Read(b[:])
 	o.conn.SetReadDeadline(time.Time{})
 	if err == nil {
@@ -303,7 +339,7 @@ func (o *Output) peerClosed() bool {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return false
 	}
-	return errors.Is(err, io.EOF) || err != nil
+	return true
 }
 
 // Send implements outputs.Output: every item is written before it returns
