@@ -166,19 +166,7 @@ func TestCloneSourceFirstSeenAloneWithTheKey(t *testing.T) {
 // their VM unknown, most of them such creations, the tree linking the VM.
 func TestLoggedCreationCompletedBeforeItIsSealed(t *testing.T) {
 	for _, logFirst := range []bool{true, false} {
-		ctx := context.Background()
-		st := openStore(t)
-		st.DeferSeal(true)
-		p := newFakePool()
-		p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
-		settled := p.at(0) // the logs have not settled past the change: it waits
-		tr := New(st, nil)
-		tr.OtherSources = true
-		tr.OtherSettled = func() time.Time { return settled }
-		tr.SetServerTime(p.at(0))
-		if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-			t.Fatal(err)
-		}
+		ctx, st, p, tr, settled := watchedWithLogs(t) // the logs have not settled past the change: it waits
 		logged := record.Record{ID: record.ID("pool-1", "0000000a0001", 0), PoolUUID: "pool-1", VMName: "gen-1", ParentVMUUID: "a",
 			Activity: record.Clone, Operation: "clone", Start: p.at(5), End: p.at(8), Result: record.Success, TaskID: "0000000a0001",
 			Source: record.SourceLog, Unknown: []string{"vm_uuid", "end", "task_uuid"}}
@@ -207,7 +195,7 @@ func TestLoggedCreationCompletedBeforeItIsSealed(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Then the change is due.
-		settled = p.at(3600)
+		*settled = p.at(3600)
 		for k, c := range tr.changes {
 			c.Noted = c.Noted.Add(-time.Minute)
 			tr.changes[k] = c
@@ -239,19 +227,7 @@ func TestLoggedCreationCompletedBeforeItIsSealed(t *testing.T) {
 // so, gen-000111 among them, and snapshots destroyed seconds after).
 func TestLoggedCreationOfAVMUsedOrGone(t *testing.T) {
 	for _, destroyed := range []bool{false, true} {
-		ctx := context.Background()
-		st := openStore(t)
-		st.DeferSeal(true)
-		p := newFakePool()
-		p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
-		settled := p.at(0)
-		tr := New(st, nil)
-		tr.OtherSources = true
-		tr.OtherSettled = func() time.Time { return settled }
-		tr.SetServerTime(p.at(0))
-		if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-			t.Fatal(err)
-		}
+		ctx, st, p, tr, settled := watchedWithLogs(t)
 		p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
 		p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
 		if err := feed(ctx, tr, p.flush()); err != nil {
@@ -281,7 +257,7 @@ func TestLoggedCreationOfAVMUsedOrGone(t *testing.T) {
 		if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&logged); return err }); err != nil {
 			t.Fatal(err)
 		}
-		settled = p.at(3600)
+		*settled = p.at(3600)
 		tr.loggedChecked = time.Time{}
 		if err := tr.Flush(ctx); err != nil {
 			t.Fatal(err)
@@ -403,19 +379,7 @@ func TestResultNamesAVMSeenNextBatch(t *testing.T) {
 // that the seal can fill it once the tree learns it (chaos short form:
 // starts and destroys recorded with no parent, the tree knowing it later).
 func TestParentOfAVMNotYetExplained(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t)
-	st.DeferSeal(true)
-	p := newFakePool()
-	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
-	settled := p.at(0)
-	tr := New(st, nil)
-	tr.OtherSources = true
-	tr.OtherSettled = func() time.Time { return settled }
-	tr.SetServerTime(p.at(0))
-	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-		t.Fatal(err)
-	}
+	ctx, st, p, tr, _ := watchedWithLogs(t)
 	p.vms["OpaqueRef:g"] = &xapi.Snapshot{UUID: "g", NameLabel: "gen-1", PowerState: "Halted"}
 	p.ev("vm", "add", "OpaqueRef:g", p.vms["OpaqueRef:g"])
 	p.power(3, "OpaqueRef:g", "start", "Running", "OpaqueRef:h1", 20, false)
@@ -512,4 +476,25 @@ func TestChangeSurfacingAfterItsTaskEnded(t *testing.T) {
 	if n != 1 {
 		t.Errorf("want task-2's record, got %d: %+v", n, recs)
 	}
+}
+
+// watchedWithLogs is a tracer after its first resync of a pool holding one
+// halted VM, a, with the log source on (settled up to the resync's time
+// until *settled moves) and the store's sealing deferred.
+func watchedWithLogs(t *testing.T) (context.Context, *lineage.Store, *fakePool, *Tracer, *time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	st := openStore(t)
+	st.DeferSeal(true)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	settled := p.at(0)
+	tr := New(st, nil)
+	tr.OtherSources = true
+	tr.OtherSettled = func() time.Time { return settled }
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, st, p, tr, &settled
 }
