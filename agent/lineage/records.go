@@ -152,7 +152,7 @@ func (s *Store) UnattributedCreations(ctx context.Context, name string, since ti
 }
 
 // qUnattributedCreations reads through records_unattributed.
-const qUnattributedCreations = `SELECT json FROM records WHERE vm_uuid='' AND COALESCE(end_ms,start_ms)>=? AND vm_name=?
+const qUnattributedCreations = `SELECT json FROM records WHERE vm_uuid IS '' AND COALESCE(end_ms,start_ms)>=? AND vm_name=?
 		AND activity IN ('clone','copy','snapshot','checkpoint','import','create') ORDER BY start_ms, seq`
 
 // UnattributedOf returns the records of activity a whose VM is unknown and
@@ -161,17 +161,17 @@ const qUnattributedCreations = `SELECT json FROM records WHERE vm_uuid='' AND CO
 func (s *Store) UnattributedOf(ctx context.Context, a record.Activity, from, to time.Time) ([]record.Record, error) {
 	if a.Creating() {
 		// A new VM's record may be of any creating activity.
-		return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity IN ('clone','copy','snapshot','checkpoint','import','create','provision')
+		return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid IS '' AND activity IN ('clone','copy','snapshot','checkpoint','import','create','provision')
 			AND COALESCE(end_ms,start_ms)>=? AND start_ms<=? ORDER BY start_ms, seq`, ms(from), ms(to))
 	}
-	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity=? AND COALESCE(end_ms,start_ms)>=? AND start_ms<=?
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid IS '' AND activity=? AND COALESCE(end_ms,start_ms)>=? AND start_ms<=?
 		ORDER BY start_ms, seq`, string(a), ms(from), ms(to))
 }
 
 // UnattributedReverts returns the reverts that ended at or after since whose
 // VM is unknown (the logs name the snapshot, not the VM reverted).
 func (s *Store) UnattributedReverts(ctx context.Context, since time.Time) ([]record.Record, error) {
-	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid='' AND activity='revert' AND COALESCE(end_ms,start_ms)>=?
+	return s.jsonRecords(ctx, `SELECT json FROM records WHERE vm_uuid IS '' AND activity='revert' AND COALESCE(end_ms,start_ms)>=?
 		ORDER BY start_ms, seq`, ms(since))
 }
 
