@@ -221,6 +221,7 @@ func (t *Tracer) write(ctx context.Context, w *writes, token string) error {
 		return err
 	}
 	// Only now that the transaction is committed does the store hold it.
+	t.stats.Commits++
 	t.contact = t.seenAt
 	if t.contact.IsZero() {
 		// Nothing yet dates the data (a first sync, no task seen): the

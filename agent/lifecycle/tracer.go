@@ -36,6 +36,9 @@ type Stats struct {
 	// Reconciled counts objects found deleted by re-reading refs: dels
 	// event.from dropped because the tracer fell behind (reconcile.go).
 	Reconciled int64
+	// Commits counts the store transactions the tracer committed (group
+	// commit: what it costs the store is per transaction, not per event).
+	Commits int64
 }
 
 // Tracer turns XAPI events into lifecycle records. It implements the

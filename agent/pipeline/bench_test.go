@@ -249,10 +249,10 @@ func BenchmarkTracePool(b *testing.B) {
 		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
 		b.ReportMetric(float64(score.Recorded())/float64(score.Expected)*100, "%recorded")
 		fmt.Printf("trace: %d VMs, %d ops (one every %v, %s): %.0f events in %.1fs of play (%.0f events/s wall, %.0f per agent CPU-second, "+
-			"GOMAXPROCS=1, agent busy %.0f%% of the play); %.0f batches (%.0f events each), %.0f objects whose del event.from dropped (found by re-reading refs), %.0f resyncs; "+
+			"GOMAXPROCS=1, agent busy %.0f%% of the play); %.0f batches (%.0f events each) in %.0f commits, %.0f objects whose del event.from dropped (found by re-reading refs), %.0f resyncs; "+
 			"agent ran %.1fs, CPU %.1fs (baseline sync included), peak RSS %.1f MiB\n",
 			vms, ops, spacing, how, ev, play.Seconds(), ev/play.Seconds(), ev/cpuPlay, 100*cpuPlay/play.Seconds(),
-			stats["batches"], ev/max(stats["batches"], 1), stats["reconciled"], stats["resyncs"], wall.Seconds(), cpu, float64(rss)/(1<<20))
+			stats["batches"], ev/max(stats["batches"], 1), stats["commits"], stats["reconciled"], stats["resyncs"], wall.Seconds(), cpu, float64(rss)/(1<<20))
 		fmt.Printf("trace: records: %s\n", score)
 		for _, x := range score.Examples {
 			fmt.Println("  ", x)

@@ -64,7 +64,7 @@ every key is also a flag (xapi.url is --xapi-url). The XAPI password is read fro
 		}
 		ts := a.Tracer.Stats()
 		log.Info("vmlineage agent stopped", "events", ts.Events, "batches", ts.Batches, "records", ts.Records, "resyncs", ts.Resyncs,
-			"resync_records", ts.ResyncRecords, "reconciled", ts.Reconciled)
+			"resync_records", ts.ResyncRecords, "reconciled", ts.Reconciled, "commits", ts.Commits)
 		return nil
 	}
 	return c
