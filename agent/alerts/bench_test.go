@@ -33,8 +33,10 @@ import (
 // offered to every shipped production detector (lineage-suspects,
 // rollback, shadow-copy: separate processes, gRPC over go-plugin with
 // AutoMTLS, lineage through the broker) before the enriched document is
-// encoded. Open loop: latency counts from the alert's scheduled arrival,
-// so queueing shows. Alerts come in pairs from one family so that
+// encoded. Alerts go through Ordered, as the syslog intake's do (up to
+// DefaultWorkers at once, handed over in arrival order). Open loop: latency
+// counts from the alert's scheduled arrival to its hand-over, so queueing
+// shows. Alerts come in pairs from one family so that
 // lineage-suspects does its whole walk; every tenth family had a revert,
 // so rollback is asked too. Meanwhile another process commits a batch of
 // lifecycle records and state changes every 200 ms (a busy pool's tracer),
@@ -42,7 +44,9 @@ import (
 //
 // Environment: VMLINEAGE_BENCH_RATE (alerts/s, default 1000),
 // VMLINEAGE_BENCH_PROFILE=dir (CPU profiles of the measured part: host.pprof
-// and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer).
+// and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer),
+// VMLINEAGE_BENCH_INTAKE=serial (alerts one at a time, the intake before
+// Ordered).
 func BenchmarkEnrich1MVMs(b *testing.B) {
 	rate := 1000
 	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_RATE")); err == nil && v > 0 {
@@ -130,20 +134,28 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	b.ResetTimer()
 	start := time.Now()
+	// The intake's path: Ordered, as the syslog listener and enrich use it
+	// (VMLINEAGE_BENCH_INTAKE=serial: one alert at a time, as they did before).
+	ord := NewOrdered(e, 0)
+	serial := os.Getenv("VMLINEAGE_BENCH_INTAKE") == "serial"
 	for i := 0; i < b.N; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
 		}
 		wg.Add(1)
-		go func() {
+		a, err := ParseJSON(docs[i], time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		submit := ord.Submit
+		if serial {
+			submit = func(ctx context.Context, a *Alert, then func([]byte, error)) { then(e.Enrich(ctx, a)) }
+		}
+		submit(ctx, a, func(js []byte, err error) {
 			defer wg.Done()
-			a, err := ParseJSON(docs[i], time.Now())
-			if err == nil {
-				var js []byte
-				if js, err = e.Enrich(ctx, a); err == nil && len(js) == 0 {
-					err = fmt.Errorf("empty output")
-				}
+			if err == nil && len(js) == 0 {
+				err = fmt.Errorf("empty output")
 			}
 			lat[i] = time.Since(due)
 			if err != nil {
@@ -151,9 +163,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 				failed++
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
+	ord.Close()
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if prof != nil {

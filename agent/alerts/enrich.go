@@ -83,31 +83,65 @@ type DetectorOutcome struct {
 // Enrich ties a to VMs, runs the detectors and returns the enriched ECS
 // document (one line of JSON, no newline); the alert is stored (alert log)
 // without waiting for the write. It fails only when the alert cannot be
-// encoded at all; everything else becomes a note.
+// encoded at all; everything else becomes a note. It is Start then Finish.
 func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
-	received := e.now()
-	out := &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
+	return e.Start(ctx, a).Finish(ctx)
+}
+
+// Job is an alert between Start and Finish.
+type Job struct {
+	e        *Enricher
+	a        *Alert
+	received time.Time
+	out      *Output
+	raw      []byte
+	vms      []plugins.AlertVM
+	matchErr error
+	pend     *pending
+	err      error // the alert cannot be encoded: Finish returns it
+}
+
+// Start does the first part of enriching a: it ties the alert to VMs and
+// enters it in the alert log, from where it counts for AlertedVMs (other
+// alerts of its family see it from then on). Callers that enrich alerts
+// concurrently call Start in arrival order (Ordered does), so that every
+// alert sees the ones before it as when they run one by one. Finish must
+// follow.
+func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
+	j := &Job{e: e, a: a, received: e.now()}
+	j.out = &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
 	raw, err := json.Marshal(a.Doc)
 	if err != nil {
-		return nil, fmt.Errorf("alert %s: %w", a.ID, err)
+		j.err = fmt.Errorf("alert %s: %w", a.ID, err)
+		return j
 	}
+	j.raw = raw
 	vms, notes, err := e.svc.match(ctx, a)
-	out.Notes = append(out.Notes, notes...)
+	j.out.Notes = append(j.out.Notes, notes...)
 	if err != nil {
 		e.log.Error("alert matching failed", "alert", a.ID, "error", err)
-		out.Notes = append(out.Notes, "matching against the lineage store failed: "+err.Error())
+		j.out.Notes = append(j.out.Notes, "matching against the lineage store failed: "+err.Error())
 	}
-	// From here on the alert counts for AlertedVMs (other alerts of its
-	// family arriving meanwhile see it).
-	pend := e.svc.log.begin(a.ID, a.Time, vms)
+	j.vms, j.matchErr = vms, err
+	j.pend = e.svc.log.begin(a.ID, a.Time, vms)
+	return j
+}
+
+// Finish reads the alert's lineage context, runs the detectors and returns
+// the enriched document (see Enrich). It may run on any goroutine.
+func (j *Job) Finish(ctx context.Context) ([]byte, error) {
+	if j.err != nil {
+		return nil, j.err
+	}
+	e, a, out, vms := j.e, j.a, j.out, j.vms
 	out.matches = vms
 	if len(vms) == 0 {
-		if err == nil {
+		if j.matchErr == nil {
 			out.Notes = append(out.Notes, "no VM in the lineage store matches this alert's cloud.instance.id, host.name, host.ip, source.ip, destination.ip or host.mac at "+timeString(a.Time))
 		}
 	} else {
 		out.Matched = true
-		pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: raw}
+		pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: j.raw}
 		cx := e.facts(ctx, pa, out)
 		e.describeVMs(ctx, a, out, cx)
 		if e.dets != nil {
@@ -124,11 +158,11 @@ func (e *Enricher) Enrich(ctx context.Context, a *Alert) ([]byte, error) {
 	out.EnrichedAt = timeString(e.now())
 	doc := e.render(a, out)
 	js, jerr := json.Marshal(doc)
-	row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: received.UnixMilli(), source: a.Source, json: string(raw), vms: vms}
+	row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: j.received.UnixMilli(), source: a.Source, json: string(j.raw), vms: vms}
 	if jerr == nil {
 		row.enriched = js
 	}
-	e.svc.log.finish(pend, row)
+	e.svc.log.finish(j.pend, row)
 	if jerr != nil {
 		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, jerr)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -19,55 +20,81 @@ const maxOriginal = 64 << 10
 // alert per line in the same order. A line that is not an alert (bad JSON,
 // too long) is not dropped: an error document takes its place, carrying
 // the line's text in event.original and the reason in vmlineage.error, and
-// onErr is told. Blank lines are skipped. It returns on EOF or a write error.
+// onErr is told (in line order). Blank lines are skipped. Up to
+// DefaultWorkers alerts are enriched at once (Ordered: each still counts
+// for the lines after it). It returns on EOF, once every answer is
+// written, or on a write error.
 func RunJSONLines(ctx context.Context, in io.Reader, out io.Writer, e *Enricher, onErr func(line int, err error)) error {
 	br := bufio.NewReaderSize(in, 64<<10)
 	bw := bufio.NewWriter(out)
-	defer bw.Flush()
-	for n := 1; ; n++ {
-		line, tooLong, err := readLine(br, MaxAlertBytes)
-		if len(line) == 0 && !tooLong && err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if len(trimSpace(line)) == 0 && !tooLong {
-			if err != nil {
-				return nil
-			}
-			continue
-		}
-		var js []byte
-		a, perr := (*Alert)(nil), error(nil)
-		if tooLong {
-			perr = ErrTooLarge
-		} else {
-			a, perr = ParseJSON(line, time.Now())
-		}
-		if perr == nil {
-			a.Source = "stdin"
-			js, perr = e.Enrich(ctx, a)
-		}
-		if perr != nil {
-			perr = fmt.Errorf("line %d: %w", n, perr)
-			if onErr != nil {
-				onErr(n, perr)
-			}
-			js = ErrorDoc(line, perr, time.Now())
+	o := NewOrdered(e, 0)
+	var mu sync.Mutex
+	var werr error
+	failed := func() error { mu.Lock(); defer mu.Unlock(); return werr }
+	write := func(js []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if werr != nil {
+			return
 		}
 		bw.Write(js)
 		if err := bw.WriteByte('\n'); err != nil {
-			return err
+			werr = err
+			return
 		}
 		// Flush per alert: a consumer waits for each answer (pipes, SOAR).
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		if err != nil {
-			return nil
-		}
+		werr = bw.Flush()
 	}
+	refuse := func(n int, line []byte, err error) {
+		err = fmt.Errorf("line %d: %w", n, err)
+		if onErr != nil {
+			onErr(n, err)
+		}
+		write(ErrorDoc(line, err, time.Now()))
+	}
+	readErr := func() error {
+		for n := 1; failed() == nil; n++ {
+			line, tooLong, err := readLine(br, MaxAlertBytes)
+			if len(line) == 0 && !tooLong && err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			if len(trimSpace(line)) == 0 && !tooLong {
+				if err != nil {
+					return nil
+				}
+				continue
+			}
+			var a *Alert
+			perr := ErrTooLarge
+			if !tooLong {
+				a, perr = ParseJSON(line, time.Now())
+			}
+			if perr != nil {
+				o.After(func() { refuse(n, line, perr) })
+			} else {
+				a.Source = "stdin"
+				o.Submit(ctx, a, func(js []byte, err error) {
+					if err != nil {
+						refuse(n, line, err)
+						return
+					}
+					write(js)
+				})
+			}
+			if err != nil {
+				return nil
+			}
+		}
+		return nil
+	}()
+	o.Close()
+	if readErr != nil {
+		return readErr
+	}
+	return failed()
 }
 
 // readLine returns the next line without its newline; a line longer than

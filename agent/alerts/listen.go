@@ -27,8 +27,16 @@ type Handler func(ctx context.Context, a *Alert) ([]byte, error)
 // §3.4.2, detected per message). A message that is not a readable CEF
 // alert is logged with the sender and the reason, and passed to OnError so
 // that it can be forwarded as an error document.
+//
+// With Ordered set, alerts go to it instead of Handle: up to its workers
+// are enriched at once (one at a time, the listener could take only as
+// many alerts a second as one enrichment allows, and a UDP sender would
+// lose the rest), and each connection's results reach Emit in arrival
+// order.
 type SyslogListener struct {
 	Handle  Handler
+	Ordered *Ordered
+	Emit    func(doc []byte) // with Ordered: each enriched alert
 	Log     *slog.Logger
 	OnError func(raw []byte, err error)
 }
@@ -44,13 +52,27 @@ func (l *SyslogListener) one(ctx context.Context, raw []byte, source, peer strin
 	a, err := ParseSyslogCEF(raw, time.Now())
 	if err == nil {
 		a.Source = source
+		if l.Ordered != nil {
+			l.Ordered.Submit(ctx, a, func(js []byte, err error) {
+				if err != nil {
+					l.refuse(raw, source, peer, err)
+				} else if l.Emit != nil {
+					l.Emit(js)
+				}
+			})
+			return
+		}
 		_, err = l.Handle(ctx, a)
 	}
 	if err != nil {
-		l.log().Warn("syslog alert refused", "from", peer, "transport", source, "error", err, "message", firstBytes(raw, 200))
-		if l.OnError != nil {
-			l.OnError(raw, err)
-		}
+		l.refuse(raw, source, peer, err)
+	}
+}
+
+func (l *SyslogListener) refuse(raw []byte, source, peer string, err error) {
+	l.log().Warn("syslog alert refused", "from", peer, "transport", source, "error", err, "message", firstBytes(raw, 200))
+	if l.OnError != nil {
+		l.OnError(raw, err)
 	}
 }
 

@@ -30,6 +30,7 @@ type detection struct {
 	mgr       *plugins.Manager
 	enr       *alerts.Enricher
 	pump      *alerts.Pump
+	ordered   *alerts.Ordered // the syslog intake
 	lin       backend.Lineage
 	stopIndex func() // the VM index writers (elasticsearch outputs)
 }
@@ -102,7 +103,8 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 			d.close()
 			return nil, fmt.Errorf("alerts.syslog_listen: %w", err)
 		}
-		l := &alerts.SyslogListener{Handle: handle, Log: a.log}
+		d.ordered = alerts.NewOrdered(d.enr, 0)
+		l := &alerts.SyslogListener{Handle: handle, Ordered: d.ordered, Emit: func(js []byte) { a.emitDoc(ctx, js, true) }, Log: a.log}
 		go l.ServeUDP(ctx, pc)
 		go l.ServeTCP(ctx, ln)
 		a.log.Info("alert intake over syslog", "addr", addr)
@@ -140,6 +142,9 @@ func (d *detection) onRecord(r *record.Record) {
 func (d *detection) close() {
 	if d == nil {
 		return
+	}
+	if d.ordered != nil {
+		d.ordered.Close() // the alerts under way go out before the detectors stop
 	}
 	if d.pump != nil {
 		d.pump.Close()

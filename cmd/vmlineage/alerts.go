@@ -76,7 +76,9 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 			onErr := func(raw []byte, err error) { emit(alerts.ErrorDoc(raw, err, time.Now())) }
 			errc := make(chan error, 3)
 			n := 0
-			sl := &alerts.SyslogListener{Handle: handle, Log: log, OnError: onErr}
+			ord := alerts.NewOrdered(e, 0)
+			defer ord.Close() // the alerts under way are written before stop
+			sl := &alerts.SyslogListener{Handle: handle, Ordered: ord, Emit: emit, Log: log, OnError: onErr}
 			if udpAddr != "" {
 				pc, err := net.ListenPacket("udp", udpAddr)
 				if err != nil {

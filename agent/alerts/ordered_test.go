@@ -1,0 +1,160 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/plugins"
+)
+
+// gate is a Detectors that holds every call until want calls are in at
+// once (or a deadline passes, which a one-at-a-time intake always hits),
+// and then releases them last-in first: later alerts finish first.
+type gate struct {
+	want    int
+	mu      sync.Mutex
+	in      []chan struct{}
+	most    int
+	timeout bool
+}
+
+func (g *gate) Enrich(ctx context.Context, a *plugins.Alert) []plugins.Result {
+	c := make(chan struct{})
+	g.mu.Lock()
+	g.in = append(g.in, c)
+	if len(g.in) > g.most {
+		g.most = len(g.in)
+	}
+	if len(g.in) == g.want {
+		go func(in []chan struct{}) {
+			for i := len(in) - 1; i >= 0; i-- {
+				close(in[i])
+				time.Sleep(5 * time.Millisecond)
+			}
+		}(g.in)
+		g.in = nil
+	}
+	g.mu.Unlock()
+	select {
+	case <-c:
+	case <-time.After(5 * time.Second):
+		g.mu.Lock()
+		g.timeout = true
+		for i, x := range g.in {
+			if x == c {
+				g.in = append(g.in[:i], g.in[i+1:]...)
+				break
+			}
+		}
+		g.mu.Unlock()
+	}
+	return []plugins.Result{{Detector: "gate", Enrichment: &plugins.Enrichment{}}}
+}
+
+func gatedEnricher(t *testing.T, want int) (*Enricher, *gate) {
+	t.Helper()
+	st := alertstest.ThreatModel(t)
+	svc, err := NewService(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	g := &gate{want: want}
+	return NewEnricher(svc, g, nil), g
+}
+
+// Alerts are enriched several at once, and handed over in the order they
+// came even when later ones finish first.
+func TestOrderedRunsAtOnceAndKeepsOrder(t *testing.T) {
+	e, g := gatedEnricher(t, 4)
+	o := NewOrdered(e, 4)
+	var got []string
+	for i, vm := range []string{"vm1", "vm2", "vm3", "vm4"} {
+		a, err := ParseJSON([]byte(alertFor("uuid", vm, i)), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Submit(context.Background(), a, func(js []byte, err error) {
+			if err != nil {
+				t.Errorf("%s: %v", vm, err)
+				return
+			}
+			var en enriched
+			json.Unmarshal(js, &en)
+			got = append(got, en.VMLineage.VMs[0].Name)
+		})
+	}
+	o.Close()
+	if g.timeout || g.most != 4 {
+		t.Errorf("at most %d alerts were enriched at once, want 4", g.most)
+	}
+	if fmt.Sprint(got) != "[vm1 vm2 vm3 vm4]" {
+		t.Errorf("handed over in the order %v", got)
+	}
+}
+
+// Every alert counts for the ones submitted after it, as when they run one
+// by one: Submit enters it in the alert log before it returns, while the
+// detectors still hold it, so the next alert's context sees it.
+func TestOrderedAlertSeesEarlierOnes(t *testing.T) {
+	e, _ := gatedEnricher(t, 2)
+	o := NewOrdered(e, 2)
+	defer o.Close()
+	a1, _ := ParseJSON([]byte(alertFor("uuid", "vm1", 0)), time.Now())
+	a2, _ := ParseJSON([]byte(alertFor("uuid", "vm2", 1)), time.Now())
+	o.Submit(context.Background(), a1, func([]byte, error) {})
+	av, err := e.svc.AlertedVMs(context.Background(), []string{alertstest.VMUUID["vm1"]}, a1.Time, a2.Time)
+	if err != nil || len(av) != 1 {
+		t.Fatalf("alerted VMs once the first alert is submitted: %+v %v", av, err)
+	}
+	o.Submit(context.Background(), a2, func([]byte, error) {})
+}
+
+// The syslog listener enriches the alerts of one UDP socket several at
+// once and emits them in arrival order; a message that is not an alert
+// still reaches OnError.
+func TestSyslogListenerOrdered(t *testing.T) {
+	e, g := gatedEnricher(t, 3)
+	o := NewOrdered(e, 3)
+	var mu sync.Mutex
+	var got, errs []string
+	l := &SyslogListener{Ordered: o, Emit: func(js []byte) {
+		var en enriched
+		json.Unmarshal(js, &en)
+		mu.Lock()
+		got = append(got, en.VMLineage.VMs[0].Name)
+		mu.Unlock()
+	}, OnError: func(raw []byte, err error) { mu.Lock(); errs = append(errs, string(raw)); mu.Unlock() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.ServeUDP(ctx, pc)
+	u, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	for _, vm := range []string{"vm1", "vm2", "junk", "vm3"} {
+		m := "not cef at all"
+		if vm != "junk" {
+			m = fmt.Sprintf(`<134>1 2024-03-01T09:20:00Z av1 av - - - CEF:0|Acme|AV|1|v|Virus|9|dvchost=%s rt=1709284800000`, vm)
+		}
+		u.Write([]byte(m))
+	}
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 3 && len(errs) == 1 })
+	if g.timeout || g.most != 3 {
+		t.Errorf("at most %d alerts were enriched at once, want 3", g.most)
+	}
+	if fmt.Sprint(got) != "[vm1 vm2 vm3]" {
+		t.Errorf("emitted in the order %v", got)
+	}
+}
