@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -103,8 +104,45 @@ func (l *SyslogListener) ServeTCP(ctx context.Context, ln net.Listener) error {
 // The answer is 200 with the enriched alerts as JSON lines, in order; an
 // alert that cannot be read gets an error document in its place (so the
 // count always matches) and the X-Vmlineage-Errors header counts them. A
-// body that is not JSON at all is 400; a body over maxBody is 413.
+// body that is not JSON at all is 400; a body over maxBody is 413. The
+// alerts of one request go to handle one by one; see HTTPHandlerOrdered.
 func HTTPHandler(token string, handle Handler, log *slog.Logger) (http.Handler, error) {
+	return httpHandler(token, log, func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error) {
+		for i, a := range alerts {
+			if a != nil {
+				out[i], errs[i] = handle(ctx, a)
+			}
+		}
+	})
+}
+
+// HTTPHandlerOrdered is HTTPHandler with the alerts of a request enriched
+// through o, several at once (each still counts for the ones after it);
+// emit gets each enriched alert as it is handed over, and the answer keeps
+// the request's order.
+func HTTPHandlerOrdered(token string, o *Ordered, emit func(doc []byte), log *slog.Logger) (http.Handler, error) {
+	return httpHandler(token, log, func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error) {
+		var wg sync.WaitGroup
+		for i, a := range alerts {
+			if a == nil {
+				continue
+			}
+			wg.Add(1)
+			o.Submit(ctx, a, func(js []byte, err error) {
+				defer wg.Done()
+				out[i], errs[i] = js, err
+				if err == nil && emit != nil {
+					emit(js)
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+// httpHandler serves the endpoint; run enriches the readable alerts of a
+// request (nil where an item could not be read) into out and errs.
+func httpHandler(token string, log *slog.Logger, run func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error)) (http.Handler, error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, errors.New("alerts: the HTTP endpoint needs a bearer token")
 	}
@@ -136,16 +174,23 @@ func HTTPHandler(token string, handle Handler, log *slog.Logger) (http.Handler, 
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		alerts := make([]*Alert, len(items))
+		docs := make([][]byte, len(items))
+		errs := make([]error, len(items))
+		for i, it := range items {
+			if a, err := ParseJSON(it, time.Now()); err != nil {
+				errs[i] = err
+			} else {
+				a.Source = "http"
+				alerts[i] = a
+			}
+		}
+		run(r.Context(), alerts, docs, errs)
 		var out bytes.Buffer
 		nerr := 0
 		for i, it := range items {
-			a, err := ParseJSON(it, time.Now())
-			var js []byte
-			if err == nil {
-				a.Source = "http"
-				js, err = handle(r.Context(), a)
-			}
-			if err != nil {
+			js := docs[i]
+			if err := errs[i]; err != nil {
 				nerr++
 				err = fmt.Errorf("alert %d: %w", i+1, err)
 				log.Warn("alert refused", "from", r.RemoteAddr, "error", err)

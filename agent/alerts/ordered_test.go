@@ -1,10 +1,14 @@
 package alerts
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,5 +160,54 @@ func TestSyslogListenerOrdered(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[vm1 vm2 vm3]" {
 		t.Errorf("emitted in the order %v", got)
+	}
+}
+
+// The HTTP endpoint's ordered form enriches a request's alerts several at
+// once; the answer keeps the request's order, with an error document in
+// place of an item that is not an alert, and emit gets each alert.
+func TestHTTPHandlerOrdered(t *testing.T) {
+	e, g := gatedEnricher(t, 3)
+	o := NewOrdered(e, 3)
+	defer o.Close()
+	var mu sync.Mutex
+	emitted := 0
+	h, err := HTTPHandlerOrdered("s3cret", o, func([]byte) { mu.Lock(); emitted++; mu.Unlock() }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	body := alertFor("uuid", "vm1", 0) + "\n" + alertFor("uuid", "vm2", 1) + "\n{\"@timestamp\":\"yesterday\"}\n" + alertFor("uuid", "vm3", 2) + "\n"
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/alerts", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if resp.StatusCode != 200 || len(lines) != 4 || resp.Header.Get("X-Vmlineage-Errors") != "1" {
+		t.Fatalf("%d, errors %q: %s", resp.StatusCode, resp.Header.Get("X-Vmlineage-Errors"), buf.String())
+	}
+	var got []string
+	for _, l := range lines {
+		en := decode(t, []byte(l))
+		if en.VMLineage.Error != "" {
+			got = append(got, "error")
+			continue
+		}
+		got = append(got, en.VMLineage.VMs[0].Name)
+	}
+	if fmt.Sprint(got) != "[vm1 vm2 error vm3]" {
+		t.Errorf("answer in the order %v", got)
+	}
+	if g.timeout || g.most != 3 {
+		t.Errorf("at most %d alerts were enriched at once, want 3", g.most)
+	}
+	if emitted != 3 {
+		t.Errorf("emitted %d, want 3", emitted)
 	}
 }

@@ -84,12 +84,10 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 	mgr.Start(ctx)
 	d.mgr, d.enr = mgr, alerts.NewEnricher(svc, mgr, a.log)
 	d.pump = alerts.NewPump(mgr, func(doc []byte) { a.emitDoc(ctx, doc, false) }, a.log, 0)
-	handle := func(ctx context.Context, al *alerts.Alert) ([]byte, error) {
-		js, err := d.enr.Enrich(ctx, al)
-		if err == nil {
-			a.emitDoc(ctx, js, true)
-		}
-		return js, err
+	// The listeners enrich several alerts at once, in arrival order.
+	emit := func(js []byte) { a.emitDoc(ctx, js, true) }
+	if a.cfg.Alerts.SyslogListen != "" || a.cfg.Alerts.HTTPListen != "" {
+		d.ordered = alerts.NewOrdered(d.enr, 0)
 	}
 	if addr := a.cfg.Alerts.SyslogListen; addr != "" {
 		pc, err := net.ListenPacket("udp", addr)
@@ -103,8 +101,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 			d.close()
 			return nil, fmt.Errorf("alerts.syslog_listen: %w", err)
 		}
-		d.ordered = alerts.NewOrdered(d.enr, 0)
-		l := &alerts.SyslogListener{Handle: handle, Ordered: d.ordered, Emit: func(js []byte) { a.emitDoc(ctx, js, true) }, Log: a.log}
+		l := &alerts.SyslogListener{Ordered: d.ordered, Emit: emit, Log: a.log}
 		go l.ServeUDP(ctx, pc)
 		go l.ServeTCP(ctx, ln)
 		a.log.Info("alert intake over syslog", "addr", addr)
@@ -115,7 +112,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 			d.close()
 			return nil, fmt.Errorf("alerts.token_file: %w", err)
 		}
-		h, err := alerts.HTTPHandler(strings.TrimSpace(string(b)), handle, a.log)
+		h, err := alerts.HTTPHandlerOrdered(strings.TrimSpace(string(b)), d.ordered, emit, a.log)
 		if err != nil {
 			d.close()
 			return nil, err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -66,19 +65,12 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 				defer mu.Unlock()
 				out.Write(append(js, '\n'))
 			}
-			handle := func(ctx context.Context, a *alerts.Alert) ([]byte, error) {
-				js, err := e.Enrich(ctx, a)
-				if err == nil {
-					emit(js)
-				}
-				return js, err
-			}
 			onErr := func(raw []byte, err error) { emit(alerts.ErrorDoc(raw, err, time.Now())) }
 			errc := make(chan error, 3)
 			n := 0
 			ord := alerts.NewOrdered(e, 0)
 			defer ord.Close() // the alerts under way are written before stop
-			sl := &alerts.SyslogListener{Handle: handle, Ordered: ord, Emit: emit, Log: log, OnError: onErr}
+			sl := &alerts.SyslogListener{Ordered: ord, Emit: emit, Log: log, OnError: onErr}
 			if udpAddr != "" {
 				pc, err := net.ListenPacket("udp", udpAddr)
 				if err != nil {
@@ -106,9 +98,7 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 					}
 					token = strings.TrimSpace(string(b))
 				}
-				h, err := alerts.HTTPHandler(token, func(ctx context.Context, a *alerts.Alert) ([]byte, error) {
-					return handle(ctx, a)
-				}, log)
+				h, err := alerts.HTTPHandlerOrdered(token, ord, emit, log)
 				if err != nil {
 					return fmt.Errorf("%w (give --token-file or set VMLINEAGE_ALERTS_TOKEN)", err)
 				}
