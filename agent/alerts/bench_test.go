@@ -137,7 +137,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	// The intake's path: Ordered, as the syslog listener and enrich use it
 	// (VMLINEAGE_BENCH_INTAKE=serial: one alert at a time, as they did before).
 	ord := NewOrdered(e, 0)
-	serial := os.Getenv("VMLINEAGE_BENCH_INTAKE") == "serial"
+	submit := ord.Submit
+	if os.Getenv("VMLINEAGE_BENCH_INTAKE") == "serial" {
+		submit = func(ctx context.Context, a *Alert, then func([]byte, error)) { then(e.Enrich(ctx, a)) }
+	}
 	for i := 0; i < b.N; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
@@ -147,10 +150,6 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		a, err := ParseJSON(docs[i], time.Now())
 		if err != nil {
 			b.Fatal(err)
-		}
-		submit := ord.Submit
-		if serial {
-			submit = func(ctx context.Context, a *Alert, then func([]byte, error)) { then(e.Enrich(ctx, a)) }
 		}
 		submit(ctx, a, func(js []byte, err error) {
 			defer wg.Done()

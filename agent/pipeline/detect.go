@@ -30,7 +30,7 @@ type detection struct {
 	mgr       *plugins.Manager
 	enr       *alerts.Enricher
 	pump      *alerts.Pump
-	ordered   *alerts.Ordered // the syslog intake
+	ordered   *alerts.Ordered // the syslog and HTTP intake
 	lin       backend.Lineage
 	stopIndex func() // the VM index writers (elasticsearch outputs)
 }
