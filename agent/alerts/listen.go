@@ -79,7 +79,10 @@ func (l *SyslogListener) refuse(raw []byte, source, peer string, err error) {
 
 // ServeUDP reads datagrams from pc until ctx ends; each is one alert.
 func (l *SyslogListener) ServeUDP(ctx context.Context, pc net.PacketConn) error {
-	return syslogframe.ServeUDP(ctx, pc, func(msg []byte, from string) { l.one(ctx, msg, "syslog-udp", from) })
+	return syslogframe.ServeUDP(ctx, pc, func(msg []byte, from string) { l.one(ctx, msg, "syslog-udp", from) }, func(n int64) {
+		l.log().Warn("alerts over syslog/UDP: the kernel dropped datagrams (receive buffer full): those alerts are lost; send over TCP or raise net.core.rmem_max",
+			"addr", pc.LocalAddr().String(), "dropped", n)
+	})
 }
 
 // ServeTCP accepts connections on ln until ctx ends; each carries

@@ -192,6 +192,9 @@ func (s *SyslogSource) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 		if err := s.Handle(msg); err != nil {
 			s.log.Debug("audit syslog message refused", "from", from, "err", err)
 		}
+	}, func(n int64) {
+		s.log.Warn("audit log over syslog/UDP: the kernel dropped datagrams (receive buffer full): those audit lines are lost; send over TCP or raise net.core.rmem_max",
+			"addr", pc.LocalAddr().String(), "dropped", n)
 	})
 }
 

@@ -164,6 +164,9 @@ func (s *Syslog) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 		if err := s.Handle(msg); err != nil {
 			s.e.log.Debug("syslog message refused", "from", from, "err", err)
 		}
+	}, func(n int64) {
+		s.e.log.Warn("xensource.log over syslog/UDP: the kernel dropped datagrams (receive buffer full): those log lines are lost; send over TCP or raise net.core.rmem_max",
+			"addr", pc.LocalAddr().String(), "dropped", n)
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // ErrBadCount ends a stream whose octet count cannot be read: the framing is
@@ -115,11 +116,49 @@ func ServeTCP(ctx context.Context, ln net.Listener, max int, fn func(msg []byte,
 	}
 }
 
+// UDPReadBuffer is the receive buffer ServeUDP asks the kernel for: a
+// burst waits there while the reader is busy. The kernel caps it at
+// net.core.rmem_max (208 KiB on a default Debian); what overflows it is
+// dropped before anyone can read it, which ServeUDP reports.
+const UDPReadBuffer = 8 << 20
+
+// dropCheckEvery is how often ServeUDP reads the kernel's drop count.
+var dropCheckEvery = 10 * time.Second
+
 // ServeUDP reads datagrams from pc until ctx ends; each is one message (a
-// fresh slice fn may keep).
-func ServeUDP(ctx context.Context, pc net.PacketConn, fn func(msg []byte, from string)) error {
+// fresh slice fn may keep). When lost is not nil, it is told every 10 s how
+// many more datagrams the kernel dropped on the socket because its receive
+// buffer was full: messages lost before they could be read, which only the
+// kernel can count (Linux; elsewhere lost is never called).
+func ServeUDP(ctx context.Context, pc net.PacketConn, fn func(msg []byte, from string), lost func(n int64)) error {
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
+	if uc, ok := pc.(*net.UDPConn); ok {
+		uc.SetReadBuffer(UDPReadBuffer) // best effort: capped by the kernel
+	}
+	if lost != nil {
+		if inode, ok := socketInode(pc); ok {
+			if base, ok := udpDrops(inode); ok {
+				done := make(chan struct{})
+				defer close(done)
+				go func() {
+					t := time.NewTicker(dropCheckEvery)
+					defer t.Stop()
+					for {
+						select {
+						case <-done:
+							return
+						case <-t.C:
+						}
+						if n, ok := udpDrops(inode); ok && n > base {
+							lost(n - base)
+							base = n
+						}
+					}
+				}()
+			}
+		}
+	}
 	buf := make([]byte, 64<<10) // the largest UDP payload
 	for {
 		n, addr, err := pc.ReadFrom(buf)

@@ -1,9 +1,14 @@
 package syslogframe
 
 import (
+	"context"
 	"errors"
+	"net"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestReadBothFramings(t *testing.T) {
@@ -31,5 +36,60 @@ func TestReadBadCountEndsTheStream(t *testing.T) {
 	err := Read(strings.NewReader("99999999 x"), 100, func([]byte, bool) { t.Error("no message expected") })
 	if !errors.Is(err, ErrBadCount) {
 		t.Fatalf("want ErrBadCount, got %v", err)
+	}
+}
+
+// What the kernel drops on a UDP socket whose reader falls behind is
+// reported: every datagram sent was either read or counted as dropped,
+// but for the few a burst can lose before it reaches any socket (the
+// loopback device's backlog, netdev_max_backlog), which no socket counts.
+func TestServeUDPReportsKernelDrops(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Fatal("the drop count is read from /proc/net/udp: run on Linux")
+	}
+	old := dropCheckEvery
+	dropCheckEvery = 20 * time.Millisecond
+	defer func() { dropCheckEvery = old }()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var read, dropped atomic.Int64
+	hold := make(chan struct{})
+	go ServeUDP(ctx, pc, func([]byte, string) {
+		<-hold // the reader is busy: the burst piles up in the kernel
+		read.Add(1)
+	}, func(n int64) { dropped.Add(n) })
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// More than any receive buffer the kernel grants (UDPReadBuffer at most).
+	const sent = 40000
+	msg := make([]byte, 1024)
+	failed := 0
+	for i := 0; i < sent; i++ {
+		if _, err := c.Write(msg); err != nil {
+			failed++
+		}
+		if i%200 == 199 {
+			time.Sleep(time.Millisecond) // let the loopback device's backlog drain
+		}
+	}
+	if failed > 0 {
+		t.Logf("%d writes failed", failed)
+	}
+	close(hold)
+	const slack = sent / 100
+	deadline := time.Now().Add(10 * time.Second)
+	for read.Load()+dropped.Load() < sent-slack && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(3 * dropCheckEvery) // a late count must not overshoot
+	if got := read.Load() + dropped.Load(); dropped.Load() == 0 || got > sent || got < sent-slack {
+		t.Errorf("sent %d: read %d, reported dropped %d", sent, read.Load(), dropped.Load())
 	}
 }
