@@ -33,8 +33,8 @@ import (
 // offered to every shipped production detector (lineage-suspects,
 // rollback, shadow-copy: separate processes, gRPC over go-plugin with
 // AutoMTLS, lineage through the broker) before the enriched document is
-// encoded. Alerts go through Ordered, as the syslog intake's do (up to
-// DefaultWorkers at once, handed over in arrival order). Open loop: latency
+// encoded. Alerts go through Ordered.Go, as the syslog intake's do (up to
+// DefaultWorkers at once, each handed over when ready). Open loop: latency
 // counts from the alert's scheduled arrival to its hand-over, so queueing
 // shows. Alerts come in pairs from one family so that
 // lineage-suspects does its whole walk; every tenth family had a revert,
@@ -45,7 +45,8 @@ import (
 // Environment: VMLINEAGE_BENCH_RATE (alerts/s, default 1000),
 // VMLINEAGE_BENCH_PROFILE=dir (CPU profiles of the measured part: host.pprof
 // and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer),
-// VMLINEAGE_BENCH_INTAKE=serial (alerts one at a time, the intake before
+// VMLINEAGE_BENCH_INTAKE=ordered (results handed over in arrival order, as
+// vmlineage enrich does) or serial (alerts one at a time, the intake before
 // Ordered).
 func BenchmarkEnrich1MVMs(b *testing.B) {
 	rate := 1000
@@ -134,11 +135,15 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	// The intake's path: Ordered, as the syslog listener and enrich use it
-	// (VMLINEAGE_BENCH_INTAKE=serial: one alert at a time, as they did before).
+	// The syslog intake's path, Ordered.Go (VMLINEAGE_BENCH_INTAKE=ordered:
+	// Submit, results in arrival order, as enrich hands them over; serial:
+	// one alert at a time, as every intake did before Ordered).
 	ord := NewOrdered(e, 0)
-	submit := ord.Submit
-	if os.Getenv("VMLINEAGE_BENCH_INTAKE") == "serial" {
+	submit := ord.Go
+	switch os.Getenv("VMLINEAGE_BENCH_INTAKE") {
+	case "ordered":
+		submit = ord.Submit
+	case "serial":
 		submit = func(ctx context.Context, a *Alert, then func([]byte, error)) { then(e.Enrich(ctx, a)) }
 	}
 	for i := 0; i < b.N; i++ {

@@ -29,11 +29,11 @@ type Handler func(ctx context.Context, a *Alert) ([]byte, error)
 // alert is logged with the sender and the reason, and passed to OnError so
 // that it can be forwarded as an error document.
 //
-// With Ordered set, alerts go to it instead of Handle: up to its workers
-// are enriched at once (one at a time, the listener could take only as
-// many alerts a second as one enrichment allows, and a UDP sender would
-// lose the rest), and each connection's results reach Emit in arrival
-// order.
+// With Ordered set, alerts go to it (Ordered.Go) instead of Handle: up to
+// its workers are enriched at once (one at a time, the listener could take
+// only as many alerts a second as one enrichment allows, and a UDP sender
+// would lose the rest); each is matched and entered in the alert log in
+// arrival order, and reaches Emit as soon as it is enriched.
 type SyslogListener struct {
 	Handle  Handler
 	Ordered *Ordered
@@ -54,7 +54,7 @@ func (l *SyslogListener) one(ctx context.Context, raw []byte, source, peer strin
 	if err == nil {
 		a.Source = source
 		if l.Ordered != nil {
-			l.Ordered.Submit(ctx, a, func(js []byte, err error) {
+			l.Ordered.Go(ctx, a, func(js []byte, err error) {
 				if err != nil {
 					l.refuse(raw, source, peer, err)
 				} else if l.Emit != nil {
@@ -131,7 +131,7 @@ func HTTPHandlerOrdered(token string, o *Ordered, emit func(doc []byte), log *sl
 				continue
 			}
 			wg.Add(1)
-			o.Submit(ctx, a, func(js []byte, err error) {
+			o.Go(ctx, a, func(js []byte, err error) {
 				defer wg.Done()
 				out[i], errs[i] = js, err
 				if err == nil && emit != nil {

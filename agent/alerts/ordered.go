@@ -30,6 +30,7 @@ type Ordered struct {
 	sem   chan struct{}
 	queue chan *orderedItem
 	done  chan struct{}
+	gos   sync.WaitGroup // Go's alerts under way
 	// mu guards closed; Submit holds it shared while it enqueues, so that
 	// Close never closes the queue under a sender.
 	mu     sync.RWMutex
@@ -81,6 +82,30 @@ func (o *Ordered) Submit(ctx context.Context, a *Alert, then func(js []byte, err
 	}()
 }
 
+// Go is Submit for an intake whose results need no order (the syslog
+// listeners, an HTTP request that puts its answers in place): Start runs
+// here in arrival order as with Submit, but then is called on the worker
+// as soon as a's result is ready, so one slow alert (a detector at its call
+// timeout) holds up no other.
+func (o *Ordered) Go(ctx context.Context, a *Alert, then func(js []byte, err error)) {
+	o.mu.RLock()
+	if o.closed {
+		o.mu.RUnlock()
+		then(o.e.Enrich(ctx, a))
+		return
+	}
+	j := o.e.Start(ctx, a)
+	o.sem <- struct{}{}
+	o.gos.Add(1)
+	o.mu.RUnlock()
+	go func() {
+		defer o.gos.Done()
+		js, err := j.Finish(ctx)
+		<-o.sem
+		then(js, err)
+	}()
+}
+
 // After calls fn in turn: once everything submitted before is handed over
 // (for an input that is not an alert, whose error document takes its place).
 func (o *Ordered) After(fn func()) {
@@ -103,6 +128,7 @@ func (o *Ordered) Close() {
 	}
 	o.mu.Unlock()
 	<-o.done
+	o.gos.Wait()
 }
 
 func (o *Ordered) emit() {
