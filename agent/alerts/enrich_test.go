@@ -50,14 +50,20 @@ type enriched struct {
 	Event map[string]any `json:"event"`
 }
 
-func newEnricher(t *testing.T, extra ...plugintest.Detector) (*Enricher, *plugins.Manager) {
+// threatModelService is a Service over a fresh threat-model store.
+func threatModelService(t *testing.T) *Service {
 	t.Helper()
-	st := alertstest.ThreatModel(t)
-	svc, err := NewService(context.Background(), st)
+	svc, err := NewService(context.Background(), alertstest.ThreatModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
+	return svc
+}
+
+func newEnricher(t *testing.T, extra ...plugintest.Detector) (*Enricher, *plugins.Manager) {
+	t.Helper()
+	svc := threatModelService(t)
 	dir, pins := plugintest.Setup(t, append(plugintest.ShippedDetectors(), extra...)...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins, CallTimeout: 500 * time.Millisecond,
 		MinBackoff: 50 * time.Millisecond, PingInterval: 200 * time.Millisecond}, svc)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -90,13 +89,7 @@ func (c *collector) handle(ctx context.Context, a *Alert) ([]byte, error) {
 func (c *collector) n() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.out) }
 
 func newCollector(t *testing.T) *collector {
-	st := alertstest.ThreatModel(t)
-	svc, err := NewService(context.Background(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	return &collector{e: NewEnricher(svc, nil, nil)}
+	return &collector{e: NewEnricher(threatModelService(t), nil, nil)}
 }
 
 func TestSyslogListeners(t *testing.T) {
@@ -145,6 +138,24 @@ func TestSyslogListeners(t *testing.T) {
 	waitUntil(t, func() bool { errMu.Lock(); defer errMu.Unlock(); return len(errs) == 2 })
 }
 
+// postAlerts POSTs body to the endpoint at url (with the bearer token
+// unless empty) and returns the answer and its lines.
+func postAlerts(t *testing.T, url, token, body string) (*http.Response, []string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+"/v1/alerts", strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp, strings.Split(strings.TrimSpace(buf.String()), "\n")
+}
+
 func waitUntil(t *testing.T, f func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(10 * time.Millisecond) {
@@ -165,20 +176,7 @@ func TestHTTPEndpoint(t *testing.T) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	post := func(token, body string) (*http.Response, []string) {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/alerts", strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		return resp, strings.Split(strings.TrimSpace(buf.String()), "\n")
-	}
+	post := func(token, body string) (*http.Response, []string) { return postAlerts(t, srv.URL, token, body) }
 	if r, _ := post("", alertFor("name", "vm1", 0)); r.StatusCode != 401 || r.Header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("no token: %d", r.StatusCode)
 	}

@@ -1,12 +1,10 @@
 package alerts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -70,14 +68,8 @@ func (g *gate) peak() (int, bool) { g.mu.Lock(); defer g.mu.Unlock(); return g.m
 
 func gatedEnricher(t *testing.T, want int) (*Enricher, *gate) {
 	t.Helper()
-	st := alertstest.ThreatModel(t)
-	svc, err := NewService(context.Background(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
 	g := &gate{want: want}
-	return NewEnricher(svc, g, nil), g
+	return NewEnricher(threatModelService(t), g, nil), g
 }
 
 // Alerts are enriched several at once, and handed over in the order they
@@ -191,18 +183,9 @@ func TestHTTPHandlerOrdered(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	body := alertFor("uuid", "vm1", 0) + "\n" + alertFor("uuid", "vm2", 1) + "\n{\"@timestamp\":\"yesterday\"}\n" + alertFor("uuid", "vm3", 2) + "\n"
-	req, _ := http.NewRequest("POST", srv.URL+"/v1/alerts", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer s3cret")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	resp, lines := postAlerts(t, srv.URL, "s3cret", body)
 	if resp.StatusCode != 200 || len(lines) != 4 || resp.Header.Get("X-Vmlineage-Errors") != "1" {
-		t.Fatalf("%d, errors %q: %s", resp.StatusCode, resp.Header.Get("X-Vmlineage-Errors"), buf.String())
+		t.Fatalf("%d, errors %q: %s", resp.StatusCode, resp.Header.Get("X-Vmlineage-Errors"), strings.Join(lines, "\n"))
 	}
 	var got []string
 	for _, l := range lines {
