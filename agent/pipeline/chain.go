@@ -124,12 +124,15 @@ func (k *chainKeeper) sealPass(ctx context.Context, all bool) (int, error) {
 }
 
 // awaitsLogs says r, a record the tracer saw only in part, waits for the
-// log source (see otherSettled).
+// log source (see otherSettled). So does one whose actor lacks the
+// session's originator: a root session's is only in xensource.log's
+// Session.create line, which xapi writes later than the audit line that
+// makes the actor final.
 func (k *chainKeeper) awaitsLogs(r *record.Record) bool {
 	if k.otherSettled == nil || r.Source != record.SourceXAPI {
 		return false
 	}
-	partial := false
+	partial := r.Actor != nil && r.Actor.Originator == ""
 	for _, f := range r.Unknown {
 		if f != "task_uuid" && f != "start" {
 			partial = true // the logs never know a task's uuid

@@ -58,3 +58,61 @@ func TestCreationWaitsForTheTracerToNameIt(t *testing.T) {
 		t.Errorf("held ids left behind: %v", k.held)
 	}
 }
+
+// TestActorWaitsForItsOriginator: a record whose actor the audit line made
+// final but whose session's originator is not known yet (a root session's
+// is only in xensource.log's Session.create line, which comes later) stays
+// unsealed until the log source has settled past it, and is then sealed
+// with the originator the attributor has learnt meanwhile. Without a log
+// source it is sealed at once. audit/e2e's TestAgentAttributesActors failed
+// once when the audit line won that race.
+func TestActorWaitsForItsOriginator(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC)
+	for _, logs := range []bool{true, false} {
+		st, err := lineage.Open(filepath.Join(t.TempDir(), "lineage.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.DeferSeal(true)
+		r := record.Record{ID: record.ID("p", "00000000000c", 0), PoolUUID: "p", VMUUID: "a", VMName: "a", Activity: record.Start,
+			Start: at, End: at, Result: record.Success, Source: record.SourceXAPI, TaskID: "00000000000c"}
+		if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&r); return err }); err != nil {
+			t.Fatal(err)
+		}
+		originator := "" // what the attributor knows of the session
+		settled := at.Add(-time.Minute)
+		k := &chainKeeper{st: st, log: slog.Default(), settle: time.Hour, started: time.Now(), otherWait: time.Hour,
+			complete: func(r *record.Record) (bool, bool) {
+				act := &record.Actor{Name: "root", SubjectID: "LOCAL_SUPERUSER", Originator: originator}
+				changed := r.Actor == nil || *r.Actor != *act
+				r.Actor = act
+				return changed, true
+			}}
+		if logs {
+			k.otherSettled = func() time.Time { return settled }
+		}
+		n, err := k.sealPass(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !logs {
+			if n != 1 {
+				t.Errorf("without a log source: sealed %d, want the record at once", n)
+			}
+			continue
+		}
+		if n != 0 {
+			t.Fatalf("sealed %d before the logs settled past the record, want 0", n)
+		}
+		originator, settled = "cli", at.Add(time.Minute) // the Session.create line read
+		if n, err := k.sealPass(ctx, false); err != nil || n != 1 {
+			t.Fatalf("after the logs settled: sealed %d (%v), want 1", n, err)
+		}
+		got, err := st.Records(ctx, lineage.Filter{})
+		if err != nil || len(got) != 1 || got[0].Actor == nil || got[0].Actor.Originator != "cli" || got[0].Chain == nil {
+			t.Errorf("sealed record: %+v %v", got, err)
+		}
+	}
+}
