@@ -135,6 +135,34 @@ func openStore(t *testing.T, dir string) *lineage.Store {
 }
 
 // expected is what a host's log holds minus our own polls' lines.
+// awaitPollLines waits until the poll lines of session sess are in every
+// host's log: xapi (and the simulator) write them after the answer ended,
+// so a test that wants them fetched by the next fetcher must wait for them.
+func (p *simPool) awaitPollLines(t *testing.T, sess string, hosts ...string) {
+	t.Helper()
+	track := audit.TrackIDOf(sess)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, h := range hosts {
+		for {
+			found := false
+			for _, s := range p.srv.AuditLines(h) {
+				var l audit.Line
+				if audit.Parse(s, &l) == nil && l.Action == "http/get_audit_log" && l.TrackID == track {
+					found = true
+					break
+				}
+			}
+			if found {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the poll line of session %s never came", h, track)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 func expected(p *simPool, host string, own map[string]bool) []string {
 	var out []string
 	for _, s := range p.srv.AuditLines(host) {
@@ -176,6 +204,7 @@ func TestFetchEveryHostOnceAcrossRestarts(t *testing.T) {
 	if err := f.Poll(context.Background(), col.sink); err != nil {
 		t.Fatal(err)
 	}
+	p.awaitPollLines(t, p.c.Session(), "fin1", "fin2")
 	// New lines after the first poll: hand-driven calls on both hosts.
 	vm := ""
 	if err := p.c.Call(context.Background(), "VM.get_by_uuid", &vm, "fdb00000-0000-4000-8000-000000000003"); err != nil {
@@ -199,6 +228,7 @@ func TestFetchEveryHostOnceAcrossRestarts(t *testing.T) {
 	if err := f2.Poll(context.Background(), col.sink); err != nil {
 		t.Fatal(err)
 	}
+	p.awaitPollLines(t, p.c.Session(), "fin1", "fin2")
 	if err := f2.Poll(context.Background(), col.sink); err != nil { // nothing new but our poll lines
 		t.Fatal(err)
 	}
@@ -232,6 +262,7 @@ func TestFetchRewarmAfterRestart(t *testing.T) {
 	if err := f.Poll(context.Background(), col.sink); err != nil {
 		t.Fatal(err)
 	}
+	p.awaitPollLines(t, p.c.Session(), "fin1", "fin2")
 	// The restart: a new session, an empty index.
 	if err := p.c.Login(context.Background()); err != nil {
 		t.Fatal(err)
