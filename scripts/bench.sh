@@ -26,6 +26,8 @@ b -bench . -benchtime 300000x ./outputs/syslog ./outputs/elasticsearch
 b -bench . -benchtime 100000x ./outputs/spool
 # Issue 4: enrichment latency p50/p99 with 1,000,000 VMs at 1,000 alerts/s through the plugin path.
 b -bench 'Enrich1MVMs' -benchtime 10000x -timeout 60m ./agent/alerts
+# What one detector call costs in CPU on each side of the plugin boundary (gRPC over go-plugin's AutoMTLS).
+b -bench 'EnrichCall' -benchtime 20000x ./plugins
 # Issue 5: replay throughput (lines/s, lines per CPU-s, MB/s) on one core (GOMAXPROCS=1) over generated 1 GiB corpora,
 # realistic (a busy pool's log) and dense (operations back to back), beside grep -c over the same file, and peak RSS;
 # with and without the store. Corpora are made once into VMLINEAGE_BENCH_CACHE (default ~/.cache/vmlineage-bench);
