@@ -51,8 +51,39 @@ type Config struct {
 	// detector (default 2): one slow call is tolerated, a hung process is not.
 	HungLimit int
 
+	// Observe, when set, is told of every call made or ruled out (the
+	// agent's metrics). It runs on the calling goroutine: keep it cheap.
+	Observe func(Observation)
+
 	Logger *slog.Logger
 }
+
+// Observation is one detector call, or one call not made, for metrics.
+type Observation struct {
+	Detector string
+	Call     string // CallEnrich or CallOnRecord
+	Outcome  string // one of the Outcome constants
+	// Duration is how long the call took (zero when it was not made).
+	Duration time.Duration
+}
+
+// Made says the call was made (and Duration is how long it took).
+func (o Observation) Made() bool { return o.Outcome != OutcomeSkipped && o.Outcome != OutcomeDown }
+
+// Calls and outcomes of an Observation.
+const (
+	CallEnrich   = "enrich"
+	CallOnRecord = "on_record"
+
+	OutcomeOK      = "ok"
+	OutcomeSkipped = "skipped" // the detector's declared Needs ruled the call out
+	OutcomeDown    = "down"    // not running (starting, backing off, disabled, refused)
+	OutcomeTimeout = "timeout" // no answer within CallTimeout
+	OutcomeCrashed = "crashed" // the process died or the connection broke during the call
+	OutcomeFailed  = "failed"  // an error answer, or garbage
+	// OutcomeCancelled: the caller gave up first (the agent is stopping).
+	OutcomeCancelled = "cancelled"
+)
 
 func (c *Config) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
@@ -270,7 +301,7 @@ func (m *Manager) Status() []Status {
 // down, hung, crashed or answered garbage has Err set; one whose declared
 // Needs rule the call out is not asked (Skipped says why).
 func (m *Manager) Enrich(ctx context.Context, a *Alert) []Result {
-	res := m.each(ctx, func(d *DetectorClient) string {
+	res := m.each(ctx, CallEnrich, func(d *DetectorClient) string {
 		n := d.Needs()
 		why := n.SkipEnrich(a)
 		if why != "" {
@@ -320,7 +351,7 @@ func (m *Manager) Wanted(a *Alert) Needs {
 // OnRecord passes a committed record to every detector that wants it;
 // detectors that do not are left out of the results.
 func (m *Manager) OnRecord(ctx context.Context, rec *record.Record) []Result {
-	return m.each(ctx, func(d *DetectorClient) string {
+	return m.each(ctx, CallOnRecord, func(d *DetectorClient) string {
 		n := d.Needs()
 		if !n.WantsRecord(rec) {
 			m.recordSkipped.Add(1)
@@ -336,7 +367,7 @@ func (m *Manager) OnRecord(ctx context.Context, rec *record.Record) []Result {
 
 // each calls the running detectors that skip does not rule out, in
 // parallel (the last one on this goroutine), and sets the detector names.
-func (m *Manager) each(ctx context.Context, skip func(*DetectorClient) string, call func(context.Context, *DetectorClient) Result, keepSkipped bool) []Result {
+func (m *Manager) each(ctx context.Context, name string, skip func(*DetectorClient) string, call func(context.Context, *DetectorClient) Result, keepSkipped bool) []Result {
 	out := make([]Result, 0, len(m.runners))
 	type job struct {
 		i int
@@ -347,10 +378,12 @@ func (m *Manager) each(ctx context.Context, skip func(*DetectorClient) string, c
 	for _, r := range m.runners {
 		d, err := r.get()
 		if err != nil {
+			m.observe(r.name, name, OutcomeDown, 0)
 			out = append(out, Result{Detector: r.name, Err: err})
 			continue
 		}
 		if why := skip(d); why != "" {
+			m.observe(r.name, name, OutcomeSkipped, 0)
 			if keepSkipped {
 				out = append(out, Result{Detector: r.name, Skipped: why})
 			}
@@ -362,13 +395,13 @@ func (m *Manager) each(ctx context.Context, skip func(*DetectorClient) string, c
 	var wg sync.WaitGroup
 	for k, j := range jobs {
 		if k == len(jobs)-1 {
-			out[j.i] = j.r.call(ctx, j.d, call)
+			out[j.i] = j.r.call(ctx, name, j.d, call)
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[j.i] = j.r.call(ctx, j.d, call)
+			out[j.i] = j.r.call(ctx, name, j.d, call)
 		}()
 	}
 	wg.Wait()
@@ -467,15 +500,19 @@ func (r *runner) maybeRestartLocked() {
 	go r.start()
 }
 
-func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.Context, *DetectorClient) Result) Result {
+func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call func(context.Context, *DetectorClient) Result) Result {
 	cctx, cancel := context.WithTimeout(ctx, r.m.cfg.CallTimeout)
 	defer cancel()
 	// No watchdog goroutine: the call is local work plus one gRPC round
 	// trip, and gRPC's client ends that at the deadline whatever the peer
 	// does (the hang and kill-mid-call tests hold it to that).
+	start := time.Now()
 	res := call(cctx, d)
+	outcome := OutcomeFailed
+	defer func() { r.m.observe(r.name, name, outcome, time.Since(start)) }()
 	res.Detector = r.name
 	if res.Err == nil {
+		outcome = OutcomeOK
 		r.mu.Lock()
 		r.timeouts = 0
 		if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
@@ -488,7 +525,9 @@ func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.
 	switch {
 	case ctx.Err() != nil:
 		// The caller gave up; not the detector's fault.
+		outcome = OutcomeCancelled
 	case errors.Is(res.Err, context.DeadlineExceeded) || code == codes.DeadlineExceeded:
+		outcome = OutcomeTimeout
 		res.Err = fmt.Errorf("no answer within %s (hung?)", r.m.cfg.CallTimeout)
 		r.mu.Lock()
 		r.timeouts++
@@ -497,6 +536,7 @@ func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.
 		}
 		r.mu.Unlock()
 	case code == codes.Unavailable || code == codes.Canceled || r.exited(d):
+		outcome = OutcomeCrashed
 		r.mu.Lock()
 		if r.det == d {
 			r.failLocked(fmt.Errorf("crashed: %v", res.Err))
@@ -509,6 +549,13 @@ func (r *runner) call(ctx context.Context, d *DetectorClient, call func(context.
 		res.Err = fmt.Errorf("failed: %v", status.Convert(res.Err).Message())
 	}
 	return res
+}
+
+// observe hands an observation to Config.Observe.
+func (m *Manager) observe(detector, call, outcome string, d time.Duration) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(Observation{Detector: detector, Call: call, Outcome: outcome, Duration: d})
+	}
 }
 
 func (r *runner) exited(d *DetectorClient) bool {

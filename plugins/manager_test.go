@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -388,5 +389,56 @@ func TestSkipEnrichConditions(t *testing.T) {
 	}
 	if why := (&plugins.Needs{}).SkipEnrich(base()); why != "it does not enrich alerts" {
 		t.Errorf("no Enrich: %q", why)
+	}
+}
+
+// TestObserveEveryCall: Config.Observe hears of every call with its
+// outcome and duration, and of every call not made (ruled out by Needs,
+// or the detector not running), as the agent's metrics count them.
+func TestObserveEveryCall(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"), testDet("hang", "hang"), testDet("picky", "picky"), testDet("unpinned", "ok"))
+	delete(pins, "unpinned")
+	var mu sync.Mutex
+	var obs []plugins.Observation
+	m := newManager(t, dir, pins, func(c *plugins.Config) {
+		c.Observe = func(o plugins.Observation) { mu.Lock(); obs = append(obs, o); mu.Unlock() }
+	})
+	// Family and ancestry sent, no ancestor destroyed: picky can find
+	// nothing and is not asked.
+	p, a := plugins.VM{UUID: "p", Name: "parent"}, plugins.VM{UUID: "a", Name: "vm-a", ParentUUID: "p"}
+	al := &plugins.Alert{ID: "y", Time: alert.Time, VMs: alert.VMs, Family: []plugins.VM{p, a},
+		FamilyStates: []plugins.VMState{{UUID: "p", Existed: true}, {UUID: "a", Existed: true, PowerState: "Running"}}, Ancestors: []plugins.VM{a, p}}
+	m.Enrich(context.Background(), al)
+	m.OnRecord(context.Background(), &record.Record{VMUUID: "a", Activity: record.Start, Start: time.Unix(1, 0)})
+	mu.Lock()
+	defer mu.Unlock()
+	got := map[string]plugins.Observation{}
+	for _, o := range obs {
+		k := o.Detector + " " + o.Call
+		if _, dup := got[k]; dup {
+			t.Errorf("%s observed twice", k)
+		}
+		got[k] = o
+	}
+	want := map[string]string{
+		"ok enrich": plugins.OutcomeOK, "hang enrich": plugins.OutcomeTimeout, "picky enrich": plugins.OutcomeSkipped, "unpinned enrich": plugins.OutcomeDown,
+		"ok on_record": plugins.OutcomeOK, "hang on_record": plugins.OutcomeTimeout, "picky on_record": plugins.OutcomeSkipped, "unpinned on_record": plugins.OutcomeDown,
+	}
+	for k, outcome := range want {
+		o, ok := got[k]
+		if !ok || o.Outcome != outcome {
+			t.Errorf("%s: observed %+v, want outcome %s", k, o, outcome)
+			continue
+		}
+		called := outcome == plugins.OutcomeOK || outcome == plugins.OutcomeTimeout
+		if called != (o.Duration > 0) {
+			t.Errorf("%s: duration %s", k, o.Duration)
+		}
+		if outcome == plugins.OutcomeTimeout && o.Duration < 400*time.Millisecond {
+			t.Errorf("%s: a timeout after %s, before CallTimeout", k, o.Duration)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("observed %d calls, want %d: %+v", len(got), len(want), obs)
 	}
 }
