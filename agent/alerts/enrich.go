@@ -36,7 +36,31 @@ type Enricher struct {
 	// Window is how far back a suspect's own alerts make it "already known"
 	// rather than suspected (default 24h, lineage-suspects' default).
 	Window time.Duration
+	// Observe, when set, is told how long each alert took (the agent's
+	// metrics), on the goroutine that finished it: keep it cheap.
+	Observe func(Timing)
 }
+
+// Timing is how one alert went, for metrics: its outcome, and how long it
+// took in all and in each phase.
+type Timing struct {
+	Outcome string // TimingMatched, TimingUnmatched or TimingFailed
+	// Total runs from Start to the enriched document: what the sender of
+	// the alert waits, queueing for a worker included.
+	Total time.Duration
+	// Match: tying the alert to VMs and entering it in the alert log
+	// (Start). Queue: waiting for a worker after that. Context: reading
+	// its lineage context. Detectors: the detector calls (in parallel).
+	// Encode: the enriched document.
+	Match, Queue, Context, Detectors, Encode time.Duration
+}
+
+// Outcomes of a Timing.
+const (
+	TimingMatched   = "matched"   // tied to at least one VM
+	TimingUnmatched = "unmatched" // no VM matches: out unchanged, with a note
+	TimingFailed    = "failed"    // matching failed (store error) or the alert cannot be encoded
+)
 
 // NewEnricher returns an enricher over the service; dets may be nil.
 func NewEnricher(svc *Service, dets Detectors, log *slog.Logger) *Enricher {
@@ -93,6 +117,7 @@ type Job struct {
 	e        *Enricher
 	a        *Alert
 	received time.Time
+	started  time.Time // Start returned
 	out      *Output
 	raw      []byte
 	vms      []plugins.AlertVM
@@ -113,6 +138,7 @@ func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
 	raw, err := json.Marshal(a.Doc)
 	if err != nil {
 		j.err = fmt.Errorf("alert %s: %w", a.ID, err)
+		j.started = e.now()
 		return j
 	}
 	j.raw = raw
@@ -124,17 +150,47 @@ func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
 	}
 	j.vms, j.matchErr = vms, err
 	j.pend = e.svc.log.begin(a.ID, a.Time, vms)
+	j.started = e.now()
 	return j
 }
 
 // Finish reads the alert's lineage context, runs the detectors and returns
 // the enriched document (see Enrich). It may run on any goroutine.
 func (j *Job) Finish(ctx context.Context) ([]byte, error) {
+	e := j.e
+	var tm Timing
+	if e.Observe != nil {
+		begun := e.now()
+		tm.Match, tm.Queue = j.started.Sub(j.received), begun.Sub(j.started)
+		defer func() {
+			tm.Total = e.now().Sub(j.received)
+			e.Observe(tm)
+		}()
+	}
 	if j.err != nil {
+		tm.Outcome = TimingFailed
 		return nil, j.err
 	}
-	e, a, out, vms := j.e, j.a, j.out, j.vms
+	a, out, vms := j.a, j.out, j.vms
 	out.matches = vms
+	// phase measures the phases only when someone is told of them.
+	phase := func(d *time.Duration, f func()) {
+		if e.Observe == nil {
+			f()
+			return
+		}
+		t := e.now()
+		f()
+		*d = e.now().Sub(t)
+	}
+	switch {
+	case j.matchErr != nil:
+		tm.Outcome = TimingFailed
+	case len(vms) == 0:
+		tm.Outcome = TimingUnmatched
+	default:
+		tm.Outcome = TimingMatched
+	}
 	if len(vms) == 0 {
 		if j.matchErr == nil {
 			out.Notes = append(out.Notes, "no VM in the lineage store matches this alert's cloud.instance.id, host.name, host.ip, source.ip, destination.ip or host.mac at "+timeString(a.Time))
@@ -142,28 +198,38 @@ func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 	} else {
 		out.Matched = true
 		pa := &plugins.Alert{ID: a.ID, Time: a.Time, VMs: out.matches, ECS: j.raw}
-		cx := e.facts(ctx, pa, out)
-		e.describeVMs(ctx, a, out, cx)
-		if e.dets != nil {
-			want := plugins.AllNeeds()
-			if w, ok := e.dets.(wanter); ok {
-				want = w.Wanted(pa)
+		want := plugins.AllNeeds()
+		var cx *alertContext
+		phase(&tm.Context, func() {
+			cx = e.facts(ctx, pa, out)
+			e.describeVMs(ctx, a, out, cx)
+			if e.dets != nil {
+				if w, ok := e.dets.(wanter); ok {
+					want = w.Wanted(pa)
+				}
+				e.load(ctx, pa, want, cx, out)
 			}
-			e.load(ctx, pa, want, cx, out)
-			e.runDetectors(ctx, pa, out, cx)
+		})
+		if e.dets != nil {
+			phase(&tm.Detectors, func() { e.runDetectors(ctx, pa, out, cx) })
 		} else {
 			out.Notes = append(out.Notes, "no detectors configured")
 		}
 	}
-	out.EnrichedAt = timeString(e.now())
-	doc := e.render(a, out)
-	js, jerr := json.Marshal(doc)
-	row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: j.received.UnixMilli(), source: a.Source, json: string(j.raw), vms: vms}
-	if jerr == nil {
-		row.enriched = js
-	}
-	e.svc.log.finish(j.pend, row)
+	var js []byte
+	var jerr error
+	phase(&tm.Encode, func() {
+		out.EnrichedAt = timeString(e.now())
+		doc := e.render(a, out)
+		js, jerr = json.Marshal(doc)
+		row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: j.received.UnixMilli(), source: a.Source, json: string(j.raw), vms: vms}
+		if jerr == nil {
+			row.enriched = js
+		}
+		e.svc.log.finish(j.pend, row)
+	})
 	if jerr != nil {
+		tm.Outcome = TimingFailed
 		return nil, fmt.Errorf("alert %s: encode enriched: %w", a.ID, jerr)
 	}
 	return js, nil

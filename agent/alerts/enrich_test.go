@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -293,5 +294,46 @@ func TestAlertStoredOnce(t *testing.T) {
 	// The lineage store holds no alert tables.
 	if err := st.DB().QueryRow("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('alerts','alert_vms')").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("alert tables in the lineage store: %d %v", n, err)
+	}
+}
+
+// TestObserveTimings: Enricher.Observe hears of every alert with its
+// outcome and where its time went; a hung detector's call timeout shows
+// in the detectors phase, not in the others.
+func TestObserveTimings(t *testing.T) {
+	e, _ := newEnricher(t, plugintest.Detector{Name: "zz-hang", Pkg: plugintest.TestDetector, Mode: "hang"})
+	var mu sync.Mutex
+	var got []Timing
+	e.Observe = func(tm Timing) { mu.Lock(); got = append(got, tm); mu.Unlock() }
+	for _, in := range []string{alertFor("name", "vm1", 0), alertFor("name", "vm2", 1),
+		`{"@timestamp":"2024-03-01T09:30:00Z","host":{"name":"not-a-vm"}}`} {
+		a, err := ParseJSON([]byte(in), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Enrich(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 {
+		t.Fatalf("%d timings for 3 alerts: %+v", len(got), got)
+	}
+	for i, tm := range got {
+		want := TimingMatched
+		if i == 2 {
+			want = TimingUnmatched
+		}
+		sum := tm.Match + tm.Queue + tm.Context + tm.Detectors + tm.Encode
+		if tm.Outcome != want || tm.Total < sum || tm.Match <= 0 || tm.Encode <= 0 {
+			t.Errorf("alert %d: %+v (phases sum to %s)", i, tm, sum)
+		}
+		if i < 2 && (tm.Context <= 0 || tm.Detectors < 500*time.Millisecond || tm.Context > 400*time.Millisecond) {
+			t.Errorf("alert %d: the hung detector's 500ms call timeout belongs to the detectors phase: %+v", i, tm)
+		}
+		if i == 2 && (tm.Context != 0 || tm.Detectors != 0) {
+			t.Errorf("unmatched alert: no context read, no detector asked: %+v", tm)
+		}
 	}
 }

@@ -106,6 +106,10 @@ func (o *Ordered) Go(ctx context.Context, a *Alert, then func(js []byte, err err
 	}()
 }
 
+// Busy is how many alerts are being enriched right now (at most the
+// workers): the agent's in-flight gauge.
+func (o *Ordered) Busy() int { return len(o.sem) }
+
 // After calls fn in turn: once everything submitted before is handed over
 // (for an input that is not an alert, whose error document takes its place).
 func (o *Ordered) After(fn func()) {

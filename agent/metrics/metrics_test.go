@@ -14,8 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/vmlineage/vmlineage/agent/metrics/metricstest"
 )
 
 // feeder stands in for the pipeline: it plays a scenario of batches (events
@@ -51,45 +51,18 @@ func (f *feeder) step(i int) {
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
+	return metricstest.Scrape(t, url+"/metrics")
 }
 
 // value returns the value of family name with the given label (or the
-// unlabelled one), -1 when absent.
+// first series), -1 when absent.
 func value(fams map[string]*dto.MetricFamily, name, label, lv string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
+	var labels map[string]string
+	if label != "" {
+		labels = map[string]string{label: lv}
 	}
-	for _, m := range f.Metric {
-		match := label == ""
-		for _, l := range m.Label {
-			if l.GetName() == label && l.GetValue() == lv {
-				match = true
-			}
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		}
+	if v, ok := metricstest.Value(fams, name, labels); ok {
+		return v
 	}
 	return -1
 }
@@ -272,6 +245,9 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.SetOutput("x", OutputStats{})
 	m.SetDetector("x", 1, true)
 	m.OnScrape(func() {})
+	m.Alert("matched", time.Millisecond, AlertPhase{"match", time.Millisecond})
+	m.DetectorCall("x", "enrich", "ok", true, time.Millisecond)
+	m.InFlight(1)
 }
 
 func TestListenBadAddress(t *testing.T) {
@@ -291,4 +267,46 @@ func ExampleNew() {
 		}
 	}
 	// Output: vmlineage_records_out_total syslog 2
+}
+
+// TestAlertAndDetectorCall: an alert counts by outcome with its total
+// and phase times; a detector call counts by outcome, timed only when made.
+func TestAlertAndDetectorCall(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "test")
+	m.Alert("matched", 3*time.Millisecond, AlertPhase{"match", time.Millisecond}, AlertPhase{"detectors", 2 * time.Millisecond})
+	m.Alert("unmatched", time.Millisecond, AlertPhase{"match", time.Millisecond})
+	m.DetectorCall("rollback", "enrich", "ok", true, 2*time.Millisecond)
+	m.DetectorCall("rollback", "enrich", "skipped", false, 0)
+	m.InFlight(3)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*dto.MetricFamily{}
+	for _, f := range fams {
+		byName[f.GetName()] = f
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vmlineage_alerts_total", map[string]string{"outcome": "matched"}, 1},
+		{"vmlineage_alerts_total", map[string]string{"outcome": "unmatched"}, 1},
+		{"vmlineage_alert_enrich_seconds", nil, 2},
+		{"vmlineage_alert_phase_seconds", map[string]string{"phase": "match"}, 2},
+		{"vmlineage_alert_phase_seconds", map[string]string{"phase": "detectors"}, 1},
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "rollback", "outcome": "ok"}, 1},
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "rollback", "outcome": "skipped"}, 1},
+		{"vmlineage_detector_call_seconds", map[string]string{"detector": "rollback"}, 1},
+		{"vmlineage_alerts_in_flight", nil, 3},
+	} {
+		if v, ok := metricstest.Value(byName, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if h := byName["vmlineage_alert_enrich_seconds"].GetMetric()[0].GetHistogram(); h.GetSampleSum() < 0.0039 || h.GetSampleSum() > 0.0041 {
+		t.Errorf("enrich seconds sum %v, want 0.004", h.GetSampleSum())
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/alerts"
 	"github.com/vmlineage/vmlineage/agent/backend"
 	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/metrics"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/outputs"
 	"github.com/vmlineage/vmlineage/plugins"
@@ -76,19 +77,38 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 		return nil, err
 	}
 	d.svc = svc
-	mgr, err := plugins.NewManager(plugins.Config{Dir: dc.Dir, Pins: pins, CallTimeout: dc.CallTimeout.D()}, svc)
+	m := a.metrics // nil without metrics.listen: every call below is then a no-op
+	mgr, err := plugins.NewManager(plugins.Config{Dir: dc.Dir, Pins: pins, CallTimeout: dc.CallTimeout.D(),
+		Observe: func(o plugins.Observation) { m.DetectorCall(o.Detector, o.Call, o.Outcome, o.Made(), o.Duration) }}, svc)
 	if err != nil {
 		d.close()
 		return nil, fmt.Errorf("detectors: %w", err)
 	}
 	mgr.Start(ctx)
 	d.mgr, d.enr = mgr, alerts.NewEnricher(svc, mgr, a.log)
+	if m != nil {
+		d.enr.Observe = func(tm alerts.Timing) {
+			phases := []metrics.AlertPhase{{Name: "match", D: tm.Match}, {Name: "queue", D: tm.Queue}, {Name: "encode", D: tm.Encode}}
+			if tm.Outcome == alerts.TimingMatched {
+				phases = append(phases, metrics.AlertPhase{Name: "context", D: tm.Context}, metrics.AlertPhase{Name: "detectors", D: tm.Detectors})
+			}
+			m.Alert(tm.Outcome, tm.Total, phases...)
+		}
+	}
 	d.pump = alerts.NewPump(mgr, func(doc []byte) { a.emitDoc(ctx, doc, false) }, a.log, 0)
 	// The listeners enrich several alerts at once, in arrival order.
 	emit := func(js []byte) { a.emitDoc(ctx, js, true) }
 	if a.cfg.Alerts.SyslogListen != "" || a.cfg.Alerts.HTTPListen != "" {
 		d.ordered = alerts.NewOrdered(d.enr, 0)
 	}
+	m.OnScrape(func() {
+		for _, st := range mgr.Status() {
+			m.SetDetector(st.Name, st.Starts, st.State == plugins.StateRunning)
+		}
+		if d.ordered != nil {
+			m.InFlight(d.ordered.Busy())
+		}
+	})
 	if addr := a.cfg.Alerts.SyslogListen; addr != "" {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/metrics/metricstest"
 	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/agent/xapi/xapisim"
 	"github.com/vmlineage/vmlineage/internal/receivers"
@@ -54,6 +55,7 @@ func TestAgentRunsDetectors(t *testing.T) {
 	cfg.XAPI.EventTimeout = config.Duration(2 * time.Second)
 	cfg.Detectors.Dir, cfg.Detectors.Pins = pdir, pins
 	cfg.Alerts.HTTPListen, cfg.Alerts.TokenFile = freeAddr(t), tok
+	cfg.Metrics.Listen = freeAddr(t)
 	cfg.Outputs = []config.Output{{Name: "archive", Type: "file", Format: "ecs", Path: out}}
 	a, err := pipeline.New(cfg, pipeline.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), BackoffBase: 20 * time.Millisecond})
 	if err != nil {
@@ -90,6 +92,34 @@ func TestAgentRunsDetectors(t *testing.T) {
 	second := post(fmt.Sprintf(`{"@timestamp":%q,"host":{"name":"vm2"}}`, at.Add(time.Minute).Format(time.RFC3339)))
 	if !strings.Contains(second, `"vm_name":"vm5"`) {
 		t.Errorf("the second alert's answer names no vm5 suspect: %.400s", second)
+	}
+	post(fmt.Sprintf(`{"@timestamp":%q,"host":{"name":"no-such-vm"}}`, at.Format(time.RFC3339)))
+	// The metrics endpoint counts the three alerts, times them by phase,
+	// and counts the detector calls by outcome.
+	mf := metricstest.Scrape(t, "http://"+cfg.Metrics.Listen+"/metrics")
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   func(float64) bool
+	}{
+		{"vmlineage_alerts_total", map[string]string{"outcome": "matched"}, func(v float64) bool { return v == 2 }},
+		{"vmlineage_alerts_total", map[string]string{"outcome": "unmatched"}, func(v float64) bool { return v == 1 }},
+		{"vmlineage_alert_enrich_seconds", nil, func(v float64) bool { return v == 3 }},
+		{"vmlineage_alert_phase_seconds", map[string]string{"phase": "match"}, func(v float64) bool { return v == 3 }},
+		{"vmlineage_alert_phase_seconds", map[string]string{"phase": "detectors"}, func(v float64) bool { return v == 2 }},
+		// Both matched alerts have a destroyed ancestor: shadow-copy is asked.
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "shadow-copy", "call": "enrich", "outcome": "ok"}, func(v float64) bool { return v == 2 }},
+		// Only the second alert has two alerted VMs in the family.
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "lineage-suspects", "call": "enrich", "outcome": "ok"}, func(v float64) bool { return v == 1 }},
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "lineage-suspects", "call": "enrich", "outcome": "skipped"}, func(v float64) bool { return v == 1 }},
+		{"vmlineage_detector_call_seconds", map[string]string{"detector": "shadow-copy", "call": "enrich"}, func(v float64) bool { return v == 2 }},
+		{"vmlineage_detector_calls_total", map[string]string{"detector": "shadow-copy", "call": "on_record", "outcome": "ok"}, func(v float64) bool { return v >= 1 }},
+		{"vmlineage_detector_up", map[string]string{"detector": "rollback"}, func(v float64) bool { return v == 1 }},
+		{"vmlineage_alerts_in_flight", nil, func(v float64) bool { return v == 0 }},
+	} {
+		if v, ok := metricstest.Value(mf, c.name, c.labels); !ok || !c.want(v) {
+			t.Errorf("%s%v = %v (found %v)", c.name, c.labels, v, ok)
+		}
 	}
 	wait(t, "findings and enriched alerts in the output", func() bool {
 		b, _ := os.ReadFile(out)
