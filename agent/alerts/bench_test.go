@@ -47,7 +47,10 @@ import (
 // and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer),
 // VMLINEAGE_BENCH_INTAKE=ordered (results handed over in arrival order, as
 // vmlineage enrich does) or serial (alerts one at a time, the intake before
-// Ordered).
+// Ordered), VMLINEAGE_BENCH_WORKERS (Ordered's workers, default
+// DefaultWorkers). Besides the end-to-end figures it prints the p50/p99 of
+// each phase as the agent's alert_phase_seconds sees them (from Start, so
+// without the time an alert waited to be read).
 func BenchmarkEnrich1MVMs(b *testing.B) {
 	rate := 1000
 	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_RATE")); err == nil && v > 0 {
@@ -58,6 +61,12 @@ func BenchmarkEnrich1MVMs(b *testing.B) {
 
 func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	st := big.Open(b)
+	// The probe run (b.N 1) logs nothing: testing cuts a benchmark's log
+	// short, and the figures of the real run come last.
+	logf := b.Logf
+	if b.N == 1 {
+		logf = func(string, ...any) {}
+	}
 	ctx := context.Background()
 	svc, err := NewService(ctx, st)
 	if err != nil {
@@ -85,6 +94,17 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		}
 	}
 	e := NewEnricher(svc, m, nil)
+	// Where each alert's time went (the agent's alert_phase_seconds).
+	var tmMu sync.Mutex
+	var timings []Timing
+	measuring := false
+	e.Observe = func(tm Timing) {
+		tmMu.Lock()
+		if measuring {
+			timings = append(timings, tm)
+		}
+		tmMu.Unlock()
+	}
 	interval := time.Second / time.Duration(rate)
 	rng := rand.New(rand.NewPCG(1, 2))
 	docs := make([][]byte, b.N)
@@ -133,12 +153,16 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		}
 		pprof.StartCPUProfile(prof)
 	}
+	tmMu.Lock()
+	measuring = true
+	tmMu.Unlock()
 	b.ResetTimer()
 	start := time.Now()
 	// The syslog intake's path, Ordered.Go (VMLINEAGE_BENCH_INTAKE=ordered:
 	// Submit, results in arrival order, as enrich hands them over; serial:
 	// one alert at a time, as every intake did before Ordered).
-	ord := NewOrdered(e, 0)
+	workers, _ := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_WORKERS")) // 0: DefaultWorkers
+	ord := NewOrdered(e, workers)
 	submit := ord.Go
 	switch os.Getenv("VMLINEAGE_BENCH_INTAKE") {
 	case "ordered":
@@ -218,23 +242,53 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	for _, s := range m.Status() {
 		starts += s.Starts - 1
 	}
-	b.Logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
+	logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
 		b.N, rate, elapsed.Round(time.Millisecond), big.Families*big.FamilySize,
 		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, commits)
 	if h, mi := hits1-hits0, misses1-misses0; h+mi > 0 {
-		b.Logf("family cache: %d hits, %d misses (%.0f%%)", h, mi, 100*float64(h)/float64(h+mi))
+		logf("family cache: %d hits, %d misses (%.0f%%)", h, mi, 100*float64(h)/float64(h+mi))
 	}
-	b.Logf("latency ms: p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", q(0.5), q(0.99), q(0.999), float64(lat[len(lat)-1].Microseconds())/1000)
-	b.Logf("CPU ms/alert: host %.3f + detectors %.3f = %.3f (%.2f of %d cores at this rate)",
+	logf("latency ms: p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", q(0.5), q(0.99), q(0.999), float64(lat[len(lat)-1].Microseconds())/1000)
+	tmMu.Lock()
+	logf("by phase, ms p50/p99 (Enricher.Observe, as the agent's alert_phase_seconds): %s", phaseFigures(timings))
+	tmMu.Unlock()
+	logf("CPU ms/alert: host %.3f + detectors %.3f = %.3f (%.2f of %d cores at this rate)",
 		hostMS, plugMS, hostMS+plugMS, (hostMS+plugMS)*float64(rate)/1000, runtime.NumCPU())
 	b.ReportMetric(ms(floorIdle99), "roundtrip-idle-p99-ms")
-	b.Logf("machine floor: a round trip to another process (every detector call makes at least one) takes p50 %.3f p99 %.3f ms after %s idle (the alert interval), p50 %.3f p99 %.3f ms back to back",
+	logf("machine floor: a round trip to another process (every detector call makes at least one) takes p50 %.3f p99 %.3f ms after %s idle (the alert interval), p50 %.3f p99 %.3f ms back to back",
 		ms(floorIdle), ms(floorIdle99), interval, ms(floorBusy), ms(floorBusy99))
-	b.Logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after)",
+	logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after)",
 		max(0, other.Seconds()/elapsed.Seconds()), load0, loadAvg())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// phaseFigures renders the p50 and p99 of each phase of the timings.
+func phaseFigures(tms []Timing) string {
+	if len(tms) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, p := range []struct {
+		name string
+		get  func(*Timing) time.Duration
+	}{
+		{"match", func(t *Timing) time.Duration { return t.Match }},
+		{"queue", func(t *Timing) time.Duration { return t.Queue }},
+		{"context", func(t *Timing) time.Duration { return t.Context }},
+		{"detectors", func(t *Timing) time.Duration { return t.Detectors }},
+		{"encode", func(t *Timing) time.Duration { return t.Encode }},
+		{"total", func(t *Timing) time.Duration { return t.Total }},
+	} {
+		d := make([]time.Duration, len(tms))
+		for i := range tms {
+			d[i] = p.get(&tms[i])
+		}
+		slices.Sort(d)
+		out = append(out, fmt.Sprintf("%s %.2f/%.2f", p.name, ms(d[len(d)/2]), ms(d[min(len(d)-1, len(d)*99/100)])))
+	}
+	return strings.Join(out, "  ")
+}
 
 // echoEnv names the Unix socket a child process of the test binary echoes
 // on (see roundTrips).
