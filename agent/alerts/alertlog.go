@@ -76,6 +76,9 @@ type alertLog struct {
 	mu   sync.Mutex
 	byVM map[string][]*pending
 	byID map[string]*pending
+	// unresolved: alerts admitted to a worker but not yet tied to their
+	// VMs; a read waits for them (see begin).
+	unresolved map[*pending]struct{}
 	// recent remembers the ids of the last alerts committed, so that a
 	// re-sent alert (a sensor's retry) is not counted again while its
 	// copy waits to be found a duplicate at commit.
@@ -94,12 +97,16 @@ type alertLog struct {
 
 // pending is an alert not yet committed.
 type pending struct {
-	id   string
-	at   int64 // alert time, ms
-	vms  []string
-	gen  uint64 // batch it is being written in; 0 while queued or still being enriched
-	row  *alertRow
-	refs int // Enrich calls holding it (a re-sent alert shares the entry)
+	id  string
+	at  int64 // alert time, ms
+	vms []string
+	// resolved is closed once the entry's VMs are known (see resolve);
+	// state says how far it is: begun, admitted (a worker has it), resolved.
+	resolved chan struct{}
+	state    int
+	gen      uint64 // batch it is being written in; 0 while queued or still being enriched
+	row      *alertRow
+	refs     int // Enrich calls holding it (a re-sent alert shares the entry)
 }
 
 type alertRow struct {
@@ -114,7 +121,7 @@ type alertRow struct {
 
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
 	l := &alertLog{db: db, log: log, queries: queries,
-		byVM: map[string][]*pending{}, byID: map[string]*pending{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{})}
+		byVM: map[string][]*pending{}, byID: map[string]*pending{}, unresolved: map[*pending]struct{}{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{})}
 	// Batch numbers go on from the last one committed: a read compares
 	// them with the number stored.
 	var gen sql.NullInt64
@@ -129,8 +136,24 @@ func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *ato
 // recentAlerts is how many committed alert ids are remembered.
 const recentAlerts = 1 << 16
 
-// begin makes the alert visible to AlertedVMs for the VMs it matched.
-func (l *alertLog) begin(id string, at time.Time, vms []plugins.AlertVM) *pending {
+// States of a pending entry.
+const (
+	pendingBegun    = iota // entered in arrival order, waiting for a worker
+	pendingAdmitted        // a worker has it; its VMs are being matched
+	pendingResolved        // tied to its VMs: counted by AlertedVMs
+)
+
+// begin enters the alert in the log in arrival order, before it is tied
+// to VMs: that (a store query) runs later, on a worker, and resolve then
+// makes the alert visible to AlertedVMs for the VMs it matched. A read
+// first waits for every admitted alert (one a worker has) to be resolved.
+// Callers admit alerts in arrival order (Ordered takes a worker for each
+// in turn), so every alert that arrived before a reading one has been
+// admitted and is waited for: each alert counts for those that arrived
+// after it exactly as when they ran one by one, while the intake itself
+// does no query. Waiting only for admitted alerts cannot deadlock: they
+// resolve without waiting for anything.
+func (l *alertLog) begin(id string, at time.Time) *pending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	prev := l.byID[id]
@@ -138,22 +161,76 @@ func (l *alertLog) begin(id string, at time.Time, vms []plugins.AlertVM) *pendin
 		prev.refs++ // re-sent while the first copy is still queued: one entry
 		return prev
 	}
-	p := &pending{id: id, at: at.UnixMilli(), refs: 1}
+	p := &pending{id: id, at: at.UnixMilli(), refs: 1, resolved: make(chan struct{})}
 	if prev != nil || l.recent[id] {
+		p.state = pendingResolved
+		close(p.resolved)
 		return p // re-sent after the first copy: stored once, counted once
 	}
+	l.byID[id] = p
+	return p
+}
+
+// admit says a worker has the alert: reads wait for it from now on.
+func (l *alertLog) admit(p *pending) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.state == pendingBegun {
+		p.state = pendingAdmitted
+		l.unresolved[p] = struct{}{}
+	}
+}
+
+// resolve ties a begun alert to the VMs it matched (none when matching
+// failed: it must still be called). Only the first call for an entry
+// counts (a re-sent alert shares its first copy's entry).
+func (l *alertLog) resolve(p *pending, vms []plugins.AlertVM) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.resolveLocked(p, vms)
+}
+
+func (l *alertLog) resolveLocked(p *pending, vms []plugins.AlertVM) {
+	if p.state == pendingResolved {
+		return
+	}
+	delete(l.unresolved, p)
+	p.state = pendingResolved
 	for _, v := range vms {
 		p.vms = append(p.vms, v.UUID)
 		l.byVM[v.UUID] = append(l.byVM[v.UUID], p)
 	}
-	l.byID[id] = p
-	return p
+	close(p.resolved)
+}
+
+// awaitResolved waits until the alerts admitted so far are tied to their
+// VMs.
+func (l *alertLog) awaitResolved(ctx context.Context) error {
+	l.mu.Lock()
+	if len(l.unresolved) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	waits := make([]chan struct{}, 0, len(l.unresolved))
+	for p := range l.unresolved {
+		waits = append(waits, p.resolved)
+	}
+	l.mu.Unlock()
+	for _, c := range waits {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // finish queues the alert (and its enriched form) for writing.
 func (l *alertLog) finish(p *pending, row *alertRow) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.resolveLocked(p, nil) // never tied to VMs: counts for none
 	if p.refs--; p.row == nil || p.refs <= 0 {
 		p.row = row // the last enrichment of a re-sent alert is the one stored
 	}
@@ -416,6 +493,9 @@ type overlayHit struct {
 // (both inclusive), committed or not.
 func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
 	s, u := since.UnixMilli(), until.UnixMilli()
+	if err := l.awaitResolved(ctx); err != nil {
+		return nil, fmt.Errorf("alerted VMs: waiting for the alerts before: %w", err)
+	}
 	var hits []overlayHit
 	// The overlay first, the rows second. An entry committed before the
 	// overlay was taken is no longer in it; one committed between the two

@@ -65,7 +65,9 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 				id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
 				vms := []plugins.AlertVM{{UUID: vm, Field: "cloud.instance.id", Value: vm}}
 				starting.Add(1)
-				p := svc.log.begin(id, at, vms)
+				p := svc.log.begin(id, at)
+				svc.log.admit(p)
+				svc.log.resolve(p, vms)
 				begun.Add(1)
 				time.Sleep(time.Duration(i%3) * 100 * time.Microsecond) // "enrichment"
 				svc.log.finish(p, &alertRow{id: id, timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: vms})

@@ -48,11 +48,11 @@ type Timing struct {
 	// Total runs from Start to the enriched document: what the sender of
 	// the alert waits, queueing for a worker included.
 	Total time.Duration
-	// Match: tying the alert to VMs and entering it in the alert log
-	// (Start). Queue: waiting for a worker after that. Context: reading
-	// its lineage context. Detectors: the detector calls (in parallel).
-	// Encode: the enriched document.
-	Match, Queue, Context, Detectors, Encode time.Duration
+	// Queue: from Start (the alert entered in the alert log, in arrival
+	// order) until a worker takes it. Match: tying it to VMs. Context:
+	// reading its lineage context. Detectors: the detector calls (in
+	// parallel). Encode: the enriched document.
+	Queue, Match, Context, Detectors, Encode time.Duration
 }
 
 // Outcomes of a Timing.
@@ -126,12 +126,14 @@ type Job struct {
 	err      error // the alert cannot be encoded: Finish returns it
 }
 
-// Start does the first part of enriching a: it ties the alert to VMs and
-// enters it in the alert log, from where it counts for AlertedVMs (other
-// alerts of its family see it from then on). Callers that enrich alerts
+// Start does the first part of enriching a: it enters the alert in the
+// alert log, from where it counts for AlertedVMs once Finish has tied it
+// to its VMs (other alerts of its family see it from then on, and reads
+// wait for the alerts begun before them). Callers that enrich alerts
 // concurrently call Start in arrival order (Ordered does), so that every
-// alert sees the ones before it as when they run one by one. Finish must
-// follow.
+// alert sees the ones before it as when they run one by one. Start does no
+// store query, so the intake that calls it keeps up with its socket.
+// Finish must follow.
 func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
 	j := &Job{e: e, a: a, received: e.now()}
 	j.out = &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
@@ -142,16 +144,31 @@ func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
 		return j
 	}
 	j.raw = raw
+	j.pend = e.svc.log.begin(a.ID, a.Time)
+	j.started = e.now()
+	return j
+}
+
+// Admit says a worker has taken the job; callers that run Finish apart
+// from Start admit jobs in the order they started them (Finish admits the
+// job too, for those that do not).
+func (j *Job) Admit() {
+	if j.pend != nil {
+		j.e.svc.log.admit(j.pend)
+	}
+}
+
+// match ties the alert to VMs and makes it count for them (alertLog.resolve).
+func (j *Job) match(ctx context.Context) {
+	e, a := j.e, j.a
 	vms, notes, err := e.svc.match(ctx, a)
+	e.svc.log.resolve(j.pend, vms)
 	j.out.Notes = append(j.out.Notes, notes...)
 	if err != nil {
 		e.log.Error("alert matching failed", "alert", a.ID, "error", err)
 		j.out.Notes = append(j.out.Notes, "matching against the lineage store failed: "+err.Error())
 	}
 	j.vms, j.matchErr = vms, err
-	j.pend = e.svc.log.begin(a.ID, a.Time, vms)
-	j.started = e.now()
-	return j
 }
 
 // Finish reads the alert's lineage context, runs the detectors and returns
@@ -160,8 +177,7 @@ func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 	e := j.e
 	var tm Timing
 	if e.Observe != nil {
-		begun := e.now()
-		tm.Match, tm.Queue = j.started.Sub(j.received), begun.Sub(j.started)
+		tm.Queue = e.now().Sub(j.started)
 		defer func() {
 			tm.Total = e.now().Sub(j.received)
 			e.Observe(tm)
@@ -171,8 +187,6 @@ func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 		tm.Outcome = TimingFailed
 		return nil, j.err
 	}
-	a, out, vms := j.a, j.out, j.vms
-	out.matches = vms
 	// phase measures the phases only when someone is told of them.
 	phase := func(d *time.Duration, f func()) {
 		if e.Observe == nil {
@@ -183,6 +197,10 @@ func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 		f()
 		*d = e.now().Sub(t)
 	}
+	j.Admit()
+	phase(&tm.Match, func() { j.match(ctx) })
+	a, out, vms := j.a, j.out, j.vms
+	out.matches = vms
 	switch {
 	case j.matchErr != nil:
 		tm.Outcome = TimingFailed

@@ -72,6 +72,7 @@ func (o *Ordered) Submit(ctx context.Context, a *Alert, then func(js []byte, err
 	j := o.e.Start(ctx, a)
 	o.queue <- it
 	o.sem <- struct{}{}
+	j.Admit() // in arrival order, as Start (see alertLog.begin)
 	o.mu.RUnlock()
 	go func() {
 		defer func() {
@@ -96,6 +97,7 @@ func (o *Ordered) Go(ctx context.Context, a *Alert, then func(js []byte, err err
 	}
 	j := o.e.Start(ctx, a)
 	o.sem <- struct{}{}
+	j.Admit() // in arrival order, as Start (see alertLog.begin)
 	o.gos.Add(1)
 	o.mu.RUnlock()
 	go func() {

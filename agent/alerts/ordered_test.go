@@ -208,3 +208,39 @@ func TestHTTPHandlerOrdered(t *testing.T) {
 		t.Errorf("emitted %d, want 3", emitted)
 	}
 }
+
+// TestStartDoesNoQuery: Start, which the intake runs in arrival order,
+// queries no store (matching runs on the worker), yet an alert finished
+// before an earlier one still counts the earlier one: its reads wait for
+// every admitted alert to be tied to its VMs. So with vm1's alert started
+// first and finished last, vm2's enrichment sees both VMs alerted and
+// lineage-suspects names vm5.
+func TestStartDoesNoQuery(t *testing.T) {
+	e, _ := newEnricher(t)
+	ctx := context.Background()
+	a1, _ := ParseJSON([]byte(alertFor("uuid", "vm1", 0)), time.Now())
+	a2, _ := ParseJSON([]byte(alertFor("uuid", "vm2", 1)), time.Now())
+	q0 := e.svc.Queries()
+	j1, j2 := e.Start(ctx, a1), e.Start(ctx, a2)
+	if q := e.svc.Queries() - q0; q != 0 {
+		t.Fatalf("Start made %d queries", q)
+	}
+	j1.Admit()
+	j2.Admit()
+	done2 := make(chan []byte, 1)
+	go func() {
+		js, err := j2.Finish(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		done2 <- js
+	}()
+	time.Sleep(100 * time.Millisecond) // vm2's enrichment waits for vm1's match
+	if _, err := j1.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	en := decode(t, <-done2)
+	if len(en.VMLineage.Suspects) == 0 || en.VMLineage.Suspects[0].VMName != "vm5" {
+		t.Fatalf("vm2's alert, finished before vm1's: suspects %+v, notes %v", en.VMLineage.Suspects, en.VMLineage.Notes)
+	}
+}
