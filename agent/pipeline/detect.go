@@ -88,7 +88,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 	d.mgr, d.enr = mgr, alerts.NewEnricher(svc, mgr, a.log)
 	if m != nil {
 		d.enr.Observe = func(tm alerts.Timing) {
-			phases := []metrics.AlertPhase{{Name: "match", D: tm.Match}, {Name: "queue", D: tm.Queue}, {Name: "encode", D: tm.Encode}}
+			phases := []metrics.AlertPhase{{Name: "queue", D: tm.Queue}, {Name: "match", D: tm.Match}, {Name: "encode", D: tm.Encode}}
 			if tm.Outcome == alerts.TimingMatched {
 				phases = append(phases, metrics.AlertPhase{Name: "context", D: tm.Context}, metrics.AlertPhase{Name: "detectors", D: tm.Detectors})
 			}
