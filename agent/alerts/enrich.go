@@ -128,8 +128,8 @@ type Job struct {
 
 // Start does the first part of enriching a: it enters the alert in the
 // alert log, from where it counts for AlertedVMs once Finish has tied it
-// to its VMs (other alerts of its family see it from then on, and reads
-// wait for the alerts begun before them). Callers that enrich alerts
+// to its VMs (other alerts of its family see it from then on, and a read
+// waits for every alert a worker has taken to be tied). Callers that enrich alerts
 // concurrently call Start in arrival order (Ordered does), so that every
 // alert sees the ones before it as when they run one by one. Start does no
 // store query, so the intake that calls it keeps up with its socket.
