@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vmlineage/vmlineage/internal/procstat"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
@@ -90,31 +90,15 @@ func benchAlert() *plugins.Alert {
 // cpuOf is the user+system CPU time of this process and of its children.
 func cpuOf() (self, kids time.Duration) {
 	me := os.Getpid()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(raw)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		d := time.Duration(u+st) * time.Second / 100
-		switch {
-		case pid == me:
+	procstat.Each(func(pid, ppid int, stat []string, _ string) {
+		u, _ := strconv.ParseInt(stat[11], 10, 64)
+		st, _ := strconv.ParseInt(stat[12], 10, 64)
+		d := time.Duration(u+st) * time.Second / 100 // USER_HZ is 100 on Linux
+		if pid == me {
 			self += d
-		case ppid == me:
+		} else if ppid == me {
 			kids += d
 		}
-	}
+	})
 	return self, kids
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/internal/procstat"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
@@ -441,7 +442,7 @@ func busyPoolChild(path string) int {
 // its children but the writer (the detectors), from /proc.
 func procCPU(writer int) (self, kids time.Duration) {
 	me := os.Getpid()
-	eachProc(func(pid, ppid int, stat []string, _ string) {
+	procstat.Each(func(pid, ppid int, stat []string, _ string) {
 		if pid == writer {
 			return
 		}
@@ -462,7 +463,7 @@ func procCPU(writer int) (self, kids time.Duration) {
 // writer.
 func peakRSS(writer int) (self, kids int64) {
 	me := os.Getpid()
-	eachProc(func(pid, ppid int, _ []string, status string) {
+	procstat.Each(func(pid, ppid int, _ []string, status string) {
 		if (pid != me && ppid != me) || pid == writer {
 			return
 		}
@@ -478,39 +479,6 @@ func peakRSS(writer int) (self, kids int64) {
 		}
 	})
 	return self, kids
-}
-
-// eachProc calls fn for this process and its children with the fields of
-// /proc/<pid>/stat after the command name (state is [0], ppid [1], utime
-// [11], stime [12]) and /proc/<pid>/status.
-func eachProc(fn func(pid, ppid int, stat []string, status string)) {
-	me := os.Getpid()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		if pid != me && ppid != me {
-			continue
-		}
-		status, _ := os.ReadFile("/proc/" + e.Name() + "/status")
-		fn(pid, ppid, f, string(status))
-	}
 }
 
 type cpuTimes struct{ busy time.Duration }

@@ -209,14 +209,7 @@ func TestSetDetector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := New(reg, "dev")
 	get := func() (restarts, up float64) {
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		byName := map[string]*dto.MetricFamily{}
-		for _, f := range fams {
-			byName[f.GetName()] = f
-		}
+		byName := metricstest.Gather(t, reg)
 		return value(byName, "vmlineage_detector_restarts_total", "detector", "rollback"), value(byName, "vmlineage_detector_up", "detector", "rollback")
 	}
 	for i, s := range []struct {
@@ -279,14 +272,7 @@ func TestAlertAndDetectorCall(t *testing.T) {
 	m.DetectorCall("rollback", "enrich", "ok", true, 2*time.Millisecond)
 	m.DetectorCall("rollback", "enrich", "skipped", false, 0)
 	m.InFlight(3)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]*dto.MetricFamily{}
-	for _, f := range fams {
-		byName[f.GetName()] = f
-	}
+	byName := metricstest.Gather(t, reg)
 	for _, c := range []struct {
 		name   string
 		labels map[string]string

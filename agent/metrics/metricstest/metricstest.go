@@ -1,11 +1,13 @@
-// Package metricstest reads a Prometheus endpoint back in tests: the text
-// exposition parsed into metric families, and one series' value.
+// Package metricstest reads Prometheus metrics back in tests: an
+// endpoint's text exposition or a registry gathered into metric families
+// by name, and one series' value.
 package metricstest
 
 import (
 	"net/http"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -28,6 +30,20 @@ func Scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("parse %s: %v", url, err)
 	}
 	return fams
+}
+
+// Gather collects g's metric families by name.
+func Gather(t testing.TB, g prometheus.Gatherer) map[string]*dto.MetricFamily {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := make(map[string]*dto.MetricFamily, len(fams))
+	for _, f := range fams {
+		byName[f.GetName()] = f
+	}
+	return byName
 }
 
 // Value is the value of the first series of family name whose labels
