@@ -80,7 +80,9 @@ func (t *Tx) PutRecord(r *record.Record) (bool, error) {
 	}
 	plain := *r
 	plain.Chain = nil
-	js, err := json.Marshal(&plain)
+	// appendRecordJSON: json.Marshal's bytes without reflection (a quarter of
+	// what storing a record cost the tracer).
+	js, err := appendRecordJSON(nil, &plain)
 	if err != nil {
 		return false, err
 	}
@@ -132,7 +134,7 @@ func (t *Tx) mergeUnsealed(r *record.Record) error {
 	if !record.Merge(&stored, r) {
 		return nil
 	}
-	nj, err := json.Marshal(&stored)
+	nj, err := appendRecordJSON(nil, &stored)
 	if err != nil {
 		return err
 	}
@@ -157,7 +159,7 @@ func (t *Tx) UpdateUnsealed(r *record.Record) (bool, error) {
 	}
 	plain := *r
 	plain.Chain = nil
-	js, err := json.Marshal(&plain)
+	js, err := appendRecordJSON(nil, &plain)
 	if err != nil {
 		return false, err
 	}
