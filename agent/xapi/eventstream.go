@@ -99,6 +99,11 @@ func streamEventBatch(r io.Reader, maxRecord int64, b *EventBatch) error {
 	})
 }
 
+// maxEventsHint bounds the room set aside for an answer before it is read
+// (4.5 MiB of Event): one huge catch-up batch must not make every later,
+// small one reserve as much.
+const maxEventsHint = 1 << 16
+
 // eventFromStream is EventFrom over XML-RPC with the answer decoded as it
 // arrives (see streamEventBatch).
 func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.Duration) (*EventBatch, error) {
@@ -120,9 +125,13 @@ func (c *Client) eventFromStream(ctx context.Context, args []any, timeout time.D
 		return nil, err
 	}
 	var b EventBatch
+	if n := c.lastEvents.Load(); n > 0 {
+		b.Events = make([]Event, 0, min(n+n/4, maxEventsHint))
+	}
 	r := &countingReader{r: resp.Body, limit: c.cfg.MaxResponseBytes, url: u, method: method}
 	err = streamEventBatch(r, c.cfg.MaxRecordBytes, &b)
 	if err == nil {
+		c.lastEvents.Store(int64(len(b.Events)))
 		return &b, nil
 	}
 	var xe *Error
