@@ -3,7 +3,11 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -1342,5 +1346,31 @@ func TestRevertSubtaskSeenOnlyAtAResync(t *testing.T) {
 	}
 	if len(recs) != 1 || recs[0].Activity != record.Revert || recs[0].VMUUID != "v" {
 		t.Errorf("want the revert of v alone, got %q", got)
+	}
+}
+
+// TestSortByGen: events come out in generation order, events of one
+// generation (and ids that do not parse, which count as 0) in the order
+// they came, exactly as a stable sort by the parsed id leaves them.
+func TestSortByGen(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 200; n++ {
+		evs := make([]xapi.Event, rng.IntN(40))
+		for i := range evs {
+			id := strconv.Itoa(rng.IntN(12))
+			if rng.IntN(10) == 0 {
+				id = "x"
+			}
+			evs[i] = xapi.Event{ID: id, Ref: strconv.Itoa(i)}
+		}
+		if n%3 == 0 { // already ordered: left as it is
+			sort.SliceStable(evs, func(i, j int) bool { return genOf(evs[i].ID) < genOf(evs[j].ID) })
+		}
+		want := slices.Clone(evs)
+		sort.SliceStable(want, func(i, j int) bool { return genOf(want[i].ID) < genOf(want[j].ID) })
+		sortByGen(evs)
+		if !slices.Equal(evs, want) {
+			t.Fatalf("got %v, want %v", evs, want)
+		}
 	}
 }
