@@ -321,7 +321,7 @@ func (t *Tracer) logEvent(e *xapi.Event) {
 }
 
 // sortByGen sorts evs by generation, stably. Each id is parsed once, not
-// at every comparison (that parsing was 2% of a busy pool's tracing), and an
+// at every comparison (that parsing was 1.6% of a busy pool's tracing), and an
 // ordered batch is left as it is.
 func sortByGen(evs []xapi.Event) {
 	gens := make([]int64, len(evs))

@@ -80,7 +80,7 @@ type Client struct {
 	ids  atomic.Uint64
 	// lastEvents is how many events the last event.from answer held: the
 	// next answer's slice starts at about that size instead of doubling up
-	// to it (that growth was a tenth of what a busy pool's tracing allocated).
+	// to it (that growth was 8% of what a busy pool's tracing allocated).
 	lastEvents atomic.Int64
 
 	mu         sync.Mutex
