@@ -27,3 +27,29 @@ func TestEachSeesSelfAndChild(t *testing.T) {
 		t.Fatalf("self seen %v, child seen %v", self, child)
 	}
 }
+
+// Syscalls counts this process's own writes: a thousand writes to a file
+// raise its write count by at least a thousand.
+func TestSyscallsCountsWrites(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, w0, ok := Syscalls(os.Getpid())
+	if !ok {
+		t.Fatal("cannot read /proc/self/io")
+	}
+	for i := 0; i < 1000; i++ {
+		if _, err := f.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, w1, _ := Syscalls(os.Getpid())
+	if w1-w0 < 1000 {
+		t.Fatalf("write count rose by %d after 1000 writes", w1-w0)
+	}
+	if _, _, ok := Syscalls(-1); ok {
+		t.Fatal("pid -1 read")
+	}
+}
