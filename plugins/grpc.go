@@ -356,7 +356,7 @@ func (s *detectorServer) Info(context.Context, *pb.InfoRequest) (*pb.InfoRespons
 }
 
 func (s *detectorServer) Configure(ctx context.Context, r *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	conn, err := s.broker.Dial(r.LineageBrokerId)
+	conn, err := s.broker.DialWithOptions(r.LineageBrokerId, dialOptions...)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "dial lineage service: %v", err)
 	}

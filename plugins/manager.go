@@ -698,6 +698,7 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 		SecureConfig:     &goplugin.SecureConfig{Checksum: r.pin, Hash: sha256.New()},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
+		GRPCDialOptions:  dialOptions,
 		Managed:          true,
 		StartTimeout:     cfg.StartTimeout,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "detector." + r.name, Level: hclog.Warn,

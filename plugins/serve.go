@@ -45,8 +45,21 @@ func Serve(d Detector) {
 // newGRPCServer serves calls on a few long-lived goroutines instead of one
 // new goroutine per call (whose stack then grows on every call).
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
-	return grpc.NewServer(append(opts, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))...)
+	return grpc.NewServer(append(opts, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(streamWindow))...)
 }
+
+// streamWindow is the HTTP/2 flow-control window of every connection and
+// stream between the host and its detectors. Setting it at all turns off
+// gRPC's BDP estimation, which otherwise sends a PING (and makes the other
+// side answer one) after nearly every call's data, since the calls come
+// one at a time: two more writes and reads for each side per call, the
+// largest part of a call's cost on a machine whose syscalls are slow. A
+// window of 1 MiB is never the limit for messages this size.
+const streamWindow = 1 << 20
+
+// dialOptions go with every connection the host or a detector opens.
+var dialOptions = []grpc.DialOption{grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow)}
 
 func startCPUProfile(dir string) (func(), error) {
 	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", filepath.Base(os.Args[0]), os.Getpid())))
