@@ -2,7 +2,9 @@ package alerts
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,6 +97,54 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 	close(stop)
 	wg.Wait()
 	t.Logf("round %d: %d reads, %d alerts begun so far", round, reads, begun.Load())
+}
+
+// A new alert log has 16 KiB pages; one created by an earlier version
+// (4 KiB) keeps its pages, its alerts and its use.
+func TestAlertLogPageSize(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	pageSize := func(db *sql.DB) int {
+		var n int
+		if err := db.QueryRow("PRAGMA page_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	db, err := openAlertDB(ctx, filepath.Join(dir, "new.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal mode %q %v", mode, err)
+	}
+	if n := pageSize(db); n != alertPageSize {
+		t.Fatalf("new log: page size %d", n)
+	}
+	db.Close()
+
+	old := filepath.Join(dir, "old.db")
+	odb, err := sql.Open("sqlite", "file:"+old+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := odb.Exec(alertSchema + "INSERT INTO alerts(id,time_ms,received_ms,matched,json) VALUES('a1',1,1,0,'{}')"); err != nil {
+		t.Fatal(err)
+	}
+	odb.Close()
+	db, err = openAlertDB(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var id string
+	if err := db.QueryRow("SELECT id FROM alerts").Scan(&id); err != nil || id != "a1" {
+		t.Fatalf("old log's alert: %q %v", id, err)
+	}
+	if n := pageSize(db); n != 4096 {
+		t.Fatalf("old log: page size %d, want 4096 kept", n)
+	}
 }
 
 // Alerts an earlier version stored inside the lineage store move to the
