@@ -238,8 +238,7 @@ func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 	var jerr error
 	phase(&tm.Encode, func() {
 		out.EnrichedAt = timeString(e.now())
-		doc := e.render(a, out)
-		js, jerr = json.Marshal(doc)
+		js, jerr = e.encodeDoc(a, out, j.raw)
 		row := &alertRow{id: a.ID, timeMS: a.Time.UnixMilli(), received: j.received.UnixMilli(), source: a.Source, json: string(j.raw), vms: vms}
 		if jerr == nil {
 			row.enriched = js
