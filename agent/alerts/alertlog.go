@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -93,6 +94,16 @@ type alertLog struct {
 	written   uint64 // last batch numbered (alert_log_state.gen at start)
 	writing   bool   // run holds a batch taken from queue
 	writeMu   sync.Mutex
+	// idx answers AlertedVMs from memory (see alertIndex); l.mu.
+	idx *alertIndex
+
+	// The writer's own connection: every commit goes through it, so its
+	// data_version changes only when another process commits to the log
+	// (see sync). Used under writeMu.
+	wconn       *sql.Conn
+	dataVersion int64
+	tailRowid   int64          // alert_vms rows up to this one are in idx
+	ownRowids   map[int64]bool // rows this process wrote after tailRowid
 }
 
 // pending is an alert not yet committed.
@@ -120,8 +131,13 @@ type alertRow struct {
 }
 
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
+	return newAlertLogMax(ctx, db, log, queries, maxIndexedAlerts)
+}
+
+func newAlertLogMax(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64, maxIndexed int) (*alertLog, error) {
 	l := &alertLog{db: db, log: log, queries: queries,
-		byVM: map[string][]*pending{}, byID: map[string]*pending{}, unresolved: map[*pending]struct{}{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{})}
+		byVM: map[string][]*pending{}, byID: map[string]*pending{}, unresolved: map[*pending]struct{}{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{}),
+		idx: newAlertIndex(maxIndexed), ownRowids: map[int64]bool{}}
 	// Batch numbers go on from the last one committed: a read compares
 	// them with the number stored.
 	var gen sql.NullInt64
@@ -129,8 +145,142 @@ func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *ato
 		return nil, fmt.Errorf("alerts: read the alert log's batch number: %w", err)
 	}
 	l.written = uint64(gen.Int64)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("alerts: alert log connection: %w", err)
+	}
+	l.wconn = conn
+	if err := l.loadIndex(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("alerts: read the alert log into memory: %w", err)
+	}
 	go l.run()
 	return l, nil
+}
+
+// loadIndex fills the index with the newest alerts of the log (all of
+// them when they fit), and notes where the log ends and its data_version,
+// in one read transaction: what other processes commit after it is read
+// by sync.
+func (l *alertLog) loadIndex(ctx context.Context) error {
+	tx, err := l.wconn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.QueryRowContext(ctx, "PRAGMA data_version").Scan(&l.dataVersion); err != nil {
+		return err
+	}
+	var last sql.NullInt64
+	if err := tx.QueryRowContext(ctx, "SELECT MAX(rowid) FROM alert_vms").Scan(&last); err != nil {
+		return err
+	}
+	l.tailRowid = last.Int64
+	max := l.idx.max
+	rows, err := tx.QueryContext(ctx, "SELECT vm_uuid, time_ms FROM alert_vms ORDER BY time_ms DESC LIMIT ?", max+1)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	type entry struct {
+		vm string
+		at int64
+	}
+	var es []entry
+	for rows.Next() {
+		var e entry
+		if err := rows.Scan(&e.vm, &e.at); err != nil {
+			return err
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(es) > max {
+		// More than fit: keep those after the oldest time that does not
+		// fit whole.
+		cut := es[max].at
+		for len(es) > 0 && es[len(es)-1].at <= cut {
+			es = es[:len(es)-1]
+		}
+		l.idx.from = cut + 1
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		l.idx.add(es[i].vm, es[i].at)
+	}
+	return nil
+}
+
+// syncEvery is how often an idle writer looks for alerts another process
+// wrote to the log (a busy one looks after each commit): they count for
+// AlertedVMs from the index this much later at most.
+const syncEvery = 100 * time.Millisecond
+
+// syncNow is sync from any goroutine.
+func (l *alertLog) syncNow(ctx context.Context) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.sync(ctx)
+}
+
+// sync adds to the index the alerts other processes (a `vmlineage enrich`
+// beside the agent) committed to the log since it last looked. Its
+// connection's data_version changes only when another connection commits,
+// and every commit of this process goes through that connection; the
+// rows after tailRowid it did not write are the others'. Called under
+// writeMu.
+func (l *alertLog) sync(ctx context.Context) error {
+	var v int64
+	if err := l.wconn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		return err
+	}
+	if v == l.dataVersion {
+		// No one else wrote: the rows after tailRowid are this process's.
+		for id := range l.ownRowids {
+			l.tailRowid = max(l.tailRowid, id)
+		}
+		clear(l.ownRowids)
+		return nil
+	}
+	l.queries.Add(1)
+	rows, err := l.wconn.QueryContext(ctx, "SELECT rowid, vm_uuid, time_ms FROM alert_vms WHERE rowid>? ORDER BY rowid", l.tailRowid)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	tail := l.tailRowid
+	type entry struct {
+		vm string
+		at int64
+	}
+	var foreign []entry
+	for rows.Next() {
+		var id int64
+		var e entry
+		if err := rows.Scan(&id, &e.vm, &e.at); err != nil {
+			return err
+		}
+		tail = max(tail, id)
+		if !l.ownRowids[id] {
+			foreign = append(foreign, e)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	for _, e := range foreign {
+		l.idx.add(e.vm, e.at)
+	}
+	l.mu.Unlock()
+	l.tailRowid, l.dataVersion = tail, v
+	for id := range l.ownRowids {
+		if id <= tail {
+			delete(l.ownRowids, id)
+		}
+	}
+	return nil
 }
 
 // recentAlerts is how many committed alert ids are remembered.
@@ -157,8 +307,8 @@ func (l *alertLog) begin(id string, at time.Time) *pending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	prev := l.byID[id]
-	if prev != nil && prev.gen == 0 {
-		prev.refs++ // re-sent while the first copy is still queued: one entry
+	if prev != nil && prev.gen == 0 && prev.refs > 0 {
+		prev.refs++ // re-sent while the first copy is being enriched: one entry
 		return prev
 	}
 	p := &pending{id: id, at: at.UnixMilli(), refs: 1, resolved: make(chan struct{})}
@@ -199,6 +349,7 @@ func (l *alertLog) resolveLocked(p *pending, vms []plugins.AlertVM) {
 	for _, v := range vms {
 		p.vms = append(p.vms, v.UUID)
 		l.byVM[v.UUID] = append(l.byVM[v.UUID], p)
+		l.idx.add(v.UUID, p.at)
 	}
 	close(p.resolved)
 }
@@ -280,7 +431,15 @@ func (l *alertLog) run() {
 			if closed {
 				return
 			}
-			<-l.wake
+			select {
+			case <-l.wake:
+			case <-time.After(syncEvery):
+				l.writeMu.Lock()
+				if err := l.sync(context.Background()); err != nil {
+					l.log.Warn("reading the alerts other processes stored failed", "error", err)
+				}
+				l.writeMu.Unlock()
+			}
 			continue
 		}
 		if n < lingerBatch && !closed {
@@ -321,15 +480,25 @@ func (l *alertLog) write(batch []*pending) {
 			p.gen = gen
 		}
 		l.mu.Unlock()
-		err := l.commit(batch, gen)
+		again, err := l.commit(batch, gen)
 		l.mu.Lock()
 		if err == nil || attempt >= 4 {
 			for _, p := range batch {
 				l.forget(p)
 			}
+			// An alert stored before (re-sent after a restart) is in the
+			// index from the log already.
+			for _, p := range again {
+				for _, vm := range p.vms {
+					l.idx.remove(vm, p.at)
+				}
+			}
 			l.mu.Unlock()
 			if err != nil {
 				l.log.Error("alerts could not be stored (they went out enriched)", "alerts", len(batch), "error", err)
+			}
+			if err := l.sync(context.Background()); err != nil {
+				l.log.Warn("reading the alerts other processes stored failed", "error", err)
 			}
 			return
 		}
@@ -371,32 +540,35 @@ func (l *alertLog) forget(p *pending) {
 	}
 }
 
-func (l *alertLog) commit(batch []*pending, gen uint64) error {
+// commit writes the batch in one transaction; again lists its alerts the
+// log held before (re-sent ones).
+func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err error) {
 	ctx := context.Background()
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback()
+	own := map[int64]bool{}
 	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,?,?,?)
 		ON CONFLICT(id) DO NOTHING RETURNING seq`)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	insVM, err := l.txStmt(ctx, tx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	upd, err := l.txStmt(ctx, tx, "UPDATE alerts SET enriched=? WHERE id=?")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mark, err := l.txStmt(ctx, tx, "INSERT INTO alert_log_state(id,gen) VALUES(1,?) ON CONFLICT(id) DO UPDATE SET gen=excluded.gen")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := mark.ExecContext(ctx, int64(gen)); err != nil {
-		return err
+		return nil, err
 	}
 	n := 0
 	for _, p := range batch {
@@ -413,22 +585,33 @@ func (l *alertLog) commit(batch []*pending, gen uint64) error {
 			// form refreshed.
 			n++
 			if _, err := upd.ExecContext(ctx, enriched, r.id); err != nil {
-				return err
+				return nil, err
 			}
+			again = append(again, p)
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, v := range r.vms {
 			n++
-			if _, err := insVM.ExecContext(ctx, seq, v.UUID, r.timeMS, v.Field, v.Value); err != nil {
-				return err
+			res, err := insVM.ExecContext(ctx, seq, v.UUID, r.timeMS, v.Field, v.Value)
+			if err != nil {
+				return nil, err
+			}
+			if id, err := res.LastInsertId(); err == nil {
+				own[id] = true
 			}
 		}
 	}
 	l.queries.Add(int64(n + 3))
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	for id := range own {
+		l.ownRowids[id] = true
+	}
+	return again, nil
 }
 
 // flush returns once the alerts finished before it are written.
@@ -458,6 +641,9 @@ func (l *alertLog) close() {
 	signal(l.hurry)
 	<-l.done
 	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	l.writeMu.Lock()
+	l.wconn.Close()
+	l.writeMu.Unlock()
 }
 
 // stmt returns the statement for q, prepared once.
@@ -496,6 +682,22 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	if err := l.awaitResolved(ctx); err != nil {
 		return nil, fmt.Errorf("alerted VMs: waiting for the alerts before: %w", err)
 	}
+	l.mu.Lock()
+	if l.idx.covers(s) {
+		out := make([]plugins.AlertedVM, 0, len(uuids))
+		for i, vm := range uuids {
+			if slices.Contains(uuids[:i], vm) {
+				continue
+			}
+			if f, la, n := l.idx.count(vm, s, u); n > 0 {
+				out = append(out, plugins.AlertedVM{UUID: vm, First: msTime(f), Last: msTime(la), Count: int64(n)})
+			}
+		}
+		l.mu.Unlock()
+		sortAlerted(out)
+		return out, nil
+	}
+	l.mu.Unlock()
 	var hits []overlayHit
 	// The overlay first, the rows second. An entry committed before the
 	// overlay was taken is no longer in it; one committed between the two
@@ -546,13 +748,18 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	for _, a := range agg {
 		out = append(out, *a)
 	}
+	sortAlerted(out)
+	return out, nil
+}
+
+// sortAlerted orders by first alert, then uuid.
+func sortAlerted(out []plugins.AlertedVM) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].First.Equal(out[j].First) {
 			return out[i].First.Before(out[j].First)
 		}
 		return out[i].UUID < out[j].UUID
 	})
-	return out, nil
 }
 
 // aggregate adds the committed alerts of the VMs in [s, u] (ms) to agg and

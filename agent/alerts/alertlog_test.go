@@ -4,7 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,12 +24,13 @@ import (
 // (reads take no lock against commits: the batch number stored with each
 // commit says which overlay entries the rows already hold). A second
 // round after a restart checks that batch numbers go on from the stored
-// one.
+// one. Rounds 0 and 1 read from the in-memory index, 2 and 3 from the log
+// (the index told it covers nothing).
 func TestAlertLogCountsEachAlertOnce(t *testing.T) {
 	st := alertstest.ThreatModel(t)
 	ctx := context.Background()
 	var begun atomic.Int64
-	for round := 0; round < 2; round++ {
+	for round := 0; round < 4; round++ {
 		countEachOnce(t, st, round, &begun)
 	}
 	var n int64
@@ -45,6 +50,11 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	if round >= 2 {
+		svc.log.mu.Lock()
+		svc.log.idx.from = math.MaxInt64
+		svc.log.mu.Unlock()
+	}
 	ctx := context.Background()
 	vm := alertstest.VMUUID["vm1"]
 	at := alertstest.At(600)
@@ -98,6 +108,187 @@ func countEachOnce(t *testing.T, st *lineage.Store, round int, begun *atomic.Int
 	wg.Wait()
 	t.Logf("round %d: %d reads, %d alerts begun so far", round, reads, begun.Load())
 }
+
+// AlertedVMs gives the same answer from the in-memory index as the log
+// holds, for windows it covers and (from the log) for older ones: random
+// alerts over a few VMs with repeated times and re-sent ids, an index so
+// small it drops its oldest entries many times, restarts in between (the
+// index reloaded from the log, re-sent alerts found stored before).
+func TestAlertIndexAgreesWithLog(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(11, 12))
+	vms := []string{"vm-a", "vm-b", "vm-c", "vm-d", "vm-e"}
+	type sent struct {
+		at  int64
+		vms []string
+	}
+	truth := map[string]sent{} // alert id -> first copy
+	paths := map[bool]int{}
+	for round := 0; round < 3; round++ {
+		adb, err := openAlertDB(ctx, AlertsPath(st.Path()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var q atomic.Int64
+		l, err := newAlertLogMax(ctx, adb, slogDiscard(), &q, 40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 150; i++ {
+			id := fmt.Sprintf("a%d", rng.IntN(300)) // some ids come again
+			at := alertstest.At(rng.IntN(100)).UnixMilli()
+			var named []plugins.AlertVM
+			for _, vm := range vms {
+				if rng.IntN(3) == 0 {
+					named = append(named, plugins.AlertVM{UUID: vm, Field: "cloud.instance.id", Value: vm})
+				}
+			}
+			if first, ok := truth[id]; ok {
+				at = first.at // a sensor's retry: the same alert
+				named = named[:0]
+				for _, vm := range first.vms {
+					named = append(named, plugins.AlertVM{UUID: vm, Field: "cloud.instance.id", Value: vm})
+				}
+			} else {
+				var uu []string
+				for _, v := range named {
+					uu = append(uu, v.UUID)
+				}
+				truth[id] = sent{at, uu}
+			}
+			p := l.begin(id, msTime(at))
+			l.admit(p)
+			l.resolve(p, named)
+			l.finish(p, &alertRow{id: id, timeMS: at, received: at, json: "{}", vms: named})
+			if i%25 == 0 {
+				l.flush()
+			}
+		}
+		l.flush()
+		for k := 0; k < 200; k++ {
+			s := alertstest.At(rng.IntN(110) - 5)
+			u := s.Add(time.Duration(rng.IntN(60)) * time.Second)
+			ask := slices.Clone(vms[:1+rng.IntN(len(vms))])
+			ask = append(ask, ask[0]) // a repeated uuid counts once
+			l.mu.Lock()
+			paths[l.idx.covers(s.UnixMilli())]++
+			l.mu.Unlock()
+			got, err := l.alertedVMs(ctx, ask, s, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]*plugins.AlertedVM{}
+			for _, a := range truth {
+				if a.at < s.UnixMilli() || a.at > u.UnixMilli() {
+					continue
+				}
+				for _, vm := range a.vms {
+					if !slices.Contains(ask, vm) {
+						continue
+					}
+					w := want[vm]
+					if w == nil {
+						w = &plugins.AlertedVM{UUID: vm, First: msTime(a.at), Last: msTime(a.at)}
+						want[vm] = w
+					}
+					w.Count++
+					if msTime(a.at).Before(w.First) {
+						w.First = msTime(a.at)
+					}
+					if msTime(a.at).After(w.Last) {
+						w.Last = msTime(a.at)
+					}
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("round %d: [%v, %v] %v: got %+v, want %d VMs", round, s, u, ask, got, len(want))
+			}
+			for _, g := range got {
+				w := want[g.UUID]
+				if w == nil || g.Count != w.Count || !g.First.Equal(w.First) || !g.Last.Equal(w.Last) {
+					t.Fatalf("round %d (index covers: %v, from %v): [%v, %v]: got %+v, want %+v", round, l.idx.covers(s.UnixMilli()), l.idx.from, s, u, g, w)
+				}
+			}
+		}
+		l.close()
+		adb.Close()
+	}
+	if paths[true] == 0 || paths[false] == 0 {
+		t.Fatalf("windows answered from the index %d, from the log %d: both must be tried", paths[true], paths[false])
+	}
+}
+
+// Alerts another process writes to the same log count in AlertedVMs once
+// the writer has looked (after its next commit, or syncEvery when idle),
+// and each alert once: this process's own rows are not read back as
+// others'.
+func TestAlertLogSeesOtherProcess(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	open := func() *alertLog {
+		adb, err := openAlertDB(ctx, AlertsPath(st.Path()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { adb.Close() })
+		var q atomic.Int64
+		l, err := newAlertLog(ctx, adb, slogDiscard(), &q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.close)
+		return l
+	}
+	a, b := open(), open()
+	vm := "vm-x"
+	at := alertstest.At(50)
+	send := func(l *alertLog, id string) {
+		named := []plugins.AlertVM{{UUID: vm, Field: "cloud.instance.id", Value: vm}}
+		p := l.begin(id, at)
+		l.admit(p)
+		l.resolve(p, named)
+		l.finish(p, &alertRow{id: id, timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: named})
+		l.flush()
+	}
+	count := func(l *alertLog) int64 {
+		av, err := l.alertedVMs(ctx, []string{vm}, alertstest.T0, alertstest.At(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(av) == 0 {
+			return 0
+		}
+		return av[0].Count
+	}
+	send(a, "from-a-1")
+	send(b, "from-b-1")
+	send(b, "from-b-2")
+	send(a, "from-a-2") // a's commit makes it look
+	if n := count(a); n != 4 {
+		t.Fatalf("a counts %d alerts after its commit, want 4", n)
+	}
+	send(b, "from-b-3")
+	deadline := time.Now().Add(5 * time.Second)
+	for count(a) != 5 { // a is idle: it looks every syncEvery
+		if time.Now().After(deadline) {
+			t.Fatalf("a counts %d alerts, want 5", count(a))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := count(b); n != 5 {
+		t.Fatalf("b counts %d alerts, want 5", n)
+	}
+	send(b, "from-a-1") // b is sent a's alert again: stored once
+	if err := a.syncNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if na, nb := count(a), count(b); na != 5 || nb != 5 {
+		t.Fatalf("after a re-sent alert: a counts %d, b %d, want 5", na, nb)
+	}
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // A new alert log has 16 KiB pages; one created by an earlier version
 // (4 KiB) keeps its pages, its alerts and its use.

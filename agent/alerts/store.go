@@ -52,6 +52,11 @@ func NewService(ctx context.Context, st *lineage.Store) (*Service, error) {
 		s.Close()
 		return nil, err
 	}
+	// The moved alerts count from now on, not from the writer's next look.
+	if err := s.log.syncNow(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("alerts: read the moved alerts: %w", err)
+	}
 	return s, nil
 }
 
