@@ -3,7 +3,6 @@ package alerts
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -550,8 +549,10 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 	}
 	defer tx.Rollback()
 	own := map[int64]bool{}
+	// Exec, not RETURNING seq: a statement that returns rows costs a
+	// database/sql Rows per alert. A conflict changes no row.
 	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,?,?,?)
-		ON CONFLICT(id) DO NOTHING RETURNING seq`)
+		ON CONFLICT(id) DO NOTHING`)
 	if err != nil {
 		return nil, err
 	}
@@ -577,10 +578,20 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 		if r.enriched != nil {
 			enriched = string(r.enriched)
 		}
-		var seq int64
 		n++
-		err := ins.QueryRowContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, r.json, enriched).Scan(&seq)
-		if errors.Is(err, sql.ErrNoRows) {
+		res, err := ins.ExecContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, r.json, enriched)
+		if err != nil {
+			return nil, err
+		}
+		var seq int64
+		changed, err := res.RowsAffected()
+		if err == nil && changed > 0 {
+			seq, err = res.LastInsertId()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if changed == 0 {
 			// Stored before (a re-sent alert): counted once, its enriched
 			// form refreshed.
 			n++
@@ -589,9 +600,6 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 			}
 			again = append(again, p)
 			continue
-		}
-		if err != nil {
-			return nil, err
 		}
 		for _, v := range r.vms {
 			n++
