@@ -648,10 +648,16 @@ func (l *alertLog) close() {
 	signal(l.wake)
 	signal(l.hurry)
 	<-l.done
-	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+}
+
+// release closes what close left open for alerts finished after it (they
+// are written one by one): the statements and the writer's connection.
+// Call it before closing the database.
+func (l *alertLog) release() {
 	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	l.wconn.Close()
-	l.writeMu.Unlock()
 }
 
 // stmt returns the statement for q, prepared once.

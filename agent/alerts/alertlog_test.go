@@ -212,6 +212,7 @@ func TestAlertIndexAgreesWithLog(t *testing.T) {
 			}
 		}
 		l.close()
+		l.release()
 		adb.Close()
 	}
 	if paths[true] == 0 || paths[false] == 0 {
@@ -237,7 +238,7 @@ func TestAlertLogSeesOtherProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(l.close)
+		t.Cleanup(func() { l.close(); l.release() })
 		return l
 	}
 	a, b := open(), open()
@@ -285,6 +286,35 @@ func TestAlertLogSeesOtherProcess(t *testing.T) {
 	}
 	if na, nb := count(a), count(b); na != 5 || nb != 5 {
 		t.Fatalf("after a re-sent alert: a counts %d, b %d, want 5", na, nb)
+	}
+}
+
+// An alert whose enrichment ends after the log was closed (the agent
+// shutting down) is still stored, alone.
+func TestAlertLogStoresAlertFinishedAfterClose(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	adb, err := openAlertDB(ctx, AlertsPath(st.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adb.Close()
+	var q atomic.Int64
+	l, err := newAlertLog(ctx, adb, slogDiscard(), &q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := alertstest.At(10)
+	named := []plugins.AlertVM{{UUID: "vm-late", Field: "cloud.instance.id", Value: "vm-late"}}
+	p := l.begin("late", at)
+	l.admit(p)
+	l.resolve(p, named)
+	l.close()
+	l.finish(p, &alertRow{id: "late", timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: named})
+	l.release()
+	var n int
+	if err := adb.QueryRow("SELECT COUNT(*) FROM alert_vms WHERE vm_uuid='vm-late'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows of the late alert (%v), want 1", n, err)
 	}
 }
 

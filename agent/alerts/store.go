@@ -89,6 +89,7 @@ func (s *Service) Flush() { s.log.flush() }
 func (s *Service) Close() {
 	s.closeOnce.Do(func() {
 		s.log.close()
+		s.log.release()
 		s.db.Close()
 		if s.ownLin {
 			s.lin.Close()
