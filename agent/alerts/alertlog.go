@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -699,10 +698,12 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	l.mu.Lock()
 	if l.idx.covers(s) {
 		out := make([]plugins.AlertedVM, 0, len(uuids))
-		for i, vm := range uuids {
-			if slices.Contains(uuids[:i], vm) {
-				continue
+		seen := make(map[string]bool, len(uuids))
+		for _, vm := range uuids {
+			if seen[vm] {
+				continue // a uuid asked twice counts once
 			}
+			seen[vm] = true
 			if f, la, n := l.idx.count(vm, s, u); n > 0 {
 				out = append(out, plugins.AlertedVM{UUID: vm, First: msTime(f), Last: msTime(la), Count: int64(n)})
 			}
