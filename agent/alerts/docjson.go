@@ -8,9 +8,9 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/internal/jsonw"
 	"github.com/vmlineage/vmlineage/plugins"
 )
 
@@ -55,7 +55,7 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 		ms = append(ms, member{key: m.key, rawKey: m.rawKey, val: m.val})
 	}
 	if !hasTimestamp {
-		ms = append(ms, member{key: "@timestamp", fn: func(b []byte) []byte { return appendJSONString(b, timeString(a.Time)) }})
+		ms = append(ms, member{key: "@timestamp", fn: func(b []byte) []byte { return jsonw.AppendString(b, timeString(a.Time)) }})
 	}
 	ms = append(ms, member{key: "vmlineage", fn: func(b []byte) []byte { return appendOutput(b, out) }})
 	if len(out.matches) > 0 {
@@ -79,7 +79,7 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 		if m.rawKey != nil {
 			b = append(b, m.rawKey...)
 		} else {
-			b = appendJSONString(b, m.key)
+			b = jsonw.AppendString(b, m.key)
 		}
 		b = append(b, ':')
 		if m.fn != nil {
@@ -164,27 +164,27 @@ func (e *Enricher) appendEnrichment(b []byte, a *Alert, out *Output, m plugins.A
 	}
 	typ := indicatorType(m)
 	b = append(b, `{"indicator":{"description":`...)
-	b = appendJSONString(b, desc)
+	b = jsonw.AppendString(b, desc)
 	switch typ {
 	case "ipv4-addr", "ipv6-addr":
 		b = append(b, `,"ip":`...)
-		b = appendJSONString(b, m.Value)
+		b = jsonw.AppendString(b, m.Value)
 	case "mac-addr":
 		b = append(b, `,"mac":`...)
-		b = appendJSONString(b, m.Value)
+		b = jsonw.AppendString(b, m.Value)
 	}
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, name)
+	b = jsonw.AppendString(b, name)
 	b = append(b, `,"provider":"vmlineage","type":`...)
-	b = appendJSONString(b, typ)
+	b = jsonw.AppendString(b, typ)
 	b = append(b, `},"matched":{"atomic":`...)
-	b = appendJSONString(b, m.Value)
+	b = jsonw.AppendString(b, m.Value)
 	b = append(b, `,"field":`...)
-	b = appendJSONString(b, m.Field)
+	b = jsonw.AppendString(b, m.Field)
 	b = append(b, `,"id":`...)
-	b = appendJSONString(b, m.UUID)
+	b = jsonw.AppendString(b, m.UUID)
 	b = append(b, `,"occurred":`...)
-	b = appendJSONString(b, at)
+	b = jsonw.AppendString(b, at)
 	return append(b, `,"type":"vmlineage_vm_match"}}`...)
 }
 
@@ -210,13 +210,13 @@ func appendOutput(b []byte, o *Output) []byte {
 			}
 			v := &o.VMs[i]
 			b = append(b, `{"vm_uuid":`...)
-			b = appendJSONString(b, v.UUID)
-			b = appendOmit(b, `,"name":`, v.Name)
+			b = jsonw.AppendString(b, v.UUID)
+			b = jsonw.AppendOmit(b, `,"name":`, v.Name)
 			b = append(b, `,"matched_field":`...)
-			b = appendJSONString(b, v.Field)
+			b = jsonw.AppendString(b, v.Field)
 			b = append(b, `,"matched_value":`...)
-			b = appendJSONString(b, v.Value)
-			b = appendOmit(b, `,"power_state":`, v.PowerState)
+			b = jsonw.AppendString(b, v.Value)
+			b = jsonw.AppendOmit(b, `,"power_state":`, v.PowerState)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -236,16 +236,16 @@ func appendOutput(b []byte, o *Output) []byte {
 			}
 			s := &o.Suspects[i]
 			b = append(b, `{"vm_uuid":`...)
-			b = appendJSONString(b, s.VMUUID)
-			b = appendOmit(b, `,"vm_name":`, s.VMName)
+			b = jsonw.AppendString(b, s.VMUUID)
+			b = jsonw.AppendOmit(b, `,"vm_name":`, s.VMName)
 			b = append(b, `,"score":`...)
 			b = appendJSONFloat(b, s.Score)
 			b = append(b, `,"reason":`...)
-			b = appendJSONString(b, s.Reason)
-			b = appendOmit(b, `,"power_state":`, s.PowerState)
+			b = jsonw.AppendString(b, s.Reason)
+			b = jsonw.AppendOmit(b, `,"power_state":`, s.PowerState)
 			b = append(b, `,"destroyed":`...)
 			b = strconv.AppendBool(b, s.Destroyed)
-			b = appendOmit(b, `,"detector":`, s.Detector)
+			b = jsonw.AppendOmit(b, `,"detector":`, s.Detector)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -268,11 +268,11 @@ func appendOutput(b []byte, o *Output) []byte {
 			}
 			d := &o.Detectors[i]
 			b = append(b, `{"name":`...)
-			b = appendJSONString(b, d.Name)
+			b = jsonw.AppendString(b, d.Name)
 			b = append(b, `,"status":`...)
-			b = appendJSONString(b, d.Status)
-			b = appendOmit(b, `,"error":`, d.Error)
-			b = appendOmit(b, `,"reason":`, d.Reason)
+			b = jsonw.AppendString(b, d.Status)
+			b = jsonw.AppendOmit(b, `,"error":`, d.Error)
+			b = jsonw.AppendOmit(b, `,"reason":`, d.Reason)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -283,33 +283,33 @@ func appendOutput(b []byte, o *Output) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, n)
+			b = jsonw.AppendString(b, n)
 		}
 		b = append(b, ']')
 	}
 	b = append(b, `,"alert_id":`...)
-	b = appendJSONString(b, o.AlertID)
+	b = jsonw.AppendString(b, o.AlertID)
 	b = append(b, `,"enriched_at":`...)
-	b = appendJSONString(b, o.EnrichedAt)
+	b = jsonw.AppendString(b, o.EnrichedAt)
 	return append(b, '}')
 }
 
 // appendVM writes plugins.VM as its MarshalJSON does.
 func appendVM(b []byte, v *plugins.VM) []byte {
 	b = append(b, `{"vm_uuid":`...)
-	b = appendJSONString(b, v.UUID)
-	b = appendOmit(b, `,"pool_uuid":`, v.PoolUUID)
+	b = jsonw.AppendString(b, v.UUID)
+	b = jsonw.AppendOmit(b, `,"pool_uuid":`, v.PoolUUID)
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, v.Name)
-	b = appendOmit(b, `,"parent_vm_uuid":`, v.ParentUUID)
-	b = appendOmit(b, `,"parent_via":`, v.ParentVia)
-	b = appendOmit(b, `,"kind":`, v.Kind)
-	b = appendOmit(b, `,"power_state":`, v.PowerState)
-	b = appendOmit(b, `,"host_uuid":`, v.HostUUID)
-	b = appendOmit(b, `,"first_seen":`, record.FormatTime(v.FirstSeen))
+	b = jsonw.AppendString(b, v.Name)
+	b = jsonw.AppendOmit(b, `,"parent_vm_uuid":`, v.ParentUUID)
+	b = jsonw.AppendOmit(b, `,"parent_via":`, v.ParentVia)
+	b = jsonw.AppendOmit(b, `,"kind":`, v.Kind)
+	b = jsonw.AppendOmit(b, `,"power_state":`, v.PowerState)
+	b = jsonw.AppendOmit(b, `,"host_uuid":`, v.HostUUID)
+	b = jsonw.AppendOmit(b, `,"first_seen":`, record.FormatTime(v.FirstSeen))
 	b = append(b, `,"destroyed":`...)
 	b = strconv.AppendBool(b, v.IsDestroyed())
-	b = appendOmit(b, `,"destroyed_at":`, record.FormatTime(v.Destroyed))
+	b = jsonw.AppendOmit(b, `,"destroyed_at":`, record.FormatTime(v.Destroyed))
 	return append(b, '}')
 }
 
@@ -317,16 +317,16 @@ func appendVM(b []byte, v *plugins.VM) []byte {
 func appendFinding(b []byte, f *plugins.Finding) []byte {
 	b = append(b, '{')
 	n := len(b)
-	b = appendOmit(b, `,"detector":`, f.Detector)
+	b = jsonw.AppendOmit(b, `,"detector":`, f.Detector)
 	b = append(b, `,"kind":`...)
-	b = appendJSONString(b, f.Kind)
+	b = jsonw.AppendString(b, f.Kind)
 	b = append(b[:n], b[n+1:]...) // no comma before the first field
-	b = appendOmit(b, `,"vm_uuid":`, f.VMUUID)
-	b = appendOmit(b, `,"vm_name":`, f.VMName)
+	b = jsonw.AppendOmit(b, `,"vm_uuid":`, f.VMUUID)
+	b = jsonw.AppendOmit(b, `,"vm_name":`, f.VMName)
 	b = append(b, `,"severity":`...)
 	b = strconv.AppendInt(b, int64(f.Severity), 10)
 	b = append(b, `,"summary":`...)
-	b = appendJSONString(b, f.Summary)
+	b = jsonw.AppendString(b, f.Summary)
 	if len(f.Details) > 0 {
 		keys := make([]string, 0, len(f.Details))
 		for k := range f.Details {
@@ -338,39 +338,15 @@ func appendFinding(b []byte, f *plugins.Finding) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = jsonw.AppendString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, f.Details[k])
+			b = jsonw.AppendString(b, f.Details[k])
 		}
 		b = append(b, '}')
 	}
-	b = appendOmit(b, `,"record_id":`, f.RecordID)
-	b = appendOmit(b, `,"time":`, record.FormatTime(f.Time))
+	b = jsonw.AppendOmit(b, `,"record_id":`, f.RecordID)
+	b = jsonw.AppendOmit(b, `,"time":`, record.FormatTime(f.Time))
 	return append(b, '}')
-}
-
-func appendOmit(b []byte, key, s string) []byte {
-	if s == "" {
-		return b
-	}
-	return appendJSONString(append(b, key...), s)
-}
-
-// appendJSONString writes s quoted. Printable ASCII other than
-// encoding/json's escaped characters (", \, <, >, &) is written as is;
-// anything else is left to encoding/json, whose escaping rules (HTML-safe,
-// U+2028/9, invalid UTF-8 as U+FFFD) must be matched byte for byte.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			js, _ := json.Marshal(s) // a string always encodes
-			return append(b, js...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendJSONFloat writes a finite float64 as encoding/json does (ES6

@@ -3,7 +3,8 @@ package lifecycle
 import (
 	"slices"
 	"time"
-	"unicode/utf8"
+
+	"github.com/vmlineage/vmlineage/internal/jsonw"
 )
 
 // appendJSON appends tk as encoding/json would encode it (same members, same
@@ -12,13 +13,13 @@ import (
 // two agree.
 func (tk *taskInfo) appendJSON(b []byte) []byte {
 	b = append(b, `{"ref":`...)
-	b = appendJSONString(b, tk.Ref)
+	b = jsonw.AppendString(b, tk.Ref)
 	str := func(name, v string) {
 		if v != "" {
 			b = append(b, ',', '"')
 			b = append(b, name...)
 			b = append(b, '"', ':')
-			b = appendJSONString(b, v)
+			b = jsonw.AppendString(b, v)
 		}
 	}
 	tm := func(name string, v time.Time) {
@@ -39,7 +40,7 @@ func (tk *taskInfo) appendJSON(b []byte) []byte {
 				if i > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, s)
+				b = jsonw.AppendString(b, s)
 			}
 			b = append(b, ']')
 		}
@@ -58,9 +59,9 @@ func (tk *taskInfo) appendJSON(b []byte) []byte {
 				if i > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, k)
+				b = jsonw.AppendString(b, k)
 				b = append(b, ':')
-				b = appendJSONString(b, m[k])
+				b = jsonw.AppendString(b, m[k])
 			}
 			b = append(b, '}')
 		}
@@ -93,59 +94,4 @@ func (tk *taskInfo) appendJSON(b []byte) []byte {
 	flag("gone", tk.Gone)
 	flag("recorded", tk.Recorded)
 	return append(b, '}')
-}
-
-// appendJSONString quotes s as encoding/json does, HTML-safe escapes and
-// U+FFFD for invalid UTF-8 included.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

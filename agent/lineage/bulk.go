@@ -8,9 +8,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/internal/jsonw"
 )
 
 // bulkRows is how many records one INSERT statement of PutRecords carries:
@@ -203,45 +203,45 @@ func appendRecordJSON(b []byte, r *record.Record) ([]byte, error) {
 		return append(b, js...), err
 	}
 	b = append(b, `{"id":`...)
-	b = appendJSONString(b, r.ID)
+	b = jsonw.AppendString(b, r.ID)
 	b = append(b, `,"pool_uuid":`...)
-	b = appendJSONString(b, r.PoolUUID)
-	b = appendOmit(b, `,"host_uuid":`, r.HostUUID)
-	b = appendOmit(b, `,"host_name":`, r.HostName)
+	b = jsonw.AppendString(b, r.PoolUUID)
+	b = jsonw.AppendOmit(b, `,"host_uuid":`, r.HostUUID)
+	b = jsonw.AppendOmit(b, `,"host_name":`, r.HostName)
 	b = append(b, `,"vm_uuid":`...)
-	b = appendJSONString(b, r.VMUUID)
-	b = appendOmit(b, `,"vm_name":`, r.VMName)
-	b = appendOmit(b, `,"parent_vm_uuid":`, r.ParentVMUUID)
+	b = jsonw.AppendString(b, r.VMUUID)
+	b = jsonw.AppendOmit(b, `,"vm_name":`, r.VMName)
+	b = jsonw.AppendOmit(b, `,"parent_vm_uuid":`, r.ParentVMUUID)
 	b = append(b, `,"activity":`...)
-	b = appendJSONString(b, string(r.Activity))
-	b = appendOmit(b, `,"operation":`, r.Operation)
+	b = jsonw.AppendString(b, string(r.Activity))
+	b = jsonw.AppendOmit(b, `,"operation":`, r.Operation)
 	b = append(b, `,"result":`...)
-	b = appendJSONString(b, string(r.Result))
-	b = appendOmit(b, `,"error":`, r.Error)
-	b = appendOmit(b, `,"task_uuid":`, r.TaskUUID)
-	b = appendOmit(b, `,"task_id":`, r.TaskID)
+	b = jsonw.AppendString(b, string(r.Result))
+	b = jsonw.AppendOmit(b, `,"error":`, r.Error)
+	b = jsonw.AppendOmit(b, `,"task_uuid":`, r.TaskUUID)
+	b = jsonw.AppendOmit(b, `,"task_id":`, r.TaskID)
 	b = append(b, `,"source":`...)
-	b = appendJSONString(b, string(r.Source))
-	b = appendOmit(b, `,"destination_host_uuid":`, r.DestinationHostUUID)
-	b = appendOmit(b, `,"snapshot_uuid":`, r.SnapshotUUID)
+	b = jsonw.AppendString(b, string(r.Source))
+	b = jsonw.AppendOmit(b, `,"destination_host_uuid":`, r.DestinationHostUUID)
+	b = jsonw.AppendOmit(b, `,"snapshot_uuid":`, r.SnapshotUUID)
 	if len(r.Unknown) > 0 {
 		b = append(b, `,"unknown":[`...)
 		for i, u := range r.Unknown {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, u)
+			b = jsonw.AppendString(b, u)
 		}
 		b = append(b, ']')
 	}
 	if a := r.Actor; a != nil {
 		b = append(b, `,"actor":{`...)
 		n := len(b)
-		b = appendOmit(b, `,"name":`, a.Name)
-		b = appendOmit(b, `,"subject_id":`, a.SubjectID)
-		b = appendOmit(b, `,"originator":`, a.Originator)
-		b = appendOmit(b, `,"client_ip":`, a.ClientIP)
-		b = appendOmit(b, `,"trackid":`, a.TrackID)
+		b = jsonw.AppendOmit(b, `,"name":`, a.Name)
+		b = jsonw.AppendOmit(b, `,"subject_id":`, a.SubjectID)
+		b = jsonw.AppendOmit(b, `,"originator":`, a.Originator)
+		b = jsonw.AppendOmit(b, `,"client_ip":`, a.ClientIP)
+		b = jsonw.AppendOmit(b, `,"trackid":`, a.TrackID)
 		if len(b) > n {
 			b = append(b[:n], b[n+1:]...) // the first field's comma
 		}
@@ -252,30 +252,6 @@ func appendRecordJSON(b []byte, r *record.Record) ([]byte, error) {
 	b = append(b, `,"end":`...)
 	b = appendJSONTime(b, r.End)
 	return append(b, '}'), nil
-}
-
-func appendOmit(b []byte, key, s string) []byte {
-	if s == "" {
-		return b
-	}
-	return appendJSONString(append(b, key...), s)
-}
-
-// appendJSONString writes s quoted. Printable ASCII other than encoding/json's
-// escaped characters (", \, <, >, &) is written as is; anything else is left
-// to encoding/json, whose escaping rules (HTML-safe, U+2028/9, invalid UTF-8
-// as U+FFFD) must be matched byte for byte.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			js, _ := json.Marshal(s) // a string always encodes
-			return append(b, js...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendJSONTime writes record.FormatTime(t) quoted: RFC 3339 in UTC with
