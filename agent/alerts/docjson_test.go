@@ -195,8 +195,34 @@ func randOutput(rng *rand.Rand) *Output {
 	return o
 }
 
+// marshalDoc writes what json.Marshal writes, and fails where it fails,
+// for random documents and for the values only encoding/json handles.
+func TestMarshalDocLikeMarshal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i := 0; i < 3000; i++ {
+		checkMarshalDoc(t, randDoc(rng, 0))
+	}
+	for _, n := range []string{"", "0", "-0", "12", "-1.5e+10", "1E-7", "01", "1.", "-", "1e", "+1", " 1", "1 ", "0x1", "NaN", ".5", "1.5.2", "--1", "1e+"} {
+		checkMarshalDoc(t, map[string]any{"n": json.Number(n)})
+	}
+	for _, v := range []any{1.5, 7, math.NaN(), map[string]string{"a": "<b>"}, []string{"x"}, map[string]any(nil), []any(nil),
+		[]any{json.Number("bad")}, map[string]any{"deep": []any{map[string]any{"x": json.Number("1"), "y": 2.5}}}} {
+		checkMarshalDoc(t, map[string]any{"v": v, "w": "<&>"})
+	}
+}
+
+func checkMarshalDoc(t *testing.T, doc map[string]any) {
+	t.Helper()
+	want, werr := json.Marshal(doc)
+	got, gerr := marshalDoc(doc)
+	if (werr == nil) != (gerr == nil) || !bytes.Equal(got, want) {
+		t.Fatalf("%#v:\n got %s (%v)\nwant %s (%v)", doc, got, gerr, want, werr)
+	}
+}
+
 // FuzzEncodeDoc: for any alert ParseJSON accepts and any output, encodeDoc
-// writes what encoding/json writes.
+// writes what encoding/json writes, and so does marshalDoc for the alert's
+// document.
 func FuzzEncodeDoc(f *testing.F) {
 	f.Add([]byte(`{"@timestamp":"2024-03-01T09:11:00Z","host":{"ip":["10.1.0.1"]},"host.name":"vm1"}`), uint64(1))
 	f.Add([]byte(`{"threat":{"enrichments":[{"a":1}],"framework":"MITRE ATT&CK"},"vmlineage":1,"z":"<>"}`), uint64(2))
@@ -206,6 +232,7 @@ func FuzzEncodeDoc(f *testing.F) {
 		if err != nil {
 			return
 		}
+		checkMarshalDoc(t, a.Doc)
 		rng := rand.New(rand.NewPCG(seed, seed>>7))
 		checkEncodeDoc(t, &Enricher{}, a, randOutput(rng), "fuzz")
 	})

@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -137,7 +136,7 @@ type Job struct {
 func (e *Enricher) Start(ctx context.Context, a *Alert) *Job {
 	j := &Job{e: e, a: a, received: e.now()}
 	j.out = &Output{AlertID: a.ID, Notes: append([]string(nil), a.Notes...), Suspects: []plugins.Suspect{}}
-	raw, err := json.Marshal(a.Doc)
+	raw, err := marshalDoc(a.Doc)
 	if err != nil {
 		j.err = fmt.Errorf("alert %s: %w", a.ID, err)
 		j.started = e.now()
