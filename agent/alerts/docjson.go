@@ -40,6 +40,7 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 		fn     func([]byte) []byte // or written
 	}
 	var ms []member
+	var threat []byte // the alert's own threat value, extended below
 	hasTimestamp := false
 	for _, m := range members {
 		switch m.key {
@@ -49,6 +50,7 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 			continue
 		case "threat":
 			if len(out.matches) > 0 {
+				threat = m.val
 				continue
 			}
 		}
@@ -59,7 +61,7 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 	}
 	ms = append(ms, member{key: "vmlineage", fn: func(b []byte) []byte { return appendOutput(b, out) }})
 	if len(out.matches) > 0 {
-		ms = append(ms, member{key: "threat", fn: func(b []byte) []byte { return e.appendThreat(b, a, out, raw) }})
+		ms = append(ms, member{key: "threat", fn: func(b []byte) []byte { return e.appendThreat(b, a, out, threat) }})
 	}
 	slices.SortFunc(ms, func(x, y member) int {
 		switch {
@@ -92,18 +94,13 @@ func (e *Enricher) encodeDoc(a *Alert, out *Output, raw []byte) ([]byte, error) 
 }
 
 // appendThreat writes the threat object render makes: the alert's own
-// threat fields (when threat is an object) with enrichments extended by
-// one entry per matched VM.
+// threat fields (when threat is an object; raw is its value as Start
+// wrote it) with enrichments extended by one entry per matched VM.
 func (e *Enricher) appendThreat(b []byte, a *Alert, out *Output, raw []byte) []byte {
 	var own []rawMember // the alert's threat object, sorted
 	var oldEnr []byte   // the elements of its enrichments array
 	if t, ok := a.Doc["threat"].(map[string]any); ok {
-		top, _ := splitObject(raw, a.Doc)
-		for _, m := range top {
-			if m.key == "threat" {
-				own, _ = splitObject(m.val, t)
-			}
-		}
+		own, _ = splitObject(raw, t)
 		if _, isList := t["enrichments"].([]any); isList {
 			for _, m := range own {
 				if m.key == "enrichments" {
