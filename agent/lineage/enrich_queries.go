@@ -205,8 +205,8 @@ func (s *Store) FindByAttrAt(ctx context.Context, kind, value string, at time.Ti
 	}
 	defer rows.Close()
 	var out []string
+	var u string // one scan target: one declared per row escapes each time
 	for rows.Next() {
-		var u string
 		if err := rows.Scan(&u); err != nil {
 			return nil, err
 		}
@@ -361,10 +361,11 @@ func (s *Store) RecordFactsOfVM(ctx context.Context, uuid string, since, until t
 	}
 	defer rows.Close()
 	var out []RecordFact
+	var f RecordFact // one set of scan targets (see FamilyHistory)
+	var start int64
+	dest := []any{&f.VMUUID, &f.Activity, &start}
 	for rows.Next() {
-		var f RecordFact
-		var start int64
-		if err := rows.Scan(&f.VMUUID, &f.Activity, &start); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		f.Start = fromMS(start)
@@ -424,14 +425,18 @@ func (s *Store) FamilyHistory(ctx context.Context, uuid string, limit int) (memb
 	defer rows.Close()
 	seen := map[string]bool{}
 	var cur *FamilyMember
+	// One set of scan targets for all rows: Scan sets every one of them,
+	// and targets declared per row escape to the heap, eight allocations
+	// a row.
+	var m FamilyMember
+	var first, lastSeen int64
+	var destroyed, from, to sql.NullInt64
+	var ps, host sql.NullString
+	v := &m.VM
+	dest := []any{&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
+		&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &from, &to, &ps, &host}
 	for rows.Next() {
-		var m FamilyMember
-		var first, lastSeen int64
-		var destroyed, from, to sql.NullInt64
-		var ps, host sql.NullString
-		v := &m.VM
-		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
-			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &from, &to, &ps, &host); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, false, err
 		}
 		if cur == nil || cur.UUID != v.UUID {
