@@ -126,7 +126,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	floorIdle, floorIdle99 := roundTrips(b, interval, 1000)
 	floorBusy, floorBusy99 := roundTrips(b, 0, 1000)
-	stopWriter, writerPID := func() int { return 0 }, 0
+	stopWriter, writerPID := func() writerReport { return writerReport{} }, 0
 	if os.Getenv("VMLINEAGE_BENCH_WRITER") != "0" {
 		stopWriter, writerPID = busyPool(b, st)
 	}
@@ -213,12 +213,16 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if c, ok := svc.Backend().(cacheStats); ok {
 		hits1, misses1 = c.CacheStats()
 	}
-	commits := stopWriter()
+	writer := stopWriter()
 	hostRSS, kidsRSS := peakRSS(writerPID)
 	if failed > 0 {
 		b.Fatalf("%d alerts failed", failed)
 	}
 	n := float64(b.N)
+	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
+		dumpLatencies(b, path, start, interval, lat)
+	}
+	tail := tailFigures(lat, interval, writer, start)
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
@@ -251,11 +255,12 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
 		b.N, rate, elapsed.Round(time.Millisecond), big.Families*big.FamilySize,
-		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, commits)
+		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, writer.Commits)
 	if h, mi := hits1-hits0, misses1-misses0; h+mi > 0 {
 		logf("family cache: %d hits, %d misses (%.0f%%)", h, mi, 100*float64(h)/float64(h+mi))
 	}
 	logf("latency ms: p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", q(0.5), q(0.99), q(0.999), float64(lat[len(lat)-1].Microseconds())/1000)
+	logf("%s", tail)
 	tmMu.Lock()
 	logf("by phase, ms p50/p99 (Enricher.Observe, as the agent's alert_phase_seconds): %s", phaseFigures(timings))
 	tmMu.Unlock()
@@ -264,13 +269,64 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(ms(floorIdle99), "roundtrip-idle-p99-ms")
 	logf("machine floor: a round trip to another process (every detector call makes at least one) takes p50 %.3f p99 %.3f ms after %s idle (the alert interval), p50 %.3f p99 %.3f ms back to back",
 		ms(floorIdle), ms(floorIdle99), interval, ms(floorBusy), ms(floorBusy99))
-	logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after)",
-		max(0, other.Seconds()/elapsed.Seconds()), load0, loadAvg())
+	steal := machine1.steal - machine0.steal
+	b.ReportMetric(float64(steal.Milliseconds()), "steal-ms")
+	logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after); the hypervisor took %d ms from this VM's CPUs while they had work (steal time: stalls of whatever ran)",
+		max(0, other.Seconds()/elapsed.Seconds()), load0, loadAvg(), steal.Milliseconds())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // phaseFigures renders the p50 and p99 of each phase of the timings.
+// tailFigures says how the slowest 1% of alerts (lat in sending order,
+// one per interval from start) lie in time: spread over the run, as
+// queueing behind steady work leaves them, or bunched, as a stall of the
+// machine or a burst of other work leaves them. The writer's longest
+// commit (a WAL checkpoint of the lineage store, typically) is named
+// beside the busiest stretch.
+func tailFigures(lat []time.Duration, interval time.Duration, w writerReport, start time.Time) string {
+	if len(lat) < 100 {
+		return "slowest 1%: too few alerts to tell"
+	}
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	cut := sorted[len(sorted)-len(sorted)/100]
+	const window = 100 * time.Millisecond
+	per := map[int]int{} // slow alerts per 100 ms window of sending time
+	slow := 0
+	for i, l := range lat {
+		if l >= cut {
+			per[int(time.Duration(i)*interval/window)]++
+			slow++
+		}
+	}
+	// The busiest three windows in a row.
+	best, bestAt := 0, 0
+	for k := range per {
+		if c := per[k] + per[k+1] + per[k+2]; c > best {
+			best, bestAt = c, k
+		}
+	}
+	out := fmt.Sprintf("slowest 1%% (%d alerts, from %.2f ms): in %d of %d 100 ms windows; %d of them sent in the 300 ms from %.1f s",
+		slow, float64(cut.Microseconds())/1000, len(per), int(time.Duration(len(lat))*interval/window)+1, best, (time.Duration(bestAt) * window).Seconds())
+	if w.Longest > 0 {
+		out += fmt.Sprintf("; the writer's longest commit took %s from %.1f s", w.Longest.Round(time.Millisecond), w.LongestAt.Sub(start).Seconds())
+	}
+	return out
+}
+
+// dumpLatencies writes each alert's latency, in sending order, to path:
+// "index sent_unix_us latency_ms" lines, for a closer look at the tail.
+func dumpLatencies(b *testing.B, path string, start time.Time, interval time.Duration, lat []time.Duration) {
+	var buf []byte
+	for i, l := range lat {
+		buf = fmt.Appendf(buf, "%d %d %.3f\n", i, start.Add(time.Duration(i)*interval).UnixMicro(), float64(l.Microseconds())/1000)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		b.Errorf("VMLINEAGE_BENCH_DUMP: %v", err)
+	}
+}
+
 func phaseFigures(tms []Timing) string {
 	if len(tms) == 0 {
 		return "none"
@@ -370,7 +426,15 @@ const busyPoolEnv = "VMLINEAGE_BENCH_BUSY_POOL_STORE"
 // caches of every other connection on each commit) while its CPU is not
 // counted as enrichment's. The stop function returns the number of
 // commits.
-func busyPool(b *testing.B, st *lineage.Store) (stop func() int, pid int) {
+// writerReport is what the writer process did: its commits, and its
+// longest commit (Longest, begun at LongestAt).
+type writerReport struct {
+	Commits   int
+	Longest   time.Duration
+	LongestAt time.Time
+}
+
+func busyPool(b *testing.B, st *lineage.Store) (stop func() writerReport, pid int) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), busyPoolEnv+"="+st.Path())
 	in, err := cmd.StdinPipe()
@@ -382,13 +446,18 @@ func busyPool(b *testing.B, st *lineage.Store) (stop func() int, pid int) {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	return func() int {
+	return func() writerReport {
 		in.Close()
 		if err := cmd.Wait(); err != nil {
 			b.Errorf("busy pool writer: %v: %s", err, out.String())
 		}
-		n, _ := strconv.Atoi(strings.TrimSpace(out.String()))
-		return n
+		var r writerReport
+		var longest, at int64
+		if _, err := fmt.Sscan(out.String(), &r.Commits, &longest, &at); err != nil {
+			b.Errorf("busy pool writer said %q: %v", out.String(), err)
+		}
+		r.Longest, r.LongestAt = time.Duration(longest)*time.Microsecond, time.UnixMicro(at)
+		return r
 	}, cmd.Process.Pid
 }
 
@@ -409,13 +478,16 @@ func busyPoolChild(path string) int {
 	defer t.Stop()
 	at := alertstest.BigT0.Add(3 * time.Hour)
 	n, commits := 0, 0
+	var longest time.Duration // with when it began: a WAL checkpoint shows here
+	var longestAt time.Time
 	for {
 		select {
 		case <-stop:
-			fmt.Println(commits)
+			fmt.Println(commits, longest.Microseconds(), longestAt.UnixMicro())
 			return 0
 		case <-t.C:
 		}
+		began := time.Now()
 		err := st.Update(context.Background(), func(tx *lineage.Tx) error {
 			for i := 0; i < 50; i++ {
 				n++
@@ -439,6 +511,9 @@ func busyPoolChild(path string) int {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "busy pool writer:", err)
 			return 1
+		}
+		if d := time.Since(began); d > longest {
+			longest, longestAt = d, began
 		}
 		commits++
 	}
@@ -505,9 +580,13 @@ func peakRSS(writer int) (self, kids int64) {
 	return self, kids
 }
 
-type cpuTimes struct{ busy time.Duration }
+// cpuTimes: busy is the CPU time all processes used; steal the time the
+// hypervisor ran something else while this VM's CPUs had work (a stall
+// of whatever ran on them; Linux counts it from the paravirtual steal
+// clock).
+type cpuTimes struct{ busy, steal time.Duration }
 
-// machineCPU is the CPU time all processes used, from /proc/stat.
+// machineCPU reads cpuTimes from /proc/stat.
 func machineCPU() cpuTimes {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -515,15 +594,18 @@ func machineCPU() cpuTimes {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	var busy int64
+	var busy, steal int64
 	for i, v := range f[1:min(len(f), 9)] { // guest time is already in user
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
 		n, _ := strconv.ParseInt(v, 10, 64)
-		busy += n
+		switch i {
+		case 3, 4: // idle, iowait
+		case 7:
+			steal = n
+		default:
+			busy += n
+		}
 	}
-	return cpuTimes{busy: time.Duration(busy) * time.Second / 100}
+	return cpuTimes{busy: time.Duration(busy) * time.Second / 100, steal: time.Duration(steal) * time.Second / 100}
 }
 
 func loadAvg() string {
