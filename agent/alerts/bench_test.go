@@ -277,7 +277,6 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// phaseFigures renders the p50 and p99 of each phase of the timings.
 // tailFigures says how the slowest 1% of alerts (lat in sending order,
 // one per interval from start) lie in time: spread over the run, as
 // queueing behind steady work leaves them, or bunched, as a stall of the
@@ -300,15 +299,16 @@ func tailFigures(lat []time.Duration, interval time.Duration, w writerReport, st
 			slow++
 		}
 	}
-	// The busiest three windows in a row.
+	// The busiest three windows in a row (the earliest of equals).
+	windows := int(time.Duration(len(lat)-1)*interval/window) + 1
 	best, bestAt := 0, 0
-	for k := range per {
+	for k := 0; k < windows; k++ {
 		if c := per[k] + per[k+1] + per[k+2]; c > best {
 			best, bestAt = c, k
 		}
 	}
 	out := fmt.Sprintf("slowest 1%% (%d alerts, from %.2f ms): in %d of %d 100 ms windows; %d of them sent in the 300 ms from %.1f s",
-		slow, float64(cut.Microseconds())/1000, len(per), int(time.Duration(len(lat))*interval/window)+1, best, (time.Duration(bestAt) * window).Seconds())
+		slow, float64(cut.Microseconds())/1000, len(per), windows, best, (time.Duration(bestAt) * window).Seconds())
 	if w.Longest > 0 {
 		out += fmt.Sprintf("; the writer's longest commit took %s from %.1f s", w.Longest.Round(time.Millisecond), w.LongestAt.Sub(start).Seconds())
 	}
@@ -327,6 +327,7 @@ func dumpLatencies(b *testing.B, path string, start time.Time, interval time.Dur
 	}
 }
 
+// phaseFigures renders the p50 and p99 of each phase of the timings.
 func phaseFigures(tms []Timing) string {
 	if len(tms) == 0 {
 		return "none"
@@ -418,14 +419,6 @@ func echoChild(sock string) int {
 // to as a busy pool's tracer would (see busyPool).
 const busyPoolEnv = "VMLINEAGE_BENCH_BUSY_POOL_STORE"
 
-// busyPool starts a process that commits, every 200 ms until stopped, what
-// a tracer commits for a busy pool: 50 VMs starting or stopping (a state
-// span and a record each), dated after the benchmark's alerts so that
-// their enrichment is the same whatever the timing. Its commits reach the
-// enrichment path as they would in the agent (SQLite empties the page
-// caches of every other connection on each commit) while its CPU is not
-// counted as enrichment's. The stop function returns the number of
-// commits.
 // writerReport is what the writer process did: its commits, and its
 // longest commit (Longest, begun at LongestAt).
 type writerReport struct {
@@ -434,6 +427,13 @@ type writerReport struct {
 	LongestAt time.Time
 }
 
+// busyPool starts a process that commits, every 200 ms until stopped, what
+// a tracer commits for a busy pool: 50 VMs starting or stopping (a state
+// span and a record each), dated after the benchmark's alerts so that
+// their enrichment is the same whatever the timing. Its commits reach the
+// enrichment path as they would in the agent (SQLite empties the page
+// caches of every other connection on each commit) while its CPU is not
+// counted as enrichment's. The stop function says what the writer did.
 func busyPool(b *testing.B, st *lineage.Store) (stop func() writerReport, pid int) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), busyPoolEnv+"="+st.Path())
@@ -618,4 +618,31 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], "/")
+}
+
+func TestTailFigures(t *testing.T) {
+	start := time.Unix(1000, 0)
+	lat := make([]time.Duration, 10000)
+	for i := range lat {
+		lat[i] = time.Millisecond
+	}
+	for i := 6850; i < 6950; i++ { // a stall: 100 slow alerts across windows 68 and 69
+		lat[i] = 20 * time.Millisecond
+	}
+	w := writerReport{Commits: 50, Longest: 240 * time.Millisecond, LongestAt: start.Add(6800 * time.Millisecond)}
+	got := tailFigures(lat, time.Millisecond, w, start)
+	want := "slowest 1% (100 alerts, from 20.00 ms): in 2 of 100 100 ms windows; 100 of them sent in the 300 ms from 6.7 s; the writer's longest commit took 240ms from 6.8 s"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	// Spread out: one slow alert in every window.
+	for i := range lat {
+		lat[i] = time.Millisecond
+		if i%100 == 50 {
+			lat[i] = 5 * time.Millisecond
+		}
+	}
+	if got := tailFigures(lat, time.Millisecond, writerReport{}, start); !strings.Contains(got, "in 100 of 100 100 ms windows; 3 of them") {
+		t.Fatalf("spread tail: %s", got)
+	}
 }
