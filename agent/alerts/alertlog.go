@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -94,6 +95,8 @@ type alertLog struct {
 	writeMu   sync.Mutex
 	// idx answers AlertedVMs from memory (see alertIndex); l.mu.
 	idx *alertIndex
+	// slow: the last commits that took slowCommit or more; l.mu.
+	slow []Span
 
 	// The writer's own connection: every commit goes through it, so its
 	// data_version changes only when another process commits to the log
@@ -478,8 +481,16 @@ func (l *alertLog) write(batch []*pending) {
 			p.gen = gen
 		}
 		l.mu.Unlock()
+		began := time.Now()
 		again, err := l.commit(batch, gen)
+		took := time.Since(began)
 		l.mu.Lock()
+		if took >= slowCommit {
+			if len(l.slow) == maxSlowCommits {
+				l.slow = append(l.slow[:0], l.slow[1:]...)
+			}
+			l.slow = append(l.slow, Span{At: began, Took: took})
+		}
 		if err == nil || attempt >= 4 {
 			for _, p := range batch {
 				l.forget(p)
@@ -507,6 +518,26 @@ func (l *alertLog) write(batch []*pending) {
 		l.log.Warn("storing alerts failed; retrying", "alerts", len(batch), "error", err)
 		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
 	}
+}
+
+// Span is when something began and how long it took.
+type Span struct {
+	At   time.Time
+	Took time.Duration
+}
+
+// A commit that takes slowCommit or more (a WAL checkpoint, typically) is
+// remembered (Service.SlowCommits), the last maxSlowCommits of them.
+const (
+	slowCommit     = 20 * time.Millisecond
+	maxSlowCommits = 256
+)
+
+// slowCommits returns the slow commits remembered, oldest first.
+func (l *alertLog) slowCommits() []Span {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.slow)
 }
 
 // forget drops a committed alert from the overlay; l.mu is held.

@@ -222,7 +222,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
 		dumpLatencies(b, path, start, interval, lat)
 	}
-	tail := tailFigures(lat, interval, writer, start)
+	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, interval, start, gcPauses(&ms0, &ms1), svc.SlowCommits())
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
@@ -239,6 +239,8 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(hostMS, "host-cpu-ms/alert")
 	b.ReportMetric(plugMS, "plugin-cpu-ms/alert")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "host-allocs/alert")
+	// Each collection stops the host's world twice (see stallFigures).
+	b.ReportMetric(float64(ms1.NumGC-ms0.NumGC), "host-gcs")
 	// Read and write syscalls: exact where CPU time drifts with the
 	// machine (syscalls are dear on a VM).
 	b.ReportMetric(float64(sys1-sys0)/n, "host-syscalls/alert")
@@ -313,6 +315,58 @@ func tailFigures(lat []time.Duration, interval time.Duration, w writerReport, st
 		out += fmt.Sprintf("; the writer's longest commit took %s from %.1f s", w.Longest.Round(time.Millisecond), w.LongestAt.Sub(start).Seconds())
 	}
 	return out
+}
+
+// gcPauses are the stop-the-world pauses of the collections between two
+// MemStats readings (the runtime keeps the last 256).
+func gcPauses(ms0, ms1 *runtime.MemStats) []Span {
+	var out []Span
+	for n := max(ms0.NumGC, ms1.NumGC-min(ms1.NumGC, 256)) + 1; n <= ms1.NumGC; n++ {
+		i := (n + 255) % 256
+		end := time.Unix(0, int64(ms1.PauseEnd[i]))
+		d := time.Duration(ms1.PauseNs[i])
+		out = append(out, Span{At: end.Add(-d), Took: d})
+	}
+	return out
+}
+
+// stallFigures says how many of the slowest 1% of alerts (lat in sending
+// order, one per interval from start) were in flight during one of the
+// host's collection pauses, and how many during one of the alert log's
+// slow commits (a WAL checkpoint: while it runs, enrichment has a core
+// less), with the count and longest of each. On the test machine slow
+// 100 ms windows lined up with both (2026-12-03).
+func stallFigures(lat []time.Duration, interval time.Duration, start time.Time, pauses, commits []Span) string {
+	if len(lat) < 100 {
+		return "stalls: too few alerts to tell"
+	}
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	cut := sorted[len(sorted)-len(sorted)/100]
+	during := func(spans []Span) (n int) {
+		for i, l := range lat {
+			if l < cut {
+				continue
+			}
+			sent := start.Add(time.Duration(i) * interval)
+			for _, s := range spans {
+				if s.At.Before(sent.Add(l)) && sent.Before(s.At.Add(s.Took)) {
+					n++
+					break
+				}
+			}
+		}
+		return n
+	}
+	longest := func(spans []Span) time.Duration {
+		var m time.Duration
+		for _, s := range spans {
+			m = max(m, s.Took)
+		}
+		return m
+	}
+	return fmt.Sprintf("in flight during one of the host's %d collection pauses (longest %.2f ms): %d of them; during one of the alert log's %d commits of %s or more (longest %s): %d",
+		len(pauses), float64(longest(pauses).Microseconds())/1000, during(pauses), len(commits), slowCommit, longest(commits).Round(time.Millisecond), during(commits))
 }
 
 // dumpLatencies writes each alert's latency, in sending order, to path:
@@ -644,5 +698,31 @@ func TestTailFigures(t *testing.T) {
 	}
 	if got := tailFigures(lat, time.Millisecond, writerReport{}, start); !strings.Contains(got, "in 100 of 100 100 ms windows; 3 of them") {
 		t.Fatalf("spread tail: %s", got)
+	}
+}
+
+func TestStallFigures(t *testing.T) {
+	start := time.Unix(1000, 0)
+	lat := make([]time.Duration, 10000)
+	for i := range lat {
+		lat[i] = time.Millisecond
+	}
+	for i := 2000; i < 2030; i++ { // 30 slow alerts sent before a pause at 2.035 s ends
+		lat[i] = 40 * time.Millisecond
+	}
+	for i := 5000; i < 5070; i++ { // 70 at 5.0 s, during a commit from 5.05 s
+		lat[i] = 60 * time.Millisecond
+	}
+	lat[9000] = 100 * time.Millisecond // slow, but in flight during neither
+	pauses := []Span{{At: start.Add(2035 * time.Millisecond), Took: 3 * time.Millisecond}, {At: start.Add(8 * time.Second), Took: time.Millisecond}}
+	commits := []Span{{At: start.Add(5050 * time.Millisecond), Took: 45 * time.Millisecond}}
+	got := stallFigures(lat, time.Millisecond, start, pauses, commits)
+	want := "in flight during one of the host's 2 collection pauses (longest 3.00 ms): 30 of them; during one of the alert log's 1 commits of 20ms or more (longest 45ms): 70"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	// A pause after the slow alerts came back touches none of them.
+	if got := stallFigures(lat, time.Millisecond, start, []Span{{At: start.Add(2100 * time.Millisecond), Took: time.Millisecond}}, nil); !strings.Contains(got, "(longest 1.00 ms): 0 of them") {
+		t.Fatalf("late pause: %s", got)
 	}
 }

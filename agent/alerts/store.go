@@ -100,6 +100,11 @@ func (s *Service) Close() {
 // Backend is where lineage is read from.
 func (s *Service) Backend() backend.Lineage { return s.lin }
 
+// SlowCommits are the alert log's last commits that took 20 ms or more,
+// oldest first: while one runs on a small machine, enrichment has a core
+// less (BenchmarkEnrich1MVMs lines them up with its slowest alerts).
+func (s *Service) SlowCommits() []Span { return s.log.slowCommits() }
+
 // Queries is how many queries the service made (backend and alert log).
 func (s *Service) Queries() int64 {
 	n := s.queries.Load()
