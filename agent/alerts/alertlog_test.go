@@ -404,3 +404,45 @@ func TestAlertsMoveOutOfTheStore(t *testing.T) {
 		}
 	}
 }
+
+// A commit held up 60 ms (another process holding the log's write lock)
+// is remembered as slow.
+func TestAlertLogRemembersSlowCommits(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	svc, err := NewService(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	at := alertstest.At(10)
+	store := func(id string) {
+		named := []plugins.AlertVM{{UUID: "vm-" + id, Field: "cloud.instance.id", Value: "vm-" + id}}
+		p := svc.log.begin(id, at)
+		svc.log.admit(p)
+		svc.log.resolve(p, named)
+		svc.log.finish(p, &alertRow{id: id, timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: named})
+		svc.Flush()
+	}
+	store("first")
+	n0 := len(svc.SlowCommits()) // none unless the machine is very slow
+	other, err := openAlertDB(ctx, AlertsPath(st.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.BeginTx(ctx, nil) // _txlock=immediate: takes the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("UPDATE alert_log_state SET gen=gen"); err != nil {
+		t.Fatal(err)
+	}
+	held := time.Now()
+	go func() { time.Sleep(60 * time.Millisecond); tx.Rollback() }()
+	store("held")
+	s := svc.SlowCommits()
+	if len(s) != n0+1 || s[n0].Took < 50*time.Millisecond || s[n0].At.Before(held) {
+		t.Fatalf("slow commits after one held 60 ms: %v", s)
+	}
+}
