@@ -61,6 +61,7 @@ func BenchmarkEnrich1MVMs(b *testing.B) {
 }
 
 func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
+	defer TuneGC()() // as the agent runs when it enriches alerts
 	st := big.Open(b)
 	// The probe run (b.N 1) logs nothing: testing cuts a benchmark's log
 	// short, and the figures of the real run come last.

@@ -156,7 +156,8 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, sf *storeFl
 	}
 	e := alerts.NewEnricher(svc, m, log)
 	e.Window = d.window
-	return e, func() { m.Close(); svc.Close(); closeLin() }, nil
+	restoreGC := alerts.TuneGC() // a smaller heap for latency (see alerts.GCPercent)
+	return e, func() { m.Close(); svc.Close(); closeLin(); restoreGC() }, nil
 }
 
 func newEnrichCmd() *cobra.Command {
