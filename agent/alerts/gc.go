@@ -9,11 +9,11 @@ import (
 // with an alert listener, alerts serve, enrich), unless GOGC is set in its
 // environment. The heap then stays near 1.5 times the live heap instead
 // of twice it: about 70 MiB at its peak instead of 85 in
-// BenchmarkEnrich1MVMs, with twice the collections (about 175 a run
-// instead of 76) and 2% more host CPU per alert.
+// BenchmarkEnrich1MVMs, with more than twice the collections (about 175
+// a run instead of 76) at about the same host CPU per alert.
 //
 // Measured 2026-12-03, alternating runs: p99 was lower with 50 than with
-// the default 100 in all 8 pairs (for example 17.9 against 22.4 ms, 30.2
+// the default 100 in 12 of 13 pairs, about equal in the other (for example 17.9 against 22.4 ms, 30.2
 // against 55.0 ms; the machine's steal time was high throughout). The
 // other way was worse: a heap goal of at least 128 MiB (4 collections a
 // run) raised p99 in all 6 pairs, GOGC=400 in 3, and GOGC=25 cost 12%
