@@ -13,9 +13,9 @@ import (
 // a run instead of 76) at about the same host CPU per alert.
 //
 // Measured 2026-12-03, alternating runs: p99 was lower with 50 than with
-// the default 100 in 12 of 13 pairs, about equal in the other (for example 17.9 against 22.4 ms, 30.2
-// against 55.0 ms; the machine's steal time was high throughout). The
-// other way was worse: a heap goal of at least 128 MiB (4 collections a
+// the default 100 in 12 of 13 pairs and about equal in the other (for
+// example 17.9 against 22.4 ms, 30.2 against 55.0 ms; the machine's steal
+// time was high throughout). The other way was worse: a heap goal of at least 128 MiB (4 collections a
 // run) raised p99 in all 6 pairs, GOGC=400 in 3, and GOGC=25 cost 12%
 // more host CPU and raised p99 again. A smaller heap is more of it in
 // the cache; that is the likeliest reason, not a measured one.
