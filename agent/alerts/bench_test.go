@@ -290,9 +290,7 @@ func tailFigures(lat []time.Duration, interval time.Duration, w writerReport, st
 	if len(lat) < 100 {
 		return "slowest 1%: too few alerts to tell"
 	}
-	sorted := slices.Clone(lat)
-	slices.Sort(sorted)
-	cut := sorted[len(sorted)-len(sorted)/100]
+	cut := slowCut(lat)
 	const window = 100 * time.Millisecond
 	per := map[int]int{} // slow alerts per 100 ms window of sending time
 	slow := 0
@@ -318,6 +316,13 @@ func tailFigures(lat []time.Duration, interval time.Duration, w writerReport, st
 	return out
 }
 
+// slowCut is the latency from which an alert is one of the slowest 1%.
+func slowCut(lat []time.Duration) time.Duration {
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	return sorted[len(sorted)-len(sorted)/100]
+}
+
 // gcPauses are the stop-the-world pauses of the collections between two
 // MemStats readings (the runtime keeps the last 256).
 func gcPauses(ms0, ms1 *runtime.MemStats) []Span {
@@ -341,9 +346,7 @@ func stallFigures(lat []time.Duration, interval time.Duration, start time.Time, 
 	if len(lat) < 100 {
 		return "stalls: too few alerts to tell"
 	}
-	sorted := slices.Clone(lat)
-	slices.Sort(sorted)
-	cut := sorted[len(sorted)-len(sorted)/100]
+	cut := slowCut(lat)
 	during := func(spans []Span) (n int) {
 		for i, l := range lat {
 			if l < cut {
