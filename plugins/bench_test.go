@@ -21,10 +21,17 @@ import (
 // host sends (a family of ten with states, two alerted VMs, the
 // ancestry), four calls in flight at a time as under load. It isolates
 // the gRPC transport (go-plugin's AutoMTLS connection) from the store, so
-// that a change to the transport can be compared run against run.
+// that a change to the transport can be compared run against run: stream
+// (calls on one EnrichStream, as the host makes them) beside unary (one
+// gRPC call each, as before EnrichStream and for older detectors).
 func BenchmarkEnrichCall(b *testing.B) {
 	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects")...)
-	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, newMem())
+	b.Run("stream", func(b *testing.B) { benchEnrichCall(b, plugins.Config{Dir: dir, Pins: pins}) })
+	b.Run("unary", func(b *testing.B) { benchEnrichCall(b, plugins.Config{Dir: dir, Pins: pins, UnaryEnrich: true}) })
+}
+
+func benchEnrichCall(b *testing.B, cfg plugins.Config) {
+	m, err := plugins.NewManager(cfg, newMem())
 	if err != nil {
 		b.Fatal(err)
 	}

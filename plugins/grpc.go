@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -24,6 +25,9 @@ type DetectorPlugin struct {
 	Impl    Detector
 	Lineage Lineage
 	Config  map[string]string
+	// UnaryEnrich: the host calls Enrich unary even when the detector
+	// offers EnrichStream.
+	UnaryEnrich bool
 }
 
 // GRPCServer registers the detector (plugin side).
@@ -34,7 +38,7 @@ func (p *DetectorPlugin) GRPCServer(broker *goplugin.GRPCBroker, s *grpc.Server)
 
 // GRPCClient returns a *DetectorClient (host side).
 func (p *DetectorPlugin) GRPCClient(_ context.Context, broker *goplugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
-	return &DetectorClient{c: pb.NewDetectorClient(c), broker: broker, lineage: p.Lineage}, nil
+	return &DetectorClient{c: pb.NewDetectorClient(c), broker: broker, lineage: p.Lineage, unary: p.UnaryEnrich}, nil
 }
 
 // Limits on what a detector may answer: more is cut and noted, so a
@@ -53,6 +57,11 @@ type DetectorClient struct {
 	broker  *goplugin.GRPCBroker
 	lineage Lineage
 	needs   Needs
+	// streaming: Enrich calls go over EnrichStream (the detector offers
+	// it and unary is false).
+	streaming, unary bool
+	smu              sync.Mutex
+	stream           *enrichStream
 }
 
 // Needs is what the detector declared in Configure (AllNeeds when it
@@ -83,6 +92,7 @@ func (d *DetectorClient) Configure(ctx context.Context, cfg map[string]string) e
 		return err
 	}
 	d.needs = needsFromPB(resp.Needs)
+	d.streaming = resp.EnrichStream && !d.unary
 	return nil
 }
 
@@ -184,7 +194,16 @@ func (d *DetectorClient) Enrich(ctx context.Context, a *Alert) (*Enrichment, err
 			}
 		}
 	}
-	resp, err := d.c.Enrich(ctx, req)
+	var resp *pb.EnrichResponse
+	var err error
+	if d.streaming {
+		var s *enrichStream
+		if s, err = d.enrichStream(ctx); err == nil {
+			resp, err = s.call(ctx, req)
+		}
+	} else {
+		resp, err = d.c.Enrich(ctx, req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +382,7 @@ func (s *detectorServer) Configure(ctx context.Context, r *pb.ConfigureRequest) 
 	if err := s.impl.Configure(ctx, r.Config, &lineageClient{c: pb.NewLineageClient(conn)}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	out := &pb.ConfigureResponse{}
+	out := &pb.ConfigureResponse{EnrichStream: true}
 	if nd, ok := s.impl.(NeedsDeclarer); ok {
 		out.Needs = needsToPB(nd.Needs())
 	}

@@ -50,6 +50,10 @@ type Config struct {
 	// HungLimit consecutive timeouts make the host kill and restart a
 	// detector (default 2): one slow call is tolerated, a hung process is not.
 	HungLimit int
+	// UnaryEnrich makes every Enrich call a unary gRPC call, as before
+	// EnrichStream existed (for comparison; detectors built without
+	// EnrichStream get unary calls anyway).
+	UnaryEnrich bool
 
 	// Observe, when set, is told of every call made or ruled out (the
 	// agent's metrics). It runs on the calling goroutine: keep it cheap.
@@ -126,6 +130,10 @@ type Status struct {
 	LastError string    `json:"last_error,omitempty"`
 	NextStart time.Time `json:"next_start,omitempty"`
 	Info      Info      `json:"info"`
+	// Transport is how Enrich calls reach the running process: "stream"
+	// (EnrichStream) or "unary" (a detector built before EnrichStream, or
+	// Config.UnaryEnrich); empty while it is not running.
+	Transport string `json:"transport,omitempty"`
 }
 
 // Result is one detector's answer to one call.
@@ -289,6 +297,12 @@ func (m *Manager) Status() []Status {
 		}
 		if r.state == StateBackoff {
 			st.NextStart = r.nextStart
+		}
+		if r.det != nil {
+			st.Transport = "unary"
+			if r.det.streaming {
+				st.Transport = "stream"
+			}
 		}
 		r.mu.Unlock()
 		out = append(out, st)
@@ -693,7 +707,7 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 	}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  Handshake,
-		Plugins:          goplugin.PluginSet{PluginName: &DetectorPlugin{Lineage: r.m.lineage}},
+		Plugins:          goplugin.PluginSet{PluginName: &DetectorPlugin{Lineage: r.m.lineage, UnaryEnrich: cfg.UnaryEnrich}},
 		Cmd:              exec.Command(r.path),
 		SecureConfig:     &goplugin.SecureConfig{Checksum: r.pin, Hash: sha256.New()},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},

@@ -3,6 +3,7 @@ package plugins_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,6 +83,29 @@ func (m *memLineage) AlertedVMs(context.Context, []string, time.Time, time.Time)
 	return nil, nil
 }
 
+// eachTransport runs f with Enrich calls on EnrichStream (what detectors
+// built with this SDK get) and unary (older detectors, UnaryEnrich): the
+// failure handling must not depend on which. with adds the transport's
+// setting to a test's own.
+func eachTransport(t *testing.T, f func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config))) {
+	for _, unary := range []bool{false, true} {
+		name := "stream"
+		if unary {
+			name = "unary"
+		}
+		t.Run(name, func(t *testing.T) {
+			f(t, func(tune func(*plugins.Config)) func(*plugins.Config) {
+				return func(c *plugins.Config) {
+					c.UnaryEnrich = unary
+					if tune != nil {
+						tune(c)
+					}
+				}
+			})
+		})
+	}
+}
+
 func testDet(name, mode string) plugintest.Detector {
 	return plugintest.Detector{Name: name, Pkg: plugintest.TestDetector, Mode: mode}
 }
@@ -144,10 +168,20 @@ func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 
 func TestEnrichThroughPlugin(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
-	m := newManager(t, dir, pins, nil)
-	if st := status(m, "ok"); st.State != plugins.StateRunning || st.Info.Name != "test-ok" {
-		t.Fatalf("status %+v", st)
-	}
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		m := newManager(t, dir, pins, with(nil))
+		want := "stream"
+		if t.Name() == "TestEnrichThroughPlugin/unary" {
+			want = "unary"
+		}
+		if st := status(m, "ok"); st.State != plugins.StateRunning || st.Info.Name != "test-ok" || st.Transport != want {
+			t.Fatalf("status %+v, want transport %s", st, want)
+		}
+		enrichThroughPlugin(t, m)
+	})
+}
+
+func enrichThroughPlugin(t *testing.T, m *plugins.Manager) {
 	requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
 	rs := m.OnRecord(context.Background(), &record.Record{VMUUID: "a", Activity: record.Start, Start: time.Unix(1, 0)})
 	if len(rs) != 1 || rs[0].Err != nil || len(rs[0].Findings) != 1 || rs[0].Findings[0].Summary != "saw start" {
@@ -157,7 +191,12 @@ func TestEnrichThroughPlugin(t *testing.T) {
 
 func TestHungDetectorDoesNotStall(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("hang", "hang"), testDet("ok", "ok"))
-	m := newManager(t, dir, pins, nil)
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		hungDetector(t, newManager(t, dir, pins, with(nil)))
+	})
+}
+
+func hungDetector(t *testing.T, m *plugins.Manager) {
 	for i := 0; i < 2; i++ {
 		start := time.Now()
 		rs := results(m.Enrich(context.Background(), alert))
@@ -203,10 +242,16 @@ func TestCrashAndRestart(t *testing.T) {
 }
 
 func TestKillMidCall(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("slow", "slow"), testDet("ok", "ok"))
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		killMidCall(t, dir, pins, with)
+	})
+}
+
+func killMidCall(t *testing.T, dir string, pins map[string]string, with func(func(*plugins.Config)) func(*plugins.Config)) {
 	pidDir := t.TempDir()
 	t.Setenv("VMLINEAGE_TESTDETECTOR_PIDDIR", pidDir)
-	dir, pins := plugintest.Setup(t, testDet("slow", "slow"), testDet("ok", "ok"))
-	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CallTimeout = 5 * time.Second })
+	m := newManager(t, dir, pins, with(func(c *plugins.Config) { c.CallTimeout = 5 * time.Second }))
 	b, err := os.ReadFile(filepath.Join(pidDir, "slow.pid"))
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +312,12 @@ func TestWrongChecksumRefused(t *testing.T) {
 
 func TestGarbageAndBadAnswers(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("garbage", "garbage"), testDet("bad", "badanswer"), testDet("cfg", "configfail"), testDet("ok", "ok"))
-	m := newManager(t, dir, pins, nil)
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		garbageAndBadAnswers(t, newManager(t, dir, pins, with(nil)))
+	})
+}
+
+func garbageAndBadAnswers(t *testing.T, m *plugins.Manager) {
 	rs := results(m.Enrich(context.Background(), alert))
 	requireOK(t, rs["ok"])
 	if err := rs["garbage"].Err; err == nil {
@@ -441,4 +491,102 @@ func TestObserveEveryCall(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("observed %d calls, want %d: %+v", len(got), len(want), obs)
 	}
+}
+
+// Calls in flight together on one EnrichStream are answered out of order
+// (echo waits its alert's ID in milliseconds); each caller must get its
+// own answer.
+func TestEnrichStreamMatchesReplies(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("echo", "echo"))
+	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CallTimeout = 10 * time.Second })
+	if st := status(m, "echo"); st.Transport != "stream" {
+		t.Fatalf("transport %q, want stream", st.Transport)
+	}
+	const calls = 200
+	var wg sync.WaitGroup
+	errs := make(chan string, calls)
+	for i := calls - 1; i >= 0; i-- { // the slow ones first
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			a := *alert
+			a.ID = strconv.Itoa(i % 60)
+			if i >= 60 {
+				a.ID += "-" + strconv.Itoa(i) // Atoi fails: no wait
+			}
+			rs := m.Enrich(context.Background(), &a)
+			switch {
+			case len(rs) != 1 || rs[0].Err != nil || rs[0].Enrichment == nil:
+				errs <- fmt.Sprintf("alert %s: %+v", a.ID, rs)
+			case len(rs[0].Enrichment.Notes) != 1 || rs[0].Enrichment.Notes[0] != "id "+a.ID:
+				errs <- fmt.Sprintf("alert %s got the answer %q", a.ID, rs[0].Enrichment.Notes)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// A stopped detector process (SIGSTOP: its connection open, nothing read
+// or answered) holds no call beyond CallTimeout, however many wait to be
+// written to it, and is killed and started again after HungLimit
+// timeouts, as a hung one is.
+func TestStoppedDetector(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		pidDir := t.TempDir()
+		t.Setenv("VMLINEAGE_TESTDETECTOR_PIDDIR", pidDir)
+		m := newManager(t, dir, pins, with(nil))
+		requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
+		b, err := os.ReadFile(filepath.Join(pidDir, "ok.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(string(b))
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+		// More calls at once than EnrichStream queues, each with a large
+		// ECS document, so that writes to the stopped process block.
+		big := *alert
+		big.ECS = []byte(`{"message":"` + strings.Repeat("x", 64<<10) + `"}`)
+		start := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		outcomes := map[string]int{}
+		for i := 0; i < 300; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := results(m.Enrich(context.Background(), &big))["ok"]
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case r.Err == nil:
+					outcomes["answered"]++
+				case strings.Contains(r.Err.Error(), "no answer within"):
+					outcomes["timeout"]++
+				default:
+					outcomes[r.Err.Error()]++
+				}
+			}()
+		}
+		wg.Wait()
+		if el := time.Since(start); el > 3*time.Second {
+			t.Fatalf("300 calls to a stopped detector took %s (CallTimeout 400ms)", el)
+		}
+		if outcomes["answered"] > 0 || outcomes["timeout"] == 0 {
+			t.Fatalf("outcomes %v", outcomes)
+		}
+		t.Logf("outcomes: %v", outcomes)
+		waitFor(t, "restart of the stopped detector", 15*time.Second, func() bool {
+			st := status(m, "ok")
+			return st.Starts >= 2 && st.State == plugins.StateRunning
+		})
+		requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
+	})
 }

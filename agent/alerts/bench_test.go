@@ -49,7 +49,8 @@ import (
 // VMLINEAGE_BENCH_INTAKE=ordered (results handed over in arrival order, as
 // vmlineage enrich does) or serial (alerts one at a time, the intake before
 // Ordered), VMLINEAGE_BENCH_WORKERS (Ordered's workers, default
-// DefaultWorkers). Besides the end-to-end figures it prints the p50/p99 of
+// DefaultWorkers), VMLINEAGE_BENCH_UNARY=1 (unary Enrich calls instead of
+// EnrichStream, for comparison). Besides the end-to-end figures it prints the p50/p99 of
 // each phase as the agent's alert_phase_seconds sees them (from Start, so
 // without the time an alert waited to be read).
 func BenchmarkEnrich1MVMs(b *testing.B) {
@@ -84,7 +85,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	// The three production detectors; detectors/example is a template.
 	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects", "rollback", "shadow-copy")...)
-	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, svc)
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins, UnaryEnrich: os.Getenv("VMLINEAGE_BENCH_UNARY") == "1"}, svc)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -184,7 +184,10 @@ type ConfigureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What the detector needs, as configured. Detectors built before this
 	// field existed leave it unset and are sent everything, as before.
-	Needs         *Needs `protobuf:"bytes,1,opt,name=needs,proto3" json:"needs,omitempty"`
+	Needs *Needs `protobuf:"bytes,1,opt,name=needs,proto3" json:"needs,omitempty"`
+	// The detector serves EnrichStream (every detector built with an SDK
+	// that has it). Older ones leave it false and get unary Enrich calls.
+	EnrichStream  bool `protobuf:"varint,2,opt,name=enrich_stream,json=enrichStream,proto3" json:"enrich_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +227,13 @@ func (x *ConfigureResponse) GetNeeds() *Needs {
 		return x.Needs
 	}
 	return nil
+}
+
+func (x *ConfigureResponse) GetEnrichStream() bool {
+	if x != nil {
+		return x.EnrichStream
+	}
+	return false
 }
 
 // Needs lets the host skip calls that cannot yield anything and leave out
@@ -722,6 +732,139 @@ func (x *EnrichRequest) GetAlert() *Alert {
 	return nil
 }
 
+// EnrichCall is one Enrich call on EnrichStream.
+type EnrichCall struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request *EnrichRequest         `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// The host's bound on the call; the detector's Enrich sees it as its
+	// context's deadline, as with a unary call.
+	TimeoutMs     int64 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrichCall) Reset() {
+	*x = EnrichCall{}
+	mi := &file_detector_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrichCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrichCall) ProtoMessage() {}
+
+func (x *EnrichCall) ProtoReflect() protoreflect.Message {
+	mi := &file_detector_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrichCall.ProtoReflect.Descriptor instead.
+func (*EnrichCall) Descriptor() ([]byte, []int) {
+	return file_detector_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EnrichCall) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *EnrichCall) GetRequest() *EnrichRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *EnrichCall) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// EnrichReply answers the EnrichCall with the same id: the response, or
+// the error (a gRPC status code and message) the unary call would return.
+type EnrichReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Response      *EnrichResponse        `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Code          uint32                 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrichReply) Reset() {
+	*x = EnrichReply{}
+	mi := &file_detector_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrichReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrichReply) ProtoMessage() {}
+
+func (x *EnrichReply) ProtoReflect() protoreflect.Message {
+	mi := &file_detector_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrichReply.ProtoReflect.Descriptor instead.
+func (*EnrichReply) Descriptor() ([]byte, []int) {
+	return file_detector_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EnrichReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *EnrichReply) GetResponse() *EnrichResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *EnrichReply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *EnrichReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type EnrichResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Suspects       []*Suspect             `protobuf:"bytes,1,rep,name=suspects,proto3" json:"suspects,omitempty"`
@@ -734,7 +877,7 @@ type EnrichResponse struct {
 
 func (x *EnrichResponse) Reset() {
 	*x = EnrichResponse{}
-	mi := &file_detector_proto_msgTypes[11]
+	mi := &file_detector_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +889,7 @@ func (x *EnrichResponse) String() string {
 func (*EnrichResponse) ProtoMessage() {}
 
 func (x *EnrichResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[11]
+	mi := &file_detector_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +902,7 @@ func (x *EnrichResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrichResponse.ProtoReflect.Descriptor instead.
 func (*EnrichResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{11}
+	return file_detector_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnrichResponse) GetSuspects() []*Suspect {
@@ -804,7 +947,7 @@ type Suspect struct {
 
 func (x *Suspect) Reset() {
 	*x = Suspect{}
-	mi := &file_detector_proto_msgTypes[12]
+	mi := &file_detector_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +959,7 @@ func (x *Suspect) String() string {
 func (*Suspect) ProtoMessage() {}
 
 func (x *Suspect) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[12]
+	mi := &file_detector_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +972,7 @@ func (x *Suspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Suspect.ProtoReflect.Descriptor instead.
 func (*Suspect) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{12}
+	return file_detector_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Suspect) GetVmUuid() string {
@@ -890,7 +1033,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_detector_proto_msgTypes[13]
+	mi := &file_detector_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1045,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[13]
+	mi := &file_detector_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1058,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{13}
+	return file_detector_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Finding) GetKind() string {
@@ -993,7 +1136,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_detector_proto_msgTypes[14]
+	mi := &file_detector_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1148,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[14]
+	mi := &file_detector_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1161,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{14}
+	return file_detector_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VM) GetUuid() string {
@@ -1107,7 +1250,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_detector_proto_msgTypes[15]
+	mi := &file_detector_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1262,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[15]
+	mi := &file_detector_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1275,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{15}
+	return file_detector_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VMRequest) GetUuid() string {
@@ -1151,7 +1294,7 @@ type VMList struct {
 
 func (x *VMList) Reset() {
 	*x = VMList{}
-	mi := &file_detector_proto_msgTypes[16]
+	mi := &file_detector_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1306,7 @@ func (x *VMList) String() string {
 func (*VMList) ProtoMessage() {}
 
 func (x *VMList) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[16]
+	mi := &file_detector_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1319,7 @@ func (x *VMList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMList.ProtoReflect.Descriptor instead.
 func (*VMList) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{16}
+	return file_detector_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VMList) GetVms() []*VM {
@@ -1196,7 +1339,7 @@ type StatesAtRequest struct {
 
 func (x *StatesAtRequest) Reset() {
 	*x = StatesAtRequest{}
-	mi := &file_detector_proto_msgTypes[17]
+	mi := &file_detector_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1351,7 @@ func (x *StatesAtRequest) String() string {
 func (*StatesAtRequest) ProtoMessage() {}
 
 func (x *StatesAtRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[17]
+	mi := &file_detector_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1364,7 @@ func (x *StatesAtRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatesAtRequest.ProtoReflect.Descriptor instead.
 func (*StatesAtRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{17}
+	return file_detector_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatesAtRequest) GetUuids() []string {
@@ -1250,7 +1393,7 @@ type VMState struct {
 
 func (x *VMState) Reset() {
 	*x = VMState{}
-	mi := &file_detector_proto_msgTypes[18]
+	mi := &file_detector_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1405,7 @@ func (x *VMState) String() string {
 func (*VMState) ProtoMessage() {}
 
 func (x *VMState) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[18]
+	mi := &file_detector_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1418,7 @@ func (x *VMState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMState.ProtoReflect.Descriptor instead.
 func (*VMState) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{18}
+	return file_detector_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VMState) GetUuid() string {
@@ -1315,7 +1458,7 @@ type StatesAtResponse struct {
 
 func (x *StatesAtResponse) Reset() {
 	*x = StatesAtResponse{}
-	mi := &file_detector_proto_msgTypes[19]
+	mi := &file_detector_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1470,7 @@ func (x *StatesAtResponse) String() string {
 func (*StatesAtResponse) ProtoMessage() {}
 
 func (x *StatesAtResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[19]
+	mi := &file_detector_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1483,7 @@ func (x *StatesAtResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatesAtResponse.ProtoReflect.Descriptor instead.
 func (*StatesAtResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{19}
+	return file_detector_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatesAtResponse) GetStates() []*VMState {
@@ -1363,7 +1506,7 @@ type RecordsRequest struct {
 
 func (x *RecordsRequest) Reset() {
 	*x = RecordsRequest{}
-	mi := &file_detector_proto_msgTypes[20]
+	mi := &file_detector_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1518,7 @@ func (x *RecordsRequest) String() string {
 func (*RecordsRequest) ProtoMessage() {}
 
 func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[20]
+	mi := &file_detector_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1531,7 @@ func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
 func (*RecordsRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{20}
+	return file_detector_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordsRequest) GetVmUuid() string {
@@ -1435,7 +1578,7 @@ type RecordsResponse struct {
 
 func (x *RecordsResponse) Reset() {
 	*x = RecordsResponse{}
-	mi := &file_detector_proto_msgTypes[21]
+	mi := &file_detector_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1590,7 @@ func (x *RecordsResponse) String() string {
 func (*RecordsResponse) ProtoMessage() {}
 
 func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[21]
+	mi := &file_detector_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1603,7 @@ func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
 func (*RecordsResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{21}
+	return file_detector_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecordsResponse) GetRecordsJson() [][]byte {
@@ -1481,7 +1624,7 @@ type AlertedVMsRequest struct {
 
 func (x *AlertedVMsRequest) Reset() {
 	*x = AlertedVMsRequest{}
-	mi := &file_detector_proto_msgTypes[22]
+	mi := &file_detector_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1636,7 @@ func (x *AlertedVMsRequest) String() string {
 func (*AlertedVMsRequest) ProtoMessage() {}
 
 func (x *AlertedVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[22]
+	mi := &file_detector_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1649,7 @@ func (x *AlertedVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVMsRequest.ProtoReflect.Descriptor instead.
 func (*AlertedVMsRequest) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{22}
+	return file_detector_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AlertedVMsRequest) GetUuids() []string {
@@ -1542,7 +1685,7 @@ type AlertedVM struct {
 
 func (x *AlertedVM) Reset() {
 	*x = AlertedVM{}
-	mi := &file_detector_proto_msgTypes[23]
+	mi := &file_detector_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1697,7 @@ func (x *AlertedVM) String() string {
 func (*AlertedVM) ProtoMessage() {}
 
 func (x *AlertedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[23]
+	mi := &file_detector_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1710,7 @@ func (x *AlertedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVM.ProtoReflect.Descriptor instead.
 func (*AlertedVM) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{23}
+	return file_detector_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AlertedVM) GetVmUuid() string {
@@ -1607,7 +1750,7 @@ type AlertedVMsResponse struct {
 
 func (x *AlertedVMsResponse) Reset() {
 	*x = AlertedVMsResponse{}
-	mi := &file_detector_proto_msgTypes[24]
+	mi := &file_detector_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1762,7 @@ func (x *AlertedVMsResponse) String() string {
 func (*AlertedVMsResponse) ProtoMessage() {}
 
 func (x *AlertedVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_detector_proto_msgTypes[24]
+	mi := &file_detector_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1775,7 @@ func (x *AlertedVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertedVMsResponse.ProtoReflect.Descriptor instead.
 func (*AlertedVMsResponse) Descriptor() ([]byte, []int) {
-	return file_detector_proto_rawDescGZIP(), []int{24}
+	return file_detector_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AlertedVMsResponse) GetVms() []*AlertedVM {
@@ -1657,9 +1800,10 @@ const file_detector_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x03(\v22.vmlineage.plugins.v1.ConfigureRequest.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
 	"\x11ConfigureResponse\x121\n" +
-	"\x05needs\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.NeedsR\x05needs\"\xbe\x02\n" +
+	"\x05needs\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.NeedsR\x05needs\x12#\n" +
+	"\renrich_stream\x18\x02 \x01(\bR\fenrichStream\"\xbe\x02\n" +
 	"\x05Needs\x12\x1a\n" +
 	"\bdeclared\x18\x01 \x01(\bR\bdeclared\x12\x16\n" +
 	"\x06enrich\x18\x02 \x01(\bR\x06enrich\x12\x1b\n" +
@@ -1698,7 +1842,18 @@ const file_detector_proto_rawDesc = "" +
 	"\rmatched_field\x18\x02 \x01(\tR\fmatchedField\x12#\n" +
 	"\rmatched_value\x18\x03 \x01(\tR\fmatchedValue\"B\n" +
 	"\rEnrichRequest\x121\n" +
-	"\x05alert\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.AlertR\x05alert\"\xdf\x01\n" +
+	"\x05alert\x18\x01 \x01(\v2\x1b.vmlineage.plugins.v1.AlertR\x05alert\"z\n" +
+	"\n" +
+	"EnrichCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
+	"\arequest\x18\x02 \x01(\v2#.vmlineage.plugins.v1.EnrichRequestR\arequest\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"\x89\x01\n" +
+	"\vEnrichReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12@\n" +
+	"\bresponse\x18\x02 \x01(\v2$.vmlineage.plugins.v1.EnrichResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xdf\x01\n" +
 	"\x0eEnrichResponse\x129\n" +
 	"\bsuspects\x18\x01 \x03(\v2\x1d.vmlineage.plugins.v1.SuspectR\bsuspects\x129\n" +
 	"\bfindings\x18\x02 \x03(\v2\x1d.vmlineage.plugins.v1.FindingR\bfindings\x12A\n" +
@@ -1774,12 +1929,13 @@ const file_detector_proto_rawDesc = "" +
 	"\alast_ms\x18\x03 \x01(\x03R\x06lastMs\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x03R\x05count\"G\n" +
 	"\x12AlertedVMsResponse\x121\n" +
-	"\x03vms\x18\x01 \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\x03vms2\xe7\x02\n" +
+	"\x03vms\x18\x01 \x03(\v2\x1f.vmlineage.plugins.v1.AlertedVMR\x03vms2\xc0\x03\n" +
 	"\bDetector\x12M\n" +
 	"\x04Info\x12!.vmlineage.plugins.v1.InfoRequest\x1a\".vmlineage.plugins.v1.InfoResponse\x12\\\n" +
 	"\tConfigure\x12&.vmlineage.plugins.v1.ConfigureRequest\x1a'.vmlineage.plugins.v1.ConfigureResponse\x12Y\n" +
 	"\bOnRecord\x12%.vmlineage.plugins.v1.OnRecordRequest\x1a&.vmlineage.plugins.v1.OnRecordResponse\x12S\n" +
-	"\x06Enrich\x12#.vmlineage.plugins.v1.EnrichRequest\x1a$.vmlineage.plugins.v1.EnrichResponse2\x8f\x05\n" +
+	"\x06Enrich\x12#.vmlineage.plugins.v1.EnrichRequest\x1a$.vmlineage.plugins.v1.EnrichResponse\x12W\n" +
+	"\fEnrichStream\x12 .vmlineage.plugins.v1.EnrichCall\x1a!.vmlineage.plugins.v1.EnrichReply(\x010\x012\x8f\x05\n" +
 	"\aLineage\x12B\n" +
 	"\x05GetVM\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x18.vmlineage.plugins.v1.VM\x12J\n" +
 	"\tAncestors\x12\x1f.vmlineage.plugins.v1.VMRequest\x1a\x1c.vmlineage.plugins.v1.VMList\x12L\n" +
@@ -1803,7 +1959,7 @@ func file_detector_proto_rawDescGZIP() []byte {
 	return file_detector_proto_rawDescData
 }
 
-var file_detector_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_detector_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_detector_proto_goTypes = []any{
 	(*InfoRequest)(nil),        // 0: vmlineage.plugins.v1.InfoRequest
 	(*InfoResponse)(nil),       // 1: vmlineage.plugins.v1.InfoResponse
@@ -1816,70 +1972,76 @@ var file_detector_proto_goTypes = []any{
 	(*Alert)(nil),              // 8: vmlineage.plugins.v1.Alert
 	(*AlertVM)(nil),            // 9: vmlineage.plugins.v1.AlertVM
 	(*EnrichRequest)(nil),      // 10: vmlineage.plugins.v1.EnrichRequest
-	(*EnrichResponse)(nil),     // 11: vmlineage.plugins.v1.EnrichResponse
-	(*Suspect)(nil),            // 12: vmlineage.plugins.v1.Suspect
-	(*Finding)(nil),            // 13: vmlineage.plugins.v1.Finding
-	(*VM)(nil),                 // 14: vmlineage.plugins.v1.VM
-	(*VMRequest)(nil),          // 15: vmlineage.plugins.v1.VMRequest
-	(*VMList)(nil),             // 16: vmlineage.plugins.v1.VMList
-	(*StatesAtRequest)(nil),    // 17: vmlineage.plugins.v1.StatesAtRequest
-	(*VMState)(nil),            // 18: vmlineage.plugins.v1.VMState
-	(*StatesAtResponse)(nil),   // 19: vmlineage.plugins.v1.StatesAtResponse
-	(*RecordsRequest)(nil),     // 20: vmlineage.plugins.v1.RecordsRequest
-	(*RecordsResponse)(nil),    // 21: vmlineage.plugins.v1.RecordsResponse
-	(*AlertedVMsRequest)(nil),  // 22: vmlineage.plugins.v1.AlertedVMsRequest
-	(*AlertedVM)(nil),          // 23: vmlineage.plugins.v1.AlertedVM
-	(*AlertedVMsResponse)(nil), // 24: vmlineage.plugins.v1.AlertedVMsResponse
-	nil,                        // 25: vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
-	nil,                        // 26: vmlineage.plugins.v1.Finding.DetailsEntry
+	(*EnrichCall)(nil),         // 11: vmlineage.plugins.v1.EnrichCall
+	(*EnrichReply)(nil),        // 12: vmlineage.plugins.v1.EnrichReply
+	(*EnrichResponse)(nil),     // 13: vmlineage.plugins.v1.EnrichResponse
+	(*Suspect)(nil),            // 14: vmlineage.plugins.v1.Suspect
+	(*Finding)(nil),            // 15: vmlineage.plugins.v1.Finding
+	(*VM)(nil),                 // 16: vmlineage.plugins.v1.VM
+	(*VMRequest)(nil),          // 17: vmlineage.plugins.v1.VMRequest
+	(*VMList)(nil),             // 18: vmlineage.plugins.v1.VMList
+	(*StatesAtRequest)(nil),    // 19: vmlineage.plugins.v1.StatesAtRequest
+	(*VMState)(nil),            // 20: vmlineage.plugins.v1.VMState
+	(*StatesAtResponse)(nil),   // 21: vmlineage.plugins.v1.StatesAtResponse
+	(*RecordsRequest)(nil),     // 22: vmlineage.plugins.v1.RecordsRequest
+	(*RecordsResponse)(nil),    // 23: vmlineage.plugins.v1.RecordsResponse
+	(*AlertedVMsRequest)(nil),  // 24: vmlineage.plugins.v1.AlertedVMsRequest
+	(*AlertedVM)(nil),          // 25: vmlineage.plugins.v1.AlertedVM
+	(*AlertedVMsResponse)(nil), // 26: vmlineage.plugins.v1.AlertedVMsResponse
+	nil,                        // 27: vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
+	nil,                        // 28: vmlineage.plugins.v1.Finding.DetailsEntry
 }
 var file_detector_proto_depIdxs = []int32{
-	25, // 0: vmlineage.plugins.v1.ConfigureRequest.config:type_name -> vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
+	27, // 0: vmlineage.plugins.v1.ConfigureRequest.config:type_name -> vmlineage.plugins.v1.ConfigureRequest.ConfigEntry
 	4,  // 1: vmlineage.plugins.v1.ConfigureResponse.needs:type_name -> vmlineage.plugins.v1.Needs
 	5,  // 2: vmlineage.plugins.v1.Needs.enrich_when:type_name -> vmlineage.plugins.v1.EnrichWhen
-	13, // 3: vmlineage.plugins.v1.OnRecordResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	15, // 3: vmlineage.plugins.v1.OnRecordResponse.findings:type_name -> vmlineage.plugins.v1.Finding
 	9,  // 4: vmlineage.plugins.v1.Alert.vms:type_name -> vmlineage.plugins.v1.AlertVM
-	14, // 5: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
-	18, // 6: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
-	23, // 7: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
-	14, // 8: vmlineage.plugins.v1.Alert.ancestors:type_name -> vmlineage.plugins.v1.VM
+	16, // 5: vmlineage.plugins.v1.Alert.family:type_name -> vmlineage.plugins.v1.VM
+	20, // 6: vmlineage.plugins.v1.Alert.family_states:type_name -> vmlineage.plugins.v1.VMState
+	25, // 7: vmlineage.plugins.v1.Alert.family_alerted:type_name -> vmlineage.plugins.v1.AlertedVM
+	16, // 8: vmlineage.plugins.v1.Alert.ancestors:type_name -> vmlineage.plugins.v1.VM
 	8,  // 9: vmlineage.plugins.v1.EnrichRequest.alert:type_name -> vmlineage.plugins.v1.Alert
-	12, // 10: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
-	13, // 11: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
-	14, // 12: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
-	26, // 13: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
-	14, // 14: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
-	18, // 15: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
-	23, // 16: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
-	0,  // 17: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
-	2,  // 18: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
-	6,  // 19: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
-	10, // 20: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
-	15, // 21: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 22: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 23: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 24: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
-	15, // 25: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
-	17, // 26: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
-	20, // 27: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
-	22, // 28: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
-	1,  // 29: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
-	3,  // 30: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
-	7,  // 31: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
-	11, // 32: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
-	14, // 33: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
-	16, // 34: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
-	16, // 35: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
-	16, // 36: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
-	16, // 37: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
-	19, // 38: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
-	21, // 39: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
-	24, // 40: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
-	29, // [29:41] is the sub-list for method output_type
-	17, // [17:29] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	10, // 10: vmlineage.plugins.v1.EnrichCall.request:type_name -> vmlineage.plugins.v1.EnrichRequest
+	13, // 11: vmlineage.plugins.v1.EnrichReply.response:type_name -> vmlineage.plugins.v1.EnrichResponse
+	14, // 12: vmlineage.plugins.v1.EnrichResponse.suspects:type_name -> vmlineage.plugins.v1.Suspect
+	15, // 13: vmlineage.plugins.v1.EnrichResponse.findings:type_name -> vmlineage.plugins.v1.Finding
+	16, // 14: vmlineage.plugins.v1.EnrichResponse.common_ancestor:type_name -> vmlineage.plugins.v1.VM
+	28, // 15: vmlineage.plugins.v1.Finding.details:type_name -> vmlineage.plugins.v1.Finding.DetailsEntry
+	16, // 16: vmlineage.plugins.v1.VMList.vms:type_name -> vmlineage.plugins.v1.VM
+	20, // 17: vmlineage.plugins.v1.StatesAtResponse.states:type_name -> vmlineage.plugins.v1.VMState
+	25, // 18: vmlineage.plugins.v1.AlertedVMsResponse.vms:type_name -> vmlineage.plugins.v1.AlertedVM
+	0,  // 19: vmlineage.plugins.v1.Detector.Info:input_type -> vmlineage.plugins.v1.InfoRequest
+	2,  // 20: vmlineage.plugins.v1.Detector.Configure:input_type -> vmlineage.plugins.v1.ConfigureRequest
+	6,  // 21: vmlineage.plugins.v1.Detector.OnRecord:input_type -> vmlineage.plugins.v1.OnRecordRequest
+	10, // 22: vmlineage.plugins.v1.Detector.Enrich:input_type -> vmlineage.plugins.v1.EnrichRequest
+	11, // 23: vmlineage.plugins.v1.Detector.EnrichStream:input_type -> vmlineage.plugins.v1.EnrichCall
+	17, // 24: vmlineage.plugins.v1.Lineage.GetVM:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 25: vmlineage.plugins.v1.Lineage.Ancestors:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 26: vmlineage.plugins.v1.Lineage.Descendants:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 27: vmlineage.plugins.v1.Lineage.Siblings:input_type -> vmlineage.plugins.v1.VMRequest
+	17, // 28: vmlineage.plugins.v1.Lineage.Family:input_type -> vmlineage.plugins.v1.VMRequest
+	19, // 29: vmlineage.plugins.v1.Lineage.StatesAt:input_type -> vmlineage.plugins.v1.StatesAtRequest
+	22, // 30: vmlineage.plugins.v1.Lineage.Records:input_type -> vmlineage.plugins.v1.RecordsRequest
+	24, // 31: vmlineage.plugins.v1.Lineage.AlertedVMs:input_type -> vmlineage.plugins.v1.AlertedVMsRequest
+	1,  // 32: vmlineage.plugins.v1.Detector.Info:output_type -> vmlineage.plugins.v1.InfoResponse
+	3,  // 33: vmlineage.plugins.v1.Detector.Configure:output_type -> vmlineage.plugins.v1.ConfigureResponse
+	7,  // 34: vmlineage.plugins.v1.Detector.OnRecord:output_type -> vmlineage.plugins.v1.OnRecordResponse
+	13, // 35: vmlineage.plugins.v1.Detector.Enrich:output_type -> vmlineage.plugins.v1.EnrichResponse
+	12, // 36: vmlineage.plugins.v1.Detector.EnrichStream:output_type -> vmlineage.plugins.v1.EnrichReply
+	16, // 37: vmlineage.plugins.v1.Lineage.GetVM:output_type -> vmlineage.plugins.v1.VM
+	18, // 38: vmlineage.plugins.v1.Lineage.Ancestors:output_type -> vmlineage.plugins.v1.VMList
+	18, // 39: vmlineage.plugins.v1.Lineage.Descendants:output_type -> vmlineage.plugins.v1.VMList
+	18, // 40: vmlineage.plugins.v1.Lineage.Siblings:output_type -> vmlineage.plugins.v1.VMList
+	18, // 41: vmlineage.plugins.v1.Lineage.Family:output_type -> vmlineage.plugins.v1.VMList
+	21, // 42: vmlineage.plugins.v1.Lineage.StatesAt:output_type -> vmlineage.plugins.v1.StatesAtResponse
+	23, // 43: vmlineage.plugins.v1.Lineage.Records:output_type -> vmlineage.plugins.v1.RecordsResponse
+	26, // 44: vmlineage.plugins.v1.Lineage.AlertedVMs:output_type -> vmlineage.plugins.v1.AlertedVMsResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_detector_proto_init() }
@@ -1893,7 +2055,7 @@ func file_detector_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_detector_proto_rawDesc), len(file_detector_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

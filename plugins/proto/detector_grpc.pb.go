@@ -30,10 +30,11 @@ import (
 const _ = grpc.SupportPackageIsVersion7
 
 const (
-	Detector_Info_FullMethodName      = "/vmlineage.plugins.v1.Detector/Info"
-	Detector_Configure_FullMethodName = "/vmlineage.plugins.v1.Detector/Configure"
-	Detector_OnRecord_FullMethodName  = "/vmlineage.plugins.v1.Detector/OnRecord"
-	Detector_Enrich_FullMethodName    = "/vmlineage.plugins.v1.Detector/Enrich"
+	Detector_Info_FullMethodName         = "/vmlineage.plugins.v1.Detector/Info"
+	Detector_Configure_FullMethodName    = "/vmlineage.plugins.v1.Detector/Configure"
+	Detector_OnRecord_FullMethodName     = "/vmlineage.plugins.v1.Detector/OnRecord"
+	Detector_Enrich_FullMethodName       = "/vmlineage.plugins.v1.Detector/Enrich"
+	Detector_EnrichStream_FullMethodName = "/vmlineage.plugins.v1.Detector/EnrichStream"
 )
 
 // DetectorClient is the client API for Detector service.
@@ -44,6 +45,12 @@ type DetectorClient interface {
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	OnRecord(ctx context.Context, in *OnRecordRequest, opts ...grpc.CallOption) (*OnRecordResponse, error)
 	Enrich(ctx context.Context, in *EnrichRequest, opts ...grpc.CallOption) (*EnrichResponse, error)
+	// EnrichStream carries Enrich calls over one long-lived stream, which
+	// the host opens once per detector process when the detector announced
+	// it (ConfigureResponse.enrich_stream): each call is then one message
+	// each way, without a new HTTP/2 stream, headers and trailers. Replies
+	// come in any order, matched by id.
+	EnrichStream(ctx context.Context, opts ...grpc.CallOption) (Detector_EnrichStreamClient, error)
 }
 
 type detectorClient struct {
@@ -90,6 +97,37 @@ func (c *detectorClient) Enrich(ctx context.Context, in *EnrichRequest, opts ...
 	return out, nil
 }
 
+func (c *detectorClient) EnrichStream(ctx context.Context, opts ...grpc.CallOption) (Detector_EnrichStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &Detector_ServiceDesc.Streams[0], Detector_EnrichStream_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &detectorEnrichStreamClient{stream}
+	return x, nil
+}
+
+type Detector_EnrichStreamClient interface {
+	Send(*EnrichCall) error
+	Recv() (*EnrichReply, error)
+	grpc.ClientStream
+}
+
+type detectorEnrichStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *detectorEnrichStreamClient) Send(m *EnrichCall) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *detectorEnrichStreamClient) Recv() (*EnrichReply, error) {
+	m := new(EnrichReply)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // DetectorServer is the server API for Detector service.
 // All implementations must embed UnimplementedDetectorServer
 // for forward compatibility
@@ -98,6 +136,12 @@ type DetectorServer interface {
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	OnRecord(context.Context, *OnRecordRequest) (*OnRecordResponse, error)
 	Enrich(context.Context, *EnrichRequest) (*EnrichResponse, error)
+	// EnrichStream carries Enrich calls over one long-lived stream, which
+	// the host opens once per detector process when the detector announced
+	// it (ConfigureResponse.enrich_stream): each call is then one message
+	// each way, without a new HTTP/2 stream, headers and trailers. Replies
+	// come in any order, matched by id.
+	EnrichStream(Detector_EnrichStreamServer) error
 	mustEmbedUnimplementedDetectorServer()
 }
 
@@ -116,6 +160,9 @@ func (UnimplementedDetectorServer) OnRecord(context.Context, *OnRecordRequest) (
 }
 func (UnimplementedDetectorServer) Enrich(context.Context, *EnrichRequest) (*EnrichResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Enrich not implemented")
+}
+func (UnimplementedDetectorServer) EnrichStream(Detector_EnrichStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method EnrichStream not implemented")
 }
 func (UnimplementedDetectorServer) mustEmbedUnimplementedDetectorServer() {}
 
@@ -202,6 +249,32 @@ func _Detector_Enrich_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Detector_EnrichStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DetectorServer).EnrichStream(&detectorEnrichStreamServer{stream})
+}
+
+type Detector_EnrichStreamServer interface {
+	Send(*EnrichReply) error
+	Recv() (*EnrichCall, error)
+	grpc.ServerStream
+}
+
+type detectorEnrichStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *detectorEnrichStreamServer) Send(m *EnrichReply) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *detectorEnrichStreamServer) Recv() (*EnrichCall, error) {
+	m := new(EnrichCall)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Detector_ServiceDesc is the grpc.ServiceDesc for Detector service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -226,7 +299,14 @@ var Detector_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Detector_Enrich_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "EnrichStream",
+			Handler:       _Detector_EnrichStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "detector.proto",
 }
 

@@ -8,7 +8,9 @@
 // takes 2 s, for kill-mid-call tests), garbage (prints junk instead of the
 // go-plugin handshake), badanswer (a suspect with a NaN score), configfail
 // (Configure fails), picky (declares Needs: enrich only, ancestors only,
-// when an ancestor was destroyed; its note says what the host sent). With
+// when an ancestor was destroyed; its note says what the host sent), echo
+// (Enrich waits the alert's ID read as milliseconds, capped at 50, and
+// notes the ID: calls in flight together are answered out of order). With
 // VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its pid to <dir>/<mode>.pid
 // at start.
 package main
@@ -76,6 +78,15 @@ func (d *det) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding
 func (d *det) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
 	if err := d.misbehave(ctx); err != nil {
 		return nil, err
+	}
+	if mode == "echo" {
+		ms, _ := strconv.Atoi(a.ID)
+		select {
+		case <-time.After(time.Duration(min(ms, 50)) * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &plugins.Enrichment{Notes: []string{"id " + a.ID}}, nil
 	}
 	out := &plugins.Enrichment{}
 	for _, v := range a.VMs {
