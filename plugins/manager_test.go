@@ -590,3 +590,59 @@ func TestStoppedDetector(t *testing.T) {
 		requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
 	})
 }
+
+// A slow detector that honours its deadline answers DeadlineExceeded at
+// about the moment the host gives up: a timeout on either transport (it
+// counts towards HungLimit), not a failure.
+func TestSlowDetectorTimesOut(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("slow", "slow"))
+	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
+		m := newManager(t, dir, pins, with(nil))
+		for i := 0; i < 2; i++ {
+			if err := results(m.Enrich(context.Background(), alert))["slow"].Err; err == nil || !strings.Contains(err.Error(), "no answer within") {
+				t.Fatalf("call %d: want a timeout, got %v", i, err)
+			}
+		}
+		waitFor(t, "restart after two timeouts", 10*time.Second, func() bool {
+			st := status(m, "slow")
+			return st.Starts >= 2 && st.State == plugins.StateRunning
+		})
+	})
+}
+
+// A call or an answer that cannot be encoded (protobuf refuses strings
+// that are not UTF-8) fails alone, as a unary call does: the calls in
+// flight beside it are answered and the stream stays up.
+func TestEnrichStreamBadMessageFailsAlone(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("echo", "echo"))
+	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CallTimeout = 5 * time.Second })
+	for _, bad := range []string{"\xfe-call", "invalid-utf8"} {
+		var wg sync.WaitGroup
+		good := make([][]plugins.Result, 20)
+		for i := range good {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a := *alert
+				a.ID = strconv.Itoa(20 + i) // in flight while the bad one fails
+				good[i] = m.Enrich(context.Background(), &a)
+			}()
+		}
+		time.Sleep(5 * time.Millisecond)
+		a := *alert
+		a.ID = bad
+		r := results(m.Enrich(context.Background(), &a))["echo"]
+		if r.Err == nil || !strings.Contains(r.Err.Error(), "UTF-8") {
+			t.Errorf("%q: want an encoding error, got %v %+v", bad, r.Err, r.Enrichment)
+		}
+		wg.Wait()
+		for i, rs := range good {
+			if len(rs) != 1 || rs[0].Err != nil || rs[0].Enrichment == nil || rs[0].Enrichment.Notes[0] != "id "+strconv.Itoa(20+i) {
+				t.Errorf("%q: the call beside it: %+v", bad, rs)
+			}
+		}
+		if st := status(m, "echo"); st.Starts != 1 || st.Transport != "stream" {
+			t.Errorf("%q: %+v, want the first process still running on its stream", bad, st)
+		}
+	}
+}

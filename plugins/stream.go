@@ -7,8 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/vmlineage/vmlineage/plugins/proto"
 )
@@ -25,6 +27,16 @@ import (
 // beyond it instead of piling them up; its calls time out meanwhile.
 const streamQueue = 256
 
+// maxStreamMsg is gRPC's default limit on a message received, which each
+// side applies to every message on the stream. A larger one would end the
+// stream, failing every call on it; it fails alone instead, as a unary
+// call would.
+const maxStreamMsg = 4 << 20
+
+// workerIdle is how long a detector's stream worker waits for another
+// call before it ends (a burst leaves no idle goroutines behind for good).
+const workerIdle = time.Minute
+
 // errStreamFull is returned when a detector has streamQueue calls waiting
 // to be written.
 var errStreamFull = status.Error(codes.ResourceExhausted, "detector is not reading its calls")
@@ -34,13 +46,22 @@ var errStreamFull = status.Error(codes.ResourceExhausted, "detector is not readi
 // stops reading, and no call may wait on that beyond its deadline) and
 // answered by another, which hands each reply to its caller by id.
 type enrichStream struct {
-	sendq  chan *pb.EnrichCall
+	st     pb.Detector_EnrichStreamClient
+	sendq  chan outCall
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	pending map[uint64]chan streamReply
 	next    uint64
 	err     error // why the stream ended; nil while it runs
+}
+
+// outCall is a call encoded by its caller (so a call that cannot be
+// encoded fails alone, and callers encode in parallel), waiting for the
+// writer.
+type outCall struct {
+	id  uint64
+	msg *grpc.PreparedMsg
 }
 
 type streamReply struct {
@@ -63,34 +84,38 @@ func openEnrichStream(callCtx context.Context, c pb.DetectorClient) (*enrichStre
 		cancel()
 		return nil, err
 	}
-	s := &enrichStream{sendq: make(chan *pb.EnrichCall, streamQueue), cancel: cancel, pending: map[uint64]chan streamReply{}}
-	go s.send(st)
-	go s.recv(st)
+	s := &enrichStream{st: st, sendq: make(chan outCall, streamQueue), cancel: cancel, pending: map[uint64]chan streamReply{}}
+	go s.send()
+	go s.recv()
 	return s, nil
 }
 
-func (s *enrichStream) send(st pb.Detector_EnrichStreamClient) {
+func (s *enrichStream) send() {
 	for {
 		select {
 		case c := <-s.sendq:
-			if err := st.Send(c); err != nil {
-				// Send reports io.EOF when the stream ended; Recv has
-				// the reason.
-				if errors.Is(err, io.EOF) {
-					_, err = st.Recv()
+			s.mu.Lock()
+			_, live := s.pending[c.id]
+			s.mu.Unlock()
+			if !live {
+				continue // its caller gave up: a detector resumed after a stop gets no burst of stale calls
+			}
+			if err := s.st.SendMsg(c.msg); err != nil {
+				// io.EOF: the stream ended, and recv reports why.
+				if !errors.Is(err, io.EOF) {
+					s.fail(err)
 				}
-				s.fail(err)
 				return
 			}
-		case <-st.Context().Done():
+		case <-s.st.Context().Done():
 			return
 		}
 	}
 }
 
-func (s *enrichStream) recv(st pb.Detector_EnrichStreamClient) {
+func (s *enrichStream) recv() {
 	for {
-		r, err := st.Recv()
+		r, err := s.st.Recv()
 		if err != nil {
 			s.fail(err)
 			return
@@ -141,7 +166,13 @@ func (s *enrichStream) forget(id uint64) {
 func (s *enrichStream) call(ctx context.Context, req *pb.EnrichRequest) (*pb.EnrichResponse, error) {
 	c := &pb.EnrichCall{Request: req}
 	if dl, ok := ctx.Deadline(); ok {
-		c.TimeoutMs = max(1, time.Until(dl).Milliseconds())
+		// Rounded up: the detector's deadline must not come before the
+		// host's, or a detector that honours it answers DeadlineExceeded
+		// first.
+		c.TimeoutMs = max(1, (time.Until(dl) + time.Millisecond - 1).Milliseconds())
+	}
+	if n := proto.Size(c); n > maxStreamMsg {
+		return nil, status.Errorf(codes.ResourceExhausted, "enrich call of %d bytes is over the %d-byte message limit", n, maxStreamMsg)
 	}
 	ch := make(chan streamReply, 1)
 	s.mu.Lock()
@@ -154,8 +185,13 @@ func (s *enrichStream) call(ctx context.Context, req *pb.EnrichRequest) (*pb.Enr
 	c.Id = s.next
 	s.pending[c.Id] = ch
 	s.mu.Unlock()
+	msg := new(grpc.PreparedMsg)
+	if err := msg.Encode(s.st, c); err != nil {
+		s.forget(c.Id)
+		return nil, err // a status (Internal), as a unary call's
+	}
 	select {
-	case s.sendq <- c:
+	case s.sendq <- outCall{c.Id, msg}:
 	default:
 		s.forget(c.Id)
 		return nil, errStreamFull
@@ -178,7 +214,8 @@ func (s *enrichStream) call(ctx context.Context, req *pb.EnrichRequest) (*pb.Enr
 }
 
 // enrichStream returns the client's stream, opening one when there is none
-// or the last one broke.
+// or the last one broke. Callers that find another opening wait for it
+// (bounded by that caller's deadline, and rare: after a detector restart).
 func (d *DetectorClient) enrichStream(ctx context.Context) (*enrichStream, error) {
 	d.smu.Lock()
 	defer d.smu.Unlock()
@@ -199,8 +236,36 @@ func (d *DetectorClient) enrichStream(ctx context.Context) (*enrichStream, error
 // call when free.
 func (s *detectorServer) EnrichStream(st pb.Detector_EnrichStreamServer) error {
 	ctx := st.Context()
+	// sendMu serializes replies; done, set when this handler returns,
+	// stops workers still busy from using the stream after it.
 	var sendMu sync.Mutex
-	work := make(chan *pb.EnrichCall)
+	done := false
+	defer func() {
+		sendMu.Lock()
+		done = true
+		sendMu.Unlock()
+	}()
+	reply := func(r *pb.EnrichReply) {
+		msg := new(grpc.PreparedMsg)
+		var err error
+		if n := proto.Size(r); n > maxStreamMsg {
+			err = status.Errorf(codes.ResourceExhausted, "answer of %d bytes is over the %d-byte message limit", n, maxStreamMsg)
+		} else {
+			err = msg.Encode(st, r)
+		}
+		if err != nil { // this answer cannot go (invalid UTF-8, too large): its error goes instead
+			stat := status.Convert(err)
+			msg = new(grpc.PreparedMsg)
+			if msg.Encode(st, &pb.EnrichReply{Id: r.Id, Code: uint32(stat.Code()), Error: stat.Message()}) != nil {
+				return
+			}
+		}
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if !done {
+			st.SendMsg(msg) // fails only when the stream ended, which Recv reports
+		}
+	}
 	handle := func(c *pb.EnrichCall) {
 		cctx, cancel := ctx, context.CancelFunc(func() {})
 		if c.TimeoutMs > 0 {
@@ -210,21 +275,31 @@ func (s *detectorServer) EnrichStream(st pb.Detector_EnrichStreamServer) error {
 		cancel()
 		r := &pb.EnrichReply{Id: c.Id, Response: resp}
 		if err != nil {
-			stat := status.Convert(err)
+			// As a unary handler's error: a status as it is, a context
+			// error as its code (DeadlineExceeded: a timeout to the host,
+			// not a failure), anything else Unknown.
+			stat, ok := status.FromError(err)
+			if !ok {
+				stat = status.FromContextError(err)
+			}
 			r.Response, r.Code, r.Error = nil, uint32(stat.Code()), stat.Message()
 			if r.Code == 0 {
 				r.Code = uint32(codes.Unknown)
 			}
 		}
-		sendMu.Lock()
-		st.Send(r) // fails only when the stream ended, which Recv reports
-		sendMu.Unlock()
+		reply(r)
 	}
+	work := make(chan *pb.EnrichCall)
 	worker := func(c *pb.EnrichCall) {
+		idle := time.NewTimer(workerIdle)
+		defer idle.Stop()
 		for {
 			handle(c)
+			idle.Reset(workerIdle)
 			select {
 			case c = <-work:
+			case <-idle.C:
+				return
 			case <-ctx.Done():
 				return
 			}
@@ -234,7 +309,7 @@ func (s *detectorServer) EnrichStream(st pb.Detector_EnrichStreamServer) error {
 		c, err := st.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil
+				return nil // the host closed its side
 			}
 			return err
 		}

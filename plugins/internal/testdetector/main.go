@@ -10,7 +10,9 @@
 // (Configure fails), picky (declares Needs: enrich only, ancestors only,
 // when an ancestor was destroyed; its note says what the host sent), echo
 // (Enrich waits the alert's ID read as milliseconds, capped at 50, and
-// notes the ID: calls in flight together are answered out of order). With
+// notes the ID: calls in flight together are answered out of order; for
+// the ID "invalid-utf8" its note is not UTF-8, which protobuf refuses to
+// encode). With
 // VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its pid to <dir>/<mode>.pid
 // at start.
 package main
@@ -80,6 +82,9 @@ func (d *det) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment
 		return nil, err
 	}
 	if mode == "echo" {
+		if a.ID == "invalid-utf8" {
+			return &plugins.Enrichment{Notes: []string{"\xff"}}, nil
+		}
 		ms, _ := strconv.Atoi(a.ID)
 		select {
 		case <-time.After(time.Duration(min(ms, 50)) * time.Millisecond):
