@@ -232,8 +232,8 @@ func (d *DetectorClient) enrichStream(ctx context.Context) (*enrichStream, error
 
 // EnrichStream serves Enrich calls on one stream (plugin side). Each call
 // runs on a worker of its own, as unary calls do, so one slow or hung call
-// holds up no other; workers stay for the stream's life and take the next
-// call when free.
+// holds up no other; a free worker takes the next call, and one idle for
+// workerIdle ends.
 func (s *detectorServer) EnrichStream(st pb.Detector_EnrichStreamServer) error {
 	ctx := st.Context()
 	// sendMu serializes replies; done, set when this handler returns,
