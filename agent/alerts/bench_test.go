@@ -50,7 +50,9 @@ import (
 // vmlineage enrich does) or serial (alerts one at a time, the intake before
 // Ordered), VMLINEAGE_BENCH_WORKERS (Ordered's workers, default
 // DefaultWorkers), VMLINEAGE_BENCH_UNARY=1 (unary Enrich calls instead of
-// EnrichStream, for comparison). Besides the end-to-end figures it prints the p50/p99 of
+// EnrichStream, for comparison), VMLINEAGE_BENCH_DETECTORS (a comma list of
+// the detectors to run, or none: a diagnosis of where the tail comes from;
+// the target is with all three). Besides the end-to-end figures it prints the p50/p99 of
 // each phase as the agent's alert_phase_seconds sees them (from Start, so
 // without the time an alert waited to be read).
 func BenchmarkEnrich1MVMs(b *testing.B) {
@@ -84,7 +86,17 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		b.Setenv(plugins.EnvCPUProfile, profDir)
 	}
 	// The three production detectors; detectors/example is a template.
-	dir, pins := plugintest.Setup(b, plugintest.ShippedDetectors("lineage-suspects", "rollback", "shadow-copy")...)
+	names := []string{"lineage-suspects", "rollback", "shadow-copy"}
+	if v := os.Getenv("VMLINEAGE_BENCH_DETECTORS"); v == "none" {
+		names = nil
+	} else if v != "" {
+		names = strings.Split(v, ",")
+	}
+	var dets []plugintest.Detector
+	if len(names) > 0 {
+		dets = plugintest.ShippedDetectors(names...)
+	}
+	dir, pins := plugintest.Setup(b, dets...)
 	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins, UnaryEnrich: os.Getenv("VMLINEAGE_BENCH_UNARY") == "1"}, svc)
 	if err != nil {
 		b.Fatal(err)
