@@ -688,7 +688,11 @@ func (r *runner) start() {
 	}
 	r.client, r.det, r.info = client, det, info
 	r.state, r.lastErr, r.timeouts, r.upSince = StateRunning, nil, 0, time.Now()
-	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version)
+	transport := "unary"
+	if det.streaming {
+		transport = "stream"
+	}
+	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", transport)
 }
 
 // ErrChecksum is returned when a binary's SHA-256 differs from its pin.
