@@ -64,6 +64,14 @@ type DetectorClient struct {
 	stream           *enrichStream
 }
 
+// Transport is how Enrich calls reach the detector: "stream" or "unary".
+func (d *DetectorClient) Transport() string {
+	if d.streaming {
+		return "stream"
+	}
+	return "unary"
+}
+
 // Needs is what the detector declared in Configure (AllNeeds when it
 // declared nothing).
 func (d *DetectorClient) Needs() Needs { return d.needs }

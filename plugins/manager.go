@@ -299,10 +299,7 @@ func (m *Manager) Status() []Status {
 			st.NextStart = r.nextStart
 		}
 		if r.det != nil {
-			st.Transport = "unary"
-			if r.det.streaming {
-				st.Transport = "stream"
-			}
+			st.Transport = r.det.Transport()
 		}
 		r.mu.Unlock()
 		out = append(out, st)
@@ -688,11 +685,7 @@ func (r *runner) start() {
 	}
 	r.client, r.det, r.info = client, det, info
 	r.state, r.lastErr, r.timeouts, r.upSince = StateRunning, nil, 0, time.Now()
-	transport := "unary"
-	if det.streaming {
-		transport = "stream"
-	}
-	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", transport)
+	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", det.Transport())
 }
 
 // ErrChecksum is returned when a binary's SHA-256 differs from its pin.
