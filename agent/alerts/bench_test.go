@@ -85,7 +85,8 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		}
 		b.Setenv(plugins.EnvCPUProfile, profDir)
 	}
-	// The three production detectors; detectors/example is a template.
+	// The three production detectors (detectors/example is a template),
+	// unless VMLINEAGE_BENCH_DETECTORS names others.
 	names := []string{"lineage-suspects", "rollback", "shadow-copy"}
 	if v := os.Getenv("VMLINEAGE_BENCH_DETECTORS"); v == "none" {
 		names = nil
@@ -235,10 +236,11 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		b.Fatalf("%d alerts failed", failed)
 	}
 	n := float64(b.N)
+	pauses, commits := gcPauses(&ms0, &ms1), svc.SlowCommits()
 	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
-		dumpLatencies(b, path, start, interval, lat, gcPauses(&ms0, &ms1), svc.SlowCommits())
+		dumpLatencies(b, path, start, interval, lat, pauses, commits)
 	}
-	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, interval, start, gcPauses(&ms0, &ms1), svc.SlowCommits())
+	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, interval, start, pauses, commits)
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
