@@ -29,32 +29,39 @@ import (
 
 // BenchmarkEnrich1MVMs: enrichment latency through the plugin path with
 // 1,000,000 VMs in the store (and their 1.3 million records) and alerts
-// arriving at 1,000/s. Each alert is parsed from ECS JSON, matched to a VM
-// by source.ip as held at its time, stored, given its lineage context, and
-// offered to every shipped production detector (lineage-suspects,
-// rollback, shadow-copy: separate processes, gRPC over go-plugin with
-// AutoMTLS, lineage through the broker) before the enriched document is
-// encoded. Alerts go through Ordered.Go, as the syslog intake's do (up to
-// DefaultWorkers at once, each handed over when ready). Open loop: latency
-// counts from the alert's scheduled arrival to its hand-over, so queueing
-// shows. Alerts come in pairs from one family so that
-// lineage-suspects does its whole walk; every tenth family had a revert,
-// so rollback is asked too. Meanwhile another process commits a batch of
-// lifecycle records and state changes every 200 ms (a busy pool's tracer),
-// competing for the store. Run with -benchtime 10000x (10 s of alerts).
+// arriving at 1,000/s. Each alert comes in as a CEF line over TCP to the
+// syslog intake (SyslogListener, Ordered.Go: up to DefaultWorkers at once,
+// each handed over when ready) from a sender process of its own, is
+// matched to a VM by source.ip as held at its time, stored, given its
+// lineage context, and offered to every shipped production detector
+// (lineage-suspects, rollback, shadow-copy: separate processes, gRPC over
+// go-plugin with AutoMTLS, lineage through the broker) before the enriched
+// document is encoded. Open loop: the sender writes each alert at its due
+// time whatever the intake does, and latency counts from that write to the
+// enriched alert's hand-over, so queueing shows (p99-from-due-ms counts
+// from the due time, the sender's own lateness included). Alerts come in
+// pairs from one family so that lineage-suspects does its whole walk;
+// every tenth family had a revert, so rollback is asked too. Meanwhile
+// another process commits a batch of lifecycle records and state changes
+// every 200 ms (a busy pool's tracer), competing for the store. Run with
+// -benchtime 10000x (10 s of alerts).
 //
 // Environment: VMLINEAGE_BENCH_RATE (alerts/s, default 1000),
 // VMLINEAGE_BENCH_PROFILE=dir (CPU profiles of the measured part: host.pprof
 // and one per detector process), VMLINEAGE_BENCH_WRITER=0 (no writer),
-// VMLINEAGE_BENCH_INTAKE=ordered (results handed over in arrival order, as
-// vmlineage enrich does) or serial (alerts one at a time, the intake before
-// Ordered), VMLINEAGE_BENCH_WORKERS (Ordered's workers, default
-// DefaultWorkers), VMLINEAGE_BENCH_UNARY=1 (unary Enrich calls instead of
-// EnrichStream, for comparison), VMLINEAGE_BENCH_DETECTORS (a comma list of
-// the detectors to run, or none: a diagnosis of where the tail comes from;
-// the target is with all three). Besides the end-to-end figures it prints the p50/p99 of
-// each phase as the agent's alert_phase_seconds sees them (from Start, so
-// without the time an alert waited to be read).
+// VMLINEAGE_BENCH_INTAKE=go (no socket: a goroutine of the benchmark
+// parses each alert from ECS JSON at its due time and hands it to
+// Ordered.Go, latency from the due time; the benchmark's only intake
+// before 2026-12-03), ordered (the same, results handed over in arrival
+// order, as vmlineage enrich does) or serial (alerts one at a time, the
+// intake before Ordered), VMLINEAGE_BENCH_WORKERS (Ordered's workers,
+// default DefaultWorkers), VMLINEAGE_BENCH_UNARY=1 (unary Enrich calls
+// instead of EnrichStream, for comparison), VMLINEAGE_BENCH_DETECTORS (a
+// comma list of the detectors to run, or none: a diagnosis of where the
+// tail comes from; the target is with all three). Besides the end-to-end
+// figures it prints the p50/p99 of each phase as the agent's
+// alert_phase_seconds sees them (from Start, so without the time an alert
+// waited to be read).
 func BenchmarkEnrich1MVMs(b *testing.B) {
 	rate := 1000
 	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_RATE")); err == nil && v > 0 {
@@ -65,6 +72,14 @@ func BenchmarkEnrich1MVMs(b *testing.B) {
 
 func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	defer TuneGC()() // as the agent runs when it enriches alerts
+	intake := os.Getenv("VMLINEAGE_BENCH_INTAKE")
+	switch intake {
+	case "":
+		intake = "syslog"
+	case "syslog", "go", "ordered", "serial":
+	default:
+		b.Fatalf("VMLINEAGE_BENCH_INTAKE=%s: want syslog, go, ordered or serial", intake)
+	}
 	st := big.Open(b)
 	// The probe run (b.N 1) logs nothing: testing cuts a benchmark's log
 	// short, and the figures of the real run come last.
@@ -126,12 +141,15 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	docs := make([][]byte, b.N)
 	at := alertstest.BigT0.Add(2 * time.Hour)
 	run := time.Now().UnixNano() // fresh alert ids: the store copy may hold earlier runs'
+	var cef []byte               // the same alerts as CEF lines, for the syslog intake
 	for i := 0; i < b.N; i += 2 {
 		f := rng.IntN(big.Families)
 		for j := 0; j < 2 && i+j < b.N; j++ {
 			mem := 1 + rng.IntN(big.FamilySize-3) // a running clone
+			t := at.Add(time.Duration(i+j) * time.Millisecond)
 			docs[i+j] = fmt.Appendf(nil, `{"@timestamp":%q,"event":{"kind":"alert","id":"bench-%d-%d"},"source":{"ip":%q},"rule":{"name":"ET MALWARE beacon"}}`,
-				at.Add(time.Duration(i+j)*time.Millisecond).Format(time.RFC3339Nano), run, i+j, big.IP(f, mem))
+				t.Format(time.RFC3339Nano), run, i+j, big.IP(f, mem))
+			cef = fmt.Appendf(cef, "CEF:0|vmlineage|bench|1.0|100|ET MALWARE beacon|5|rt=%d src=%s externalId=bench-%d-%d\n", t.UnixMilli(), big.IP(f, mem), run, i+j)
 		}
 	}
 	// Warm up the detectors' connections and the statements.
@@ -145,6 +163,15 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if os.Getenv("VMLINEAGE_BENCH_WRITER") != "0" {
 		stopWriter, writerPID = busyPool(b, st)
 	}
+	workers, _ := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_WORKERS")) // 0: DefaultWorkers
+	ord := NewOrdered(e, workers)
+	// The syslog intake: alerts come from a process of their own over TCP
+	// and are due from start on (time for it to connect first).
+	start := time.Now().Add(300 * time.Millisecond)
+	var src *alertSender
+	if intake == "syslog" {
+		src = startSender(b, ctx, ord, cef, start, interval, fmt.Sprintf("bench-%d-", run))
+	}
 
 	lat := make([]time.Duration, b.N)
 	late := make([]time.Duration, b.N) // from each alert's due time to its Submit
@@ -154,8 +181,12 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	runtime.GC()
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	self0, kids0 := procCPU(writerPID)
-	sys0, ksys0 := procSyscalls(writerPID)
+	senderPID := 0
+	if src != nil {
+		senderPID = src.pid
+	}
+	self0, kids0 := procCPU(writerPID, senderPID)
+	sys0, ksys0 := procSyscalls(writerPID, senderPID)
 	machine0 := machineCPU()
 	load0 := loadAvg()
 	stats0, q0 := m.Stats(), svc.Queries()
@@ -176,20 +207,27 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	tmMu.Unlock()
 	b.ResetTimer()
 	steals := traceSteal()
-	start := time.Now()
-	// The syslog intake's path, Ordered.Go (VMLINEAGE_BENCH_INTAKE=ordered:
-	// Submit, results in arrival order, as enrich hands them over; serial:
-	// one alert at a time, as every intake did before Ordered).
-	workers, _ := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_WORKERS")) // 0: DefaultWorkers
-	ord := NewOrdered(e, workers)
+	time.Sleep(time.Until(start))
+	// In-process intakes (the sender a goroutine here, latency from each
+	// alert's due time): go, the syslog intake's path without the socket
+	// (Ordered.Go); ordered (Submit, results in arrival order, as enrich
+	// hands them over); serial (one alert at a time, as every intake did
+	// before Ordered).
 	submit := ord.Go
-	switch os.Getenv("VMLINEAGE_BENCH_INTAKE") {
+	switch intake {
 	case "ordered":
 		submit = ord.Submit
 	case "serial":
 		submit = func(ctx context.Context, a *Alert, then func([]byte, error)) { then(e.Enrich(ctx, a)) }
 	}
-	for i := 0; i < b.N; i++ {
+	// fromDue is each alert's latency from its due time, sender's
+	// lateness included (lat counts from when the alert reached the
+	// intake: the same for in-process intakes).
+	var fromDue []time.Duration
+	if src != nil {
+		lat, late, fromDue, failed = src.wait(b, start, interval)
+	}
+	for i := 0; i < b.N && src == nil; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
@@ -216,14 +254,17 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	wg.Wait()
 	ord.Close()
 	elapsed := time.Since(start)
+	if fromDue == nil {
+		fromDue = lat
+	}
 	stealSpans := steals.Stop()
 	b.StopTimer()
 	if prof != nil {
 		pprof.StopCPUProfile()
 		prof.Close()
 	}
-	self1, kids1 := procCPU(writerPID)
-	sys1, ksys1 := procSyscalls(writerPID)
+	self1, kids1 := procCPU(writerPID, senderPID)
+	sys1, ksys1 := procSyscalls(writerPID, senderPID)
 	machine1 := machineCPU()
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
@@ -233,7 +274,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		hits1, misses1 = c.CacheStats()
 	}
 	writer := stopWriter()
-	hostRSS, kidsRSS := peakRSS(writerPID)
+	hostRSS, kidsRSS := peakRSS(writerPID, senderPID)
 	if failed > 0 {
 		b.Fatalf("%d alerts failed", failed)
 	}
@@ -242,6 +283,8 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
 		dumpLatencies(b, path, start, interval, lat, pauses, commits)
 	}
+	fromDue = slices.Clone(fromDue)
+	slices.Sort(fromDue)
 	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, interval, start, pauses, commits)
 	clear, clear99 := clearFigures(lat, interval, start, stealSpans)
 	slices.Sort(lat)
@@ -254,6 +297,9 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(q(0.999), "p99.9-ms")
+	// From the due time, the sender's lateness included (the same as
+	// p99-ms with an in-process intake).
+	b.ReportMetric(ms(fromDue[min(len(fromDue)-1, len(fromDue)*99/100)]), "p99-from-due-ms")
 	// The p99 of the alerts that no steal touched (see clearOfSteal); 0
 	// when too few were.
 	b.ReportMetric(clear99, "p99-no-steal-ms")
@@ -289,8 +335,13 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	logf("%s", tail)
 	logf("%s", clear)
 	slices.Sort(late)
-	logf("sending: alerts were handed to the intake p50 %.3f p99 %.3f ms after their due time (the sender's sleep overshooting, and the parse), included in the latency above",
-		ms(late[len(late)/2]), ms(late[len(late)*99/100]))
+	if src != nil {
+		logf("sending: the sender process wrote the alerts p50 %.3f p99 %.3f ms after their due time (its sleep overshooting; the latency above counts from each write); from the due time, latency was p50 %.2f p99 %.2f ms",
+			ms(late[len(late)/2]), ms(late[len(late)*99/100]), ms(fromDue[len(fromDue)/2]), ms(fromDue[len(fromDue)*99/100]))
+	} else {
+		logf("sending: alerts were handed to the intake p50 %.3f p99 %.3f ms after their due time (the sender's sleep overshooting, and the parse), included in the latency above",
+			ms(late[len(late)/2]), ms(late[len(late)*99/100]))
+	}
 	tmMu.Lock()
 	logf("by phase, ms p50/p99 (Enricher.Observe, as the agent's alert_phase_seconds): %s", phaseFigures(timings))
 	tmMu.Unlock()
@@ -616,11 +667,12 @@ func busyPoolChild(path string) int {
 }
 
 // procCPU is the user+system CPU time of this process and, separately, of
-// its children but the writer (the detectors), from /proc.
-func procCPU(writer int) (self, kids time.Duration) {
+// its children but those skipped (the writer, the sender): the detectors,
+// from /proc.
+func procCPU(skip ...int) (self, kids time.Duration) {
 	me := os.Getpid()
 	procstat.Each(func(pid, ppid int, stat []string, _ string) {
-		if pid == writer {
+		if slices.Contains(skip, pid) {
 			return
 		}
 		u, _ := strconv.ParseInt(stat[11], 10, 64)
@@ -637,11 +689,11 @@ func procCPU(writer int) (self, kids time.Duration) {
 }
 
 // procSyscalls is the read and write syscalls of this process and,
-// separately, of its children but the writer (the detectors).
-func procSyscalls(writer int) (self, kids int64) {
+// separately, of its children but those skipped (the detectors).
+func procSyscalls(skip ...int) (self, kids int64) {
 	me := os.Getpid()
 	procstat.Each(func(pid, ppid int, _ []string, _ string) {
-		if pid == writer {
+		if slices.Contains(skip, pid) {
 			return
 		}
 		r, w, _ := procstat.Syscalls(pid)
@@ -654,12 +706,12 @@ func procSyscalls(writer int) (self, kids int64) {
 	return self, kids
 }
 
-// peakRSS is VmHWM of this process and the sum over its children but the
-// writer.
-func peakRSS(writer int) (self, kids int64) {
+// peakRSS is VmHWM of this process and the sum over its children but
+// those skipped.
+func peakRSS(skip ...int) (self, kids int64) {
 	me := os.Getpid()
 	procstat.Each(func(pid, ppid int, _ []string, status string) {
-		if (pid != me && ppid != me) || pid == writer {
+		if (pid != me && ppid != me) || slices.Contains(skip, pid) {
 			return
 		}
 		for _, line := range strings.Split(status, "\n") {

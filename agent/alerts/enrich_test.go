@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(busyPoolEnv); path != "" {
 		os.Exit(busyPoolChild(path)) // the benchmark's tracer stand-in, a process of its own
 	}
+	if spec := os.Getenv(senderEnv); spec != "" {
+		os.Exit(senderChild(spec)) // the benchmark's alert source, a process of its own
+	}
 	if sock := os.Getenv(echoEnv); sock != "" {
 		os.Exit(echoChild(sock)) // the benchmark's round-trip floor
 	}
