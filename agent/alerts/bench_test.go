@@ -207,7 +207,12 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	tmMu.Unlock()
 	b.ResetTimer()
 	steals := traceSteal()
-	time.Sleep(time.Until(start))
+	defer steals.Stop() // on a failed run; Stop may come twice
+	if d := time.Until(start); d > 0 {
+		time.Sleep(d)
+	} else {
+		logf("the run began %s after its first alert was due: the first alerts went out back to back", (-d).Round(time.Millisecond))
+	}
 	// In-process intakes (the sender a goroutine here, latency from each
 	// alert's due time): go, the syslog intake's path without the socket
 	// (Ordered.Go); ordered (Submit, results in arrival order, as enrich
@@ -224,8 +229,9 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	// lateness included (lat counts from when the alert reached the
 	// intake: the same for in-process intakes).
 	var fromDue []time.Duration
+	sent := dueTimes(start, interval, b.N) // the sender process's writes replace them
 	if src != nil {
-		lat, late, fromDue, failed = src.wait(b, start, interval)
+		src.awaitOut(b, start.Add(time.Duration(b.N)*interval+time.Minute))
 	}
 	for i := 0; i < b.N && src == nil; i++ {
 		due := start.Add(time.Duration(i) * interval)
@@ -273,6 +279,11 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	if c, ok := svc.Backend().(cacheStats); ok {
 		hits1, misses1 = c.CacheStats()
 	}
+	// The sender is reaped only now: a reaped child's syscalls count as
+	// the parent's.
+	if src != nil {
+		lat, late, fromDue, sent, failed = src.collect(b, start, interval)
+	}
 	writer := stopWriter()
 	hostRSS, kidsRSS := peakRSS(writerPID, senderPID)
 	if failed > 0 {
@@ -281,12 +292,12 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	n := float64(b.N)
 	pauses, commits := gcPauses(&ms0, &ms1), svc.SlowCommits()
 	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
-		dumpLatencies(b, path, start, interval, lat, pauses, commits)
+		dumpLatencies(b, path, sent, lat, pauses, commits)
 	}
 	fromDue = slices.Clone(fromDue)
 	slices.Sort(fromDue)
-	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, interval, start, pauses, commits)
-	clear, clear99 := clearFigures(lat, interval, start, stealSpans)
+	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, sent, pauses, commits)
+	clear, clear99 := clearFigures(lat, sent, stealSpans)
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
@@ -414,13 +425,13 @@ func gcPauses(ms0, ms1 *runtime.MemStats) []Span {
 	return out
 }
 
-// stallFigures says how many of the slowest 1% of alerts (lat in sending
-// order, one per interval from start) were in flight during one of the
+// stallFigures says how many of the slowest 1% of alerts (lat, with when
+// each was sent) were in flight during one of the
 // host's collection pauses, and how many during one of the alert log's
 // slow commits (a WAL checkpoint: while it runs, enrichment has a core
 // less), with the count and longest of each. On the test machine slow
 // 100 ms windows lined up with both (2026-12-03).
-func stallFigures(lat []time.Duration, interval time.Duration, start time.Time, pauses, commits []Span) string {
+func stallFigures(lat []time.Duration, sent []time.Time, pauses, commits []Span) string {
 	if len(lat) < 100 {
 		return "stalls: too few alerts to tell"
 	}
@@ -430,9 +441,8 @@ func stallFigures(lat []time.Duration, interval time.Duration, start time.Time, 
 			if l < cut {
 				continue
 			}
-			sent := start.Add(time.Duration(i) * interval)
 			for _, s := range spans {
-				if s.At.Before(sent.Add(l)) && sent.Before(s.At.Add(s.Took)) {
+				if s.At.Before(sent[i].Add(l)) && sent[i].Before(s.At.Add(s.Took)) {
 					n++
 					break
 				}
@@ -456,10 +466,10 @@ func stallFigures(lat []time.Duration, interval time.Duration, start time.Time, 
 // then the host's collection pauses and the alert log's slow commits in
 // the run as "gc start_unix_us took_ms" and "commit start_unix_us
 // took_ms" lines.
-func dumpLatencies(b *testing.B, path string, start time.Time, interval time.Duration, lat []time.Duration, pauses, commits []Span) {
+func dumpLatencies(b *testing.B, path string, sent []time.Time, lat []time.Duration, pauses, commits []Span) {
 	var buf []byte
 	for i, l := range lat {
-		buf = fmt.Appendf(buf, "%d %d %.3f\n", i, start.Add(time.Duration(i)*interval).UnixMicro(), float64(l.Microseconds())/1000)
+		buf = fmt.Appendf(buf, "%d %d %.3f\n", i, sent[i].UnixMicro(), float64(l.Microseconds())/1000)
 	}
 	for _, k := range []struct {
 		name  string
@@ -810,13 +820,13 @@ func TestStallFigures(t *testing.T) {
 	lat[9000] = 100 * time.Millisecond // slow, but in flight during neither
 	pauses := []Span{{At: start.Add(2035 * time.Millisecond), Took: 3 * time.Millisecond}, {At: start.Add(8 * time.Second), Took: time.Millisecond}}
 	commits := []Span{{At: start.Add(5050 * time.Millisecond), Took: 45 * time.Millisecond}}
-	got := stallFigures(lat, time.Millisecond, start, pauses, commits)
+	got := stallFigures(lat, dueTimes(start, time.Millisecond, len(lat)), pauses, commits)
 	want := "in flight during one of the host's 2 collection pauses (longest 3.00 ms): 30 of them; during one of the alert log's 1 commits of 20ms or more (longest 45ms): 70"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	// A pause after the slow alerts came back touches none of them.
-	if got := stallFigures(lat, time.Millisecond, start, []Span{{At: start.Add(2100 * time.Millisecond), Took: time.Millisecond}}, nil); !strings.Contains(got, "(longest 1.00 ms): 0 of them") {
+	if got := stallFigures(lat, dueTimes(start, time.Millisecond, len(lat)), []Span{{At: start.Add(2100 * time.Millisecond), Took: time.Millisecond}}, nil); !strings.Contains(got, "(longest 1.00 ms): 0 of them") {
 		t.Fatalf("late pause: %s", got)
 	}
 }

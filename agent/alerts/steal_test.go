@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,6 +21,7 @@ const stealEvery = 5 * time.Millisecond
 // read apart from the machine's stalls.
 type stealTrace struct {
 	stop, done chan struct{}
+	once       sync.Once
 	spans      []Span // in time order, merged where they touch
 }
 
@@ -62,9 +64,10 @@ func (s *stealTrace) add(sp Span) {
 	s.spans = append(s.spans, sp)
 }
 
-// Stop ends the sampling and returns the spans with steal.
+// Stop ends the sampling and returns the spans with steal; it may be
+// called again (a deferred Stop after a failed run).
 func (s *stealTrace) Stop() []Span {
-	close(s.stop)
+	s.once.Do(func() { close(s.stop) })
 	<-s.done
 	return s.spans
 }
@@ -85,23 +88,23 @@ func readSteal() int64 {
 	return n
 }
 
-// clearOfSteal gives the latencies (lat in sending order, one alert per
-// interval from start) of the alerts that no steal span overlapped from
-// their due time to their hand-over: what the software did on the CPUs it
-// had. An alert that arrived just after a stall and queued behind its
-// backlog still counts, so the figure leans slow.
-func clearOfSteal(lat []time.Duration, interval time.Duration, start time.Time, steal []Span) []time.Duration {
+// clearOfSteal gives the latencies of the alerts (lat, with when each was
+// sent, in sending order) that no steal span overlapped from their sending
+// to their hand-over: what the software did on the CPUs it had. An alert
+// that arrived just after a stall and queued behind its backlog still
+// counts, so the figure leans slow.
+func clearOfSteal(lat []time.Duration, sent []time.Time, steal []Span) []time.Duration {
 	var out []time.Duration
-	k := 0 // steal spans before k end before every later alert's due time
+	k := 0 // steal spans before k end before every later alert was sent
 	for i, l := range lat {
-		due := start.Add(time.Duration(i) * interval)
-		for k < len(steal) && !steal[k].At.Add(steal[k].Took).After(due) {
+		from := sent[i]
+		for k < len(steal) && !steal[k].At.Add(steal[k].Took).After(from) {
 			k++
 		}
 		hit := false
-		end := due.Add(l)
+		end := from.Add(l)
 		for j := k; j < len(steal) && steal[j].At.Before(end); j++ {
-			if steal[j].At.Add(steal[j].Took).After(due) {
+			if steal[j].At.Add(steal[j].Took).After(from) {
 				hit = true
 				break
 			}
@@ -113,10 +116,19 @@ func clearOfSteal(lat []time.Duration, interval time.Duration, start time.Time, 
 	return out
 }
 
+// dueTimes are n alerts' due times, one per interval from start.
+func dueTimes(start time.Time, interval time.Duration, n int) []time.Time {
+	out := make([]time.Time, n)
+	for i := range out {
+		out[i] = start.Add(time.Duration(i) * interval)
+	}
+	return out
+}
+
 // clearFigures renders what clearOfSteal leaves: how many alerts, and
 // their p50 and p99.
-func clearFigures(lat []time.Duration, interval time.Duration, start time.Time, steal []Span) (string, float64) {
-	clear := clearOfSteal(lat, interval, start, steal)
+func clearFigures(lat []time.Duration, sent []time.Time, steal []Span) (string, float64) {
+	clear := clearOfSteal(lat, sent, steal)
 	var stolen time.Duration
 	for _, s := range steal {
 		stolen += s.Took
@@ -141,7 +153,7 @@ func TestClearOfSteal(t *testing.T) {
 	}
 	lat[900] = 50 * time.Millisecond // slow without steal: it must count
 	steal := []Span{{At: start.Add(505 * time.Millisecond), Took: 10 * time.Millisecond}, {At: start.Add(2 * time.Second), Took: time.Second}}
-	clear := clearOfSteal(lat, time.Millisecond, start, steal)
+	clear := clearOfSteal(lat, dueTimes(start, time.Millisecond, len(lat)), steal)
 	// Of the alerts due 500..519 (30 ms each), 500..514 were in flight
 	// during the span (505..515 ms) and go; 515..519 came after it and
 	// stay, slow as they are (the backlog counts). Those due before 505
@@ -161,7 +173,7 @@ func TestClearOfSteal(t *testing.T) {
 	if stalled != 5 {
 		t.Fatalf("%d of the stalled alerts kept, want the 5 due after the span", stalled)
 	}
-	s, p99 := clearFigures(lat, time.Millisecond, start, steal)
+	s, p99 := clearFigures(lat, dueTimes(start, time.Millisecond, len(lat)), steal)
 	if p99 != 1 || !strings.Contains(s, "985 of 1000") {
 		t.Fatalf("figures: %q, p99 %v", s, p99)
 	}
