@@ -2,9 +2,7 @@ package alerts
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,14 +34,14 @@ func traceSteal() *stealTrace {
 		defer close(s.done)
 		tick := time.NewTicker(stealEvery)
 		defer tick.Stop()
-		prev, prevAt := readSteal(), time.Now()
+		prev, prevAt := machineCPU().steal, time.Now()
 		for {
 			select {
 			case <-s.stop:
 				return
 			case <-tick.C:
 			}
-			cur, now := readSteal(), time.Now()
+			cur, now := machineCPU().steal, time.Now()
 			if cur > prev {
 				s.add(Span{At: prevAt.Add(-10 * time.Millisecond), Took: now.Sub(prevAt) + 10*time.Millisecond})
 			}
@@ -70,22 +68,6 @@ func (s *stealTrace) Stop() []Span {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
 	return s.spans
-}
-
-// readSteal is the machine's steal counter (all CPUs, in USER_HZ ticks);
-// 0 where there is none.
-func readSteal() int64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	if len(f) < 9 {
-		return 0
-	}
-	n, _ := strconv.ParseInt(f[8], 10, 64)
-	return n
 }
 
 // clearOfSteal gives the latencies of the alerts (lat, with when each was
