@@ -131,6 +131,15 @@ type alertRow struct {
 	vms      []plugins.AlertVM
 }
 
+// writerCacheKiB is the page cache of the connection that writes the
+// alert log. Each alert changes a page of each index at random (alert_vms
+// by VM, alerts by id), so a batch touches many pages: with the 256 KiB
+// of the reading connections (16 pages) they did not stay in the cache
+// and were read again from the file, the same page several times over.
+// Enrich1MVMs: the host's reads fell from 66-69 to 59.5 KiB per alert and
+// its syscalls by 1.1-1.4 per alert (what it writes did not change).
+const writerCacheKiB = 8 << 10
+
 func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64) (*alertLog, error) {
 	return newAlertLogMax(ctx, db, log, queries, maxIndexedAlerts)
 }
@@ -148,6 +157,10 @@ func newAlertLogMax(ctx context.Context, db *sql.DB, log *slog.Logger, queries *
 	l.written = uint64(gen.Int64)
 	conn, err := db.Conn(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("alerts: alert log connection: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size=%d", -writerCacheKiB)); err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("alerts: alert log connection: %w", err)
 	}
 	l.wconn = conn
