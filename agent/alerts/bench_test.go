@@ -1,8 +1,10 @@
 package alerts
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -186,7 +188,9 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		senderPID = src.pid
 	}
 	self0, kids0 := procCPU(writerPID, senderPID)
+	writerCPU0, senderCPU0 := pidCPU(writerPID), pidCPU(senderPID)
 	sys0, ksys0 := procSyscalls(writerPID, senderPID)
+	rd0, wr0, _ := procstat.Bytes(os.Getpid())
 	machine0 := machineCPU()
 	load0 := loadAvg()
 	stats0, q0 := m.Stats(), svc.Queries()
@@ -270,7 +274,9 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		prof.Close()
 	}
 	self1, kids1 := procCPU(writerPID, senderPID)
+	writerCPU1, senderCPU1 := pidCPU(writerPID), pidCPU(senderPID)
 	sys1, ksys1 := procSyscalls(writerPID, senderPID)
+	rd1, wr1, _ := procstat.Bytes(os.Getpid())
 	machine1 := machineCPU()
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
@@ -326,6 +332,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	// machine (syscalls are dear on a VM).
 	b.ReportMetric(float64(sys1-sys0)/n, "host-syscalls/alert")
 	b.ReportMetric(float64(ksys1-ksys0)/n, "plugin-syscalls/alert")
+	// Bytes through those syscalls: the stores' pages, the alert log's
+	// WAL and checkpoints, and the sockets.
+	b.ReportMetric(float64(rd1-rd0)/n/1024, "host-read-KiB/alert")
+	b.ReportMetric(float64(wr1-wr0)/n/1024, "host-write-KiB/alert")
 	b.ReportMetric(float64(stats1.EnrichCalls-stats0.EnrichCalls)/n, "grpc-enrich/alert")
 	b.ReportMetric(float64(stats1.LineageCalls-stats0.LineageCalls)/n, "broker-calls/alert")
 	b.ReportMetric(float64(q1-q0)/n, "sql/alert")
@@ -363,8 +373,13 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		ms(floorIdle), ms(floorIdle99), interval, ms(floorBusy), ms(floorBusy99))
 	steal := machine1.steal - machine0.steal
 	b.ReportMetric(float64(steal.Milliseconds()), "steal-ms")
-	logf("machine meanwhile: other processes used %.2f cores (load average %s before, %s after); the hypervisor took %d ms from this VM's CPUs while they had work (steal time: stalls of whatever ran)",
-		max(0, other.Seconds()/elapsed.Seconds()), load0, loadAvg(), steal.Milliseconds())
+	cores := func(d time.Duration) float64 { return d.Seconds() / elapsed.Seconds() }
+	b.ReportMetric(cores(writerCPU1-writerCPU0), "writer-cores")
+	// A process's own account (/proc/<pid>/stat) is the time it held a
+	// CPU, steal included; the machine's (/proc/stat) leaves steal out, so
+	// "other" comes out low by the steal that fell on ours.
+	logf("machine meanwhile: other processes used %.2f cores by the machine's account; by their own, the busy pool's writer %.2f and the alerts' sender %.2f (load average %s before, %s after); the hypervisor took %d ms from this VM's CPUs while they had work (steal time: stalls of whatever ran)",
+		max(0, cores(other)), cores(writerCPU1-writerCPU0), cores(senderCPU1-senderCPU0), load0, loadAvg(), steal.Milliseconds())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -590,7 +605,8 @@ type writerReport struct {
 // their enrichment is the same whatever the timing. Its commits reach the
 // enrichment path as they would in the agent (SQLite empties the page
 // caches of every other connection on each commit) while its CPU is not
-// counted as enrichment's. The stop function says what the writer did.
+// counted as enrichment's. It returns once the writer is warm (see
+// busyPoolWarm). The stop function says what the writer did.
 func busyPool(b *testing.B, st *lineage.Store) (stop func() writerReport, pid int) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), busyPoolEnv+"="+st.Path())
@@ -598,28 +614,61 @@ func busyPool(b *testing.B, st *lineage.Store) (stop func() writerReport, pid in
 	if err != nil {
 		b.Fatal(err)
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	outp, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	lines := bufio.NewReader(outp)
+	ready := make(chan error, 1)
+	go func() {
+		l, err := lines.ReadString('\n')
+		if err == nil && l != "ready\n" {
+			err = fmt.Errorf("said %q", l)
+		}
+		ready <- err
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(2 * time.Minute):
+		err = errors.New("not warm after 2 minutes")
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		b.Fatalf("busy pool writer: %v: %s", err, errb.String())
+	}
 	return func() writerReport {
 		in.Close()
+		rest, _ := io.ReadAll(lines)
 		if err := cmd.Wait(); err != nil {
-			b.Errorf("busy pool writer: %v: %s", err, out.String())
+			b.Errorf("busy pool writer: %v: %s%s", err, rest, errb.String())
 		}
 		var r writerReport
 		var longest, at int64
-		if _, err := fmt.Sscan(out.String(), &r.Commits, &longest, &at); err != nil {
-			b.Errorf("busy pool writer said %q: %v", out.String(), err)
+		if _, err := fmt.Sscan(string(rest), &r.Commits, &longest, &at); err != nil {
+			b.Errorf("busy pool writer said %q: %v", rest, err)
 		}
 		r.Longest, r.LongestAt = time.Duration(longest)*time.Microsecond, time.UnixMicro(at)
 		return r
 	}, cmd.Process.Pid
 }
 
-// busyPoolChild is the writer process: it commits until stdin closes and
-// prints the number of commits.
+// busyPoolWarm is how many commits the writer makes back to back before
+// it says it is ready. A tracer that has run for a while has its page
+// cache (32 MiB) full; a fresh one fills it on its first few thousand VM
+// changes, each page a pread and a page fault, and in the first runs that
+// filling fell in the measured 10 s: the writer took 20-30% of a core
+// for 6 s, then 3%. 100 commits (5,000 VM changes) take it past that.
+// VMLINEAGE_BENCH_WRITER_WARM=N makes it N (0: the runs before 2026-12-04).
+const busyPoolWarm = 100
+
+// busyPoolChild is the writer process: it warms up, says "ready", commits
+// until stdin closes and prints the number of commits (warm-up left out).
 func busyPoolChild(path string) int {
 	st, err := lineage.Open(path)
 	if err != nil {
@@ -628,24 +677,11 @@ func busyPoolChild(path string) int {
 	}
 	defer st.Close()
 	big := alertstest.Big{Families: 100000, FamilySize: 10}
-	stop := make(chan struct{})
-	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	rng := rand.New(rand.NewPCG(3, 4))
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
 	at := alertstest.BigT0.Add(3 * time.Hour)
-	n, commits := 0, 0
-	var longest time.Duration // with when it began: a WAL checkpoint shows here
-	var longestAt time.Time
-	for {
-		select {
-		case <-stop:
-			fmt.Println(commits, longest.Microseconds(), longestAt.UnixMicro())
-			return 0
-		case <-t.C:
-		}
-		began := time.Now()
-		err := st.Update(context.Background(), func(tx *lineage.Tx) error {
+	n := 0
+	commit := func() error {
+		return st.Update(context.Background(), func(tx *lineage.Tx) error {
 			for i := 0; i < 50; i++ {
 				n++
 				f, m := rng.IntN(big.Families), 1+rng.IntN(big.FamilySize-1)
@@ -665,7 +701,34 @@ func busyPoolChild(path string) int {
 			}
 			return nil
 		})
-		if err != nil {
+	}
+	warm := busyPoolWarm
+	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_WRITER_WARM")); err == nil {
+		warm = v
+	}
+	for i := 0; i < warm; i++ {
+		if err := commit(); err != nil {
+			fmt.Fprintln(os.Stderr, "busy pool writer:", err)
+			return 1
+		}
+	}
+	fmt.Println("ready")
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	commits := 0
+	var longest time.Duration // with when it began: a WAL checkpoint shows here
+	var longestAt time.Time
+	for {
+		select {
+		case <-stop:
+			fmt.Println(commits, longest.Microseconds(), longestAt.UnixMicro())
+			return 0
+		case <-t.C:
+		}
+		began := time.Now()
+		if err := commit(); err != nil {
 			fmt.Fprintln(os.Stderr, "busy pool writer:", err)
 			return 1
 		}
@@ -696,6 +759,22 @@ func procCPU(skip ...int) (self, kids time.Duration) {
 		}
 	})
 	return self, kids
+}
+
+// pidCPU is the user+system CPU time of process pid (0 when pid is 0 or
+// gone).
+func pidCPU(pid int) (d time.Duration) {
+	if pid == 0 {
+		return 0
+	}
+	procstat.Each(func(p, _ int, stat []string, _ string) {
+		if p == pid {
+			u, _ := strconv.ParseInt(stat[11], 10, 64)
+			s, _ := strconv.ParseInt(stat[12], 10, 64)
+			d = time.Duration(u+s) * time.Second / 100
+		}
+	})
+	return d
 }
 
 // procSyscalls is the read and write syscalls of this process and,

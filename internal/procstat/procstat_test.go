@@ -53,3 +53,27 @@ func TestSyscallsCountsWrites(t *testing.T) {
 		t.Fatal("pid -1 read")
 	}
 }
+
+// Bytes counts the bytes this process writes and reads: a 1 MiB write to
+// a file and reading it back raise both by at least that much.
+func TestBytesCountsWrittenAndRead(t *testing.T) {
+	path := t.TempDir() + "/b"
+	r0, w0, ok := Bytes(os.Getpid())
+	if !ok {
+		t.Fatal("cannot read /proc/self/io")
+	}
+	data := make([]byte, 1<<20)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	r1, w1, _ := Bytes(os.Getpid())
+	if w1-w0 < 1<<20 || r1-r0 < 1<<20 {
+		t.Fatalf("after writing and reading 1 MiB: written rose by %d, read by %d", w1-w0, r1-r0)
+	}
+	if _, _, ok := Bytes(-1); ok {
+		t.Fatal("pid -1 read")
+	}
+}
