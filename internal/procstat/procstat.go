@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Each calls fn for this process and its children with the fields of
@@ -97,4 +98,32 @@ func Bytes(pid int) (read, written int64, ok bool) {
 		}
 	}
 	return read, written, n == 2
+}
+
+// RunDelay is how long the threads of process pid (those alive now) have
+// waited on a run queue, ready but not running (the second field of
+// /proc/<pid>/task/<tid>/schedstat); ok is false when that cannot be read.
+func RunDelay(pid int) (d time.Duration, ok bool) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		d += time.Duration(n)
+		ok = true
+	}
+	return d, ok
 }

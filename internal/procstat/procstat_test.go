@@ -3,7 +3,10 @@ package procstat
 import (
 	"os"
 	"os/exec"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Each reports this process and a child it started, with the child's
@@ -74,6 +77,37 @@ func TestBytesCountsWrittenAndRead(t *testing.T) {
 		t.Fatalf("after writing and reading 1 MiB: written rose by %d, read by %d", w1-w0, r1-r0)
 	}
 	if _, _, ok := Bytes(-1); ok {
+		t.Fatal("pid -1 read")
+	}
+}
+
+// RunDelay counts the time threads wait for a CPU: four times as many
+// busy threads as CPUs for 300 ms wait, together, far more than 100 ms.
+func TestRunDelay(t *testing.T) {
+	d0, ok := RunDelay(os.Getpid())
+	if !ok {
+		t.Fatal("cannot read /proc/self/task/*/schedstat")
+	}
+	n := 4 * runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+	stop := time.Now().Add(300 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for time.Now().Before(stop) {
+			}
+		}()
+	}
+	wg.Wait()
+	d1, _ := RunDelay(os.Getpid())
+	if d1-d0 < 100*time.Millisecond {
+		t.Fatalf("%d busy threads on %d CPUs for 300 ms waited %s in all", n, runtime.NumCPU(), d1-d0)
+	}
+	if _, ok := RunDelay(-1); ok {
 		t.Fatal("pid -1 read")
 	}
 }
