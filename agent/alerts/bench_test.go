@@ -25,6 +25,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/internal/procstat"
+	"github.com/vmlineage/vmlineage/internal/schedslice"
 	"github.com/vmlineage/vmlineage/plugins"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
 )
@@ -60,7 +61,10 @@ import (
 // default DefaultWorkers), VMLINEAGE_BENCH_UNARY=1 (unary Enrich calls
 // instead of EnrichStream, for comparison), VMLINEAGE_BENCH_DETECTORS (a
 // comma list of the detectors to run, or none: a diagnosis of where the
-// tail comes from; the target is with all three). Besides the end-to-end
+// tail comes from; the target is with all three), VMLINEAGE_BENCH_SLICE_US
+// (a scheduler slice for the host and the detectors, in µs; default the
+// kernel's), VMLINEAGE_BENCH_WRITER_WARM (the busy pool writer's warm-up
+// commits). Besides the end-to-end
 // figures it prints the p50/p99 of each phase as the agent's
 // alert_phase_seconds sees them (from Start, so without the time an alert
 // waited to be read).
@@ -109,6 +113,15 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		names = nil
 	} else if v != "" {
 		names = strings.Split(v, ",")
+	}
+	// VMLINEAGE_BENCH_SLICE_US: a scheduler slice for the host and the
+	// detectors, set before they start so that they inherit it (an
+	// experiment, see the README; the agent keeps the kernel's default).
+	if v, err := strconv.Atoi(os.Getenv("VMLINEAGE_BENCH_SLICE_US")); err == nil && v > 0 {
+		if err := schedslice.Set(time.Duration(v) * time.Microsecond); err != nil {
+			b.Fatal(err)
+		}
+		defer schedslice.Set(0)
 	}
 	var dets []plugintest.Detector
 	if len(names) > 0 {
@@ -189,6 +202,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	self0, kids0 := procCPU(writerPID, senderPID)
 	writerCPU0, senderCPU0 := pidCPU(writerPID), pidCPU(senderPID)
+	wait0, kwait0 := runDelay(writerPID, senderPID)
 	sys0, ksys0 := procSyscalls(writerPID, senderPID)
 	rd0, wr0, _ := procstat.Bytes(os.Getpid())
 	machine0 := machineCPU()
@@ -275,6 +289,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	}
 	self1, kids1 := procCPU(writerPID, senderPID)
 	writerCPU1, senderCPU1 := pidCPU(writerPID), pidCPU(senderPID)
+	wait1, kwait1 := runDelay(writerPID, senderPID)
 	sys1, ksys1 := procSyscalls(writerPID, senderPID)
 	rd1, wr1, _ := procstat.Bytes(os.Getpid())
 	machine1 := machineCPU()
@@ -334,6 +349,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(float64(ksys1-ksys0)/n, "plugin-syscalls/alert")
 	// Bytes through those syscalls: the stores' pages, the alert log's
 	// WAL and checkpoints, and the sockets.
+	// Time ready but waiting for a CPU (run-queue delay), summed over
+	// threads: what a hand-off between processes waits, besides steal.
+	b.ReportMetric(ms(wait1-wait0)/n, "host-runq-ms/alert")
+	b.ReportMetric(ms(kwait1-kwait0)/n, "plugin-runq-ms/alert")
 	b.ReportMetric(float64(rd1-rd0)/n/1024, "host-read-KiB/alert")
 	b.ReportMetric(float64(wr1-wr0)/n/1024, "host-write-KiB/alert")
 	b.ReportMetric(float64(stats1.EnrichCalls-stats0.EnrichCalls)/n, "grpc-enrich/alert")
@@ -797,6 +816,24 @@ func procSyscalls(skip ...int) (self, kids int64) {
 
 // peakRSS is VmHWM of this process and the sum over its children but
 // those skipped.
+// runDelay is how long the threads of this process and, separately, of
+// its children but those skipped waited for a CPU (procstat.RunDelay).
+func runDelay(skip ...int) (self, kids time.Duration) {
+	me := os.Getpid()
+	procstat.Each(func(pid, ppid int, _ []string, _ string) {
+		if slices.Contains(skip, pid) {
+			return
+		}
+		d, _ := procstat.RunDelay(pid)
+		if pid == me {
+			self += d
+		} else if ppid == me {
+			kids += d
+		}
+	})
+	return self, kids
+}
+
 func peakRSS(skip ...int) (self, kids int64) {
 	me := os.Getpid()
 	procstat.Each(func(pid, ppid int, _ []string, status string) {
