@@ -394,9 +394,11 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(float64(steal.Milliseconds()), "steal-ms")
 	cores := func(d time.Duration) float64 { return d.Seconds() / elapsed.Seconds() }
 	b.ReportMetric(cores(writerCPU1-writerCPU0), "writer-cores")
-	// A process's own account (/proc/<pid>/stat) is the time it held a
-	// CPU, steal included; the machine's (/proc/stat) leaves steal out, so
-	// "other" comes out low by the steal that fell on ours.
+	// The two accounts need not agree: a process's own (/proc/<pid>/stat)
+	// is scaled to the time the scheduler ran it, the machine's
+	// (/proc/stat) is sampled at timer ticks, which miss much of work done
+	// in short bursts between them. "other" often comes out near 0 while
+	// the writer and the sender report 0.13 cores between them.
 	logf("machine meanwhile: other processes used %.2f cores by the machine's account; by their own, the busy pool's writer %.2f and the alerts' sender %.2f (load average %s before, %s after); the hypervisor took %d ms from this VM's CPUs while they had work (steal time: stalls of whatever ran)",
 		max(0, cores(other)), cores(writerCPU1-writerCPU0), cores(senderCPU1-senderCPU0), load0, loadAvg(), steal.Milliseconds())
 }
