@@ -349,12 +349,12 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(float64(ksys1-ksys0)/n, "plugin-syscalls/alert")
 	// Bytes through those syscalls: the stores' pages, the alert log's
 	// WAL and checkpoints, and the sockets.
+	b.ReportMetric(float64(rd1-rd0)/n/1024, "host-read-KiB/alert")
+	b.ReportMetric(float64(wr1-wr0)/n/1024, "host-write-KiB/alert")
 	// Time ready but waiting for a CPU (run-queue delay), summed over
 	// threads: what a hand-off between processes waits, besides steal.
 	b.ReportMetric(ms(wait1-wait0)/n, "host-runq-ms/alert")
 	b.ReportMetric(ms(kwait1-kwait0)/n, "plugin-runq-ms/alert")
-	b.ReportMetric(float64(rd1-rd0)/n/1024, "host-read-KiB/alert")
-	b.ReportMetric(float64(wr1-wr0)/n/1024, "host-write-KiB/alert")
 	b.ReportMetric(float64(stats1.EnrichCalls-stats0.EnrichCalls)/n, "grpc-enrich/alert")
 	b.ReportMetric(float64(stats1.LineageCalls-stats0.LineageCalls)/n, "broker-calls/alert")
 	b.ReportMetric(float64(q1-q0)/n, "sql/alert")
@@ -682,10 +682,11 @@ func busyPool(b *testing.B, st *lineage.Store) (stop func() writerReport, pid in
 // busyPoolWarm is how many commits the writer makes back to back before
 // it says it is ready. A tracer that has run for a while has its page
 // cache (32 MiB) full; a fresh one fills it on its first few thousand VM
-// changes, each page a pread and a page fault, and in the first runs that
-// filling fell in the measured 10 s: the writer took 20-30% of a core
-// for 6 s, then 3%. 100 commits (5,000 VM changes) take it past that.
-// VMLINEAGE_BENCH_WRITER_WARM=N makes it N (0: the runs before 2026-12-04).
+// changes, each page a pread and a page fault, and before this warm-up
+// (2026-12-03) that filling fell in the measured 10 s: the writer used
+// 0.08 cores of the run instead of 0.04-0.05. 100 commits (5,000 VM
+// changes) take it past that. VMLINEAGE_BENCH_WRITER_WARM=N makes it N
+// (0: as before).
 const busyPoolWarm = 100
 
 // busyPoolChild is the writer process: it warms up, says "ready", commits
@@ -769,9 +770,7 @@ func procCPU(skip ...int) (self, kids time.Duration) {
 		if slices.Contains(skip, pid) {
 			return
 		}
-		u, _ := strconv.ParseInt(stat[11], 10, 64)
-		s, _ := strconv.ParseInt(stat[12], 10, 64)
-		d := time.Duration(u+s) * time.Second / 100 // USER_HZ is 100 on Linux
+		d := statCPU(stat)
 		switch {
 		case pid == me:
 			self += d
@@ -790,12 +789,17 @@ func pidCPU(pid int) (d time.Duration) {
 	}
 	procstat.Each(func(p, _ int, stat []string, _ string) {
 		if p == pid {
-			u, _ := strconv.ParseInt(stat[11], 10, 64)
-			s, _ := strconv.ParseInt(stat[12], 10, 64)
-			d = time.Duration(u+s) * time.Second / 100
+			d = statCPU(stat)
 		}
 	})
 	return d
+}
+
+// statCPU is utime+stime of /proc/<pid>/stat fields (after the command).
+func statCPU(stat []string) time.Duration {
+	u, _ := strconv.ParseInt(stat[11], 10, 64)
+	s, _ := strconv.ParseInt(stat[12], 10, 64)
+	return time.Duration(u+s) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
 // procSyscalls is the read and write syscalls of this process and,
@@ -816,8 +820,6 @@ func procSyscalls(skip ...int) (self, kids int64) {
 	return self, kids
 }
 
-// peakRSS is VmHWM of this process and the sum over its children but
-// those skipped.
 // runDelay is how long the threads of this process and, separately, of
 // its children but those skipped waited for a CPU (procstat.RunDelay).
 func runDelay(skip ...int) (self, kids time.Duration) {
@@ -836,6 +838,8 @@ func runDelay(skip ...int) (self, kids time.Duration) {
 	return self, kids
 }
 
+// peakRSS is VmHWM of this process and the sum over its children but
+// those skipped.
 func peakRSS(skip ...int) (self, kids int64) {
 	me := os.Getpid()
 	procstat.Each(func(pid, ppid int, _ []string, status string) {

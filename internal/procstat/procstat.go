@@ -48,40 +48,24 @@ func Each(fn func(pid, ppid int, stat []string, status string)) {
 // /proc/<pid>/io; ok is false when that cannot be read. Unlike CPU time it
 // does not drift with the machine's speed, so it compares runs exactly.
 func Syscalls(pid int) (reads, writes int64, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
-	if err != nil {
-		return 0, 0, false
-	}
-	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, found := strings.Cut(line, ":")
-		if !found {
-			continue
-		}
-		x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "syscr":
-			reads, n = x, n+1
-		case "syscw":
-			writes, n = x, n+1
-		}
-	}
-	return reads, writes, n == 2
+	return ioPair(pid, "syscr", "syscw")
 }
 
 // Bytes is how many bytes the process pid read and wrote through system
 // calls (rchar, wchar in /proc/<pid>/io: files, the page cache included,
 // and sockets alike); ok is false when that cannot be read.
 func Bytes(pid int) (read, written int64, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	return ioPair(pid, "rchar", "wchar")
+}
+
+// ioPair reads two counters of /proc/<pid>/io.
+func ioPair(pid int, ka, kb string) (a, b int64, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
 	if err != nil {
 		return 0, 0, false
 	}
 	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(string(data), "\n") {
 		k, v, found := strings.Cut(line, ":")
 		if !found {
 			continue
@@ -91,13 +75,13 @@ func Bytes(pid int) (read, written int64, ok bool) {
 			continue
 		}
 		switch k {
-		case "rchar":
-			read, n = x, n+1
-		case "wchar":
-			written, n = x, n+1
+		case ka:
+			a, n = x, n+1
+		case kb:
+			b, n = x, n+1
 		}
 	}
-	return read, written, n == 2
+	return a, b, n == 2
 }
 
 // RunDelay is how long the threads of process pid (those alive now) have

@@ -1,19 +1,5 @@
 //go:build linux
 
-// Package schedslice sets the scheduler time slice of this process's
-// threads (Linux 6.12 and later, EEVDF: the slice of a SCHED_OTHER task,
-// sched_attr.sched_runtime).
-//
-// EEVDF runs the task with the earliest virtual deadline, a task's
-// deadline being where it is plus its slice; a running task keeps the CPU
-// until its slice is used, unless a task woken with an earlier deadline
-// takes it. A short slice gives a task that wakes, does a little and
-// sleeps (an alert handed from one process to another) an early deadline,
-// so that it runs soon after it wakes instead of after whatever holds the
-// CPU used up its slice (1.4 ms on a 2-core machine by default, more on
-// larger ones). It costs more context switches to tasks that run long.
-// No privilege is needed; threads and processes started afterwards
-// inherit the slice.
 package schedslice
 
 import (
@@ -25,16 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// The kernel's bounds on a custom slice.
-const (
-	Min = 100 * time.Microsecond
-	Max = 100 * time.Millisecond
-)
-
-// ErrUnsupported is returned where the kernel keeps no custom slice
-// (before Linux 6.12): the call succeeds there and changes nothing.
-var ErrUnsupported = errors.New("schedslice: this kernel has no custom time slices (Linux 6.12 or later)")
 
 // Set gives every thread of this process the slice d (between Min and
 // Max), or the kernel's default again when d is 0. Threads the process
