@@ -64,16 +64,24 @@ func (b *Backend) CacheStats() (hits, misses int64) {
 
 // Fresh implements backend.Lineage: one PRAGMA data_version.
 func (b *Backend) Fresh(ctx context.Context) error {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return err
+	}
 	if b.cache == nil {
 		return nil
 	}
 	b.count(1)
-	_, err := b.cache.fresh(ctx)
+	_, err = b.cache.fresh(ctx)
 	return err
 }
 
 // FamilyOf implements backend.Lineage: from the cache, or one query.
 func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backend.Family, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var version int64
 	if b.cache != nil {
 		f := b.cache.get(uuid, true)
@@ -148,6 +156,20 @@ func (b *Backend) Close() error {
 }
 
 func (b *Backend) count(n int) { b.queries.Add(int64(n)) }
+
+// bounded is the context for one of the alert path's reads, which are
+// bounded (by key, or by a limit) and end soon on their own: ctx's values
+// without its end, once ctx is checked. Given a context that can end,
+// database/sql and the SQLite driver each start a goroutine per query to
+// watch it (the driver also sets SQLite's progress handler), two
+// goroutines for each of an alert's three or four queries, each waking an
+// idle processor. A context that has ended still stops the next read.
+func bounded(ctx context.Context) (context.Context, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
 
 // ToVM converts a store VM.
 func ToVM(v *lineage.VM) plugins.VM {
@@ -227,6 +249,10 @@ func (b *Backend) FamilyAt(ctx context.Context, uuid string, at time.Time, limit
 
 // AncestryAt implements backend.Lineage in one query.
 func (b *Backend) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]backend.Member, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count(1)
 	ms, err := b.st.AncestryAt(ctx, uuid, at)
 	if err != nil {
@@ -253,6 +279,10 @@ func (b *Backend) FamilyUUIDs(ctx context.Context, root string, limit int) ([]st
 
 // VMsAt implements backend.Lineage.
 func (b *Backend) VMsAt(ctx context.Context, uuids []string, at time.Time) ([]backend.Member, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count((len(uuids) + 255) / 256)
 	ms, err := b.st.StatesAtOf(ctx, uuids, at)
 	if err != nil {
@@ -263,6 +293,10 @@ func (b *Backend) VMsAt(ctx context.Context, uuids []string, at time.Time) ([]ba
 
 // RecordFacts implements backend.Lineage.
 func (b *Backend) RecordFacts(ctx context.Context, uuid string, since, until time.Time, limit int) ([]plugins.RecordFact, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count(1)
 	fs, err := b.st.RecordFactsOfVM(ctx, uuid, since, until, limit)
 	if err != nil {
@@ -277,6 +311,10 @@ func (b *Backend) RecordFacts(ctx context.Context, uuid string, since, until tim
 
 // StatesAt implements backend.Lineage.
 func (b *Backend) StatesAt(ctx context.Context, uuids []string, at time.Time) ([]plugins.VMState, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count((len(uuids) + 255) / 256)
 	ms, err := b.st.StatesAtOf(ctx, uuids, at)
 	if err != nil {
@@ -297,12 +335,20 @@ func (b *Backend) Records(ctx context.Context, q plugins.RecordQuery) ([]record.
 
 // RecordsOfVM implements backend.Lineage.
 func (b *Backend) RecordsOfVM(ctx context.Context, uuid string, since, until time.Time, limit int) ([]record.Record, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count(1)
 	return b.st.RecordsOfVM(ctx, uuid, since, until, limit)
 }
 
 // FindVMs implements backend.Lineage.
 func (b *Backend) FindVMs(ctx context.Context, kind, value string, at time.Time) ([]string, error) {
+	ctx, err := bounded(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b.count(1)
 	switch kind {
 	case backend.KindUUID:

@@ -1,0 +1,116 @@
+package storebackend
+
+import (
+	"context"
+	"errors"
+	"runtime/metrics"
+	"testing"
+	"time"
+
+	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/agent/backend"
+	"github.com/vmlineage/vmlineage/agent/lineage"
+)
+
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// The alert path's reads under a context that can end (the intake's)
+// start no goroutine per query to watch it, and a context that has ended
+// stops them before they query.
+func TestBoundedReads(t *testing.T) {
+	b, err := Open(alertstest.ThreatModel(t), lineage.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	at := alertstest.At(200)
+	vm1 := alertstest.VMUUID["vm1"]
+	read := func(ctx context.Context) error {
+		if err := b.Fresh(ctx); err != nil {
+			return err
+		}
+		if u, err := b.FindVMs(ctx, backend.KindIP, alertstest.VMIP["vm1"], at); err != nil || len(u) != 1 || u[0] != vm1 {
+			t.Fatalf("FindVMs: %v %v", u, err)
+		}
+		if _, err := b.RecordFacts(ctx, vm1, at.Add(-24*time.Hour), at, 100); err != nil {
+			return err
+		}
+		_, err := b.AncestryAt(ctx, vm1, at)
+		return err
+	}
+	if err := read(ctx); err != nil { // statements prepared, connections open
+		t.Fatal(err)
+	}
+	const rounds = 50
+	g0, q0 := goroutinesCreated(), b.Queries()
+	for i := 0; i < rounds; i++ {
+		if err := read(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Watching the context cost two goroutines a query: 8 a round.
+	if n, q := goroutinesCreated()-g0, b.Queries()-q0; n >= rounds {
+		t.Fatalf("%d goroutines started for %d reads", n, q)
+	}
+	cancel()
+	q1 := b.Queries()
+	for name, err := range map[string]error{
+		"Fresh":       b.Fresh(ctx),
+		"FindVMs":     second(b.FindVMs(ctx, backend.KindIP, alertstest.VMIP["vm1"], at)),
+		"FamilyOf":    second(b.FamilyOf(ctx, vm1, 100)),
+		"RecordFacts": second(b.RecordFacts(ctx, vm1, at.Add(-time.Hour), at, 100)),
+	} {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s after the context ended: %v, want context.Canceled", name, err)
+		}
+	}
+	if q := b.Queries(); q != q1 {
+		t.Fatalf("%d queries made after the context ended", q-q1)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+// BenchmarkAlertReads is the alert path's reads of one alert on a small
+// store (the threat model): what each costs beyond the store's pages,
+// under a context that can end, as the intake's does.
+func BenchmarkAlertReads(b *testing.B) {
+	bk, err := Open(alertstest.ThreatModel(b), lineage.ReaderOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bk.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	at := alertstest.At(200)
+	vm1 := alertstest.VMUUID["vm1"]
+	b.Run("Fresh", func(b *testing.B) {
+		g0 := goroutinesCreated()
+		for b.Loop() {
+			if err := bk.Fresh(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+	})
+	b.Run("FindVMs+RecordFacts+AncestryAt", func(b *testing.B) {
+		g0 := goroutinesCreated()
+		for b.Loop() {
+			if _, err := bk.FindVMs(ctx, backend.KindIP, alertstest.VMIP["vm1"], at); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bk.RecordFacts(ctx, vm1, at.Add(-24*time.Hour), at, 100); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bk.AncestryAt(ctx, vm1, at); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+	})
+}
