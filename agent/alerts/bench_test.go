@@ -65,7 +65,8 @@ import (
 // tail comes from; the target is with all three), VMLINEAGE_BENCH_SLICE_US
 // (a scheduler slice for the host and the detectors, in µs; default the
 // kernel's), VMLINEAGE_BENCH_WRITER_WARM (the busy pool writer's warm-up
-// commits). Besides the end-to-end
+// commits), VMLINEAGE_BENCH_WARMUP (alerts sent before the measured ones,
+// default benchWarmUpAlerts; 0 for none). Besides the end-to-end
 // figures it prints the p50/p99 of each phase as the agent's
 // alert_phase_seconds sees them (from Start, so without the time an alert
 // waited to be read).
@@ -710,7 +711,7 @@ const benchWarmUpAlerts = 2000
 
 // benchWarmUp sends n alerts through the syslog intake (whatever the run's
 // intake) from a sender process of their own, at the run's rate, of
-// families drawn apart from the measured ones, and logs their latency:
+// families drawn with a seed of their own, and logs their latency:
 // it is what a freshly started agent gives, and it is not counted.
 func benchWarmUp(b *testing.B, ctx context.Context, ord *Ordered, big alertstest.Big, n int, interval time.Duration, run int64, logf func(string, ...any)) {
 	rng := rand.New(rand.NewPCG(5, 6))
