@@ -533,6 +533,10 @@ func appendDocValue(b []byte, v any) ([]byte, bool) {
 		return jsonw.AppendString(b, v), true
 	case bool:
 		return strconv.AppendBool(b, v), true
+	case int: // a CEF alert's event.severity: without it every CEF document went through encoding/json
+		return strconv.AppendInt(b, int64(v), 10), true
+	case int64:
+		return strconv.AppendInt(b, v, 10), true
 	case json.Number:
 		if !isJSONNumber(string(v)) {
 			return b, false
