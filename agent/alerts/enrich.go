@@ -43,6 +43,7 @@ type Enricher struct {
 // Timing is how one alert went, for metrics: its outcome, and how long it
 // took in all and in each phase.
 type Timing struct {
+	AlertID string // the alert's ID (Alert.ID)
 	Outcome string // TimingMatched, TimingUnmatched or TimingFailed
 	// Total runs from Start to the enriched document: what the sender of
 	// the alert waits, queueing for a worker included.
@@ -174,7 +175,7 @@ func (j *Job) match(ctx context.Context) {
 // the enriched document (see Enrich). It may run on any goroutine.
 func (j *Job) Finish(ctx context.Context) ([]byte, error) {
 	e := j.e
-	var tm Timing
+	tm := Timing{AlertID: j.a.ID}
 	if e.Observe != nil {
 		tm.Queue = e.now().Sub(j.started)
 		defer func() {
