@@ -22,14 +22,8 @@ func goroutinesCreated() uint64 {
 // start no goroutine per query to watch it, and a context that has ended
 // stops them before they query.
 func TestBoundedReads(t *testing.T) {
-	b, err := Open(alertstest.ThreatModel(t), lineage.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	at := alertstest.At(200)
-	vm1 := alertstest.VMUUID["vm1"]
+	b, ctx, cancel := openForAlertReads(t)
+	at, vm1 := alertstest.At(200), alertstest.VMUUID["vm1"]
 	read := func(ctx context.Context) error {
 		if err := b.Fresh(ctx); err != nil {
 			return err
@@ -76,19 +70,25 @@ func TestBoundedReads(t *testing.T) {
 
 func second[T any](_ T, err error) error { return err }
 
+// openForAlertReads opens a backend on the threat model, closed at the
+// test's end, and a context that can end, as the intake's.
+func openForAlertReads(tb testing.TB) (*Backend, context.Context, context.CancelFunc) {
+	b, err := Open(alertstest.ThreatModel(tb), lineage.ReaderOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	return b, ctx, cancel
+}
+
 // BenchmarkAlertReads is the alert path's reads of one alert on a small
 // store (the threat model): what each costs beyond the store's pages,
 // under a context that can end, as the intake's does.
 func BenchmarkAlertReads(b *testing.B) {
-	bk, err := Open(alertstest.ThreatModel(b), lineage.ReaderOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bk.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	bk, ctx, cancel := openForAlertReads(b)
 	defer cancel()
-	at := alertstest.At(200)
-	vm1 := alertstest.VMUUID["vm1"]
+	at, vm1 := alertstest.At(200), alertstest.VMUUID["vm1"]
 	b.Run("Fresh", func(b *testing.B) {
 		g0 := goroutinesCreated()
 		for b.Loop() {
