@@ -145,13 +145,11 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	// Where each alert's time went (the agent's alert_phase_seconds).
 	var tmMu sync.Mutex
 	var timings []Timing
-	enricherTime := map[string]time.Duration{} // Start to out, by alert ID
 	measuring := false
 	e.Observe = func(tm Timing) {
 		tmMu.Lock()
 		if measuring {
 			timings = append(timings, tm)
-			enricherTime[tm.AlertID] = tm.Total
 		}
 		tmMu.Unlock()
 	}
@@ -332,6 +330,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	slices.Sort(fromDue)
 	tail := tailFigures(lat, interval, writer, start) + "; " + stallFigures(lat, sent, pauses, commits)
 	if src != nil {
+		enricherTime := make(map[string]time.Duration, len(timings)) // Start to out, by alert ID
+		for _, tm := range timings {
+			enricherTime[tm.AlertID] = tm.Total
+		}
 		inEnricher := make([]time.Duration, b.N)
 		for i := range inEnricher {
 			inEnricher[i] = -1
