@@ -394,6 +394,31 @@ type FamilyMember struct {
 // MaxSpans bounds the state spans FamilyHistory keeps per VM.
 const MaxSpans = 64
 
+// RootOf returns the root of uuid's family: its oldest ancestor in the
+// store, or uuid itself when it has none (the root FamilyHistory reads
+// from). ErrNotFound when uuid is unknown. A few primary-key lookups: the
+// alert path asks it before a family read so that reads of different
+// families need not take turns.
+func (s *Store) RootOf(ctx context.Context, uuid string) (string, error) {
+	st, err := s.prepared(ctx, `WITH RECURSIVE
+		  up(uuid, parent, depth) AS (
+		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
+		    UNION ALL
+		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<?2)
+		SELECT uuid FROM up ORDER BY depth DESC LIMIT 1`)
+	if err != nil {
+		return "", fmt.Errorf("lineage: root of %s: %w", uuid, err)
+	}
+	var root string
+	if err := st.QueryRowContext(ctx, uuid, maxDepth).Scan(&root); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("VM %s: %w", uuid, ErrNotFound)
+		}
+		return "", fmt.Errorf("lineage: root of %s: %w", uuid, err)
+	}
+	return root, nil
+}
+
 // FamilyHistory returns the whole family of uuid (root first, then every
 // descendant of the root, breadth first, each generation by first sighting)
 // with each member's state history, in one query; at most limit members

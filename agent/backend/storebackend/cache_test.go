@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
+	"github.com/vmlineage/vmlineage/agent/backend"
 	"github.com/vmlineage/vmlineage/agent/lineage"
 )
 
@@ -52,14 +53,14 @@ func TestLargeFamilyReadsWithoutTakingTurns(t *testing.T) {
 	}
 	defer b.Close()
 	ctx := context.Background()
-	if _, err := b.FamilyOf(ctx, alertstest.VMUUID["vm5"], 1000); err != nil {
-		t.Fatal(err)
+	f, err := b.FamilyOf(ctx, alertstest.VMUUID["vm5"], 1000)
+	if err != nil || f == nil {
+		t.Fatal(f, err)
 	}
 	b.cache.mu.Lock()
 	b.cache.clearLocked() // as a commit elsewhere would
 	b.cache.mu.Unlock()
-	b.cache.fill.Lock() // a read in flight that does not end
-	defer b.cache.fill.Unlock()
+	defer b.cache.fillFor(f.Root)() // a read of the family in flight that does not end
 	done := make(chan error, 1)
 	go func() {
 		f, err := b.FamilyOf(ctx, alertstest.VMUUID["vm1"], 1000)
@@ -75,5 +76,98 @@ func TestLargeFamilyReadsWithoutTakingTurns(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("a large family's read waited for the read ahead")
+	}
+}
+
+// Reads of different families do not take turns: a family read in flight
+// that does not end holds up only the reads of its own family.
+func TestFamiliesReadSideBySide(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	const loner = "99999999-0000-4000-8000-000000000099"
+	if err := st.Update(context.Background(), func(tx *lineage.Tx) error {
+		return tx.PutVM(&lineage.VM{UUID: loner, Name: "loner", PowerState: "Running", FirstSeen: alertstest.At(0), LastSeen: alertstest.At(0)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(st, lineage.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if err := b.Fresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	root, err := st.RootOf(ctx, alertstest.VMUUID["vm5"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := b.cache.fillFor(root) // the threat model's family, read by an alert that does not finish
+	type result struct {
+		f   *backend.Family
+		err error
+	}
+	read := func(uuid string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			f, err := b.FamilyOf(ctx, uuid, 1000)
+			ch <- result{f, err}
+		}()
+		return ch
+	}
+	other, same := read(loner), read(alertstest.VMUUID["vm1"])
+	select {
+	case r := <-other:
+		if r.err != nil || r.f == nil || r.f.Root != loner || len(r.f.Members) != 1 {
+			t.Fatalf("family of the loner: %+v, %v", r.f, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read of another family waited for the read in flight")
+	}
+	select {
+	case r := <-same:
+		t.Fatalf("a read of the family in flight did not wait for it: %+v, %v", r.f, r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	stuck()
+	select {
+	case r := <-same:
+		if r.err != nil || r.f == nil || r.f.Root != root || r.f.Member(alertstest.VMUUID["vm1"]) == nil {
+			t.Fatalf("family of vm1: %+v, %v", r.f, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read of the family did not go on after the read ahead ended")
+	}
+	b.cache.mu.Lock()
+	left := len(b.cache.filling)
+	b.cache.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d turn entries left after every read ended", left)
+	}
+}
+
+// RootOf names the root a family read starts from: the same for every
+// member, the root itself for the root, and ErrNotFound for a VM the store
+// does not know.
+func TestRootOf(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	b, err := Open(st, lineage.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	f, err := b.FamilyOf(ctx, alertstest.VMUUID["vm3"], 1000)
+	if err != nil || f == nil {
+		t.Fatal(f, err)
+	}
+	for _, m := range f.Members {
+		root, err := st.RootOf(ctx, m.UUID)
+		if err != nil || root != f.Root {
+			t.Errorf("root of %s (%s): %q, %v; want %s", m.Name, m.UUID, root, err, f.Root)
+		}
+	}
+	if _, err := st.RootOf(ctx, "00000000-0000-4000-8000-00000000dead"); !errors.Is(err, lineage.ErrNotFound) {
+		t.Errorf("root of an unknown VM: %v, want ErrNotFound", err)
 	}
 }

@@ -83,11 +83,17 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 		return nil, err
 	}
 	var version int64
+	from := uuid // where the family read starts: the root, once known
 	if b.cache != nil {
 		f := b.cache.get(uuid, true)
 		if f == nil && !b.cache.isLarge(uuid) {
-			b.cache.fill.Lock()
-			defer b.cache.fill.Unlock()
+			b.count(1)
+			root, err := b.st.RootOf(ctx, uuid)
+			if err != nil {
+				return nil, notFound(err)
+			}
+			defer b.cache.fillFor(root)()
+			from = root
 			f = b.cache.get(uuid, true) // read meanwhile by the alert ahead
 		}
 		if f != nil {
@@ -108,7 +114,13 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 	if b.cache != nil {
 		max = CacheVMs
 	}
-	ms, truncated, err := b.st.FamilyHistory(ctx, uuid, max)
+	ms, truncated, err := b.st.FamilyHistory(ctx, from, max)
+	if err == nil && from != uuid && !truncated && !hasMember(ms, uuid) {
+		// The tree changed between the two reads (uuid was linked to
+		// another parent): read its family as it is now.
+		b.count(1)
+		ms, truncated, err = b.st.FamilyHistory(ctx, uuid, max)
+	}
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -138,6 +150,15 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 		return nil, nil
 	}
 	return f, nil
+}
+
+func hasMember(ms []lineage.FamilyMember, uuid string) bool {
+	for i := range ms {
+		if ms[i].UUID == uuid {
+			return true
+		}
+	}
+	return false
 }
 
 // Queries is how many SQL queries the backend made.
