@@ -394,11 +394,13 @@ type FamilyMember struct {
 // MaxSpans bounds the state spans FamilyHistory keeps per VM.
 const MaxSpans = 64
 
-// RootOf returns the root of uuid's family: its oldest ancestor in the
-// store, or uuid itself when it has none (the root FamilyHistory reads
-// from). ErrNotFound when uuid is unknown. A few primary-key lookups: the
-// alert path asks it before a family read so that reads of different
-// families need not take turns.
+// RootOf returns the root of uuid's family as FamilyHistory finds it: the
+// topmost ancestor reachable through parents present in the store, or
+// uuid itself when it has none. ErrNotFound when uuid is unknown. One
+// primary-key lookup per generation: the alert path asks it before a
+// family read so that reads of different families need not take turns.
+// (Only a corrupt, cyclic parent chain makes it walk to maxDepth, and then
+// the member of the cycle it names is arbitrary.)
 func (s *Store) RootOf(ctx context.Context, uuid string) (string, error) {
 	st, err := s.prepared(ctx, `WITH RECURSIVE
 		  up(uuid, parent, depth) AS (

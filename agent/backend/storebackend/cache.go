@@ -134,7 +134,7 @@ func (c *famCache) fillFor(root string) (done func()) {
 }
 
 // largeFamily is the size above which a family is read without taking
-// turns (fill); maxLarge bounds the members remembered as such.
+// turns (fillFor); maxLarge bounds the members remembered as such.
 var largeFamily = 1000
 
 const maxLarge = 200000

@@ -102,7 +102,10 @@ func TestFamiliesReadSideBySide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stuck := b.cache.fillFor(root) // the threat model's family, read by an alert that does not finish
+	var once sync.Once
+	end := b.cache.fillFor(root) // the threat model's family, read by an alert that does not finish
+	stuck := func() { once.Do(end) }
+	defer stuck()
 	type result struct {
 		f   *backend.Family
 		err error
@@ -169,5 +172,43 @@ func TestRootOf(t *testing.T) {
 	}
 	if _, err := st.RootOf(ctx, "00000000-0000-4000-8000-00000000dead"); !errors.Is(err, lineage.ErrNotFound) {
 		t.Errorf("root of an unknown VM: %v, want ErrNotFound", err)
+	}
+}
+
+// A VM moved to another family between a miss's RootOf and its family
+// read is not in the family read from the old root: its family is read
+// again, as it is now.
+func TestFamilyOfAfterAMove(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	ctx := context.Background()
+	const loner, drifter = "99999999-0000-4000-8000-000000000099", "88888888-0000-4000-8000-000000000088"
+	put := func(v lineage.VM) {
+		t.Helper()
+		if err := st.Update(ctx, func(tx *lineage.Tx) error { return tx.PutVM(&v) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(lineage.VM{UUID: loner, Name: "loner", FirstSeen: alertstest.At(0), LastSeen: alertstest.At(0)})
+	put(lineage.VM{UUID: drifter, Name: "drifter", ParentUUID: loner, ParentVia: "clone", FirstSeen: alertstest.At(1), LastSeen: alertstest.At(1)})
+	origin, err := st.RootOf(ctx, alertstest.VMUUID["vm1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(st, lineage.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	defer func() { afterRootOf = nil }()
+	afterRootOf = func() {
+		afterRootOf = nil
+		put(lineage.VM{UUID: drifter, Name: "drifter", ParentUUID: origin, ParentVia: "clone", FirstSeen: alertstest.At(1), LastSeen: alertstest.At(1)})
+	}
+	f, err := b.FamilyOf(ctx, drifter, 1000)
+	if err != nil || f == nil {
+		t.Fatal(f, err)
+	}
+	if f.Root != origin || f.Member(drifter) == nil {
+		t.Fatalf("family of the moved VM: root %s, %d members (drifter in it: %v); want the family of %s with it", f.Root, len(f.Members), f.Member(drifter) != nil, origin)
 	}
 }

@@ -76,7 +76,10 @@ func (b *Backend) Fresh(ctx context.Context) error {
 	return err
 }
 
-// FamilyOf implements backend.Lineage: from the cache, or one query.
+// FamilyOf implements backend.Lineage: from the cache, or on a miss the
+// family's root (RootOf) and then the family read from it, in turn with
+// other reads of that family (a member of a family known to be large:
+// the family read alone, without turns).
 func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backend.Family, error) {
 	ctx, err := bounded(ctx)
 	if err != nil {
@@ -91,6 +94,9 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 			root, err := b.st.RootOf(ctx, uuid)
 			if err != nil {
 				return nil, notFound(err)
+			}
+			if afterRootOf != nil {
+				afterRootOf()
 			}
 			defer b.cache.fillFor(root)()
 			from = root
@@ -151,6 +157,10 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 	}
 	return f, nil
 }
+
+// afterRootOf, when set (tests), runs between a miss's RootOf and its
+// family read.
+var afterRootOf func()
 
 func hasMember(ms []lineage.FamilyMember, uuid string) bool {
 	for i := range ms {
