@@ -394,6 +394,14 @@ type FamilyMember struct {
 // MaxSpans bounds the state spans FamilyHistory keeps per VM.
 const MaxSpans = 64
 
+// upToRoot walks from ?1 up its parents present in the store (at most ?2
+// generations); its deepest row is the family's root, for RootOf and
+// FamilyHistory alike.
+const upToRoot = `up(uuid, parent, depth) AS (
+		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
+		    UNION ALL
+		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<?2)`
+
 // RootOf returns the root of uuid's family as FamilyHistory finds it: the
 // topmost ancestor reachable through parents present in the store, or
 // uuid itself when it has none. ErrNotFound when uuid is unknown. One
@@ -402,11 +410,7 @@ const MaxSpans = 64
 // (Only a corrupt, cyclic parent chain makes it walk to maxDepth, and then
 // the member of the cycle it names is arbitrary.)
 func (s *Store) RootOf(ctx context.Context, uuid string) (string, error) {
-	st, err := s.prepared(ctx, `WITH RECURSIVE
-		  up(uuid, parent, depth) AS (
-		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
-		    UNION ALL
-		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<?2)
+	st, err := s.prepared(ctx, `WITH RECURSIVE `+upToRoot+`
 		SELECT uuid FROM up ORDER BY depth DESC LIMIT 1`)
 	if err != nil {
 		return "", fmt.Errorf("lineage: root of %s: %w", uuid, err)
@@ -427,11 +431,7 @@ func (s *Store) RootOf(ctx context.Context, uuid string) (string, error) {
 // are kept (limit > 0), and more is reported as truncated. ErrNotFound when
 // uuid is unknown.
 func (s *Store) FamilyHistory(ctx context.Context, uuid string, limit int) (members []FamilyMember, truncated bool, err error) {
-	st, err := s.prepared(ctx, `WITH RECURSIVE
-		  up(uuid, parent, depth) AS (
-		    SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
-		    UNION ALL
-		    SELECT v.uuid, v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.parent WHERE up.parent<>'' AND up.depth<?2),
+	st, err := s.prepared(ctx, `WITH RECURSIVE `+upToRoot+`,
 		  root(uuid) AS (SELECT uuid FROM up ORDER BY depth DESC LIMIT 1),
 		  down(uuid, depth) AS (
 		    SELECT uuid, 0 FROM root

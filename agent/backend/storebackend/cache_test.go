@@ -12,18 +12,26 @@ import (
 	"github.com/vmlineage/vmlineage/agent/lineage"
 )
 
+// openBackend opens a backend on st, closed when the test ends, with its
+// cache at the store's current version.
+func openBackend(tb testing.TB, st *lineage.Store) *Backend {
+	tb.Helper()
+	b, err := Open(st, lineage.ReaderOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	if err := b.Fresh(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // The alerts of one family arriving together read it once: those behind
 // the first wait for its read and find the family in the cache.
 func TestFamilyReadOnceForABurst(t *testing.T) {
-	b, err := Open(alertstest.ThreatModel(t), lineage.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBackend(t, alertstest.ThreatModel(t))
 	ctx := context.Background()
-	if err := b.Fresh(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
 	for _, vm := range []string{"vm1", "vm2", "vm3", "vm4", "vm5", "vm1", "vm2", "vm3"} {
 		wg.Add(1)
@@ -89,15 +97,8 @@ func TestFamiliesReadSideBySide(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := Open(st, lineage.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBackend(t, st)
 	ctx := context.Background()
-	if err := b.Fresh(ctx); err != nil {
-		t.Fatal(err)
-	}
 	root, err := st.RootOf(ctx, alertstest.VMUUID["vm5"])
 	if err != nil {
 		t.Fatal(err)
@@ -155,11 +156,7 @@ func TestFamiliesReadSideBySide(t *testing.T) {
 func TestRootOf(t *testing.T) {
 	st := alertstest.ThreatModel(t)
 	ctx := context.Background()
-	b, err := Open(st, lineage.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBackend(t, st)
 	f, err := b.FamilyOf(ctx, alertstest.VMUUID["vm3"], 1000)
 	if err != nil || f == nil {
 		t.Fatal(f, err)
@@ -194,11 +191,7 @@ func TestFamilyOfAfterAMove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Open(st, lineage.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBackend(t, st)
 	defer func() { afterRootOf = nil }()
 	afterRootOf = func() {
 		afterRootOf = nil
