@@ -193,9 +193,35 @@ func TestAuditLogSinceAuthAndArchives(t *testing.T) {
 			t.Errorf("line %s before since %s", l.Stamp, since)
 		}
 	}
-	// Archives come first, oldest first, then the live file.
+	// Archives come first, oldest first, then the live file. A poll's own
+	// line is written after its answer has gone (Rbac.check runs the
+	// handler first), so a client can poll again before it is there: wait
+	// for the lines of the polls made so far before each step.
+	awaitPollLines := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c := 0
+			for _, gen := range s.audit.snapshot("fin1") {
+				for _, l := range gen {
+					if strings.Contains(l, "|handler:http/get_audit_log ") {
+						c++
+					}
+				}
+			}
+			if c >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d poll lines in the audit log after 10 s, want %d", c, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	awaitPollLines(2)
 	s.RotateAudit("fin1", true)
 	_, afterRot := getAudit(t, s.URL(), sess, nil)
+	awaitPollLines(3)
 	s.RotateAudit("fin1", false)
 	_, after2 := getAudit(t, s.URL(), sess, nil)
 	if len(after2) != len(afterRot)+1 {
