@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"github.com/vmlineage/vmlineage/agent/backend"
-	"github.com/vmlineage/vmlineage/agent/lineage"
 )
 
 func goroutinesCreated() uint64 {
@@ -73,11 +72,7 @@ func second[T any](_ T, err error) error { return err }
 // openForAlertReads opens a backend on the threat model, closed at the
 // test's end, and a context that can end, as the intake's.
 func openForAlertReads(tb testing.TB) (*Backend, context.Context, context.CancelFunc) {
-	b, err := Open(alertstest.ThreatModel(tb), lineage.ReaderOptions{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { b.Close() })
+	b := openBackend(tb, alertstest.ThreatModel(tb))
 	ctx, cancel := context.WithCancel(context.Background())
 	return b, ctx, cancel
 }
