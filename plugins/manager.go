@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vmlineage/vmlineage/agent/record"
+	"github.com/vmlineage/vmlineage/internal/gopool"
 )
 
 // Config is the host side's view of the detectors.
@@ -166,6 +167,10 @@ type Manager struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
+	// pool makes the calls to all detectors but one (the caller's
+	// goroutine makes the last) on kept goroutines, whose stacks are grown
+	// for protobuf's encoding already (see gopool).
+	pool gopool.Pool
 
 	enrichCalls, enrichSkipped, recordCalls, recordSkipped atomic.Int64
 	enrichFailed                                           atomic.Int64
@@ -283,6 +288,7 @@ func (m *Manager) Close() {
 			}
 		}
 		wg.Wait()
+		m.pool.Close()
 	})
 }
 
@@ -410,10 +416,10 @@ func (m *Manager) each(ctx context.Context, name string, skip func(*DetectorClie
 			break
 		}
 		wg.Add(1)
-		go func() {
+		m.pool.Go(func() {
 			defer wg.Done()
 			out[j.i] = j.r.call(ctx, name, j.d, call)
-		}()
+		})
 	}
 	wg.Wait()
 	for i := range out {

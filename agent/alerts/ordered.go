@@ -3,6 +3,8 @@ package alerts
 import (
 	"context"
 	"sync"
+
+	"github.com/vmlineage/vmlineage/internal/gopool"
 )
 
 // DefaultWorkers is how many alerts an Ordered enriches at once when not
@@ -31,6 +33,9 @@ type Ordered struct {
 	queue chan *orderedItem
 	done  chan struct{}
 	gos   sync.WaitGroup // Go's alerts under way
+	// pool runs Finish on kept goroutines: a new goroutine per alert grew
+	// its stack for SQLite's code on every alert (see gopool).
+	pool gopool.Pool
 	// mu guards closed; Submit holds it shared while it enqueues, so that
 	// Close never closes the queue under a sender.
 	mu     sync.RWMutex
@@ -74,13 +79,13 @@ func (o *Ordered) Submit(ctx context.Context, a *Alert, then func(js []byte, err
 	o.sem <- struct{}{}
 	j.Admit() // in arrival order, as Start (see alertLog.begin)
 	o.mu.RUnlock()
-	go func() {
+	o.pool.Go(func() {
 		defer func() {
 			<-o.sem
 			close(it.ready)
 		}()
 		it.js, it.err = j.Finish(ctx)
-	}()
+	})
 }
 
 // Go is Submit for an intake whose results need no order (the syslog
@@ -100,12 +105,12 @@ func (o *Ordered) Go(ctx context.Context, a *Alert, then func(js []byte, err err
 	j.Admit() // in arrival order, as Start (see alertLog.begin)
 	o.gos.Add(1)
 	o.mu.RUnlock()
-	go func() {
+	o.pool.Go(func() {
 		defer o.gos.Done()
 		js, err := j.Finish(ctx)
 		<-o.sem
 		then(js, err)
-	}()
+	})
 }
 
 // Busy is how many alerts are being enriched right now (at most the
@@ -135,6 +140,7 @@ func (o *Ordered) Close() {
 	o.mu.Unlock()
 	<-o.done
 	o.gos.Wait()
+	o.pool.Close()
 }
 
 func (o *Ordered) emit() {
