@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -205,7 +204,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	runtime.GC()
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	gor0 := goroutinesCreated()
+	gor0 := procstat.GoroutinesCreated()
 	senderPID := 0
 	if src != nil {
 		senderPID = src.pid
@@ -305,7 +304,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	machine1 := machineCPU()
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
-	gor1 := goroutinesCreated()
+	gor1 := procstat.GoroutinesCreated()
 	stats1, q1 := m.Stats(), svc.Queries()
 	var hits1, misses1 int64
 	if c, ok := svc.Backend().(cacheStats); ok {
@@ -427,14 +426,6 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	// the writer and the sender report 0.13 cores between them.
 	logf("machine meanwhile: other processes used %.2f cores by the machine's account; by their own, the busy pool's writer %.2f and the alerts' sender %.2f (load average %s before, %s after); the hypervisor took %d ms from this VM's CPUs while they had work (steal time: stalls of whatever ran)",
 		max(0, cores(other)), cores(writerCPU1-writerCPU0), cores(senderCPU1-senderCPU0), load0, loadAvg(), steal.Milliseconds())
-}
-
-// goroutinesCreated is how many goroutines the process has started: each
-// start that finds a processor idle wakes a thread for it.
-func goroutinesCreated() uint64 {
-	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

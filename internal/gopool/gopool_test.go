@@ -3,18 +3,13 @@ package gopool
 import (
 	"os"
 	"os/exec"
-	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-func created() uint64 {
-	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
+	"github.com/vmlineage/vmlineage/internal/procstat"
+)
 
 // One job after another: the goroutine that ran a job runs the next, so
 // a thousand jobs start a handful of goroutines, not a thousand.
@@ -25,13 +20,13 @@ func TestJobsReuseGoroutines(t *testing.T) {
 	p.Go(func() { done <- struct{}{} }) // starts ants's housekeeping
 	<-done
 	time.Sleep(10 * time.Millisecond) // the worker goes back to the pool
-	before := created()
+	before := procstat.GoroutinesCreated()
 	const n = 1000
 	for i := 0; i < n; i++ {
 		p.Go(func() { done <- struct{}{} })
 		<-done
 	}
-	if got := created() - before; got > 20 {
+	if got := procstat.GoroutinesCreated() - before; got > 20 {
 		t.Fatalf("%d jobs one after another started %d goroutines, want a few", n, got)
 	}
 }

@@ -1,10 +1,12 @@
 // Package procstat reads /proc for the benchmarks: the CPU time and peak
 // memory of the test process and of the processes it started (detectors,
-// a writer), which the Go runtime does not report.
+// a writer), which the Go runtime does not report; and, from the runtime,
+// how many goroutines this process has started.
 package procstat
 
 import (
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -110,4 +112,12 @@ func RunDelay(pid int) (d time.Duration, ok bool) {
 		ok = true
 	}
 	return d, ok
+}
+
+// GoroutinesCreated is how many goroutines this process has started: each
+// start that finds a processor idle wakes a thread for it.
+func GoroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

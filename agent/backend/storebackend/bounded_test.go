@@ -3,19 +3,13 @@ package storebackend
 import (
 	"context"
 	"errors"
-	"runtime/metrics"
 	"testing"
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"github.com/vmlineage/vmlineage/agent/backend"
+	"github.com/vmlineage/vmlineage/internal/procstat"
 )
-
-func goroutinesCreated() uint64 {
-	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
 
 // The alert path's reads under a context that can end (the intake's)
 // start no goroutine per query to watch it, and a context that has ended
@@ -40,14 +34,14 @@ func TestBoundedReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	const rounds = 50
-	g0, q0 := goroutinesCreated(), b.Queries()
+	g0, q0 := procstat.GoroutinesCreated(), b.Queries()
 	for i := 0; i < rounds; i++ {
 		if err := read(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Watching the context cost two goroutines a query: 8 a round.
-	if n, q := goroutinesCreated()-g0, b.Queries()-q0; n >= rounds {
+	if n, q := procstat.GoroutinesCreated()-g0, b.Queries()-q0; n >= rounds {
 		t.Fatalf("%d goroutines started for %d reads", n, q)
 	}
 	cancel()
@@ -85,16 +79,16 @@ func BenchmarkAlertReads(b *testing.B) {
 	defer cancel()
 	at, vm1 := alertstest.At(200), alertstest.VMUUID["vm1"]
 	b.Run("Fresh", func(b *testing.B) {
-		g0 := goroutinesCreated()
+		g0 := procstat.GoroutinesCreated()
 		for b.Loop() {
 			if err := bk.Fresh(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+		b.ReportMetric(float64(procstat.GoroutinesCreated()-g0)/float64(b.N), "goroutines/op")
 	})
 	b.Run("FindVMs+RecordFacts+AncestryAt", func(b *testing.B) {
-		g0 := goroutinesCreated()
+		g0 := procstat.GoroutinesCreated()
 		for b.Loop() {
 			if _, err := bk.FindVMs(ctx, backend.KindIP, alertstest.VMIP["vm1"], at); err != nil {
 				b.Fatal(err)
@@ -106,6 +100,6 @@ func BenchmarkAlertReads(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+		b.ReportMetric(float64(procstat.GoroutinesCreated()-g0)/float64(b.N), "goroutines/op")
 	})
 }
