@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,7 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 		max = CacheVMs
 	}
 	ms, truncated, err := b.st.FamilyHistory(ctx, from, max)
-	if err == nil && from != uuid && !truncated && !hasMember(ms, uuid) {
+	if err == nil && from != uuid && !truncated && !slices.ContainsFunc(ms, func(m lineage.FamilyMember) bool { return m.UUID == uuid }) {
 		// The tree changed between the two reads (uuid was linked to
 		// another parent): read its family as it is now.
 		b.count(1)
@@ -161,15 +162,6 @@ func (b *Backend) FamilyOf(ctx context.Context, uuid string, limit int) (*backen
 // afterRootOf, when set (tests), runs between a miss's RootOf and its
 // family read.
 var afterRootOf func()
-
-func hasMember(ms []lineage.FamilyMember, uuid string) bool {
-	for i := range ms {
-		if ms[i].UUID == uuid {
-			return true
-		}
-	}
-	return false
-}
 
 // Queries is how many SQL queries the backend made.
 func (b *Backend) Queries() int64 { return b.queries.Load() }
