@@ -105,6 +105,11 @@ type alertLog struct {
 	dataVersion int64
 	tailRowid   int64          // alert_vms rows up to this one are in idx
 	ownRowids   map[int64]bool // rows this process wrote after tailRowid
+
+	ret       atomic.Pointer[Retention] // nil: keep every alert
+	pruned    atomic.Int64              // alerts retention deleted
+	pruneNow  atomic.Bool               // a new bound: the idle writer prunes at once
+	lastPrune time.Time                 // of the idle writer; run only
 }
 
 // pending is an alert not yet committed.
@@ -458,6 +463,14 @@ func (l *alertLog) run() {
 				}
 				l.writeMu.Unlock()
 			}
+			if l.pruneNow.Swap(false) || time.Since(l.lastPrune) >= pruneIdleEvery {
+				l.lastPrune = time.Now()
+				l.writeMu.Lock()
+				if err := l.pruneIdle(context.Background()); err != nil {
+					l.log.Warn("alert retention", "error", err)
+				}
+				l.writeMu.Unlock()
+			}
 			continue
 		}
 		if n < lingerBatch && !closed {
@@ -499,7 +512,7 @@ func (l *alertLog) write(batch []*pending) {
 		}
 		l.mu.Unlock()
 		began := time.Now()
-		again, err := l.commit(batch, gen)
+		again, gone, err := l.commit(batch, gen)
 		took := time.Since(began)
 		l.mu.Lock()
 		if took >= slowCommit {
@@ -518,6 +531,9 @@ func (l *alertLog) write(batch []*pending) {
 				for _, vm := range p.vms {
 					l.idx.remove(vm, p.at)
 				}
+			}
+			if err == nil {
+				l.dropIndexed(gone)
 			}
 			l.mu.Unlock()
 			if err != nil {
@@ -587,12 +603,13 @@ func (l *alertLog) forget(p *pending) {
 }
 
 // commit writes the batch in one transaction; again lists its alerts the
-// log held before (re-sent ones).
-func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err error) {
+// log held before (re-sent ones), gone the alert_vms rows retention
+// deleted in it (before the inserts, so that they reuse the freed pages).
+func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone []vmAt, err error) {
 	ctx := context.Background()
 	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer tx.Rollback()
 	own := map[int64]bool{}
@@ -601,22 +618,26 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,?,?,?)
 		ON CONFLICT(id) DO NOTHING`)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	insVM, err := l.txStmt(ctx, tx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	upd, err := l.txStmt(ctx, tx, "UPDATE alerts SET enriched=? WHERE id=?")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mark, err := l.txStmt(ctx, tx, "INSERT INTO alert_log_state(id,gen) VALUES(1,?) ON CONFLICT(id) DO UPDATE SET gen=excluded.gen")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := mark.ExecContext(ctx, int64(gen)); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	pruned, gone, err := l.prune(ctx, tx, l.retention(), time.Now(), len(batch), len(batch)+pruneSlack)
+	if err != nil {
+		return nil, nil, fmt.Errorf("retention: %w", err)
 	}
 	n := 0
 	for _, p := range batch {
@@ -628,7 +649,7 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 		n++
 		res, err := ins.ExecContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, r.json, enriched)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var seq int64
 		changed, err := res.RowsAffected()
@@ -636,14 +657,14 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 			seq, err = res.LastInsertId()
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if changed == 0 {
 			// Stored before (a re-sent alert): counted once, its enriched
 			// form refreshed.
 			n++
 			if _, err := upd.ExecContext(ctx, enriched, r.id); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			again = append(again, p)
 			continue
@@ -652,7 +673,7 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 			n++
 			res, err := insVM.ExecContext(ctx, seq, v.UUID, r.timeMS, v.Field, v.Value)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if id, err := res.LastInsertId(); err == nil {
 				own[id] = true
@@ -661,12 +682,13 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, err e
 	}
 	l.queries.Add(int64(n + 3))
 	if err := tx.Commit(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for id := range own {
 		l.ownRowids[id] = true
 	}
-	return again, nil
+	l.pruned.Add(int64(pruned))
+	return again, gone, nil
 }
 
 // flush returns once the alerts finished before it are written.

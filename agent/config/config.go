@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,6 +142,10 @@ type Alerts struct {
 	SyslogListen string `yaml:"syslog_listen" help:"host:port for CEF alerts over syslog, UDP and TCP (empty: off)"`
 	HTTPListen   string `yaml:"http_listen" help:"host:port for POST /v1/alerts with ECS JSON alerts (empty: off)"`
 	TokenFile    string `yaml:"token_file" help:"file holding the bearer token POST /v1/alerts requires"`
+	// The alert log (alerts.db beside the store) keeps the alerts received
+	// in the last Retention, at most MaxAlerts of them; 0 sets no bound.
+	Retention Duration `yaml:"retention" help:"how long the alert log keeps an alert after receiving it (e.g. 90d; 0: forever)"`
+	MaxAlerts int64    `yaml:"max_alerts" help:"most alerts the alert log keeps, the oldest go first (0: no bound)"`
 }
 
 // Output is one destination of lifecycle records. Each has its own durable
@@ -224,6 +229,7 @@ func Default() Config {
 			EventTimeout: Duration(30 * time.Second), CallTimeout: Duration(60 * time.Second),
 			MaxResponseBytes: 64 << 20, BackoffMax: Duration(60 * time.Second)},
 		Detectors: Detectors{CallTimeout: Duration(2 * time.Second)},
+		Alerts:    Alerts{Retention: Duration(90 * 24 * time.Hour), MaxAlerts: 2_000_000},
 		Lineage:   Lineage{Backend: LineageStore},
 		LogSource: LogSource{Poll: Duration(time.Second), FailoverAfter: Duration(30 * time.Second), IdleTimeout: Duration(10 * time.Minute)},
 		Audit:     Audit{Source: "off", Poll: Duration(time.Minute)},
@@ -237,7 +243,8 @@ type Duration time.Duration
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// UnmarshalYAML parses "30s", "5m", or a number of seconds.
+// UnmarshalYAML parses "30s", "5m", "90d" (days of 24 h), or a number of
+// seconds.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := parseDuration(n.Value)
 	if err != nil {
@@ -254,11 +261,18 @@ func parseDuration(s string) (time.Duration, error) {
 	if v, err := time.ParseDuration(s); err == nil {
 		return v, nil
 	}
-	var secs float64
-	if _, err := fmt.Sscanf(s, "%g", &secs); err == nil && !strings.ContainsAny(s, " \t") {
+	// Days, which time.ParseDuration lacks: retention is said in days.
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.ParseFloat(d, 64); err == nil && n >= 0 && n < 100*365 && !strings.ContainsAny(d, " \t") {
+			return time.Duration(n * float64(24*time.Hour)), nil
+		}
+	}
+	// A bare number is seconds. ParseFloat takes the whole text: Sscanf
+	// read "90x" as 90 s (and, before days were parsed, "90d" too).
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
 		return time.Duration(secs * float64(time.Second)), nil
 	}
-	return 0, fmt.Errorf("invalid duration %q (want e.g. 30s, 5m)", s)
+	return 0, fmt.Errorf("invalid duration %q (want e.g. 30s, 5m, 90d)", s)
 }
 
 // Load reads a YAML file over the defaults. Unknown keys and wrong types are
@@ -341,6 +355,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Alerts.HTTPListen != "" && c.Alerts.TokenFile == "" {
 		errs = append(errs, errors.New("alerts.token_file: POST /v1/alerts needs a bearer token"))
+	}
+	// An hour at least: the detectors count alerts over windows (24 h by
+	// default), and alerts deleted stop counting.
+	if r := c.Alerts.Retention.D(); r < 0 || (r > 0 && r < time.Hour) {
+		errs = append(errs, fmt.Errorf("alerts.retention: %s is not 0 (keep forever) or at least 1h", r))
+	}
+	if c.Alerts.MaxAlerts < 0 {
+		errs = append(errs, fmt.Errorf("alerts.max_alerts: %d is below 0 (0: no bound)", c.Alerts.MaxAlerts))
 	}
 	switch c.Lineage.Backend {
 	case LineageStore:

@@ -123,3 +123,40 @@ func TestLineageBackend(t *testing.T) {
 		t.Errorf("flags: %+v %v", cfg.Lineage, err)
 	}
 }
+
+// Durations in days (alerts.retention) and bare seconds; a number with a
+// stray suffix is an error, not seconds.
+func TestDurationsAndAlertRetention(t *testing.T) {
+	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "1.5d": 36 * time.Hour, "0": 0, "45": 45 * time.Second, "2h": 2 * time.Hour, "0d": 0} {
+		if got, err := parseDuration(in); err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"90x", "d", "-3d", "9 d", "1e9d", "soon"} {
+		if got, err := parseDuration(in); err == nil {
+			t.Errorf("parseDuration(%q) = %v, want an error", in, got)
+		}
+	}
+	cfg := Default()
+	if cfg.Alerts.Retention.D() != 90*24*time.Hour || cfg.Alerts.MaxAlerts != 2_000_000 {
+		t.Errorf("default alert retention %v, %d", cfg.Alerts.Retention.D(), cfg.Alerts.MaxAlerts)
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("alerts:\n  retention: 30d\n  max_alerts: 0\n"), 0o600)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Alerts.Retention.D() != 30*24*time.Hour || cfg.Alerts.MaxAlerts != 0 {
+		t.Errorf("loaded alert retention %v, %d", cfg.Alerts.Retention.D(), cfg.Alerts.MaxAlerts)
+	}
+	if err := cfg.Validate(); err != nil && strings.Contains(err.Error(), "alerts.") {
+		t.Errorf("30d, no count bound: %v", err)
+	}
+	cfg.Alerts.Retention, cfg.Alerts.MaxAlerts = Duration(10*time.Minute), -1
+	err = cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "alerts.retention: 10m0s") || !strings.Contains(err.Error(), "alerts.max_alerts: -1") {
+		t.Errorf("retention 10m, max_alerts -1: %v", err)
+	}
+}

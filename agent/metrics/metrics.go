@@ -43,12 +43,14 @@ type Metrics struct {
 	AlertsInFlight      prometheus.Gauge         // alerts being enriched now
 	DetectorCalls       *prometheus.CounterVec   // detector calls made or ruled out, by detector, call, outcome
 	DetectorCallSeconds *prometheus.HistogramVec // detector calls made, by detector and call
+	AlertsPruned        prometheus.Counter       // alerts the alert log's retention deleted
 
 	mu      sync.Mutex
 	hooks   []func()
 	lastOut map[string]OutputStats // last absolute figures per output, for SetOutput
 	lastDet map[string]int         // last start count per detector, for SetDetector
 	merged  int64                  // last merged total, for SetChain
+	pruned  int64                  // last pruned total, for SetAlertsPruned
 }
 
 // OutputStats are an output's own running totals (the spool shipper's
@@ -106,7 +108,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		DetectorCallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "detector_call_seconds",
 			Help: "Duration of the detector calls made, whatever their outcome.", Buckets: latencyBuckets}, []string{"detector", "call"}),
 	}
-	reg.MustRegister(m.Alerts, m.AlertSeconds, m.AlertPhaseSeconds, m.AlertsInFlight, m.DetectorCalls, m.DetectorCallSeconds)
+	m.AlertsPruned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "alerts_pruned_total",
+		Help: "Alerts deleted from the alert log by alerts.retention and alerts.max_alerts."})
+	reg.MustRegister(m.Alerts, m.AlertSeconds, m.AlertPhaseSeconds, m.AlertsInFlight, m.DetectorCalls, m.DetectorCallSeconds, m.AlertsPruned)
 	reg.MustRegister(m.EventsIn, m.RecordsCommitted, m.RecordsOut, m.OutputErrors, m.QueueDepth, m.LagSeconds,
 		m.LastEvent, m.DetectorRestarts, m.DetectorUp, m.XAPIReconnects, m.ChainHead, m.ChainUnsealed, m.RecordsMerged, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -286,6 +290,21 @@ func (m *Metrics) SetDetector(name string, starts int, up bool) {
 		v = 1
 	}
 	m.DetectorUp.WithLabelValues(name).Set(v)
+}
+
+// SetAlertsPruned takes the running total of alerts the alert log's
+// retention deleted (read at scrape time).
+func (m *Metrics) SetAlertsPruned(total int64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	d := total - m.pruned
+	m.pruned = total
+	m.mu.Unlock()
+	if d > 0 {
+		m.AlertsPruned.Add(float64(d))
+	}
 }
 
 // SetChain takes the chain's head, the records waiting to be sealed and the

@@ -76,6 +76,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 		d.close()
 		return nil, err
 	}
+	svc.SetRetention(alerts.Retention{MaxAge: a.cfg.Alerts.Retention.D(), MaxAlerts: a.cfg.Alerts.MaxAlerts})
 	d.svc = svc
 	m := a.metrics // nil without metrics.listen: every call below is then a no-op
 	mgr, err := plugins.NewManager(plugins.Config{Dir: dc.Dir, Pins: pins, CallTimeout: dc.CallTimeout.D(),
@@ -111,6 +112,7 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 		if d.ordered != nil {
 			m.InFlight(d.ordered.Busy())
 		}
+		m.SetAlertsPruned(svc.Pruned())
 	})
 	if addr := a.cfg.Alerts.SyslogListen; addr != "" {
 		pc, err := net.ListenPacket("udp", addr)

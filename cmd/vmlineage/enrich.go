@@ -131,6 +131,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, sf *storeFl
 		closeLin()
 		return nil, nil, err
 	}
+	svc.SetRetention(alerts.Retention{MaxAge: acfg.Alerts.Retention.D(), MaxAlerts: acfg.Alerts.MaxAlerts})
 	cfg, err := d.config()
 	if err != nil {
 		svc.Close()
