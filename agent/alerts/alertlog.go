@@ -106,10 +106,11 @@ type alertLog struct {
 	tailRowid   int64          // alert_vms rows up to this one are in idx
 	ownRowids   map[int64]bool // rows this process wrote after tailRowid
 
-	ret       atomic.Pointer[Retention] // nil: keep every alert
-	pruned    atomic.Int64              // alerts retention deleted
-	pruneNow  atomic.Bool               // a new bound: the idle writer prunes at once
-	lastPrune time.Time                 // of the idle writer; run only
+	ret        atomic.Pointer[Retention] // nil: keep every alert
+	pruned     atomic.Int64              // alerts retention deleted
+	pruneNow   atomic.Bool               // a new bound: the writer prunes at once
+	pruneEvery time.Duration             // pruneEvery; tests set 0 (every commit)
+	lastPrune  time.Time                 // writeMu
 }
 
 // pending is an alert not yet committed.
@@ -152,7 +153,7 @@ func newAlertLog(ctx context.Context, db *sql.DB, log *slog.Logger, queries *ato
 func newAlertLogMax(ctx context.Context, db *sql.DB, log *slog.Logger, queries *atomic.Int64, maxIndexed int) (*alertLog, error) {
 	l := &alertLog{db: db, log: log, queries: queries,
 		byVM: map[string][]*pending{}, byID: map[string]*pending{}, unresolved: map[*pending]struct{}{}, recent: map[string]bool{}, recentIDs: make([]string, recentAlerts), wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), done: make(chan struct{}),
-		idx: newAlertIndex(maxIndexed), ownRowids: map[int64]bool{}}
+		idx: newAlertIndex(maxIndexed), ownRowids: map[int64]bool{}, pruneEvery: pruneEvery}
 	// Batch numbers go on from the last one committed: a read compares
 	// them with the number stored.
 	var gen sql.NullInt64
@@ -463,14 +464,13 @@ func (l *alertLog) run() {
 				}
 				l.writeMu.Unlock()
 			}
-			if l.pruneNow.Swap(false) || time.Since(l.lastPrune) >= pruneIdleEvery {
-				l.lastPrune = time.Now()
-				l.writeMu.Lock()
+			l.writeMu.Lock()
+			if l.pruneDue(time.Now()) {
 				if err := l.pruneIdle(context.Background()); err != nil {
 					l.log.Warn("alert retention", "error", err)
 				}
-				l.writeMu.Unlock()
 			}
+			l.writeMu.Unlock()
 			continue
 		}
 		if n < lingerBatch && !closed {
@@ -635,9 +635,11 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone 
 	if _, err := mark.ExecContext(ctx, int64(gen)); err != nil {
 		return nil, nil, err
 	}
-	pruned, gone, err := l.prune(ctx, tx, l.retention(), time.Now(), len(batch), len(batch)+pruneSlack)
-	if err != nil {
-		return nil, nil, fmt.Errorf("retention: %w", err)
+	pruned := 0
+	if now := time.Now(); l.pruneDue(now) {
+		if pruned, gone, err = l.prune(ctx, tx, l.retention(), now, len(batch), pruneMax); err != nil {
+			return nil, nil, fmt.Errorf("retention: %w", err)
+		}
 	}
 	n := 0
 	for _, p := range batch {

@@ -65,7 +65,12 @@ import (
 // (a scheduler slice for the host and the detectors, in µs; default the
 // kernel's), VMLINEAGE_BENCH_WRITER_WARM (the busy pool writer's warm-up
 // commits), VMLINEAGE_BENCH_WARMUP (alerts sent before the measured ones,
-// default benchWarmUpAlerts; 0 for none). Besides the end-to-end
+// default benchWarmUpAlerts; 0 for none), VMLINEAGE_BENCH_ALERTLOG (new:
+// the alert log starts empty, the default; steady: it starts with
+// steadyAlerts alerts that age out of its retention at the rate new ones
+// come in, as a log at its bound does, see steadyAlertLog; full: the
+// same alerts, no retention), VMLINEAGE_BENCH_PRUNE_EVERY (with steady:
+// how often the writer prunes, default pruneEvery). Besides the end-to-end
 // figures it prints the p50/p99 of each phase as the agent's
 // alert_phase_seconds sees them (from Start, so without the time an alert
 // waited to be read).
@@ -95,11 +100,31 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 		logf = func(string, ...any) {}
 	}
 	ctx := context.Background()
+	logMode := os.Getenv("VMLINEAGE_BENCH_ALERTLOG")
+	var steadyFrom time.Time // receipt time of the steady log's oldest alert
+	switch logMode {
+	case "", "new":
+		logMode = "new"
+	case "steady", "full":
+		steadyFrom = steadyAlertLog(b, big, AlertsPath(st.Path()))
+	default:
+		b.Fatalf("VMLINEAGE_BENCH_ALERTLOG=%s: want new, steady or full", logMode)
+	}
 	svc, err := NewService(ctx, st)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer svc.Close()
+	if logMode == "steady" {
+		// From now on the oldest alert ages out each millisecond.
+		svc.SetRetention(Retention{MaxAge: time.Since(steadyFrom) + time.Millisecond})
+		if v, err := time.ParseDuration(os.Getenv("VMLINEAGE_BENCH_PRUNE_EVERY")); err == nil {
+			svc.log.writeMu.Lock()
+			svc.log.pruneEvery = v // an experiment: how often the writer prunes
+			svc.log.writeMu.Unlock()
+		}
+	}
+	pruned0 := svc.Pruned()
 	profDir := os.Getenv("VMLINEAGE_BENCH_PROFILE")
 	if profDir != "" {
 		if err := os.MkdirAll(profDir, 0o755); err != nil {
@@ -383,6 +408,10 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	b.ReportMetric(float64(stats1.EnrichCalls-stats0.EnrichCalls)/n, "grpc-enrich/alert")
 	b.ReportMetric(float64(stats1.LineageCalls-stats0.LineageCalls)/n, "broker-calls/alert")
 	b.ReportMetric(float64(q1-q0)/n, "sql/alert")
+	// The alert log: what retention deleted per alert stored, and the
+	// file's size at the end (WAL included).
+	b.ReportMetric(float64(svc.Pruned()-pruned0)/n, "pruned/alert")
+	b.ReportMetric(float64(fileSizes(AlertsPath(st.Path()), AlertsPath(st.Path())+"-wal"))/(1<<20), "alertlog-MiB")
 	b.ReportMetric(float64(hostRSS)/(1<<20), "host-peak-rss-MiB")
 	b.ReportMetric(float64(kidsRSS)/(1<<20), "plugins-peak-rss-MiB")
 	other := machine1.busy - machine0.busy - ours
@@ -390,6 +419,7 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	for _, s := range m.Status() {
 		starts += s.Starts - 1
 	}
+	logf("alert log: %s", logMode)
 	logf("%d alerts at %d/s over %s; %d VMs; detector calls %d made, %d skipped, %d failed, %d restarts; writer commits %d",
 		b.N, rate, elapsed.Round(time.Millisecond), big.Families*big.FamilySize,
 		stats1.EnrichCalls-stats0.EnrichCalls, stats1.EnrichSkipped-stats0.EnrichSkipped, stats1.EnrichFailed-stats0.EnrichFailed, starts, writer.Commits)
@@ -1071,4 +1101,102 @@ func TestStallFigures(t *testing.T) {
 	if got := stallFigures(lat, dueTimes(start, time.Millisecond, len(lat)), []Span{{At: start.Add(2100 * time.Millisecond), Took: time.Millisecond}}, nil); !strings.Contains(got, "(longest 1.00 ms): 0 of them") {
 		t.Fatalf("late pause: %s", got)
 	}
+}
+
+// steadyAlerts is how many alerts the steady alert log starts with:
+// about 100 s of alerts at the benchmark's rate, 300 MiB of log.
+const steadyAlerts = 100_000
+
+// steadyAlertLog puts at path an alert log of steadyAlerts alerts as a
+// log at its retention bound holds them (a copy of one built once in the
+// cache): received one millisecond apart from the time it returns, each
+// with an enriched document of the benchmark's average size (about 3 KiB)
+// and naming one random VM of big. Their alert times are two days before
+// the benchmark's alerts, outside every detector's window, so that the
+// detectors' work is the same as with a new log.
+func steadyAlertLog(b *testing.B, big alertstest.Big, path string) (oldest time.Time) {
+	b.Helper()
+	oldest = alertstest.BigT0.Add(-48 * time.Hour)
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	cached := filepath.Join(cache, "vmlineage-bench", fmt.Sprintf("alertlog-steady-%d-v1.db", steadyAlerts))
+	if _, err := os.Stat(cached); err != nil {
+		began := time.Now()
+		if err := buildSteadyLog(big, cached, oldest); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("built %s in %s", cached, time.Since(began).Round(time.Second))
+	}
+	if err := alertstest.CopyFile(cached, path); err != nil {
+		b.Fatal(err)
+	}
+	return oldest
+}
+
+func buildSteadyLog(big alertstest.Big, path string, oldest time.Time) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".building"
+	for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+		os.Remove(f)
+	}
+	ctx := context.Background()
+	db, err := openAlertDB(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	filler := make([]byte, 2600)
+	for i := 0; i < steadyAlerts; {
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		for end := min(i+5000, steadyAlerts); i < end; i++ {
+			f, m := rng.IntN(big.Families), 1+rng.IntN(big.FamilySize-3)
+			at := oldest.Add(time.Duration(i) * time.Millisecond)
+			id := fmt.Sprintf("steady-%d", i)
+			js := fmt.Sprintf(`{"@timestamp":%q,"event":{"kind":"alert","id":%q},"source":{"ip":%q},"rule":{"name":"ET MALWARE beacon"}}`,
+				at.Format(time.RFC3339Nano), id, big.IP(f, m))
+			for k := range filler {
+				filler[k] = 'a' + byte(rng.IntN(26)) // SQLite stores text as it is: no compression to flatter
+			}
+			enriched := js[:len(js)-1] + `,"vmlineage":{"note":"` + string(filler) + `"}}`
+			res, err := tx.Exec("INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,1,?,?)",
+				id, at.UnixMilli(), at.UnixMilli(), "syslog", js, enriched)
+			if err != nil {
+				tx.Rollback()
+				return err
+			}
+			seq, _ := res.LastInsertId()
+			if _, err := tx.Exec("INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,'source.ip',?)",
+				seq, big.UUID(f, m), at.UnixMilli(), big.IP(f, m)); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	if _, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return err
+	}
+	db.Close()
+	return os.Rename(tmp, path)
+}
+
+// fileSizes is the sum of the sizes of the files that exist.
+func fileSizes(paths ...string) int64 {
+	var n int64
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }

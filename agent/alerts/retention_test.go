@@ -131,6 +131,7 @@ func TestRetentionByAge(t *testing.T) {
 // (Without the bound this log grows sixfold.)
 func TestRetentionByCountReusesPages(t *testing.T) {
 	l, db := openTestLog(t)
+	l.pruneEvery = 0 // at every commit: the bound holds after each
 	const bound = 600
 	l.setRetention(Retention{MaxAlerts: bound})
 	body := `{"message":"` + strings.Repeat("x", 3000) + `"}` // an enriched alert's size
@@ -197,6 +198,41 @@ func TestRetentionPrunesBacklogWhenIdle(t *testing.T) {
 	l.writeMu.Lock() // the idle writer is done with the index
 	l.writeMu.Unlock()
 	checkIndexAgrees(t, l, "vm-0", "vm-3", "vm-6", "vm-all")
+}
+
+// While alerts come in, the writer prunes once per pruneEvery, not at
+// every commit: the log may exceed its bound meanwhile.
+func TestRetentionPrunesSeldom(t *testing.T) {
+	l, db := openTestLog(t)
+	l.writeMu.Lock()
+	l.pruneEvery = time.Hour
+	l.writeMu.Unlock()
+	l.setRetention(Retention{MaxAlerts: 10})
+	send := func(prefix string) {
+		for i := range 40 {
+			storeAlert(l, fmt.Sprintf("%s-%d", prefix, i), time.Now(), time.Now(), "{}", "vm-a")
+			if i%10 == 9 {
+				l.flush()
+			}
+		}
+	}
+	send("a") // the first commit prunes (a new bound), the next three do not
+	if n := queryInt(t, db, "SELECT COUNT(*) FROM alerts"); n != 40 {
+		t.Fatalf("%d alerts after four commits, want 40 (10 kept by the first, 30 after it)", n)
+	}
+	l.writeMu.Lock()
+	l.lastPrune = time.Now().Add(-2 * time.Hour)
+	l.writeMu.Unlock()
+	// Due again: the idle writer prunes to 10 before the next alerts
+	// (then 50 are left), or the first commit does (then 40).
+	send("b")
+	if n := queryInt(t, db, "SELECT COUNT(*) FROM alerts"); n != 40 && n != 50 {
+		t.Fatalf("%d alerts, want 40 or 50", n)
+	}
+	if n := queryInt(t, db, "SELECT COUNT(*) FROM alerts WHERE id LIKE 'a-%' AND CAST(substr(id, 3) AS INTEGER) < 30"); n != 0 {
+		t.Fatalf("%d alerts of the first round before a-30 kept, want 0", n)
+	}
+	checkIndexAgrees(t, l, "vm-a")
 }
 
 // Without a bound nothing is deleted, however old.

@@ -81,7 +81,7 @@ func (b Big) Open(tb testing.TB) *lineage.Store {
 		st.Close()
 	}
 	dst := filepath.Join(tb.TempDir(), "lineage.db")
-	if err := copyFile(path, dst); err != nil {
+	if err := CopyFile(path, dst); err != nil {
 		tb.Fatal(err)
 	}
 	st, err := lineage.Open(dst)
@@ -198,7 +198,8 @@ func (b Big) family(tx *lineage.Tx, f int, put func(*lineage.Tx, *record.Record)
 	return tx.MarkDestroyed(root, BigT0.Add(time.Hour))
 }
 
-func copyFile(src, dst string) error {
+// CopyFile copies src to dst and syncs the copy.
+func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
