@@ -18,7 +18,10 @@ import (
 // counting for AlertedVMs as they go: a detector's window longer than
 // MaxAge sees fewer alerts (lineage-suspects' default is 24 h). Freed
 // pages are reused by the alerts that come in next, so a log past its
-// bound stops growing.
+// bound stops growing. Another process with the same log open (a
+// `vmlineage enrich` beside the agent) keeps counting, from its in-memory
+// index, the alerts the agent pruned, until it restarts or its index
+// lets them go as it fills: its sync reads only the rows added.
 type Retention struct {
 	MaxAge    time.Duration
 	MaxAlerts int64
@@ -44,13 +47,19 @@ func (r Retention) bounded() bool { return r.MaxAge > 0 || r.MaxAlerts > 0 }
 //
 //	at every commit (about 50 alerts)   p99 22-36 ms (10-11)  host CPU 0.95-1.07 ms/alert  writes 50 KiB/alert
 //	every 5 s, one statement            p99 69-97 ms (15-17)  host CPU 0.90                 writes 32-36
-//	every 5 s, steps of 128 with yields p99 45-47 ms (16-18)  host CPU 0.85-0.88            writes 33-35
+//	every 5 s, steps of 128 with yields p99 45-59 ms (16-18)  host CPU 0.85-0.91            writes 33-36
 //
-// (host CPU without retention: 0.79-0.91.) A 5 s prune of about 5,000
-// alerts still takes 200-400 ms, and the alerts enriched meanwhile wait:
-// a log that drops whole partitions would not pay per alert.
+// (host CPU without retention: 0.79-0.91.) How often, in alternating
+// pairs of the stepped prune: every second was worse than every 5 s in
+// 3 of 3 (p99 45-49 against 26-43 ms, host CPU 0.92-0.95 against
+// 0.80-0.89), every 10 s better than every 5 s in 2 of 3 (20 s runs: p99
+// 43-50 against 39-90 ms): much of a prune's cost is per prune, not per
+// alert (it rewrites much of the indexes, whatever it deletes). A prune
+// of 5-10 s of alerts still takes a few hundred milliseconds, and the
+// alerts enriched meanwhile wait: a log that dropped whole partitions
+// would not pay per alert.
 const (
-	pruneEvery = 5 * time.Second
+	pruneEvery = 10 * time.Second
 	pruneMax   = 16384
 	pruneChunk = 256 // alert_vms rows per delete statement
 	pruneStep  = 128 // alerts per delete statement
