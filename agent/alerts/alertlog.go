@@ -453,6 +453,13 @@ func (l *alertLog) run() {
 		l.mu.Unlock()
 		if n == 0 {
 			if closed {
+				// A short run (vmlineage enrich) ends within the bound
+				// too, not only the commits pruneEvery apart.
+				l.writeMu.Lock()
+				if err := l.pruneIdle(context.Background(), true); err != nil {
+					l.log.Warn("alert retention", "error", err)
+				}
+				l.writeMu.Unlock()
 				return
 			}
 			select {
@@ -466,7 +473,7 @@ func (l *alertLog) run() {
 			}
 			l.writeMu.Lock()
 			if l.pruneDue(time.Now()) {
-				if err := l.pruneIdle(context.Background()); err != nil {
+				if err := l.pruneIdle(context.Background(), false); err != nil {
 					l.log.Warn("alert retention", "error", err)
 				}
 			}

@@ -206,14 +206,18 @@ func (l *alertLog) pruneDue(now time.Time) bool {
 }
 
 // pruneIdle prunes in transactions of its own while the writer has
-// nothing to store; called by the writer, under writeMu.
-func (l *alertLog) pruneIdle(ctx context.Context) error {
+// nothing to store (final: at close, whatever comes); called by the
+// writer, under writeMu.
+func (l *alertLog) pruneIdle(ctx context.Context, final bool) error {
 	r := l.retention()
+	if !r.bounded() {
+		return nil
+	}
 	for {
 		l.mu.Lock()
 		busy := len(l.queue) > 0 || l.closed
 		l.mu.Unlock()
-		if busy {
+		if busy && !final {
 			l.pruneNow.Store(true) // the next commit prunes what is left
 			return nil
 		}

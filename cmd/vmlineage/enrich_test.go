@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmlineage/vmlineage/agent/alerts"
 	"github.com/vmlineage/vmlineage/agent/alerts/alertstest"
 	"github.com/vmlineage/vmlineage/agent/config"
 	"github.com/vmlineage/vmlineage/plugins/plugintest"
@@ -68,5 +71,48 @@ func TestEnrichCommand(t *testing.T) {
 	}
 	if !strings.Contains(lines[4], `"vmlineage":{"error"`) || !strings.Contains(errOut.String(), "line 5") {
 		t.Errorf("bad line: %s\nstderr: %s", lines[4], errOut.String())
+	}
+}
+
+// alerts.max_alerts of --config bounds the alert log `vmlineage enrich`
+// writes: every alert still goes out enriched, and the log keeps the
+// newest ones only (pruned when the run ends, if not before).
+func TestEnrichKeepsAlertLogBound(t *testing.T) {
+	st := alertstest.ThreatModel(t)
+	dataDir := filepath.Dir(st.Path())
+	st.Close()
+	cfgPath := filepath.Join(t.TempDir(), "vmlineage.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir: %s\nalerts:\n  max_alerts: 3\n", dataDir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, pins := plugintest.Setup(t, plugintest.ShippedDetectors()...)
+	var in bytes.Buffer
+	for i := range 8 {
+		vm := fmt.Sprintf("vm%d", 1+i%4)
+		fmt.Fprintf(&in, `{"@timestamp":%q,"host":{"name":%q},"event":{"kind":"alert","id":"bound-%d"}}`+"\n", alertstest.At(600+60*i).Format(time.RFC3339), vm, i)
+	}
+	c := newEnrichCmd()
+	var out, errOut bytes.Buffer
+	c.SetIn(&in)
+	c.SetOut(&out)
+	c.SetErr(&errOut)
+	c.SetArgs(append([]string{"--config", cfgPath, "--plugin-dir", dir}, plugintest.Flags(pins)...))
+	if err := c.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	if n := strings.Count(out.String(), `"suspects"`); n == 0 || strings.Count(strings.TrimSpace(out.String()), "\n") != 7 {
+		t.Fatalf("want 8 enriched alerts, got:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+	db, err := sql.Open("sqlite", "file:"+alerts.AlertsPath(filepath.Join(dataDir, "lineage.db"))+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n, vms int
+	if err := db.QueryRow("SELECT COUNT(*), (SELECT COUNT(*) FROM alert_vms) FROM alerts").Scan(&n, &vms); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || vms != 3 {
+		t.Fatalf("the alert log holds %d alerts and %d VM rows after the run, want 3 and 3 (alerts.max_alerts)", n, vms)
 	}
 }
