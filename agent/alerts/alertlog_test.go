@@ -227,21 +227,8 @@ func TestAlertIndexAgreesWithLog(t *testing.T) {
 func TestAlertLogSeesOtherProcess(t *testing.T) {
 	st := alertstest.ThreatModel(t)
 	ctx := context.Background()
-	open := func() *alertLog {
-		adb, err := openAlertDB(ctx, AlertsPath(st.Path()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { adb.Close() })
-		var q atomic.Int64
-		l, err := newAlertLog(ctx, adb, slogDiscard(), &q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.close(); l.release() })
-		return l
-	}
-	a, b := open(), open()
+	a, _ := openLogAt(t, AlertsPath(st.Path()))
+	b, _ := openLogAt(t, AlertsPath(st.Path()))
 	vm := "vm-x"
 	at := alertstest.At(50)
 	send := func(l *alertLog, id string) {

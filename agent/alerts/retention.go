@@ -57,10 +57,9 @@ func (r Retention) bounded() bool { return r.MaxAge > 0 || r.MaxAlerts > 0 }
 // alert (it rewrites much of the indexes, whatever it deletes). A sleep
 // of 10 ms between steps instead of a yield (the transaction held open
 // longer, the batches waiting behind it) was worse: p99 58 and 96 against
-// 38 and 33 ms (2 pairs). A prune
-// of 5-10 s of alerts still takes a few hundred milliseconds, and the
-// alerts enriched meanwhile wait: a log that dropped whole partitions
-// would not pay per alert.
+// 38 and 33 ms (2 pairs). A prune of 5-10 s of alerts still takes a few
+// hundred milliseconds, and the alerts enriched meanwhile wait: a log
+// that dropped whole partitions would not pay per alert.
 const (
 	pruneEvery = 10 * time.Second
 	pruneMax   = 16384

@@ -17,8 +17,15 @@ import (
 // openTestLog opens an alert log of its own in a temporary directory.
 func openTestLog(t *testing.T) (*alertLog, *sql.DB) {
 	t.Helper()
+	return openLogAt(t, filepath.Join(t.TempDir(), "alerts.db"))
+}
+
+// openLogAt opens the alert log at path (another handle on it when it is
+// open already, as a second process would), closed at the test's end.
+func openLogAt(t *testing.T, path string) (*alertLog, *sql.DB) {
+	t.Helper()
 	ctx := context.Background()
-	adb, err := openAlertDB(ctx, filepath.Join(t.TempDir(), "alerts.db"))
+	adb, err := openAlertDB(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -298,12 +298,18 @@ func (m *Metrics) SetAlertsPruned(total int64) {
 	if m == nil {
 		return
 	}
+	m.addTotal(m.AlertsPruned, &m.pruned, total)
+}
+
+// addTotal adds to c what a running total gained since the last call
+// (*last, under m.mu): counters read as absolute figures at scrape time.
+func (m *Metrics) addTotal(c prometheus.Counter, last *int64, total int64) {
 	m.mu.Lock()
-	d := total - m.pruned
-	m.pruned = total
+	d := total - *last
+	*last = total
 	m.mu.Unlock()
 	if d > 0 {
-		m.AlertsPruned.Add(float64(d))
+		c.Add(float64(d))
 	}
 }
 
@@ -315,11 +321,5 @@ func (m *Metrics) SetChain(head, unsealed, merged int64) {
 	}
 	m.ChainHead.Set(float64(head))
 	m.ChainUnsealed.Set(float64(unsealed))
-	m.mu.Lock()
-	d := merged - m.merged
-	m.merged = merged
-	m.mu.Unlock()
-	if d > 0 {
-		m.RecordsMerged.Add(float64(d))
-	}
+	m.addTotal(m.RecordsMerged, &m.merged, merged)
 }
