@@ -56,8 +56,8 @@ func (r Retention) bounded() bool { return r.MaxAge > 0 || r.MaxAlerts > 0 }
 // 43-50 against 39-90 ms): much of a prune's cost is per prune, not per
 // alert (it rewrites much of the indexes, whatever it deletes). A sleep
 // of 10 ms between steps instead of a yield (the transaction held open
-// longer, the batches waiting behind it) was worse: p99 58 and 96 against
-// 38 and 33 ms (2 pairs). A prune of 5-10 s of alerts still takes a few
+// longer, the batches waiting behind it) was not shown better: p99 58,
+// 96 and 60 against 38, 33 and 100 ms (3 pairs). A prune of 5-10 s of alerts still takes a few
 // hundred milliseconds, and the alerts enriched meanwhile wait: a log
 // that dropped whole partitions would not pay per alert.
 const (
