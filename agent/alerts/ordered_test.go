@@ -21,7 +21,11 @@ import (
 // and then releases them by VM uuid, highest first (vm4, vm3, ...): later
 // alerts of the threat model finish first.
 type gate struct {
-	want    int
+	want int
+	// next, when set, paces the releases by the test instead of by 5 ms
+	// sleeps: each release after the first waits for a value on it (the
+	// previous alert emitted), so a loaded machine cannot reorder them.
+	next    chan struct{}
 	mu      sync.Mutex
 	in      []held
 	most    int
@@ -44,7 +48,13 @@ func (g *gate) Enrich(ctx context.Context, a *plugins.Alert) []plugins.Result {
 		in := g.in
 		slices.SortFunc(in, func(x, y held) int { return strings.Compare(y.vm, x.vm) })
 		go func() {
-			for _, x := range in {
+			for i, x := range in {
+				if i > 0 && g.next != nil {
+					select {
+					case <-g.next:
+					case <-time.After(5 * time.Second):
+					}
+				}
 				close(x.c)
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -125,6 +135,7 @@ func TestOrderedAlertSeesEarlierOnes(t *testing.T) {
 // still reaches OnError.
 func TestSyslogListenerConcurrent(t *testing.T) {
 	e, g := gatedEnricher(t, 3)
+	g.next = make(chan struct{}, 3) // vm2 goes once vm3 is out, vm1 once vm2 is
 	o := NewOrdered(e, 3)
 	var mu sync.Mutex
 	var got, errs []string
@@ -134,6 +145,7 @@ func TestSyslogListenerConcurrent(t *testing.T) {
 		mu.Lock()
 		got = append(got, en.VMLineage.VMs[0].Name)
 		mu.Unlock()
+		g.next <- struct{}{}
 	}, OnError: func(raw []byte, err error) { mu.Lock(); errs = append(errs, string(raw)); mu.Unlock() }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
