@@ -97,55 +97,52 @@ func (l *alertLog) prune(ctx context.Context, tx *sql.Tx, r Retention, now time.
 	if r.MaxAge > 0 {
 		ageCut = now.Add(-r.MaxAge).UnixMilli()
 	}
-	// The cut is the end of the run of oldest alerts that have to go: a
-	// walk from the head, at most limit rows, that stops at the first kept
-	// one. (Receipt times follow seq unless the clock stepped back; an
-	// alert stored after such a step waits for those before it.)
-	st, err := l.txStmt(ctx, tx, "SELECT seq, received_ms FROM alerts ORDER BY seq LIMIT ?")
-	if err != nil {
+	// The cut is the end of the run of oldest alerts that have to go,
+	// within limit alerts of the head: found by a binary search over seq
+	// with point reads. A walk read every row, whole enriched documents
+	// and all, only to be read again by the delete: Enrich1MVMs steady,
+	// 3 alternating pairs, reads 83.3-83.8 → 80.4-80.6 KiB per alert, p99
+	// lower in 2 (37.8, 37.0, 49.7 against 62.4, 47.1, 45.5 ms). Receipt times follow
+	// seq unless the clock stepped back; around such a step an alert may
+	// go up to the step's size early.
+	first, err := l.seqAtOrAfter(ctx, tx, 0)
+	if err != nil || first.seq < 0 || !first.aged(countCut, ageCut) {
 		return 0, nil, err
 	}
-	l.queries.Add(1)
-	rows, err := st.QueryContext(ctx, limit)
-	if err != nil {
-		return 0, nil, err
-	}
-	cut := int64(-1)
-	var steps []int64 // a cut every pruneStep alerts
-	for rows.Next() {
-		var seq, recv int64
-		if err := rows.Scan(&seq, &recv); err != nil {
-			rows.Close()
+	lo, hi := first.seq, first.seq+int64(limit) // lo goes, hi is past the limit
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		r, err := l.seqAtOrAfter(ctx, tx, mid)
+		if err != nil {
 			return 0, nil, err
 		}
-		if seq > countCut && recv >= ageCut {
-			break
-		}
-		cut = seq
-		if deleted++; deleted%pruneStep == 0 {
-			steps = append(steps, seq)
+		if r.seq >= 0 && r.seq < hi && r.aged(countCut, ageCut) {
+			lo = r.seq
+		} else {
+			hi = mid
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, nil, err
-	}
-	if deleted == 0 {
-		return 0, nil, nil
-	}
+	cut := lo
 	del, err := l.txStmt(ctx, tx, "DELETE FROM alerts WHERE seq<=?")
 	if err != nil {
 		return 0, nil, err
 	}
 	// In steps, letting other goroutines run between them: a prune of
 	// thousands of alerts is a few hundred milliseconds of CPU.
-	if len(steps) == 0 || steps[len(steps)-1] != cut {
-		steps = append(steps, cut)
-	}
-	for _, c := range steps {
+	for c := first.seq + pruneStep - 1; ; c += pruneStep {
+		c = min(c, cut)
 		l.queries.Add(1)
-		if _, err := del.ExecContext(ctx, c); err != nil {
+		res, err := del.ExecContext(ctx, c)
+		if err != nil {
 			return 0, nil, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, nil, err
+		}
+		deleted += int(n)
+		if c == cut {
+			break
 		}
 		runtime.Gosched()
 	}
@@ -184,6 +181,29 @@ func (l *alertLog) prune(ctx context.Context, tx *sql.Tx, r Retention, now time.
 		}
 		runtime.Gosched()
 	}
+}
+
+// seqReceived is an alert's seq and receipt time; seq -1: none.
+type seqReceived struct{ seq, received int64 }
+
+// aged says whether the alert is past a count cut (seq) or an age cut
+// (receipt, ms).
+func (r seqReceived) aged(countCut, ageCut int64) bool {
+	return r.seq <= countCut || r.received < ageCut
+}
+
+// seqAtOrAfter reads the first alert at or after seq.
+func (l *alertLog) seqAtOrAfter(ctx context.Context, tx *sql.Tx, seq int64) (seqReceived, error) {
+	st, err := l.txStmt(ctx, tx, "SELECT seq, received_ms FROM alerts WHERE seq>=? ORDER BY seq LIMIT 1")
+	if err != nil {
+		return seqReceived{}, err
+	}
+	l.queries.Add(1)
+	r := seqReceived{seq: -1}
+	if err := st.QueryRowContext(ctx, seq).Scan(&r.seq, &r.received); err != nil && err != sql.ErrNoRows {
+		return seqReceived{}, err
+	}
+	return r, nil
 }
 
 // dropIndexed removes pruned rows from the in-memory index (they no

@@ -258,3 +258,53 @@ func TestNoRetentionKeepsAll(t *testing.T) {
 		t.Fatalf("%d alerts kept without a bound, want 51", n)
 	}
 }
+
+// The cut is found by a binary search over seq: right across gaps in seq,
+// at the age boundary, and within limit alerts of the head.
+func TestPruneCutAcrossSeqGaps(t *testing.T) {
+	l, db := openTestLog(t)
+	ctx := context.Background()
+	for seq := 1; seq <= 49; seq += 3 { // 1, 4, 7, ... 49: 17 alerts
+		if _, err := db.Exec("INSERT INTO alerts(seq,id,time_ms,received_ms,matched,json) VALUES(?,?,?,?,1,'{}')",
+			seq, fmt.Sprintf("g-%d", seq), seq*1000, seq*1000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms) VALUES(?,'vm-g',?)", seq, seq*1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := Retention{MaxAge: time.Hour}
+	now := time.UnixMilli(31*1000 + 1).Add(time.Hour) // received before 31.001 s: seqs 1 … 31 (11 alerts)
+	for _, c := range []struct {
+		limit     int
+		deleted   int
+		remaining int64 // lowest seq left
+	}{
+		{limit: 10, deleted: 4, remaining: 13},       // seqs 1, 4, 7, 10 are within 10 of the head
+		{limit: pruneMax, deleted: 7, remaining: 34}, // then the rest of the aged run, 13 … 31
+		{limit: pruneMax, deleted: 0, remaining: 34}, // nothing left to go
+	} {
+		l.writeMu.Lock()
+		tx, err := l.wconn.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, gone, err := l.prune(ctx, tx, r, now, 0, c.limit)
+		if err == nil {
+			err = tx.Commit()
+		}
+		l.writeMu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != c.deleted || len(gone) != c.deleted {
+			t.Fatalf("limit %d: %d alerts and %d VM rows deleted, want %d", c.limit, n, len(gone), c.deleted)
+		}
+		if got := queryInt(t, db, "SELECT MIN(seq) FROM alerts"); got != c.remaining {
+			t.Fatalf("limit %d: lowest seq left %d, want %d", c.limit, got, c.remaining)
+		}
+		if got := queryInt(t, db, "SELECT MIN(alert_seq) FROM alert_vms"); got != c.remaining {
+			t.Fatalf("limit %d: lowest VM row's seq left %d, want %d", c.limit, got, c.remaining)
+		}
+	}
+}
