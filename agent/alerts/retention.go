@@ -102,9 +102,9 @@ func (l *alertLog) prune(ctx context.Context, tx *sql.Tx, r Retention, now time.
 	// with point reads. A walk read every row, whole enriched documents
 	// and all, only to be read again by the delete: Enrich1MVMs steady,
 	// 3 alternating pairs, reads 83.3-83.8 → 80.4-80.6 KiB per alert, p99
-	// lower in 2 (37.8, 37.0, 49.7 against 62.4, 47.1, 45.5 ms). Receipt times follow
-	// seq unless the clock stepped back; around such a step an alert may
-	// go up to the step's size early.
+	// lower in 2 (37.8, 37.0, 49.7 against 62.4, 47.1, 45.5 ms). Receipt
+	// times follow seq unless the clock stepped back; around such a step
+	// an alert may go up to the step's size early.
 	first, err := l.seqAtOrAfter(ctx, tx, 0)
 	if err != nil || first.seq < 0 || !first.aged(countCut, ageCut) {
 		return 0, nil, err
@@ -112,12 +112,12 @@ func (l *alertLog) prune(ctx context.Context, tx *sql.Tx, r Retention, now time.
 	lo, hi := first.seq, first.seq+int64(limit) // lo goes, hi is past the limit
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		r, err := l.seqAtOrAfter(ctx, tx, mid)
+		next, err := l.seqAtOrAfter(ctx, tx, mid)
 		if err != nil {
 			return 0, nil, err
 		}
-		if r.seq >= 0 && r.seq < hi && r.aged(countCut, ageCut) {
-			lo = r.seq
+		if next.seq >= 0 && next.seq < hi && next.aged(countCut, ageCut) {
+			lo = next.seq
 		} else {
 			hi = mid
 		}
