@@ -105,6 +105,7 @@ type alertLog struct {
 	dataVersion int64
 	tailRowid   int64          // alert_vms rows up to this one are in idx
 	ownRowids   map[int64]bool // rows this process wrote after tailRowid
+	packed      []byte         // the packed documents of the batch being written
 
 	ret        atomic.Pointer[Retention] // nil: keep every alert
 	pruned     atomic.Int64              // alerts retention deleted
@@ -135,6 +136,40 @@ type alertRow struct {
 	json     string
 	enriched []byte
 	vms      []plugins.AlertVM
+}
+
+// packBatch packs the documents of batch (see packDoc) into l.packed:
+// [i][0] the alert as received, [i][1] as sent (nil when none).
+func (l *alertLog) packBatch(batch []*pending) ([][2][]byte, error) {
+	buf := l.packed[:0]
+	ends := make([][2]int, len(batch))
+	var err error
+	for i, p := range batch {
+		if buf, err = packDoc(buf, []byte(p.row.json)); err != nil {
+			return nil, err
+		}
+		ends[i][0] = len(buf)
+		if p.row.enriched != nil {
+			if buf, err = packDoc(buf, p.row.enriched); err != nil {
+				return nil, err
+			}
+		}
+		ends[i][1] = len(buf)
+	}
+	l.packed = buf
+	if cap(buf) > 1<<20 {
+		l.packed = nil // an outsized batch: its buffer is not kept
+	}
+	docs := make([][2][]byte, len(batch))
+	start := 0
+	for i, e := range ends {
+		docs[i][0] = buf[start:e[0]:e[0]]
+		if e[1] > e[0] {
+			docs[i][1] = buf[e[0]:e[1]:e[1]]
+		}
+		start = e[1]
+	}
+	return docs, nil
 }
 
 // writerCacheKiB is the page cache of the connection that writes the
@@ -614,6 +649,12 @@ func (l *alertLog) forget(p *pending) {
 // deleted in it (before the inserts, so that they reuse the freed pages).
 func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone []vmAt, err error) {
 	ctx := context.Background()
+	// Packed before the transaction, which then holds the log's lock
+	// only for SQLite's own work.
+	docs, err := l.packBatch(batch)
+	if err != nil {
+		return nil, nil, err
+	}
 	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, nil, err
@@ -649,14 +690,14 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone 
 		}
 	}
 	n := 0
-	for _, p := range batch {
+	for i, p := range batch {
 		r := p.row
-		var enriched any
-		if r.enriched != nil {
-			enriched = string(r.enriched)
+		var enriched any // NULL when the alert has no enriched form
+		if docs[i][1] != nil {
+			enriched = docs[i][1]
 		}
 		n++
-		res, err := ins.ExecContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, r.json, enriched)
+		res, err := ins.ExecContext(ctx, r.id, r.timeMS, r.received, r.source, len(r.vms) > 0, docs[i][0], enriched)
 		if err != nil {
 			return nil, nil, err
 		}

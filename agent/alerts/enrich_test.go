@@ -297,9 +297,12 @@ func TestAlertStoredOnce(t *testing.T) {
 	}
 	defer adb.Close()
 	var n int
-	var enrichedJSON string
-	if err := adb.QueryRow("SELECT COUNT(*), MAX(enriched) FROM alerts").Scan(&n, &enrichedJSON); err != nil || n != 1 || !strings.Contains(enrichedJSON, `"matched":true`) {
-		t.Fatalf("stored enriched alert: %v %d %q", err, n, enrichedJSON)
+	var stored []byte
+	if err := adb.QueryRow("SELECT COUNT(*), MAX(enriched) FROM alerts").Scan(&n, &stored); err != nil || n != 1 || !isPacked(stored) {
+		t.Fatalf("stored enriched alert: %v %d %q", err, n, stored)
+	}
+	if enrichedJSON, err := unpackDoc(stored); err != nil || !strings.Contains(string(enrichedJSON), `"matched":true`) {
+		t.Fatalf("stored enriched alert: %v %q", err, enrichedJSON)
 	}
 	// The lineage store holds no alert tables.
 	if err := st.DB().QueryRow("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('alerts','alert_vms')").Scan(&n); err != nil || n != 0 {

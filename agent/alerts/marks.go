@@ -47,9 +47,13 @@ func (s *Service) Marks(ctx context.Context, since time.Time, limit int) (map[st
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var js string
-		if err := rows.Scan(&js); err != nil {
+		var stored []byte
+		if err := rows.Scan(&stored); err != nil {
 			return nil, err
+		}
+		js, err := unpackDoc(stored)
+		if err != nil {
+			continue // as one that is not JSON, below
 		}
 		var doc struct {
 			VL struct {
@@ -60,7 +64,7 @@ func (s *Service) Marks(ctx context.Context, since time.Time, limit int) (map[st
 				} `json:"suspects"`
 			} `json:"vmlineage"`
 		}
-		if json.Unmarshal([]byte(js), &doc) != nil {
+		if json.Unmarshal(js, &doc) != nil {
 			continue // a stored copy we cannot read only loses its marks
 		}
 		for _, sus := range doc.VL.Suspects {
