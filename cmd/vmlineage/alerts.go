@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +22,69 @@ import (
 
 func newAlertsCmd() *cobra.Command {
 	c := &cobra.Command{Use: "alerts", Short: "Take in security alerts and enrich them with lineage suspects"}
-	c.AddCommand(newAlertsServeCmd())
+	c.AddCommand(newAlertsServeCmd(), newAlertsExportCmd())
+	return c
+}
+
+func newAlertsExportCmd() *cobra.Command {
+	var sf storeFlags
+	var vm, since, until string
+	var limit int
+	c := &cobra.Command{
+		Use:   "export",
+		Short: "Print the alerts stored in the alert log as JSON lines",
+		Long: `Print the alerts the alert log (alerts.db beside the lineage store) holds, oldest first, one JSON object
+per line: seq, id, time, received, source, matched, vms (vm_uuid, field, value), alert (as received) and
+enriched (as sent out). The log stores the documents compressed; this is how to read them. It only reads:
+the agent may be running. --since and --until select by the alert's own time.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := cmdContext(c)
+			cfg, err := sf.load()
+			if err != nil {
+				return err
+			}
+			var f alerts.ExportFilter
+			f.Limit = limit
+			if since != "" {
+				if f.Since, err = parseTime(since); err != nil {
+					return fmt.Errorf("--since: %w", err)
+				}
+			}
+			if until != "" {
+				if f.Until, err = parseTime(until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+			}
+			if vm != "" {
+				st, err := sf.open()
+				if err != nil {
+					return err
+				}
+				v, err := resolveVM(ctx, st, vm)
+				st.Close()
+				if err != nil {
+					return fmt.Errorf("--vm: %w", err)
+				}
+				f.VMUUID = v.UUID
+			}
+			w := bufio.NewWriter(c.OutOrStdout())
+			enc := json.NewEncoder(w)
+			enc.SetEscapeHTML(false)
+			err = alerts.ExportAlerts(ctx, alerts.AlertsPath(cfg.StorePath()), f, func(a alerts.StoredAlert) error {
+				return enc.Encode(a)
+			})
+			if ferr := w.Flush(); err == nil {
+				err = ferr
+			}
+			return err
+		},
+	}
+	sf.bind(c)
+	c.Flags().StringVar(&vm, "vm", "", "only alerts tied to this VM (uuid or name)")
+	c.Flags().StringVar(&since, "since", "", "only alerts of this time or later")
+	c.Flags().StringVar(&until, "until", "", "only alerts before this time")
+	c.Flags().IntVar(&limit, "limit", 0, "print at most this many alerts")
 	return c
 }
 
