@@ -307,8 +307,8 @@ func TestAlertLogStoresAlertFinishedAfterClose(t *testing.T) {
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// A new alert log has 16 KiB pages; one created by an earlier version
-// (4 KiB) keeps its pages, its alerts and its use.
+// A new alert log has alertPageSize pages; one created by an earlier
+// version (16 KiB) keeps its pages, its alerts and its use.
 func TestAlertLogPageSize(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -333,11 +333,11 @@ func TestAlertLogPageSize(t *testing.T) {
 	db.Close()
 
 	old := filepath.Join(dir, "old.db")
-	odb, err := sql.Open("sqlite", "file:"+old+"?_pragma=journal_mode(WAL)")
+	odb, err := sql.Open("sqlite", "file:"+old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := odb.Exec(alertSchema + "INSERT INTO alerts(id,time_ms,received_ms,matched,json) VALUES('a1',1,1,0,'{}')"); err != nil {
+	if _, err := odb.Exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL;" + alertSchema + "INSERT INTO alerts(id,time_ms,received_ms,matched,json) VALUES('a1',1,1,0,'{}')"); err != nil {
 		t.Fatal(err)
 	}
 	odb.Close()
@@ -350,8 +350,8 @@ func TestAlertLogPageSize(t *testing.T) {
 	if err := db.QueryRow("SELECT id FROM alerts").Scan(&id); err != nil || id != "a1" {
 		t.Fatalf("old log's alert: %q %v", id, err)
 	}
-	if n := pageSize(db); n != 4096 {
-		t.Fatalf("old log: page size %d, want 4096 kept", n)
+	if n := pageSize(db); n != 16384 {
+		t.Fatalf("old log: page size %d, want 16384 kept", n)
 	}
 }
 
