@@ -46,15 +46,8 @@ the agent may be running. --since and --until select by the alert's own time.`,
 			}
 			var f alerts.ExportFilter
 			f.Limit = limit
-			if since != "" {
-				if f.Since, err = parseTime(since); err != nil {
-					return fmt.Errorf("--since: %w", err)
-				}
-			}
-			if until != "" {
-				if f.Until, err = parseTime(until); err != nil {
-					return fmt.Errorf("--until: %w", err)
-				}
+			if f.Since, f.Until, err = parseTimeRange(since, until); err != nil {
+				return err
 			}
 			if vm != "" {
 				st, err := sf.open()

@@ -48,15 +48,8 @@ func newRecordsCmd() *cobra.Command {
 					return fmt.Errorf("--activity: %w", err)
 				}
 			}
-			if since != "" {
-				if f.Since, err = parseTime(since); err != nil {
-					return fmt.Errorf("--since: %w", err)
-				}
-			}
-			if until != "" {
-				if f.Until, err = parseTime(until); err != nil {
-					return fmt.Errorf("--until: %w", err)
-				}
+			if f.Since, f.Until, err = parseTimeRange(since, until); err != nil {
+				return err
 			}
 			recs, err := st.Records(ctx, f)
 			if err != nil {

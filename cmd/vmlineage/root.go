@@ -84,6 +84,22 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 
 // parseTime reads the times users type: RFC 3339, or "YYYY-MM-DD[ HH:MM[:SS]]"
 // taken as UTC.
+// parseTimeRange reads the --since and --until flags of a listing
+// command: a zero time for an empty flag, an error naming the flag.
+func parseTimeRange(since, until string) (from, to time.Time, err error) {
+	if since != "" {
+		if from, err = parseTime(since); err != nil {
+			return from, to, fmt.Errorf("--since: %w", err)
+		}
+	}
+	if until != "" {
+		if to, err = parseTime(until); err != nil {
+			return from, to, fmt.Errorf("--until: %w", err)
+		}
+	}
+	return from, to, nil
+}
+
 func parseTime(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "now" {
