@@ -82,8 +82,6 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// parseTime reads the times users type: RFC 3339, or "YYYY-MM-DD[ HH:MM[:SS]]"
-// taken as UTC.
 // parseTimeRange reads the --since and --until flags of a listing
 // command: a zero time for an empty flag, an error naming the flag.
 func parseTimeRange(since, until string) (from, to time.Time, err error) {
@@ -100,6 +98,8 @@ func parseTimeRange(since, until string) (from, to time.Time, err error) {
 	return from, to, nil
 }
 
+// parseTime reads the times users type: RFC 3339, or "YYYY-MM-DD[ HH:MM[:SS]]"
+// taken as UTC.
 func parseTime(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "now" {
