@@ -2,35 +2,115 @@ package alerts
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
 )
 
-// GCPercent is the GOGC of a process that enriches alerts (vmlineage run
-// with an alert listener, alerts serve, enrich), unless GOGC is set in its
-// environment. The heap then stays near 1.5 times the live heap instead
-// of twice it: about 70 MiB at its peak instead of 85 in
-// BenchmarkEnrich1MVMs, with more than twice the collections (about 175
-// a run instead of 76) at about the same host CPU per alert.
+// A process that enriches alerts (vmlineage run with an alert listener,
+// alerts serve, enrich) lets its heap grow by GCHeadroom over the live
+// heap between collections, unless GOGC is set in its environment: GOGC
+// is set after every collection to 100*GCHeadroom/live, kept between
+// GCMinPercent and GCMaxPercent.
 //
-// Measured 2026-12-03, alternating runs: p99 was lower with 50 than with
-// the default 100 in 13 of 16 pairs (for example 17.9 against 22.4 ms,
-// 30.2 against 55.0 ms), but the machine's steal time, which drives p99
-// there, differed within pairs. Fitted against steal (log p99, 36 runs),
-// 50 comes out at 0.81 times the p99 of 100, with a 95% interval of 0.59
-// to 1.11: likely better, not proven. It is kept because it costs nothing
-// measurable and lowers memory. The other way was worse: a heap goal of
-// at least 128 MiB (4 collections a run) raised p99 in all 6 pairs,
-// GOGC=400 in 3, and GOGC=25 cost 12% more host CPU and raised p99
-// again. A smaller heap is more of it in the cache; that is the likeliest
-// reason, not a measured one.
-const GCPercent = 50
+// Why a headroom and not a percentage: the enrichment path's live heap is
+// small (about 13 MiB in BenchmarkEnrich1MVMs; the stores' pages are
+// SQLite's, outside Go's heap), so any fixed GOGC collects every few MiB
+// allocated. At GOGC=50 (this package's setting until 2026-12-04) that
+// was 121 collections in the 10 s of alerts, each stopping the world
+// twice; the first stop took more than 1.6 ms in one collection in ten
+// and up to 7.4 ms, every thread having to reach a safe point on two
+// busy CPUs. Enrich1MVMs, 2026-12-04 (no steal), alternating runs against
+// GOGC=50: GOGC=400 (12 collections) gave p99 0.78 times (95% interval
+// 0.62-1.00, four pairs) and host CPU 0.91 times, and in a second set
+// GOGC=200 (26 collections) and 400 gave p99 medians of 5.7 and 5.9 ms
+// against 7.0 ms; peak RSS 94 and 143 MiB against 79 MiB. A headroom keeps
+// the gain where the live heap is small without letting a large one (a
+// tracer of a big pool in the same process) grow by a multiple: at 55 MiB
+// live the goal is 87 MiB, below Go's default of 110.
+const (
+	GCHeadroom   = 32 << 20
+	GCMinPercent = 50
+	GCMaxPercent = 400
+)
 
-// TuneGC sets GCPercent unless GOGC is set in the environment (the
-// operator's choice rules). restore puts back the setting it replaced.
+// gcTuning is the process's one tuner; TuneGC calls nest.
+var gcTuning struct {
+	mu      sync.Mutex
+	users   int
+	old     int          // GOGC before the first TuneGC
+	gen     atomic.Int64 // bumped on stop: a stale cleanup chain ends
+	percent atomic.Int64 // the last GOGC set
+}
+
+// TuneGC starts the headroom tuning above unless GOGC is set in the
+// environment (the operator's choice rules). restore stops it and puts
+// back the GOGC it found, once every caller has restored.
 func TuneGC() (restore func()) {
 	if os.Getenv("GOGC") != "" {
 		return func() {}
 	}
-	old := debug.SetGCPercent(GCPercent)
-	return func() { debug.SetGCPercent(old) }
+	g := &gcTuning
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.users++
+	if g.users == 1 {
+		p := gcPercentFor(liveHeap())
+		g.old = debug.SetGCPercent(p)
+		g.percent.Store(int64(p))
+		armGCTuner(g.gen.Load())
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if g.users--; g.users == 0 {
+				g.gen.Add(1)
+				debug.SetGCPercent(g.old)
+			}
+		})
+	}
+}
+
+// gcPercentFor is the GOGC that gives a heap goal of live+GCHeadroom.
+func gcPercentFor(live uint64) int {
+	if live == 0 {
+		return GCMaxPercent // no collection yet
+	}
+	return int(min(max(uint64(GCHeadroom)*100/live, GCMinPercent), GCMaxPercent))
+}
+
+// liveHeap is the heap the last collection marked live (0 before any).
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// armGCTuner leaves an object for the next collection to free; its
+// cleanup, which runs after that collection, sets GOGC for the live heap
+// it measured and arms the next one. A chain whose generation has ended
+// (restore) stops.
+func armGCTuner(gen int64) {
+	// 64 bytes without pointers: not a tiny allocation, which may share a
+	// block with others and outlive its collection.
+	runtime.AddCleanup(new([64]byte), func(gen int64) {
+		g := &gcTuning
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.gen.Load() != gen {
+			return
+		}
+		if p := gcPercentFor(liveHeap()); int64(p) != g.percent.Load() {
+			debug.SetGCPercent(p)
+			g.percent.Store(int64(p))
+		}
+		armGCTuner(gen)
+	}, gen)
 }

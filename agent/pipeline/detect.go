@@ -101,8 +101,8 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 	emit := func(js []byte) { a.emitDoc(ctx, js, true) }
 	if a.cfg.Alerts.SyslogListen != "" || a.cfg.Alerts.HTTPListen != "" {
 		d.ordered = alerts.NewOrdered(d.enr, 0)
-		// An agent that takes alerts keeps a smaller heap for their
-		// latency (see alerts.GCPercent); for the process's life.
+		// An agent that takes alerts collects less often for their
+		// latency (see alerts.GCHeadroom); for the process's life.
 		alerts.TuneGC()
 	}
 	m.OnScrape(func() {

@@ -157,7 +157,7 @@ func (d *detectorFlags) start(ctx context.Context, c *cobra.Command, sf *storeFl
 	}
 	e := alerts.NewEnricher(svc, m, log)
 	e.Window = d.window
-	restoreGC := alerts.TuneGC() // a smaller heap for latency (see alerts.GCPercent)
+	restoreGC := alerts.TuneGC() // fewer collections for latency (see alerts.GCHeadroom)
 	return e, func() { m.Close(); svc.Close(); closeLin(); restoreGC() }, nil
 }
 
