@@ -348,7 +348,17 @@ func benchEnrich(b *testing.B, big alertstest.Big, rate int) {
 	n := float64(b.N)
 	pauses, commits := gcPauses(&ms0, &ms1), svc.SlowCommits()
 	if path := os.Getenv("VMLINEAGE_BENCH_DUMP"); path != "" && b.N > 1 {
-		dumpLatencies(b, path, sent, lat, pauses, commits)
+		byID := make(map[string]Timing, len(timings))
+		for _, tm := range timings {
+			byID[tm.AlertID] = tm
+		}
+		phases := make([]*Timing, b.N)
+		for i := range phases {
+			if tm, ok := byID[fmt.Sprintf("bench-%d-%d", run, i)]; ok {
+				phases[i] = &tm
+			}
+		}
+		dumpLatencies(b, path, sent, lat, phases, pauses, commits)
 	}
 	fromDue = slices.Clone(fromDue)
 	slices.Sort(fromDue)
@@ -587,10 +597,14 @@ func stallFigures(lat []time.Duration, sent []time.Time, pauses, commits []Span)
 // then the host's collection pauses and the alert log's slow commits in
 // the run as "gc start_unix_us took_ms" and "commit start_unix_us
 // took_ms" lines.
-func dumpLatencies(b *testing.B, path string, sent []time.Time, lat []time.Duration, pauses, commits []Span) {
+func dumpLatencies(b *testing.B, path string, sent []time.Time, lat []time.Duration, phases []*Timing, pauses, commits []Span) {
 	var buf []byte
 	for i, l := range lat {
-		buf = fmt.Appendf(buf, "%d %d %.3f\n", i, sent[i].UnixMicro(), float64(l.Microseconds())/1000)
+		buf = fmt.Appendf(buf, "%d %d %.3f", i, sent[i].UnixMicro(), ms(l))
+		if tm := phases[i]; tm != nil {
+			buf = fmt.Appendf(buf, " %.3f %.3f %.3f %.3f %.3f %.3f", ms(tm.Total), ms(tm.Queue), ms(tm.Match), ms(tm.Context), ms(tm.Detectors), ms(tm.Encode))
+		}
+		buf = append(buf, '\n')
 	}
 	for _, k := range []struct {
 		name  string
