@@ -595,9 +595,9 @@ func stallFigures(lat []time.Duration, sent []time.Time, pauses, commits []Span)
 // dumpLatencies writes each alert's latency, in sending order, to path:
 // "index sent_unix_us latency_ms" lines, for a closer look at the tail
 // (followed, for an alert the enricher timed, by its Timing in ms: total
-// queue match context detectors encode, from Start), then the host's collection pauses and the alert log's slow commits in
-// the run as "gc start_unix_us took_ms" and "commit start_unix_us
-// took_ms" lines.
+// queue match context detectors encode, from Start), then the host's
+// collection pauses and the alert log's slow commits in the run as "gc
+// start_unix_us took_ms" and "commit start_unix_us took_ms" lines.
 func dumpLatencies(b *testing.B, path string, sent []time.Time, lat []time.Duration, phases []*Timing, pauses, commits []Span) {
 	var buf []byte
 	for i, l := range lat {
