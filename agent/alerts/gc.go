@@ -29,7 +29,9 @@ import (
 // against 7.0 ms; peak RSS 94 and 143 MiB against 79 MiB. A headroom keeps
 // the gain where the live heap is small without letting a large one (a
 // tracer of a big pool in the same process) grow by a multiple: at 55 MiB
-// live the goal is 87 MiB, below Go's default of 110.
+// live the goal is 87 MiB, below Go's default of 110. A memory limit
+// still rules over the goal (the agent's memory_limit, GOMEMLIMIT: 100 MiB
+// by default): near it the runtime collects sooner whatever GOGC says.
 const (
 	GCHeadroom   = 32 << 20
 	GCMinPercent = 50
