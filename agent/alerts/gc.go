@@ -25,7 +25,7 @@ import (
 // busy CPUs. Enrich1MVMs, 2026-12-04 (no steal), alternating runs against
 // GOGC=50: GOGC=400 (12 collections) gave p99 0.78 times (95% interval
 // 0.62-1.00, four pairs) and host CPU 0.91 times, and in a second set
-// GOGC=200 (26 collections) and 400 gave p99 medians of 5.7 and 5.9 ms
+// GOGC=200 (26 collections) and 400 gave p99 medians of 5.7 and 6.4 ms
 // against 7.0 ms; peak RSS 94 and 143 MiB against 79 MiB. A headroom keeps
 // the gain where the live heap is small without letting a large one (a
 // tracer of a big pool in the same process) grow by a multiple: at 55 MiB
