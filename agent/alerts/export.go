@@ -75,9 +75,10 @@ func ExportAlerts(ctx context.Context, path string, f ExportFilter, fn func(Stor
 	// One query, each alert's VMs joined in (a row per alert and VM, in
 	// seq order). alert_vms has no index by alert, so SQLite builds one for
 	// the query (a query per alert scanned the table each time: 14 s for
-	// 20,000 alerts; now under a second for 200,000). With --vm, the VM rows of the
-	// alerts that name it are gathered first, in one pass: joined directly,
-	// SQLite scanned alert_vms once for each of a few alerts.
+	// 20,000 alerts; now under a second for 200,000). With --vm, the VM
+	// rows of the alerts that name it are gathered first, in one pass:
+	// joined directly, SQLite scanned alert_vms once for each of a few
+	// alerts.
 	with, join := "", "LEFT JOIN alert_vms v"
 	if f.VMUUID != "" {
 		with, join = `WITH v0 AS MATERIALIZED (SELECT alert_seq, vm_uuid, field, value FROM alert_vms

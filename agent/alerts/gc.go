@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
-	"sync/atomic"
 )
 
 // A process that enriches alerts (vmlineage run with an alert listener,
@@ -38,13 +37,13 @@ const (
 	GCMaxPercent = 400
 )
 
-// gcTuning is the process's one tuner; TuneGC calls nest.
+// gcTuning is the process's one tuner; TuneGC calls nest. All under mu.
 var gcTuning struct {
 	mu      sync.Mutex
 	users   int
-	old     int          // GOGC before the first TuneGC
-	gen     atomic.Int64 // bumped on stop: a stale cleanup chain ends
-	percent atomic.Int64 // the last GOGC set
+	old     int   // GOGC before the first TuneGC
+	gen     int64 // bumped on stop: a stale cleanup chain ends
+	percent int   // the last GOGC set
 }
 
 // TuneGC starts the headroom tuning above unless GOGC is set in the
@@ -61,8 +60,8 @@ func TuneGC() (restore func()) {
 	if g.users == 1 {
 		p := gcPercentFor(liveHeap())
 		g.old = debug.SetGCPercent(p)
-		g.percent.Store(int64(p))
-		armGCTuner(g.gen.Load())
+		g.percent = p
+		armGCTuner(g.gen)
 	}
 	var once sync.Once
 	return func() {
@@ -70,7 +69,7 @@ func TuneGC() (restore func()) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			if g.users--; g.users == 0 {
-				g.gen.Add(1)
+				g.gen++
 				debug.SetGCPercent(g.old)
 			}
 		})
@@ -106,12 +105,12 @@ func armGCTuner(gen int64) {
 		g := &gcTuning
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		if g.gen.Load() != gen {
+		if g.gen != gen {
 			return
 		}
-		if p := gcPercentFor(liveHeap()); int64(p) != g.percent.Load() {
+		if p := gcPercentFor(liveHeap()); p != g.percent {
 			debug.SetGCPercent(p)
-			g.percent.Store(int64(p))
+			g.percent = p
 		}
 		armGCTuner(gen)
 	}, gen)
