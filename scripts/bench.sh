@@ -2,7 +2,8 @@
 # make bench: every speed and memory figure the issues ask for, printed, never
 # asserted. Heavy runs are sized by environment variables (see each line).
 # Each benchmark runs once per setting (-benchtime 1x where a run is a whole
-# scenario) on this machine; compare figures only within one run.
+# scenario), but the enrichment latency, which runs five times; compare
+# figures only within one run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export VMLINEAGE_CACHE="${VMLINEAGE_CACHE:-$HOME/.cache/vmlineage}"
@@ -11,7 +12,7 @@ status=0
 b() {
   echo
   echo "=== $*"
-  if ! go test -run '^$' "$@" 2>&1 | grep -Ev '^(goos|goarch|pkg|cpu|PASS)'; then status=1; fi
+  if ! go test -run '^$' "$@" 2>&1 | grep -Ev '^(goos|goarch|pkg|cpu|PASS)'; then status=1; return 1; fi
 }
 # Issue 2: events/s from the simulator through the tracer into the store (10,000 VMs, 100,000 operations),
 # and the agent's peak RSS with 100,000 VMs in the store.
@@ -24,8 +25,26 @@ b -bench . -benchmem -cpu 1 ./formats/ecs ./formats/cef
 # Issue 3: records/s delivered to rsyslog over TCP and to VictoriaLogs in bulk, peak RSS.
 b -bench . -benchtime 300000x ./outputs/syslog ./outputs/elasticsearch
 b -bench . -benchtime 100000x ./outputs/spool
-# Issue 4: enrichment latency p50/p99 with 1,000,000 VMs at 1,000 alerts/s through the plugin path.
-b -bench 'Enrich1MVMs' -benchtime 10000x -timeout 60m ./agent/alerts
+# Issue 4: enrichment latency p50/p99 with 1,000,000 VMs at 1,000 alerts/s through the plugin path. Identical
+# runs on this project's VM differ by up to 1.7 times in p99, so it runs VMLINEAGE_ENRICH_RUNS times (default 5)
+# and ends with the spread: read the median, not one run.
+enrich_runs="${VMLINEAGE_ENRICH_RUNS:-5}"
+enrich_out=$(mktemp)
+b -bench 'Enrich1MVMs' -benchtime 10000x -count "$enrich_runs" -timeout 120m ./agent/alerts | tee "$enrich_out" || status=1
+awk 'BEGIN { n = 0 }
+  /^BenchmarkEnrich1MVMs/ {
+    for (i = 2; i < NF; i++) { if ($(i+1) == "p99-ms") p99[n] = $i; if ($(i+1) == "p50-ms") p50[n] = $i }
+    n++
+  }
+  function med(a, n,   i, j, t, b) {
+    for (i = 0; i < n; i++) b[i] = a[i]
+    for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (b[j] < b[i]) { t = b[i]; b[i] = b[j]; b[j] = t }
+    return n % 2 ? b[int(n/2)] : (b[n/2-1] + b[n/2]) / 2
+  }
+  function lo(a, n,   i, m) { m = a[0]; for (i = 1; i < n; i++) if (a[i] < m) m = a[i]; return m }
+  function hi(a, n,   i, m) { m = a[0]; for (i = 1; i < n; i++) if (a[i] > m) m = a[i]; return m }
+  END { if (n) printf "Enrich1MVMs over %d runs: p99 median %.2f ms (%.2f-%.2f), p50 median %.2f ms; target p99 <= 5 ms\n", n, med(p99, n), lo(p99, n), hi(p99, n), med(p50, n) }' "$enrich_out"
+rm -f "$enrich_out"
 # What one detector call costs in CPU on each side of the plugin boundary (gRPC over go-plugin's AutoMTLS).
 b -bench 'EnrichCall' -benchtime 20000x ./plugins
 # Issue 5: replay throughput (lines/s, lines per CPU-s, MB/s) on one core (GOMAXPROCS=1) over generated 1 GiB corpora,
