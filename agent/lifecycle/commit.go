@@ -98,6 +98,16 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
 			b.dirty[p.vmRef] = true
 		}
+		// Whichever path matched it, a creation whose source is unknown
+		// leaves its VM's edge saying how it was made, so that the VM's
+		// later records (after a restart too) list the parent unknown
+		// rather than claim it has none.
+		if a := p.rec.Activity; a.Creating() && a != record.Create && a != record.Import && p.rec.Result == record.Success &&
+			p.rec.VMUUID != "" && p.rec.IsUnknown("parent_vm_uuid") {
+			if e := t.edge(p.rec.VMUUID); e.parent == "" && e.via == "" {
+				t.setEdge(p.rec.VMUUID, "", string(a))
+			}
+		}
 	}
 	w.hosts = w.hosts || b.hosts
 	w.baseline = w.baseline || b.baseline
@@ -342,7 +352,7 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 	// has no state or attribute rows: they are inserted without reading.
 	fresh := !ok && vw.unknownV
 	switch {
-	case ok && was.name == now.name && was.parent == now.parent && was.kind == now.kind && was.ref == now.ref:
+	case ok && was.name == now.name && was.parent == now.parent && was.via == now.via && was.kind == now.kind && was.ref == now.ref:
 		if was.power != now.power || was.host != now.host {
 			if err := tx.SetPower(vi.uuid, now.power, now.host, when); err != nil {
 				return err
@@ -350,10 +360,7 @@ func (t *Tracer) writeVM(tx *lineage.Tx, w *writes, vw *vmWrite) error {
 		}
 	default:
 		v := &lineage.VM{UUID: vi.uuid, Ref: now.ref, PoolUUID: t.pool.uuid, Name: now.name, ParentUUID: now.parent,
-			Kind: now.kind, PowerState: now.power, HostUUID: now.host, FirstSeen: when, LastSeen: when}
-		if v.ParentUUID != "" {
-			v.ParentVia = now.via
-		}
+			Kind: now.kind, PowerState: now.power, HostUUID: now.host, FirstSeen: when, LastSeen: when, ParentVia: now.via}
 		if err := tx.PutVM(v); err != nil {
 			return err
 		}

@@ -1374,3 +1374,63 @@ func TestSortByGen(t *testing.T) {
 		}
 	}
 }
+
+// TestParentUnknownSurvivesARestart: a clone whose source was never learnt
+// (its task pending across a restart, the source's key gone) makes a VM
+// whose parent is unknown. After another restart, that VM's start must
+// still list its parent unknown, not claim it has none: the store keeps
+// how the VM was made even without its parent (TestSIGKILLMidScenario:
+// 'start of app1: parent_vm_uuid = , want d0d0…' after a SIGKILL).
+func TestParentUnknownSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	restart := func(at int) *Tracer {
+		tr := New(st, nil)
+		tr.SetServerTime(p.at(at))
+		if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	restart(0)
+	cl := taskRef(2)
+	p.tasks[cl] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(11)}
+	p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "n", PowerState: "Halted"}
+	tr := restart(12)
+	p.tasks[cl].Status, p.tasks[cl].Finished, p.tasks[cl].Result = "success", p.at(14), "<value>OpaqueRef:n</value>"
+	p.ev("task", "mod", cl, p.tasks[cl])
+	delete(p.tasks, cl)
+	p.ev("task", "del", cl, nil)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	tr = restart(16)
+	p.power(3, "OpaqueRef:n", "start", "Running", "OpaqueRef:h1", 20, false)
+	if err := feed(ctx, tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records(ctx, lineage.Filter{VMUUID: "n"})
+	var clones, starts int
+	for _, r := range recs {
+		switch r.Activity {
+		case record.Clone:
+			clones++
+			if r.ParentVMUUID != "" || !r.IsUnknown("parent_vm_uuid") {
+				t.Errorf("the clone's source was never seen: want its parent listed unknown, got %+v", r)
+			}
+		case record.Start:
+			starts++
+			if r.ParentVMUUID != "" || !r.IsUnknown("parent_vm_uuid") {
+				t.Errorf("n's parent is unknown: its start must say so, not claim none: %+v", r)
+			}
+		}
+	}
+	if clones != 1 || starts != 1 {
+		t.Errorf("want one clone and one start of n, got %+v", recs)
+	}
+}

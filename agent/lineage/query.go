@@ -35,7 +35,7 @@ type VM struct {
 	PoolUUID   string    `json:"pool_uuid,omitempty"`
 	Name       string    `json:"name"`
 	ParentUUID string    `json:"parent_vm_uuid"`
-	ParentVia  string    `json:"parent_via,omitempty"` // the activity that made the edge: clone, copy, snapshot, ...
+	ParentVia  string    `json:"parent_via,omitempty"` // the activity that made the VM: clone, copy, snapshot, ...; without ParentUUID, made so from a VM never seen
 	Kind       string    `json:"kind"`
 	PowerState string    `json:"power_state"`
 	HostUUID   string    `json:"host_uuid,omitempty"`

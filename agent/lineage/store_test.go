@@ -84,6 +84,42 @@ func TestTreeQueries(t *testing.T) {
 	}
 }
 
+// TestViaWithoutParent: a VM made by a clone from a VM never learnt keeps
+// how it was made (the tracer lists its records' parent unknown from it);
+// an update knowing neither keeps it, a parent learnt later replaces it,
+// and the parent's edge is never undone by an update without one.
+func TestViaWithoutParent(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	put := func(parent, via string) VM {
+		t.Helper()
+		v := vm("n", "n", parent, 0)
+		v.ParentVia = via
+		if err := s.Update(ctx, func(tx *Tx) error { return tx.PutVM(v) }); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.VM(ctx, "n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for i, step := range []struct{ parent, via, wantParent, wantVia string }{
+		{"", "", "", ""},
+		{"", "clone", "", "clone"},
+		{"", "", "", "clone"},
+		{"", "copy", "", "clone"},
+		{"o", "copy", "o", "copy"},
+		{"", "clone", "o", "copy"},
+		{"", "", "o", "copy"},
+	} {
+		if got := put(step.parent, step.via); got.ParentUUID != step.wantParent || got.ParentVia != step.wantVia {
+			t.Errorf("step %d: put parent %q via %q: got parent %q via %q, want %q via %q",
+				i, step.parent, step.via, got.ParentUUID, got.ParentVia, step.wantParent, step.wantVia)
+		}
+	}
+}
+
 func TestStateAtAndAttributesOverTime(t *testing.T) {
 	ctx := context.Background()
 	s, _ := open(t)

@@ -200,7 +200,7 @@ func (t *Tx) PutVM(v *VM) error {
 		  pool_uuid=CASE WHEN excluded.pool_uuid<>'' THEN excluded.pool_uuid ELSE pool_uuid END,
 		  name=excluded.name,
 		  parent_uuid=CASE WHEN excluded.parent_uuid<>'' THEN excluded.parent_uuid ELSE parent_uuid END,
-		  parent_via=CASE WHEN excluded.parent_uuid<>'' THEN excluded.parent_via ELSE parent_via END,
+		  parent_via=CASE WHEN excluded.parent_uuid<>'' OR (parent_uuid='' AND parent_via='') THEN excluded.parent_via ELSE parent_via END,
 		  kind=excluded.kind, power_state=excluded.power_state, host_uuid=excluded.host_uuid,
 		  first_seen_ms=MIN(first_seen_ms, excluded.first_seen_ms),
 		  last_seen_ms=MAX(last_seen_ms, excluded.last_seen_ms),

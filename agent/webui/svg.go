@@ -276,8 +276,11 @@ func svgState(v lineage.VM, hosts map[string]string) string {
 func svgTooltip(v lineage.VM, m Mark, hosts map[string]string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n%s\n%s · %s", v.Name, v.UUID, v.Kind, svgState(v, hosts))
-	if v.ParentVia != "" {
+	switch {
+	case v.ParentVia != "" && v.ParentUUID != "":
 		fmt.Fprintf(&b, "\n%s of %s", v.ParentVia, v.ParentUUID)
+	case v.ParentVia != "":
+		fmt.Fprintf(&b, "\n%s of a VM never seen", v.ParentVia)
 	}
 	fmt.Fprintf(&b, "\nfirst seen %s", record.FormatTime(v.FirstSeen))
 	if v.IsDestroyed() {

@@ -162,6 +162,9 @@ func vmLine(v lineage.VM, names nameBook) string {
 	}
 	if v.ParentVia != "" {
 		b.WriteString("  <- " + v.ParentVia)
+		if v.ParentUUID == "" {
+			b.WriteString(" of a VM never seen")
+		}
 	}
 	return b.String()
 }

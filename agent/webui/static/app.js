@@ -394,6 +394,7 @@
     if (v.host) h += `<dt>host</dt><dd>${esc(v.host)}</dd>`;
     h += `<dt>first seen</dt><dd>${esc(fmtISO(v.first_seen))} UTC</dd>`;
     if (v.parent) h += `<dt>made by</dt><dd>${esc(v.via || 'derived')} of ${d.ancestors.length ? vmLink(d.ancestors[0]) : esc(short(v.parent))}</dd>`;
+    else if (v.via) h += `<dt>made by</dt><dd>${esc(v.via)} of a VM never seen</dd>`;
     const ips = d.attrs.filter((a) => a.kind === 'ip'), macs = d.attrs.filter((a) => a.kind === 'mac');
     const spans = (as) => as.map((a) => `<span class="mono">${esc(a.value)}</span> <span class="dim">${esc(fmtISO(a.from))}${a.to ? ' → ' + esc(fmtISO(a.to)) : ' → now'}</span>`).join('<br>');
     if (ips.length) h += `<dt>IP</dt><dd>${spans(ips)}</dd>`;
@@ -454,7 +455,7 @@
     h += `${esc(n.kind)} · ${esc(String(ps || 'unknown').toLowerCase())}${S.at != null ? ' (at ' + esc(fmt(S.at)) + ')' : ''}`;
     const host = S.at != null && S.atHosts ? S.atHosts.get(n.uuid) : n.host;
     if (host && ps === 'Running') h += ' on ' + esc(host);
-    if (n.via) h += `<br>${esc(n.via)} of ${esc((S.nodes[S.index.get(n.parent)] || {}).name || short(n.parent))}`;
+    if (n.via) h += `<br>${esc(n.via)} of ${n.parent ? esc((S.nodes[S.index.get(n.parent)] || {}).name || short(n.parent)) : 'a VM never seen'}`;
     h += `<br>first seen ${esc(fmtISO(n.first_seen))}`;
     if (n.destroyed) h += `<br>destroyed ${esc(fmtISO(n.destroyed_at))}`;
     if (n.marks) h += `<br><b>${esc(markLabel(n.marks))}</b> ${esc(n.marks.reason || '')}`;
