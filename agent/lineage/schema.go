@@ -2,7 +2,7 @@ package lineage
 
 // schemaVersion is bumped with every change to schema; migrate() brings older
 // files forward so a store survives upgrades.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // schema is documented table by table in README.md ("Forensics with sqlite3");
 // times are Unix milliseconds (UTC) so that sqlite3 users can write
@@ -135,5 +135,15 @@ var upgrades = map[int][]string{
 	2: {
 		`DROP INDEX IF EXISTS records_unattributed`,
 		`CREATE INDEX records_unattributed ON records(vm_name, start_ms) WHERE vm_uuid IS ''`,
+	},
+	// v3 -> v4: a VM made (clone, copy, snapshot, checkpoint) from a VM
+	// never seen keeps how it was made in parent_via with no parent_uuid,
+	// so its later records list the parent unknown; VMs stored before took
+	// it from their creating record, if any.
+	3: {
+		`UPDATE vms SET parent_via=(SELECT r.activity FROM records r WHERE r.vm_uuid=vms.uuid AND r.parent_vm_uuid=''
+		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint') ORDER BY r.start_ms LIMIT 1)
+		 WHERE parent_uuid='' AND parent_via='' AND EXISTS(SELECT 1 FROM records r WHERE r.vm_uuid=vms.uuid AND r.parent_vm_uuid=''
+		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint'))`,
 	},
 }

@@ -391,3 +391,55 @@ func TestUpgradeRecreatesUnattributedIndex(t *testing.T) {
 		t.Errorf("UnattributedCreations after the upgrade: %+v %v", got, err)
 	}
 }
+
+// A store made before schema 4 lacks parent_via on VMs made from a VM never
+// seen: the upgrade takes it from their creating record (a clone whose
+// parent is empty), and leaves alone VMs with a parent, plain roots, and a
+// VM whose creation failed.
+func TestUpgradeGivesViaWithoutParent(t *testing.T) {
+	ctx := context.Background()
+	s, p := open(t)
+	rec := func(vmUUID, parent string, a record.Activity, res record.Result, task string) *record.Record {
+		r := &record.Record{ID: record.ID("p", task, 0), PoolUUID: "p", VMUUID: vmUUID, VMName: vmUUID, ParentVMUUID: parent, Activity: a,
+			Start: at(1), End: at(2), Result: res, Source: record.SourceXAPI}
+		if parent == "" && a != record.Create {
+			r.Unknown = []string{"parent_vm_uuid"}
+		}
+		return r
+	}
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, v := range []*VM{vm("o", "o", "", 0), vm("n", "n", "", 1), vm("c", "c", "o", 1), vm("r", "r", "", 1), vm("f", "f", "", 1)} {
+			if err := tx.PutVM(v); err != nil {
+				return err
+			}
+		}
+		for _, r := range []*record.Record{rec("n", "", record.Clone, record.Success, "t1"), rec("c", "o", record.Copy, record.Success, "t2"),
+			rec("r", "", record.Create, record.Success, "t3"), rec("f", "", record.Clone, record.Failure, "t4")} {
+			if _, err := tx.PutRecord(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`UPDATE vms SET parent_via=''`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`PRAGMA user_version=3`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for uuid, want := range map[string]string{"o": "", "n": "clone", "c": "", "r": "", "f": ""} {
+		v, err := s.VM(ctx, uuid)
+		if err != nil || v.ParentVia != want {
+			t.Errorf("VM %s after the upgrade: via %q, want %q (%v)", uuid, v.ParentVia, want, err)
+		}
+	}
+}
