@@ -238,7 +238,7 @@ type VM struct {
 	PoolUUID   string    `json:"pool_uuid,omitempty"`
 	Name       string    `json:"name"`
 	ParentUUID string    `json:"parent_vm_uuid,omitempty"`
-	ParentVia  string    `json:"parent_via,omitempty"`
+	ParentVia  string    `json:"parent_via,omitempty"` // clone, copy, snapshot, ...; set without ParentUUID: made so from a VM never seen
 	Kind       string    `json:"kind,omitempty"`
 	PowerState string    `json:"power_state,omitempty"`
 	HostUUID   string    `json:"host_uuid,omitempty"`
