@@ -139,11 +139,13 @@ var upgrades = map[int][]string{
 	// v3 -> v4: a VM made (clone, copy, snapshot, checkpoint) from a VM
 	// never seen keeps how it was made in parent_via with no parent_uuid,
 	// so its later records list the parent unknown; VMs stored before took
-	// it from their creating record, if any.
+	// it from their creating record, if any. The unary + keeps SQLite off
+	// records_parent, which for parent '' would scan most records once per
+	// root VM (a 1,000,000-VM store took over ten minutes; 0.7 s with it).
 	3: {
-		`UPDATE vms SET parent_via=(SELECT r.activity FROM records r WHERE r.vm_uuid=vms.uuid AND r.parent_vm_uuid=''
+		`UPDATE vms SET parent_via=(SELECT r.activity FROM records r WHERE r.vm_uuid=vms.uuid AND +r.parent_vm_uuid=''
 		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint') ORDER BY r.start_ms LIMIT 1)
-		 WHERE parent_uuid='' AND parent_via='' AND EXISTS(SELECT 1 FROM records r WHERE r.vm_uuid=vms.uuid AND r.parent_vm_uuid=''
+		 WHERE parent_uuid='' AND parent_via='' AND EXISTS(SELECT 1 FROM records r WHERE r.vm_uuid=vms.uuid AND +r.parent_vm_uuid=''
 		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint'))`,
 	},
 }

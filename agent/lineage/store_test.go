@@ -436,6 +436,25 @@ func TestUpgradeGivesViaWithoutParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Each root VM is looked up by records_vm, never through the records
+	// of every VM without a parent.
+	rows, err := s.db.Query("EXPLAIN QUERY PLAN " + upgrades[3][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	rows.Close()
+	if p := strings.Join(plan, "; "); strings.Contains(p, "records_parent") || strings.Count(p, "records_vm") != 2 {
+		t.Errorf("the upgrade's plan: %s", p)
+	}
 	for uuid, want := range map[string]string{"o": "", "n": "clone", "c": "", "r": "", "f": ""} {
 		v, err := s.VM(ctx, uuid)
 		if err != nil || v.ParentVia != want {
