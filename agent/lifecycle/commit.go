@@ -95,8 +95,17 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		if p.rec.VMUUID != "" {
 			at[p.rec.VMUUID] = p.rec.End
 		}
-		if p.rec.Activity.Creating() && p.rec.Result == record.Success && p.vmRef != "" {
-			b.dirty[p.vmRef] = true
+		// The made VM is written with its record, so that its edge (set
+		// by whichever path matched the creation) is stored in the same
+		// transaction and a SIGKILL cannot keep the one without the other.
+		if p.rec.Activity.Creating() && p.rec.Result == record.Success {
+			ref := p.vmRef
+			if ref == "" && p.rec.VMUUID != "" {
+				ref = t.byUUID[p.rec.VMUUID]
+			}
+			if ref != "" {
+				b.dirty[ref] = true
+			}
 		}
 		// Whichever path matched it, a creation whose source is unknown
 		// leaves its VM's edge saying how it was made, so that the VM's
