@@ -95,26 +95,25 @@ func (t *Tracer) prepare(b *batch, w *writes) {
 		if p.rec.VMUUID != "" {
 			at[p.rec.VMUUID] = p.rec.End
 		}
-		// The made VM is written with its record, so that its edge (set
-		// by whichever path matched the creation) is stored in the same
-		// transaction and a SIGKILL cannot keep the one without the other.
-		if p.rec.Activity.Creating() && p.rec.Result == record.Success {
+		if a := p.rec.Activity; a.Creating() && p.rec.Result == record.Success {
+			// Whichever path matched it, a creation whose source is
+			// unknown leaves its VM's edge saying how it was made, so
+			// that the VM's later records (after a restart too) list the
+			// parent unknown rather than claim it has none.
+			if a != record.Create && a != record.Import && p.rec.VMUUID != "" && p.rec.IsUnknown("parent_vm_uuid") {
+				if e := t.edge(p.rec.VMUUID); e.parent == "" && e.via == "" {
+					t.setEdge(p.rec.VMUUID, "", string(a))
+				}
+			}
+			// The made VM is written with its record, so that its edge is
+			// stored in the same transaction: a SIGKILL cannot keep the
+			// one without the other.
 			ref := p.vmRef
 			if ref == "" && p.rec.VMUUID != "" {
 				ref = t.byUUID[p.rec.VMUUID]
 			}
 			if ref != "" {
 				b.dirty[ref] = true
-			}
-		}
-		// Whichever path matched it, a creation whose source is unknown
-		// leaves its VM's edge saying how it was made, so that the VM's
-		// later records (after a restart too) list the parent unknown
-		// rather than claim it has none.
-		if a := p.rec.Activity; a.Creating() && a != record.Create && a != record.Import && p.rec.Result == record.Success &&
-			p.rec.VMUUID != "" && p.rec.IsUnknown("parent_vm_uuid") {
-			if e := t.edge(p.rec.VMUUID); e.parent == "" && e.via == "" {
-				t.setEdge(p.rec.VMUUID, "", string(a))
 			}
 		}
 	}

@@ -309,7 +309,15 @@ func TestRecordsOfVMSinceOverlap(t *testing.T) {
 // records the scan kept the agent busy past its shutdown (chaos long form).
 func TestUnattributedCreationsUseTheirIndex(t *testing.T) {
 	s, _ := open(t)
-	rows, err := s.db.Query("EXPLAIN QUERY PLAN "+qUnattributedCreations, int64(0), "gen-1")
+	if p := queryPlan(t, s, qUnattributedCreations, int64(0), "gen-1"); !strings.Contains(p, "records_unattributed") {
+		t.Errorf("UnattributedCreations does not use records_unattributed: %s", p)
+	}
+}
+
+// queryPlan is SQLite's plan for q, its steps joined by "; ".
+func queryPlan(t *testing.T, s *Store, q string, args ...any) string {
+	t.Helper()
+	rows, err := s.db.Query("EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,9 +331,7 @@ func TestUnattributedCreationsUseTheirIndex(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	if p := strings.Join(plan, "; "); !strings.Contains(p, "records_unattributed") {
-		t.Errorf("UnattributedCreations does not use records_unattributed: %s", p)
-	}
+	return strings.Join(plan, "; ")
 }
 
 // No partial index may be conditioned on "column = constant": SQLite then
@@ -438,21 +444,7 @@ func TestUpgradeGivesViaWithoutParent(t *testing.T) {
 	defer s.Close()
 	// Each root VM is looked up by records_vm, never through the records
 	// of every VM without a parent.
-	rows, err := s.db.Query("EXPLAIN QUERY PLAN " + upgrades[3][0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	rows.Close()
-	if p := strings.Join(plan, "; "); strings.Contains(p, "records_parent") || strings.Count(p, "records_vm") != 2 {
+	if p := queryPlan(t, s, upgrades[3][0]); strings.Contains(p, "records_parent") || strings.Count(p, "records_vm") != 2 {
 		t.Errorf("the upgrade's plan: %s", p)
 	}
 	for uuid, want := range map[string]string{"o": "", "n": "clone", "c": "", "r": "", "f": ""} {
