@@ -238,6 +238,7 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 		return err
 	}
 	t.delivered()
+	catchUp := t.catchUp
 	t.applyEvents(b.Events)
 	t.openToken = b.Token
 	t.stats.Events += int64(len(b.Events))
@@ -250,7 +251,13 @@ func (t *Tracer) Events(ctx context.Context, b *xapi.EventBatch) error {
 		if err := t.Flush(ctx); err != nil {
 			return err
 		}
-		t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
+		if catchUp {
+			// Expected after every start: the view restored from the
+			// store lacks what it never keeps (the control domains).
+			t.log.Info("catch-up: the pool has VMs the stored view lacks, resyncing", "pool_vms", n, "tracked", len(t.vms))
+		} else {
+			t.log.Warn("VM count differs from the pool's", "pool_vms", n, "tracked", len(t.vms))
+		}
 		return xapi.ErrResyncNeeded
 	}
 	if t.openEvents >= flushEvents || time.Since(t.openSince) >= flushAfter {

@@ -1,13 +1,17 @@
 package lifecycle
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -1432,5 +1436,48 @@ func TestParentUnknownSurvivesARestart(t *testing.T) {
 	}
 	if clones != 1 || starts != 1 {
 		t.Errorf("want one clone and one start of n, got %+v", recs)
+	}
+}
+
+// TestCatchUpCountIsNoWarning: after a start, the view restored from the
+// store lacks the control domains (never stored), so the catch-up's VM
+// count always exceeds it: a resync follows, logged as what it is, not as a
+// warning (one per restart, on every pool). The same shortfall later is a
+// warning.
+func TestCatchUpCountIsNoWarning(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	p := newFakePool()
+	p.vms["OpaqueRef:d0"] = &xapi.Snapshot{UUID: "dom0", NameLabel: "Control domain on host: xen1", PowerState: "Running", IsControlDomain: true}
+	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
+	tr := New(st, nil)
+	tr.SetServerTime(p.at(0))
+	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	tr = New(st, slog.New(slog.NewTextHandler(&logs, nil)))
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	b := p.flush()
+	b.ValidRefCounts = map[string]int{"vm": 2}
+	if err := tr.Events(ctx, b); !errors.Is(err, xapi.ErrResyncNeeded) {
+		t.Fatalf("the catch-up with a VM the view lacks: want a resync asked for, got %v", err)
+	}
+	if !strings.Contains(logs.String(), "level=INFO msg=\"catch-up:") || strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("the catch-up's count logged as:\n%s", logs.String())
+	}
+	// Past the catch-up, a VM the tracer lacks is a fault worth a warning.
+	logs.Reset()
+	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+	b = p.flush()
+	b.ValidRefCounts = map[string]int{"vm": 2}
+	if err := tr.Events(ctx, b); !errors.Is(err, xapi.ErrResyncNeeded) {
+		t.Fatalf("want a resync asked for, got %v", err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"VM count differs") {
+		t.Errorf("a VM lacking past the catch-up logged as:\n%s", logs.String())
 	}
 }
