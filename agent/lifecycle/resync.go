@@ -40,6 +40,10 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	t.stats.Resyncs++
 	// Tasks seen before this resync end, now or later, across a gap.
 	t.gapSeq, t.catchUp = t.seq, false
+	t.beforeGap = make(map[string]bool, len(t.tasks))
+	for ref := range t.tasks {
+		t.beforeGap[ref] = true
+	}
 	b := newBatch(t)
 	b.resync = true
 	b.from = from
@@ -271,6 +275,10 @@ func (t *Tracer) load(ctx context.Context) error {
 			tk.VMUUIDs = map[string]string{}
 		}
 		t.tasks[tk.Ref] = tk
+	}
+	t.beforeGap = make(map[string]bool, len(t.tasks))
+	for ref := range t.tasks {
+		t.beforeGap[ref] = true
 	}
 	return nil
 }

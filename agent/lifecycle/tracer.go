@@ -96,11 +96,15 @@ type Tracer struct {
 	recent                   []recentEvent   // recent VM events, for attribution windows (attribute.go)
 	// recentTrimmed: older events were dropped from recent.
 	recentTrimmed bool
-	changes       map[string]change        // unexplained VM changes waiting for a task (unexplained.go)
-	notedNow      []string                 // keys of the changes the batch being applied noted
-	gapSeq        int64                    // event seq of the last gap in what the tracer saw (start, resync)
-	catchUp       bool                     // the next batch is the catch-up after a start: a gap too
-	claimedLog    map[string]bool          // logged creations already matched to a VM (unexplained.go)
+	changes       map[string]change // unexplained VM changes waiting for a task (unexplained.go)
+	notedNow      []string          // keys of the changes the batch being applied noted
+	gapSeq        int64             // event seq of the last gap in what the tracer saw (start, resync)
+	catchUp       bool              // the next batch is the catch-up after a start: a gap too
+	claimedLog    map[string]bool   // logged creations already matched to a VM (unexplained.go)
+	// beforeGap holds the tasks known when the current gap began (restored
+	// at a start, held at a resync): a VM's state from before the gap may
+	// already show their effect (noteImplied).
+	beforeGap     map[string]bool
 	unsure        []unsureWindow           // windows of tasks recorded without their VM, this process (rivalFor)
 	loggedChecked time.Time                // when completeLogged last looked up every VM that appeared
 	awaitNew      map[string]record.Record // VM ref → record of the creation whose result named it, the VM not yet seen (expectNew)

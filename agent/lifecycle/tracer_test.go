@@ -1481,3 +1481,159 @@ func TestCatchUpCountIsNoWarning(t *testing.T) {
 		t.Errorf("a VM lacking past the catch-up logged as:\n%s", logs.String())
 	}
 }
+
+// TestUnseenPauseImpliedByUnpause: the agent is killed after web was last
+// stored running; meanwhile web is paused and its unpause begins (pause
+// and its task come and go unseen: killed before its group commit, or
+// coalesced away). The restarted agent sees web carrying the unpause's key,
+// paused still or already running: the unpause implies a pause nobody saw,
+// recorded as inferred (source resync), once, beside the unpause
+// (TestSIGKILLMidScenario: 'missing record: pause success of web').
+func TestUnseenPauseImpliedByUnpause(t *testing.T) {
+	// seen: "paused": the restart came between the pause and the unpause
+	// (the VM seen paused, no key); "unpausing": the VM paused, the
+	// unpause's key on it; "running": the unpause's effect seen already.
+	// "live": no restart; the pause's task never seen (coalesced away),
+	// the VM seen paused, the unpause seen whole within the pause's grace.
+	for _, seen := range []string{"paused", "unpausing", "running", "live"} {
+		t.Run(seen, func(t *testing.T) {
+			applied := seen == "running"
+			ctx := context.Background()
+			st := openStore(t)
+			p := newFakePool()
+			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
+			tr := New(st, nil)
+			tr.SetServerTime(p.at(0))
+			if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			un := taskRef(2)
+			p.vms["OpaqueRef:w"].PowerState = xapi.Paused
+			if seen == "unpausing" || seen == "running" {
+				p.tasks[un] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.unpause", Status: "pending", Created: p.at(10)}
+				p.vms["OpaqueRef:w"].CurrentOperations = map[string]string{un: "unpause"}
+			}
+			if applied {
+				p.vms["OpaqueRef:w"].PowerState = xapi.Running
+			}
+			if seen == "live" {
+				p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
+				tr.SetServerTime(p.at(12))
+				if err := feed(ctx, tr, p.flush()); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tr = New(st, nil) // the restarted agent
+				tr.SetServerTime(p.at(12))
+				if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tr.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if seen == "paused" || seen == "live" {
+				// The unpause, seen live.
+				p.tasks[un] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.unpause", Status: "pending", Created: p.at(13)}
+				p.ev("task", "add", un, p.tasks[un])
+				p.vms["OpaqueRef:w"].CurrentOperations = map[string]string{un: "unpause"}
+				p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
+			}
+			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].CurrentOperations = xapi.Running, nil
+			p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
+			p.tasks[un].Status, p.tasks[un].Finished = "success", p.at(14)
+			p.ev("task", "mod", un, p.tasks[un])
+			delete(p.tasks, un)
+			p.ev("task", "del", un, nil)
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			// The pool goes on: the change's grace runs out.
+			tr.SetServerTime(p.at(60))
+			p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			recs, _ := st.Records(ctx, lineage.Filter{})
+			var got []string
+			for _, r := range recs {
+				got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
+			}
+			want := []string{"pause success of w (resync)", "unpause success of w (xapi)"}
+			sort.Strings(got)
+			if !slices.Equal(got, want) {
+				t.Errorf("records: got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestOwnOperationImpliesNothing: a start seen live has already made its
+// VM run, its key still on the VM, when a resync (a relogin) comes: the VM
+// was last seen running because of that very start, which implies no
+// shutdown before it. The same after a restart, the start's task restored
+// from the store (TestFaultsDuringPlay: a shutdown of app1 invented).
+func TestOwnOperationImpliesNothing(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			p := newFakePool()
+			p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "app1", PowerState: xapi.Halted}
+			tr := New(st, nil)
+			tr.SetServerTime(p.at(0))
+			if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s := taskRef(1)
+			p.tasks[s] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.start", Status: "pending", Created: p.at(10)}
+			p.ev("task", "add", s, p.tasks[s])
+			p.vms["OpaqueRef:a"].CurrentOperations = map[string]string{s: "start"}
+			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+			p.vms["OpaqueRef:a"].PowerState, p.vms["OpaqueRef:a"].ResidentOn = xapi.Running, "OpaqueRef:h2"
+			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+			tr.SetServerTime(p.at(11))
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			if restart {
+				tr = New(st, nil)
+			}
+			tr.SetServerTime(p.at(12))
+			if err := tr.Resync(ctx, p.snapshot(), "", "relogin"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			p.vms["OpaqueRef:a"].CurrentOperations = nil
+			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+			p.tasks[s].Status, p.tasks[s].Finished = "success", p.at(13)
+			p.ev("task", "mod", s, p.tasks[s])
+			delete(p.tasks, s)
+			p.ev("task", "del", s, nil)
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			tr.SetServerTime(p.at(60))
+			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			recs, _ := st.Records(ctx, lineage.Filter{})
+			var got []string
+			for _, r := range recs {
+				got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
+			}
+			if want := []string{"start success of a (xapi)"}; !slices.Equal(got, want) {
+				t.Errorf("records: got %q, want %q", got, want)
+			}
+		})
+	}
+}

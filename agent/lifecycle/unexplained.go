@@ -20,7 +20,7 @@ import (
 // agent was dead, an operation behind an EVENTS_LOST: all end up here, so
 // nothing that changed the pool goes unrecorded.
 type change struct {
-	Kind       string `json:"kind"` // appear, vanish, power, template
+	Kind       string `json:"kind"` // appear, vanish, power, template, implied (noteImplied)
 	VMUUID     string `json:"vm"`
 	Ref        string `json:"ref,omitempty"`
 	Name       string `json:"name,omitempty"`
@@ -105,6 +105,9 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 			t.note(c)
 		}
 	case busy:
+		if b.resync || t.catchUp {
+			b.noteImplied(prev, vi)
+		}
 	default:
 		if prev.power != vi.power || prev.resident != vi.resident {
 			t.note(change{Kind: "power", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since(),
@@ -114,6 +117,79 @@ func (b *batch) noteVM(prev, vi *vmInfo, isNew bool) {
 			t.note(change{Kind: "template", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since()})
 		}
 	}
+}
+
+// startsFrom is the power state an activity requires of its VM (xapi
+// refuses it in any other, VM_BAD_POWER_STATE), for those that require one
+// other than running.
+func startsFrom(a record.Activity) string {
+	switch a {
+	case record.Unpause:
+		return xapi.Paused
+	case record.Resume:
+		return xapi.Suspended
+	case record.Start:
+		return xapi.Halted
+	}
+	return ""
+}
+
+// cameAfter says whether r's operation began from the state a pending power
+// change of its VM ended in (an unpause after an unseen pause): it came
+// after that change and does not explain it.
+func (t *Tracer) cameAfter(r *record.Record) bool {
+	c, ok := t.changes["power/"+r.VMUUID]
+	from := startsFrom(r.Activity)
+	return ok && from != "" && c.ToPower == from && c.FromPower != from
+}
+
+// noteImplied notes the change an operation in flight implies, seen across
+// a gap (a restart's catch-up, a resync): a VM last seen running that is
+// being unpaused was paused meanwhile, by an operation that began and ended
+// unseen (the agent killed, or its events coalesced away). That operation
+// is an "implied" change: unlike a power change, no record of the VM
+// explains it except its own kind (the unpause's record is the VM's, yet
+// no pause), and like one it waits for its operation's record from the
+// store or another source before it is inferred.
+//
+// Only for an operation the tracer did not know before the gap: the VM's
+// state from before may already show that operation's own effect (a start
+// whose VM was stored running while its key was still on it).
+func (b *batch) noteImplied(prev, vi *vmInfo) {
+	if prev == nil || prev.power == "" {
+		return
+	}
+	t := b.t
+	for key, op := range vi.ops {
+		a, _ := record.ActivityOf(op)
+		from := startsFrom(a)
+		if from == "" || from == prev.power {
+			continue
+		}
+		if _, had := prev.ops[key]; had || t.beforeGap[key] || t.taskRecorded(vi.uuid, key, b.since()) {
+			continue
+		}
+		t.note(change{Kind: "implied", VMUUID: vi.uuid, Ref: vi.ref, Name: vi.name, At: t.now(), Since: b.since(),
+			FromPower: prev.power, FromHost: t.hostUUID(prev.resident), ToPower: from})
+		return
+	}
+}
+
+// taskRecorded says whether the store holds a record of the task (by its
+// short id) about the VM since the given time.
+func (t *Tracer) taskRecorded(vmUUID, taskRef string, since time.Time) bool {
+	recs, err := t.store.RecordsOfVMSince(context.Background(), vmUUID, since.Add(-sourceSlack))
+	if err != nil {
+		t.log.Warn("lifecycle: reading the store for a task's record failed", "err", err)
+		return true // unsure: infer nothing
+	}
+	id := shortID(taskRef)
+	for _, r := range recs {
+		if r.TaskID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // settle drops the changes that this batch's records explain, and turns
@@ -144,6 +220,9 @@ func (t *Tracer) settle(b *batch, out []pending) []pending {
 			// record of its making without its VM (and the tree without
 			// its edge).
 			if k == "appear" && (!p.rec.Activity.Creating() || p.rec.Result != record.Success) {
+				continue
+			}
+			if k == "power" && t.cameAfter(&p.rec) {
 				continue
 			}
 			t.dropChange(k + "/" + p.rec.VMUUID)
@@ -335,7 +414,7 @@ func changeActivity(c change) record.Activity {
 		return record.Destroy
 	case "template":
 		return record.ConvertToTemplate
-	case "power":
+	case "power", "implied":
 		a, _ := transition(c.FromPower, c.FromHost, c.ToPower, c.ToHost)
 		return a
 	}
@@ -379,7 +458,7 @@ func (t *Tracer) inferred(c change) (pending, bool) {
 		a, host = record.Destroy, c.FromHost
 	case "template":
 		a = record.ConvertToTemplate
-	case "power":
+	case "power", "implied":
 		a, dest = transition(c.FromPower, c.FromHost, c.ToPower, c.ToHost)
 		host = c.FromHost
 		if host == "" {
@@ -593,6 +672,12 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 			}
 		case "template":
 			if r.Activity == record.ConvertToTemplate {
+				return pending{}, true
+			}
+		case "implied":
+			// Only its own kind: the VM's next operation (the unpause that
+			// implied a pause) is stored by every source.
+			if r.Activity == a {
 				return pending{}, true
 			}
 		case "power":
