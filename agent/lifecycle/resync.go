@@ -40,10 +40,7 @@ func (t *Tracer) Resync(ctx context.Context, ps *xapi.PoolSnapshot, token, reaso
 	t.stats.Resyncs++
 	// Tasks seen before this resync end, now or later, across a gap.
 	t.gapSeq, t.catchUp = t.seq, false
-	t.beforeGap = make(map[string]bool, len(t.tasks))
-	for ref := range t.tasks {
-		t.beforeGap[ref] = true
-	}
+	t.holdBeforeGap()
 	b := newBatch(t)
 	b.resync = true
 	b.from = from
@@ -276,10 +273,7 @@ func (t *Tracer) load(ctx context.Context) error {
 		}
 		t.tasks[tk.Ref] = tk
 	}
-	t.beforeGap = make(map[string]bool, len(t.tasks))
-	for ref := range t.tasks {
-		t.beforeGap[ref] = true
-	}
+	t.holdBeforeGap()
 	return nil
 }
 
@@ -438,4 +432,12 @@ func (t *Tracer) saved(st *savedState) {
 	}
 	clear(t.touchedTasks)
 	clear(t.touchedChanges)
+}
+
+// holdBeforeGap notes the tasks known as a gap begins (noteImplied).
+func (t *Tracer) holdBeforeGap() {
+	t.beforeGap = make(map[string]bool, len(t.tasks))
+	for ref := range t.tasks {
+		t.beforeGap[ref] = true
+	}
 }
