@@ -309,6 +309,55 @@ func feed(ctx context.Context, tr *Tracer, b *xapi.EventBatch) error {
 	return tr.Flush(ctx)
 }
 
+// resyncAt resyncs tr with the pool as it is at second at and commits;
+// a nil tr is a restarted agent on the same store.
+func resyncAt(t *testing.T, st *lineage.Store, tr *Tracer, p *fakePool, at int, reason string) *Tracer {
+	t.Helper()
+	ctx := context.Background()
+	if tr == nil {
+		tr = New(st, nil)
+	}
+	tr.SetServerTime(p.at(at))
+	if err := tr.Resync(ctx, p.snapshot(), "", reason); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// endTask has the task succeed at second at and vanish, as events.
+func (p *fakePool) endTask(ref string, at int) {
+	p.tasks[ref].Status, p.tasks[ref].Finished = "success", p.at(at)
+	p.ev("task", "mod", ref, p.tasks[ref])
+	delete(p.tasks, ref)
+	p.ev("task", "del", ref, nil)
+}
+
+// touchAt feeds an update of the VM at second at (the pool going on: a
+// pending change's grace runs out).
+func touchAt(t *testing.T, tr *Tracer, p *fakePool, vmRef string, at int) {
+	t.Helper()
+	tr.SetServerTime(p.at(at))
+	p.ev("vm", "mod", vmRef, p.vms[vmRef])
+	if err := feed(context.Background(), tr, p.flush()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordLines is every stored record as "activity result of vm (source)",
+// sorted.
+func recordLines(st *lineage.Store) []string {
+	recs, _ := st.Records(context.Background(), lineage.Filter{})
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
+	}
+	sort.Strings(got)
+	return got
+}
+
 // TestOverlappingDestroysKeepTheirVMs: two destroys run at once; the tracer
 // sees the one's key on VM y and y deleted, the other's task without ever
 // seeing its VM x (its key coalesced away, x deleted while the event stream
@@ -1390,30 +1439,17 @@ func TestParentUnknownSurvivesARestart(t *testing.T) {
 	st := openStore(t)
 	p := newFakePool()
 	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
-	restart := func(at int) *Tracer {
-		tr := New(st, nil)
-		tr.SetServerTime(p.at(at))
-		if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return tr
-	}
-	restart(0)
+	resyncAt(t, st, nil, p, 0, "start")
 	cl := taskRef(2)
 	p.tasks[cl] = &xapi.Snapshot{UUID: "task-2", NameLabel: "Async.VM.clone", Status: "pending", Created: p.at(11)}
 	p.vms["OpaqueRef:n"] = &xapi.Snapshot{UUID: "n", NameLabel: "n", PowerState: "Halted"}
-	tr := restart(12)
-	p.tasks[cl].Status, p.tasks[cl].Finished, p.tasks[cl].Result = "success", p.at(14), "<value>OpaqueRef:n</value>"
-	p.ev("task", "mod", cl, p.tasks[cl])
-	delete(p.tasks, cl)
-	p.ev("task", "del", cl, nil)
+	tr := resyncAt(t, st, nil, p, 12, "start")
+	p.tasks[cl].Result = "<value>OpaqueRef:n</value>"
+	p.endTask(cl, 14)
 	if err := feed(ctx, tr, p.flush()); err != nil {
 		t.Fatal(err)
 	}
-	tr = restart(16)
+	tr = resyncAt(t, st, nil, p, 16, "start")
 	p.power(3, "OpaqueRef:n", "start", "Running", "OpaqueRef:h1", 20, false)
 	if err := feed(ctx, tr, p.flush()); err != nil {
 		t.Fatal(err)
@@ -1502,14 +1538,7 @@ func TestUnseenPauseImpliedByUnpause(t *testing.T) {
 			st := openStore(t)
 			p := newFakePool()
 			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: "Running", ResidentOn: "OpaqueRef:h1"}
-			tr := New(st, nil)
-			tr.SetServerTime(p.at(0))
-			if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			tr := resyncAt(t, st, nil, p, 0, "start")
 			un := taskRef(2)
 			p.vms["OpaqueRef:w"].PowerState = xapi.Paused
 			if seen == "unpausing" || seen == "running" {
@@ -1526,14 +1555,7 @@ func TestUnseenPauseImpliedByUnpause(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				tr = New(st, nil) // the restarted agent
-				tr.SetServerTime(p.at(12))
-				if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-					t.Fatal(err)
-				}
-				if err := tr.Flush(ctx); err != nil {
-					t.Fatal(err)
-				}
+				tr = resyncAt(t, st, nil, p, 12, "start") // the restarted agent
 			}
 			if seen == "paused" || seen == "live" {
 				// The unpause, seen live.
@@ -1544,26 +1566,12 @@ func TestUnseenPauseImpliedByUnpause(t *testing.T) {
 			}
 			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].CurrentOperations = xapi.Running, nil
 			p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
-			p.tasks[un].Status, p.tasks[un].Finished = "success", p.at(14)
-			p.ev("task", "mod", un, p.tasks[un])
-			delete(p.tasks, un)
-			p.ev("task", "del", un, nil)
+			p.endTask(un, 14)
 			if err := feed(ctx, tr, p.flush()); err != nil {
 				t.Fatal(err)
 			}
-			// The pool goes on: the change's grace runs out.
-			tr.SetServerTime(p.at(60))
-			p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
-			if err := feed(ctx, tr, p.flush()); err != nil {
-				t.Fatal(err)
-			}
-			recs, _ := st.Records(ctx, lineage.Filter{})
-			var got []string
-			for _, r := range recs {
-				got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
-			}
-			want := []string{"pause success of w (resync)", "unpause success of w (xapi)"}
-			sort.Strings(got)
+			touchAt(t, tr, p, "OpaqueRef:w", 60)
+			got, want := recordLines(st), []string{"pause success of w (resync)", "unpause success of w (xapi)"}
 			if !slices.Equal(got, want) {
 				t.Errorf("records: got %q, want %q", got, want)
 			}
@@ -1583,14 +1591,7 @@ func TestOwnOperationImpliesNothing(t *testing.T) {
 			st := openStore(t)
 			p := newFakePool()
 			p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "app1", PowerState: xapi.Halted}
-			tr := New(st, nil)
-			tr.SetServerTime(p.at(0))
-			if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			tr := resyncAt(t, st, nil, p, 0, "start")
 			s := taskRef(1)
 			p.tasks[s] = &xapi.Snapshot{UUID: "task-1", NameLabel: "Async.VM.start", Status: "pending", Created: p.at(10)}
 			p.ev("task", "add", s, p.tasks[s])
@@ -1603,35 +1604,17 @@ func TestOwnOperationImpliesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			if restart {
-				tr = New(st, nil)
+				tr = nil
 			}
-			tr.SetServerTime(p.at(12))
-			if err := tr.Resync(ctx, p.snapshot(), "", "relogin"); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			tr = resyncAt(t, st, tr, p, 12, "relogin")
 			p.vms["OpaqueRef:a"].CurrentOperations = nil
 			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
-			p.tasks[s].Status, p.tasks[s].Finished = "success", p.at(13)
-			p.ev("task", "mod", s, p.tasks[s])
-			delete(p.tasks, s)
-			p.ev("task", "del", s, nil)
+			p.endTask(s, 13)
 			if err := feed(ctx, tr, p.flush()); err != nil {
 				t.Fatal(err)
 			}
-			tr.SetServerTime(p.at(60))
-			p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
-			if err := feed(ctx, tr, p.flush()); err != nil {
-				t.Fatal(err)
-			}
-			recs, _ := st.Records(ctx, lineage.Filter{})
-			var got []string
-			for _, r := range recs {
-				got = append(got, fmt.Sprintf("%s %s of %s (%s)", r.Activity, r.Result, r.VMUUID, r.Source))
-			}
-			if want := []string{"start success of a (xapi)"}; !slices.Equal(got, want) {
+			touchAt(t, tr, p, "OpaqueRef:a", 60)
+			if got, want := recordLines(st), []string{"start success of a (xapi)"}; !slices.Equal(got, want) {
 				t.Errorf("records: got %q, want %q", got, want)
 			}
 		})
