@@ -1486,16 +1486,9 @@ func TestCatchUpCountIsNoWarning(t *testing.T) {
 	p := newFakePool()
 	p.vms["OpaqueRef:d0"] = &xapi.Snapshot{UUID: "dom0", NameLabel: "Control domain on host: xen1", PowerState: "Running", IsControlDomain: true}
 	p.vms["OpaqueRef:a"] = &xapi.Snapshot{UUID: "a", NameLabel: "a", PowerState: "Halted"}
-	tr := New(st, nil)
-	tr.SetServerTime(p.at(0))
-	if err := tr.Resync(ctx, p.snapshot(), "", "start"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	resyncAt(t, st, nil, p, 0, "start")
 	var logs bytes.Buffer
-	tr = New(st, slog.New(slog.NewTextHandler(&logs, nil)))
+	tr := New(st, slog.New(slog.NewTextHandler(&logs, nil)))
 	p.ev("vm", "mod", "OpaqueRef:a", p.vms["OpaqueRef:a"])
 	b := p.flush()
 	b.ValidRefCounts = map[string]int{"vm": 2}
