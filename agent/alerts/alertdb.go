@@ -57,6 +57,10 @@ func openAlertDB(ctx context.Context, path string) (*sql.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("alerts: %s is not an alert log: %w", path, err)
 	}
+	if err := addRowidColumn(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("alerts: upgrade %s: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -143,6 +147,26 @@ func migrateFromStore(ctx context.Context, adb *sql.DB, st *lineage.Store) error
 	}
 	if _, err := st.DB().ExecContext(ctx, "DROP TABLE IF EXISTS alert_vms; DROP TABLE IF EXISTS alerts"); err != nil {
 		return fmt.Errorf("alerts: drop the old alert tables from the lineage store: %w", err)
+	}
+	return nil
+}
+
+// addRowidColumn adds alert_log_state.vm_rowid to a log made before it
+// (alertLogStateRowid). Another process may add it at the same time.
+func addRowidColumn(ctx context.Context, db *sql.DB) error {
+	has := func() (bool, error) {
+		var n int
+		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info('alert_log_state') WHERE name='vm_rowid'").Scan(&n)
+		return n > 0, err
+	}
+	if ok, err := has(); err != nil || ok {
+		return err
+	}
+	if _, err := db.ExecContext(ctx, alertLogStateRowid); err != nil {
+		if ok, err2 := has(); err2 == nil && ok {
+			return nil // the other process's
+		}
+		return err
 	}
 	return nil
 }

@@ -41,9 +41,17 @@ CREATE TABLE IF NOT EXISTS alert_vms (
 CREATE INDEX IF NOT EXISTS alert_vms_vm ON alert_vms(vm_uuid, time_ms);
 CREATE TABLE IF NOT EXISTS alert_log_state (
   id  INTEGER PRIMARY KEY CHECK (id = 1),
-  gen INTEGER NOT NULL
+  gen INTEGER NOT NULL,
+  vm_rowid INTEGER NOT NULL DEFAULT 0
 );
 `
+
+// alertLogStateRowid adds alert_log_state.vm_rowid to a log made before
+// it: the highest alert_vms rowid ever given out. Rows get theirs from it
+// (commit), so a rowid is never given out twice, even after retention
+// emptied the table (SQLite would start again at 1), and sync, which
+// reads other processes' rows by rowid, misses none.
+const alertLogStateRowid = "ALTER TABLE alert_log_state ADD COLUMN vm_rowid INTEGER NOT NULL DEFAULT 0"
 
 // alertLog stores alerts off the enrichment path. An alert is visible to
 // AlertedVMs from the moment it is matched (so two alerts of one family a
@@ -119,6 +127,9 @@ type pending struct {
 	id  string
 	at  int64 // alert time, ms
 	vms []string
+	// named: the VMs the entry counts for, as matched; the stored row
+	// is tied to these, whichever copy's row is stored (see finish).
+	named []plugins.AlertVM
 	// resolved is closed once the entry's VMs are known (see resolve);
 	// state says how far it is: begun, admitted (a worker has it), resolved.
 	resolved chan struct{}
@@ -397,16 +408,66 @@ func (l *alertLog) resolve(p *pending, vms []plugins.AlertVM) {
 
 func (l *alertLog) resolveLocked(p *pending, vms []plugins.AlertVM) {
 	if p.state == pendingResolved {
+		// A copy re-sent while the first is enriched shares its entry.
+		// When the first copy's matching failed (its request ended, a
+		// store error) and this one's found VMs, the alert counts for
+		// these from now on and is stored tied to them.
+		if len(p.named) == 0 && len(vms) > 0 && p.gen == 0 && l.byID[p.id] == p {
+			l.count(p, vms)
+		}
 		return
 	}
 	delete(l.unresolved, p)
 	p.state = pendingResolved
+	l.count(p, vms)
+	close(p.resolved)
+}
+
+// count makes the entry count for the VMs; l.mu is held.
+func (l *alertLog) count(p *pending, vms []plugins.AlertVM) {
+	p.named = vms
 	for _, v := range vms {
 		p.vms = append(p.vms, v.UUID)
 		l.byVM[v.UUID] = append(l.byVM[v.UUID], p)
 		l.idx.add(v.UUID, p.at)
 	}
-	close(p.resolved)
+}
+
+// resolveMatch is resolve for an alert just matched: one the log holds
+// already counts for no VM again.
+func (l *alertLog) resolveMatch(ctx context.Context, p *pending, vms []plugins.AlertVM) {
+	if len(vms) > 0 && l.storedBefore(ctx, p) {
+		vms = nil // re-sent: its stored copy counts
+	}
+	l.resolve(p, vms)
+}
+
+// storedBefore says whether the entry's alert is in the log already: a
+// sensor re-sent it after this process started, or after its id left
+// recent. Such an alert must count for no VM again (the stored copy
+// counts): resolve it with none. A failed read says no; the commit then
+// finds the copy and takes the entry's count back, only later.
+func (l *alertLog) storedBefore(ctx context.Context, p *pending) bool {
+	l.mu.Lock()
+	fresh := l.byID[p.id] == p && p.state != pendingResolved
+	l.mu.Unlock()
+	if !fresh {
+		return false // a copy of an alert this process holds: counted once already
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	// Without the context's end, as the lineage reads on the alert path
+	// (README, "Tests and benchmark"): one keyed read, and a context that
+	// can end costs a goroutine per query.
+	ctx = context.WithoutCancel(ctx)
+	st, err := l.stmt(ctx, "SELECT 1 FROM alerts WHERE id=?")
+	if err != nil {
+		return false
+	}
+	l.queries.Add(1)
+	var one int
+	return st.QueryRowContext(ctx, p.id).Scan(&one) == nil
 }
 
 // awaitResolved waits until the alerts admitted so far are tied to their
@@ -437,6 +498,9 @@ func (l *alertLog) finish(p *pending, row *alertRow) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.resolveLocked(p, nil) // never tied to VMs: counts for none
+	// The row is tied to the VMs the entry counts for, so that the log
+	// and the index agree whichever copy's match counted.
+	row.vms = p.named
 	if p.refs--; p.row == nil || p.refs <= 0 {
 		p.row = row // the last enrichment of a re-sent alert is the one stored
 	}
@@ -546,15 +610,8 @@ func (l *alertLog) write(batch []*pending) {
 	l.writeMu.Lock() // batches commit in the order they are numbered
 	defer l.writeMu.Unlock()
 	for attempt := 0; ; attempt++ {
-		l.mu.Lock()
-		gen := l.written + 1
-		l.written = gen // batches are written one at a time
-		for _, p := range batch {
-			p.gen = gen
-		}
-		l.mu.Unlock()
 		began := time.Now()
-		again, gone, err := l.commit(batch, gen)
+		again, gone, err := l.commit(batch)
 		took := time.Since(began)
 		l.mu.Lock()
 		if took >= slowCommit {
@@ -647,7 +704,7 @@ func (l *alertLog) forget(p *pending) {
 // commit writes the batch in one transaction; again lists its alerts the
 // log held before (re-sent ones), gone the alert_vms rows retention
 // deleted in it (before the inserts, so that they reuse the freed pages).
-func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone []vmAt, err error) {
+func (l *alertLog) commit(batch []*pending) (again []*pending, gone []vmAt, err error) {
 	ctx := context.Background()
 	// Packed before the transaction, which then holds the log's lock
 	// only for SQLite's own work.
@@ -662,13 +719,17 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone 
 	defer tx.Rollback()
 	own := map[int64]bool{}
 	// Exec, not RETURNING seq: a statement that returns rows costs a
-	// database/sql Rows per alert. A conflict changes no row.
-	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched) VALUES(?,?,?,?,?,?,?)
+	// database/sql Rows per alert. A conflict changes no row. NOT EXISTS
+	// first: a conflicting insert would still use up a seq, and the count
+	// bound cuts by seq (retention.go), so every re-sent alert would cost
+	// a kept one.
+	ins, err := l.txStmt(ctx, tx, `INSERT INTO alerts(id,time_ms,received_ms,source,matched,json,enriched)
+		SELECT ?1,?2,?3,?4,?5,?6,?7 WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE id=?1)
 		ON CONFLICT(id) DO NOTHING`)
 	if err != nil {
 		return nil, nil, err
 	}
-	insVM, err := l.txStmt(ctx, tx, "INSERT INTO alert_vms(alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?)")
+	insVM, err := l.txStmt(ctx, tx, "INSERT INTO alert_vms(rowid,alert_seq,vm_uuid,time_ms,field,value) VALUES(?,?,?,?,?,?)")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -676,13 +737,41 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone 
 	if err != nil {
 		return nil, nil, err
 	}
-	mark, err := l.txStmt(ctx, tx, "INSERT INTO alert_log_state(id,gen) VALUES(1,?) ON CONFLICT(id) DO UPDATE SET gen=excluded.gen")
+	// The batch's number comes from the stored one, under the write lock
+	// this statement takes: another process writing the log (vmlineage
+	// enrich beside the agent) numbers its batches from the same row, so
+	// the stored number rises with every commit whoever made it, which is
+	// what a read's comparison needs. Numbered from this process's own
+	// count, a batch could get a number a read already took for committed
+	// and drop it uncounted.
+	// It also returns the last alert_vms rowid given out (see
+	// alertLogStateRowid); the table's own highest covers a log that
+	// older code wrote to.
+	mark, err := l.txStmt(ctx, tx, `INSERT INTO alert_log_state(id,gen) VALUES(1,?) ON CONFLICT(id) DO UPDATE SET gen=max(gen+1, excluded.gen)
+		RETURNING gen, max(vm_rowid, COALESCE((SELECT MAX(rowid) FROM alert_vms), 0))`)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := mark.ExecContext(ctx, int64(gen)); err != nil {
+	setRowid, err := l.txStmt(ctx, tx, "UPDATE alert_log_state SET vm_rowid=? WHERE id=1")
+	if err != nil {
 		return nil, nil, err
 	}
+	l.mu.Lock()
+	next := l.written + 1
+	l.mu.Unlock()
+	var gen uint64
+	var rowid int64
+	if err := mark.QueryRowContext(ctx, int64(next)).Scan(&gen, &rowid); err != nil {
+		return nil, nil, err
+	}
+	// Numbered before COMMIT: a read whose snapshot holds the commit must
+	// find the entries numbered (or it would count them twice).
+	l.mu.Lock()
+	l.written = gen
+	for _, p := range batch {
+		p.gen = gen
+	}
+	l.mu.Unlock()
 	pruned := 0
 	if now := time.Now(); l.pruneDue(now) {
 		if pruned, gone, err = l.prune(ctx, tx, l.retention(), now, len(batch), pruneMax); err != nil {
@@ -721,13 +810,17 @@ func (l *alertLog) commit(batch []*pending, gen uint64) (again []*pending, gone 
 		}
 		for _, v := range r.vms {
 			n++
-			res, err := insVM.ExecContext(ctx, seq, v.UUID, r.timeMS, v.Field, v.Value)
-			if err != nil {
+			rowid++
+			if _, err := insVM.ExecContext(ctx, rowid, seq, v.UUID, r.timeMS, v.Field, v.Value); err != nil {
 				return nil, nil, err
 			}
-			if id, err := res.LastInsertId(); err == nil {
-				own[id] = true
-			}
+			own[rowid] = true
+		}
+	}
+	if len(own) > 0 {
+		n++
+		if _, err := setRowid.ExecContext(ctx, rowid); err != nil {
+			return nil, nil, err
 		}
 	}
 	l.queries.Add(int64(n + 3))
@@ -812,18 +905,14 @@ type overlayHit struct {
 // (both inclusive), committed or not.
 func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until time.Time) ([]plugins.AlertedVM, error) {
 	s, u := since.UnixMilli(), until.UnixMilli()
+	uuids = uniqueUUIDs(uuids) // a uuid asked twice counts once, on either path
 	if err := l.awaitResolved(ctx); err != nil {
 		return nil, fmt.Errorf("alerted VMs: waiting for the alerts before: %w", err)
 	}
 	l.mu.Lock()
 	if l.idx.covers(s) {
 		out := make([]plugins.AlertedVM, 0, len(uuids))
-		seen := make(map[string]bool, len(uuids))
 		for _, vm := range uuids {
-			if seen[vm] {
-				continue // a uuid asked twice counts once
-			}
-			seen[vm] = true
 			if f, la, n := l.idx.count(vm, s, u); n > 0 {
 				out = append(out, plugins.AlertedVM{UUID: vm, First: msTime(f), Last: msTime(la), Count: int64(n)})
 			}
@@ -885,6 +974,29 @@ func (l *alertLog) alertedVMs(ctx context.Context, uuids []string, since, until 
 	}
 	sortAlerted(out)
 	return out, nil
+}
+
+// uniqueUUIDs drops repeated uuids, keeping the first of each (uuids
+// itself when a short list has none: a family's list allocates nothing).
+func uniqueUUIDs(uuids []string) []string {
+	if len(uuids) <= 16 {
+		dup := false
+		for i := 1; i < len(uuids) && !dup; i++ {
+			dup = slices.Contains(uuids[:i], uuids[i])
+		}
+		if !dup {
+			return uuids
+		}
+	}
+	seen := make(map[string]bool, len(uuids))
+	out := make([]string, 0, len(uuids))
+	for _, u := range uuids {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // sortAlerted orders by first alert, then uuid.

@@ -162,7 +162,7 @@ func (j *Job) Admit() {
 func (j *Job) match(ctx context.Context) {
 	e, a := j.e, j.a
 	vms, notes, err := e.svc.match(ctx, a)
-	e.svc.log.resolve(j.pend, vms)
+	e.svc.log.resolveMatch(ctx, j.pend, vms)
 	j.out.Notes = append(j.out.Notes, notes...)
 	if err != nil {
 		e.log.Error("alert matching failed", "alert", a.ID, "error", err)

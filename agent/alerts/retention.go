@@ -83,7 +83,8 @@ func (l *alertLog) prune(ctx context.Context, tx *sql.Tx, r Retention, now time.
 		return 0, nil, nil
 	}
 	// The highest seq a count bound keeps no longer. seq grows by one per
-	// stored alert (gaps only make this keep fewer, never more).
+	// stored alert (a re-sent one takes none, see commit; a gap would
+	// only make this keep fewer, never more).
 	countCut := int64(-1)
 	if r.MaxAlerts > 0 {
 		var top sql.NullInt64
