@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -197,5 +199,86 @@ func TestHTTPEndpoint(t *testing.T) {
 	}
 	if r, _ := post("s3cret", "hello"); r.StatusCode != 400 {
 		t.Fatalf("garbage body: %d", r.StatusCode)
+	}
+}
+
+// syslogSink is a SyslogListener that records the hosts of the alerts it
+// is handed and the errors passed to OnError.
+type syslogSink struct {
+	mu    sync.Mutex
+	hosts []string
+	errs  []error
+	raws  []string
+}
+
+func (s *syslogSink) listener() *SyslogListener {
+	return &SyslogListener{
+		Handle: func(_ context.Context, a *Alert) ([]byte, error) {
+			h, _ := lookupString(a.Doc, "host.name")
+			s.mu.Lock()
+			s.hosts = append(s.hosts, h)
+			s.mu.Unlock()
+			return nil, nil
+		},
+		OnError: func(raw []byte, err error) {
+			s.mu.Lock()
+			s.errs = append(s.errs, err)
+			s.raws = append(s.raws, string(raw))
+			s.mu.Unlock()
+		},
+	}
+}
+
+func (s *syslogSink) counts() (int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hosts), len(s.errs)
+}
+
+// sendTCP serves l over TCP, writes payload on one connection, closes it,
+// and waits until l has handled alerts and errors (and a little more, so
+// that an extra one would be seen).
+func sendTCP(t *testing.T, l *SyslogListener, s *syslogSink, payload string, alerts, errs int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.ServeTCP(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, payload)
+	c.Close()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if a, e := s.counts(); a >= alerts && e >= errs {
+			break
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+}
+
+func cefSyslog(vm string) string {
+	return fmt.Sprintf(`<134>1 2024-03-01T09:20:00Z av1 av - - - CEF:0|Acme|AV|1|v|Virus|9|dvchost=%s rt=1709284800000`, vm)
+}
+
+// An octet-counted alert over MaxAlertBytes is refused (OnError, so an
+// error document) and the alerts after it on the connection are kept.
+func TestSyslogTCPOversizedOctetCountedAlertIsRefusedAlone(t *testing.T) {
+	var s syslogSink
+	big := cefSyslog("vm1") + " msg=" + strings.Repeat("x", MaxAlertBytes)
+	good := cefSyslog("vm2")
+	sendTCP(t, s.listener(), &s, fmt.Sprintf("%d %s%d %s", len(big), big, len(good), good), 1, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.errs) != 1 || !errors.Is(s.errs[0], ErrTooLarge) {
+		t.Errorf("want one OnError(ErrTooLarge), got %v", s.errs)
+	}
+	if len(s.hosts) != 1 || s.hosts[0] != "vm2" {
+		t.Errorf("handled %q, want [vm2]", s.hosts)
 	}
 }

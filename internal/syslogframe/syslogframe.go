@@ -23,8 +23,8 @@ import (
 var ErrBadCount = errors.New("bad octet count (framing lost, closing)")
 
 // Read splits r into messages and calls fn with each (a fresh slice fn may
-// keep). An LF-terminated message longer than max is passed as its first max
-// bytes with overlong set; empty lines are skipped.
+// keep). A message longer than max, LF-terminated or octet-counted, is
+// passed as its first max bytes with overlong set; empty lines are skipped.
 func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -41,14 +41,22 @@ func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 				return fmt.Errorf("octet count: %w", err)
 			}
 			n, err := strconv.Atoi(string(bytes.TrimSpace(lenStr)))
-			if err != nil || n <= 0 || n > max {
+			if err != nil || n <= 0 {
 				return fmt.Errorf("%w: %q", ErrBadCount, bytes.TrimSpace(lenStr))
 			}
-			msg := make([]byte, n)
+			// A frame over max is passed as its first max bytes with
+			// overlong set, as an LF-terminated one is: its length is
+			// known, so the rest is skipped and the frames after it kept.
+			msg := make([]byte, min(n, max))
 			if _, err := io.ReadFull(br, msg); err != nil {
 				return fmt.Errorf("message of %d octets: %w", n, err)
 			}
-			fn(msg, false)
+			if n > max {
+				if _, err := br.Discard(n - max); err != nil {
+					return fmt.Errorf("message of %d octets: %w", n, err)
+				}
+			}
+			fn(msg, n > max)
 			continue
 		}
 		line, overlong, err := readLine(br, max)

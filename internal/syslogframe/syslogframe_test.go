@@ -3,6 +3,7 @@ package syslogframe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -33,7 +34,8 @@ func TestReadBothFramings(t *testing.T) {
 }
 
 func TestReadBadCountEndsTheStream(t *testing.T) {
-	err := Read(strings.NewReader("99999999 x"), 100, func([]byte, bool) { t.Error("no message expected") })
+	// A count that does not fit an int cannot be skipped.
+	err := Read(strings.NewReader("99999999999999999999 x"), 100, func([]byte, bool) { t.Error("no message expected") })
 	if !errors.Is(err, ErrBadCount) {
 		t.Fatalf("want ErrBadCount, got %v", err)
 	}
@@ -91,5 +93,25 @@ func TestServeUDPReportsKernelDrops(t *testing.T) {
 	time.Sleep(3 * dropCheckEvery) // a late count must not overshoot
 	if got := read.Load() + dropped.Load(); dropped.Load() == 0 || got > sent || got < sent-slack {
 		t.Errorf("sent %d: read %d, reported dropped %d", sent, read.Load(), dropped.Load())
+	}
+}
+
+// An octet-counted frame over max is refused as an overlong LF line is:
+// passed as its first max bytes with overlong set, the rest of it skipped,
+// and the frames after it read.
+func TestReadOversizedOctetCountedIsSkipped(t *testing.T) {
+	big := "<13>" + strings.Repeat("x", 100)
+	in := fmt.Sprintf("%d %s5 <13>a6 <13>bc\n", len(big), big)
+	var got []string
+	var long []bool
+	err := Read(strings.NewReader(in), 20, func(m []byte, overlong bool) {
+		got = append(got, string(m))
+		long = append(long, overlong)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0] != big[:20] || !long[0] || got[1] != "<13>a" || long[1] || got[2] != "<13>bc" || long[2] {
+		t.Errorf("got %q overlong %v", got, long)
 	}
 }
