@@ -55,6 +55,7 @@ func TestAgentRunsDetectors(t *testing.T) {
 	cfg.XAPI.EventTimeout = config.Duration(2 * time.Second)
 	cfg.Detectors.Dir, cfg.Detectors.Pins = pdir, pins
 	cfg.Alerts.HTTPListen, cfg.Alerts.TokenFile = freeAddr(t), tok
+	cfg.Alerts.SyslogListen = freeAddr(t)
 	cfg.Metrics.Listen = freeAddr(t)
 	cfg.Outputs = []config.Output{{Name: "archive", Type: "file", Format: "ecs", Path: out}}
 	a, err := pipeline.New(cfg, pipeline.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), BackoffBase: 20 * time.Millisecond})
@@ -125,6 +126,18 @@ func TestAgentRunsDetectors(t *testing.T) {
 		b, _ := os.ReadFile(out)
 		s := string(b)
 		return strings.Contains(s, "shadow_copy") && strings.Contains(s, `"vm_name":"vm5"`)
+	})
+	// A syslog message that is not an alert reaches the outputs as an
+	// error document, as in `alerts serve`.
+	c, err := net.Dial("tcp", cfg.Alerts.SyslogListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "<134>1 2024-03-01T09:20:00Z av1 av - - - not-a-cef-alert\n")
+	c.Close()
+	wait(t, "the error document of a bad syslog alert in the output", func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Contains(string(b), "pipeline_error") && strings.Contains(string(b), "not-a-cef-alert")
 	})
 }
 
