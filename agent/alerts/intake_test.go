@@ -282,3 +282,15 @@ func TestSyslogTCPOversizedOctetCountedAlertIsRefusedAlone(t *testing.T) {
 		t.Errorf("handled %q, want [vm2]", s.hosts)
 	}
 }
+
+// A PRI-less LF-framed alert that starts with a digit is read as a line,
+// not taken for an octet count that closes the connection.
+func TestSyslogTCPLineStartingWithDigit(t *testing.T) {
+	var s syslogSink
+	sendTCP(t, s.listener(), &s, "2024-03-01T09:20:00Z av1 CEF:0|Acme|AV|1|v|Virus|9|dvchost=vm1\n"+cefSyslog("vm2")+"\n", 2, 0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fmt.Sprint(s.hosts) != "[vm1 vm2]" || len(s.errs) != 0 {
+		t.Errorf("handled %q, errors %v; want [vm1 vm2] and none", s.hosts, s.errs)
+	}
+}

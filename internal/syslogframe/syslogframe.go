@@ -1,8 +1,8 @@
 // Package syslogframe receives syslog messages over UDP and TCP for the two
 // listeners that take them in (alert intake, forwarded xensource.log): one
 // datagram is one message; a TCP stream is split per RFC 6587, octet-counted
-// when a frame starts with a digit ("<len> <msg>") and LF-terminated
-// otherwise, detected frame by frame.
+// when a frame starts with a count, a space and the message's "<" ("<len>
+// <PRI>…") and LF-terminated otherwise, detected frame by frame.
 package syslogframe
 
 import (
@@ -18,8 +18,8 @@ import (
 	"time"
 )
 
-// ErrBadCount ends a stream whose octet count cannot be read: the framing is
-// lost, so nothing after it can be trusted.
+// ErrBadCount ends a stream whose octet count does not fit an int: the
+// framing is lost, so nothing after it can be trusted.
 var ErrBadCount = errors.New("bad octet count (framing lost, closing)")
 
 // Read splits r into messages and calls fn with each (a fresh slice fn may
@@ -28,21 +28,20 @@ var ErrBadCount = errors.New("bad octet count (framing lost, closing)")
 func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		b, err := br.Peek(1)
+		_, err := br.Peek(1)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		if b[0] >= '1' && b[0] <= '9' {
-			lenStr, err := br.ReadSlice(' ')
+		if d := octetCount(br); d > 0 {
+			lenStr := make([]byte, d)
+			io.ReadFull(br, lenStr) // peeked: cannot fail
+			br.Discard(1)           // the space
+			n, err := strconv.Atoi(string(lenStr))
 			if err != nil {
-				return fmt.Errorf("octet count: %w", err)
-			}
-			n, err := strconv.Atoi(string(bytes.TrimSpace(lenStr)))
-			if err != nil || n <= 0 {
-				return fmt.Errorf("%w: %q", ErrBadCount, bytes.TrimSpace(lenStr))
+				return fmt.Errorf("%w: %q", ErrBadCount, lenStr)
 			}
 			// A frame over max is passed as its first max bytes with
 			// overlong set, as an LF-terminated one is: its length is
@@ -70,6 +69,38 @@ func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 			return err
 		}
 	}
+}
+
+// maxCountDigits bounds the octet count looked for: longer digit runs
+// start an LF-terminated message.
+const maxCountDigits = 20
+
+// octetCount returns how many digits start the next frame when it is
+// octet-counted, else 0. RFC 6587 §3.4.1 frames are MSG-LEN SP SYSLOG-MSG
+// and a syslog message starts with "<" PRI, so only a count followed by a
+// single space and "<" is taken for one: an LF-terminated message that
+// merely starts with a digit (a PRI-less "2024-03-01T…" or "1 2024-…")
+// is read as a line. It peeks byte by byte, so that it never waits for
+// more than the frame's own first bytes.
+func octetCount(br *bufio.Reader) int {
+	for d := 0; d <= maxCountDigits; d++ {
+		b, err := br.Peek(d + 1)
+		if err != nil {
+			return 0
+		}
+		c := b[d]
+		if c >= '0' && c <= '9' && (d > 0 || c != '0') {
+			continue
+		}
+		if d == 0 || c != ' ' {
+			return 0
+		}
+		if b, err := br.Peek(d + 2); err != nil || b[d+1] != '<' {
+			return 0
+		}
+		return d
+	}
+	return 0
 }
 
 // readLine reads up to LF (dropped), keeping at most max bytes; overlong

@@ -13,7 +13,7 @@ import (
 )
 
 func TestReadBothFramings(t *testing.T) {
-	in := "11 <13>1 - a b\n<13>line two\n\n" + strings.Repeat("x", 40) + "\n3 abc"
+	in := "11 <13>1 - a b\n<13>line two\n\n" + strings.Repeat("x", 40) + "\n3 <1>"
 	var got []string
 	var long []bool
 	err := Read(strings.NewReader(in), 20, func(m []byte, overlong bool) {
@@ -23,19 +23,19 @@ func TestReadBothFramings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"<13>1 - a b", "\n<13>line two", strings.Repeat("x", 20), "abc"}
+	want := []string{"<13>1 - a b", "\n<13>line two", strings.Repeat("x", 20), "<1>"}
 	// the octet-counted frame takes exactly 11 bytes; the LF after it starts the next frame
 	if len(got) != len(want) {
 		t.Fatalf("got %q", got)
 	}
-	if got[0] != want[0] || !strings.Contains(got[1], "<13>line two") || got[2] != want[2] || !long[2] || got[3] != "abc" || long[0] || long[3] {
+	if got[0] != want[0] || !strings.Contains(got[1], "<13>line two") || got[2] != want[2] || !long[2] || got[3] != want[3] || long[0] || long[3] {
 		t.Errorf("got %q overlong %v", got, long)
 	}
 }
 
 func TestReadBadCountEndsTheStream(t *testing.T) {
 	// A count that does not fit an int cannot be skipped.
-	err := Read(strings.NewReader("99999999999999999999 x"), 100, func([]byte, bool) { t.Error("no message expected") })
+	err := Read(strings.NewReader("99999999999999999999 <13>x"), 100, func([]byte, bool) { t.Error("no message expected") })
 	if !errors.Is(err, ErrBadCount) {
 		t.Fatalf("want ErrBadCount, got %v", err)
 	}
@@ -113,5 +113,20 @@ func TestReadOversizedOctetCountedIsSkipped(t *testing.T) {
 	}
 	if len(got) != 3 || got[0] != big[:20] || !long[0] || got[1] != "<13>a" || long[1] || got[2] != "<13>bc" || long[2] {
 		t.Errorf("got %q overlong %v", got, long)
+	}
+}
+
+// An LF-terminated message that starts with a digit is not an octet count:
+// only digits, one space and the message's "<" are (RFC 6587 §3.4.1).
+func TestReadLineStartingWithDigits(t *testing.T) {
+	in := "2024-03-01T09:20:00Z av1 CEF:0|a\n1 2024-03-01T09:20:00Z h a - - - CEF:0|b\n12 x\n42\n4 <1>a"
+	var got []string
+	err := Read(strings.NewReader(in), 100, func(m []byte, overlong bool) { got = append(got, string(m)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"2024-03-01T09:20:00Z av1 CEF:0|a", "1 2024-03-01T09:20:00Z h a - - - CEF:0|b", "12 x", "42", "<1>a"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
