@@ -294,3 +294,16 @@ func TestSyslogTCPLineStartingWithDigit(t *testing.T) {
 		t.Errorf("handled %q, errors %v; want [vm1 vm2] and none", s.hosts, s.errs)
 	}
 }
+
+// An octet-counted alert cut short by the connection's close is refused
+// (OnError with what came of it), not lost without a trace.
+func TestSyslogTCPTruncatedOctetCountedAlertIsRefused(t *testing.T) {
+	var s syslogSink
+	m := cefSyslog("vm3")
+	sendTCP(t, s.listener(), &s, fmt.Sprintf("%d %s%d %s", len(m), m, len(m)+10, m), 1, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.hosts) != 1 || len(s.errs) != 1 || !errors.Is(s.errs[0], io.ErrUnexpectedEOF) || s.raws[0] != m {
+		t.Errorf("handled %q, errors %v (%q); want [vm3] and one truncation error with the partial alert", s.hosts, s.errs, s.raws)
+	}
+}

@@ -98,6 +98,13 @@ func (l *SyslogListener) ServeTCP(ctx context.Context, ln net.Listener) error {
 		}
 		l.one(ctx, msg, "syslog-tcp", from)
 	}, func(from string, err error) {
+		// An alert cut by the connection's end is refused like any
+		// unreadable one (an error document), not dropped unseen.
+		var te *syslogframe.TruncatedError
+		if errors.As(err, &te) {
+			l.refuse(te.Partial, "syslog-tcp", from, err)
+			return
+		}
 		l.log().Warn("syslog connection dropped", "from", from, "error", err)
 	})
 }

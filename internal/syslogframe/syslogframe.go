@@ -22,9 +22,25 @@ import (
 // framing is lost, so nothing after it can be trusted.
 var ErrBadCount = errors.New("bad octet count (framing lost, closing)")
 
+// TruncatedError ends a stream that ended inside an octet-counted frame
+// (the sender died or closed mid-message). Partial holds what came of it
+// (at most max bytes), so that the caller can report it rather than lose
+// it silently.
+type TruncatedError struct {
+	Want, Got int // octets announced and received
+	Partial   []byte
+}
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("connection closed inside an octet-counted message: %d of %d octets received", e.Got, e.Want)
+}
+
+func (e *TruncatedError) Unwrap() error { return io.ErrUnexpectedEOF }
+
 // Read splits r into messages and calls fn with each (a fresh slice fn may
 // keep). A message longer than max, LF-terminated or octet-counted, is
 // passed as its first max bytes with overlong set; empty lines are skipped.
+// A stream cut inside an octet-counted message ends with a *TruncatedError.
 func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -47,13 +63,17 @@ func Read(r io.Reader, max int, fn func(msg []byte, overlong bool)) error {
 			// overlong set, as an LF-terminated one is: its length is
 			// known, so the rest is skipped and the frames after it kept.
 			msg := make([]byte, min(n, max))
-			if _, err := io.ReadFull(br, msg); err != nil {
-				return fmt.Errorf("message of %d octets: %w", n, err)
+			got, err := io.ReadFull(br, msg)
+			if err == nil && n > max {
+				var skipped int
+				skipped, err = br.Discard(n - max)
+				got += skipped
 			}
-			if n > max {
-				if _, err := br.Discard(n - max); err != nil {
-					return fmt.Errorf("message of %d octets: %w", n, err)
-				}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return &TruncatedError{Want: n, Got: got, Partial: msg[:min(got, len(msg))]}
+			}
+			if err != nil {
+				return fmt.Errorf("message of %d octets: %w", n, err)
 			}
 			fn(msg, n > max)
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -128,5 +129,31 @@ func TestReadLineStartingWithDigits(t *testing.T) {
 	want := []string{"2024-03-01T09:20:00Z av1 CEF:0|a", "1 2024-03-01T09:20:00Z h a - - - CEF:0|b", "12 x", "42", "<1>a"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// A stream cut inside an octet-counted frame ends with a TruncatedError
+// holding what came of the frame.
+func TestReadTruncatedOctetCounted(t *testing.T) {
+	for _, c := range []struct {
+		in, partial string
+		got         int
+	}{
+		{"4 <1>a10 <13>abc", "<13>abc", 7},
+		{"10 ", "", 0},                                  // not even the "<": read as a line
+		{"30 <13>abcdefghijklmnop", "<13>abcdefgh", 20}, // over max, cut while skipping
+	} {
+		var msgs []string
+		err := Read(strings.NewReader(c.in), 12, func(m []byte, _ bool) { msgs = append(msgs, string(m)) })
+		var te *TruncatedError
+		if c.partial == "" && c.got == 0 {
+			if err != nil || len(msgs) != 1 {
+				t.Errorf("%q: %v %q", c.in, err, msgs)
+			}
+			continue
+		}
+		if !errors.As(err, &te) || !errors.Is(err, io.ErrUnexpectedEOF) || string(te.Partial) != c.partial || te.Got != c.got {
+			t.Errorf("%q: got %v (%+v), msgs %q", c.in, err, te, msgs)
+		}
 	}
 }
