@@ -29,7 +29,8 @@ type Alert struct {
 	// rounded on the way through.
 	Doc map[string]any
 	// ID is event.id, else a digest of the document (so a re-sent alert is
-	// stored once).
+	// stored once); for a CEF alert without its own time, of the line and
+	// the time it is dated by.
 	ID string
 	// Time is @timestamp; when absent, the time it was received (noted).
 	Time time.Time

@@ -2,6 +2,8 @@ package alerts
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -46,6 +48,9 @@ func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
 		a.Time = hdrTime.UTC()
 		a.Doc["@timestamp"] = timeString(a.Time)
 		a.Notes = nil
+		if _, ok := lookupString(a.Doc, "event.id"); !ok {
+			a.ID = datedID(msg[i:], a.Time)
+		}
 	}
 	return a, nil
 }
@@ -173,7 +178,23 @@ func ParseCEF(line string, now time.Time) (*Alert, error) {
 			break
 		}
 	}
-	return fromDoc(doc, []byte(line), now)
+	a, err := fromDoc(doc, []byte(line), now)
+	if err == nil && doc["@timestamp"] == nil && doc["event"].(map[string]any)["id"] == nil {
+		a.ID = datedID([]byte(line), a.Time)
+	}
+	return a, err
+}
+
+// datedID is the ID of a CEF alert that carries neither its own time nor
+// an externalId: a digest of the line and of the time it is dated by
+// (syslog header or receipt), so that the same line sent again at another
+// time is another alert rather than a re-send stored and counted once.
+func datedID(line []byte, t time.Time) string {
+	h := sha256.New()
+	h.Write(line)
+	h.Write([]byte{0})
+	h.Write([]byte(timeString(t)))
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // parseCEFTime reads the CEF time forms: milliseconds since the epoch, or
