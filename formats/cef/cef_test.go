@@ -297,6 +297,13 @@ func TestParse(t *testing.T) {
 	if v, ok := e.Custom("pool name"); !ok || v != "pool=a" {
 		t.Errorf("Custom(pool name) = %q, %v", v, ok)
 	}
+	// Two spaces before the next key leave one in the label's value; the
+	// label still names its field.
+	if e, err := Parse("CEF:0|V|P|1|s|n|3|cs1Label=vm_uuid  cs1=u1"); err != nil {
+		t.Fatal(err)
+	} else if v, ok := e.Custom("vm_uuid"); !ok || v != "u1" {
+		t.Errorf("Custom(vm_uuid) with a spaced label = %q, %v", v, ok)
+	}
 
 	// leniency and the standard's space rule
 	for in, want := range map[string][]Field{

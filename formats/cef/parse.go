@@ -34,10 +34,12 @@ func (e *Event) Get(key string) (string, bool) {
 }
 
 // Custom returns the value of the custom field (cs1..cs6, cn1..cn3, ...)
-// whose label is label, by looking for "<key>Label=label".
+// whose label is label, by looking for "<key>Label=label". The label is
+// compared without surrounding spaces: Parse keeps a value's spaces (the
+// standard's rule), so "cs1Label=vm_uuid  cs1=…" labels "vm_uuid ".
 func (e *Event) Custom(label string) (string, bool) {
 	for _, f := range e.Extensions {
-		if k, ok := strings.CutSuffix(f.Key, "Label"); ok && f.Value == label {
+		if k, ok := strings.CutSuffix(f.Key, "Label"); ok && strings.TrimSpace(f.Value) == label {
 			return e.Get(k)
 		}
 	}

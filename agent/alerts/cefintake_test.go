@@ -81,3 +81,15 @@ func TestCEFHeaderDatedAlertsCountedAtTheirTimes(t *testing.T) {
 		t.Errorf("the alert of %s is not counted for vm1 in its own window: %+v", t2, av)
 	}
 }
+
+// A custom label followed by two spaces still names its field: the alert
+// is matched by its VM uuid.
+func TestCEFCustomLabelWithExtraSpace(t *testing.T) {
+	a, err := ParseCEF("CEF:0|V|P|1|s|n|3|cs1Label=vm_uuid  cs1=11111111-0000-4000-8000-000000000001", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := lookupString(a.Doc, "cloud.instance.id"); v != "11111111-0000-4000-8000-000000000001" {
+		t.Errorf("cloud.instance.id = %q", v)
+	}
+}
