@@ -93,3 +93,14 @@ func TestCEFCustomLabelWithExtraSpace(t *testing.T) {
 		t.Errorf("cloud.instance.id = %q", v)
 	}
 }
+
+// A header-only CEF line without the last '|' is an alert.
+func TestCEFHeaderOnlyWithoutLastPipe(t *testing.T) {
+	a, err := ParseCEF("CEF:0|Vendor|Product|1.0|100|Port scan|5", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Doc["event"].(map[string]any)["severity"] != 5 {
+		t.Errorf("event = %v", a.Doc["event"])
+	}
+}

@@ -331,6 +331,22 @@ func TestParse(t *testing.T) {
 		}
 	}
 
+	// A line without extension may end at the severity, without the '|'.
+	if e, err := Parse("CEF:0|Vendor|Product|1.0|100|Port scan|5"); err != nil || e.Severity != "5" || e.Name != "Port scan" || e.Extensions != nil {
+		t.Errorf("header-only line without the last '|': %+v, %v", e, err)
+	}
+	// What is missing is named.
+	for in, want := range map[string]string{
+		"CEF:0|a|b|c|d|e":               "header has 6 of 7 fields (missing severity)",
+		"CEF:0|a|b|c|d|e|":              "header has 6 of 7 fields (missing severity)",
+		"CEF:0|a|b|c|d":                 "header has 5 of 7 fields (missing name)",
+		"CEF:0|a|b|c|d|e|5 src=1.2.3.4": "no '|' between the severity and the extension",
+	} {
+		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q): %v, want %q", in, err, want)
+		}
+	}
+
 	for _, bad := range []string{
 		"", "LEEF:1.0|a|b|c|d|", "CEF:x|a|b|c|d|e|1|k=v", "CEF:0|a|b|c|d|e", "CEF:0|a|b|c|d|e|1|=v", "CEF:0|a|b|c|d|e|1|novalue",
 		"CEF:0" + strings.Repeat("|", 3) + strings.Repeat("x", MaxLineBytes),

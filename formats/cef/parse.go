@@ -63,7 +63,8 @@ func (e *ParseError) Error() string { return fmt.Sprintf("cef: %s (at byte %d)",
 var errNotCEF = errors.New(`cef: line does not start with "CEF:"`)
 
 // Parse reads one CEF line: "CEF:<version>|vendor|product|version|signature
-// id|name|severity|extension". Leading spaces and a UTF-8 byte-order mark
+// id|name|severity|extension"; a line without extension may end after the
+// severity, without the last '|'. Leading spaces and a UTF-8 byte-order mark
 // before "CEF:" are skipped, as is a trailing CR/LF; a syslog header is the
 // caller's to strip.
 //
@@ -104,7 +105,19 @@ func Parse(line string) (*Event, error) {
 	for i, f := range fields {
 		val, next, ok := headerField(s, pos)
 		if !ok {
-			return nil, &ParseError{off + pos, fmt.Sprintf("header has %d of 7 fields (missing %s)", i+1, headerNames[i])}
+			// The rest of the line is field i without its closing '|'.
+			rest := strings.TrimSpace(s[pos:])
+			if i < len(fields)-1 || rest == "" {
+				return nil, &ParseError{off + pos, fmt.Sprintf("header has %d of 7 fields (missing %s)", i+1+min(len(rest), 1), headerNames[i+min(len(rest), 1)])}
+			}
+			// Many producers end a line without extension after the
+			// severity, with no '|'; a severity holds no '=', so a rest
+			// with one is an extension whose '|' is missing.
+			if strings.Contains(rest, "=") {
+				return nil, &ParseError{off + pos, "no '|' between the severity and the extension"}
+			}
+			e.Severity = unescapeHeader(rest)
+			return e, nil
 		}
 		*f = val
 		pos = next
