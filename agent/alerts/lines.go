@@ -63,7 +63,7 @@ func RunJSONLines(ctx context.Context, in io.Reader, out io.Writer, e *Enricher,
 			}
 			if len(trimSpace(line)) == 0 && !tooLong {
 				if err != nil {
-					return nil
+					return eofIsNil(err)
 				}
 				continue
 			}
@@ -85,7 +85,9 @@ func RunJSONLines(ctx context.Context, in io.Reader, out io.Writer, e *Enricher,
 				})
 			}
 			if err != nil {
-				return nil
+				// A read error that came with the last bytes is still
+				// an error (enrich must not exit 0 on a failed read).
+				return eofIsNil(err)
 			}
 		}
 		return nil
@@ -95,6 +97,13 @@ func RunJSONLines(ctx context.Context, in io.Reader, out io.Writer, e *Enricher,
 		return readErr
 	}
 	return failed()
+}
+
+func eofIsNil(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // readLine returns the next line without its newline; a line longer than
