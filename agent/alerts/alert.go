@@ -61,8 +61,9 @@ func ParseJSON(b []byte, now time.Time) (*Alert, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("alert is not valid JSON: %w", err)
 	}
-	if dec.More() {
-		return nil, errors.New("alert has data after the JSON object")
+	// dec.More reports false at a stray '}' or ']', so look at the bytes.
+	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
+		return nil, fmt.Errorf("alert has data after the JSON object: %q", firstBytes(rest, 20))
 	}
 	return fromDoc(doc, b, now)
 }

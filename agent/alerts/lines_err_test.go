@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // dataThenErr returns its data and, with the last of it, err.
@@ -39,5 +40,18 @@ func TestRunJSONLinesReturnsReadErrorWithLastBytes(t *testing.T) {
 		if !strings.Contains(out.String(), `"matched":true`) {
 			t.Errorf("tail %.20q: the alerts before the error are not answered: %s", tail, out.String())
 		}
+	}
+}
+
+// Anything after the alert's JSON object, a stray '}' or ']' included, is
+// refused.
+func TestParseJSONTrailingData(t *testing.T) {
+	for _, in := range []string{`{"a":1}}`, `{"a":1}]`, `{"a":1} x`, `{"a":1}{}`} {
+		if _, err := ParseJSON([]byte(in), time.Now()); err == nil || !strings.Contains(err.Error(), "data after the JSON object") {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	if _, err := ParseJSON([]byte("{\"a\":1} \t\r\n"), time.Now()); err != nil {
+		t.Errorf("trailing space refused: %v", err)
 	}
 }
