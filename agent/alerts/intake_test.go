@@ -307,3 +307,23 @@ func TestSyslogTCPTruncatedOctetCountedAlertIsRefused(t *testing.T) {
 		t.Errorf("handled %q, errors %v (%q); want [vm3] and one truncation error with the partial alert", s.hosts, s.errs, s.raws)
 	}
 }
+
+// The auth scheme is case-insensitive (RFC 7235 §2.1); the token is not.
+func TestHTTPBearerSchemeCaseInsensitive(t *testing.T) {
+	h, _ := HTTPHandler("s3cret", func(context.Context, *Alert) ([]byte, error) { return []byte("{}"), nil }, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for auth, want := range map[string]int{"bearer s3cret": 200, "BEARER s3cret": 200, "Bearer  s3cret": 200,
+		"bearer S3CRET": 401, "Basic s3cret": 401, "Bearers3cret": 401, "s3cret": 401} {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/alerts", strings.NewReader(`{"a":1}`))
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization: %s: status %d, want %d", auth, resp.StatusCode, want)
+		}
+	}
+}

@@ -167,8 +167,8 @@ func httpHandler(token string, log *slog.Logger, run func(ctx context.Context, a
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+		got, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vmlineage"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			log.Warn("alert POST refused: bad token", "from", r.RemoteAddr)
@@ -214,6 +214,16 @@ func httpHandler(token string, log *slog.Logger, run func(ctx context.Context, a
 		w.Write(out.Bytes())
 	})
 	return mux, nil
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header; the scheme is case-insensitive (RFC 7235 §2.1, RFC 6750 §2.1).
+func bearerToken(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 // splitBody returns the alerts of a body: one object, an array, or lines.
