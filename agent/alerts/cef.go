@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -104,7 +103,8 @@ func derefT(t *time.Time) time.Time {
 //	device: for a host sensor, the VM itself), src/dst → source.ip /
 //	destination.ip, smac/dmac → source.mac / destination.mac, custom field
 //	labelled "cloud.instance.id" or "vm_uuid" → cloud.instance.id,
-//	rt (epoch ms or "MMM dd yyyy HH:mm:ss") → @timestamp.
+//	rt/end/start (epoch ms or "MMM dd [yyyy] HH:mm:ss[.SSS] [zone]", see
+//	parseCEFTime) → @timestamp.
 //
 // Every extension is also kept under cef.extensions, and the line under
 // event.original.
@@ -170,7 +170,7 @@ func ParseCEF(line string, now time.Time) (*Alert, error) {
 	}
 	for _, k := range []string{"rt", "end", "start"} {
 		if v := get(k); v != "" {
-			t, err := parseCEFTime(v)
+			t, err := parseCEFTime(v, now)
 			if err != nil {
 				return nil, fmt.Errorf("cef: %s=%q: %w", k, v, err)
 			}
@@ -195,22 +195,4 @@ func datedID(line []byte, t time.Time) string {
 	h.Write([]byte{0})
 	h.Write([]byte(timeString(t)))
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// parseCEFTime reads the CEF time forms: milliseconds since the epoch, or
-// "MMM dd yyyy HH:mm:ss[.SSS][ zone]" (zone-less taken as UTC).
-func parseCEFTime(s string) (time.Time, error) {
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n < 0 || n > 1<<45 {
-			return time.Time{}, errors.New("epoch milliseconds out of range")
-		}
-		return time.UnixMilli(n).UTC(), nil
-	}
-	for _, layout := range []string{"Jan 02 2006 15:04:05.000 MST", "Jan 02 2006 15:04:05 MST", "Jan 02 2006 15:04:05.000", "Jan 02 2006 15:04:05",
-		"Jan 2 2006 15:04:05", "Jan 02 2006 15:04:05.000 -0700", "Jan 02 2006 15:04:05 -0700"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, errors.New("want epoch milliseconds or MMM dd yyyy HH:mm:ss")
 }
