@@ -33,8 +33,9 @@ func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
 	}
 	var hostname string
 	var hdrTime time.Time
+	bsd := false
 	if i > 0 {
-		hostname, hdrTime = syslogHeader(msg)
+		hostname, hdrTime, bsd = syslogHeader(msg, now)
 	}
 	a, err := ParseCEF(string(msg[i:]), now)
 	if err != nil {
@@ -47,6 +48,9 @@ func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
 		a.Time = hdrTime.UTC()
 		a.Doc["@timestamp"] = timeString(a.Time)
 		a.Notes = nil
+		if bsd {
+			a.Notes = append(a.Notes, "time from the RFC 3164 syslog header, which has no zone and no year: taken as UTC, in the year nearest the receipt")
+		}
 		if _, ok := lookupString(a.Doc, "event.id"); !ok {
 			a.ID = datedID(msg[i:], a.Time)
 		}
@@ -60,8 +64,11 @@ var (
 )
 
 // syslogHeader takes the sender and time from the header, best effort: a
-// header the parsers cannot read only costs those two fields.
-func syslogHeader(msg []byte) (string, time.Time) {
+// header the parsers cannot read only costs those two fields. bsd says the
+// time is an RFC 3164 "Mmm dd hh:mm:ss": zone-less (taken as UTC) and
+// year-less, dated in the year nearest now (go-syslog's CurrentYear is the
+// receiver's, a year ahead for an alert of Dec 31 read on Jan 1).
+func syslogHeader(msg []byte, now time.Time) (string, time.Time, bool) {
 	try := func(p syslog.Machine) (string, time.Time, bool) {
 		m, err := p.Parse(msg)
 		if m == nil || (err != nil && !m.Valid()) {
@@ -76,10 +83,16 @@ func syslogHeader(msg []byte) (string, time.Time) {
 		return "", time.Time{}, false
 	}
 	if h, t, ok := try(p5424); ok {
-		return h, t
+		return h, t, false
 	}
 	h, t, _ := try(p3164)
-	return h, t
+	if j := bytes.IndexByte(msg, '>'); !t.IsZero() && j >= 0 && j+1 < len(msg) && msg[j+1] >= 'A' && msg[j+1] <= 'Z' {
+		if y, err := nearestYear(t, now); err == nil {
+			return h, y, true
+		}
+		return h, time.Time{}, false // Feb 29 of no near year: receipt time
+	}
+	return h, t, false
 }
 
 func deref(s *string) string {

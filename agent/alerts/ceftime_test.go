@@ -86,3 +86,30 @@ func TestCEFYearlessAndZonedRt(t *testing.T) {
 		}
 	}
 }
+
+// An RFC 3164 header time has no year: it takes the year nearest the
+// receipt (not the receiver's calendar year), and a note says the
+// zone-less stamp was taken as UTC.
+func TestRFC3164HeaderTimeYear(t *testing.T) {
+	line := " av1 CEF:0|Acme|AV|1|v|Virus|9|dvchost=vm1"
+	for _, c := range []struct {
+		hdr       string
+		now, want time.Time
+	}{
+		{"<134>Dec 31 23:59:00", time.Date(2025, 1, 1, 0, 5, 0, 0, time.UTC), time.Date(2024, 12, 31, 23, 59, 0, 0, time.UTC)},
+		{"<134>Mar  1 09:11:00", time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC), time.Date(2024, 3, 1, 9, 11, 0, 0, time.UTC)},
+	} {
+		a, err := ParseSyslogCEF([]byte(c.hdr+line), c.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !a.Time.Equal(c.want) || len(a.Notes) != 1 || !strings.Contains(a.Notes[0], "RFC 3164") {
+			t.Errorf("%s received %s: %s %q, want %s and a note", c.hdr, c.now, a.Time, a.Notes, c.want)
+		}
+	}
+	// An RFC 3339 stamp in an RFC 3164 header carries its year and zone.
+	a, err := ParseSyslogCEF([]byte("<134>2024-03-01T09:11:00+09:00"+line), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil || !a.Time.Equal(time.Date(2024, 3, 1, 0, 11, 0, 0, time.UTC)) || len(a.Notes) != 0 {
+		t.Errorf("RFC 3339 stamp: %v %v", a, err)
+	}
+}
