@@ -16,6 +16,8 @@ func FuzzParseSyslogCEF(f *testing.F) {
 		`CEF:1|V|P|1|s|n|Very-High|src=::1 end=1 start=x`,
 		"\xef\xbb\xbfCEF:0|a|b|c|d|e|f|",
 		`<1>1 - - - - - - CEF:0|||||||`,
+		`<134>Feb 29 23:59:00 av1 CEF:0|V|P|1|s|n|5`,
+		`CEF:0|V|P|1|s|n|3|rt=Mar 01 09:11:00.123 PST end=Feb 29 2024 00:00:00 GMT+09:30 cs1Label=vm_uuid  cs1=x`,
 	} {
 		f.Add([]byte(s))
 	}
