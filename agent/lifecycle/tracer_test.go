@@ -1613,3 +1613,95 @@ func TestOwnOperationImpliesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestRevertExplainsTheStateAnOperationStartsFrom: a VM last seen running
+// was reverted while no agent watched (the logs tell it): to a checkpoint,
+// which leaves it suspended, or to a snapshot, which leaves it halted. The
+// resume or start seen after the restart starts from the state the revert
+// left, so it implies no suspend or shutdown (chaos suite, seed 5: a
+// suspend of vm-000476 invented before its resume).
+func TestRevertExplainsTheStateAnOperationStartsFrom(t *testing.T) {
+	for _, tc := range []struct {
+		left, op, name string
+		src            record.Source
+	}{
+		{xapi.Suspended, "resume", "Async.VM.resume", record.SourceLog},
+		{xapi.Halted, "start", "Async.VM.start", record.SourceLog},
+		// The tracer's own record, stored just before a SIGKILL that
+		// came before the VM's new state was (the chaos case).
+		{xapi.Suspended, "resume", "Async.VM.resume", record.SourceXAPI},
+		{xapi.Halted, "start", "Async.VM.start", record.SourceXAPI},
+	} {
+		t.Run(tc.op+"/"+string(tc.src), func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			p := newFakePool()
+			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: xapi.Running, ResidentOn: "OpaqueRef:h1"}
+			resyncAt(t, st, nil, p, 0, "start")
+			// The revert, while the agent was down: its record comes from
+			// the logs.
+			revert := record.Record{ID: record.ID("pool-1", "0000000c0005", 0), PoolUUID: "pool-1", VMUUID: "w", VMName: "web",
+				Activity: record.Revert, Operation: "revert", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0005",
+				Source: tc.src, Unknown: []string{"task_uuid"}}
+			if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&revert); return err }); err != nil {
+				t.Fatal(err)
+			}
+			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].ResidentOn = tc.left, ""
+			op := taskRef(2)
+			p.tasks[op] = &xapi.Snapshot{UUID: "task-2", NameLabel: tc.name, Status: "pending", Created: p.at(10)}
+			p.vms["OpaqueRef:w"].CurrentOperations = map[string]string{op: tc.op}
+			tr := New(st, nil) // the restarted agent
+			if tc.src == record.SourceLog {
+				tr.OtherSources = true
+				tr.OtherSettled = func() time.Time { return p.at(3600) }
+			}
+			tr = resyncAt(t, st, tr, p, 12, "start")
+			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].ResidentOn = xapi.Running, "OpaqueRef:h1"
+			p.vms["OpaqueRef:w"].CurrentOperations = nil
+			p.ev("vm", "mod", "OpaqueRef:w", p.vms["OpaqueRef:w"])
+			p.endTask(op, 14)
+			if err := feed(ctx, tr, p.flush()); err != nil {
+				t.Fatal(err)
+			}
+			touchAt(t, tr, p, "OpaqueRef:w", 60)
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, want := recordLines(st), []string{tc.op + " success of w (xapi)", "revert success of w (" + string(tc.src) + ")"}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("records: got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestRevertExplainsAPowerChange: the same revert, the VM found suspended
+// or halted by the restart's resync with no operation on it: the stored
+// revert explains the change (no suspend or shutdown inferred).
+func TestRevertExplainsAPowerChange(t *testing.T) {
+	for _, left := range []string{xapi.Suspended, xapi.Halted} {
+		t.Run(left, func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			p := newFakePool()
+			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: xapi.Running, ResidentOn: "OpaqueRef:h1"}
+			resyncAt(t, st, nil, p, 0, "start")
+			revert := record.Record{ID: record.ID("pool-1", "0000000c0005", 0), PoolUUID: "pool-1", VMUUID: "w", VMName: "web",
+				Activity: record.Revert, Operation: "revert", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0005",
+				Source: record.SourceXAPI, Unknown: []string{"task_uuid"}}
+			if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&revert); return err }); err != nil {
+				t.Fatal(err)
+			}
+			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].ResidentOn = left, ""
+			tr := resyncAt(t, st, nil, p, 12, "start")
+			touchAt(t, tr, p, "OpaqueRef:w", 60)
+			if err := tr.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := recordLines(st), []string{"revert success of w (xapi)"}; !slices.Equal(got, want) {
+				t.Errorf("records: got %q, want %q", got, want)
+			}
+		})
+	}
+}

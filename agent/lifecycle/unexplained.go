@@ -134,6 +134,13 @@ func startsFrom(a record.Activity) string {
 	return ""
 }
 
+// leftIn says whether an operation other than the one a power state is
+// named after can leave its VM in it: a revert to a checkpoint leaves the
+// VM suspended, to a snapshot halted.
+func leftIn(a record.Activity, power string) bool {
+	return a == record.Revert && (power == xapi.Suspended || power == xapi.Halted)
+}
+
 // cameAfter says whether r's operation began from the state a pending power
 // change of its VM ended in (an unpause after an unseen pause): it came
 // after that change and does not explain it.
@@ -675,17 +682,19 @@ func (t *Tracer) explainedByStore(c change, a record.Activity) (pending, bool) {
 				return pending{}, true
 			}
 		case "implied":
-			// Only its own kind: the VM's next operation (the unpause that
-			// implied a pause) is stored by every source.
-			if r.Activity == a {
+			// Only its own kind, or a revert that left the VM in the state
+			// its next operation starts from: that operation (the unpause
+			// that implied a pause) is stored by every source.
+			if r.Activity == a || leftIn(r.Activity, c.ToPower) {
 				return pending{}, true
 			}
 		case "power":
 			if !t.OtherSources {
 				// The tracer's own record explains only a change of its
 				// kind: a start stored just before a restart says nothing
-				// of the shutdown the restart's resync finds.
-				if r.Activity == a {
+				// of the shutdown the restart's resync finds. A revert
+				// explains the suspended or halted state it leaves.
+				if r.Activity == a || leftIn(r.Activity, c.ToPower) {
 					return pending{}, true
 				}
 				continue
