@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -325,5 +326,87 @@ func TestHTTPBearerSchemeCaseInsensitive(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("Authorization: %s: status %d, want %d", auth, resp.StatusCode, want)
 		}
+	}
+}
+
+// TestHTTPErrorDocsReachTheOutputs: through the agent's and `alerts serve`'s
+// handler an item that is not an alert gets an error document in the HTTP
+// answer and, as a syslog one does, in the outputs (onError).
+func TestHTTPErrorDocsReachTheOutputs(t *testing.T) {
+	e := NewEnricher(threatModelService(t), nil, nil)
+	o := NewOrdered(e, 0)
+	defer o.Close()
+	var mu sync.Mutex
+	var emitted []string
+	emit := func(doc []byte) { mu.Lock(); emitted = append(emitted, string(doc)); mu.Unlock() }
+	onErr := func(raw []byte, err error) { emit(ErrorDoc(raw, err, time.Now())) }
+	h, err := HTTPHandlerOrderedErrors("s3cret", o, emit, onErr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	r, lines := postAlerts(t, srv.URL, "s3cret", alertFor("name", "vm1", 0)+"\n{bad\n")
+	mu.Lock()
+	defer mu.Unlock()
+	if r.Header.Get("X-Vmlineage-Errors") != "1" || len(lines) != 2 || len(emitted) != 2 {
+		t.Fatalf("status %d, X-Vmlineage-Errors %q, %d answer lines, %d emitted; want 1 error, 2 and 2", r.StatusCode, r.Header.Get("X-Vmlineage-Errors"), len(lines), len(emitted))
+	}
+	if !strings.Contains(emitted[1], `"vmlineage"`) || !strings.Contains(emitted[1], "{bad") {
+		t.Errorf("second document emitted is not the error document of {bad: %s", emitted[1])
+	}
+}
+
+// TestShutdownHTTPWaitsForRequests: a request under way when the intake
+// stops is answered (its alert enriched and emitted) before ShutdownHTTP
+// returns, so the enricher can stop after it.
+func TestShutdownHTTPWaitsForRequests(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var emitted atomic.Int32
+	h, err := HTTPHandler("s3cret", func(context.Context, *Alert) ([]byte, error) {
+		close(started)
+		<-release
+		emitted.Add(1)
+		return []byte("{}"), nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	answered := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/alerts", strings.NewReader(alertFor("name", "vm1", 0)))
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- -1
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- ShutdownHTTP(srv, nil) }()
+	select {
+	case <-done:
+		t.Fatal("ShutdownHTTP returned while a request was being enriched")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("ShutdownHTTP: %v", err)
+	}
+	if emitted.Load() != 1 {
+		t.Fatal("the request's alert was not enriched before ShutdownHTTP returned")
+	}
+	if code := <-answered; code != http.StatusOK {
+		t.Fatalf("the request under way got %d, want 200", code)
 	}
 }

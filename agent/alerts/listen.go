@@ -131,7 +131,15 @@ func HTTPHandler(token string, handle Handler, log *slog.Logger) (http.Handler, 
 // emit gets each enriched alert as it is handed over, and the answer keeps
 // the request's order.
 func HTTPHandlerOrdered(token string, o *Ordered, emit func(doc []byte), log *slog.Logger) (http.Handler, error) {
-	return httpHandler(token, log, func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error) {
+	return HTTPHandlerOrderedErrors(token, o, emit, nil, log)
+}
+
+// HTTPHandlerOrderedErrors is HTTPHandlerOrdered whose items that cannot be
+// read or enriched also go to onError (the raw item and why), as
+// SyslogListener.OnError: the agent's outputs and `alerts serve --out` get
+// the error document, not only the HTTP client's answer.
+func HTTPHandlerOrderedErrors(token string, o *Ordered, emit func(doc []byte), onError func(raw []byte, err error), log *slog.Logger) (http.Handler, error) {
+	return httpHandlerErr(token, log, onError, func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error) {
 		var wg sync.WaitGroup
 		for i, a := range alerts {
 			if a == nil {
@@ -153,6 +161,12 @@ func HTTPHandlerOrdered(token string, o *Ordered, emit func(doc []byte), log *sl
 // httpHandler serves the endpoint; run enriches the readable alerts of a
 // request (nil where an item could not be read) into out and errs.
 func httpHandler(token string, log *slog.Logger, run func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error)) (http.Handler, error) {
+	return httpHandlerErr(token, log, nil, run)
+}
+
+// httpHandlerErr is httpHandler telling onError (when set) of each item
+// that failed.
+func httpHandlerErr(token string, log *slog.Logger, onError func(raw []byte, err error), run func(ctx context.Context, alerts []*Alert, out [][]byte, errs []error)) (http.Handler, error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, errors.New("alerts: the HTTP endpoint needs a bearer token")
 	}
@@ -205,6 +219,9 @@ func httpHandler(token string, log *slog.Logger, run func(ctx context.Context, a
 				err = fmt.Errorf("alert %d: %w", i+1, err)
 				log.Warn("alert refused", "from", r.RemoteAddr, "error", err)
 				js = ErrorDoc(it, err, time.Now())
+				if onError != nil {
+					onError(it, err)
+				}
 			}
 			out.Write(js)
 			out.WriteByte('\n')
@@ -256,4 +273,24 @@ func splitBody(body []byte) ([][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// httpShutdownWait bounds how long ShutdownHTTP waits for the requests
+// under way (a sensor's batch being enriched).
+const httpShutdownWait = 10 * time.Second
+
+// ShutdownHTTP stops srv taking requests and waits, up to
+// httpShutdownWait, for those under way to be answered, so that their
+// alerts are enriched and emitted before the enricher stops; then it
+// closes what is left. It returns nil on a clean stop.
+func ShutdownHTTP(srv *http.Server, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		if log != nil {
+			log.Warn("alert HTTP intake: requests still running at shutdown", "error", err)
+		}
+		return srv.Close()
+	}
+	return nil
 }

@@ -32,6 +32,7 @@ type detection struct {
 	enr       *alerts.Enricher
 	pump      *alerts.Pump
 	ordered   *alerts.Ordered // the syslog and HTTP intake
+	http      *http.Server    // the HTTP intake, shut down by close
 	lin       backend.Lineage
 	stopIndex func() // the VM index writers (elasticsearch outputs)
 }
@@ -140,7 +141,8 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 			d.close()
 			return nil, fmt.Errorf("alerts.token_file: %w", err)
 		}
-		h, err := alerts.HTTPHandlerOrdered(strings.TrimSpace(string(b)), d.ordered, emit, a.log)
+		onErr := func(raw []byte, err error) { a.emitDoc(ctx, alerts.ErrorDoc(raw, err, time.Now()), false) }
+		h, err := alerts.HTTPHandlerOrderedErrors(strings.TrimSpace(string(b)), d.ordered, emit, onErr, a.log)
 		if err != nil {
 			d.close()
 			return nil, err
@@ -152,7 +154,10 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
-		context.AfterFunc(ctx, func() { srv.Close() })
+		// No new request once the agent stops; close waits for those
+		// under way before the enricher stops.
+		context.AfterFunc(ctx, func() { alerts.ShutdownHTTP(srv, a.log) })
+		d.http = srv
 		a.log.Info("alert intake over HTTP", "addr", ln.Addr().String())
 	}
 	return d, nil
@@ -167,6 +172,9 @@ func (d *detection) onRecord(r *record.Record) {
 func (d *detection) close() {
 	if d == nil {
 		return
+	}
+	if d.http != nil {
+		alerts.ShutdownHTTP(d.http, nil) // before Ordered: no request may start an alert after it closed
 	}
 	if d.ordered != nil {
 		d.ordered.Close() // the alerts under way go out before the detectors stop

@@ -155,7 +155,7 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 					}
 					token = strings.TrimSpace(string(b))
 				}
-				h, err := alerts.HTTPHandlerOrdered(token, ord, emit, log)
+				h, err := alerts.HTTPHandlerOrderedErrors(token, ord, emit, onErr, log)
 				if err != nil {
 					return fmt.Errorf("%w (give --token-file or set VMLINEAGE_ALERTS_TOKEN)", err)
 				}
@@ -165,8 +165,11 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 				}
 				srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 				n++
-				go func() { errc <- srv.Serve(ln) }()
-				go func() { <-ctx.Done(); srv.Close() }()
+				// Serve returns as soon as Shutdown begins: its end is
+				// sent instead, once the requests under way have been
+				// answered (before ord.Close and stop, deferred).
+				go srv.Serve(ln)
+				go func() { <-ctx.Done(); errc <- alerts.ShutdownHTTP(srv, log) }()
 				log.Info("listening for ECS alerts", "http", ln.Addr())
 			}
 			for ; n > 0; n-- {
