@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -699,20 +700,27 @@ var ErrChecksum = errors.New("sha256 does not match the pinned value")
 
 func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 	cfg := r.m.cfg
-	// Our own check first, for a clear message; go-plugin's SecureConfig
-	// checks again right before exec.
-	sum, err := fileSHA256(r.path)
+	// The file is opened once, hashed from that descriptor, and the
+	// process is exec'd from the same descriptor: a file renamed over the
+	// path after the check is not what runs. (go-plugin's SecureConfig is
+	// not used: it would hash the same descriptor again.)
+	f, sum, err := openVerify(r.path)
 	if err != nil {
-		return nil, nil, Info{}, fmt.Errorf("read %s: %w", r.path, err)
+		return nil, nil, Info{}, err
 	}
+	defer f.Close() // once started, the process holds the file itself
 	if subtle.ConstantTimeCompare(sum, r.pin) != 1 {
 		return nil, nil, Info{}, fmt.Errorf("%s: %w (pinned %x, file has %x)", r.path, ErrChecksum, r.pin, sum)
 	}
+	// /proc/self/fd/N resolves in the child, which has inherited f up to
+	// its execve (close-on-exec closes it only once exec has opened the
+	// file), as fexecve(3) does. argv[0] stays the path, for ps and logs.
+	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	cmd.Args = []string{r.path}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          goplugin.PluginSet{PluginName: &DetectorPlugin{Lineage: r.m.lineage, UnaryEnrich: cfg.UnaryEnrich}},
-		Cmd:              exec.Command(r.path),
-		SecureConfig:     &goplugin.SecureConfig{Checksum: r.pin, Hash: sha256.New()},
+		Cmd:              cmd,
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		GRPCDialOptions:  dialOptions,
@@ -723,9 +731,6 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 	})
 	cp, err := client.Client()
 	if err != nil {
-		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {
-			err = fmt.Errorf("%s: %w", r.path, ErrChecksum)
-		}
 		return client, nil, Info{}, fmt.Errorf("start: %w", err)
 	}
 	raw, err := cp.Dispense(PluginName)
@@ -746,6 +751,35 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 		return client, nil, Info{}, fmt.Errorf("configure: %v", status.Convert(err).Message())
 	}
 	return client, det, info, nil
+}
+
+// openVerify opens a detector file for its start and hashes it. The file
+// must be a regular file, and a symlink in its place is refused (as in
+// NewManager, checked again since the directory may have changed): a FIFO,
+// or a link to a device, would block the start for good.
+func openVerify(path string) (*os.File, []byte, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, nil, fmt.Errorf("%s is a symlink; detectors must be regular files in the plugin directory", path)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return f, h.Sum(nil), nil
 }
 
 func fileSHA256(path string) ([]byte, error) {

@@ -22,6 +22,13 @@ const EnvCPUProfile = "VMLINEAGE_DETECTOR_CPUPROFILE"
 // returns only when the host ends the process. Started by hand (without the
 // host's handshake cookie) it prints a short explanation and exits 1.
 func Serve(d Detector) {
+	if os.Getenv(Handshake.MagicCookieKey) == Handshake.MagicCookieValue {
+		// The host execs a detector through /proc/self/fd/N (see launch),
+		// which leaves the process named "N" where ps -e, top and pgrep
+		// look (its comm); name it after its file, as an exec by path
+		// would. Without /proc (not Linux) this does nothing.
+		os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0)
+	}
 	if dir := os.Getenv(EnvCPUProfile); dir != "" && os.Getenv(Handshake.MagicCookieKey) == Handshake.MagicCookieValue {
 		if stop, err := startCPUProfile(dir); err != nil {
 			fmt.Fprintf(os.Stderr, "cpu profile: %v\n", err)
