@@ -279,16 +279,16 @@ func (m *Manager) Close() {
 		var wg sync.WaitGroup
 		for _, r := range m.runners {
 			r.mu.Lock()
-			c := r.client
-			r.client, r.det = nil, nil
+			p := r.proc
+			r.proc, r.det = nil, nil
 			r.state = StateDisabled
 			r.mu.Unlock()
-			if c != nil {
+			if p != nil {
 				wg.Add(1)
-				go func() { defer wg.Done(); c.Kill() }()
+				go func() { defer wg.Done(); p.stop(true, m.cfg.Logger) }()
 			}
 		}
-		wg.Wait()
+		wg.Wait() // bounded: stop SIGKILLs a process that does not exit
 		m.pool.Close()
 	})
 }
@@ -469,7 +469,7 @@ type runner struct {
 
 	mu          sync.Mutex
 	state       string
-	client      *goplugin.Client
+	proc        *proc // the running process
 	det         *DetectorClient
 	info        Info
 	lastErr     error
@@ -492,7 +492,7 @@ func (r *runner) refuse(why string) {
 func (r *runner) get() (*DetectorClient, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state == StateRunning && r.client != nil && !r.client.Exited() {
+	if r.state == StateRunning && r.proc != nil && !r.proc.client.Exited() {
 		return r.det, nil
 	}
 	if r.state == StateRunning { // exited between pings
@@ -579,17 +579,19 @@ func (m *Manager) observe(detector, call, outcome string, d time.Duration) {
 func (r *runner) exited(d *DetectorClient) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.det == d && r.client != nil && r.client.Exited()
+	return r.det == d && r.proc != nil && r.proc.client.Exited()
 }
 
 // failLocked kills the current process and schedules a restart with
 // exponential back-off. r.mu is held.
 func (r *runner) failLocked(err error) {
 	r.lastErr = err
-	if c := r.client; c != nil {
-		go c.Kill() // Kill waits up to 2s for a graceful exit; never on the call path
+	if p := r.proc; p != nil {
+		// Not gracefully: the process failed (crashed, hung, stopped), and
+		// never on the call path.
+		go p.stop(false, r.m.cfg.Logger)
 	}
-	r.client, r.det = nil, nil
+	r.proc, r.det = nil, nil
 	if r.state == StateDisabled || r.state == StateRefused {
 		return
 	}
@@ -607,8 +609,8 @@ func (r *runner) failLocked(err error) {
 
 func (r *runner) tick(ping bool) {
 	r.mu.Lock()
-	c, state := r.client, r.state
-	if state == StateRunning && c != nil && c.Exited() {
+	p, state := r.proc, r.state
+	if state == StateRunning && p != nil && p.client.Exited() {
 		r.failLocked(errors.New("process exited"))
 		state = r.state
 	}
@@ -616,13 +618,13 @@ func (r *runner) tick(ping bool) {
 		r.maybeRestartLocked()
 	}
 	r.mu.Unlock()
-	if !ping || state != StateRunning || c == nil {
+	if !ping || state != StateRunning || p == nil {
 		return
 	}
-	err := pingWithin(c, r.m.cfg.CallTimeout)
+	err := pingWithin(p.client, r.m.cfg.CallTimeout)
 	if err != nil {
 		r.mu.Lock()
-		if r.client == c {
+		if r.proc == p {
 			r.failLocked(fmt.Errorf("health check failed: %w", err))
 		}
 		r.mu.Unlock()
@@ -671,26 +673,26 @@ func (r *runner) start() {
 	r.totalStarts++
 	r.mu.Unlock()
 
-	client, det, info, err := r.launch()
+	p, det, info, err := r.launch()
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.starting = false
 	if r.state == StateDisabled { // closed meanwhile
-		if client != nil {
-			go client.Kill()
+		if p != nil {
+			go p.stop(false, cfg.Logger)
 		}
 		return
 	}
 	if err != nil {
-		if client != nil {
-			go client.Kill()
+		if p != nil {
+			go p.stop(false, cfg.Logger)
 		}
 		r.state = StateStarting
 		r.failLocked(err)
 		return
 	}
-	r.client, r.det, r.info = client, det, info
+	r.proc, r.det, r.info = p, det, info
 	r.state, r.lastErr, r.timeouts, r.upSince = StateRunning, nil, 0, time.Now()
 	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", det.Transport())
 }
@@ -698,7 +700,7 @@ func (r *runner) start() {
 // ErrChecksum is returned when a binary's SHA-256 differs from its pin.
 var ErrChecksum = errors.New("sha256 does not match the pinned value")
 
-func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
+func (r *runner) launch() (*proc, *DetectorClient, Info, error) {
 	cfg := r.m.cfg
 	// The file is opened once, hashed from that descriptor, and the
 	// process is exec'd from the same descriptor: a file renamed over the
@@ -715,9 +717,11 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 	// /proc/self/fd/N resolves in the child, which has inherited f up to
 	// its execve (close-on-exec closes it only once exec has opened the
 	// file), as fexecve(3) does. argv[0] stays the path, for ps and logs.
-	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	ctx, kill := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	cmd.Args = []string{r.path}
-	client := goplugin.NewClient(&goplugin.ClientConfig{
+	p := &proc{kill: kill}
+	p.client = goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          goplugin.PluginSet{PluginName: &DetectorPlugin{Lineage: r.m.lineage, UnaryEnrich: cfg.UnaryEnrich}},
 		Cmd:              cmd,
@@ -729,28 +733,70 @@ func (r *runner) launch() (*goplugin.Client, *DetectorClient, Info, error) {
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "detector." + r.name, Level: hclog.Warn,
 			Output: &logWriter{l: cfg.Logger, name: r.name}}),
 	})
-	cp, err := client.Client()
+	cp, err := p.client.Client()
 	if err != nil {
-		return client, nil, Info{}, fmt.Errorf("start: %w", err)
+		return p, nil, Info{}, fmt.Errorf("start: %w", err)
 	}
 	raw, err := cp.Dispense(PluginName)
 	if err != nil {
-		return client, nil, Info{}, fmt.Errorf("dispense: %w", err)
+		return p, nil, Info{}, fmt.Errorf("dispense: %w", err)
 	}
 	det, ok := raw.(*DetectorClient)
 	if !ok {
-		return client, nil, Info{}, fmt.Errorf("dispense: unexpected %T", raw)
+		return p, nil, Info{}, fmt.Errorf("dispense: unexpected %T", raw)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
+	cctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 	defer cancel()
-	info, err := det.Info(ctx)
+	info, err := det.Info(cctx)
 	if err != nil {
-		return client, nil, Info{}, fmt.Errorf("info: %w", err)
+		return p, nil, Info{}, fmt.Errorf("info: %w", err)
 	}
-	if err := det.Configure(ctx, cfg.Settings[r.name]); err != nil {
-		return client, nil, Info{}, fmt.Errorf("configure: %v", status.Convert(err).Message())
+	if err := det.Configure(cctx, cfg.Settings[r.name]); err != nil {
+		return p, nil, Info{}, fmt.Errorf("configure: %v", status.Convert(err).Message())
 	}
-	return client, det, info, nil
+	return p, det, info, nil
+}
+
+// proc is one detector process.
+type proc struct {
+	client *goplugin.Client
+	// kill cancels the context of the process's exec.Cmd: os/exec then
+	// SIGKILLs it. It may be called at any time, more than once.
+	kill context.CancelFunc
+}
+
+// killGrace bounds each wait of stop: longer than the 2 s go-plugin's Kill
+// gives a process to exit after its Shutdown RPC, so that its own
+// SIGKILL comes first when the process answers.
+const killGrace = 3 * time.Second
+
+// stop ends the process and waits, within bounds, until it is gone.
+// Graceful, it goes through go-plugin's Kill (a Shutdown RPC, 2 s for the
+// process to exit, then SIGKILL). That RPC has no deadline: a process that
+// cannot answer (stopped, frozen) would hold Kill, and the process, for
+// good; so after killGrace the process is SIGKILLed here. A failed process
+// is SIGKILLed at once, and Kill only cleans up.
+func (p *proc) stop(graceful bool, log *slog.Logger) {
+	defer p.kill() // releases the context whatever happened
+	pid := p.client.ID()
+	if !graceful {
+		p.kill()
+	}
+	done := make(chan struct{})
+	go func() { p.client.Kill(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(killGrace):
+	}
+	p.kill()
+	select {
+	case <-done:
+	case <-time.After(killGrace):
+		// SIGKILLed, but not reaped yet (say, stuck in the kernel, or a
+		// child of it holds its output open); its clean-up goes on alone.
+		log.Warn("detector process not gone after SIGKILL", "pid", pid)
+	}
 }
 
 // openVerify opens a detector file for its start and hashes it. The file

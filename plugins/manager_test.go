@@ -533,7 +533,8 @@ func TestEnrichStreamMatchesReplies(t *testing.T) {
 // A stopped detector process (SIGSTOP: its connection open, nothing read
 // or answered) holds no call beyond CallTimeout, however many wait to be
 // written to it, and is killed and started again after HungLimit
-// timeouts, as a hung one is.
+// timeouts, as a hung one is: the old process is gone (a graceful kill
+// would wait for good for its answer to the Shutdown RPC).
 func TestStoppedDetector(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
 	eachTransport(t, func(t *testing.T, with func(func(*plugins.Config)) func(*plugins.Config)) {
@@ -588,7 +589,52 @@ func TestStoppedDetector(t *testing.T) {
 			return st.Starts >= 2 && st.State == plugins.StateRunning
 		})
 		requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
+		waitFor(t, fmt.Sprintf("the stopped process %d to be gone", pid), 5*time.Second, func() bool { return procState(pid) == "" })
 	})
+}
+
+// Close returns in bounded time with a detector process stopped, and the
+// process is gone when it does.
+func TestCloseWithStoppedDetector(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
+	pidDir := t.TempDir()
+	t.Setenv("VMLINEAGE_TESTDETECTOR_PIDDIR", pidDir)
+	m := newManager(t, dir, pins, nil)
+	requireOK(t, results(m.Enrich(context.Background(), alert))["ok"])
+	pid := readPid(t, pidDir, "ok")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { m.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(pid, syscall.SIGKILL) // lets Close return
+		<-done
+		t.Fatalf("Close did not return within 15s with detector %d stopped", pid)
+	}
+	t.Logf("Close took %s", time.Since(start))
+	if s := procState(pid); s != "" && s != "Z" {
+		t.Fatalf("detector %d still there after Close (state %s)", pid, s)
+	}
+}
+
+// procState returns the state letter in /proc/<pid>/stat ("" once the
+// process is gone).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 // A slow detector that honours its deadline answers DeadlineExceeded at
