@@ -167,7 +167,12 @@ type Manager struct {
 	runners []*runner
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	once    sync.Once
+	// procs counts starts and process stops under way, for Close to wait
+	// for. Added to under a runner's mu while its state is not disabled
+	// (or by a start or stop already counted), so never after Close has
+	// disabled every runner and waits.
+	procs sync.WaitGroup
+	once  sync.Once
 	// pool makes the calls to all detectors but one (the caller's
 	// goroutine makes the last) on kept goroutines, whose stacks are grown
 	// for protobuf's encoding already (see gopool).
@@ -257,13 +262,15 @@ func NewManager(cfg Config, lin Lineage) (*Manager, error) {
 func (m *Manager) Start(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, r := range m.runners {
-		if r.state == StateRefused {
+		r.mu.Lock()
+		if r.state == StateRefused || r.state == StateDisabled { // disabled: closed already
+			r.mu.Unlock()
 			continue
 		}
-		wg.Add(1)
-		r.mu.Lock()
 		r.starting = true
+		m.procs.Add(1)
 		r.mu.Unlock()
+		wg.Add(1)
 		go func() { defer wg.Done(); r.start() }()
 	}
 	wg.Wait()
@@ -281,14 +288,21 @@ func (m *Manager) Close() {
 			r.mu.Lock()
 			p := r.proc
 			r.proc, r.det = nil, nil
-			r.state = StateDisabled
+			r.state = StateDisabled // no start begins after this
+			if r.abort != nil {
+				r.abort() // a start under way: SIGKILL what it started
+			}
 			r.mu.Unlock()
 			if p != nil {
 				wg.Add(1)
 				go func() { defer wg.Done(); p.stop(true, m.cfg.Logger) }()
 			}
 		}
-		wg.Wait() // bounded: stop SIGKILLs a process that does not exit
+		// Bounded: stop SIGKILLs a process that does not exit, and an
+		// aborted start ends at once. Once done, no detector process is
+		// left.
+		wg.Wait()
+		m.procs.Wait()
 		m.pool.Close()
 	})
 }
@@ -469,7 +483,8 @@ type runner struct {
 
 	mu          sync.Mutex
 	state       string
-	proc        *proc // the running process
+	proc        *proc  // the running process
+	abort       func() // while starting: SIGKILLs the process being started
 	det         *DetectorClient
 	info        Info
 	lastErr     error
@@ -515,6 +530,7 @@ func (r *runner) maybeRestartLocked() {
 	}
 	r.starting = true
 	r.state = StateStarting
+	r.m.procs.Add(1)
 	go r.start()
 }
 
@@ -589,7 +605,7 @@ func (r *runner) failLocked(err error) {
 	if p := r.proc; p != nil {
 		// Not gracefully: the process failed (crashed, hung, stopped), and
 		// never on the call path.
-		go p.stop(false, r.m.cfg.Logger)
+		r.m.stopLater(p)
 	}
 	r.proc, r.det = nil, nil
 	if r.state == StateDisabled || r.state == StateRefused {
@@ -650,9 +666,16 @@ func pingWithin(c *goplugin.Client, d time.Duration) error {
 
 // start verifies the binary and launches it. It runs without r.mu held
 // (a start takes tens of milliseconds) and r.starting guards against two.
+// The caller has counted it in m.procs.
 func (r *runner) start() {
+	defer r.m.procs.Done()
 	cfg := r.m.cfg
 	r.mu.Lock()
+	if r.state == StateDisabled { // closed before it began
+		r.starting = false
+		r.mu.Unlock()
+		return
+	}
 	now := time.Now()
 	keep := r.starts[:0]
 	for _, t := range r.starts {
@@ -671,22 +694,28 @@ func (r *runner) start() {
 	}
 	r.starts = append(r.starts, now)
 	r.totalStarts++
+	ctx, kill := context.WithCancel(context.Background())
+	r.abort = kill
 	r.mu.Unlock()
 
-	p, det, info, err := r.launch()
+	p, det, info, err := r.launch(ctx, kill)
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.abort = nil
 	r.starting = false
-	if r.state == StateDisabled { // closed meanwhile
+	if r.state == StateDisabled { // closed meanwhile: Close waits for this stop
+		r.mu.Unlock()
+		kill()
 		if p != nil {
-			go p.stop(false, cfg.Logger)
+			p.stop(false, cfg.Logger)
 		}
 		return
 	}
+	defer r.mu.Unlock()
 	if err != nil {
+		kill()
 		if p != nil {
-			go p.stop(false, cfg.Logger)
+			r.m.stopLater(p)
 		}
 		r.state = StateStarting
 		r.failLocked(err)
@@ -697,10 +726,19 @@ func (r *runner) start() {
 	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", det.Transport())
 }
 
+// stopLater stops a failed process in the background, counted in m.procs
+// for Close. Called under a runner's mu, or from a start.
+func (m *Manager) stopLater(p *proc) {
+	m.procs.Add(1)
+	go func() { defer m.procs.Done(); p.stop(false, m.cfg.Logger) }()
+}
+
 // ErrChecksum is returned when a binary's SHA-256 differs from its pin.
 var ErrChecksum = errors.New("sha256 does not match the pinned value")
 
-func (r *runner) launch() (*proc, *DetectorClient, Info, error) {
+// launch starts the process under ctx: kill (ctx's cancel) SIGKILLs it,
+// and ends a start under way.
+func (r *runner) launch(ctx context.Context, kill context.CancelFunc) (*proc, *DetectorClient, Info, error) {
 	cfg := r.m.cfg
 	// The file is opened once, hashed from that descriptor, and the
 	// process is exec'd from the same descriptor: a file renamed over the
@@ -717,7 +755,6 @@ func (r *runner) launch() (*proc, *DetectorClient, Info, error) {
 	// /proc/self/fd/N resolves in the child, which has inherited f up to
 	// its execve (close-on-exec closes it only once exec has opened the
 	// file), as fexecve(3) does. argv[0] stays the path, for ps and logs.
-	ctx, kill := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	cmd.Args = []string{r.path}
 	p := &proc{kill: kill}
@@ -745,7 +782,7 @@ func (r *runner) launch() (*proc, *DetectorClient, Info, error) {
 	if !ok {
 		return p, nil, Info{}, fmt.Errorf("dispense: unexpected %T", raw)
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 	info, err := det.Info(cctx)
 	if err != nil {

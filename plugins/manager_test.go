@@ -622,6 +622,39 @@ func TestCloseWithStoppedDetector(t *testing.T) {
 	}
 }
 
+// Close during a restart: the start under way is ended, and no detector
+// process is left once Close returns (an agent exiting right after Close
+// would leave it running: a detector does not notice its host is gone).
+func TestCloseDuringRestart(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("slowstart", "slowstart"))
+	pidDir := t.TempDir()
+	t.Setenv("VMLINEAGE_TESTDETECTOR_PIDDIR", pidDir)
+	m := newManager(t, dir, pins, nil)
+	pid1 := readPid(t, pidDir, "slowstart")
+	syscall.Kill(pid1, syscall.SIGKILL)
+	var pid2 int
+	waitFor(t, "the restart's process", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(pidDir, "slowstart.pid"))
+		pid2, _ = strconv.Atoi(string(b))
+		return pid2 != pid1 && pid2 != 0
+	})
+	t.Cleanup(func() { syscall.Kill(pid2, syscall.SIGKILL) })
+	if st := status(m, "slowstart"); st.State != plugins.StateStarting {
+		t.Fatalf("want the restart under way: %+v", st)
+	}
+	start := time.Now()
+	m.Close()
+	t.Logf("Close took %s", time.Since(start))
+	if s := procState(pid2); s != "" && s != "Z" {
+		t.Fatalf("detector %d, being started, still there after Close (state %s)", pid2, s)
+	}
+	time.Sleep(3 * time.Second) // the start would be complete by now
+	if pid := readPid(t, pidDir, "slowstart"); pid != pid2 {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("a detector process %d started after Close", pid)
+	}
+}
+
 // procState returns the state letter in /proc/<pid>/stat ("" once the
 // process is gone).
 func procState(pid int) string {

@@ -12,7 +12,7 @@
 // (Enrich waits the alert's ID read as milliseconds, capped at 50, and
 // notes the ID: calls in flight together are answered out of order; for
 // the ID "invalid-utf8" its note is not UTF-8, which protobuf refuses to
-// encode). With
+// encode), slowstart (as ok, but takes 2 s to start). With
 // VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its pid to <dir>/<mode>.pid
 // at start.
 package main
@@ -35,6 +35,9 @@ var mode = "ok"
 func main() {
 	if dir := os.Getenv("VMLINEAGE_TESTDETECTOR_PIDDIR"); dir != "" {
 		os.WriteFile(filepath.Join(dir, mode+".pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
+	if mode == "slowstart" {
+		time.Sleep(2 * time.Second)
 	}
 	if mode == "garbage" {
 		fmt.Println("this is not a go-plugin handshake \x00\xff|||")
