@@ -49,8 +49,10 @@ type Config struct {
 	MaxBackoff      time.Duration // (default 1m)
 	CrashLoopLimit  int           // starts within CrashLoopWindow before the detector is disabled (default 5)
 	CrashLoopWindow time.Duration // (default 5m)
-	// HungLimit consecutive timeouts make the host kill and restart a
-	// detector (default 2): one slow call is tolerated, a hung process is not.
+	// HungLimit timeouts in a row make the host kill and restart a
+	// detector (default 2): one slow call is tolerated, a hung process is
+	// not. In a row per call kind: an answer to OnRecord does not clear
+	// Enrich's timeouts, nor the reverse.
 	HungLimit int
 	// UnaryEnrich makes every Enrich call a unary gRPC call, as before
 	// EnrichStream existed (for comparison; detectors built without
@@ -224,7 +226,7 @@ func NewManager(cfg Config, lin Lineage) (*Manager, error) {
 		if err != nil || fi.IsDir() {
 			continue
 		}
-		r := &runner{m: m, name: name, path: path, state: StateStarting}
+		r := &runner{m: m, name: name, path: path, state: StateStarting, timeouts: map[string]int{}}
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
 			r.refuse("is a symlink; detectors must be regular files in the plugin directory")
@@ -494,7 +496,12 @@ type runner struct {
 	backoff     time.Duration
 	nextStart   time.Time
 	upSince     time.Time
-	timeouts    int
+	// timeouts counts the time-outs since the last answer, per call kind
+	// (CallEnrich, CallOnRecord). An answer resets only its own kind's
+	// count: OnRecord answering says nothing of an Enrich path that is
+	// deadlocked. Their sum is held to HungLimit, so time-outs of both
+	// kinds in a row count as before.
+	timeouts map[string]int
 }
 
 func (r *runner) refuse(why string) {
@@ -548,7 +555,7 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 	if res.Err == nil {
 		outcome = OutcomeOK
 		r.mu.Lock()
-		r.timeouts = 0
+		r.timeouts[name] = 0
 		if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
 			r.backoff = 0 // healthy for a while: the next crash restarts quickly again
 		}
@@ -564,9 +571,9 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 		outcome = OutcomeTimeout
 		res.Err = fmt.Errorf("no answer within %s (hung?)", r.m.cfg.CallTimeout)
 		r.mu.Lock()
-		r.timeouts++
-		if r.timeouts >= r.m.cfg.HungLimit && r.det == d {
-			r.failLocked(fmt.Errorf("%d calls in a row timed out; killing it", r.timeouts))
+		r.timeouts[name]++
+		if n := r.timeouts[CallEnrich] + r.timeouts[CallOnRecord]; n >= r.m.cfg.HungLimit && r.det == d {
+			r.failLocked(fmt.Errorf("%d calls timed out with no answer of their kind between; killing it", n))
 		}
 		r.mu.Unlock()
 	case code == codes.Unavailable || code == codes.Canceled || r.exited(d):
@@ -619,7 +626,7 @@ func (r *runner) failLocked(err error) {
 	}
 	r.nextStart = time.Now().Add(r.backoff)
 	r.state = StateBackoff
-	r.timeouts = 0
+	clear(r.timeouts)
 	r.m.cfg.Logger.Error("detector failed", "detector", r.name, "error", err, "restart_in", r.backoff)
 }
 
@@ -722,7 +729,8 @@ func (r *runner) start() {
 		return
 	}
 	r.proc, r.det, r.info = p, det, info
-	r.state, r.lastErr, r.timeouts, r.upSince = StateRunning, nil, 0, time.Now()
+	r.state, r.lastErr, r.upSince = StateRunning, nil, time.Now()
+	clear(r.timeouts)
 	cfg.Logger.Info("detector started", "detector", r.name, "version", info.Version, "transport", det.Transport())
 }
 

@@ -215,6 +215,29 @@ func hungDetector(t *testing.T, m *plugins.Manager) {
 	})
 }
 
+// A detector whose Enrich hangs while its OnRecord answers is restarted
+// after HungLimit Enrich time-outs: an OnRecord answer between them says
+// nothing of the enrich path.
+func TestHungEnrichRestartedDespiteOnRecord(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("half", "hangenrich"))
+	m := newManager(t, dir, pins, nil) // HungLimit 2
+	for i := 0; i < 2; i++ {
+		if err := results(m.Enrich(context.Background(), alert))["half"].Err; err == nil || !strings.Contains(err.Error(), "no answer within") {
+			t.Fatalf("Enrich %d: want a timeout, got %v", i, err)
+		}
+		if i == 0 {
+			rs := m.OnRecord(context.Background(), &record.Record{VMUUID: "a", Activity: record.Start, Start: time.Unix(1, 0)})
+			if len(rs) != 1 || rs[0].Err != nil {
+				t.Fatalf("OnRecord: %+v", rs)
+			}
+		}
+	}
+	waitFor(t, "restart of the detector whose Enrich hangs", 10*time.Second, func() bool {
+		st := status(m, "half")
+		return st.Starts >= 2 && st.State == plugins.StateRunning
+	})
+}
+
 func TestCrashAndRestart(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("crash", "crash"), testDet("ok", "ok"))
 	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CrashLoopLimit = 3 })

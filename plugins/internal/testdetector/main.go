@@ -12,7 +12,8 @@
 // (Enrich waits the alert's ID read as milliseconds, capped at 50, and
 // notes the ID: calls in flight together are answered out of order; for
 // the ID "invalid-utf8" its note is not UTF-8, which protobuf refuses to
-// encode), slowstart (as ok, but takes 2 s to start). With
+// encode), slowstart (as ok, but takes 2 s to start), hangenrich (Enrich
+// never returns, OnRecord answers). With
 // VMLINEAGE_TESTDETECTOR_PIDDIR set it writes its pid to <dir>/<mode>.pid
 // at start.
 package main
@@ -81,6 +82,9 @@ func (d *det) OnRecord(ctx context.Context, r *record.Record) ([]plugins.Finding
 }
 
 func (d *det) Enrich(ctx context.Context, a *plugins.Alert) (*plugins.Enrichment, error) {
+	if mode == "hangenrich" {
+		select {} // a deadlock on the enrich path alone
+	}
 	if err := d.misbehave(ctx); err != nil {
 		return nil, err
 	}
