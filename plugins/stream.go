@@ -33,6 +33,10 @@ const streamQueue = 256
 // call would.
 const maxStreamMsg = 4 << 20
 
+// maxIDSize is the most an EnrichCall's id adds to its size: its tag and a
+// varint of up to 10 bytes.
+const maxIDSize = 1 + 10
+
 // workerIdle is how long a detector's stream worker waits for another
 // call before it ends (a burst leaves no idle goroutines behind for good).
 const workerIdle = time.Minute
@@ -171,7 +175,10 @@ func (s *enrichStream) call(ctx context.Context, req *pb.EnrichRequest) (*pb.Enr
 		// first.
 		c.TimeoutMs = max(1, (time.Until(dl) + time.Millisecond - 1).Milliseconds())
 	}
-	if n := proto.Size(c); n > maxStreamMsg {
+	// The id is set below (under s.mu) and adds up to maxIDSize bytes: a
+	// call sized without it could pass here and go out over the limit,
+	// which would end the stream for every call on it.
+	if n := proto.Size(c) + maxIDSize; n > maxStreamMsg {
 		return nil, status.Errorf(codes.ResourceExhausted, "enrich call of %d bytes is over the %d-byte message limit", n, maxStreamMsg)
 	}
 	ch := make(chan streamReply, 1)
