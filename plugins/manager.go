@@ -555,9 +555,13 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 	if res.Err == nil {
 		outcome = OutcomeOK
 		r.mu.Lock()
-		r.timeouts[name] = 0
-		if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
-			r.backoff = 0 // healthy for a while: the next crash restarts quickly again
+		// Only the process called counts: d may have been replaced
+		// during the call, and its answer says nothing of the new one.
+		if r.det == d {
+			r.timeouts[name] = 0
+			if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
+				r.backoff = 0 // healthy for a while: the next crash restarts quickly again
+			}
 		}
 		r.mu.Unlock()
 		return res
@@ -571,9 +575,11 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 		outcome = OutcomeTimeout
 		res.Err = fmt.Errorf("no answer within %s (hung?)", r.m.cfg.CallTimeout)
 		r.mu.Lock()
-		r.timeouts[name]++
-		if n := r.timeouts[CallEnrich] + r.timeouts[CallOnRecord]; n >= r.m.cfg.HungLimit && r.det == d {
-			r.failLocked(fmt.Errorf("%d calls timed out with no answer of their kind between; killing it", n))
+		if r.det == d { // a call to a process since replaced does not count against the new one
+			r.timeouts[name]++
+			if n := r.timeouts[CallEnrich] + r.timeouts[CallOnRecord]; n >= r.m.cfg.HungLimit {
+				r.failLocked(fmt.Errorf("%d calls timed out with no answer of their kind between; killing it", n))
+			}
 		}
 		r.mu.Unlock()
 	case code == codes.Unavailable || code == codes.Canceled || r.exited(d):

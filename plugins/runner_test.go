@@ -1,0 +1,42 @@
+package plugins
+
+import (
+	"context"
+	"testing"
+)
+
+// Time-outs and answers of calls made to a process since replaced say
+// nothing of the process now running: calls to the old one that time out
+// after the restart must not count towards the new one's HungLimit (which
+// would kill it on its first slow call), nor may a late answer from the
+// old one clear the new one's count.
+func TestStaleCallsDoNotCount(t *testing.T) {
+	m, err := NewManager(Config{}, nopLineage{}) // HungLimit 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := func(context.Context, *DetectorClient) Result { return Result{Err: context.DeadlineExceeded} }
+	answer := func(context.Context, *DetectorClient) Result { return Result{} }
+	old, cur := &DetectorClient{}, &DetectorClient{}
+	newRunner := func() *runner {
+		return &runner{m: m, name: "d", state: StateRunning, det: cur, timeouts: map[string]int{}}
+	}
+
+	r := newRunner()
+	r.call(context.Background(), CallEnrich, old, timeout)
+	r.call(context.Background(), CallEnrich, old, timeout)
+	r.call(context.Background(), CallEnrich, cur, timeout) // its first
+	if r.state != StateRunning || r.det != cur {
+		t.Errorf("killed after one time-out of its own and two of the process before it: %s, %v", r.state, r.lastErr)
+	}
+
+	r = newRunner()
+	r.call(context.Background(), CallEnrich, cur, timeout)
+	r.call(context.Background(), CallEnrich, old, answer)
+	r.call(context.Background(), CallEnrich, cur, timeout)
+	if r.state != StateBackoff {
+		t.Errorf("two time-outs in a row, with only an answer of the process before it between: %s", r.state)
+	}
+}
+
+type nopLineage struct{ Lineage }
