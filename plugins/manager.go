@@ -265,7 +265,9 @@ func (m *Manager) Start(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, r := range m.runners {
 		r.mu.Lock()
-		if r.state == StateRefused || r.state == StateDisabled { // disabled: closed already
+		// Not a second process beside one already started or starting (a
+		// call before Start starts it): r.proc would lose the first.
+		if r.state == StateRefused || r.state == StateDisabled || r.starting || r.proc != nil { // disabled: closed already
 			r.mu.Unlock()
 			continue
 		}

@@ -238,6 +238,26 @@ func TestHungEnrichRestartedDespiteOnRecord(t *testing.T) {
 	})
 }
 
+// A call before Start starts the detector; Start then starts no second
+// process beside it (one that nothing would ever stop).
+func TestStartAfterCallStartsOnce(t *testing.T) {
+	dir, pins := plugintest.Setup(t, testDet("ok", "ok"))
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Pins: pins}, newMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := results(m.Enrich(context.Background(), alert))["ok"].Err; !errors.Is(err, plugins.ErrDetectorDown) {
+		t.Fatalf("before Start: %v", err)
+	}
+	m.Start(context.Background())
+	waitFor(t, "the start", 10*time.Second, func() bool { return status(m, "ok").State == plugins.StateRunning })
+	time.Sleep(200 * time.Millisecond)
+	if st := status(m, "ok"); st.Starts != 1 {
+		t.Fatalf("%d starts, want 1: %+v", st.Starts, st)
+	}
+}
+
 func TestCrashAndRestart(t *testing.T) {
 	dir, pins := plugintest.Setup(t, testDet("crash", "crash"), testDet("ok", "ok"))
 	m := newManager(t, dir, pins, func(c *plugins.Config) { c.CrashLoopLimit = 3 })
