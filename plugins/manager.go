@@ -561,9 +561,6 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 		// during the call, and its answer says nothing of the new one.
 		if r.det == d {
 			r.timeouts[name] = 0
-			if !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow {
-				r.backoff = 0 // healthy for a while: the next crash restarts quickly again
-			}
 		}
 		r.mu.Unlock()
 		return res
@@ -627,11 +624,15 @@ func (r *runner) failLocked(err error) {
 		return
 	}
 	switch {
-	case r.backoff == 0:
+	case r.backoff == 0, !r.upSince.IsZero() && time.Since(r.upSince) > r.m.cfg.CrashLoopWindow:
+		// The first failure, or one after a long run (judged by uptime, not
+		// by a successful call: a detector may rarely be called, or its
+		// Needs skip every call): restart quickly again.
 		r.backoff = r.m.cfg.MinBackoff
 	default:
 		r.backoff = min(2*r.backoff, r.m.cfg.MaxBackoff)
 	}
+	r.upSince = time.Time{} // a failed start next did not run at all
 	r.nextStart = time.Now().Add(r.backoff)
 	r.state = StateBackoff
 	clear(r.timeouts)

@@ -2,7 +2,9 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 )
 
 // Time-outs and answers of calls made to a process since replaced say
@@ -36,6 +38,29 @@ func TestStaleCallsDoNotCount(t *testing.T) {
 	r.call(context.Background(), CallEnrich, cur, timeout)
 	if r.state != StateBackoff {
 		t.Errorf("two time-outs in a row, with only an answer of the process before it between: %s", r.state)
+	}
+}
+
+// A detector that ran for longer than CrashLoopWindow restarts after
+// MinBackoff again when it fails, whether or not a call to it ever
+// succeeded (its Needs may skip every call); a start failing after that
+// backs off further.
+func TestBackoffResetByUptime(t *testing.T) {
+	m, err := NewManager(Config{}, nopLineage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.cfg
+	r := &runner{m: m, name: "d", state: StateRunning, timeouts: map[string]int{},
+		backoff: cfg.MaxBackoff, upSince: time.Now().Add(-cfg.CrashLoopWindow - time.Minute)}
+	r.failLocked(errors.New("crashed"))
+	if r.backoff != cfg.MinBackoff {
+		t.Errorf("after a long run: back-off %s, want %s", r.backoff, cfg.MinBackoff)
+	}
+	r.state = StateStarting
+	r.failLocked(errors.New("start failed"))
+	if r.backoff != 2*cfg.MinBackoff {
+		t.Errorf("a failed start after it: back-off %s, want %s", r.backoff, 2*cfg.MinBackoff)
 	}
 }
 
