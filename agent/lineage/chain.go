@@ -352,9 +352,20 @@ func (s *Store) Sealed(ctx context.Context, after int64, limit int) ([]record.Re
 // ChainHead returns the sequence number and hash of the last sealed record
 // (0 and record.GenesisHash for an empty chain).
 func (s *Store) ChainHead(ctx context.Context) (int64, string, error) {
-	v, err := s.AgentState(ctx, KeyChainHead)
-	if err != nil || v == "" {
-		return 0, record.GenesisHash, err
+	return chainHeadOf(ctx, s.db)
+}
+
+func chainHeadOf(ctx context.Context, db querier) (int64, string, error) {
+	var v string
+	err := db.QueryRowContext(ctx, "SELECT value FROM agent_state WHERE key=?", KeyChainHead).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, record.GenesisHash, nil
+	}
+	if err != nil {
+		return 0, record.GenesisHash, fmt.Errorf("lineage: read state %q: %w", KeyChainHead, err)
+	}
+	if v == "" {
+		return 0, record.GenesisHash, nil
 	}
 	seq, hash, _ := strings.Cut(v, " ")
 	n, err := strconv.ParseInt(seq, 10, 64)
@@ -404,7 +415,18 @@ func (s *Store) AddCheckpoint(ctx context.Context, reason string, at time.Time, 
 // Checkpoints returns the checkpoints with id > after whose chain position
 // an output at cursor (chain seq) has shipped.
 func (s *Store) Checkpoints(ctx context.Context, after, cursor int64) ([]Checkpoint, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT seq, chain_seq, chain_hash, at_ms, reason FROM checkpoints WHERE seq>? AND chain_seq<=? ORDER BY seq", after, cursor)
+	return checkpoints(ctx, s.db, after, cursor)
+}
+
+// querier is what *sql.DB and *sql.Tx share: a read inside a transaction
+// sees that transaction's snapshot.
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func checkpoints(ctx context.Context, db querier, after, cursor int64) ([]Checkpoint, error) {
+	rows, err := db.QueryContext(ctx, "SELECT seq, chain_seq, chain_hash, at_ms, reason FROM checkpoints WHERE seq>? AND chain_seq<=? ORDER BY seq", after, cursor)
 	if err != nil {
 		return nil, err
 	}
@@ -451,17 +473,34 @@ type Verification struct {
 // before it, its hash must be record.ChainHash of its JSON, its indexed
 // columns must agree with its JSON, and the head and checkpoints must name
 // existing links. It stops at the first break.
+//
+// Everything is read in one read transaction, one snapshot of the store: a
+// running agent seals records and moves the head meanwhile, and reads in
+// separate transactions would see a head past the records scanned.
 func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 	v := &Verification{HeadHash: record.GenesisHash}
-	rows, err := s.db.QueryContext(ctx, `SELECT chain_seq, chain_prev, chain_hash, json, id, pool_uuid, vm_uuid, parent_vm_uuid, activity, result, start_ms
-		FROM records WHERE chain_seq IS NOT NULL ORDER BY chain_seq`)
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("lineage: read the chain: %w", err)
 	}
-	cps, err := s.Checkpoints(ctx, 0, 1<<62)
+	defer tx.Rollback()
+	// The head is read first: in a deferred transaction the first read
+	// fixes the snapshot, and every read after it sees the same one.
+	hs, hh, err := chainHeadOf(ctx, tx)
 	if err != nil {
-		rows.Close()
 		return nil, err
+	}
+	cps, err := checkpoints(ctx, tx, 0, 1<<62)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM records WHERE chain_seq IS NULL").Scan(&v.Unsealed); err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT chain_seq, chain_prev, chain_hash, json, id, pool_uuid, vm_uuid, parent_vm_uuid, activity, result, start_ms
+		FROM records WHERE chain_seq IS NOT NULL ORDER BY chain_seq`)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: read the chain: %w", err)
 	}
 	// Only the checkpointed links are remembered: memory stays flat.
 	hashes := map[int64]string{}
@@ -511,15 +550,8 @@ func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 		return nil, err
 	}
 	v.Head, v.HeadHash = want-1, prev
-	if v.Unsealed, err = s.Unsealed(ctx); err != nil {
-		return nil, err
-	}
 	if v.Break != nil {
 		return v, nil
-	}
-	hs, hh, err := s.ChainHead(ctx)
-	if err != nil {
-		return nil, err
 	}
 	if hs != v.Head || hh != v.HeadHash {
 		v.Break = &Break{Seq: hs, Problem: fmt.Sprintf("the chain head says seq %d hash %s, but the records end at seq %d hash %s (the last records deleted?)", hs, hh, v.Head, v.HeadHash)}

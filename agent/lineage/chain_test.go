@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmlineage/vmlineage/agent/record"
 )
@@ -365,5 +366,62 @@ func TestSealCompletesFromTheTree(t *testing.T) {
 	}
 	if v, err := s.VerifyChain(ctx); err != nil || v.Break != nil {
 		t.Fatalf("chain: %+v %v", v, err)
+	}
+}
+
+// VerifyChain beside a live writer (`vmlineage verify` on the agent's
+// store): the records, the head, the checkpoints and the unsealed count are
+// read in one snapshot, so records sealed during the scan are not a break.
+func TestVerifyChainBesideLiveWriter(t *testing.T) {
+	ctx := context.Background()
+	s, p := open(t)
+	putN(t, s, 1, 10000)
+	vs, err := Open(p) // a second handle, as the command opens
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vs.Close()
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 200; i++ {
+			err := s.Update(ctx, func(tx *Tx) error { _, err := tx.PutRecord(chainRec(100000 + i)); return err })
+			if err != nil {
+				done <- err
+				return
+			}
+			if i%50 == 0 {
+				if _, _, err := s.AddCheckpoint(ctx, "periodic", at(i), false); err != nil {
+					done <- err
+					return
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	runs := 0
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if runs == 0 {
+				t.Fatal("no verification ran beside the writer")
+			}
+			if v := verify(t, vs); v.Break != nil || v.Records != 10200 {
+				t.Fatalf("quiet store: %+v %v", v, v.Break)
+			}
+			return
+		default:
+		}
+		v, err := vs.VerifyChain(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs++
+		if v.Break != nil {
+			t.Fatalf("verification %d beside a writer reported a valid store broken: %v", runs, v.Break)
+		}
 	}
 }
