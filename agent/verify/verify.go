@@ -22,6 +22,10 @@ import (
 // MaxLine bounds one line of a checked file.
 const MaxLine = 4 << 20
 
+// hashWindow is how many of the last links File keeps to compare repeats
+// and checkpoints with (a few MiB).
+const hashWindow = 1 << 15
+
 // Problem is the first place a file does not hold.
 type Problem struct {
 	File string `json:"file"`
@@ -44,12 +48,15 @@ func (p *Problem) Error() string {
 
 // FileResult is what File found.
 type FileResult struct {
-	Records     int64    `json:"records"`     // records whose links verified
-	Checkpoints int      `json:"checkpoints"` // checkpoint lines matched
-	First       int64    `json:"first_seq"`   // chain seqs covered
-	Last        int64    `json:"last_seq"`
-	Skipped     int      `json:"skipped"` // lines that are neither (blank)
-	Problem     *Problem `json:"break,omitempty"`
+	Records     int64 `json:"records"`     // records whose links verified
+	Checkpoints int   `json:"checkpoints"` // checkpoint lines matched
+	First       int64 `json:"first_seq"`   // chain seqs covered
+	Last        int64 `json:"last_seq"`
+	Skipped     int   `json:"skipped"` // lines that are neither (blank)
+	// Resent counts record lines that repeat records already verified: an
+	// at-least-once output sends a batch interrupted by a crash again.
+	Resent  int64    `json:"resent"`
+	Problem *Problem `json:"break,omitempty"`
 }
 
 // Input is one file to read, in chain order (rotated files oldest first).
@@ -64,11 +71,24 @@ type Input struct {
 // numbers without a gap, and every checkpoint line must name the hash of
 // the record at its seq. The copy may start anywhere in the chain (older
 // files rotated away): its first record's prev is taken on trust, and said.
+//
+// Outputs deliver at least once: after a crash the lines of an interrupted
+// batch stay and the batch is written again, so a run of records already
+// seen may follow. Such a run is accepted (and counted in Resent) when it
+// is the same records: each one hashes to its link, links to the one
+// before it, matches the hash already seen at its seq (for the last
+// hashWindow seqs), and the run, on reaching the last seq seen before it,
+// ends on the same hash (which, the links being hashes, vouches for every
+// record of the run). A different record at a seq already seen, or a run
+// that skips or reorders, is a break.
 func File(inputs []Input) (*FileResult, error) {
 	res := &FileResult{}
 	var prevSeq int64
 	var prevHash string
-	hashAt := map[int64]string{} // only what checkpoints can still name: the last few
+	// A re-sent run in progress: the seq and hash of its last record, and
+	// how many of its records had no hash left in hashAt to compare with.
+	var resend *repeat
+	hashAt := map[int64]string{} // what checkpoints and re-sends can still name: the last hashWindow
 	type cpLine struct {
 		file string
 		line int
@@ -132,12 +152,53 @@ func File(inputs []Input) (*FileResult, error) {
 			if c == nil {
 				return fail(0, r.ID, "the record carries no chain link (was the output's format json?)")
 			}
+			if res.Records > 0 && (c.Seq <= prevSeq || resend != nil) {
+				// A repeat of records already verified (see above).
+				last := prevSeq
+				if resend != nil {
+					last = resend.seq
+				}
+				switch {
+				case c.Seq < res.First:
+					return fail(c.Seq, r.ID, fmt.Sprintf("seq %d after seq %d, before the copy's first record (seq %d): out of order", c.Seq, last, res.First))
+				case c.Seq > prevSeq:
+					return fail(c.Seq, r.ID, fmt.Sprintf("seq %d after the repeated seq %d: the repeat of seq %d to %d stops short, out of order", c.Seq, last, last+1, prevSeq))
+				case resend != nil && c.Seq == resend.seq+1:
+					if c.Prev != resend.hash {
+						return fail(c.Seq, r.ID, fmt.Sprintf("repeated record: prev is %s, but the record before has hash %s", c.Prev, resend.hash))
+					}
+				case resend != nil && c.Seq > resend.seq+1:
+					return fail(c.Seq, r.ID, fmt.Sprintf("seq %d after the repeated seq %d: the repeat skips seq %d to %d, out of order", c.Seq, resend.seq, resend.seq+1, c.Seq-1))
+				case resend != nil && resend.unmatched > 0:
+					return fail(c.Seq, r.ID, fmt.Sprintf("seq %d after the repeated seq %d: out of order (the repeat before it never rejoined the chain at seq %d)", c.Seq, resend.seq, prevSeq))
+				default:
+					// A run starts (again, when a re-send was itself cut short).
+					if h, ok := hashAt[c.Seq-1]; ok && c.Prev != h {
+						return fail(c.Seq, r.ID, fmt.Sprintf("repeated seq %d: prev is %s, but the record at seq %d has hash %s", c.Seq, c.Prev, c.Seq-1, h))
+					}
+					resend = &repeat{file: in.Name, line: n}
+				}
+				if h := record.ChainHash(c.Prev, &r); h != c.Hash {
+					return fail(c.Seq, r.ID, fmt.Sprintf("altered: its content hashes to %s, its link says %s", h, c.Hash))
+				}
+				if h, ok := hashAt[c.Seq]; ok && h != c.Hash {
+					return fail(c.Seq, r.ID, fmt.Sprintf("a different record at seq %d: hash %s, the record already seen there has %s (altered or out of order)", c.Seq, c.Hash, h))
+				} else if !ok {
+					resend.unmatched++
+				}
+				resend.seq, resend.hash = c.Seq, c.Hash
+				res.Resent++
+				if c.Seq == prevSeq {
+					if c.Hash != prevHash {
+						return fail(c.Seq, r.ID, fmt.Sprintf("a different record at seq %d: the repeat ends on hash %s, the first copy on %s", c.Seq, c.Hash, prevHash))
+					}
+					resend = nil // rejoined: the chain goes on from prevSeq
+				}
+				continue
+			}
 			if res.Records == 0 {
 				res.First = c.Seq
 			} else if c.Seq != prevSeq+1 {
-				if c.Seq <= prevSeq {
-					return fail(c.Seq, r.ID, fmt.Sprintf("seq %d after seq %d: a record repeated or out of order", c.Seq, prevSeq))
-				}
 				return fail(c.Seq, r.ID, fmt.Sprintf("missing: chain seq %d to %d are not in the file (deleted?)", prevSeq+1, c.Seq-1))
 			} else if c.Prev != prevHash {
 				return fail(c.Seq, r.ID, fmt.Sprintf("prev is %s, but the record before has hash %s", c.Prev, prevHash))
@@ -153,9 +214,9 @@ func File(inputs []Input) (*FileResult, error) {
 			if res.Problem = check(c.Seq); res.Problem != nil {
 				return res, nil
 			}
-			if len(hashAt) > 4096 {
+			if len(hashAt) > 2*hashWindow {
 				for s := range hashAt {
-					if s < c.Seq-1024 {
+					if s <= c.Seq-hashWindow {
 						delete(hashAt, s)
 					}
 				}
@@ -165,6 +226,13 @@ func File(inputs []Input) (*FileResult, error) {
 			return res, fmt.Errorf("%s: line %d: %w", in.Name, n+1, err)
 		}
 	}
+	if resend != nil && resend.unmatched > 0 {
+		// A repeat cut short (a crash during the re-send) is vouched for
+		// only by the hashes still at hand.
+		res.Problem = &Problem{File: resend.file, Line: resend.line, Seq: resend.seq,
+			What: fmt.Sprintf("the copy ends in a repeat (up to seq %d) of records too old to compare with their first copy, and it never rejoins the chain at seq %d", resend.seq, prevSeq)}
+		return res, nil
+	}
 	if res.Problem = check(res.Last); res.Problem != nil {
 		return res, nil
 	}
@@ -173,6 +241,17 @@ func File(inputs []Input) (*FileResult, error) {
 		return res, nil
 	}
 	return res, nil
+}
+
+// repeat is a run of re-sent records File is following: where it started,
+// its last record, and how many of its records had no hash left to
+// compare with.
+type repeat struct {
+	file      string
+	line      int
+	seq       int64
+	hash      string
+	unmatched int
 }
 
 // Link is a (seq, hash) pair a copy of the chain holds: a checkpoint, or a

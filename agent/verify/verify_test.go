@@ -232,3 +232,64 @@ func FuzzFile(f *testing.F) {
 		}
 	})
 }
+
+// An at-least-once output re-sends an interrupted batch after a crash: the
+// repeated lines are the same records and the copy verifies, with the
+// repeats counted; a different record at a repeated seq, or a repeat that
+// skips or reorders, is still a break.
+func TestFileAcceptsAtLeastOnceRepeats(t *testing.T) {
+	lines := jsonCopy(t, chainedStore(t, 12))
+	// lines: records 1..10, checkpoint(10), records 11..12.
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	// The batch holding records 4..8 was written up to record 6, the agent
+	// was killed, and the batch went again from record 4.
+	res, err := File(fileOf(cat(lines[:6], lines[3:])))
+	if err != nil || res.Problem != nil {
+		t.Fatalf("a copy with a re-sent batch: %v %v", err, res.Problem)
+	}
+	if res.Records != 12 || res.Resent != 3 || res.First != 1 || res.Last != 12 || res.Checkpoints != 1 {
+		t.Fatalf("counts: %+v", res)
+	}
+	// A re-send itself cut short and sent again, across two files.
+	res, _ = File([]Input{{"a", strings.NewReader(strings.Join(cat(lines[:6], lines[3:5]), "\n"))}, {"b", strings.NewReader(strings.Join(lines[3:], "\n"))}})
+	if res.Problem != nil || res.Records != 12 || res.Resent != 5 {
+		t.Fatalf("a re-send repeated: %+v %v", res, res.Problem)
+	}
+	// A copy that ends inside a repeat (killed again during the re-send).
+	if res, _ = File(fileOf(cat(lines[:6], lines[3:5]))); res.Problem != nil || res.Resent != 2 {
+		t.Fatalf("a copy ending in a repeat: %+v %v", res, res.Problem)
+	}
+
+	// A different record (hashed correctly, linked to the real record
+	// before it) at a repeated seq.
+	var r record.Record
+	json.Unmarshal([]byte(lines[4]), &r)
+	r.VMName = "forged"
+	r.Chain.Hash = record.ChainHash(r.Chain.Prev, &r)
+	b, _ := json.Marshal(r)
+	res, _ = File(fileOf(cat(lines[:6], lines[3:4], []string{string(b)}, lines[5:])))
+	if p := res.Problem; p == nil || p.Seq != 5 || p.Line != 8 || !strings.Contains(p.What, "different record") {
+		t.Fatalf("want a different record at seq 5 named: %+v", p)
+	}
+	// A reorder: records 1..6, then 5, 4 repeated, then on from 7.
+	res, _ = File(fileOf(cat(lines[:6], lines[4:5], lines[3:4], lines[6:])))
+	if p := res.Problem; p == nil || p.Seq != 7 || !strings.Contains(p.What, "out of order") {
+		t.Fatalf("want the reorder named: %+v", p)
+	}
+	// A repeat that skips a record.
+	res, _ = File(fileOf(cat(lines[:6], lines[3:4], lines[5:])))
+	if p := res.Problem; p == nil || p.Seq != 6 || !strings.Contains(p.What, "skips") {
+		t.Fatalf("want the skip in the repeat named: %+v", p)
+	}
+	// A seq out of order with no repeat: still a break.
+	res, _ = File(fileOf(cat(lines[:3], lines[4:5], lines[3:4], lines[5:])))
+	if p := res.Problem; p == nil || p.Seq != 5 || !strings.Contains(p.What, "missing") {
+		t.Fatalf("want the reorder named: %+v", p)
+	}
+}

@@ -32,7 +32,9 @@ without a gap, each record's hash recomputed from its content, each link to the 
 before, the head and the store's own checkpoints.
 
 --file checks a JSON-lines copy of the records instead (a file output with format json,
-rotated files oldest first); the copy may start anywhere in the chain.
+rotated files oldest first); the copy may start anywhere in the chain. Outputs deliver at
+least once, so after a crash a batch may be written again: records repeated unchanged are
+accepted and counted as re-sent; a different record at a seq already seen is a break.
 
 --checkpoints FILE reads every chain link FILE holds (the checkpoints and the records'
 links that every output carries: ECS documents, CEF lines bare or in syslog lines, JSON
@@ -64,7 +66,11 @@ Exit status: 0 verified, 3 a break was found, 1 the check could not be made.`,
 				if res.Problem != nil {
 					broken = append(broken, res.Problem.Error())
 				} else if format == "text" {
-					fmt.Fprintf(out, "file: %d records verified (chain seq %d to %d), %d checkpoints matched\n", res.Records, res.First, res.Last, res.Checkpoints)
+					fmt.Fprintf(out, "file: %d records verified (chain seq %d to %d), %d checkpoints matched", res.Records, res.First, res.Last, res.Checkpoints)
+					if res.Resent > 0 {
+						fmt.Fprintf(out, ", %d lines re-sent after an interruption (the same records again)", res.Resent)
+					}
+					fmt.Fprintln(out)
 				}
 			}
 			if len(files) == 0 || len(checkpoints) > 0 {
