@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vmlineage/vmlineage/agent/record"
 )
@@ -129,6 +130,12 @@ func (t *Tx) sealLegacy() error {
 		return err
 	}
 	for i := range all {
+		// The columns are set from the JSON first: it is what the chain
+		// vouches for, and VerifyChain compares every column with it (a
+		// store written before may hold them otherwise, e.g. end_ms 0).
+		if _, err := t.UpdateUnsealed(&all[i].r); err != nil {
+			return err
+		}
 		if err := t.sealRow(all[i].seq, &all[i].r); err != nil {
 			return err
 		}
@@ -497,7 +504,7 @@ func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM records WHERE chain_seq IS NULL").Scan(&v.Unsealed); err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT chain_seq, chain_prev, chain_hash, json, id, pool_uuid, vm_uuid, parent_vm_uuid, activity, result, start_ms
+	rows, err := tx.QueryContext(ctx, `SELECT chain_seq, chain_prev, chain_hash, json, `+recordCols+`
 		FROM records WHERE chain_seq IS NOT NULL ORDER BY chain_seq`)
 	if err != nil {
 		return nil, fmt.Errorf("lineage: read the chain: %w", err)
@@ -510,12 +517,14 @@ func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 	prev, want := record.GenesisHash, int64(1)
 	var lastID string
 	for rows.Next() {
-		var seq, startMS int64
-		var cprev, chash, js, id, pool, vm, parent, act, res string
-		if err := rows.Scan(&seq, &cprev, &chash, &js, &id, &pool, &vm, &parent, &act, &res, &startMS); err != nil {
+		var seq int64
+		var cprev, chash, js string
+		var col recordColumns
+		if err := rows.Scan(append([]any{&seq, &cprev, &chash, &js}, col.dest()...)...); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		id := col.id
 		brk := func(p string) { v.Break = &Break{Seq: seq, ID: id, Problem: p} }
 		switch {
 		case seq > want:
@@ -535,8 +544,12 @@ func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 			brk(fmt.Sprintf("altered: its content hashes to %s, the chain says %s", h, chash))
 			break
 		}
-		if r.ID != id || r.PoolUUID != pool || r.VMUUID != vm || r.ParentVMUUID != parent || string(r.Activity) != act || string(r.Result) != res || ms(r.Start) != startMS {
-			brk("altered: its indexed columns differ from its hashed content")
+		if diff := col.differ(&r); len(diff) > 0 {
+			what := "its column " + diff[0] + " differs"
+			if len(diff) > 1 {
+				what = "its columns " + strings.Join(diff, ", ") + " differ"
+			}
+			brk("altered: " + what + " from its hashed content")
 			break
 		}
 		if _, ok := hashes[seq]; ok {
@@ -568,6 +581,60 @@ func (s *Store) VerifyChain(ctx context.Context) (*Verification, error) {
 		v.Checkpoints++
 	}
 	return v, nil
+}
+
+// recordCols are the records columns written from the record (PutRecord,
+// PutRecords, mergeUnsealed, UpdateUnsealed): VerifyChain compares every
+// one of them with the hashed JSON, as queries read them, not the JSON.
+const recordCols = "id,pool_uuid,host_uuid,host_name,vm_uuid,vm_name,parent_vm_uuid,activity,operation,start_ms,end_ms,result,error,task_uuid,task_id,source,destination_host_uuid"
+
+type recordColumns struct {
+	id, pool, hostUUID, hostName, vm, vmName, parent, activity, operation string
+	start                                                                 int64
+	end                                                                   sql.NullInt64
+	result, errText, taskUUID, taskID, source, destHost                   string
+}
+
+func (c *recordColumns) dest() []any {
+	return []any{&c.id, &c.pool, &c.hostUUID, &c.hostName, &c.vm, &c.vmName, &c.parent, &c.activity, &c.operation,
+		&c.start, &c.end, &c.result, &c.errText, &c.taskUUID, &c.taskID, &c.source, &c.destHost}
+}
+
+// differ names the columns that do not hold what r says.
+func (c *recordColumns) differ(r *record.Record) []string {
+	var out []string
+	add := func(col string, same bool) {
+		if !same {
+			out = append(out, col)
+		}
+	}
+	// JSON carries invalid UTF-8 as U+FFFD, byte by byte; the column keeps
+	// the bytes given.
+	str := func(col, rec string) bool {
+		return col == rec || (!utf8.ValidString(col) && string([]rune(col)) == rec)
+	}
+	end := sql.NullInt64{}
+	if !r.End.IsZero() {
+		end = sql.NullInt64{Int64: r.End.UnixMilli(), Valid: true}
+	}
+	add("id", str(c.id, r.ID))
+	add("pool_uuid", str(c.pool, r.PoolUUID))
+	add("host_uuid", str(c.hostUUID, r.HostUUID))
+	add("host_name", str(c.hostName, r.HostName))
+	add("vm_uuid", str(c.vm, r.VMUUID))
+	add("vm_name", str(c.vmName, r.VMName))
+	add("parent_vm_uuid", str(c.parent, r.ParentVMUUID))
+	add("activity", str(c.activity, string(r.Activity)))
+	add("operation", str(c.operation, r.Operation))
+	add("start_ms", c.start == ms(r.Start))
+	add("end_ms", c.end == end)
+	add("result", str(c.result, string(r.Result)))
+	add("error", str(c.errText, r.Error))
+	add("task_uuid", str(c.taskUUID, r.TaskUUID))
+	add("task_id", str(c.taskID, r.TaskID))
+	add("source", str(c.source, string(r.Source)))
+	add("destination_host_uuid", str(c.destHost, r.DestinationHostUUID))
+	return out
 }
 
 // LinkAt returns the hash at chain seq (ok false when no record holds it).

@@ -425,3 +425,31 @@ func TestVerifyChainBesideLiveWriter(t *testing.T) {
 		}
 	}
 }
+
+// Every column written from the record is compared with its hashed JSON
+// (queries read the columns, not the JSON), and the break names it.
+func TestChainNamesEveryAlteredColumn(t *testing.T) {
+	for _, c := range []struct{ col, set string }{
+		{"id", "'other-id'"}, {"pool_uuid", "'p2'"}, {"host_uuid", "'h-x'"}, {"host_name", "'other-host'"},
+		{"vm_uuid", "'other'"}, {"vm_name", "'innocent'"}, {"parent_vm_uuid", "'tpl'"}, {"activity", "'destroy'"},
+		{"operation", "'VM.destroy'"}, {"start_ms", "start_ms+1"}, {"end_ms", "end_ms+3600000"}, {"end_ms", "NULL"},
+		{"result", "'failure'"}, {"error", "'x'"}, {"task_uuid", "'t-x'"}, {"task_id", "'000000000000'"},
+		{"source", "'resync'"}, {"destination_host_uuid", "'h-y'"},
+	} {
+		s, _ := open(t)
+		putN(t, s, 1, 5)
+		if _, err := s.db.Exec("UPDATE records SET " + c.col + "=" + c.set + " WHERE chain_seq=3"); err != nil {
+			t.Fatal(err)
+		}
+		v := verify(t, s)
+		if v.Break == nil || v.Break.Seq != 3 || !strings.Contains(v.Break.Problem, "its column "+c.col+" differs") {
+			t.Errorf("%s = %s: want a break at seq 3 naming the column, got %+v", c.col, c.set, v.Break)
+		}
+	}
+	s, _ := open(t)
+	putN(t, s, 1, 5)
+	s.db.Exec("UPDATE records SET vm_name='innocent', host_name='other-host' WHERE chain_seq=3")
+	if v := verify(t, s); v.Break == nil || !strings.Contains(v.Break.Problem, "its columns host_name, vm_name differ") {
+		t.Errorf("two columns: %+v", v.Break)
+	}
+}
