@@ -30,6 +30,9 @@ type Member struct {
 	ExistedAt    bool
 }
 
+// goneAtQ2 is goneAt for the time parameter ?2 (?1 in StatesAtOf's).
+const goneAtQ2 = "EXISTS(SELECT 1 FROM vm_gaps g WHERE g.vm_uuid=v.uuid AND g.from_ms<=?2 AND g.to_ms>?2)"
+
 const familyAtQuery = `WITH RECURSIVE
   up(uuid, parent, depth) AS (
     SELECT uuid, parent_uuid, 0 FROM vms WHERE uuid=?1
@@ -41,7 +44,7 @@ const familyAtQuery = `WITH RECURSIVE
     UNION
     SELECT v.uuid, down.depth+1 FROM vms v JOIN down ON v.parent_uuid=down.uuid WHERE down.depth<?3)
 SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms,v.xapi_ref,
-  d.depth, st.power_state, st.host_uuid
+  d.depth, st.power_state, st.host_uuid, ` + goneAtQ2 + `
 FROM (SELECT uuid, MIN(depth) AS depth FROM down GROUP BY uuid) d
 JOIN vms v ON v.uuid=d.uuid
 LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?2 AND (st.to_ms IS NULL OR st.to_ms>?2)
@@ -71,9 +74,10 @@ func (s *Store) FamilyAt(ctx context.Context, uuid string, at time.Time, limit i
 		var first, lastSeen int64
 		var destroyed sql.NullInt64
 		var ps, host sql.NullString
+		var gone bool
 		v := &m.VM
 		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
-			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &ps, &host); err != nil {
+			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &ps, &host, &gone); err != nil {
 			return nil, err
 		}
 		if v.UUID == last { // overlapping spans written at the same millisecond: the newest won
@@ -82,7 +86,7 @@ func (s *Store) FamilyAt(ctx context.Context, uuid string, at time.Time, limit i
 		last = v.UUID
 		v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(lastSeen), fromNullMS(destroyed)
 		m.PowerStateAt, m.HostAt = ps.String, host.String
-		m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+		m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t) && !gone
 		out = append(out, m)
 		if limit > 0 && len(out) > limit {
 			break
@@ -109,7 +113,7 @@ func (s *Store) StatesAtOf(ctx context.Context, uuids []string, at time.Time) ([
 		rest = rest[len(part):]
 		list, args := inList(part)
 		st, err := s.prepared(ctx, `SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms,v.xapi_ref,
-			st.power_state, st.host_uuid
+			st.power_state, st.host_uuid, `+strings.ReplaceAll(goneAtQ2, "?2", "?1")+`
 			FROM vms v LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?1 AND (st.to_ms IS NULL OR st.to_ms>?1)
 			WHERE v.uuid IN (`+list+`) ORDER BY v.uuid, st.from_ms DESC`)
 		if err != nil {
@@ -124,9 +128,10 @@ func (s *Store) StatesAtOf(ctx context.Context, uuids []string, at time.Time) ([
 			var first, lastSeen int64
 			var destroyed sql.NullInt64
 			var ps, host sql.NullString
+			var gone bool
 			v := &m.VM
 			if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
-				&first, &lastSeen, &destroyed, &v.Ref, &ps, &host); err != nil {
+				&first, &lastSeen, &destroyed, &v.Ref, &ps, &host, &gone); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -135,7 +140,7 @@ func (s *Store) StatesAtOf(ctx context.Context, uuids []string, at time.Time) ([
 			}
 			v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(lastSeen), fromNullMS(destroyed)
 			m.PowerStateAt, m.HostAt = ps.String, host.String
-			m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+			m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t) && !gone
 			found[v.UUID] = m
 		}
 		rows.Close()
@@ -255,7 +260,7 @@ func (s *Store) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]Me
 		  UNION ALL
 		  SELECT v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.uuid WHERE v.parent_uuid<>'' AND up.depth<?3)
 		SELECT v.uuid,v.pool_uuid,v.name,v.parent_uuid,v.parent_via,v.kind,v.power_state,v.host_uuid,v.first_seen_ms,v.last_seen_ms,v.destroyed_ms,v.xapi_ref,
-		  up.depth, st.power_state, st.host_uuid
+		  up.depth, st.power_state, st.host_uuid, `+goneAtQ2+`
 		FROM up CROSS JOIN vms v ON v.uuid=up.uuid
 		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=?2 AND (st.to_ms IS NULL OR st.to_ms>?2)
 		ORDER BY up.depth, st.from_ms DESC`)
@@ -274,9 +279,10 @@ func (s *Store) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]Me
 		var first, lastSeen int64
 		var destroyed sql.NullInt64
 		var ps, host sql.NullString
+		var gone bool
 		v := &m.VM
 		if err := rows.Scan(&v.UUID, &v.PoolUUID, &v.Name, &v.ParentUUID, &v.ParentVia, &v.Kind, &v.PowerState, &v.HostUUID,
-			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &ps, &host); err != nil {
+			&first, &lastSeen, &destroyed, &v.Ref, &m.Depth, &ps, &host, &gone); err != nil {
 			return nil, err
 		}
 		if n := len(out); n > 0 && out[n-1].Depth == m.Depth {
@@ -284,7 +290,7 @@ func (s *Store) AncestryAt(ctx context.Context, uuid string, at time.Time) ([]Me
 		}
 		v.FirstSeen, v.LastSeen, v.Destroyed = fromMS(first), fromMS(lastSeen), fromNullMS(destroyed)
 		m.PowerStateAt, m.HostAt = ps.String, host.String
-		m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t)
+		m.ExistedAt = first <= t && (!destroyed.Valid || destroyed.Int64 > t) && !gone
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {

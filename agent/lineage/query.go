@@ -248,8 +248,8 @@ func (s *Store) StateAt(ctx context.Context, pool string, at time.Time) ([]VMSta
 		FROM vms v
 		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=? AND (st.to_ms IS NULL OR st.to_ms>?)
 		LEFT JOIN hosts h ON h.uuid=st.host_uuid
-		WHERE v.first_seen_ms<=? AND (v.destroyed_ms IS NULL OR v.destroyed_ms>?) AND (?='' OR v.pool_uuid=?)
-		ORDER BY COALESCE(h.name,'~'), v.name, v.uuid`, t, t, t, t, pool, pool)
+		WHERE v.first_seen_ms<=? AND (v.destroyed_ms IS NULL OR v.destroyed_ms>?) AND NOT `+goneAt("?")+` AND (?='' OR v.pool_uuid=?)
+		ORDER BY COALESCE(h.name,'~'), v.name, v.uuid`, t, t, t, t, t, t, pool, pool)
 	if err != nil {
 		return nil, fmt.Errorf("lineage: state at %s: %w", record.FormatTime(at), err)
 	}
@@ -276,6 +276,13 @@ func (s *Store) StateAt(ctx context.Context, pool string, at time.Time) ([]VMSta
 		out = append(out, st)
 	}
 	return out, rows.Err()
+}
+
+// goneAt is an SQL condition: the VM v (re-created under its uuid) did not
+// exist at time p (a parameter), between a destroy and its re-creation.
+// The parameter appears twice.
+func goneAt(p string) string {
+	return "EXISTS(SELECT 1 FROM vm_gaps g WHERE g.vm_uuid=v.uuid AND g.from_ms<=" + p + " AND g.to_ms>" + p + ")"
 }
 
 func (s *Store) nameAt(ctx context.Context, uuid string, at time.Time) (string, error) {

@@ -2,7 +2,7 @@ package lineage
 
 // schemaVersion is bumped with every change to schema; migrate() brings older
 // files forward so a store survives upgrades.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // schema is documented table by table in README.md ("Forensics with sqlite3");
 // times are Unix milliseconds (UTC) so that sqlite3 users can write
@@ -68,6 +68,17 @@ CREATE TABLE IF NOT EXISTS vm_states (
   host_uuid   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS vm_states_vm ON vm_states(vm_uuid, from_ms);
+
+-- A destroyed VM whose uuid came back (the tracer re-creates it on a revert
+-- of a destroyed VM) keeps its vms row, now alive again: each time it was
+-- gone, from its destroy to its re-creation, is kept here so that it does
+-- not look alive then.
+CREATE TABLE IF NOT EXISTS vm_gaps (
+  vm_uuid TEXT NOT NULL,
+  from_ms INTEGER NOT NULL,
+  to_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vm_gaps_vm ON vm_gaps(vm_uuid, from_ms);
 
 CREATE TABLE IF NOT EXISTS vm_attrs (
   vm_uuid TEXT NOT NULL,
@@ -147,5 +158,12 @@ var upgrades = map[int][]string{
 		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint') ORDER BY r.start_ms LIMIT 1)
 		 WHERE parent_uuid='' AND parent_via='' AND EXISTS(SELECT 1 FROM records r WHERE r.vm_uuid=vms.uuid AND +r.parent_vm_uuid=''
 		   AND r.result='success' AND r.activity IN ('clone','copy','snapshot','checkpoint'))`,
+	},
+	// v4 -> v5: vm_gaps, the times a re-created VM did not exist (schema
+	// makes it; repeated here so the step stands on its own). Gaps of VMs
+	// re-created before the upgrade were not kept and stay unknown.
+	4: {
+		`CREATE TABLE IF NOT EXISTS vm_gaps (vm_uuid TEXT NOT NULL, from_ms INTEGER NOT NULL, to_ms INTEGER NOT NULL)`,
+		`CREATE INDEX IF NOT EXISTS vm_gaps_vm ON vm_gaps(vm_uuid, from_ms)`,
 	},
 }

@@ -454,3 +454,106 @@ func TestUpgradeGivesViaWithoutParent(t *testing.T) {
 		}
 	}
 }
+
+// A VM destroyed and re-created later under the same uuid (the tracer's
+// revert of a destroyed VM) did not exist in between: StateAt, FamilyAt,
+// StatesAtOf and AncestryAt say so, and say it existed before and after.
+func TestReusedUUIDGap(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	err := s.Update(ctx, func(tx *Tx) error {
+		tx.PutHost(&Host{UUID: "h1", PoolUUID: "p", Name: "xen1", FirstSeen: at(0), LastSeen: at(0)})
+		v := vm("a", "web", "", 0)
+		v.PowerState, v.HostUUID = "Running", "h1"
+		if err := tx.PutVM(v); err != nil {
+			return err
+		}
+		tx.OpenState("a", "Running", "h1", at(0))
+		return tx.MarkDestroyed("a", at(100))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Re-created at 200 (writeVM: PutVM alive, then SetState).
+	err = s.Update(ctx, func(tx *Tx) error {
+		v := vm("a", "web", "", 200)
+		v.PowerState, v.HostUUID = "Running", "h1"
+		if err := tx.PutVM(v); err != nil {
+			return err
+		}
+		if err := tx.SetState("a", "Running", "h1", at(200)); err != nil {
+			return err
+		}
+		return tx.PutVM(v) // written again later: no second gap
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps int
+	s.db.QueryRow("SELECT COUNT(*) FROM vm_gaps WHERE vm_uuid='a' AND from_ms=? AND to_ms=?", ms(at(100)), ms(at(200))).Scan(&gaps)
+	if gaps != 1 {
+		t.Errorf("vm_gaps rows for [100, 200): %d", gaps)
+	}
+	for _, c := range []struct {
+		sec   int
+		alive bool
+	}{{50, true}, {99, true}, {100, false}, {150, false}, {199, false}, {200, true}, {250, true}} {
+		st, err := s.StateAt(ctx, "p", at(c.sec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (len(st) == 1) != c.alive {
+			t.Errorf("StateAt(%d): %d VMs, want alive=%v", c.sec, len(st), c.alive)
+		}
+		fa, err := s.FamilyAt(ctx, "a", at(c.sec), 0)
+		if err != nil || fa[0].ExistedAt != c.alive {
+			t.Errorf("FamilyAt(%d).ExistedAt = %v, want %v (%v)", c.sec, fa[0].ExistedAt, c.alive, err)
+		}
+		so, err := s.StatesAtOf(ctx, []string{"a"}, at(c.sec))
+		if err != nil || so[0].ExistedAt != c.alive {
+			t.Errorf("StatesAtOf(%d).ExistedAt = %v, want %v (%v)", c.sec, so[0].ExistedAt, c.alive, err)
+		}
+		an, err := s.AncestryAt(ctx, "a", at(c.sec))
+		if err != nil || an[0].ExistedAt != c.alive {
+			t.Errorf("AncestryAt(%d).ExistedAt = %v, want %v (%v)", c.sec, an[0].ExistedAt, c.alive, err)
+		}
+	}
+}
+
+// A store made before schema 5 gets vm_gaps, and a re-creation after the
+// upgrade keeps its gap.
+func TestUpgradeAddsVMGaps(t *testing.T) {
+	ctx := context.Background()
+	s, p := open(t)
+	for _, q := range []string{`DROP TABLE vm_gaps`, `PRAGMA user_version=4`} {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v int
+	s.db.QueryRow(`PRAGMA user_version`).Scan(&v)
+	if v != schemaVersion || schemaVersion != 5 {
+		t.Fatalf("after the upgrade: version %d", v)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.PutVM(vm("a", "web", "", 0)); err != nil {
+			return err
+		}
+		if err := tx.MarkDestroyed("a", at(100)); err != nil {
+			return err
+		}
+		return tx.PutVM(vm("a", "web", "", 200))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.StateAt(ctx, "p", at(150)); err != nil || len(st) != 0 {
+		t.Errorf("StateAt in the gap after the upgrade: %d VMs, %v", len(st), err)
+	}
+}

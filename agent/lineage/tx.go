@@ -185,10 +185,22 @@ func (t *Tx) HasRecord(id string) (bool, error) {
 }
 
 // PutVM inserts or updates a VM's current facts. An empty ParentUUID never
-// erases a known parent; FirstSeen keeps the earliest value.
+// erases a known parent; FirstSeen keeps the earliest value. A VM stored
+// destroyed and put alive again (its uuid re-created) keeps the time it was
+// gone, from its destroy to v.FirstSeen, in vm_gaps.
 func (t *Tx) PutVM(v *VM) error {
 	if v.UUID == "" {
 		return errors.New("lineage: VM without uuid")
+	}
+	if v.Destroyed.IsZero() {
+		back := ms(v.FirstSeen)
+		if back == 0 {
+			back = ms(v.LastSeen)
+		}
+		if _, err := t.exec(`INSERT INTO vm_gaps(vm_uuid,from_ms,to_ms) SELECT uuid, destroyed_ms, MAX(destroyed_ms,?) FROM vms
+			WHERE uuid=? AND destroyed_ms IS NOT NULL`, back, v.UUID); err != nil {
+			return fmt.Errorf("lineage: store VM %s: %w", v.UUID, err)
+		}
 	}
 	kind := v.Kind
 	if kind == "" {

@@ -430,8 +430,9 @@ func (s *Server) stateAt(ctx context.Context, pool string, at time.Time) ([]stat
 	rows, err := db.QueryContext(ctx, `SELECT v.uuid, v.name, v.kind, COALESCE(st.power_state,''), COALESCE(st.host_uuid,'')
 		FROM vms v
 		LEFT JOIN vm_states st ON st.vm_uuid=v.uuid AND st.from_ms<=? AND (st.to_ms IS NULL OR st.to_ms>?)
-		WHERE v.first_seen_ms<=? AND (v.destroyed_ms IS NULL OR v.destroyed_ms>?) AND (?='' OR v.pool_uuid=?)
-		ORDER BY v.name, v.uuid`, t, t, t, t, pool, pool)
+		WHERE v.first_seen_ms<=? AND (v.destroyed_ms IS NULL OR v.destroyed_ms>?)
+		  AND NOT EXISTS(SELECT 1 FROM vm_gaps g WHERE g.vm_uuid=v.uuid AND g.from_ms<=? AND g.to_ms>?) AND (?='' OR v.pool_uuid=?)
+		ORDER BY v.name, v.uuid`, t, t, t, t, t, t, pool, pool)
 	if err != nil {
 		return nil, fmt.Errorf("pool at %s: %w", record.FormatTime(at), err)
 	}
