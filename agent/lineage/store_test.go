@@ -557,3 +557,72 @@ func TestUpgradeAddsVMGaps(t *testing.T) {
 		t.Errorf("StateAt in the gap after the upgrade: %d VMs, %v", len(st), err)
 	}
 }
+
+// A change dated before the open span's start (a task end in whole seconds
+// after a change dated by the agent's clock) is clamped by MoveState,
+// ReplaceAttrs and SetAttrs as by SetState: spans never overlap or invert,
+// and StateAt and FamilyAt agree.
+func TestBackdatedChangesAreClamped(t *testing.T) {
+	ctx := context.Background()
+	t105 := at(10).Add(500 * time.Millisecond)
+	t102 := at(10).Add(200 * time.Millisecond)
+	for _, blind := range []bool{false, true} {
+		s, _ := open(t)
+		err := s.Update(ctx, func(tx *Tx) error {
+			tx.PutHost(&Host{UUID: "h1", PoolUUID: "p", Name: "xen1", FirstSeen: at(0), LastSeen: at(0)})
+			tx.PutHost(&Host{UUID: "h2", PoolUUID: "p", Name: "xen2", FirstSeen: at(0), LastSeen: at(0)})
+			tx.PutVM(vm("a", "web", "", 0))
+			tx.OpenState("a", "Running", "h1", at(0))
+			return tx.ReplaceAttrs("a", AttrIP, nil, []string{"10.0.0.1"}, at(0))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		move := func(ps, host string, when time.Time) {
+			err := s.Update(ctx, func(tx *Tx) error {
+				if blind {
+					return tx.MoveState("a", ps, host, when)
+				}
+				return tx.SetState("a", ps, host, when)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		move("Running", "h2", t105)
+		move("Halted", "", at(10))
+		var overlapping, inverted int
+		s.db.QueryRow("SELECT COUNT(*) FROM vm_states WHERE vm_uuid='a' AND from_ms<=? AND (to_ms IS NULL OR to_ms>?)", ms(t102), ms(t102)).Scan(&overlapping)
+		s.db.QueryRow("SELECT COUNT(*) FROM vm_states WHERE to_ms<from_ms").Scan(&inverted)
+		if overlapping != 1 || inverted != 0 {
+			t.Errorf("blind=%v: %d state spans cover 10.2 s (want 1), %d inverted", blind, overlapping, inverted)
+		}
+		st, _ := s.StateAt(ctx, "p", t102)
+		fa, _ := s.FamilyAt(ctx, "a", t102, 0)
+		if len(st) != 1 || st[0].PowerState != fa[0].PowerStateAt || st[0].PowerState != "Running" {
+			t.Errorf("blind=%v: at 10.2 s StateAt says %+v, FamilyAt %q", blind, st, fa[0].PowerStateAt)
+		}
+
+		// Addresses: 10.0.0.2 from 10.5 s, then 10.0.0.3 dated 10 s.
+		err = s.Update(ctx, func(tx *Tx) error {
+			if blind {
+				if err := tx.ReplaceAttrs("a", AttrIP, []string{"10.0.0.1"}, []string{"10.0.0.2"}, t105); err != nil {
+					return err
+				}
+				return tx.ReplaceAttrs("a", AttrIP, []string{"10.0.0.2"}, []string{"10.0.0.3"}, at(10))
+			}
+			if err := tx.SetAttrs("a", AttrIP, []string{"10.0.0.2"}, t105); err != nil {
+				return err
+			}
+			return tx.SetAttrs("a", AttrIP, []string{"10.0.0.3"}, at(10))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.db.QueryRow("SELECT COUNT(*) FROM vm_attrs WHERE to_ms<from_ms").Scan(&inverted)
+		s.db.QueryRow("SELECT COUNT(*) FROM vm_attrs WHERE vm_uuid='a' AND kind='ip' AND from_ms<=? AND (to_ms IS NULL OR to_ms>?)", ms(t102), ms(t102)).Scan(&overlapping)
+		if inverted != 0 || overlapping != 1 {
+			t.Errorf("blind=%v: %d inverted address spans, %d cover 10.2 s (want 1)", blind, inverted, overlapping)
+		}
+	}
+}

@@ -280,32 +280,81 @@ func (t *Tx) SetState(vmUUID, ps, host string, at time.Time) error {
 // MoveState is SetState for a caller that knows the state changed (the
 // tracer keeps what it wrote): it closes the open span and opens the new one
 // without reading first.
+//
+// Like SetState, a time before the open span's start is moved up to it
+// (task ends in whole seconds on the master's clock, changes dated by the
+// agent's): spans never overlap or invert.
 func (t *Tx) MoveState(vmUUID, ps, host string, at time.Time) error {
-	if _, err := t.exec("UPDATE vm_states SET to_ms=MAX(from_ms,?) WHERE vm_uuid=? AND to_ms IS NULL", ms(at), vmUUID); err != nil {
+	end, err := t.closeSpans("UPDATE vm_states SET to_ms=MAX(from_ms,?1) WHERE vm_uuid=?2 AND to_ms IS NULL RETURNING to_ms", ms(at), vmUUID)
+	if err != nil {
 		return err
 	}
 	if ps == "" {
 		return nil
 	}
-	_, err := t.exec("INSERT INTO vm_states(vm_uuid,from_ms,to_ms,power_state,host_uuid) VALUES(?,?,NULL,?,?)", vmUUID, ms(at), ps, host)
+	_, err = t.exec("INSERT INTO vm_states(vm_uuid,from_ms,to_ms,power_state,host_uuid) VALUES(?,?,NULL,?,?)", vmUUID, max(end, ms(at)), ps, host)
 	return err
+}
+
+// closeSpans runs an UPDATE ... RETURNING to_ms that closes spans and
+// returns the latest end it gave (0 when it closed none): the time a span
+// opened in their place starts at the earliest.
+func (t *Tx) closeSpans(q string, args ...any) (int64, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := st.QueryContext(t.ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var end int64
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return 0, err
+		}
+		end = max(end, v)
+	}
+	return end, rows.Err()
+}
+
+// closeAttrs closes the open spans of the values a VM no longer holds, each
+// at at or at its start if later (never inverted), and returns when spans
+// of new values may start: at, or the latest end given if later.
+func (t *Tx) closeAttrs(vmUUID, kind string, gone []string, at time.Time) (int64, error) {
+	from := ms(at)
+	for _, v := range gone {
+		end, err := t.closeSpans("UPDATE vm_attrs SET to_ms=MAX(from_ms,?1) WHERE vm_uuid=?2 AND kind=?3 AND value=?4 AND to_ms IS NULL RETURNING to_ms",
+			ms(at), vmUUID, kind, v)
+		if err != nil {
+			return 0, err
+		}
+		from = max(from, end)
+	}
+	return from, nil
 }
 
 // ReplaceAttrs is SetAttrs for a caller that knows the values held before
 // (old): it writes only the spans that change, without reading first.
+// A time before a closed span's start is clamped as in MoveState.
 func (t *Tx) ReplaceAttrs(vmUUID, kind string, old, values []string, at time.Time) error {
+	var gone []string
 	for _, v := range old {
 		if !slices.Contains(values, v) {
-			if _, err := t.exec("UPDATE vm_attrs SET to_ms=? WHERE vm_uuid=? AND kind=? AND value=? AND to_ms IS NULL", ms(at), vmUUID, kind, v); err != nil {
-				return err
-			}
+			gone = append(gone, v)
 		}
+	}
+	from, err := t.closeAttrs(vmUUID, kind, gone, at)
+	if err != nil {
+		return err
 	}
 	for _, v := range values {
 		if v == "" || slices.Contains(old, v) {
 			continue
 		}
-		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, ms(at)); err != nil {
+		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, from); err != nil {
 			return err
 		}
 	}
@@ -314,7 +363,8 @@ func (t *Tx) ReplaceAttrs(vmUUID, kind string, old, values []string, at time.Tim
 
 // SetAttrs records the set of values of one kind (AttrIP, AttrMAC, AttrName)
 // a VM holds from time at: spans of values it no longer holds are closed,
-// new values open spans. Values are compared exactly.
+// new values open spans. Values are compared exactly. A time before a
+// closed span's start is clamped as in MoveState.
 func (t *Tx) SetAttrs(vmUUID, kind string, values []string, at time.Time) error {
 	st, err := t.stmt("SELECT value FROM vm_attrs WHERE vm_uuid=? AND kind=? AND to_ms IS NULL")
 	if err != nil {
@@ -334,19 +384,22 @@ func (t *Tx) SetAttrs(vmUUID, kind string, values []string, at time.Time) error 
 		open = append(open, v)
 	}
 	rows.Close()
+	var gone []string
 	for _, v := range open {
 		if !slices.Contains(values, v) {
-			if _, err := t.exec("UPDATE vm_attrs SET to_ms=? WHERE vm_uuid=? AND kind=? AND value=? AND to_ms IS NULL", ms(at), vmUUID, kind, v); err != nil {
-				return err
-			}
+			gone = append(gone, v)
 		}
+	}
+	from, err := t.closeAttrs(vmUUID, kind, gone, at)
+	if err != nil {
+		return err
 	}
 	for _, v := range values {
 		if v == "" || slices.Contains(open, v) {
 			continue
 		}
 		open = append(open, v)
-		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, ms(at)); err != nil {
+		if _, err := t.exec("INSERT INTO vm_attrs(vm_uuid,kind,value,from_ms,to_ms) VALUES(?,?,?,?,NULL)", vmUUID, kind, v, from); err != nil {
 			return err
 		}
 	}
