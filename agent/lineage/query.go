@@ -204,19 +204,25 @@ const maxDepth = 100000
 
 // Ancestors returns the VM's ancestors, nearest first, up to the family root.
 func (s *Store) Ancestors(ctx context.Context, uuid string) ([]VM, error) {
-	return s.queryVMs(ctx, `WITH RECURSIVE up(uuid, depth) AS (
-		  SELECT parent_uuid, 1 FROM vms WHERE uuid=? AND parent_uuid<>''
+	// path holds the uuids walked (the VM's own among them): the walk stops
+	// at a VM already seen, so a cyclic chain lists each VM once.
+	return s.queryVMs(ctx, `WITH RECURSIVE up(uuid, depth, path) AS (
+		  SELECT parent_uuid, 1, ','||uuid||','||parent_uuid||',' FROM vms WHERE uuid=?1 AND parent_uuid<>'' AND parent_uuid<>uuid
 		  UNION ALL
-		  SELECT v.parent_uuid, up.depth+1 FROM vms v JOIN up ON v.uuid=up.uuid WHERE v.parent_uuid<>'' AND up.depth<?)
+		  SELECT v.parent_uuid, up.depth+1, up.path||v.parent_uuid||',' FROM vms v JOIN up ON v.uuid=up.uuid
+		    WHERE v.parent_uuid<>'' AND instr(up.path, ','||v.parent_uuid||',')=0 AND up.depth<?2)
 		SELECT `+prefixed("v", vmCols)+` FROM up JOIN vms v ON v.uuid=up.uuid ORDER BY up.depth`, uuid, maxDepth)
 }
 
 // Descendants returns every descendant of the VM, breadth first.
 func (s *Store) Descendants(ctx context.Context, uuid string) ([]VM, error) {
-	return s.queryVMs(ctx, `WITH RECURSIVE down(uuid, depth) AS (
-		  SELECT uuid, 1 FROM vms WHERE parent_uuid=?
-		  UNION
-		  SELECT v.uuid, down.depth+1 FROM vms v JOIN down ON v.parent_uuid=down.uuid WHERE down.depth<?)
+	// As in Ancestors, path stops the walk at a VM already on it: in a
+	// cycle the VM is not its own descendant, and the walk ends.
+	return s.queryVMs(ctx, `WITH RECURSIVE down(uuid, depth, path) AS (
+		  SELECT uuid, 1, ','||?1||','||uuid||',' FROM vms WHERE parent_uuid=?1 AND uuid<>?1
+		  UNION ALL
+		  SELECT v.uuid, down.depth+1, down.path||v.uuid||',' FROM vms v JOIN down ON v.parent_uuid=down.uuid
+		    WHERE instr(down.path, ','||v.uuid||',')=0 AND down.depth<?2)
 		SELECT `+prefixed("v", vmCols)+` FROM (SELECT uuid, MIN(depth) AS depth FROM down GROUP BY uuid) d
 		JOIN vms v ON v.uuid=d.uuid ORDER BY d.depth, v.first_seen_ms, v.uuid`, uuid, maxDepth)
 }

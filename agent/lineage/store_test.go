@@ -626,3 +626,35 @@ func TestBackdatedChangesAreClamped(t *testing.T) {
 		}
 	}
 }
+
+// A cyclic parent chain (a corrupt store): the walks stop at a VM already
+// seen, so each VM is listed once and none is its own relative.
+func TestCyclicParentsListedOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	s.Update(ctx, func(tx *Tx) error {
+		tx.PutVM(vm("a", "A", "b", 0))
+		tx.PutVM(vm("b", "B", "a", 1))
+		tx.PutVM(vm("c", "C", "a", 2))
+		return tx.PutVM(vm("d", "D", "c", 3))
+	})
+	uuids := func(vs []VM) string {
+		var out []string
+		for _, v := range vs {
+			out = append(out, v.UUID)
+		}
+		return strings.Join(out, ",")
+	}
+	if anc, err := s.Ancestors(ctx, "d"); err != nil || uuids(anc) != "c,a,b" {
+		t.Errorf("Ancestors(d) = %s, want c,a,b (%v)", uuids(anc), err)
+	}
+	if anc, _ := s.Ancestors(ctx, "a"); uuids(anc) != "b" {
+		t.Errorf("Ancestors(a) = %s, want b", uuids(anc))
+	}
+	if d, _ := s.Descendants(ctx, "a"); uuids(d) != "b,c,d" {
+		t.Errorf("Descendants(a) = %s, want b,c,d", uuids(d))
+	}
+	if r, err := s.FamilyRoot(ctx, "d"); err != nil || r.UUID != "b" {
+		t.Errorf("FamilyRoot(d) = %s (%v)", r.UUID, err)
+	}
+}

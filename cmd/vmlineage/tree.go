@@ -86,6 +86,7 @@ func printTree(w io.Writer, st *lineage.Store, vms []lineage.VM, format string) 
 	case "text":
 		names := vmNames(st)
 		roots, kids := treeOf(vms)
+		cycles := cycleRoots(vms, &roots, kids)
 		var walk func(v lineage.VM, prefix string, last, top bool)
 		walk = func(v lineage.VM, prefix string, last, top bool) {
 			branch, next := "├── ", prefix+"│   "
@@ -95,7 +96,11 @@ func printTree(w io.Writer, st *lineage.Store, vms []lineage.VM, format string) 
 			if top {
 				branch, next = "", ""
 			}
-			fmt.Fprintf(bw, "%s%s%s\n", prefix, branch, vmLine(v, names))
+			line := vmLine(v, names)
+			if p, ok := cycles[v.UUID]; ok {
+				line += "  [cycle: its parent " + names.vm(p, "") + " descends from it]"
+			}
+			fmt.Fprintf(bw, "%s%s%s\n", prefix, branch, line)
 			ch := kids[v.UUID]
 			for i, k := range ch {
 				walk(k, next, i == len(ch)-1, false)
@@ -141,6 +146,76 @@ func treeOf(vms []lineage.VM) (roots []lineage.VM, kids map[string][]lineage.VM)
 		sort.SliceStable(kids[k], less(kids[k]))
 	}
 	return roots, kids
+}
+
+// cycleRoots finds the VMs no root reaches (a corrupt store whose parent
+// chain loops: each VM of the loop has its parent in the set), makes the
+// first-seen VM of each loop a root, cut from its parent's children, and
+// returns those roots with the parent cut off, so the loop and everything
+// below it are printed, marked, rather than dropped.
+func cycleRoots(vms []lineage.VM, roots *[]lineage.VM, kids map[string][]lineage.VM) map[string]string {
+	byUUID := map[string]lineage.VM{}
+	for _, v := range vms {
+		byUUID[v.UUID] = v
+	}
+	reached := map[string]bool{}
+	var mark func(u string)
+	mark = func(u string) {
+		if reached[u] {
+			return
+		}
+		reached[u] = true
+		for _, k := range kids[u] {
+			mark(k.UUID)
+		}
+	}
+	for _, r := range *roots {
+		mark(r.UUID)
+	}
+	cut := map[string]string{}
+	sorted := treeOrder(vms)
+	for _, v := range sorted {
+		if reached[v.UUID] {
+			continue
+		}
+		// Walk up to the loop above v, then take its first-seen member.
+		onPath := map[string]bool{}
+		u := v.UUID
+		for !onPath[u] {
+			onPath[u] = true
+			u = byUUID[u].ParentUUID
+		}
+		root := byUUID[u]
+		for w := byUUID[u].ParentUUID; w != u; w = byUUID[w].ParentUUID {
+			if c := byUUID[w]; c.FirstSeen.Before(root.FirstSeen) || (c.FirstSeen.Equal(root.FirstSeen) && c.UUID < root.UUID) {
+				root = c
+			}
+		}
+		p := root.ParentUUID
+		ch := kids[p]
+		for i := range ch {
+			if ch[i].UUID == root.UUID {
+				kids[p] = append(ch[:i:i], ch[i+1:]...)
+				break
+			}
+		}
+		cut[root.UUID] = p
+		*roots = append(*roots, root)
+		mark(root.UUID)
+	}
+	return cut
+}
+
+// treeOrder is vms by first sighting then uuid.
+func treeOrder(vms []lineage.VM) []lineage.VM {
+	out := append([]lineage.VM(nil), vms...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].FirstSeen.Equal(out[j].FirstSeen) {
+			return out[i].FirstSeen.Before(out[j].FirstSeen)
+		}
+		return out[i].UUID < out[j].UUID
+	})
+	return out
 }
 
 func vmLine(v lineage.VM, names nameBook) string {
