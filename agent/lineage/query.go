@@ -406,3 +406,29 @@ func prefixed(alias, cols string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// VMsKnownAs returns the VMs that the records or the name history know by
+// id, a uuid or a name (current or former): for VMs the tree does not
+// hold (records replayed from logs) or no longer names so. Each comes with
+// the name of its latest record. It reads the records whole (no index on
+// names): for the command line, not for a hot path.
+func (s *Store) VMsKnownAs(ctx context.Context, id string) ([]VM, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT r.vm_uuid, (SELECT r2.vm_name FROM records r2 WHERE r2.vm_uuid=r.vm_uuid ORDER BY r2.start_ms DESC LIMIT 1)
+		FROM (SELECT DISTINCT vm_uuid FROM records WHERE vm_uuid<>'' AND (vm_uuid=?1 OR vm_name=?1)
+		      UNION SELECT vm_uuid FROM vm_attrs WHERE kind=?2 AND value=?1) r ORDER BY r.vm_uuid`, id, AttrName)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []VM
+	for rows.Next() {
+		var v VM
+		var name sql.NullString
+		if err := rows.Scan(&v.UUID, &name); err != nil {
+			return nil, err
+		}
+		v.Name = name.String
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

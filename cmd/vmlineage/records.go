@@ -193,6 +193,20 @@ func resolveVM(ctx context.Context, st *lineage.Store, s string) (lineage.VM, er
 			found = append(found, v)
 		}
 	}
+	if len(found) == 0 {
+		// Not in the tree under that name: a VM known only from records
+		// (vmlineage replay stores no tree) or by a former name.
+		known, err := st.VMsKnownAs(ctx, s)
+		if err != nil {
+			return lineage.VM{}, err
+		}
+		for _, k := range known {
+			if v, err := st.VM(ctx, k.UUID); err == nil {
+				k = v
+			}
+			found = append(found, k)
+		}
+	}
 	switch len(found) {
 	case 0:
 		return lineage.VM{}, fmt.Errorf("no VM named %q or with that uuid in the store", s)
