@@ -44,6 +44,11 @@ vouches for the local store. The store is checked too.
 Exit status: 0 verified, 3 a break was found, 1 the check could not be made.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if format != "text" && format != "json" {
+				// Output is written for these two only: any other would
+				// print nothing and exit 0, like a clean check.
+				return fmt.Errorf("--format %q: want text or json", format)
+			}
 			ctx := cmdContext(c)
 			out := c.OutOrStdout()
 			report := map[string]any{}
