@@ -11,6 +11,8 @@ package elasticsearch
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,21 +129,21 @@ func New(cfg Config) (*Output, error) {
 	if cfg.RetentionDays <= 0 {
 		cfg.RetentionDays = 365
 	}
+	// TLS trust is ours, not the client library's: its CertificateFingerprint
+	// accepts a server when the pin matches any certificate the server sent
+	// (so anyone appending the public CA certificate passes), ignores CACert
+	// beside it, and dials without the context or a timeout.
+	tr, err := tlsTransport(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch output %q: %w", cfg.Name, err)
+	}
 	ec := elasticsearch.Config{
 		Addresses: cfg.URLs, Username: cfg.Username, Password: cfg.Password,
 		APIKey: cfg.APIKey, ServiceToken: cfg.ServiceToken,
-		CertificateFingerprint: strings.ToUpper(strings.ReplaceAll(cfg.Fingerprint, ":", "")),
 		// Retries are ours: counted, with back-off, 429 included, and per item.
 		DisableRetry:        true,
 		CompressRequestBody: cfg.Compress,
-		Transport:           cfg.Transport,
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("elasticsearch output %q: CA file: %w", cfg.Name, err)
-		}
-		ec.CACert = pem
+		Transport:           tr,
 	}
 	es, err := elasticsearch.NewClient(ec)
 	if err != nil {
@@ -157,6 +159,62 @@ func New(cfg Config) (*Output, error) {
 		}
 	}
 	return o, nil
+}
+
+// tlsTransport returns cfg.Transport, or a clone of the default transport,
+// with the TLS trust of cfg.CAFile and cfg.Fingerprint. A pin is checked
+// with outputs.VerifyPin (the leaf, or a CA the leaf's chain verifies up
+// to); with a CA file as well, the chain must also verify to it.
+func tlsTransport(cfg Config) (http.RoundTripper, error) {
+	tc, err := tlsConfig(cfg.CAFile, cfg.Fingerprint)
+	if err != nil || tc == nil {
+		return cfg.Transport, err
+	}
+	base := cfg.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	ht, ok := base.(*http.Transport)
+	if !ok {
+		return nil, fmt.Errorf("CAFile/Fingerprint need an *http.Transport, not %T", base)
+	}
+	ht = ht.Clone()
+	ht.TLSClientConfig = tc
+	return ht, nil
+}
+
+// tlsConfig is the client TLS configuration for a CA file and/or a pin
+// (nil when neither is set). Shared by the cluster and Kibana connections.
+func tlsConfig(caFile, fingerprint string) (*tls.Config, error) {
+	if caFile == "" && fingerprint == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificate in it", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	if fingerprint != "" {
+		want, err := outputs.ParseFingerprint(fingerprint)
+		if err != nil {
+			return nil, err
+		}
+		if caFile == "" {
+			tc.InsecureSkipVerify = true // the pin replaces chain checks (VerifyConnection below)
+		}
+		// Runs after the chain check when a CA file is given: both must hold.
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			return outputs.VerifyPin(cs.PeerCertificates, want, true)
+		}
+	}
+	return tc, nil
 }
 
 // checkPart applies the data stream naming scheme: lowercase, no "-" (it

@@ -11,10 +11,8 @@ package syslog
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -72,8 +70,10 @@ type TLSConfig struct {
 	CAFile     string // PEM bundle to verify the server (default: system roots)
 	ServerName string // default: the host of Address
 	// Fingerprint pins the server certificate: hex SHA-256 of its DER form
-	// (colons allowed). With a pin and no CAFile, chain verification is
-	// replaced by the pin (self-signed receivers).
+	// (colons allowed), compared with the leaf (the certificate the server
+	// proves it holds the key of), never with the rest of the chain. With a
+	// pin and no CAFile, chain verification is replaced by the pin
+	// (self-signed receivers); with both, both must hold.
 	Fingerprint string
 	CertFile    string // client certificate (optional, mutual TLS)
 	KeyFile     string
@@ -178,28 +178,17 @@ func tlsConfig(c TLSConfig, host string) (*tls.Config, error) {
 			// The pin replaces chain verification.
 			tc.InsecureSkipVerify = true
 		}
+		// Runs after chain verification when a CA file is given (both must
+		// hold). The leaf only: see outputs.VerifyPin.
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			for _, cert := range cs.PeerCertificates {
-				if sha256.Sum256(cert.Raw) == want {
-					return nil
-				}
-			}
-			return fmt.Errorf("server certificate does not match the pinned fingerprint %s", hex.EncodeToString(want[:]))
+			return outputs.VerifyPin(cs.PeerCertificates, want, false)
 		}
 	}
 	return tc, nil
 }
 
 // ParseFingerprint reads a hex SHA-256 fingerprint, colons allowed.
-func ParseFingerprint(s string) ([32]byte, error) {
-	var out [32]byte
-	b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
-	if err != nil || len(b) != 32 {
-		return out, fmt.Errorf("fingerprint %q: want 64 hex digits (SHA-256)", s)
-	}
-	copy(out[:], b)
-	return out, nil
-}
+func ParseFingerprint(s string) ([32]byte, error) { return outputs.ParseFingerprint(s) }
 
 // Name implements outputs.Output.
 func (o *Output) Name() string { return o.cfg.Name }
