@@ -323,6 +323,16 @@ var ErrPermanent = errors.New("elasticsearch: items refused (configure a dead-le
 
 func retryable(status int) bool { return status == 429 || status >= 500 }
 
+// kept reports statuses whose items are kept and retried rather than
+// dead-lettered: transient ones (retryable, 408 from a proxy or load
+// balancer) and those an operator fixes (401/403: credentials or index
+// privileges; 404: a data stream that cannot be created). Elasticsearch
+// reports missing index privileges per item in a 200 answer, so this holds
+// per item as well as for the whole request.
+func kept(status int) bool {
+	return retryable(status) || status == 401 || status == 403 || status == 404 || status == 408
+}
+
 // bulk sends ops until each is delivered (2xx, or 409 for create),
 // dead-lettered, or MaxAttempts ran out.
 func (o *Output) bulk(ctx context.Context, ops []op) error {
@@ -355,9 +365,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 			continue
 		case status >= 300:
 			lastErr = fmt.Errorf("elasticsearch output %q: bulk: HTTP %d", o.cfg.Name, status)
-			if retryable(status) || status == 401 || status == 403 || status == 404 {
-				// Auth and missing-endpoint problems get fixed by an operator;
-				// keep the records until then.
+			if kept(status) {
 				again = pending
 			} else {
 				for _, p := range pending {
@@ -370,7 +378,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 				switch {
 				case oc.Status >= 200 && oc.Status < 300, oc.Status == 409 && bytes.HasPrefix(p.action, []byte(`{"create"`)):
 					delivered++
-				case retryable(oc.Status):
+				case kept(oc.Status):
 					lastErr = fmt.Errorf("elasticsearch output %q: item %s: %s", o.cfg.Name, p.item.ID, oc.reason())
 					again = append(again, p)
 				default:
