@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,7 +90,21 @@ type Output struct {
 	hdr    http.Header
 
 	Requests, Malformed atomic.Uint64
+
+	// dead holds the ids of records dead-lettered lately (oldest evicted
+	// past maxDeadIDs). A batch that also holds items still failing goes
+	// back to the Shipper, which sends all of it again: the settled
+	// dead-lettered items are then skipped instead of written again on
+	// every retry. Only in memory: after a restart such an item may be
+	// dead-lettered once more.
+	deadMu  sync.Mutex
+	dead    map[string]struct{}
+	deadIDs []string
 }
+
+// maxDeadIDs bounds Output.dead: far more than a batch's items, so a batch
+// being retried never loses its entries.
+const maxDeadIDs = 1 << 16
 
 // New builds the client; it does not contact the cluster.
 func New(cfg Config) (*Output, error) {
@@ -240,16 +255,51 @@ type op struct {
 	item   outputs.Item
 	action []byte
 	source []byte
+	record bool // a record of Send (unique id, fixed payload), not a VM document
 }
 
-// Send implements outputs.Output.
+// Send implements outputs.Output. Records this output dead-lettered
+// already (in an earlier Send of the same batch) are settled and skipped.
 func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
-	ops := make([]op, len(items))
-	for i, it := range items {
+	ops := make([]op, 0, len(items))
+	o.deadMu.Lock()
+	for _, it := range items {
+		if _, done := o.dead[it.ID]; done {
+			continue
+		}
 		a := fmt.Appendf(nil, `{"create":{"_index":%s,"_id":%s}}`, jsonStr(o.stream), jsonStr(it.ID))
-		ops[i] = op{item: it, action: a, source: it.Payload}
+		ops = append(ops, op{item: it, action: a, source: it.Payload, record: true})
+	}
+	o.deadMu.Unlock()
+	if len(ops) == 0 {
+		return nil
 	}
 	return o.bulk(ctx, ops)
+}
+
+// deadLettered remembers records written to the dead-letter file.
+func (o *Output) deadLettered(ops []op) {
+	o.deadMu.Lock()
+	defer o.deadMu.Unlock()
+	if o.dead == nil {
+		o.dead = map[string]struct{}{}
+	}
+	for _, p := range ops {
+		if !p.record {
+			continue
+		}
+		if _, ok := o.dead[p.item.ID]; ok {
+			continue
+		}
+		o.dead[p.item.ID] = struct{}{}
+		o.deadIDs = append(o.deadIDs, p.item.ID)
+	}
+	if n := len(o.deadIDs) - maxDeadIDs; n > 0 {
+		for _, id := range o.deadIDs[:n] {
+			delete(o.dead, id)
+		}
+		o.deadIDs = append(o.deadIDs[:0], o.deadIDs[n:]...)
+	}
 }
 
 // VMDoc is one VM's document in the VM index (the CLI builds it, with the
@@ -339,6 +389,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 	pending := ops
 	var lastErr error
 	var dead []outputs.DeadLetterEntry
+	var deadOps []op
 	delivered := 0
 	for attempt := 1; len(pending) > 0; attempt++ {
 		if attempt > 1 {
@@ -371,6 +422,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 				for _, p := range pending {
 					dead = append(dead, outputs.Entry(o.cfg.Name, p.item, status, lastErr.Error()))
 				}
+				deadOps = append(deadOps, pending...)
 			}
 		default:
 			for i, p := range pending {
@@ -383,6 +435,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 					again = append(again, p)
 				default:
 					dead = append(dead, outputs.Entry(o.cfg.Name, p.item, oc.Status, oc.reason()))
+					deadOps = append(deadOps, p)
 				}
 			}
 		}
@@ -402,6 +455,7 @@ func (o *Output) bulk(ctx context.Context, ops []op) error {
 			o.Fail(len(dead)+len(pending), err)
 			return err
 		}
+		o.deadLettered(deadOps)
 		o.AddDeadLettered(len(dead))
 		o.Fail(len(dead), fmt.Errorf("elasticsearch output %q: %d item(s) dead-lettered to %s, first %s: %s", o.cfg.Name, len(dead), o.dl.Path(), dead[0].ID, dead[0].Error))
 	}

@@ -92,3 +92,31 @@ func TestWholeRequest408IsKept(t *testing.T) {
 		t.Errorf("HTTP 408: Send %v, %d dead-lettered", err, lines(dl))
 	}
 }
+
+// TestDeadLetteredOnce: a batch with a permanent failure (400) and an item
+// Elasticsearch keeps answering 429 goes back to the Shipper, which sends
+// all of it again; the 400 item is dead-lettered once, not once per retry,
+// and is not sent again.
+func TestDeadLetteredOnce(t *testing.T) {
+	var id0 atomic.Int64
+	srv, _ := itemServer(t, func(l string) (int, string) {
+		switch {
+		case strings.Contains(l, `"_id":"ID0"`):
+			id0.Add(1)
+			return 400, "mapper_parsing_exception"
+		case strings.Contains(l, `"_id":"ID1"`):
+			return 429, "es_rejected_execution_exception"
+		}
+		return 0, ""
+	})
+	dl := filepath.Join(t.TempDir(), "dead.jsonl")
+	o, _ := New(fast(Config{URLs: []string{srv.URL}, DeadLetterPath: dl, MaxAttempts: 2}))
+	for range 3 { // three Shipper retries of the same batch
+		if err := o.Send(context.Background(), docs(3)); err == nil {
+			t.Fatal("Send returned nil with ID1 still refused")
+		}
+	}
+	if n := lines(dl); n != 1 || o.Health().DeadLettered != 1 || id0.Load() != 1 {
+		t.Errorf("ID0 dead-lettered %d times (counter %d), sent %d times; want once", n, o.Health().DeadLettered, id0.Load())
+	}
+}
