@@ -34,9 +34,11 @@ type Output struct {
 	outputs.Counters
 	cfg  Config
 	mu   sync.Mutex
-	f    *os.File
+	f    *os.File // nil after Close, or after a failed (re)open: Send retries it
 	size int64
-	buf  []byte
+	// closed by Close; a nil f alone only means the last open failed.
+	closed bool
+	buf    []byte
 }
 
 // New opens (appending to) cfg.Path.
@@ -67,6 +69,12 @@ func (o *Output) open() error {
 	f, err := os.OpenFile(o.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("file output: %w", err)
+	}
+	// The new directory entry (and a rotation's renames) must survive a
+	// power loss, or records acknowledged into the file go with it.
+	if err := syncDir(filepath.Dir(o.cfg.Path)); err != nil {
+		f.Close()
+		return fmt.Errorf("file output %s: fsync of the directory: %w", o.cfg.Path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -137,8 +145,16 @@ func Line(dst, payload []byte) []byte {
 func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.f == nil {
+	if o.closed {
 		return outputs.ErrClosed
+	}
+	if o.f == nil {
+		// The open after a rotation failed (EMFILE, ENOSPC, EACCES...):
+		// try again rather than stay down until a restart.
+		if err := o.open(); err != nil {
+			o.Fail(len(items), err)
+			return err
+		}
 	}
 	done := 0
 	for done < len(items) {
@@ -182,12 +198,13 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 	return nil
 }
 
+// rotate renames the full file away and opens a new one. A failed rename
+// keeps the current file open (the next Send tries again); a failed open
+// leaves f nil, and the next Send opens again.
 func (o *Output) rotate() error {
 	if err := o.f.Sync(); err != nil {
 		return fmt.Errorf("file output %s: %w", o.cfg.Path, err)
 	}
-	o.f.Close()
-	o.f = nil
 	keep := max(o.cfg.Keep, 0)
 	if keep == 0 {
 		if err := os.Remove(o.cfg.Path); err != nil && !os.IsNotExist(err) {
@@ -202,13 +219,25 @@ func (o *Output) rotate() error {
 			return fmt.Errorf("file output: rotate: %w", err)
 		}
 	}
-	return o.open()
+	o.f.Close()
+	o.f = nil
+	return o.open() // fsyncs the directory: the rename and the new file
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Close implements outputs.Output.
 func (o *Output) Close() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.closed = true
 	if o.f == nil {
 		return nil
 	}
