@@ -92,8 +92,14 @@ type Options struct {
 // the context ends while waiting for space.
 var ErrFull = errors.New("spool: full")
 
-// ErrTooBig is returned for a single Append larger than MaxBytes.
+// ErrTooBig is returned for a single Append larger than MaxBytes, or
+// holding an item whose frame exceeds what a reader accepts (MaxItemBytes).
+// Nothing of such an Append is stored; sending it again cannot succeed.
 var ErrTooBig = errors.New("spool: items larger than the spool's MaxBytes")
+
+// MaxItemBytes is the largest frame body (id, time and payload encoded) one
+// item may take: the reader refuses longer frames as damage.
+const MaxItemBytes = maxFrame
 
 // Stats are the spool's counters.
 type Stats struct {
@@ -427,7 +433,13 @@ func (s *Spool) Append(ctx context.Context, items []outputs.Item) error {
 	}
 	var buf []byte
 	for _, it := range items {
+		start := len(buf)
 		buf = appendFrame(buf, it)
+		// Stored, it could never be read back (Read reports damage, Open
+		// cuts it as a torn tail), yet Append would have acknowledged it.
+		if body := len(buf) - start - frameHeader; body > maxFrame {
+			return fmt.Errorf("%w: item %q takes %d bytes, over the %d-byte limit of one item", ErrTooBig, it.ID, body, maxFrame)
+		}
 	}
 	need := int64(len(buf))
 	if need > s.opt.MaxBytes {
@@ -447,6 +459,12 @@ func (s *Spool) Append(ctx context.Context, items []outputs.Item) error {
 		}
 		if s.total+need <= s.opt.MaxBytes {
 			break
+		}
+		// Everything delivered, but the write segment's delivered bytes
+		// still count: only an Ack rotates them away, and with nothing
+		// pending none will come.
+		if s.dropConsumedWriteSegLocked() {
+			continue
 		}
 		switch s.opt.WhenFull {
 		case Reject:
@@ -768,22 +786,35 @@ func (s *Spool) Ack(b Batch) error {
 	// A waiting appender and everything consumed: only the write segment is
 	// left, and it is never deleted while written to. Start a new one so it
 	// can go, or a large Append could wait for ever.
-	if s.blocked > 0 && len(s.segs) == 1 && s.cpos == s.wpos && s.wpos.off > 0 {
-		old := s.segs[0]
-		if err := s.rotateLocked(); err == nil {
-			if s.rf != nil && s.rfSeg == old.id {
-				s.rf.Close()
-				s.rf = nil
-			}
-			if err := os.Remove(filepath.Join(s.dir, segName(old.id))); err == nil {
-				s.total -= old.size
-				s.segs = s.segs[1:]
-				s.cpos, s.rpos = s.wpos, s.wpos
-			}
-		}
+	if s.blocked > 0 {
+		s.dropConsumedWriteSegLocked()
 	}
 	s.cond.Broadcast()
 	return nil
+}
+
+// dropConsumedWriteSegLocked starts a new write segment and deletes the old
+// one when everything in it is acknowledged (the only segment left), so its
+// bytes stop counting against MaxBytes. It reports whether it freed any.
+func (s *Spool) dropConsumedWriteSegLocked() bool {
+	if len(s.segs) != 1 || s.cpos != s.wpos || s.wpos.off == 0 {
+		return false
+	}
+	old := s.segs[0]
+	if err := s.rotateLocked(); err != nil {
+		return false
+	}
+	if s.rf != nil && s.rfSeg == old.id {
+		s.rf.Close()
+		s.rf = nil
+	}
+	if err := os.Remove(filepath.Join(s.dir, segName(old.id))); err != nil {
+		return false
+	}
+	s.total -= old.size
+	s.segs = s.segs[1:]
+	s.cpos, s.rpos = s.wpos, s.wpos
+	return true
 }
 
 // The cursor file holds two 32-byte slots written alternately in place
