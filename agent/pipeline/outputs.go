@@ -47,6 +47,11 @@ type Output struct {
 	encode     func(dst []byte, r *record.Record, c *formats.Context) []byte
 	checkpoint func(dst []byte, cp *formats.Checkpoint, c *formats.Context) []byte
 	fed        atomic.Int64 // chain seq of the last record in the spool
+	// TooBig counts records the spool can never take (spool.ErrTooBig for
+	// the record alone): written to the dead-letter file, not fed.
+	TooBig atomic.Uint64
+	dlPath string
+	dl     *outputs.DeadLetter // opened at the first record too big
 }
 
 // cef reports whether the output carries CEF (else ECS JSON).
@@ -102,7 +107,7 @@ func checkpointKey(name string) string { return "output." + name + ".checkpoint"
 // NewOutput builds the output a configuration names (no I/O beyond opening
 // files and its spool).
 func NewOutput(c config.Output, dataDir string) (*Output, error) {
-	o := &Output{Name: c.Name, cfg: c}
+	o := &Output{Name: c.Name, cfg: c, dlPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")}
 	var err error
 	if o.out, err = buildOutput(c, dataDir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", c.Name, err)
@@ -167,7 +172,7 @@ func buildOutput(c config.Output, dataDir string) (outputs.Output, error) {
 		}
 		return elasticsearch.New(elasticsearch.Config{Name: c.Name, URLs: c.URLs, Username: c.Username, Password: pw, APIKey: key,
 			CAFile: c.CAFile, Fingerprint: c.Fingerprint, Namespace: c.Namespace, KibanaURL: c.KibanaURL, SavedObjects: kibana.NDJSON,
-			DeadLetterPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")})
+			DeadLetterPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")}) // the feeder's dead letters go there too
 	case "file":
 		return file.New(file.Config{Name: c.Name, Path: c.Path, MaxBytes: c.MaxBytes, Keep: c.Keep})
 	case "stdout":
@@ -274,7 +279,19 @@ func (o *Output) appendInPieces(ctx context.Context, st *lineage.Store, key, cke
 			n++
 		}
 		if err := o.spool.Append(ctx, items[:n]); err != nil {
-			return err
+			if !errors.Is(err, spool.ErrTooBig) {
+				return err
+			}
+			if n > 1 {
+				limit = 0 // one item at a time, to find the one too big
+				continue
+			}
+			// Alone too big for the spool: retrying cannot help, and would
+			// stop this output's feed for good. Dead-letter it and go on.
+			if derr := o.deadLetterTooBig(items[0], err, log); derr != nil {
+				return derr
+			}
+			limit = o.spool.MaxAppend()
 		}
 		c, k := marks[n-1][0], marks[n-1][1]
 		if err := st.Update(ctx, func(tx *lineage.Tx) error {
@@ -292,6 +309,24 @@ func (o *Output) appendInPieces(ctx context.Context, st *lineage.Store, key, cke
 	return nil
 }
 
+// deadLetterTooBig writes a record the spool refused as too big to the
+// output's dead-letter file (fsynced: only then may the cursor pass it).
+func (o *Output) deadLetterTooBig(it outputs.Item, err error, log *slog.Logger) error {
+	if o.dl == nil {
+		dl, derr := outputs.OpenDeadLetter(o.dlPath)
+		if derr != nil {
+			return fmt.Errorf("%w (dead-lettering it failed: %v)", err, derr)
+		}
+		o.dl = dl
+	}
+	if derr := o.dl.Write([]outputs.DeadLetterEntry{outputs.Entry(o.Name, it, 413, err.Error())}); derr != nil {
+		return fmt.Errorf("%w (dead-lettering it failed: %v)", err, derr)
+	}
+	o.TooBig.Add(1)
+	log.Error("output: record too big for the spool, written to the dead-letter file", "output", o.Name, "id", it.ID, "bytes", len(it.Payload), "deadletter", o.dlPath, "err", err)
+	return nil
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -303,7 +338,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 // Close flushes nothing (everything is on disk) and closes files.
 func (o *Output) Close() error {
-	return errors.Join(o.spool.Close(), o.out.Close())
+	var dlErr error
+	if o.dl != nil {
+		dlErr = o.dl.Close()
+	}
+	return errors.Join(o.spool.Close(), o.out.Close(), dlErr)
 }
 
 // outputSet runs every output.
