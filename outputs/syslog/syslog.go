@@ -88,15 +88,39 @@ type Output struct {
 	f        *Formatter
 	tls      *tls.Config
 	conn     net.Conn
-	connAt   time.Time // when conn was established
-	wroteAt  time.Time // end of the last write on conn
-	confAt   time.Time // latest sentAt Confirm vouched for on conn
+	raw      net.Conn // the TCP connection under conn (conn itself for TCP)
+	tlsCount *countConn
+	written  uint64     // bytes written on raw since connect (TCP; TLS: tlsCount)
+	marks    []sendMark // end of each Send on conn not yet confirmed
+	connAt   time.Time  // when conn was established
+	wroteAt  time.Time  // end of the last write on conn
+	confAt   time.Time  // latest sentAt Confirm vouched for on conn
 	fails    int
 	nextDial time.Time
 	buf      []byte
 	msg      []byte
 
 	Dials, Reconnects, Truncated atomic.Uint64
+}
+
+// sendMark is where the stream stood when a Send ended: bytes written on
+// the TCP connection by then.
+type sendMark struct {
+	at  time.Time
+	off uint64
+}
+
+// countConn counts the bytes TLS writes into the TCP connection, so that
+// they compare with the socket's send queue (records, handshake and all).
+type countConn struct {
+	net.Conn
+	n atomic.Uint64
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // New checks cfg; it does not connect (the first Send does).
@@ -209,12 +233,25 @@ func (o *Output) connect(ctx context.Context) error {
 	var c net.Conn
 	var err error
 	o.Dials.Add(1)
+	var raw net.Conn
+	var cc *countConn
 	switch o.cfg.Network {
 	case "tls":
-		td := tls.Dialer{NetDialer: &d, Config: o.tls}
-		c, err = td.DialContext(ctx, "tcp", o.cfg.Address)
+		// Dialled in two steps to count what TLS writes into the TCP
+		// connection (Confirm compares it with the send queue).
+		if raw, err = d.DialContext(ctx, "tcp", o.cfg.Address); err == nil {
+			cc = &countConn{Conn: raw}
+			tc := tls.Client(cc, o.tls)
+			hctx, cancel := context.WithTimeout(ctx, o.cfg.DialTimeout)
+			if err = tc.HandshakeContext(hctx); err != nil {
+				raw.Close()
+			}
+			cancel()
+			c = tc
+		}
 	default:
 		c, err = d.DialContext(ctx, o.cfg.Network, o.cfg.Address)
+		raw = c
 	}
 	if err != nil {
 		o.fails++
@@ -225,7 +262,8 @@ func (o *Output) connect(ctx context.Context) error {
 		o.Reconnects.Add(1)
 	}
 	o.fails = 0
-	o.conn, o.connAt = c, time.Now()
+	o.conn, o.raw, o.tlsCount, o.connAt = c, raw, cc, time.Now()
+	o.written, o.marks = 0, nil
 	o.wroteAt, o.confAt = time.Time{}, time.Time{}
 	return nil
 }
@@ -235,7 +273,7 @@ func (o *Output) connect(ctx context.Context) error {
 func (o *Output) drop(err error) {
 	if o.conn != nil {
 		o.conn.Close()
-		o.conn = nil
+		o.conn, o.raw, o.tlsCount, o.marks = nil, nil, nil, nil
 	}
 	o.fails++
 	o.nextDial = time.Now().Add(o.cfg.Backoff.Delay(o.fails))
@@ -254,7 +292,8 @@ func (o *Output) ConfirmAfter() time.Duration {
 
 // Confirm implements outputs.Confirmer: what was written at sentAt reached
 // a receiver that is still reading when the connection it went out on is
-// the current one and the peer has not closed it.
+// the current one, the peer has not closed it, and the peer's TCP has
+// acknowledged every byte of it (waiting up to ReplayWindow more for that).
 func (o *Output) Confirm(sentAt time.Time) error {
 	switch {
 	case o.conn == nil:
@@ -266,9 +305,53 @@ func (o *Output) Confirm(sentAt time.Time) error {
 		o.nextDial = time.Time{} // a clean close: reconnect at once
 		return fmt.Errorf("syslog output %q: %s closed the connection; messages sent since %s may be lost", o.cfg.Name, o.cfg.Address, sentAt.Format(time.RFC3339Nano))
 	}
+	if err := o.waitAcked(sentAt); err != nil {
+		// A receiver that does not read (or a host gone without a RST):
+		// the records may still sit in our send queue, lost with the
+		// connection. Send them again, first, on a new connection.
+		o.drop(err)
+		return err
+	}
 	if sentAt.After(o.confAt) {
 		o.confAt = sentAt
 	}
+	return nil
+}
+
+// sentBytes is what was written into the TCP connection so far.
+func (o *Output) sentBytes() uint64 {
+	if o.tlsCount != nil {
+		return o.tlsCount.n.Load()
+	}
+	return o.written
+}
+
+// waitAcked waits until the peer's TCP acknowledged the bytes of every Send
+// that ended by sentAt (the socket's unsent/unacknowledged queue no longer
+// reaches back to them), for at most ReplayWindow.
+func (o *Output) waitAcked(sentAt time.Time) error {
+	var need uint64
+	i := 0
+	for ; i < len(o.marks) && !o.marks[i].at.After(sentAt); i++ {
+		need = o.marks[i].off
+	}
+	deadline := time.Now().Add(o.cfg.ReplayWindow)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		q, ok := unsentBytes(o.raw)
+		if !ok {
+			break // cannot tell here: vouch for what the kernel took, as before
+		}
+		sent := o.sentBytes()
+		if sent < uint64(q) || sent-uint64(q) >= need {
+			break // the send queue begins after these bytes
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("syslog output %q: %s has not acknowledged the messages sent at %s (%d bytes still in the send queue): the receiver is not reading",
+				o.cfg.Name, o.cfg.Address, sentAt.Format(time.RFC3339Nano), q)
+		}
+		time.Sleep(pause)
+	}
+	o.marks = o.marks[i:]
 	return nil
 }
 
@@ -287,10 +370,7 @@ func (o *Output) peerClosed() bool {
 	if o.cfg.Network == "udp" || o.conn == nil {
 		return false
 	}
-	raw := o.conn
-	if tc, ok := o.conn.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
+	raw := o.raw
 	for range 4 {
 		switch peekSocket(raw) {
 		case peekOpen:
@@ -374,7 +454,9 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			wd = ctxDeadline
 		}
 		o.conn.SetWriteDeadline(wd)
-		if _, err := o.conn.Write(o.buf); err != nil {
+		n, err := o.conn.Write(o.buf)
+		o.written += uint64(n)
+		if err != nil {
 			err = fmt.Errorf("syslog output %q: write to %s: %w", o.cfg.Name, o.cfg.Address, err)
 			o.drop(err)
 			o.Fail(len(items)-i, err)
@@ -386,6 +468,9 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 			return err
 		}
 		i = j
+	}
+	if o.ConfirmAfter() > 0 {
+		o.marks = append(o.marks, sendMark{at: time.Now(), off: o.sentBytes()})
 	}
 	o.AddSent(len(items))
 	return nil
@@ -420,7 +505,7 @@ func (o *Output) Close() error {
 		return nil
 	}
 	c := o.conn
-	o.conn = nil
+	o.conn, o.raw, o.tlsCount, o.marks = nil, nil, nil, nil
 	type closeWriter interface{ CloseWrite() error }
 	if cw, ok := c.(closeWriter); ok && o.cfg.Network != "udp" {
 		if cw.CloseWrite() == nil {
