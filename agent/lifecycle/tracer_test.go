@@ -1635,17 +1635,7 @@ func TestRevertExplainsTheStateAnOperationStartsFrom(t *testing.T) {
 		t.Run(tc.op+"/"+string(tc.src), func(t *testing.T) {
 			ctx := context.Background()
 			st := openStore(t)
-			p := newFakePool()
-			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: xapi.Running, ResidentOn: "OpaqueRef:h1"}
-			resyncAt(t, st, nil, p, 0, "start")
-			// The revert, while the agent was down: its record comes from
-			// the logs.
-			revert := record.Record{ID: record.ID("pool-1", "0000000c0005", 0), PoolUUID: "pool-1", VMUUID: "w", VMName: "web",
-				Activity: record.Revert, Operation: "revert", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0005",
-				Source: tc.src, Unknown: []string{"task_uuid"}}
-			if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&revert); return err }); err != nil {
-				t.Fatal(err)
-			}
+			p := revertedWhileDown(t, st, tc.src)
 			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].ResidentOn = tc.left, ""
 			op := taskRef(2)
 			p.tasks[op] = &xapi.Snapshot{UUID: "task-2", NameLabel: tc.name, Status: "pending", Created: p.at(10)}
@@ -1684,15 +1674,7 @@ func TestRevertExplainsAPowerChange(t *testing.T) {
 		t.Run(left, func(t *testing.T) {
 			ctx := context.Background()
 			st := openStore(t)
-			p := newFakePool()
-			p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: xapi.Running, ResidentOn: "OpaqueRef:h1"}
-			resyncAt(t, st, nil, p, 0, "start")
-			revert := record.Record{ID: record.ID("pool-1", "0000000c0005", 0), PoolUUID: "pool-1", VMUUID: "w", VMName: "web",
-				Activity: record.Revert, Operation: "revert", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0005",
-				Source: record.SourceXAPI, Unknown: []string{"task_uuid"}}
-			if err := st.Update(ctx, func(tx *lineage.Tx) error { _, err := tx.PutRecord(&revert); return err }); err != nil {
-				t.Fatal(err)
-			}
+			p := revertedWhileDown(t, st, record.SourceXAPI)
 			p.vms["OpaqueRef:w"].PowerState, p.vms["OpaqueRef:w"].ResidentOn = left, ""
 			tr := resyncAt(t, st, nil, p, 12, "start")
 			touchAt(t, tr, p, "OpaqueRef:w", 60)
@@ -1704,4 +1686,21 @@ func TestRevertExplainsAPowerChange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// revertedWhileDown is a pool whose VM web ("w"), seen running by a first
+// resync, was then reverted with no tracer watching: the revert's record
+// (from src) is stored, the VM's new state is not.
+func revertedWhileDown(t *testing.T, st *lineage.Store, src record.Source) *fakePool {
+	t.Helper()
+	p := newFakePool()
+	p.vms["OpaqueRef:w"] = &xapi.Snapshot{UUID: "w", NameLabel: "web", PowerState: xapi.Running, ResidentOn: "OpaqueRef:h1"}
+	resyncAt(t, st, nil, p, 0, "start")
+	revert := record.Record{ID: record.ID("pool-1", "0000000c0005", 0), PoolUUID: "pool-1", VMUUID: "w", VMName: "web",
+		Activity: record.Revert, Operation: "revert", Start: p.at(5), End: p.at(6), Result: record.Success, TaskID: "0000000c0005",
+		Source: src, Unknown: []string{"task_uuid"}}
+	if err := st.Update(context.Background(), func(tx *lineage.Tx) error { _, err := tx.PutRecord(&revert); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/vmlineage/vmlineage/internal/durable"
 	"github.com/vmlineage/vmlineage/outputs"
 )
 
@@ -72,7 +73,7 @@ func (o *Output) open() error {
 	}
 	// The new directory entry (and a rotation's renames) must survive a
 	// power loss, or records acknowledged into the file go with it.
-	if err := syncDir(filepath.Dir(o.cfg.Path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(o.cfg.Path)); err != nil {
 		f.Close()
 		return fmt.Errorf("file output %s: fsync of the directory: %w", o.cfg.Path, err)
 	}
@@ -222,15 +223,6 @@ func (o *Output) rotate() error {
 	o.f.Close()
 	o.f = nil
 	return o.open() // fsyncs the directory: the rename and the new file
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Close implements outputs.Output.

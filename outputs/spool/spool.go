@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmlineage/vmlineage/internal/durable"
 	"github.com/vmlineage/vmlineage/outputs"
 )
 
@@ -277,7 +278,7 @@ func (s *Spool) recover() error {
 	s.wpos = pos{last.id, last.size}
 	s.synced = s.wpos
 	s.cpos, s.rpos = cur, cur
-	return syncDir(s.dir)
+	return durable.SyncDir(s.dir)
 }
 
 // scan validates a segment, truncating it at the first bad frame.
@@ -587,7 +588,7 @@ func (s *Spool) rotateLocked() error {
 		s.stats.WriteErrors++
 		return describeWriteErr(s.dir, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := durable.SyncDir(s.dir); err != nil {
 		f.Close()
 		_ = os.Remove(filepath.Join(s.dir, segName(id)))
 		s.stats.WriteErrors++
@@ -875,15 +876,6 @@ func (s *Spool) writeCursor(p pos) error {
 	}
 	s.cseq = seq
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Stats returns the counters.
