@@ -130,6 +130,9 @@ type pending struct {
 	// named: the VMs the entry counts for, as matched; the stored row
 	// is tied to these, whichever copy's row is stored (see finish).
 	named []plugins.AlertVM
+	// storedCopy: the log held the alert already when it was matched
+	// (resolveMatch): it counts for no VM, whichever copy matches later.
+	storedCopy bool
 	// resolved is closed once the entry's VMs are known (see resolve);
 	// state says how far it is: begun, admitted (a worker has it), resolved.
 	resolved chan struct{}
@@ -412,7 +415,7 @@ func (l *alertLog) resolveLocked(p *pending, vms []plugins.AlertVM) {
 		// When the first copy's matching failed (its request ended, a
 		// store error) and this one's found VMs, the alert counts for
 		// these from now on and is stored tied to them.
-		if len(p.named) == 0 && len(vms) > 0 && p.gen == 0 && l.byID[p.id] == p {
+		if len(p.named) == 0 && len(vms) > 0 && !p.storedCopy && p.gen == 0 && l.byID[p.id] == p {
 			l.count(p, vms)
 		}
 		return
@@ -436,10 +439,14 @@ func (l *alertLog) count(p *pending, vms []plugins.AlertVM) {
 // resolveMatch is resolve for an alert just matched: one the log holds
 // already counts for no VM again.
 func (l *alertLog) resolveMatch(ctx context.Context, p *pending, vms []plugins.AlertVM) {
-	if len(vms) > 0 && l.storedBefore(ctx, p) {
-		vms = nil // re-sent: its stored copy counts
+	stored := len(vms) > 0 && l.storedBefore(ctx, p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if stored {
+		p.storedCopy = true // re-sent: its stored copy counts
+		vms = nil
 	}
-	l.resolve(p, vms)
+	l.resolveLocked(p, vms)
 }
 
 // storedBefore says whether the entry's alert is in the log already: a
@@ -772,6 +779,18 @@ func (l *alertLog) commit(batch []*pending) (again []*pending, gone []vmAt, err 
 		p.gen = gen
 	}
 	l.mu.Unlock()
+	// Unnumbered again before the rollback (deferred earlier, so run
+	// after this) lets another process commit under the same number: a
+	// read must not take these entries for that batch.
+	defer func() {
+		if err != nil {
+			l.mu.Lock()
+			for _, p := range batch {
+				p.gen = 0
+			}
+			l.mu.Unlock()
+		}
+	}()
 	pruned := 0
 	if now := time.Now(); l.pruneDue(now) {
 		if pruned, gone, err = l.prune(ctx, tx, l.retention(), now, len(batch), pruneMax); err != nil {

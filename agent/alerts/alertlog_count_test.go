@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +300,45 @@ func TestOldLogGetsRowidColumn(t *testing.T) {
 	}
 	if got := queryInt(t, db, "SELECT vm_rowid FROM alert_log_state"); got != 8 {
 		t.Fatalf("vm_rowid %d, want 8", got)
+	}
+}
+
+// An alert the log holds from an earlier run, re-sent twice at once after
+// a restart: both copies share one entry, and the second copy's match must
+// not count what the first found stored.
+func TestResentTwiceAfterRestartCountsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.db")
+	l1, _ := openLogAt(t, path)
+	at := time.Now().Add(-time.Minute)
+	storeAlert(l1, "x", at, at, "{}", "vm-r")
+	l1.flush()
+	l1.close()
+	l1.release()
+	for _, table := range []bool{false, true} {
+		l2, _ := openLogAt(t, path)
+		if table {
+			tablePath(l2)
+		}
+		named := []plugins.AlertVM{{UUID: "vm-r", Field: "cloud.instance.id", Value: "vm-r"}}
+		p1, p2 := l2.begin("x", at), l2.begin("x", at)
+		if p1 != p2 {
+			t.Fatal("the copies do not share an entry")
+		}
+		var counts []int64
+		for _, p := range []*pending{p1, p2} {
+			l2.admit(p)
+			l2.resolveMatch(context.Background(), p, named)
+			counts = append(counts, alertedCount(t, l2, []string{"vm-r"}, at.Add(-time.Hour), at.Add(time.Hour)))
+		}
+		for _, p := range []*pending{p1, p2} {
+			l2.finish(p, &alertRow{id: "x", timeMS: at.UnixMilli(), received: at.UnixMilli(), json: "{}", vms: named})
+		}
+		l2.flush()
+		counts = append(counts, alertedCount(t, l2, []string{"vm-r"}, at.Add(-time.Hour), at.Add(time.Hour)))
+		l2.close()
+		l2.release()
+		if !slices.Equal(counts, []int64{1, 1, 1}) {
+			t.Errorf("table path %v: counts after each copy and after the commit %v, want [1 1 1]", table, counts)
+		}
 	}
 }
