@@ -193,10 +193,21 @@ func ParseCEF(line string, now time.Time) (*Alert, error) {
 	}
 	a, err := fromDoc(doc, []byte(line), now)
 	if err == nil && doc["@timestamp"] == nil && doc["event"].(map[string]any)["id"] == nil {
-		a.ID = datedID([]byte(line), a.Time)
+		// Dated by its receipt alone: a sensor's retry comes later than
+		// the first copy, so the window, not the instant, is the date.
+		a.ID = datedID([]byte(line), a.Time.Truncate(resendWindow))
 	}
 	return a, err
 }
+
+// resendWindow: a CEF line dated only by its receipt (no time of its own,
+// no syslog header time, no externalId) that comes again within the same
+// window of the clock is taken for a re-send of the first (stored and
+// counted once); in a later window it is another alert. A retry that
+// straddles a window's end is stored twice; without a window every retry
+// would be, and without the receipt in the digest the same line a day
+// later would be merged with the first and not count in its own window.
+const resendWindow = 10 * time.Minute
 
 // datedID is the ID of a CEF alert that carries neither its own time nor
 // an externalId: a digest of the line and of the time it is dated by

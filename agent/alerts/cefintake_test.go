@@ -36,6 +36,17 @@ func TestCEFIDIncludesTheTimeItIsDatedBy(t *testing.T) {
 	if r1, r2 := parse("", now), parse("", now.Add(24*time.Hour)); r1.ID == r2.ID {
 		t.Errorf("receipt-dated alerts a day apart share the ID %s", r1.ID)
 	}
+	// A sensor's retry of a receipt-dated line, seconds later in the same
+	// window, is a re-send (over syslog without a header time and over
+	// HTTP, which reads CEF through ParseCEF).
+	if r1, r2 := parse("", now.Add(time.Second)), parse("", now.Add(40*time.Second)); r1.ID != r2.ID {
+		t.Errorf("a retry 39 s later got another ID: %s / %s", r1.ID, r2.ID)
+	}
+	if c1, err := ParseCEF(line, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	} else if c2, _ := ParseCEF(line, now.Add(2*time.Minute)); c1.ID != c2.ID {
+		t.Errorf("ParseCEF: a retry 2 min later got another ID: %s / %s", c1.ID, c2.ID)
+	}
 	own := line + " rt=1709284800000"
 	for _, hdr := range []string{"", "<134>1 2024-03-01T09:20:00Z av1 av - - - ", "<134>1 2024-03-02T09:20:00Z av1 av - - - "} {
 		a, err := ParseSyslogCEF([]byte(hdr+own), now)
