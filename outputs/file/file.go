@@ -201,20 +201,29 @@ func (o *Output) Send(ctx context.Context, items []outputs.Item) error {
 
 // rotate renames the full file away and opens a new one. A failed rename
 // keeps the current file open (the next Send tries again); a failed open
-// leaves f nil, and the next Send opens again.
+// leaves f nil, and the next Send opens again. The older files move up
+// only while Path.1 is taken, so a rename that keeps failing costs no
+// rotated file per try, and a live file removed by hand is simply begun
+// anew.
 func (o *Output) rotate() error {
 	if err := o.f.Sync(); err != nil {
 		return fmt.Errorf("file output %s: %w", o.cfg.Path, err)
 	}
 	keep := max(o.cfg.Keep, 0)
-	if keep == 0 {
+	if _, err := os.Lstat(o.cfg.Path); os.IsNotExist(err) {
+		keep = -1 // nothing to rename: open a new file
+	}
+	switch {
+	case keep == 0:
 		if err := os.Remove(o.cfg.Path); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("file output: rotate: %w", err)
 		}
-	} else {
-		_ = os.Remove(fmt.Sprintf("%s.%d", o.cfg.Path, keep))
-		for i := keep - 1; i >= 1; i-- {
-			_ = os.Rename(fmt.Sprintf("%s.%d", o.cfg.Path, i), fmt.Sprintf("%s.%d", o.cfg.Path, i+1))
+	case keep > 0:
+		if _, err := os.Lstat(o.cfg.Path + ".1"); err == nil {
+			_ = os.Remove(fmt.Sprintf("%s.%d", o.cfg.Path, keep))
+			for i := keep - 1; i >= 1; i-- {
+				_ = os.Rename(fmt.Sprintf("%s.%d", o.cfg.Path, i), fmt.Sprintf("%s.%d", o.cfg.Path, i+1))
+			}
 		}
 		if err := os.Rename(o.cfg.Path, o.cfg.Path+".1"); err != nil {
 			return fmt.Errorf("file output: rotate: %w", err)

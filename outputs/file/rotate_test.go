@@ -65,3 +65,33 @@ func TestFailedOpenIsRetried(t *testing.T) {
 		t.Fatalf("file: %q", b)
 	}
 }
+
+// TestRotationAfterTheLiveFileWasRemoved: the live file removed by hand
+// (its rename can only fail) costs no rotated file and no Send: rotation
+// begins a new file, and the files rotated before stay.
+func TestRotationAfterTheLiveFileWasRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.jsonl")
+	o, err := New(Config{Path: path, MaxBytes: 100, Keep: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	line := []outputs.Item{{ID: "a", Payload: []byte(`{"x":"` + strings.Repeat("a", 60) + `"}`)}}
+	for range 4 { // out.jsonl and three rotated
+		if err := o.Send(context.Background(), line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(path)
+	for i := range 3 {
+		if err := o.Send(context.Background(), line); err != nil {
+			t.Fatalf("send %d after the live file was removed: %v", i, err)
+		}
+	}
+	for _, n := range []string{".1", ".2", ".3"} {
+		if _, err := os.Stat(path + n); err != nil {
+			t.Errorf("rotated file %s lost: %v", n, err)
+		}
+	}
+}
