@@ -501,8 +501,7 @@ type runner struct {
 	// timeouts counts the time-outs since the last answer, per call kind
 	// (CallEnrich, CallOnRecord). An answer resets only its own kind's
 	// count: OnRecord answering says nothing of an Enrich path that is
-	// deadlocked. Their sum is held to HungLimit, so time-outs of both
-	// kinds in a row count as before.
+	// deadlocked. Each kind's count is held to HungLimit on its own.
 	timeouts map[string]int
 }
 
@@ -576,8 +575,11 @@ func (r *runner) call(ctx context.Context, name string, d *DetectorClient, call 
 		r.mu.Lock()
 		if r.det == d { // a call to a process since replaced does not count against the new one
 			r.timeouts[name]++
-			if n := r.timeouts[CallEnrich] + r.timeouts[CallOnRecord]; n >= r.m.cfg.HungLimit {
-				r.failLocked(fmt.Errorf("%d calls timed out with no answer of their kind between; killing it", n))
+			// Per kind, not summed: one slow OnRecord after an old
+			// Enrich time-out (answers of the other kind between) is
+			// one slow call, which is tolerated.
+			if n := r.timeouts[name]; n >= r.m.cfg.HungLimit {
+				r.failLocked(fmt.Errorf("%d %s calls timed out with no answer of that kind between; killing it", n, name))
 			}
 		}
 		r.mu.Unlock()

@@ -41,6 +41,31 @@ func TestStaleCallsDoNotCount(t *testing.T) {
 	}
 }
 
+// One slow call of each kind, with answers of the other kind between, is
+// two slow calls, not a hung process: HungLimit holds per kind. Two
+// Enrich time-outs in a row still kill it, whatever OnRecord answers.
+func TestHungLimitPerKind(t *testing.T) {
+	m, err := NewManager(Config{}, nopLineage{}) // HungLimit 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := func(context.Context, *DetectorClient) Result { return Result{Err: context.DeadlineExceeded} }
+	answer := func(context.Context, *DetectorClient) Result { return Result{} }
+	cur := &DetectorClient{}
+	r := &runner{m: m, name: "d", state: StateRunning, det: cur, timeouts: map[string]int{}}
+	r.call(context.Background(), CallEnrich, cur, timeout)
+	r.call(context.Background(), CallOnRecord, cur, answer)
+	r.call(context.Background(), CallOnRecord, cur, timeout)
+	if r.state != StateRunning {
+		t.Fatalf("killed after one slow Enrich and one slow OnRecord: %s, %v", r.state, r.lastErr)
+	}
+	r.call(context.Background(), CallOnRecord, cur, answer)
+	r.call(context.Background(), CallEnrich, cur, timeout)
+	if r.state != StateBackoff {
+		t.Errorf("two Enrich time-outs with only OnRecord answers between: %s", r.state)
+	}
+}
+
 // A detector that ran for longer than CrashLoopWindow restarts after
 // MinBackoff again when it fails, whether or not a call to it ever
 // succeeded (its Needs may skip every call); a start failing after that
