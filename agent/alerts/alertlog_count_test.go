@@ -93,20 +93,7 @@ func TestBatchNumbersRiseAcrossProcesses(t *testing.T) {
 // An alert re-sent after a restart (its id not in recent) counts once
 // from the moment it is matched, before its batch finds the stored copy.
 func TestResentAfterRestartCountsOnce(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "alerts.db")
-	adb, err := openAlertDB(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l1, _ := openLogAt(t, path)
-	at := time.Now().Add(-time.Minute)
-	storeAlert(l1, "x", at, at, "{}", "vm-r")
-	l1.flush()
-	l1.close()
-	l1.release()
-	adb.Close()
-
+	path, at := logFromAnEarlierRun(t)
 	for _, table := range []bool{false, true} {
 		l2, _ := openLogAt(t, path)
 		if table {
@@ -307,13 +294,7 @@ func TestOldLogGetsRowidColumn(t *testing.T) {
 // a restart: both copies share one entry, and the second copy's match must
 // not count what the first found stored.
 func TestResentTwiceAfterRestartCountsOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "alerts.db")
-	l1, _ := openLogAt(t, path)
-	at := time.Now().Add(-time.Minute)
-	storeAlert(l1, "x", at, at, "{}", "vm-r")
-	l1.flush()
-	l1.close()
-	l1.release()
+	path, at := logFromAnEarlierRun(t)
 	for _, table := range []bool{false, true} {
 		l2, _ := openLogAt(t, path)
 		if table {
@@ -341,4 +322,18 @@ func TestResentTwiceAfterRestartCountsOnce(t *testing.T) {
 			t.Errorf("table path %v: counts after each copy and after the commit %v, want [1 1 1]", table, counts)
 		}
 	}
+}
+
+// logFromAnEarlierRun is an alert log holding alert "x" of vm-r (at the
+// time returned), written and closed by an earlier process.
+func logFromAnEarlierRun(t *testing.T) (path string, at time.Time) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "alerts.db")
+	l, _ := openLogAt(t, path)
+	at = time.Now().Add(-time.Minute)
+	storeAlert(l, "x", at, at, "{}", "vm-r")
+	l.flush()
+	l.close()
+	l.release()
+	return path, at
 }
