@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -338,7 +339,55 @@ func (c *checker) secrets(cfg *Config, opts CheckOptions) string {
 	if cfg.XAPI.URL == "" {
 		c.warn("xapi.url", "not set: the agent needs it (here or --xapi-url)")
 	}
+	c.webToken(cfg, lookup)
+	for i, o := range cfg.Outputs {
+		// The agent reads these at start and stops when it cannot.
+		for k, f := range map[string]string{"password_file": o.PasswordFile, "api_key_file": o.APIKeyFile} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.ReadFile(f); err != nil {
+				key := fmt.Sprintf("outputs[%d].%s", i, k)
+				c.add(key, c.lines[key], "cannot read: "+errText(err))
+			}
+		}
+	}
 	return pw
+}
+
+// webToken checks what the agent checks before it opens the web view: off
+// loopback it needs a token (webui.token_file, else VMLINEAGE_TOKEN) of
+// at least 16 characters (webui.MinTokenLen), and the file must be
+// readable.
+func (c *checker) webToken(cfg *Config, lookup func(string) (string, bool)) {
+	w := cfg.WebUI
+	if w.Listen == "" {
+		return
+	}
+	token, _ := lookup("VMLINEAGE_TOKEN")
+	if w.TokenFile != "" {
+		b, err := os.ReadFile(w.TokenFile)
+		if err != nil {
+			c.add("webui.token_file", c.lines["webui.token_file"], "cannot read: "+errText(err))
+			return
+		}
+		token = string(b)
+	}
+	token = strings.TrimSpace(token)
+	host, _, err := net.SplitHostPort(w.Listen)
+	if err != nil {
+		c.add("webui.listen", c.lines["webui.listen"], "want host:port: "+err.Error())
+		return
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	switch {
+	case token == "":
+		c.add("webui.listen", c.lines["webui.listen"], "off loopback the web view needs a bearer token (webui.token_file or VMLINEAGE_TOKEN); the agent would refuse to start")
+	case len(token) < 16:
+		c.add("webui.token_file", c.lines["webui.token_file"], fmt.Sprintf("the token is %d characters long; off loopback at least 16 are required", len(token)))
+	}
 }
 
 var keyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)

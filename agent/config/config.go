@@ -5,8 +5,10 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -172,6 +174,7 @@ type Output struct {
 	PasswordFile string   `yaml:"password_file"`
 	APIKeyFile   string   `yaml:"api_key_file"` // base64 "id:key" as Elasticsearch issues it
 	KibanaURL    string   `yaml:"kibana_url"`   // for vmlineage setup
+	AllowHTTP    bool     `yaml:"allow_http"`   // credentials over plain http:// URLs (unencrypted; lab use only)
 
 	// file
 	Path     string `yaml:"path"`
@@ -297,6 +300,13 @@ func Decode(b []byte, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// A second document (after ---) would be ignored, whatever it sets.
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return errors.New("more than one YAML document (a --- line): put every setting in one")
+	} else if !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	return nil
@@ -428,9 +438,26 @@ func (c *Config) Validate() error {
 			if o.Address == "" {
 				errs = append(errs, fmt.Errorf("%s.address: syslog needs host:port", key))
 			}
+			// TLS settings on a tcp or udp output would be ignored: the
+			// records would go out in clear with no pin checked.
+			if o.Network != "tls" && (o.CAFile != "" || o.Fingerprint != "" || o.CertFile != "" || o.KeyFile != "") {
+				errs = append(errs, fmt.Errorf("%s.network: ca_file, fingerprint, cert_file and key_file apply to network: tls only (here %q); set network: tls", key, cmp.Or(o.Network, "tcp")))
+			}
 		case "elasticsearch":
 			if len(o.URLs) == 0 {
 				errs = append(errs, fmt.Errorf("%s.urls: elasticsearch needs at least one URL", key))
+			}
+			for _, u := range o.URLs {
+				if !strings.HasPrefix(strings.ToLower(u), "http://") {
+					continue
+				}
+				// A plain http:// URL would never use the pin or CA, and
+				// would send the credentials in clear.
+				if o.CAFile != "" || o.Fingerprint != "" {
+					errs = append(errs, fmt.Errorf("%s.urls: %q is plain http, where ca_file and fingerprint do nothing; use https://", key, u))
+				} else if (o.Username != "" || o.PasswordFile != "" || o.APIKeyFile != "") && !o.AllowHTTP {
+					errs = append(errs, fmt.Errorf("%s.urls: %q is plain http: the credentials would go out in clear; use https:// (or allow_http: true, lab use only)", key, u))
+				}
 			}
 		case "file":
 			if o.Path == "" {

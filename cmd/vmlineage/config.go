@@ -67,7 +67,7 @@ Exit status: 0 when the agent would start (warnings allowed), 1 otherwise.`,
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&connect, "connect", false, "also log in to XAPI (and reach the outputs) with the configured credentials")
+	c.Flags().BoolVar(&connect, "connect", false, "also log in to XAPI with the configured credentials (the outputs are not contacted)")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "bound of the --connect attempts")
 	return c
 }
