@@ -168,7 +168,14 @@ func (t *Tracer) snapshotVM(vi *vmInfo, when time.Time, destroy bool) vmWrite {
 func (t *Tracer) commit(ctx context.Context, b *batch, token string) error {
 	w := newWrites()
 	t.prepare(b, w)
-	return t.write(ctx, w, token)
+	err := t.write(ctx, w, token)
+	if err != nil && t.open == nil {
+		// As Flush: what prepare worked out (inferred records, a
+		// resync's VM facts) is not worked out again; the next Flush
+		// writes it.
+		t.open, t.openToken, t.openSince, t.openEvents = w, token, time.Now(), 0
+	}
+	return err
 }
 
 // write stores records, VM facts, pending tasks and the token in one

@@ -315,6 +315,11 @@ func (t *Tracer) Flush(ctx context.Context) error {
 	w, token := t.open, t.openToken
 	t.open, t.openToken = nil, ""
 	if err := t.write(ctx, w, token); err != nil {
+		// Kept for the next Flush: the tasks in it are marked recorded
+		// already, so the batches asked again (the watcher's retry)
+		// would not make their records a second time, and the batches
+		// before them are not asked again at all.
+		t.open, t.openToken = w, token
 		return err
 	}
 	clear(w.vms)
