@@ -160,7 +160,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 	reason, needLogin := ReasonStart, true
 	for ctx.Err() == nil {
 		if needLogin {
-			w.c.ForgetSession()
+			// The old session may still be valid (a dropped connection,
+			// a time-out, a demoted master): log it out, briefly, or
+			// each reconnect leaves one more open on the pool, which
+			// keeps at most 500 per originator and evicts the oldest.
+			lctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = w.c.Logout(lctx) // forgets the session whatever the answer
+			cancel()
 			if err := w.c.Login(ctx); err != nil {
 				if ctx.Err() != nil {
 					break
