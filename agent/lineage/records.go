@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ type Filter struct {
 	Until    time.Time // start < Until
 	AfterSeq int64     // only records stored after this sequence number
 	Limit    int
+	// Newest makes Limit keep the newest records rather than the oldest
+	// (Records still returns them oldest first).
+	Newest bool
 }
 
 // StoredRecord is a record with its storage sequence number: the order in
@@ -32,9 +36,16 @@ type StoredRecord struct {
 
 // Records returns the records matching f ordered by start time, then id.
 func (s *Store) Records(ctx context.Context, f Filter) ([]record.Record, error) {
-	sr, err := s.records(ctx, f, "start_ms, id")
+	order := "start_ms, id"
+	if f.Newest {
+		order = "start_ms DESC, id DESC"
+	}
+	sr, err := s.records(ctx, f, order)
 	if err != nil {
 		return nil, err
+	}
+	if f.Newest {
+		slices.Reverse(sr)
 	}
 	out := make([]record.Record, len(sr))
 	for i := range sr {

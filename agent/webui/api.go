@@ -254,8 +254,14 @@ type VMResponse struct {
 	Ancestors []Node          `json:"ancestors"`
 	Children  []Node          `json:"children"`
 	Timeline  []TimelineEntry `json:"timeline"`
-	Attrs     []AttrSpan      `json:"attrs"`
+	// TimelineTruncated: the VM has more records than maxTimeline; the
+	// timeline holds the newest.
+	TimelineTruncated bool       `json:"timeline_truncated,omitempty"`
+	Attrs             []AttrSpan `json:"attrs"`
 }
+
+// maxTimeline bounds a VM's timeline in /api/vm.
+const maxTimeline = 5000
 
 // AttrSpan is a name, IP or MAC a VM held from From until To ("" while it
 // still holds it).
@@ -311,9 +317,14 @@ func (s *Server) handleVM(r *http.Request) (any, error) {
 			out.Children = append(out.Children, nodeOf(kv, hosts, marks))
 		}
 	}
-	recs, err := s.st.Records(ctx, lineage.Filter{VMUUID: uuid, Limit: 5000})
+	// The newest records: a VM padded with cheap operations must not push
+	// its latest ones (a destroy, a migration) out of sight.
+	recs, err := s.st.Records(ctx, lineage.Filter{VMUUID: uuid, Limit: maxTimeline + 1, Newest: true})
 	if err != nil {
 		return nil, err
+	}
+	if len(recs) > maxTimeline {
+		recs, out.TimelineTruncated = recs[1:], true
 	}
 	for _, rec := range recs {
 		role := "self"

@@ -407,7 +407,7 @@
     if (d.children.length) {
       h += `<h3>Children (${d.children.length})</h3><div class="chain">` + d.children.slice(0, 60).map(vmLink).join(', ') + (d.children.length > 60 ? ' …' : '') + '</div>';
     }
-    h += `<h3>Lifecycle timeline (${d.timeline.length})</h3>`;
+    h += `<h3>Lifecycle timeline (${d.timeline.length}${d.timeline_truncated ? ', the newest; older records not shown' : ''})</h3>`;
     if (!d.timeline.length) return h + '<p class="dim">No record.</p>';
     h += '<table class="timeline"><thead><tr><th>start</th><th>end</th><th>activity</th><th>result</th><th>host</th></tr></thead><tbody>';
     for (const r of d.timeline) {
