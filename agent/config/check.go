@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmlineage/vmlineage/internal/listenauth"
 	"gopkg.in/yaml.v3"
 )
 
@@ -355,10 +355,9 @@ func (c *checker) secrets(cfg *Config, opts CheckOptions) string {
 	return pw
 }
 
-// webToken checks what the agent checks before it opens the web view: off
-// loopback it needs a token (webui.token_file, else VMLINEAGE_TOKEN) of
-// at least 16 characters (webui.MinTokenLen), and the file must be
-// readable.
+// webToken checks what the agent checks before it opens the web view:
+// listenauth's rule for the token (webui.token_file, else
+// VMLINEAGE_TOKEN), and the file must be readable.
 func (c *checker) webToken(cfg *Config, lookup func(string) (string, bool)) {
 	w := cfg.WebUI
 	if w.Listen == "" {
@@ -373,20 +372,8 @@ func (c *checker) webToken(cfg *Config, lookup func(string) (string, bool)) {
 		}
 		token = string(b)
 	}
-	token = strings.TrimSpace(token)
-	host, _, err := net.SplitHostPort(w.Listen)
-	if err != nil {
-		c.add("webui.listen", c.lines["webui.listen"], "want host:port: "+err.Error())
-		return
-	}
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return
-	}
-	switch {
-	case token == "":
-		c.add("webui.listen", c.lines["webui.listen"], "off loopback the web view needs a bearer token (webui.token_file or VMLINEAGE_TOKEN); the agent would refuse to start")
-	case len(token) < 16:
-		c.add("webui.token_file", c.lines["webui.token_file"], fmt.Sprintf("the token is %d characters long; off loopback at least 16 are required", len(token)))
+	if err := listenauth.Check(w.Listen, strings.TrimSpace(token)); err != nil {
+		c.add("webui.listen", c.lines["webui.listen"], err.Error()+"; the agent would refuse to start")
 	}
 }
 

@@ -12,8 +12,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"embed"
-	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/lineage"
+	"github.com/vmlineage/vmlineage/internal/listenauth"
 )
 
 //go:embed static
@@ -126,27 +125,15 @@ func loopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// IsLoopback reports whether addr (host:port) binds only to loopback. An
-// empty host or an unspecified address (0.0.0.0, ::) binds everywhere.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// IsLoopback, ErrTokenRequired, MinTokenLen and CheckListen are
+// listenauth's rule, which config check applies too.
+var (
+	IsLoopback       = listenauth.IsLoopback
+	ErrTokenRequired = listenauth.ErrTokenRequired
+)
 
-// ErrTokenRequired is returned by Listen for a non-loopback address without
-// a token.
-var ErrTokenRequired = errors.New("a bearer token is required when listening on a non-loopback address (--token-file or VMLINEAGE_TOKEN)")
-
-// MinTokenLen is the shortest token accepted off loopback: a guessable
-// token is no better than none.
-const MinTokenLen = 16
+// MinTokenLen: see listenauth.
+const MinTokenLen = listenauth.MinTokenLen
 
 // Listen opens addr for the server, refusing a non-loopback address when
 // token is empty or shorter than MinTokenLen.
@@ -158,18 +145,7 @@ func Listen(addr, token string) (net.Listener, error) {
 }
 
 // CheckListen reports why the server must not listen on addr with token.
-func CheckListen(addr, token string) error {
-	if IsLoopback(addr) {
-		return nil
-	}
-	if token == "" {
-		return ErrTokenRequired
-	}
-	if len(token) < MinTokenLen {
-		return fmt.Errorf("the bearer token is %d characters long; at least %d are required off loopback", len(token), MinTokenLen)
-	}
-	return nil
-}
+func CheckListen(addr, token string) error { return listenauth.Check(addr, token) }
 
 // Serve serves s on ln until ctx ends, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {

@@ -253,28 +253,34 @@ func TestWatcherEventsLost(t *testing.T) {
 	}
 }
 
-func TestWatcherDroppedConnection(t *testing.T) {
-	f := newFake()
+// dropEventFrom makes the fake drop the connection of its next n
+// event.from calls mid-call; the function returned says when all have
+// been dropped.
+func dropEventFrom(f *fakeXAPI, n int) func() bool {
 	var mu sync.Mutex
-	drops := 3
 	f.hook = func(method string, w http.ResponseWriter, r *http.Request, _ bool) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if method != "event.from" || drops == 0 {
+		if method != "event.from" || n == 0 {
 			return false
 		}
-		drops--
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
+		n--
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
 			conn.Close() // connection lost mid-call
 		}
 		return true
 	}
+	return func() bool { mu.Lock(); defer mu.Unlock(); return n == 0 }
+}
+
+func TestWatcherDroppedConnection(t *testing.T) {
+	f := newFake()
+	dropped := dropEventFrom(f, 3)
 	s := newPlain(t, f)
 	c := mustClient(t, Config{URL: s.URL, AllowHTTP: true})
 	h := &recHandler{}
 	w, _ := startWatcher(t, c, h, WatcherConfig{})
-	waitFor(t, "all drops", func() bool { mu.Lock(); defer mu.Unlock(); return drops == 0 })
+	waitFor(t, "all drops", dropped)
 	f.put("vm", "OpaqueRef:vm-5", vmRecord(5))
 	// The last drop may be the catch-up after a login, so the VM made now
 	// may reach the handler in the next reconnect's snapshot rather than

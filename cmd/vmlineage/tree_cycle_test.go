@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,17 +12,12 @@ import (
 // VMs and those below it, says where it closes, and tree --vm on one of
 // them prints its family.
 func TestTreeShowsCycle(t *testing.T) {
-	dir := t.TempDir()
-	st, err := lineage.Open(filepath.Join(dir, "lineage.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC)
 	mk := func(uuid, name, parent string, sec int) *lineage.VM {
 		at := t0.Add(time.Duration(sec) * time.Second)
 		return &lineage.VM{UUID: uuid, PoolUUID: "p", Name: name, ParentUUID: parent, Kind: lineage.KindVM, PowerState: "Halted", FirstSeen: at, LastSeen: at}
 	}
-	err = st.Update(context.Background(), func(tx *lineage.Tx) error {
+	dir := storeWith(t, func(tx *lineage.Tx) error {
 		for _, v := range []*lineage.VM{mk("o", "origin", "", 0), mk("a", "vmA", "b", 1), mk("b", "vmB", "a", 2), mk("c", "vmC", "a", 3)} {
 			if err := tx.PutVM(v); err != nil {
 				return err
@@ -32,10 +25,6 @@ func TestTreeShowsCycle(t *testing.T) {
 		}
 		return nil
 	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, args := range [][]string{{"tree", "--data-dir", dir}, {"tree", "--data-dir", dir, "--vm", "vmC"}} {
 		out, err := run(t, args...)
 		if err != nil {

@@ -1,0 +1,46 @@
+// Package listenauth is the rule for serving an HTTP view off loopback: a
+// bearer token of MinTokenLen characters or more. The web view applies it
+// when it listens and `config check` before the agent starts, so both
+// say the same.
+package listenauth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// ErrTokenRequired: a non-loopback address without a token.
+var ErrTokenRequired = errors.New("a bearer token is required when listening on a non-loopback address (--token-file or VMLINEAGE_TOKEN)")
+
+// MinTokenLen is the shortest token accepted off loopback: a guessable
+// token is no better than none.
+const MinTokenLen = 16
+
+// IsLoopback reports whether addr (host:port) binds only to loopback. An
+// empty host or an unspecified address (0.0.0.0, ::) binds everywhere.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Check reports why a server must not listen on addr with token.
+func Check(addr, token string) error {
+	if IsLoopback(addr) {
+		return nil
+	}
+	if token == "" {
+		return ErrTokenRequired
+	}
+	if len(token) < MinTokenLen {
+		return fmt.Errorf("the bearer token is %d characters long; at least %d are required off loopback", len(token), MinTokenLen)
+	}
+	return nil
+}
