@@ -27,6 +27,9 @@ type DeadLetterEntry struct {
 	Status int             `json:"status,omitempty"`
 	Event  json.RawMessage `json:"event,omitempty"`   // payload when it is JSON
 	Raw    string          `json:"payload,omitempty"` // payload otherwise
+	// ItemTime is the record's own time (the syslog header's), kept so a
+	// redelivered entry goes out as it would have.
+	ItemTime time.Time `json:"item_time,omitzero"`
 }
 
 // OpenDeadLetter opens (creating) the file at path for appending.
@@ -76,7 +79,7 @@ func (d *DeadLetter) Write(entries []DeadLetterEntry) error {
 
 // Entry builds a dead-letter entry for it, keeping a JSON payload as JSON.
 func Entry(output string, it Item, status int, reason string) DeadLetterEntry {
-	e := DeadLetterEntry{Output: output, ID: it.ID, Error: reason, Status: status}
+	e := DeadLetterEntry{Output: output, ID: it.ID, Error: reason, Status: status, ItemTime: it.Time}
 	if json.Valid(it.Payload) {
 		e.Event = json.RawMessage(it.Payload)
 	} else {

@@ -107,7 +107,7 @@ func checkpointKey(name string) string { return "output." + name + ".checkpoint"
 // NewOutput builds the output a configuration names (no I/O beyond opening
 // files and its spool).
 func NewOutput(c config.Output, dataDir string) (*Output, error) {
-	o := &Output{Name: c.Name, cfg: c, dlPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")}
+	o := &Output{Name: c.Name, cfg: c, dlPath: DeadLetterPath(c, dataDir)}
 	var err error
 	if o.out, err = buildOutput(c, dataDir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", c.Name, err)
@@ -147,6 +147,23 @@ func readSecret(path string) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// BuildOutput builds only the output a configuration names, without its
+// spool: for commands that send beside a running agent (its spool is the
+// agent's). Items the output gives up on go to the same dead-letter file.
+func BuildOutput(c config.Output, dataDir string) (outputs.Output, error) {
+	out, err := buildOutput(c, dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("output %s: %w", c.Name, err)
+	}
+	return out, nil
+}
+
+// DeadLetterPath is where the output a configuration names writes what it
+// gives up on.
+func DeadLetterPath(c config.Output, dataDir string) string {
+	return filepath.Join(dataDir, "deadletter", c.Name+".jsonl")
+}
+
 func buildOutput(c config.Output, dataDir string) (outputs.Output, error) {
 	switch c.Type {
 	case "syslog":
@@ -172,7 +189,7 @@ func buildOutput(c config.Output, dataDir string) (outputs.Output, error) {
 		}
 		return elasticsearch.New(elasticsearch.Config{Name: c.Name, URLs: c.URLs, Username: c.Username, Password: pw, APIKey: key,
 			CAFile: c.CAFile, Fingerprint: c.Fingerprint, Namespace: c.Namespace, KibanaURL: c.KibanaURL, SavedObjects: kibana.NDJSON,
-			DeadLetterPath: filepath.Join(dataDir, "deadletter", c.Name+".jsonl")}) // the feeder's dead letters go there too
+			DeadLetterPath: DeadLetterPath(c, dataDir)}) // the feeder's dead letters go there too
 	case "file":
 		return file.New(file.Config{Name: c.Name, Path: c.Path, MaxBytes: c.MaxBytes, Keep: c.Keep})
 	case "stdout":

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -119,8 +121,105 @@ func newOutputsCmd() *cobra.Command {
 		},
 	}
 	test.Flags().StringVarP(&cfgPath, "config", "c", "/etc/vmlineage/vmlineage.yaml", "agent configuration file")
-	c.AddCommand(test)
+	c.AddCommand(test, newRedeliverCmd())
 	return c
+}
+
+func newRedeliverCmd() *cobra.Command {
+	var (
+		cfgPath, file string
+		dryRun        bool
+		batch         int
+	)
+	c := &cobra.Command{
+		Use:   "redeliver [NAME...]",
+		Short: "Send what an output gave up on (its dead-letter file) again, once the cause is fixed",
+		Long: `An output writes what its receiver refused for good (an Elasticsearch mapping error, a record too
+big for the spool) to <data_dir>/deadletter/<output>.jsonl. Once the cause is fixed, this sends
+those entries again through the output as configured now, oldest first, beside the running agent
+(it does not use the agent's spool). The file is never rewritten: the offset redelivered so far is
+kept beside it in <output>.jsonl.redelivered, so a later run sends only what came since, and what
+the receiver refuses again is appended to the file for the next run. With no NAME, every output
+that has a dead-letter file. --dry-run counts the entries waiting, by status and error.`,
+		RunE: func(c *cobra.Command, names []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if file != "" && len(names) != 1 {
+				return fmt.Errorf("--file needs exactly one output NAME to send through")
+			}
+			byName := map[string]config.Output{}
+			for _, o := range cfg.Outputs {
+				byName[o.Name] = o
+			}
+			var todo []config.Output
+			for _, n := range names {
+				o, ok := byName[n]
+				if !ok {
+					return fmt.Errorf("no output named %q in %s", n, cfgPath)
+				}
+				todo = append(todo, o)
+			}
+			if len(names) == 0 {
+				for _, o := range cfg.Outputs {
+					if _, err := os.Stat(pipeline.DeadLetterPath(o, cfg.DataDir)); err == nil {
+						todo = append(todo, o)
+					}
+				}
+				if len(todo) == 0 {
+					fmt.Fprintf(c.OutOrStdout(), "no dead-letter files in %s\n", filepath.Join(cfg.DataDir, "deadletter"))
+					return nil
+				}
+			}
+			failed := 0
+			for _, o := range todo {
+				path := file
+				if path == "" {
+					path = pipeline.DeadLetterPath(o, cfg.DataDir)
+				}
+				if err := redeliverOne(c, o, cfg.DataDir, path, outputs.RedeliverOptions{DryRun: dryRun, Batch: batch}); err != nil {
+					fmt.Fprintf(c.OutOrStdout(), "%s: FAILED: %v\n", o.Name, err)
+					failed++
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d redeliveries failed", failed, len(todo))
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&cfgPath, "config", "c", "/etc/vmlineage/vmlineage.yaml", "agent configuration file")
+	c.Flags().StringVar(&file, "file", "", "dead-letter file to send (default: the output's own)")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "count the entries waiting, by status and error; send nothing")
+	c.Flags().IntVar(&batch, "batch", 500, "entries per send")
+	return c
+}
+
+func redeliverOne(c *cobra.Command, o config.Output, dataDir, path string, opt outputs.RedeliverOptions) error {
+	w := c.OutOrStdout()
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	out, err := pipeline.BuildOutput(o, dataDir)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	st, err := outputs.Redeliver(cmdContext(c), path, out, opt)
+	reasons := make([]string, 0, len(st.ByReason))
+	for r, n := range st.ByReason {
+		reasons = append(reasons, fmt.Sprintf("%6d  %s", n, r))
+	}
+	sort.Strings(reasons)
+	fmt.Fprintf(w, "%s: %s: %d entries waiting after byte %d\n", o.Name, path, st.Pending, st.From)
+	for _, r := range reasons {
+		fmt.Fprintf(w, "%s\n", r)
+	}
+	if !opt.DryRun {
+		fmt.Fprintf(w, "%s: %d sent again; redelivered up to byte %d\n", o.Name, st.Sent, st.To)
+	}
+	return err
 }
 
 func newStatusCmd() *cobra.Command {
