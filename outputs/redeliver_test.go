@@ -1,6 +1,7 @@
 package outputs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -231,4 +232,41 @@ func TestRedeliverDryRunCountsWithoutSending(t *testing.T) {
 	if err != nil || st.Pending != 3 || st.Sent != 0 || len(o.batches) != 0 || mark(t, path) != "none" {
 		t.Fatalf("dry run: %+v %v, sent %v, mark %s", st, err, o.ids(), mark(t, path))
 	}
+}
+
+// FuzzRedeliver: whatever a dead-letter file holds, a run never panics,
+// never moves the mark past the last whole line, and sends entries only
+// from lines before the first bad one.
+func FuzzRedeliver(f *testing.F) {
+	f.Add([]byte(`{"id":"a","event":{"x":1}}` + "\n" + `{"id":"b","payload":"CEF:0|x"}` + "\n"))
+	f.Add([]byte(`{"id":"a","event":{"x":1}}` + "\nnot json\n" + `{"id":"b","payload":"y"}` + "\n"))
+	f.Add([]byte("\n\n{\"id\":\"a\",\"payload\":\"p\",\"item_time\":\"2026-12-04T10:00:00Z\"}"))
+	f.Add([]byte(`{"id":"a","event":null,"payload":""}` + "\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "dl.jsonl")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := &taker{failAt: -1}
+		st, err := Redeliver(context.Background(), path, o, RedeliverOptions{Batch: 2})
+		lastNL := int64(bytes.LastIndexByte(data, '\n') + 1)
+		if st.To > lastNL {
+			t.Fatalf("mark %d past the last whole line (%d)", st.To, lastNL)
+		}
+		if err == nil && st.Sent != st.Pending {
+			t.Fatalf("no error, but %d of %d pending sent", st.Sent, st.Pending)
+		}
+		if st.Sent != len(o.ids()) {
+			t.Fatalf("stats say %d sent, the output took %d", st.Sent, len(o.ids()))
+		}
+		// A second run starts at the mark and sends only what was left.
+		o2 := &taker{failAt: -1}
+		st2, _ := Redeliver(context.Background(), path, o2, RedeliverOptions{})
+		if st2.From != st.To {
+			t.Fatalf("second run from %d, the first left the mark at %d", st2.From, st.To)
+		}
+		if err == nil && len(o2.ids()) != 0 {
+			t.Fatalf("a clean run left %v to send again", o2.ids())
+		}
+	})
 }
