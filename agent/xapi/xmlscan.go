@@ -187,7 +187,10 @@ func (s *scanner) value() (sc scalar, compound string, err error) {
 	}
 	if k := s.at(s.i, "value", true); k > 0 { // an untyped scalar, xapi's usual
 		s.i += k
-		sc.text = bytes.TrimSpace(t)
+		// Kept whole: xapi writes a string as <value>text</value>, never
+		// indented (ocaml-rpc's Xmlrpc.to_string), so spaces around it are
+		// part of it, as JSON-RPC gives them. kolo/xmlrpc trims them.
+		sc.text = t
 		return sc, "", nil
 	}
 	n, end, empty, err := s.tag()
@@ -198,7 +201,7 @@ func (s *scanner) value() (sc scalar, compound string, err error) {
 		if string(n) != "value" {
 			return sc, "", s.fail("mismatched </" + string(n) + ">")
 		}
-		sc.text = bytes.TrimSpace(t)
+		sc.text = t
 		return sc, "", nil
 	}
 	if len(bytes.TrimSpace(t)) != 0 {
