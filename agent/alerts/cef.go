@@ -21,8 +21,19 @@ import (
 // its "CEF:" prefix rather than by the syslog parser's idea of where the
 // message starts, because an RFC 3164 line without a tag makes "CEF" the
 // tag (see the reference, integrations.md §1.6). now stands in for a
-// missing time.
+// missing time. Times without a zone are taken as UTC; ParseSyslogCEFIn
+// takes them in another zone.
 func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
+	return ParseSyslogCEFIn(msg, now, time.UTC)
+}
+
+// ParseSyslogCEFIn is ParseSyslogCEF with the zone of the times that carry
+// none (an RFC 3164 header's, a CEF date without a zone): the sensors'
+// zone, alerts.timezone in the configuration.
+func ParseSyslogCEFIn(msg []byte, now time.Time, loc *time.Location) (*Alert, error) {
+	if loc == nil {
+		loc = time.UTC
+	}
 	if len(msg) > MaxAlertBytes {
 		return nil, ErrTooLarge
 	}
@@ -35,9 +46,9 @@ func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
 	var hdrTime time.Time
 	bsd := false
 	if i > 0 {
-		hostname, hdrTime, bsd = syslogHeader(msg, now)
+		hostname, hdrTime, bsd = syslogHeader(msg, now, loc)
 	}
-	a, err := ParseCEF(string(msg[i:]), now)
+	a, err := ParseCEFIn(string(msg[i:]), now, loc)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +60,7 @@ func ParseSyslogCEF(msg []byte, now time.Time) (*Alert, error) {
 		a.Doc["@timestamp"] = timeString(a.Time)
 		a.Notes = nil
 		if bsd {
-			a.Notes = append(a.Notes, "time from the RFC 3164 syslog header, which has no zone and no year: taken as UTC, in the year nearest the receipt")
+			a.Notes = append(a.Notes, "time from the RFC 3164 syslog header, which has no zone and no year: taken as "+loc.String()+", in the year nearest the receipt")
 		}
 		if _, ok := lookupString(a.Doc, "event.id"); !ok {
 			a.ID = datedID(msg[i:], a.Time)
@@ -65,10 +76,10 @@ var (
 
 // syslogHeader takes the sender and time from the header, best effort: a
 // header the parsers cannot read only costs those two fields. bsd says the
-// time is an RFC 3164 "Mmm dd hh:mm:ss": zone-less (taken as UTC) and
+// time is an RFC 3164 "Mmm dd hh:mm:ss": zone-less (taken in loc) and
 // year-less, dated in the year nearest now (go-syslog's CurrentYear is the
 // receiver's, a year ahead for an alert of Dec 31 read on Jan 1).
-func syslogHeader(msg []byte, now time.Time) (string, time.Time, bool) {
+func syslogHeader(msg []byte, now time.Time, loc *time.Location) (string, time.Time, bool) {
 	try := func(p syslog.Machine) (string, time.Time, bool) {
 		m, err := p.Parse(msg)
 		if m == nil || (err != nil && !m.Valid()) {
@@ -87,6 +98,8 @@ func syslogHeader(msg []byte, now time.Time) (string, time.Time, bool) {
 	}
 	h, t, _ := try(p3164)
 	if j := bytes.IndexByte(msg, '>'); !t.IsZero() && j >= 0 && j+1 < len(msg) && msg[j+1] >= 'A' && msg[j+1] <= 'Z' {
+		// go-syslog reads the wall clock as UTC; it is the sender's.
+		t = time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc)
 		if y, err := nearestYear(t, now); err == nil {
 			return h, y, true
 		}
@@ -120,8 +133,14 @@ func derefT(t *time.Time) time.Time {
 //	parseCEFTime) → @timestamp.
 //
 // Every extension is also kept under cef.extensions, and the line under
-// event.original.
+// event.original. A date without a zone is taken as UTC (ParseCEFIn: in
+// another zone).
 func ParseCEF(line string, now time.Time) (*Alert, error) {
+	return ParseCEFIn(line, now, time.UTC)
+}
+
+// ParseCEFIn is ParseCEF with the zone of the dates that carry none.
+func ParseCEFIn(line string, now time.Time, loc *time.Location) (*Alert, error) {
 	if len(line) > MaxAlertBytes {
 		return nil, ErrTooLarge
 	}
@@ -183,7 +202,7 @@ func ParseCEF(line string, now time.Time) (*Alert, error) {
 	}
 	for _, k := range []string{"rt", "end", "start"} {
 		if v := get(k); v != "" {
-			t, err := parseCEFTime(v, now)
+			t, err := parseCEFTime(v, now, loc)
 			if err != nil {
 				return nil, fmt.Errorf("cef: %s=%q: %w", k, v, err)
 			}

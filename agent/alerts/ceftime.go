@@ -10,13 +10,14 @@ import (
 
 // parseCEFTime reads the date forms the CEF standard allows for rt, end
 // and start: milliseconds since the epoch, or "MMM dd[ yyyy] HH:mm:ss[.SSS]
-// [zone]". Without a zone the time is taken as UTC. Without a year it takes
+// [zone]". Without a zone the time is taken in loc (alerts.timezone, UTC
+// by default: the sensors' zone when they write local time). Without a year it takes
 // the year that puts it nearest to now (the receipt time), but not more than
 // a day after now (a sender's clock may run a little ahead; an alert from
 // the next year is none). A zone is a numeric offset (+0900, -07:00,
 // GMT+9) or an abbreviation of cefZones; an ambiguous or unknown
 // abbreviation is refused, never read as UTC.
-func parseCEFTime(s string, now time.Time) (time.Time, error) {
+func parseCEFTime(s string, now time.Time, loc *time.Location) (time.Time, error) {
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 || n > 1<<45 {
 			return time.Time{}, errors.New("epoch milliseconds out of range")
@@ -24,7 +25,9 @@ func parseCEFTime(s string, now time.Time) (time.Time, error) {
 		return time.UnixMilli(n).UTC(), nil
 	}
 	f := strings.Fields(s)
-	loc := time.UTC
+	if loc == nil {
+		loc = time.UTC
+	}
 	if len(f) == 4 && !strings.Contains(f[3], ":") || len(f) == 5 {
 		// the last field is the zone (a year-less form has no 4th field
 		// but the zone; a clock always holds ':')

@@ -33,14 +33,14 @@ func TestParseCEFTimeForms(t *testing.T) {
 		"Dec 31 23:59:00":         utc(2023, 12, 31, 23, 59, 0, 0),
 		"Feb 29 10:00:00":         utc(2024, 2, 29, 10, 0, 0, 0),
 	} {
-		got, err := parseCEFTime(in, now)
+		got, err := parseCEFTime(in, now, nil)
 		if err != nil || !got.Equal(want) {
 			t.Errorf("%q: got %s, %v; want %s", in, got, err, want)
 		}
 	}
 	// The new year: an alert stamped Dec 31 received on Jan 1 is of the
 	// year before, not a year ahead.
-	if got, _ := parseCEFTime("Dec 31 23:59:00", time.Date(2025, 1, 1, 0, 5, 0, 0, time.UTC)); got.Year() != 2024 {
+	if got, _ := parseCEFTime("Dec 31 23:59:00", time.Date(2025, 1, 1, 0, 5, 0, 0, time.UTC), nil); got.Year() != 2024 {
 		t.Errorf("Dec 31 received on Jan 1 2025: %s", got)
 	}
 	for in, want := range map[string]string{
@@ -56,7 +56,7 @@ func TestParseCEFTimeForms(t *testing.T) {
 		if strings.HasPrefix(in, "Feb 29") {
 			n = time.Date(2022, 3, 1, 0, 0, 0, 0, time.UTC) // 2021-2023: no Feb 29
 		}
-		if _, err := parseCEFTime(in, n); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := parseCEFTime(in, n, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error with %q", in, err, want)
 		}
 	}

@@ -40,6 +40,9 @@ type SyslogListener struct {
 	Emit    func(doc []byte) // with Ordered: each enriched alert
 	Log     *slog.Logger
 	OnError func(raw []byte, err error)
+	// Zone is the zone of alert times that carry none (RFC 3164 headers,
+	// CEF dates without a zone); nil: UTC.
+	Zone *time.Location
 }
 
 func (l *SyslogListener) log() *slog.Logger {
@@ -50,7 +53,7 @@ func (l *SyslogListener) log() *slog.Logger {
 }
 
 func (l *SyslogListener) one(ctx context.Context, raw []byte, source, peer string) {
-	a, err := ParseSyslogCEF(raw, time.Now())
+	a, err := ParseSyslogCEFIn(raw, time.Now(), l.Zone)
 	if err == nil {
 		a.Source = source
 		if l.Ordered != nil {

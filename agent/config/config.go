@@ -148,6 +148,23 @@ type Alerts struct {
 	// in the last Retention, at most MaxAlerts of them; 0 sets no bound.
 	Retention Duration `yaml:"retention" help:"how long the alert log keeps an alert after receiving it (e.g. 90d; 0: forever)"`
 	MaxAlerts int64    `yaml:"max_alerts" help:"most alerts the alert log keeps, the oldest go first (0: no bound)"`
+	// Timezone is the sensors' zone, for alert times written without one
+	// (RFC 3164 headers, CEF dates without a zone): an IANA name such as
+	// Europe/Berlin, or Local. Empty: UTC.
+	Timezone string `yaml:"timezone" help:"zone of alert times that carry none (RFC 3164 headers, CEF dates): IANA name, e.g. Europe/Berlin, or Local (default UTC)"`
+}
+
+// Zone is the location Timezone names (UTC when empty); Validate has
+// checked it.
+func (a Alerts) Zone() (*time.Location, error) {
+	if a.Timezone == "" {
+		return time.UTC, nil
+	}
+	z, err := time.LoadLocation(a.Timezone)
+	if err != nil {
+		return nil, fmt.Errorf("alerts.timezone: %q is not a time zone (want an IANA name such as Europe/Berlin, or UTC or Local)", a.Timezone)
+	}
+	return z, nil
 }
 
 // Output is one destination of lifecycle records. Each has its own durable
@@ -370,6 +387,9 @@ func (c *Config) Validate() error {
 	// default), and alerts deleted stop counting.
 	if r := c.Alerts.Retention.D(); r < 0 || (r > 0 && r < time.Hour) {
 		errs = append(errs, fmt.Errorf("alerts.retention: %s is not 0 (keep forever) or at least 1h", r))
+	}
+	if _, err := c.Alerts.Zone(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Alerts.MaxAlerts < 0 {
 		errs = append(errs, fmt.Errorf("alerts.max_alerts: %d is below 0 (0: no bound)", c.Alerts.MaxAlerts))

@@ -160,3 +160,22 @@ func TestDurationsAndAlertRetention(t *testing.T) {
 		t.Errorf("retention 10m, max_alerts -1: %v", err)
 	}
 }
+
+func TestAlertsTimezone(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("alerts:\n  timezone: Europe/Berlin\n"), 0o600)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z, err := cfg.Alerts.Zone(); err != nil || z.String() != "Europe/Berlin" {
+		t.Errorf("zone %v, %v", z, err)
+	}
+	if z, err := Default().Alerts.Zone(); err != nil || z != time.UTC {
+		t.Errorf("default zone %v, %v", z, err)
+	}
+	cfg.Alerts.Timezone = "Mars/Olympus_Mons"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `alerts.timezone: "Mars/Olympus_Mons" is not a time zone`) {
+		t.Errorf("unknown zone: %v", err)
+	}
+}

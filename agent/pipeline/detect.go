@@ -130,7 +130,8 @@ func (a *Agent) startDetection(ctx context.Context) (*detection, error) {
 		// A message that is not an alert goes out as an error document,
 		// as in `alerts serve` (ECS outputs only: it has no CEF form).
 		onErr := func(raw []byte, err error) { a.emitDoc(ctx, alerts.ErrorDoc(raw, err, time.Now()), false) }
-		l := &alerts.SyslogListener{Ordered: d.ordered, Emit: emit, Log: a.log, OnError: onErr}
+		zone, _ := a.cfg.Alerts.Zone() // checked with the configuration
+		l := &alerts.SyslogListener{Ordered: d.ordered, Emit: emit, Log: a.log, OnError: onErr, Zone: zone}
 		go l.ServeUDP(ctx, pc)
 		go l.ServeTCP(ctx, ln)
 		a.log.Info("alert intake over syslog", "addr", addr)

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmlineage/vmlineage/agent/alerts"
+	"github.com/vmlineage/vmlineage/agent/config"
 )
 
 func newAlertsCmd() *cobra.Command {
@@ -84,7 +85,7 @@ the agent may be running. --since and --until select by the alert's own time.`,
 func newAlertsServeCmd() *cobra.Command {
 	var sf storeFlags
 	var df detectorFlags
-	var udpAddr, tcpAddr, httpAddr, tokenFile, outPath string
+	var udpAddr, tcpAddr, httpAddr, tokenFile, outPath, zoneName string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Listen for CEF alerts over syslog and ECS alerts over HTTP; write them enriched",
@@ -98,6 +99,10 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 		RunE: func(c *cobra.Command, _ []string) error {
 			if udpAddr == "" && tcpAddr == "" && httpAddr == "" {
 				return errors.New("nothing to listen on: give --syslog-udp, --syslog-tcp or --http")
+			}
+			zone, err := config.Alerts{Timezone: zoneName}.Zone()
+			if err != nil {
+				return fmt.Errorf("--timezone: %w", err)
 			}
 			ctx, cancel := signal.NotifyContext(cmdContext(c), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
@@ -127,7 +132,7 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 			n := 0
 			ord := alerts.NewOrdered(e, 0)
 			defer ord.Close() // the alerts under way are written before stop
-			sl := &alerts.SyslogListener{Ordered: ord, Emit: emit, Log: log, OnError: onErr}
+			sl := &alerts.SyslogListener{Ordered: ord, Emit: emit, Log: log, OnError: onErr, Zone: zone}
 			if udpAddr != "" {
 				pc, err := net.ListenPacket("udp", udpAddr)
 				if err != nil {
@@ -187,5 +192,6 @@ Alerts that cannot be read are written as error documents (vmlineage.error, even
 	c.Flags().StringVar(&httpAddr, "http", "", "address for POST /v1/alerts, e.g. 127.0.0.1:8088")
 	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the HTTP bearer token")
 	c.Flags().StringVar(&outPath, "out", "-", "file to append enriched alerts to (- for stdout)")
+	c.Flags().StringVar(&zoneName, "timezone", "", "zone of syslog alert times that carry none (RFC 3164 headers, CEF dates): IANA name or Local (default UTC)")
 	return c
 }

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"time"
+	// alerts.timezone names a zone; hosts without tzdata still know them.
+	_ "time/tzdata"
 )
 
 func main() {
