@@ -45,7 +45,23 @@ type Store struct {
 	// them); otherwise PutRecord seals at once.
 	deferSeal atomic.Bool
 	merged    atomic.Int64
+
+	refusedParents atomic.Uint64
+	// OnRefusedParent, when set before the first write, hears of each
+	// parent link refused because it would close a cycle in the tree.
+	OnRefusedParent func(child, parent string)
 }
+
+func (s *Store) refuseParent(child, parent string) {
+	s.refusedParents.Add(1)
+	if s.OnRefusedParent != nil {
+		s.OnRefusedParent(child, parent)
+	}
+}
+
+// RefusedParents counts the parent links refused since Open because they
+// would have made a VM its own ancestor.
+func (s *Store) RefusedParents() uint64 { return s.refusedParents.Load() }
 
 // Open opens or creates the store at path. The directory is created with
 // mode 0750 when missing.

@@ -634,10 +634,15 @@ func TestCyclicParentsListedOnce(t *testing.T) {
 	s, _ := open(t)
 	s.Update(ctx, func(tx *Tx) error {
 		tx.PutVM(vm("a", "A", "b", 0))
-		tx.PutVM(vm("b", "B", "a", 1))
+		tx.PutVM(vm("b", "B", "", 1))
 		tx.PutVM(vm("c", "C", "a", 2))
 		return tx.PutVM(vm("d", "D", "c", 3))
 	})
+	// PutVM refuses the link that closes the cycle (TestParentCycleRefused);
+	// a corrupt file can still hold one.
+	if _, err := s.DB().Exec("UPDATE vms SET parent_uuid='a' WHERE uuid='b'"); err != nil {
+		t.Fatal(err)
+	}
 	uuids := func(vs []VM) string {
 		var out []string
 		for _, v := range vs {
@@ -656,5 +661,67 @@ func TestCyclicParentsListedOnce(t *testing.T) {
 	}
 	if r, err := s.FamilyRoot(ctx, "d"); err != nil || r.UUID != "b" {
 		t.Errorf("FamilyRoot(d) = %s (%v)", r.UUID, err)
+	}
+}
+
+// TestParentCycleRefused: a parent link that would make a VM its own
+// ancestor (itself, or a descendant of it, named as its parent by a
+// replayed or forged log) is not made, by PutVM or by sealing a creating
+// record; the VM keeps the parent it had, the record keeps its claim, and
+// the refusal is counted and heard.
+func TestParentCycleRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	var heard []string
+	s.OnRefusedParent = func(child, parent string) { heard = append(heard, child+"<-"+parent) }
+	s.DeferSeal(true)
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, v := range []*VM{vm("o", "origin", "", 0), vm("a", "A", "o", 1), vm("b", "B", "a", 2), vm("c", "C", "b", 3)} {
+			if err := tx.PutVM(v); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutVM(vm("a", "A", "c", 4)); err != nil { // a's grandchild as its parent
+			return err
+		}
+		if err := tx.PutVM(vm("b", "B", "b", 5)); err != nil { // itself
+			return err
+		}
+		if err := tx.PutVM(vm("d", "D", "", 6)); err != nil {
+			return err
+		}
+		// A clone record naming d's child as d's parent: refused at seal.
+		if err := tx.PutVM(vm("e", "E", "d", 7)); err != nil {
+			return err
+		}
+		_, err := tx.PutRecord(&record.Record{ID: record.ID("p", "0000000000c1", 0), PoolUUID: "p", VMUUID: "d", VMName: "D", ParentVMUUID: "e",
+			Activity: record.Clone, Start: at(8), End: at(9), Result: record.Success, Source: record.SourceLog})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Seal(ctx, 0, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	for uuid, want := range map[string]string{"a": "o", "b": "a", "c": "b", "d": "", "e": "d"} {
+		v, err := s.VM(ctx, uuid)
+		if err != nil || v.ParentUUID != want {
+			t.Errorf("%s: parent %q (%v), want %q", uuid, v.ParentUUID, err, want)
+		}
+	}
+	if s.RefusedParents() != 3 || strings.Join(heard, " ") != "a<-c b<-b d<-e" {
+		t.Errorf("refused %d: %v", s.RefusedParents(), heard)
+	}
+	recs, _ := s.Records(ctx, Filter{VMUUID: "d"})
+	if len(recs) != 1 || recs[0].ParentVMUUID != "e" {
+		t.Errorf("the record lost its claim: %+v", recs)
+	}
+	// A legitimate link is still made.
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.PutVM(vm("d", "D", "o", 10)) }); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.VM(ctx, "d"); v.ParentUUID != "o" {
+		t.Errorf("d: parent %q, want o", v.ParentUUID)
 	}
 }

@@ -206,6 +206,18 @@ func (t *Tx) PutVM(v *VM) error {
 	if kind == "" {
 		kind = KindVM
 	}
+	parent, via := v.ParentUUID, v.ParentVia
+	if parent != "" {
+		cyc, err := t.wouldCycle(v.UUID, parent)
+		if err != nil {
+			return fmt.Errorf("lineage: store VM %s: %w", v.UUID, err)
+		}
+		if cyc {
+			// The VM keeps the parent it had; the record keeps the claim.
+			t.store.refuseParent(v.UUID, parent)
+			parent, via = "", ""
+		}
+	}
 	_, err := t.exec(`INSERT INTO vms(uuid,pool_uuid,name,parent_uuid,parent_via,kind,power_state,host_uuid,first_seen_ms,last_seen_ms,destroyed_ms,xapi_ref)
 		VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(uuid) DO UPDATE SET
@@ -218,12 +230,30 @@ func (t *Tx) PutVM(v *VM) error {
 		  last_seen_ms=MAX(last_seen_ms, excluded.last_seen_ms),
 		  destroyed_ms=excluded.destroyed_ms,
 		  xapi_ref=CASE WHEN excluded.xapi_ref<>'' THEN excluded.xapi_ref ELSE xapi_ref END`,
-		v.UUID, v.PoolUUID, v.Name, v.ParentUUID, v.ParentVia, kind, v.PowerState, v.HostUUID,
+		v.UUID, v.PoolUUID, v.Name, parent, via, kind, v.PowerState, v.HostUUID,
 		ms(v.FirstSeen), ms(v.LastSeen), nullMS(v.Destroyed), v.Ref)
 	if err != nil {
 		return fmt.Errorf("lineage: store VM %s: %w", v.UUID, err)
 	}
 	return nil
+}
+
+// wouldCycle reports whether making parent the parent of child would make
+// child its own ancestor: parent is child, or child is among parent's
+// ancestors. xapi never does that, but a parent link comes from outside
+// input too (replayed or forwarded logs), and one cycle in the tree would
+// make every walk of that family run to maxDepth.
+func (t *Tx) wouldCycle(child, parent string) (bool, error) {
+	if child == parent {
+		return true, nil
+	}
+	var yes bool
+	err := t.queryRow(`WITH RECURSIVE up(uuid, depth) AS (
+		  SELECT parent_uuid, 1 FROM vms WHERE uuid=?1 AND parent_uuid<>''
+		  UNION ALL
+		  SELECT v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.uuid WHERE v.parent_uuid<>'' AND up.depth<?3)
+		SELECT EXISTS(SELECT 1 FROM up WHERE uuid=?2)`, parent, child, maxDepth).Scan(&yes)
+	return yes, err
 }
 
 // SetPower updates the power state and host of a VM the store holds alive,

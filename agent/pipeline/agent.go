@@ -94,6 +94,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	store.OnRefusedParent = func(child, parent string) {
+		log.Warn("lineage: parent link not made: it would make the VM its own ancestor (the record keeps the claim)", "vm", child, "claimed_parent", parent)
+	}
 	tr := lifecycle.New(store, log)
 	a := &Agent{cfg: cfg, opts: opts, log: log, Store: store, Tracer: tr, Client: client, metrics: opts.Metrics, started: time.Now()}
 	// A record another source may still complete waits unsealed (and

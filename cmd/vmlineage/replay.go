@@ -69,6 +69,9 @@ one summary line is printed.`,
 				return err
 			}
 			defer st.Close()
+			st.OnRefusedParent = func(child, parent string) {
+				fmt.Fprintf(c.ErrOrStderr(), "warning: VM %s not made a child of %s, a VM that descends from it (the record keeps the claim)\n", child, parent)
+			}
 			dcfg, err := replayDeriverConfig(ctx, st, pool, master, hosts)
 			if err != nil {
 				return err

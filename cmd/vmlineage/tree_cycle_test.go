@@ -18,13 +18,15 @@ func TestTreeShowsCycle(t *testing.T) {
 		return &lineage.VM{UUID: uuid, PoolUUID: "p", Name: name, ParentUUID: parent, Kind: lineage.KindVM, PowerState: "Halted", FirstSeen: at, LastSeen: at}
 	}
 	dir := storeWith(t, func(tx *lineage.Tx) error {
-		for _, v := range []*lineage.VM{mk("o", "origin", "", 0), mk("a", "vmA", "b", 1), mk("b", "vmB", "a", 2), mk("c", "vmC", "a", 3)} {
+		for _, v := range []*lineage.VM{mk("o", "origin", "", 0), mk("a", "vmA", "b", 1), mk("b", "vmB", "", 2), mk("c", "vmC", "a", 3)} {
 			if err := tx.PutVM(v); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	// The store refuses a link that closes a cycle; a corrupt file has one.
+	sqlExec(t, dir, "UPDATE vms SET parent_uuid='a' WHERE uuid='b'")
 	for _, args := range [][]string{{"tree", "--data-dir", dir}, {"tree", "--data-dir", dir, "--vm", "vmC"}} {
 		out, err := run(t, args...)
 		if err != nil {
