@@ -340,6 +340,7 @@ func (c *checker) secrets(cfg *Config, opts CheckOptions) string {
 		c.warn("xapi.url", "not set: the agent needs it (here or --xapi-url)")
 	}
 	c.webToken(cfg, lookup)
+	c.metricsToken(cfg)
 	for i, o := range cfg.Outputs {
 		// The agent reads these at start and stops when it cannot.
 		for k, f := range map[string]string{"password_file": o.PasswordFile, "api_key_file": o.APIKeyFile} {
@@ -374,6 +375,23 @@ func (c *checker) webToken(cfg *Config, lookup func(string) (string, bool)) {
 	}
 	if err := listenauth.Check(w.Listen, strings.TrimSpace(token)); err != nil {
 		c.add("webui.listen", c.lines["webui.listen"], err.Error()+"; the agent would refuse to start")
+	}
+}
+
+// metricsToken checks metrics.token_file as the agent reads it: readable,
+// and as long as listenauth asks of any token.
+func (c *checker) metricsToken(cfg *Config) {
+	m := cfg.Metrics
+	if m.Listen == "" || m.TokenFile == "" {
+		return
+	}
+	b, err := os.ReadFile(m.TokenFile)
+	if err != nil {
+		c.add("metrics.token_file", c.lines["metrics.token_file"], "cannot read: "+errText(err))
+		return
+	}
+	if n := len(strings.TrimSpace(string(b))); n < listenauth.MinTokenLen {
+		c.add("metrics.token_file", c.lines["metrics.token_file"], fmt.Sprintf("the token is %d characters long; at least %d are required", n, listenauth.MinTokenLen))
 	}
 }
 

@@ -196,3 +196,28 @@ func FuzzCheckBytes(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckMetricsToken(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("0123456789abcdef0123\n"), 0o600)
+	for _, c := range []struct{ file, want string }{
+		{filepath.Join(dir, "missing"), "cannot read"},
+		{short, "3 characters long; at least 16"},
+		{good, ""},
+	} {
+		_, ps := CheckBytes([]byte("metrics:\n  listen: 0.0.0.0:9464\n  token_file: "+c.file+"\n"), CheckOptions{LookupEnv: noEnv})
+		p := find(ps, "metrics.token_file")
+		if c.want == "" {
+			if p != nil {
+				t.Errorf("%s: unexpected %v", c.file, p)
+			}
+			continue
+		}
+		if p == nil || p.Line != 3 || !strings.Contains(p.Msg, c.want) {
+			t.Errorf("%s: want %q on line 3, got %v (all: %v)", c.file, c.want, p, ps)
+		}
+	}
+}

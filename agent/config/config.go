@@ -205,7 +205,8 @@ type Output struct {
 
 // Metrics is the Prometheus endpoint (/metrics, /healthz).
 type Metrics struct {
-	Listen string `yaml:"listen" help:"address of the Prometheus /metrics and /healthz endpoint (empty: off)"`
+	Listen    string `yaml:"listen" help:"address of the Prometheus /metrics and /healthz endpoint (empty: off)"`
+	TokenFile string `yaml:"token_file" help:"file holding a bearer token /metrics then requires (/healthz stays open)"`
 }
 
 // WebUI is the forensics view inside the agent.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -294,5 +295,41 @@ func TestAlertAndDetectorCall(t *testing.T) {
 	}
 	if h := byName["vmlineage_alert_enrich_seconds"].GetMetric()[0].GetHistogram(); h.GetSampleSum() < 0.0039 || h.GetSampleSum() > 0.0041 {
 		t.Errorf("enrich seconds sum %v, want 0.004", h.GetSampleSum())
+	}
+}
+
+// With a token, /metrics answers only a request that carries it; /healthz
+// stays open for probes.
+func TestRequireToken(t *testing.T) {
+	const token = "0123456789abcdef0123"
+	h := RequireToken(Handler(prometheus.NewRegistry(), nil), token)
+	for _, c := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/metrics", "", 401},
+		{"/metrics", "Bearer wrong-token-0123456789", 401},
+		{"/metrics", "Basic " + token, 401},
+		{"/metrics", "Bearer " + token, 200},
+		{"/metrics", "bearer " + token, 200},
+		{"/healthz", "", 200},
+	} {
+		r := httptest.NewRequest("GET", c.path, nil)
+		if c.auth != "" {
+			r.Header.Set("Authorization", c.auth)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("%s with %q: %d, want %d", c.path, c.auth, w.Code, c.want)
+		}
+		if w.Code == 401 && !strings.Contains(w.Header().Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("401 without a WWW-Authenticate challenge")
+		}
+	}
+	w := httptest.NewRecorder()
+	RequireToken(Handler(prometheus.NewRegistry(), nil), "").ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if w.Code != 200 {
+		t.Errorf("no token configured: /metrics %d", w.Code)
 	}
 }

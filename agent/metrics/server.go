@@ -2,11 +2,13 @@ package metrics
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +39,27 @@ func Handler(g prometheus.Gatherer, health HealthFunc) http.Handler {
 		json.NewEncoder(w).Encode(map[string]string{"status": "ok"})
 	})
 	return mux
+}
+
+// RequireToken makes /metrics answer only a request with "Authorization:
+// Bearer <token>" (Prometheus: authorization.credentials_file), compared in
+// constant time; /healthz stays open for probes. An empty token changes
+// nothing.
+func RequireToken(h http.Handler, token string) http.Handler {
+	if token == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			scheme, got, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="vmlineage metrics"`)
+				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Server is the metrics HTTP server.

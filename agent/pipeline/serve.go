@@ -13,6 +13,7 @@ import (
 	"github.com/vmlineage/vmlineage/agent/alerts"
 	"github.com/vmlineage/vmlineage/agent/metrics"
 	"github.com/vmlineage/vmlineage/agent/webui"
+	"github.com/vmlineage/vmlineage/internal/listenauth"
 )
 
 // Healthy says whether the agent is doing its job: it has synced with the
@@ -55,7 +56,19 @@ func (a *Agent) serveSide(ctx context.Context) error {
 				m.SetOutput(h.Output, metrics.OutputStats{Delivered: h.Spool.Acked, Errors: h.Health.Failed, Queued: h.Spool.Records})
 			}
 		})
-		srv, err := metrics.Listen(a.cfg.Metrics.Listen, metrics.Handler(m.Gatherer(reg), a.Healthy))
+		var token string
+		if f := a.cfg.Metrics.TokenFile; f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("metrics.token_file: %w", err)
+			}
+			if token = strings.TrimSpace(string(b)); len(token) < listenauth.MinTokenLen {
+				return fmt.Errorf("metrics.token_file: the token is %d characters long; at least %d are required", len(token), listenauth.MinTokenLen)
+			}
+		} else if !listenauth.IsLoopback(a.cfg.Metrics.Listen) {
+			a.log.Warn("metrics endpoint open to the network without a token (set metrics.token_file)", "addr", a.cfg.Metrics.Listen)
+		}
+		srv, err := metrics.Listen(a.cfg.Metrics.Listen, metrics.RequireToken(metrics.Handler(m.Gatherer(reg), a.Healthy), token))
 		if err != nil {
 			return fmt.Errorf("metrics.listen: %w", err)
 		}

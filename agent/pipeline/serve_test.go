@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -90,5 +91,36 @@ func TestAgentServesMetricsAndWebView(t *testing.T) {
 	var tree any
 	if err := json.Unmarshal([]byte(body), &tree); err != nil || len(fmt.Sprint(tree)) < 100 {
 		t.Errorf("/api/tree is not a tree: %v %.200s", err, body)
+	}
+}
+
+// With metrics.token_file, the agent's /metrics wants the token; /healthz
+// stays open.
+func TestAgentMetricsToken(t *testing.T) {
+	sc, _ := xapisim.Builtin("threat-model")
+	h := newHarness(t, sc, true, "")
+	cfg := h.config()
+	cfg.Metrics.Listen = freeAddr(t)
+	cfg.Metrics.TokenFile = filepath.Join(h.dir, "metrics-token")
+	const token = "metrics-token-0123456789"
+	os.WriteFile(cfg.Metrics.TokenFile, []byte(token+"\n"), 0o600)
+	h.startAgent(context.Background(), cfg)
+	base := "http://" + cfg.Metrics.Listen
+	if code, _ := get(t, base+"/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without the token: %d", code)
+	}
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || metricValue(string(b), "vmlineage_records_committed_total") < 0 {
+		t.Errorf("/metrics with the token: %d %.200s", resp.StatusCode, b)
+	}
+	if code, body := get(t, base+"/healthz"); code == http.StatusUnauthorized {
+		t.Errorf("/healthz wants a token: %s", body)
 	}
 }
