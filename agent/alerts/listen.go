@@ -3,10 +3,10 @@ package alerts
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vmlineage/vmlineage/internal/listenauth"
 	"github.com/vmlineage/vmlineage/internal/syslogframe"
 	"io"
 	"log/slog"
@@ -184,8 +184,7 @@ func httpHandlerErr(token string, log *slog.Logger, onError func(raw []byte, err
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return
 		}
-		got, ok := bearerToken(r.Header.Get("Authorization"))
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !listenauth.BearerOK(r.Header.Get("Authorization"), token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vmlineage"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			log.Warn("alert POST refused: bad token", "from", r.RemoteAddr)
@@ -234,16 +233,6 @@ func httpHandlerErr(token string, log *slog.Logger, onError func(raw []byte, err
 		w.Write(out.Bytes())
 	})
 	return mux, nil
-}
-
-// bearerToken returns the token of an "Authorization: Bearer <token>"
-// header; the scheme is case-insensitive (RFC 7235 §2.1, RFC 6750 §2.1).
-func bearerToken(h string) (string, bool) {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(tok), true
 }
 
 // splitBody returns the alerts of a body: one object, an array, or lines.

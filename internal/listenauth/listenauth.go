@@ -5,9 +5,11 @@
 package listenauth
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 )
 
 // ErrTokenRequired: a non-loopback address without a token.
@@ -43,4 +45,15 @@ func Check(addr, token string) error {
 		return fmt.Errorf("the bearer token is %d characters long; at least %d are required off loopback", len(token), MinTokenLen)
 	}
 	return nil
+}
+
+// BearerOK reports whether an Authorization header value carries token as
+// "Bearer <token>": the scheme case-insensitive (RFC 7235 §2.1, RFC 6750
+// §2.1), the token compared in constant time.
+func BearerOK(header, token string) bool {
+	scheme, got, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
 }

@@ -26,3 +26,20 @@ func TestCheck(t *testing.T) {
 		t.Error("no token off loopback: want ErrTokenRequired")
 	}
 }
+
+func TestBearerOK(t *testing.T) {
+	const tok = "0123456789abcdef"
+	for h, want := range map[string]bool{
+		"Bearer " + tok:          true,
+		"bearer " + tok:          true,
+		"  BEARER  " + tok + " ": true,
+		"Bearer " + tok + "x":    false,
+		"Basic " + tok:           false,
+		tok:                      false,
+		"":                       false,
+	} {
+		if got := BearerOK(h, tok); got != want {
+			t.Errorf("BearerOK(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
