@@ -63,13 +63,15 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 	if opt.Batch <= 0 {
 		opt.Batch = 500
 	}
-	lock, err := os.OpenFile(MarkPath(path)+".lock", os.O_CREATE|os.O_RDWR, 0o640)
-	if err != nil {
-		return st, fmt.Errorf("redeliver %s: %w", path, err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return st, fmt.Errorf("redeliver %s: another redelivery of this file is running (%w)", path, err)
+	if !opt.DryRun { // counting needs no lock; it moves nothing
+		lock, err := os.OpenFile(MarkPath(path)+".lock", os.O_CREATE|os.O_RDWR, 0o640)
+		if err != nil {
+			return st, fmt.Errorf("redeliver %s: %w", path, err)
+		}
+		defer lock.Close()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			return st, fmt.Errorf("redeliver %s: another redelivery of this file is running (%w)", path, err)
+		}
 	}
 	from, err := readMark(path)
 	if err != nil {
@@ -212,6 +214,12 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 		}
 	}
 	return st, lineErr
+}
+
+// PendingDeadLetters counts the entries of the dead-letter file at path not
+// yet redelivered, by status and error, as a dry run of Redeliver does.
+func PendingDeadLetters(path string) (RedeliverStats, error) {
+	return Redeliver(context.Background(), path, nil, RedeliverOptions{DryRun: true})
 }
 
 // item is the entry as it was on its way to the output.

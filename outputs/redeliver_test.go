@@ -222,6 +222,10 @@ func TestRedeliverRefusesABadMarkAndASecondRun(t *testing.T) {
 	if _, err := Redeliver(context.Background(), path, o, RedeliverOptions{}); err == nil || !strings.Contains(err.Error(), "another redelivery") || len(o.batches) != 0 {
 		t.Fatalf("second run: %v, sent %v", err, o.ids())
 	}
+	// Counting needs no lock.
+	if st, err := PendingDeadLetters(path); err != nil || st.Pending != 1 {
+		t.Fatalf("pending while a run holds the lock: %+v %v", st, err)
+	}
 }
 
 func TestRedeliverDryRunCountsWithoutSending(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -244,6 +245,9 @@ func newStatusCmd() *cobra.Command {
 				unsealed, _ := st.Unsealed(ctx)
 				out["chain"] = map[string]any{"head_seq": seq, "head_hash": hash, "unsealed": unsealed}
 			}
+			if dl := deadLetterStatus(sf); len(dl) > 0 {
+				out["dead_letters"] = dl
+			}
 			health, _ := st.AgentState(ctx, "outputs.health")
 			if health != "" {
 				var h any
@@ -258,4 +262,24 @@ func newStatusCmd() *cobra.Command {
 	}
 	sf.bind(c)
 	return c
+}
+
+// deadLetterStatus says, per dead-letter file of the data directory, how
+// many entries wait for `outputs redeliver`.
+func deadLetterStatus(sf storeFlags) map[string]any {
+	cfg, err := sf.load()
+	if err != nil {
+		return nil
+	}
+	files, _ := filepath.Glob(filepath.Join(cfg.DataDir, "deadletter", "*.jsonl"))
+	out := map[string]any{}
+	for _, f := range files {
+		st, err := outputs.PendingDeadLetters(f)
+		e := map[string]any{"file": f, "pending": st.Pending, "redelivered_bytes": st.From}
+		if err != nil {
+			e["error"] = err.Error()
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".jsonl")] = e
+	}
+	return out
 }

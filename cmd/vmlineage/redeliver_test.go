@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vmlineage/vmlineage/agent/config"
+	"github.com/vmlineage/vmlineage/agent/lineage"
 	"github.com/vmlineage/vmlineage/agent/pipeline"
 	"github.com/vmlineage/vmlineage/agent/record"
 	"github.com/vmlineage/vmlineage/formats/ecs"
@@ -138,6 +139,30 @@ func TestRedeliverSendsDeadLettersToTheReceiver(t *testing.T) {
 		}
 	}
 
+	// status counts what waits.
+	st, err := lineage.Open(filepath.Join(dir, "lineage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	pending := func() (float64, float64) {
+		t.Helper()
+		s, err := run(t, "status", "--data-dir", dir)
+		var v struct {
+			DeadLetters map[string]struct {
+				Pending          float64 `json:"pending"`
+				RedeliveredBytes float64 `json:"redelivered_bytes"`
+			} `json:"dead_letters"`
+		}
+		if err != nil || json.Unmarshal([]byte(s), &v) != nil {
+			t.Fatalf("status: %v\n%s", err, s)
+		}
+		return v.DeadLetters["es"].Pending, v.DeadLetters["es"].RedeliveredBytes
+	}
+	if n, at := pending(); n != 3 || at != 0 {
+		t.Fatalf("status before: %v pending after byte %v, want 3 after 0", n, at)
+	}
+
 	s, err := run(t, "outputs", "redeliver", "--dry-run", "--config", cfg)
 	if err != nil || !strings.Contains(s, "es: "+dl+": 3 entries waiting after byte 0") || !strings.Contains(s, "3  400 document_parsing_exception") {
 		t.Fatalf("dry run: %v\n%s", err, s)
@@ -153,6 +178,9 @@ func TestRedeliverSendsDeadLettersToTheReceiver(t *testing.T) {
 	sort.Strings(got)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("the receiver holds %v, want %v", got, want)
+	}
+	if n, at := pending(); n != 0 || at != float64(len(b)) {
+		t.Fatalf("status after: %v pending after byte %v, want 0 after %d", n, at, len(b))
 	}
 	s, err = run(t, "outputs", "redeliver", "--config", cfg)
 	if err != nil || !strings.Contains(s, "0 entries waiting") || !strings.Contains(s, "0 sent again") {
