@@ -26,6 +26,7 @@ type Metrics struct {
 	RecordsCommitted prometheus.Counter     // lifecycle records the tracer committed to the store
 	RecordsOut       *prometheus.CounterVec // records delivered, by output
 	OutputErrors     *prometheus.CounterVec // failed deliveries, by output
+	DeadLettered     *prometheus.CounterVec // records an output gave up on (dead-letter file), by output
 	QueueDepth       *prometheus.GaugeVec   // records waiting, by queue (an output's spool, the tracer)
 	LagSeconds       prometheus.Gauge       // pool time of the newest event seen minus pool time of the newest record committed
 	LastEvent        prometheus.Gauge       // unix time the last event arrived (local clock)
@@ -59,6 +60,9 @@ type OutputStats struct {
 	Delivered uint64 // records acknowledged since start
 	Errors    uint64 // failed delivery attempts since start
 	Queued    int64  // records waiting
+	// DeadLettered counts records written to the output's dead-letter file
+	// since start (they wait for `vmlineage outputs redeliver`).
+	DeadLettered uint64
 }
 
 // New creates the instruments and registers them on reg (use
@@ -74,6 +78,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Records delivered, by output."}, []string{"output"}),
 		OutputErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "output_errors_total",
 			Help: "Failed deliveries (each retry counts), by output."}, []string{"output"}),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "records_dead_lettered_total",
+			Help: "Records an output gave up on and wrote to its dead-letter file (vmlineage outputs redeliver sends them again), by output."}, []string{"output"}),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "queue_depth",
 			Help: "Records waiting to be delivered, by queue."}, []string{"queue"}),
 		LagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "lag_seconds",
@@ -111,7 +117,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.AlertsPruned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "alerts_pruned_total",
 		Help: "Alerts deleted from the alert log by alerts.retention and alerts.max_alerts."})
 	reg.MustRegister(m.Alerts, m.AlertSeconds, m.AlertPhaseSeconds, m.AlertsInFlight, m.DetectorCalls, m.DetectorCallSeconds, m.AlertsPruned)
-	reg.MustRegister(m.EventsIn, m.RecordsCommitted, m.RecordsOut, m.OutputErrors, m.QueueDepth, m.LagSeconds,
+	reg.MustRegister(m.EventsIn, m.RecordsCommitted, m.RecordsOut, m.OutputErrors, m.DeadLettered, m.QueueDepth, m.LagSeconds,
 		m.LastEvent, m.DetectorRestarts, m.DetectorUp, m.XAPIReconnects, m.ChainHead, m.ChainUnsealed, m.RecordsMerged, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version).Set(1)
@@ -205,8 +211,12 @@ func (m *Metrics) SetOutput(name string, s OutputStats) {
 	if s.Errors < prev.Errors {
 		prev.Errors = 0
 	}
+	if s.DeadLettered < prev.DeadLettered {
+		prev.DeadLettered = 0
+	}
 	m.RecordsOut.WithLabelValues(name).Add(float64(s.Delivered - prev.Delivered))
 	m.OutputErrors.WithLabelValues(name).Add(float64(s.Errors - prev.Errors))
+	m.DeadLettered.WithLabelValues(name).Add(float64(s.DeadLettered - prev.DeadLettered))
 	m.QueueDepth.WithLabelValues(name).Set(float64(s.Queued))
 }
 

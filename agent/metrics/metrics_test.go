@@ -165,10 +165,10 @@ func TestScrapeWhileRecordsFlow(t *testing.T) {
 func TestSetOutputOnScrape(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := New(reg, "dev")
-	var acked, failed atomic.Uint64
+	var acked, failed, dead atomic.Uint64
 	var queued atomic.Int64
 	m.OnScrape(func() {
-		m.SetOutput("elasticsearch", OutputStats{Delivered: acked.Load(), Errors: failed.Load(), Queued: queued.Load()})
+		m.SetOutput("elasticsearch", OutputStats{Delivered: acked.Load(), Errors: failed.Load(), Queued: queued.Load(), DeadLettered: dead.Load()})
 	})
 	srv, err := Listen("127.0.0.1:0", Handler(m.Gatherer(reg), nil))
 	if err != nil {
@@ -189,16 +189,21 @@ func TestSetOutputOnScrape(t *testing.T) {
 		{9, 2, 0, 9, 2},
 		{4, 1, 0, 13, 3}, // the output restarted: its totals began again
 	}
+	deadSteps := []struct{ total, want float64 }{{0, 0}, {2, 2}, {3, 3}, {1, 4}}
 	for i, s := range steps {
 		acked.Store(s.acked)
 		failed.Store(s.failed)
 		queued.Store(s.queued)
+		dead.Store(uint64(deadSteps[i].total))
 		fams := scrape(t, url)
 		if got := value(fams, "vmlineage_records_out_total", "output", "elasticsearch"); got != s.wantOut {
 			t.Errorf("step %d: records out %v, want %v", i, got, s.wantOut)
 		}
 		if got := value(fams, "vmlineage_output_errors_total", "output", "elasticsearch"); got != s.wantErr {
 			t.Errorf("step %d: errors %v, want %v", i, got, s.wantErr)
+		}
+		if got := value(fams, "vmlineage_records_dead_lettered_total", "output", "elasticsearch"); got != deadSteps[i].want {
+			t.Errorf("step %d: dead-lettered %v, want %v", i, got, deadSteps[i].want)
 		}
 		if got := value(fams, "vmlineage_queue_depth", "queue", "elasticsearch"); got != float64(s.queued) {
 			t.Errorf("step %d: queue %v, want %v", i, got, s.queued)

@@ -53,7 +53,8 @@ func (a *Agent) serveSide(ctx context.Context) error {
 			}
 			for _, o := range a.Outputs() {
 				h := o.Health()
-				m.SetOutput(h.Output, metrics.OutputStats{Delivered: h.Spool.Acked, Errors: h.Health.Failed, Queued: h.Spool.Records})
+				m.SetOutput(h.Output, metrics.OutputStats{Delivered: h.Spool.Acked, Errors: h.Health.Failed, Queued: h.Spool.Records,
+					DeadLettered: h.Health.DeadLettered + o.TooBig.Load()})
 			}
 		})
 		var token string
