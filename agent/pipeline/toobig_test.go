@@ -23,6 +23,7 @@ func TestRecordTooBigForTheSpoolIsDeadLettered(t *testing.T) {
 	h := newHarness(t, sc, false, "")
 	cfg := h.config()
 	cfg.Outputs = []config.Output{{Name: "tiny", Type: "file", Format: "ecs", Path: filepath.Join(h.dir, "out", "tiny.jsonl"), SpoolMaxBytes: 1 << 10}}
+	cfg.Metrics.Listen = freeAddr(t)
 	ctx := context.Background()
 	a := h.startAgent(ctx, cfg)
 	if err := h.srv.Play(ctx, sc, 0); err != nil {
@@ -62,5 +63,9 @@ func TestRecordTooBigForTheSpoolIsDeadLettered(t *testing.T) {
 	})
 	if n := a.Outputs()[0].TooBig.Load(); n < uint64(len(got)) {
 		t.Fatalf("TooBig %d, want at least %d", n, len(got))
+	}
+	_, body := get(t, "http://"+cfg.Metrics.Listen+"/metrics")
+	if n := metricValue(body, "vmlineage_records_dead_lettered_total"); n < float64(len(got)) {
+		t.Errorf("vmlineage_records_dead_lettered_total %v, want at least %d", n, len(got))
 	}
 }
