@@ -68,12 +68,35 @@ func (d *DeadLetter) Write(entries []DeadLetterEntry) error {
 	if d.f == nil {
 		return ErrClosed
 	}
+	if err := d.reopenIfMoved(); err != nil {
+		return fmt.Errorf("dead letter %s: %w", d.path, err)
+	}
 	if _, err := d.f.Write(buf); err != nil {
 		return fmt.Errorf("dead letter %s: %w", d.path, err)
 	}
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("dead letter %s: %w", d.path, err)
 	}
+	return nil
+}
+
+// reopenIfMoved opens the path again when the file open is no longer there
+// (removed, or replaced by an editor's save): entries written to the old
+// one would be seen by nobody.
+func (d *DeadLetter) reopenIfMoved() error {
+	cur, err := d.f.Stat()
+	if err != nil {
+		return err
+	}
+	if now, err := os.Stat(d.path); err == nil && os.SameFile(cur, now) {
+		return nil
+	}
+	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	d.f.Close()
+	d.f = f
 	return nil
 }
 

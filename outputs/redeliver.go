@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,14 +22,19 @@ import (
 
 // A dead-letter file is only ever appended to, by the agent while it runs,
 // so redelivery never rewrites it: a mark beside it (MarkPath) holds the
-// byte offset up to which its entries went out again. Entries the output
-// refuses once more are appended by the output itself, after the mark, and
-// wait for the next run. Nothing in the file is lost or sent twice by two
-// runs (a lock on the mark keeps runs apart).
+// byte offset up to which its entries went out again, and a digest of the
+// file's first line, which tells the file the offset belongs to from one
+// written anew under the same name. Entries the output refuses once more
+// are appended by the output itself, after the mark, and wait for the next
+// run. Two runs never overlap (a lock beside the mark).
 
 // MarkPath is the file holding how far the dead-letter file at path was
 // redelivered.
 func MarkPath(path string) string { return path + ".redelivered" }
+
+// entryStart begins every dead-letter line (Time is DeadLetterEntry's first
+// field): where an entry starts when a torn write glued it to a fragment.
+var entryStart = []byte(`{"time":`)
 
 // RedeliverOptions tune Redeliver.
 type RedeliverOptions struct {
@@ -45,6 +52,12 @@ type RedeliverStats struct {
 	From, To int64 // byte offsets of the pending entries read (To: the mark after the run)
 	Pending  int   // entries after the mark when the run began (complete lines only)
 	Sent     int   // entries the output took (delivered, or dead-lettered again by it)
+	// Replaced says the mark belonged to an earlier file of that name: the
+	// run started from the top of this one.
+	Replaced bool
+	// Torn counts fragments of entries whose write was cut short (disk
+	// full, a crash), skipped: the output wrote those entries again whole.
+	Torn int
 	// ByReason counts the pending entries by status and error, for an
 	// operator deciding whether the cause is fixed.
 	ByReason map[string]int
@@ -56,8 +69,8 @@ type RedeliverStats struct {
 // again), and at a line that is not a dead-letter entry (an error naming the
 // line; nothing after it is sent).
 //
-// A Confirmer output (plain syslog) has the batches confirmed ConfirmAfter
-// after the last one went out; the mark moves only past confirmed batches.
+// A Confirmer output (plain syslog) has each batch confirmed ConfirmAfter
+// after it went out; the mark moves only past confirmed batches.
 func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOptions) (RedeliverStats, error) {
 	st := RedeliverStats{ByReason: map[string]int{}}
 	if opt.Batch <= 0 {
@@ -73,11 +86,6 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 			return st, fmt.Errorf("redeliver %s: another redelivery of this file is running (%w)", path, err)
 		}
 	}
-	from, err := readMark(path)
-	if err != nil {
-		return st, err
-	}
-	st.From, st.To = from, from
 	f, err := os.Open(path)
 	if err != nil {
 		return st, fmt.Errorf("redeliver: %w", err)
@@ -87,10 +95,19 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 	if err != nil {
 		return st, fmt.Errorf("redeliver: %w", err)
 	}
-	if from > fi.Size() {
-		return st, fmt.Errorf("redeliver %s: the mark %s says %d bytes were redelivered but the file has %d: it was replaced or cut; move the mark away to start again from the top",
-			path, MarkPath(path), from, fi.Size())
+	first, err := firstLineDigest(f)
+	if err != nil {
+		return st, fmt.Errorf("redeliver: %w", err)
 	}
+	from, digest, err := readMark(path)
+	if err != nil {
+		return st, err
+	}
+	if from > 0 && ((digest != "" && digest != first) || from > fi.Size()) {
+		// Removed and written anew (or cut): the offset is another file's.
+		from, st.Replaced = 0, true
+	}
+	st.From, st.To = from, from
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
 		return st, fmt.Errorf("redeliver: %w", err)
 	}
@@ -115,10 +132,42 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 		confirmAfter = conf.ConfirmAfter()
 	}
 	commit := func(end int64) error {
-		if err := writeMark(path, end); err != nil {
+		if err := writeMark(path, end, first); err != nil {
 			return err
 		}
 		st.To = end
+		return nil
+	}
+	took := func(b batch) error {
+		st.Sent += len(b.items)
+		if opt.Progress != nil {
+			opt.Progress(st.Sent)
+		}
+		return commit(b.end)
+	}
+	// confirm moves the mark past the sent batches ConfirmAfter old (all
+	// of them with wait, after waiting for the last).
+	confirm := func(wait bool) error {
+		for len(pending) > 0 {
+			b := pending[0]
+			due := b.sentAt.Add(confirmAfter)
+			if !wait && time.Now().Before(due) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("redeliver %s: stopped before the receiver confirmed %d batches; the mark stays at byte %d: %w", path, len(pending), st.To, ctx.Err())
+			case <-time.After(time.Until(due)):
+			}
+			if err := conf.Confirm(b.sentAt); err != nil {
+				return fmt.Errorf("redeliver %s through %s: the connection that carried %d entries did not last, so they may be lost; the mark stays at byte %d: run again: %w",
+					path, out.Name(), len(b.items), st.To, err)
+			}
+			pending = pending[1:]
+			if err := took(b); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	send := func(b batch) error {
@@ -126,18 +175,18 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 			return nil
 		}
 		if err := out.Send(ctx, b.items); err != nil {
-			return fmt.Errorf("redeliver %s through %s: %d entries not sent, the mark stays at byte %d: %w", path, out.Name(), len(b.items), st.To, err)
+			again := ""
+			if len(pending) > 0 {
+				again = fmt.Sprintf(" (and %d sent before it, unconfirmed, go again next run)", len(pending))
+			}
+			return fmt.Errorf("redeliver %s through %s: %d entries not sent%s, the mark stays at byte %d: %w", path, out.Name(), len(b.items), again, st.To, err)
 		}
 		if confirmAfter > 0 {
 			b.sentAt = time.Now()
 			pending = append(pending, b)
-			return nil
+			return confirm(false)
 		}
-		st.Sent += len(b.items)
-		if opt.Progress != nil {
-			opt.Progress(st.Sent)
-		}
-		return commit(b.end)
+		return took(b)
 	}
 	for {
 		raw, err := r.ReadBytes('\n')
@@ -155,12 +204,19 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 			cur.end = off
 			continue
 		}
-		var e DeadLetterEntry
-		if err := json.Unmarshal(raw, &e); err != nil || (e.Event == nil && e.Raw == "") {
-			if err == nil {
-				err = errors.New("no event or payload in it")
+		e, err := parseEntry(raw)
+		if err != nil {
+			// A write cut short leaves a fragment the next entry is glued
+			// to: the entry after it is whole, the fragment is skipped.
+			if k := bytes.LastIndex(raw, entryStart); k > 0 {
+				if e2, err2 := parseEntry(raw[k:]); err2 == nil {
+					e, err = e2, nil
+					st.Torn++
+				}
 			}
-			lineErr = fmt.Errorf("redeliver %s: line %d after the mark (byte %d) is not a dead-letter entry: %v; nothing from it on was sent: mend or remove that line and run again",
+		}
+		if err != nil {
+			lineErr = fmt.Errorf("redeliver %s: line %d after the mark (byte %d) is not a dead-letter entry: %v; nothing from it on was sent (the file must not be edited while the agent runs: it appends to the file it opened)",
 				path, line, start, err)
 			break
 		}
@@ -192,28 +248,21 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 			return st, err
 		}
 	}
-	if len(pending) > 0 {
-		last := pending[len(pending)-1].sentAt
-		select {
-		case <-ctx.Done():
-			return st, fmt.Errorf("redeliver %s: stopped before the receiver confirmed %d batches; the mark stays at byte %d: %w", path, len(pending), st.To, ctx.Err())
-		case <-time.After(time.Until(last.Add(confirmAfter))):
-		}
-		for _, b := range pending {
-			if err := conf.Confirm(b.sentAt); err != nil {
-				return st, fmt.Errorf("redeliver %s through %s: the connection that carried %d entries did not last, so they may be lost; the mark stays at byte %d: run again: %w",
-					path, out.Name(), len(b.items), st.To, err)
-			}
-			st.Sent += len(b.items)
-			if err := commit(b.end); err != nil {
-				return st, err
-			}
-			if opt.Progress != nil {
-				opt.Progress(st.Sent)
-			}
-		}
+	if err := confirm(true); err != nil {
+		return st, err
 	}
 	return st, lineErr
+}
+
+func parseEntry(raw []byte) (DeadLetterEntry, error) {
+	var e DeadLetterEntry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return e, err
+	}
+	if e.Event == nil && e.Raw == "" {
+		return e, errors.New("no event or payload in it")
+	}
+	return e, nil
 }
 
 // PendingDeadLetters counts the entries of the dead-letter file at path not
@@ -228,7 +277,7 @@ func (e *DeadLetterEntry) item() Item {
 	if e.Event != nil {
 		it.Payload = []byte(e.Event)
 	} else {
-		it.Payload = []byte(strings.TrimRight(e.Raw, "\n"))
+		it.Payload = []byte(e.Raw) // as dead-lettered, byte for byte
 	}
 	if it.Time.IsZero() && e.Event != nil {
 		// Entries written before item_time existed: an ECS document's time.
@@ -245,27 +294,57 @@ func (e *DeadLetterEntry) item() Item {
 	return it
 }
 
-func readMark(path string) (int64, error) {
+// firstLineDigest names the file by its first whole line (an entry with its
+// time and id): a file written anew under the same name has another one.
+// "" while the file has no whole line.
+func firstLineDigest(f *os.File) (string, error) {
+	buf := make([]byte, 64<<10)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	k := bytes.IndexByte(buf[:n], '\n')
+	if k < 0 {
+		if n == len(buf) { // a first line over 64 KiB: its head names it
+			k = n
+		} else {
+			return "", nil
+		}
+	}
+	sum := sha256.Sum256(buf[:k])
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+// readMark returns the offset and the first-line digest the mark holds
+// ("<offset> <digest>"; a bare offset is taken as it is).
+func readMark(path string) (int64, string, error) {
 	b, err := os.ReadFile(MarkPath(path))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, "", nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("redeliver: %w", err)
+		return 0, "", fmt.Errorf("redeliver: %w", err)
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	f := strings.Fields(string(b))
+	var n int64 = -1
+	if len(f) >= 1 && len(f) <= 2 {
+		n, err = strconv.ParseInt(f[0], 10, 64)
+	}
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("redeliver: the mark %s holds %q, not a byte offset", MarkPath(path), bytes.TrimSpace(b))
+		return 0, "", fmt.Errorf("redeliver: the mark %s holds %q, not a byte offset", MarkPath(path), bytes.TrimSpace(b))
 	}
-	return n, nil
+	if len(f) == 1 {
+		return n, "", nil
+	}
+	return n, f[1], nil
 }
 
 // writeMark replaces the mark durably: a crash leaves the old or the new
 // one, so at most the last batch goes out again.
-func writeMark(path string, off int64) error {
+func writeMark(path string, off int64, digest string) error {
 	mark := MarkPath(path)
 	tmp := mark + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(off, 10)+"\n"), 0o640); err != nil {
+	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(off, 10)+" "+digest+"\n"), 0o640); err != nil {
 		return fmt.Errorf("redeliver: %w", err)
 	}
 	f, err := os.Open(tmp)

@@ -66,8 +66,8 @@ func TestReviewRedeliverAfterATornDeadLetterWrite(t *testing.T) {
 	f.Close()
 	deadLetters(t, path, "b") // the agent's next dead letter, complete
 	o := &taker{failAt: -1}
-	_, err := Redeliver(context.Background(), path, o, RedeliverOptions{})
-	if got := strings.Join(o.ids(), ","); got != "a,b" {
-		t.Fatalf("sent %q, want a,b (b is a whole entry); err: %v", got, err)
+	st, err := Redeliver(context.Background(), path, o, RedeliverOptions{})
+	if got := strings.Join(o.ids(), ","); got != "a,b" || st.Torn != 1 {
+		t.Fatalf("sent %q, want a,b (b is a whole entry), one torn fragment (%d); err: %v", got, st.Torn, err)
 	}
 }

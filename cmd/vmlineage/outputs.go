@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -130,6 +131,7 @@ func newRedeliverCmd() *cobra.Command {
 	var (
 		cfgPath, file string
 		dryRun        bool
+		agentStopped  bool
 		batch         int
 	)
 	c := &cobra.Command{
@@ -140,8 +142,11 @@ big for the spool) to <data_dir>/deadletter/<output>.jsonl. Once the cause is fi
 those entries again through the output as configured now, oldest first, beside the running agent
 (it does not use the agent's spool). The file is never rewritten: the offset redelivered so far is
 kept beside it in <output>.jsonl.redelivered, so a later run sends only what came since, and what
-the receiver refuses again is appended to the file for the next run. With no NAME, every output
-that has a dead-letter file. --dry-run counts the entries waiting, by status and error.`,
+the receiver refuses again is appended to the output's own dead-letter file for the next run.
+With no NAME, every output that has a dead-letter file. --dry-run counts the entries waiting, by
+status and error. A file output is written by the running agent alone: redeliver through one only
+with the agent stopped (--agent-stopped). Never edit or remove a dead-letter file while the agent
+runs; the offset kept beside it makes that needless.`,
 		RunE: func(c *cobra.Command, names []string) error {
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -179,7 +184,16 @@ that has a dead-letter file. --dry-run counts the entries waiting, by status and
 				if path == "" {
 					path = pipeline.DeadLetterPath(o, cfg.DataDir)
 				}
-				if err := redeliverOne(c, o, cfg.DataDir, path, outputs.RedeliverOptions{DryRun: dryRun, Batch: batch}); err != nil {
+				var err error
+				switch {
+				case o.Type == "stdout" && !dryRun:
+					err = errors.New("a stdout output has no receiver to send to again (--dry-run counts its entries)")
+				case o.Type == "file" && !dryRun && !agentStopped:
+					err = fmt.Errorf("the running agent writes %s alone (a second writer could cut its lines): stop the agent and give --agent-stopped", o.Path)
+				default:
+					err = redeliverOne(c, o, cfg.DataDir, path, outputs.RedeliverOptions{DryRun: dryRun, Batch: batch})
+				}
+				if err != nil {
 					fmt.Fprintf(c.OutOrStdout(), "%s: FAILED: %v\n", o.Name, err)
 					failed++
 				}
@@ -194,6 +208,7 @@ that has a dead-letter file. --dry-run counts the entries waiting, by status and
 	c.Flags().StringVar(&file, "file", "", "dead-letter file to send (default: the output's own)")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "count the entries waiting, by status and error; send nothing")
 	c.Flags().IntVar(&batch, "batch", 500, "entries per send")
+	c.Flags().BoolVar(&agentStopped, "agent-stopped", false, "the agent is not running: file outputs may be written")
 	return c
 }
 
@@ -213,7 +228,13 @@ func redeliverOne(c *cobra.Command, o config.Output, dataDir, path string, opt o
 		reasons = append(reasons, fmt.Sprintf("%6d  %s", n, r))
 	}
 	sort.Strings(reasons)
+	if st.Replaced {
+		fmt.Fprintf(w, "%s: %s was written anew since the last redelivery: read from the top\n", o.Name, path)
+	}
 	fmt.Fprintf(w, "%s: %s: %d entries waiting after byte %d\n", o.Name, path, st.Pending, st.From)
+	if st.Torn > 0 {
+		fmt.Fprintf(w, "%s: %d fragments of entries whose write was cut short skipped (the output wrote those entries again whole)\n", o.Name, st.Torn)
+	}
 	for _, r := range reasons {
 		fmt.Fprintf(w, "%s\n", r)
 	}

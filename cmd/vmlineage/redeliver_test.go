@@ -230,3 +230,38 @@ func esEventIDs(t *testing.T, oc config.Output, dir string) []string {
 	}
 	return ids
 }
+
+// A file output is written by the running agent alone (a second writer
+// cuts the file back to its own tally on a short write): redeliver goes
+// through one only when told the agent is stopped; a stdout output has
+// nobody to send to.
+func TestRedeliverThroughAFileOutputWantsTheAgentStopped(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "records.jsonl")
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\noutputs:\n  - {name: archive, type: file, format: ecs, path: %s}\n  - {name: screen, type: stdout}\n", dir, path)), 0o600)
+	for _, name := range []string{"archive", "screen"} {
+		d, err := outputs.OpenDeadLetter(filepath.Join(dir, "deadletter", name+".jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Write([]outputs.DeadLetterEntry{outputs.Entry(name, outputs.Item{ID: "big", Payload: []byte(`{"id":"big"}`)}, 413, "too big for the spool")})
+		d.Close()
+	}
+	s, err := run(t, "outputs", "redeliver", "--config", cfg)
+	if err == nil || !strings.Contains(s, "archive: FAILED: the running agent writes "+path+" alone") || !strings.Contains(s, "screen: FAILED: a stdout output has no receiver") {
+		t.Fatalf("without --agent-stopped: %v\n%s", err, s)
+	}
+	if b, _ := os.ReadFile(path); len(b) != 0 {
+		t.Fatalf("the file output was written: %q", b)
+	}
+	if s, err := run(t, "outputs", "redeliver", "archive", "--agent-stopped", "--config", cfg); err != nil || !strings.Contains(s, "archive: 1 sent again") {
+		t.Fatalf("with --agent-stopped: %v\n%s", err, s)
+	}
+	if b, _ := os.ReadFile(path); string(b) != `{"id":"big"}`+"\n" {
+		t.Fatalf("the file output holds %q", b)
+	}
+	if s, err := run(t, "outputs", "redeliver", "screen", "--dry-run", "--config", cfg); err != nil || !strings.Contains(s, "1 entries waiting") {
+		t.Fatalf("dry run of stdout: %v\n%s", err, s)
+	}
+}
