@@ -245,14 +245,7 @@ func (s *Store) Seal(ctx context.Context, upTo int64, fn SealFunc, limit int) ([
 			// learnt them after the tracer last wrote the VM (a VM gone
 			// before the logs' record of its making was completed).
 			if (todo[i].changed || todo[i].seal) && r.Activity.Creating() && r.Result == record.Success && r.ParentVMUUID != "" && r.VMUUID != "" {
-				cyc, err := tx.wouldCycle(r.VMUUID, r.ParentVMUUID)
-				if err != nil {
-					return err
-				}
-				if cyc {
-					tx.store.refuseParent(r.VMUUID, r.ParentVMUUID)
-				} else if _, err := tx.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''",
-					r.ParentVMUUID, string(r.Activity), r.VMUUID); err != nil {
+				if err := tx.fillParent(r.VMUUID, r.ParentVMUUID, string(r.Activity)); err != nil {
 					return err
 				}
 			}

@@ -47,12 +47,28 @@ type Store struct {
 	merged    atomic.Int64
 
 	refusedParents atomic.Uint64
+	refusedMu      sync.Mutex
+	refused        map[[2]string]bool // claims refused (under refusedMu)
 	// OnRefusedParent, when set before the first write, hears of each
 	// parent link refused because it would close a cycle in the tree.
 	OnRefusedParent func(child, parent string)
 }
 
 func (s *Store) refuseParent(child, parent string) {
+	// Once per claim: the tracer writes a VM again with the parent it was
+	// told (on a rename, say), and one warning says it all.
+	s.refusedMu.Lock()
+	if s.refused == nil {
+		s.refused = map[[2]string]bool{}
+	}
+	seen := s.refused[[2]string{child, parent}]
+	if !seen && len(s.refused) < 10000 {
+		s.refused[[2]string{child, parent}] = true
+	}
+	s.refusedMu.Unlock()
+	if seen {
+		return
+	}
 	s.refusedParents.Add(1)
 	if s.OnRefusedParent != nil {
 		s.OnRefusedParent(child, parent)
@@ -60,7 +76,7 @@ func (s *Store) refuseParent(child, parent string) {
 }
 
 // RefusedParents counts the parent links refused since Open because they
-// would have made a VM its own ancestor.
+// would have made a VM its own ancestor, each claim once.
 func (s *Store) RefusedParents() uint64 { return s.refusedParents.Load() }
 
 // Open opens or creates the store at path. The directory is created with

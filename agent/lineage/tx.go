@@ -238,6 +238,29 @@ func (t *Tx) PutVM(v *VM) error {
 	return nil
 }
 
+// fillParent gives a VM the tree holds without a parent the parent a
+// creating record names, unless that would close a cycle.
+func (t *Tx) fillParent(child, parent, via string) error {
+	var cur string
+	err := t.queryRow("SELECT parent_uuid FROM vms WHERE uuid=?", child).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && cur != "") {
+		return nil // no such VM, or the tree knew better
+	}
+	if err != nil {
+		return err
+	}
+	cyc, err := t.wouldCycle(child, parent)
+	if err != nil {
+		return err
+	}
+	if cyc {
+		t.store.refuseParent(child, parent)
+		return nil
+	}
+	_, err = t.exec("UPDATE vms SET parent_uuid=?, parent_via=? WHERE uuid=? AND parent_uuid=''", parent, via, child)
+	return err
+}
+
 // wouldCycle reports whether making parent the parent of child would make
 // child its own ancestor: parent is child, or child is among parent's
 // ancestors. xapi never does that, but a parent link comes from outside
@@ -247,12 +270,15 @@ func (t *Tx) wouldCycle(child, parent string) (bool, error) {
 	if child == parent {
 		return true, nil
 	}
+	// UNION, not UNION ALL: a VM met again is not queued again, so a cycle
+	// already in a corrupt store ends the walk instead of running it to
+	// maxDepth.
 	var yes bool
-	err := t.queryRow(`WITH RECURSIVE up(uuid, depth) AS (
-		  SELECT parent_uuid, 1 FROM vms WHERE uuid=?1 AND parent_uuid<>''
-		  UNION ALL
-		  SELECT v.parent_uuid, up.depth+1 FROM up CROSS JOIN vms v ON v.uuid=up.uuid WHERE v.parent_uuid<>'' AND up.depth<?3)
-		SELECT EXISTS(SELECT 1 FROM up WHERE uuid=?2)`, parent, child, maxDepth).Scan(&yes)
+	err := t.queryRow(`WITH RECURSIVE up(uuid) AS (
+		  SELECT parent_uuid FROM vms WHERE uuid=?1 AND parent_uuid<>''
+		  UNION
+		  SELECT v.parent_uuid FROM up CROSS JOIN vms v ON v.uuid=up.uuid WHERE v.parent_uuid<>'')
+		SELECT EXISTS(SELECT 1 FROM up WHERE uuid=?2)`, parent, child).Scan(&yes)
 	return yes, err
 }
 
