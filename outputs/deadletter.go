@@ -91,6 +91,9 @@ func (d *DeadLetter) reopenIfMoved() error {
 	if now, err := os.Stat(d.path); err == nil && os.SameFile(cur, now) {
 		return nil
 	}
+	if err := os.MkdirAll(filepath.Dir(d.path), 0o750); err != nil { // the directory may be gone too
+		return err
+	}
 	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err

@@ -103,8 +103,10 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 	if err != nil {
 		return st, err
 	}
-	if from > 0 && ((digest != "" && digest != first) || from > fi.Size()) {
+	if from > 0 && (digest != first || from > fi.Size()) {
 		// Removed and written anew (or cut): the offset is another file's.
+		// A mark without a digest (written by hand) cannot tell: from the
+		// top too, since a repeat is harmless and a skip is not.
 		from, st.Replaced = 0, true
 	}
 	st.From, st.To = from, from
@@ -208,10 +210,18 @@ func Redeliver(ctx context.Context, path string, out Output, opt RedeliverOption
 		if err != nil {
 			// A write cut short leaves a fragment the next entry is glued
 			// to: the entry after it is whole, the fragment is skipped.
-			if k := bytes.LastIndex(raw, entryStart); k > 0 {
+			// The first start that reads as a whole entry is it (a later
+			// one may be an object inside that entry's event).
+			for k := 1; k < len(raw); k++ {
+				j := bytes.Index(raw[k:], entryStart)
+				if j < 0 {
+					break
+				}
+				k += j
 				if e2, err2 := parseEntry(raw[k:]); err2 == nil {
 					e, err = e2, nil
 					st.Torn++
+					break
 				}
 			}
 		}
@@ -316,7 +326,7 @@ func firstLineDigest(f *os.File) (string, error) {
 }
 
 // readMark returns the offset and the first-line digest the mark holds
-// ("<offset> <digest>"; a bare offset is taken as it is).
+// ("<offset> <digest>"; a bare offset gives no digest).
 func readMark(path string) (int64, string, error) {
 	b, err := os.ReadFile(MarkPath(path))
 	if errors.Is(err, os.ErrNotExist) {

@@ -248,9 +248,14 @@ func TestRedeliverThroughAFileOutputWantsTheAgentStopped(t *testing.T) {
 		d.Write([]outputs.DeadLetterEntry{outputs.Entry(name, outputs.Item{ID: "big", Payload: []byte(`{"id":"big"}`)}, 413, "too big for the spool")})
 		d.Close()
 	}
-	s, err := run(t, "outputs", "redeliver", "--config", cfg)
+	s, err := run(t, "outputs", "redeliver", "archive", "screen", "--config", cfg)
 	if err == nil || !strings.Contains(s, "archive: FAILED: the running agent writes "+path+" alone") || !strings.Contains(s, "screen: FAILED: a stdout output has no receiver") {
-		t.Fatalf("without --agent-stopped: %v\n%s", err, s)
+		t.Fatalf("named, without --agent-stopped: %v\n%s", err, s)
+	}
+	// Not named (a timer's plain run): skipped with a word, not failed.
+	s, err = run(t, "outputs", "redeliver", "--config", cfg)
+	if err != nil || !strings.Contains(s, "archive: skipped: the running agent writes") || !strings.Contains(s, "screen: skipped: a stdout output") {
+		t.Fatalf("not named: %v\n%s", err, s)
 	}
 	if b, _ := os.ReadFile(path); len(b) != 0 {
 		t.Fatalf("the file output was written: %q", b)
