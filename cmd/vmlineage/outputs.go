@@ -185,20 +185,22 @@ runs; the offset kept beside it makes that needless.`,
 				if path == "" {
 					path = pipeline.DeadLetterPath(o, cfg.DataDir)
 				}
-				var err error
+				var refused error
 				switch {
 				case o.Type == "stdout" && !dryRun:
-					err = errors.New("a stdout output has no receiver to send to again (--dry-run counts its entries)")
+					refused = errors.New("a stdout output has no receiver to send to again (--dry-run counts its entries)")
 				case o.Type == "file" && !dryRun && !agentStopped:
-					err = fmt.Errorf("the running agent writes %s alone (a second writer could cut its lines): stop the agent and give --agent-stopped", o.Path)
-				default:
-					err = redeliverOne(c, o, cfg.DataDir, path, outputs.RedeliverOptions{DryRun: dryRun, Batch: batch})
+					refused = fmt.Errorf("the running agent writes %s alone (a second writer could cut its lines): stop the agent and give --agent-stopped", o.Path)
 				}
-				if err != nil && len(names) == 0 && (o.Type == "stdout" || o.Type == "file") {
+				if refused != nil && len(names) == 0 {
 					// Not asked for by name: said, not failed, so that a
 					// timer running the plain command keeps succeeding.
-					fmt.Fprintf(c.OutOrStdout(), "%s: skipped: %v\n", o.Name, err)
+					fmt.Fprintf(c.OutOrStdout(), "%s: skipped: %v\n", o.Name, refused)
 					continue
+				}
+				err := refused
+				if err == nil {
+					err = redeliverOne(c, o, cfg.DataDir, path, outputs.RedeliverOptions{DryRun: dryRun, Batch: batch})
 				}
 				if err != nil {
 					fmt.Fprintf(c.OutOrStdout(), "%s: FAILED: %v\n", o.Name, err)
